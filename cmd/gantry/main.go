@@ -1,0 +1,36 @@
+// Command gantry is Gantry's single binary: the server, the CLI, and the
+// small helpers the server runs (a gear's supervisor, the git hook, the
+// static file server).
+package main
+
+import (
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gantry-paas/gantry/internal/builder"
+	"github.com/gantry-paas/gantry/internal/cli"
+	"github.com/gantry-paas/gantry/internal/server"
+	"github.com/gantry-paas/gantry/internal/shim"
+	"github.com/gantry-paas/gantry/internal/staticsite"
+)
+
+var version = "dev"
+
+func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "shim": // gantry shim GEARDIR
+			if len(os.Args) == 3 {
+				os.Exit(shim.Main(os.Args[2]))
+			}
+		case "hook": // gantry hook pre-receive
+			if len(os.Args) == 3 && os.Args[2] == "pre-receive" {
+				os.Exit(builder.HookMain(os.Stdin, os.Stdout, os.Stderr))
+			}
+		case "static-serve":
+			os.Exit(staticsite.Main())
+		}
+	}
+	os.Exit(cli.Main(cli.Options{Version: version, Daemon: []*cobra.Command{server.Command(version)}}, os.Args[1:]))
+}

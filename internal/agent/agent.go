@@ -1,0 +1,283 @@
+// Package agent runs an app's gears on this machine and keeps them running:
+// it starts each gear under a shim (see package shim), rolls out new
+// deployments without dropping requests (start, health-check, switch the
+// route, drain, stop the old gears), and on start re-attaches to the gears
+// that are already running instead of restarting them.
+//
+// Concurrency: one mutex per app serialises rollouts, stops and deletes of
+// that app. Draining old gears runs in goroutines that Run waits for. The
+// agent writes gear records to the store; the router follows the store.
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/gantry-paas/gantry/internal/layout"
+	"github.com/gantry-paas/gantry/internal/shim"
+	"github.com/gantry-paas/gantry/internal/store"
+)
+
+// Drainer is what the agent needs from the router: to know when a store
+// revision is in force, and how many connections a gear still has.
+type Drainer interface {
+	WaitApplied(ctx context.Context, rev int64) error
+	ActiveConns(endpoint string) int
+}
+
+// Options configure an Agent.
+type Options struct {
+	Store  *store.Store
+	Layout layout.Layout
+	Log    *slog.Logger
+	Router Drainer
+	// Exe is the gantry binary, run as "EXE shim DIR" for each gear.
+	Exe string
+	// IP gears listen on (plain-process mode: loopback).
+	IP string
+	// Ports gears are given, [PortMin, PortMax].
+	PortMin, PortMax int
+	// StartTimeout is how long a new gear has to accept connections.
+	StartTimeout time.Duration
+	// DrainTimeout bounds how long old gears keep open connections.
+	DrainTimeout time.Duration
+	// Env builds a gear's environment (see Env).
+	Env func(app *store.App, dep *store.Deployment, g *store.Gear) []string
+	// Hooks returns the path of a deployment's action hook, or "".
+	Hook func(dep *store.Deployment, name string) string
+	// RunHook runs a hook, streaming to out.
+	RunHook func(ctx context.Context, path, dir string, env []string, out io.Writer) error
+}
+
+// Agent supervises gears.
+type Agent struct {
+	o     Options
+	log   *slog.Logger
+	mu    sync.Mutex
+	locks map[string]*sync.Mutex
+	wg    sync.WaitGroup
+	ctx   context.Context // the agent's own lifetime, set by Run
+	ready chan struct{}
+}
+
+// New validates the options.
+func New(o Options) (*Agent, error) {
+	if o.Store == nil || o.Layout.Root == "" || o.Exe == "" || o.Env == nil {
+		return nil, errors.New("agent: Store, Layout, Exe and Env are required")
+	}
+	if o.IP == "" {
+		o.IP = "127.0.0.1"
+	}
+	if o.PortMin == 0 {
+		o.PortMin, o.PortMax = 20000, 29999
+	}
+	if o.PortMax < o.PortMin {
+		return nil, fmt.Errorf("agent: port range %d-%d is empty", o.PortMin, o.PortMax)
+	}
+	if o.StartTimeout == 0 {
+		o.StartTimeout = 60 * time.Second
+	}
+	if o.DrainTimeout == 0 {
+		o.DrainTimeout = 30 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if err := os.MkdirAll(o.Layout.GearsDir(), 0o750); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	return &Agent{o: o, log: o.Log.With("component", "agent"), locks: map[string]*sync.Mutex{}, ready: make(chan struct{})}, nil
+}
+
+func (a *Agent) appLock(appKey string) func() {
+	a.mu.Lock()
+	l := a.locks[appKey]
+	if l == nil {
+		l = &sync.Mutex{}
+		a.locks[appKey] = l
+	}
+	a.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+// Run re-attaches to running gears, then supervises them until ctx ends.
+// Gears keep running after Run returns: stopping the server is not
+// stopping the apps.
+func (a *Agent) Run(ctx context.Context) error {
+	a.ctx = ctx
+	a.reattach(ctx)
+	close(a.ready)
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			a.wg.Wait()
+			return nil
+		case <-t.C:
+			a.supervise(ctx)
+		}
+	}
+}
+
+// Ready is closed once Run has re-attached to existing gears.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// reattach adopts the gears recorded in the store: a live shim is left
+// alone; a gear whose shim is gone (the machine rebooted) is started again;
+// a gear that was draining when the server stopped is stopped now.
+func (a *Agent) reattach(ctx context.Context) {
+	gears, err := a.gears("")
+	if err != nil {
+		a.log.Error("listing gears", "err", err)
+		return
+	}
+	adopted := 0
+	for _, g := range gears {
+		dir := a.o.Layout.Gear(g.ID)
+		st, _ := shim.ReadState(dir)
+		alive := shim.Alive(dir, st)
+		switch {
+		case g.State == store.GearDraining || g.State == store.GearStopped:
+			a.stopGear(ctx, g, io.Discard)
+			a.o.Store.Update(func(tx *store.Tx) error { return tx.Delete(store.GearKey(g.ID)) })
+		case alive:
+			adopted++
+		default:
+			a.log.Warn("gear not running, starting it", "gear", g.ID, "app", g.AppKey)
+			if err := a.spawn(g.ID); err != nil {
+				a.log.Error("restarting gear", "gear", g.ID, "err", err)
+			}
+		}
+	}
+	a.log.Info("re-attached to gears", "running", adopted, "total", len(gears))
+}
+
+// supervise restarts shims that died (the shim itself restarts the app).
+func (a *Agent) supervise(ctx context.Context) {
+	gears, err := a.gears("")
+	if err != nil {
+		return
+	}
+	for _, g := range gears {
+		if g.State != store.GearRunning {
+			continue
+		}
+		dir := a.o.Layout.Gear(g.ID)
+		st, err := shim.ReadState(dir)
+		if err != nil || st.Status == shim.Stopped || shim.Alive(dir, st) {
+			continue
+		}
+		a.log.Warn("gear supervisor died, starting it again", "gear", g.ID, "app", g.AppKey)
+		a.spawn(g.ID)
+	}
+}
+
+func (a *Agent) gears(appID string) ([]store.Gear, error) {
+	var out []store.Gear
+	err := a.o.Store.View(func(tx *store.Tx) error {
+		all, err := store.List[store.Gear](tx, "gears/")
+		for _, g := range all {
+			if appID == "" || g.AppID == appID {
+				out = append(out, g)
+			}
+		}
+		return err
+	})
+	return out, err
+}
+
+// GearStatus is what the agent knows about a gear's process.
+type GearStatus struct {
+	PID      int    `json:"pid"`
+	Status   string `json:"status"`
+	Restarts int    `json:"restarts"`
+	LastExit string `json:"last_exit,omitempty"`
+}
+
+// Status reads a gear's process status.
+func (a *Agent) Status(gearID string) GearStatus {
+	dir := a.o.Layout.Gear(gearID)
+	st, err := shim.ReadState(dir)
+	if err != nil {
+		return GearStatus{Status: "unknown"}
+	}
+	s := GearStatus{PID: st.PID, Status: st.Status, Restarts: st.Restarts, LastExit: st.LastExit}
+	if st.Status != shim.Stopped && !shim.Alive(dir, st) {
+		s.Status, s.PID = "lost", 0
+	}
+	return s
+}
+
+func newID() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// allocPort picks a port no gear record holds and nothing on the host uses.
+func (a *Agent) allocPort(tx *store.Tx, taken map[int]bool) (int, error) {
+	gears, err := store.List[store.Gear](tx, "gears/")
+	if err != nil {
+		return 0, err
+	}
+	for _, g := range gears {
+		taken[g.Port] = true
+	}
+	n := a.o.PortMax - a.o.PortMin + 1
+	start := int(time.Now().UnixNano() % int64(n))
+	for i := 0; i < n; i++ {
+		p := a.o.PortMin + (start+i)%n
+		if taken[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(a.o.IP, fmt.Sprint(p)))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		taken[p] = true
+		return p, nil
+	}
+	return 0, fmt.Errorf("no free port in %d-%d for a new gear", a.o.PortMin, a.o.PortMax)
+}
+
+// cleanLogs keeps the log files of the newest keep gears of an app.
+func cleanLogs(dir string, keep int) {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	if len(files) <= keep {
+		return
+	}
+	type f struct {
+		p string
+		t time.Time
+	}
+	var fs []f
+	for _, p := range files {
+		if fi, err := os.Stat(p); err == nil {
+			fs = append(fs, f{p, fi.ModTime()})
+		}
+	}
+	for len(fs) > keep {
+		oldest := 0
+		for i := range fs {
+			if fs[i].t.Before(fs[oldest].t) {
+				oldest = i
+			}
+		}
+		os.Remove(fs[oldest].p)
+		os.Remove(fs[oldest].p + ".1")
+		fs = append(fs[:oldest], fs[oldest+1:]...)
+	}
+}

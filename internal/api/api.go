@@ -1,0 +1,212 @@
+// Package api is Gantry's REST/JSON API: users, SSH keys, domains, apps,
+// environment, logs and deployments, with an OpenAPI 3.1 document generated
+// from the handlers (huma), an offline docs page with try-it, problem+json
+// errors with stable codes, and bearer-token auth on every endpoint but the
+// health check. It also serves git over smart HTTP for pushes behind
+// firewalls. A user sees and changes only their own domains and apps.
+//
+// The API turns intent into store writes and asks the agent and the builder
+// to act; it does not run processes itself.
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/danielgtaylor/huma/v2/adapters/humago"
+
+	"github.com/gantry-paas/gantry/internal/layout"
+	"github.com/gantry-paas/gantry/internal/store"
+)
+
+// Agent is what the API asks of the agent.
+type Agent interface {
+	Rollout(ctx context.Context, appKey, depID string, out io.Writer) error
+	Stop(ctx context.Context, appKey string) error
+	Delete(ctx context.Context, appKey string) error
+	Status(gearID string) GearStatus
+}
+
+// GearStatus is a gear's process status as the agent sees it.
+type GearStatus struct {
+	PID      int
+	Status   string
+	Restarts int
+	LastExit string
+}
+
+// Builder is what the API asks of the builder.
+type Builder interface {
+	Deploy(ctx context.Context, appKey, commit string, gitEnv []string, out io.Writer) error
+	GrantPush(user, appKey string) (token string, release func())
+}
+
+// Options configure the API.
+type Options struct {
+	Store   *store.Store
+	Layout  layout.Layout
+	Log     *slog.Logger
+	Agent   Agent
+	Builder Builder
+	// Exe is the gantry binary (for repository hooks).
+	Exe string
+	// CloudDomain is the suffix of canonical app hostnames.
+	CloudDomain string
+	// AppURL, GitSSHURL and GitHTTPURL render an app's addresses.
+	AppURL     func(host string) string
+	GitSSHURL  func(domain, app string) string
+	GitHTTPURL func(domain, app string) string
+	// SSHHostKeys are the SSH endpoint's public host keys in
+	// known_hosts form ("[host]:port type base64"), for clients to trust.
+	SSHHostKeys []string
+	// HookSocket is where receive-pack's hook reaches the builder.
+	HookSocket string
+	Version    string
+}
+
+// API serves the REST API.
+type API struct {
+	o   Options
+	log *slog.Logger
+	mux *http.ServeMux
+	h   huma.API
+}
+
+type ctxKey int
+
+const userKey ctxKey = 0
+
+//go:embed docsui
+var docsUI embed.FS
+
+var setErrorsOnce sync.Once
+
+// New builds the API and registers every operation.
+func New(o Options) (*API, error) {
+	if o.Store == nil || o.Agent == nil || o.Builder == nil || o.AppURL == nil || o.GitSSHURL == nil || o.GitHTTPURL == nil {
+		return nil, errors.New("api: Store, Agent, Builder and URL functions are required")
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	setErrorsOnce.Do(func() { huma.NewError = newProblem })
+	a := &API{o: o, log: o.Log.With("component", "api"), mux: http.NewServeMux()}
+	cfg := huma.DefaultConfig("Gantry API", o.Version)
+	cfg.Info.Description = "Manage users, SSH keys, domains, apps, their environment, logs and deployments. " +
+		"Every endpoint but /healthz takes `Authorization: Bearer TOKEN`; `gantry user create` prints a token."
+	cfg.DocsPath = "" // served below, offline
+	cfg.OpenAPIPath = "/openapi"
+	cfg.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
+		"bearer": {Type: "http", Scheme: "bearer", Description: "An API token from `gantry user create` or the bootstrap config."},
+	}
+	a.h = humago.New(a.mux, cfg)
+	a.h.UseMiddleware(a.authenticate)
+	a.registerUsers()
+	a.registerDomains()
+	a.registerApps()
+	a.registerDeployments()
+	a.registerLogs()
+	a.mux.HandleFunc("GET /docs", a.docs)
+	a.mux.Handle("GET /docs/", http.StripPrefix("/docs/", http.FileServerFS(mustSub(docsUI, "docsui"))))
+	a.mux.HandleFunc("/git/", a.gitHTTP)
+	a.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/docs", http.StatusFound)
+	})
+	return a, nil
+}
+
+// ServeHTTP serves the API, with protection against cross-origin form posts.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.mux.ServeHTTP(w, r)
+}
+
+// OpenAPI returns the generated document.
+func (a *API) OpenAPI() *huma.OpenAPI { return a.h.OpenAPI() }
+
+var bearer = []map[string][]string{{"bearer": {}}}
+
+// authenticate checks the bearer token of every operation that declares
+// security and puts the user in the context.
+func (a *API) authenticate(ctx huma.Context, next func(huma.Context)) {
+	if len(ctx.Operation().Security) == 0 {
+		next(ctx)
+		return
+	}
+	tok, ok := strings.CutPrefix(ctx.Header("Authorization"), "Bearer ")
+	if !ok || tok == "" {
+		ctx.SetHeader("WWW-Authenticate", `Bearer realm="gantry"`)
+		huma.WriteErr(a.h, ctx, http.StatusUnauthorized, "missing API token: send `Authorization: Bearer TOKEN` (the CLI does this after `gantry login`)")
+		return
+	}
+	user, err := a.userByToken(strings.TrimSpace(tok))
+	if err != nil {
+		huma.WriteErr(a.h, ctx, http.StatusUnauthorized, "invalid API token: log in again with `gantry login --server URL --token TOKEN`")
+		return
+	}
+	next(huma.WithValue(ctx, userKey, user))
+}
+
+func (a *API) userByToken(tok string) (*store.User, error) {
+	var t store.Token
+	var u store.User
+	err := a.o.Store.View(func(tx *store.Tx) error {
+		if err := tx.Get("tokens/"+HashToken(tok), &t); err != nil {
+			return err
+		}
+		return tx.Get("users/"+t.User, &u)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &u, nil
+}
+
+// HashToken is how tokens are stored: only their SHA-256.
+func HashToken(tok string) string {
+	sum := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(sum[:])
+}
+
+func userOf(ctx context.Context) *store.User {
+	u, _ := ctx.Value(userKey).(*store.User)
+	return u
+}
+
+func mustSub(f embed.FS, dir string) fs.FS {
+	sub, err := fs.Sub(f, dir)
+	if err != nil {
+		panic(err)
+	}
+	return sub
+}
+
+const docsPage = `<!doctype html>
+<html><head><meta charset="utf-8"><title>Gantry API</title>
+<link rel="stylesheet" href="/docs/swagger-ui.css">
+<style>body{margin:0} .topbar{display:none}</style></head>
+<body><div id="ui"></div>
+<script src="/docs/swagger-ui-bundle.js"></script>
+<script>
+window.ui = SwaggerUIBundle({
+  url: "/openapi.json", dom_id: "#ui", deepLinking: true,
+  tryItOutEnabled: true, persistAuthorization: true,
+});
+</script></body></html>
+`
+
+func (a *API) docs(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:")
+	fmt.Fprint(w, docsPage)
+}

@@ -1,0 +1,522 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/danielgtaylor/huma/v2"
+
+	"github.com/gantry-paas/gantry/internal/builder"
+	"github.com/gantry-paas/gantry/internal/gitrepo"
+	"github.com/gantry-paas/gantry/internal/names"
+	"github.com/gantry-paas/gantry/internal/store"
+)
+
+// DomainView is a domain as the API shows it.
+type DomainView struct {
+	Name    string    `json:"name"`
+	Owner   string    `json:"owner"`
+	Apps    int       `json:"apps"`
+	Created time.Time `json:"created"`
+}
+
+// GearView is one gear of an app.
+type GearView struct {
+	ID         string `json:"id"`
+	IP         string `json:"ip"`
+	Port       int    `json:"port"`
+	State      string `json:"state" doc:"starting, running, draining, stopped"`
+	Process    string `json:"process" doc:"running, backoff (crashed, restarting), stopped, lost"`
+	PID        int    `json:"pid,omitempty"`
+	Restarts   int    `json:"restarts"`
+	LastExit   string `json:"last_exit,omitempty" doc:"why the process last stopped"`
+	Deployment string `json:"deployment"`
+	Isolation  string `json:"isolation" doc:"process: a plain process on loopback, without namespaces"`
+}
+
+// AppView is an app as the API shows it.
+type AppView struct {
+	Name             string     `json:"name"`
+	Domain           string     `json:"domain"`
+	Type             string     `json:"type"`
+	URL              string     `json:"url"`
+	GitURL           string     `json:"git_url" doc:"SSH clone URL"`
+	GitHTTPURL       string     `json:"git_http_url" doc:"HTTP clone URL (password: your API token)"`
+	State            string     `json:"state" doc:"running, stopped, or not_deployed"`
+	Scale            int        `json:"scale"`
+	Branch           string     `json:"branch"`
+	ActiveDeployment string     `json:"active_deployment,omitempty"`
+	Gears            []GearView `json:"gears"`
+	Created          time.Time  `json:"created"`
+	DeployError      string     `json:"deploy_error,omitempty" doc:"set when creating the app could not deploy its starter code"`
+}
+
+// DeploymentView is one deployment.
+type DeploymentView struct {
+	ID        string    `json:"id"`
+	Commit    string    `json:"commit"`
+	Cartridge string    `json:"cartridge"`
+	Created   time.Time `json:"created"`
+	Active    bool      `json:"active"`
+}
+
+type AppRef struct {
+	Domain string `path:"domain" doc:"Domain name"`
+	App    string `path:"app" doc:"App name"`
+}
+
+func (r AppRef) key() string { return store.AppKey(r.Domain, r.App) }
+
+// loadApp returns the caller's app, or a not-found problem for apps that
+// do not exist and for other users' apps alike (no existence leak).
+func (a *API) loadApp(ctx context.Context, r AppRef) (*store.App, error) {
+	var app store.App
+	err := a.o.Store.View(func(tx *store.Tx) error { return tx.Get(r.key(), &app) })
+	if err != nil || app.Owner != userOf(ctx).Name {
+		return nil, notFound("app_not_found", fmt.Sprintf("you have no app %q in domain %q: see `gantry app list`", r.App, r.Domain))
+	}
+	return &app, nil
+}
+
+func (a *API) appView(app *store.App) AppView {
+	v := AppView{Name: app.Name, Domain: app.Domain, Type: app.Type, URL: a.o.AppURL(app.Host),
+		GitURL: a.o.GitSSHURL(app.Domain, app.Name), GitHTTPURL: a.o.GitHTTPURL(app.Domain, app.Name),
+		Scale: max(app.Scale, 1), Branch: app.Branch, ActiveDeployment: app.ActiveDeployment, Created: app.Created, Gears: []GearView{}}
+	switch {
+	case app.ActiveDeployment == "":
+		v.State = "not_deployed"
+	case app.Stopped:
+		v.State = "stopped"
+	default:
+		v.State = "running"
+	}
+	a.o.Store.View(func(tx *store.Tx) error {
+		gears, _ := store.List[store.Gear](tx, "gears/")
+		for _, g := range gears {
+			if g.AppID != app.ID {
+				continue
+			}
+			st := a.o.Agent.Status(g.ID)
+			v.Gears = append(v.Gears, GearView{ID: g.ID, IP: g.IP, Port: g.Port, State: g.State, Process: st.Status,
+				PID: st.PID, Restarts: st.Restarts, LastExit: st.LastExit, Deployment: g.Deployment, Isolation: g.Isolation})
+		}
+		return nil
+	})
+	return v
+}
+
+func (a *API) registerDomains() {
+	huma.Register(a.h, huma.Operation{OperationID: "list-domains", Method: http.MethodGet, Path: "/v1/domains", Security: bearer,
+		Summary: "List your domains", Tags: []string{"domains"}},
+		func(ctx context.Context, _ *struct{}) (*body[[]DomainView], error) {
+			u := userOf(ctx)
+			out := []DomainView{}
+			err := a.o.Store.View(func(tx *store.Tx) error {
+				ds, err := store.List[store.Domain](tx, "domains/")
+				if err != nil {
+					return err
+				}
+				for _, d := range ds {
+					if d.Owner != u.Name {
+						continue
+					}
+					apps, _ := store.List[store.App](tx, "apps/"+d.Name+"/")
+					out = append(out, DomainView{Name: d.Name, Owner: d.Owner, Apps: len(apps), Created: d.Created})
+				}
+				return nil
+			})
+			if err != nil {
+				return nil, a.internal("listing domains", err)
+			}
+			return &body[[]DomainView]{Body: out}, nil
+		})
+
+	type createDomain struct {
+		Body struct {
+			Name string `json:"name" doc:"Domain name: a DNS label, e.g. acme"`
+		}
+	}
+	huma.Register(a.h, huma.Operation{OperationID: "create-domain", Method: http.MethodPost, Path: "/v1/domains", Security: bearer,
+		DefaultStatus: http.StatusCreated, Summary: "Create a domain", Tags: []string{"domains"}},
+		func(ctx context.Context, in *createDomain) (*body[DomainView], error) {
+			u := userOf(ctx)
+			if err := names.Label("domain", in.Body.Name); err != nil {
+				return nil, invalid(err.Error())
+			}
+			d := store.Domain{Name: in.Body.Name, Owner: u.Name, Created: time.Now().UTC()}
+			err := a.o.Store.Update(func(tx *store.Tx) error { return tx.Create("domains/"+d.Name, &d) })
+			if errors.Is(err, store.ErrExists) {
+				return nil, problem(http.StatusConflict, CodeNameTaken, fmt.Sprintf("domain %q is taken: choose another name", d.Name))
+			}
+			if err != nil {
+				return nil, a.internal("creating domain", err)
+			}
+			return &body[DomainView]{Body: DomainView{Name: d.Name, Owner: d.Owner, Created: d.Created}}, nil
+		})
+
+	type domainRef struct {
+		Domain string `path:"domain"`
+	}
+	huma.Register(a.h, huma.Operation{OperationID: "delete-domain", Method: http.MethodDelete, Path: "/v1/domains/{domain}", Security: bearer,
+		DefaultStatus: http.StatusNoContent, Summary: "Delete an empty domain", Tags: []string{"domains"}},
+		func(ctx context.Context, in *domainRef) (*struct{}, error) {
+			u := userOf(ctx)
+			err := a.o.Store.Update(func(tx *store.Tx) error {
+				var d store.Domain
+				if err := tx.Get("domains/"+in.Domain, &d); err != nil || d.Owner != u.Name {
+					return notFound("domain_not_found", fmt.Sprintf("you have no domain %q: see `gantry domain list`", in.Domain))
+				}
+				apps, err := store.List[store.App](tx, "apps/"+in.Domain+"/")
+				if err != nil {
+					return err
+				}
+				if len(apps) > 0 {
+					return problem(http.StatusConflict, CodeConflict, fmt.Sprintf("domain %q still has %d apps: delete them first", in.Domain, len(apps)))
+				}
+				return tx.Delete("domains/" + in.Domain)
+			})
+			return nil, asProblem(a, "deleting domain", err)
+		})
+}
+
+func asProblem(a *API, op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var p *Problem
+	if errors.As(err, &p) {
+		return p
+	}
+	return a.internal(op, err)
+}
+
+func (a *API) registerApps() {
+	type listApps struct {
+		Domain string `query:"domain" doc:"Only apps of this domain"`
+		Name   string `query:"name" doc:"Only apps with this name"`
+	}
+	huma.Register(a.h, huma.Operation{OperationID: "list-apps", Method: http.MethodGet, Path: "/v1/apps", Security: bearer,
+		Summary: "List your apps", Tags: []string{"apps"}},
+		func(ctx context.Context, in *listApps) (*body[[]AppView], error) {
+			u := userOf(ctx)
+			var apps []store.App
+			err := a.o.Store.View(func(tx *store.Tx) error {
+				var err error
+				apps, err = store.List[store.App](tx, "apps/")
+				return err
+			})
+			if err != nil {
+				return nil, a.internal("listing apps", err)
+			}
+			out := []AppView{}
+			for i := range apps {
+				ap := &apps[i]
+				if ap.Owner != u.Name || (in.Domain != "" && ap.Domain != in.Domain) || (in.Name != "" && ap.Name != in.Name) {
+					continue
+				}
+				out = append(out, a.appView(ap))
+			}
+			return &body[[]AppView]{Body: out}, nil
+		})
+
+	type createApp struct {
+		Domain string `path:"domain"`
+		Body   struct {
+			Name   string `json:"name" doc:"App name: a DNS label"`
+			Type   string `json:"type" enum:"nodejs,python,go,static" doc:"Cartridge; the starter code is of this type"`
+			Scale  int    `json:"scale,omitempty" minimum:"0" maximum:"16" doc:"Gears to run (default 1)"`
+			Branch string `json:"branch,omitempty" doc:"Branch that deploys (default main)"`
+		}
+	}
+	huma.Register(a.h, huma.Operation{OperationID: "create-app", Method: http.MethodPost, Path: "/v1/domains/{domain}/apps", Security: bearer,
+		DefaultStatus: http.StatusCreated, Summary: "Create an app",
+		Description: "Creates the app and its git repository holding starter code for its type, and deploys that code. Returns when the app serves.",
+		Tags:        []string{"apps"}},
+		func(ctx context.Context, in *createApp) (*body[AppView], error) {
+			return a.createApp(ctx, in.Domain, in.Body.Name, in.Body.Type, in.Body.Scale, in.Body.Branch)
+		})
+
+	huma.Register(a.h, huma.Operation{OperationID: "show-app", Method: http.MethodGet, Path: "/v1/domains/{domain}/apps/{app}", Security: bearer,
+		Summary: "Show an app", Description: "With its gears, their addresses and process states.", Tags: []string{"apps"}},
+		func(ctx context.Context, in *AppRef) (*body[AppView], error) {
+			app, err := a.loadApp(ctx, *in)
+			if err != nil {
+				return nil, err
+			}
+			return &body[AppView]{Body: a.appView(app)}, nil
+		})
+
+	huma.Register(a.h, huma.Operation{OperationID: "delete-app", Method: http.MethodDelete, Path: "/v1/domains/{domain}/apps/{app}", Security: bearer,
+		DefaultStatus: http.StatusNoContent, Summary: "Delete an app", Description: "Stops its gears and removes its repository, deployments, data and logs.", Tags: []string{"apps"}},
+		func(ctx context.Context, in *AppRef) (*struct{}, error) {
+			app, err := a.loadApp(ctx, *in)
+			if err != nil {
+				return nil, err
+			}
+			if err := a.o.Agent.Delete(ctx, app.Key()); err != nil {
+				return nil, a.internal("stopping gears", err)
+			}
+			err = a.o.Store.Update(func(tx *store.Tx) error {
+				deps, err := store.List[store.Deployment](tx, "deployments/"+app.ID+"/")
+				if err != nil {
+					return err
+				}
+				for _, d := range deps {
+					tx.Delete(store.DeploymentKey(app.ID, d.ID))
+				}
+				tx.Delete("hosts/" + app.Host)
+				return tx.Delete(app.Key())
+			})
+			if err != nil {
+				return nil, a.internal("deleting app", err)
+			}
+			os.RemoveAll(a.o.Layout.AppDir(app.ID))
+			a.log.Info("app deleted", "app", app.FullName(), "user", userOf(ctx).Name)
+			return nil, nil
+		})
+
+	for _, action := range []string{"start", "stop", "restart"} {
+		huma.Register(a.h, huma.Operation{OperationID: action + "-app", Method: http.MethodPost, Path: "/v1/domains/{domain}/apps/{app}/" + action, Security: bearer,
+			Summary: strings.ToUpper(action[:1]) + action[1:] + " an app", Description: actionDoc[action], Tags: []string{"apps"}},
+			func(ctx context.Context, in *AppRef) (*body[AppView], error) {
+				return a.appAction(ctx, *in, action)
+			})
+	}
+
+	type envOut struct {
+		Body map[string]string
+	}
+	huma.Register(a.h, huma.Operation{OperationID: "get-env", Method: http.MethodGet, Path: "/v1/domains/{domain}/apps/{app}/env", Security: bearer,
+		Summary: "List an app's environment variables", Tags: []string{"env"}},
+		func(ctx context.Context, in *AppRef) (*envOut, error) {
+			app, err := a.loadApp(ctx, *in)
+			if err != nil {
+				return nil, err
+			}
+			env := app.Env
+			if env == nil {
+				env = map[string]string{}
+			}
+			return &envOut{Body: env}, nil
+		})
+
+	type envPatch struct {
+		AppRef
+		Body struct {
+			Set   map[string]string `json:"set,omitempty" doc:"Variables to set"`
+			Unset []string          `json:"unset,omitempty" doc:"Variables to remove"`
+		}
+	}
+	huma.Register(a.h, huma.Operation{OperationID: "update-env", Method: http.MethodPatch, Path: "/v1/domains/{domain}/apps/{app}/env", Security: bearer,
+		Summary: "Set and unset environment variables", Description: "A running app restarts with the new environment, without downtime.", Tags: []string{"env"}},
+		func(ctx context.Context, in *envPatch) (*envOut, error) {
+			app, err := a.loadApp(ctx, in.AppRef)
+			if err != nil {
+				return nil, err
+			}
+			env := map[string]string{}
+			for k, v := range app.Env {
+				env[k] = v
+			}
+			for k, v := range in.Body.Set {
+				env[k] = v
+			}
+			for _, k := range in.Body.Unset {
+				if _, ok := env[k]; !ok {
+					return nil, invalid(fmt.Sprintf("%s is not set", k))
+				}
+				delete(env, k)
+			}
+			if err := names.Env(in.Body.Set); err != nil {
+				return nil, invalid(err.Error())
+			}
+			if err := names.Env(env); err != nil {
+				return nil, invalid(err.Error())
+			}
+			err = a.o.Store.Update(func(tx *store.Tx) error {
+				var cur store.App
+				if err := tx.Get(app.Key(), &cur); err != nil {
+					return err
+				}
+				cur.Env = env
+				*app = cur
+				return tx.Put(app.Key(), &cur)
+			})
+			if err != nil {
+				return nil, a.internal("saving env", err)
+			}
+			a.log.Info("env changed", "app", app.FullName(), "set", keys(in.Body.Set), "unset", in.Body.Unset)
+			if app.ActiveDeployment != "" && !app.Stopped {
+				var out bytes.Buffer
+				if err := a.o.Agent.Rollout(ctx, app.Key(), app.ActiveDeployment, &out); err != nil {
+					return nil, problem(http.StatusBadGateway, CodeDeployFailed, "saved, but the app did not restart with the new environment: "+err.Error())
+				}
+			}
+			return &envOut{Body: env}, nil
+		})
+}
+
+var actionDoc = map[string]string{
+	"start":   "Starts the app's active deployment.",
+	"stop":    "Stops all gears; the router answers 503 until the app starts again.",
+	"restart": "Starts new gears and switches to them before stopping the old ones: no request is dropped.",
+}
+
+func keys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (a *API) appAction(ctx context.Context, in AppRef, action string) (*body[AppView], error) {
+	app, err := a.loadApp(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	switch action {
+	case "stop":
+		err = a.o.Agent.Stop(ctx, app.Key())
+	default:
+		if app.ActiveDeployment == "" {
+			return nil, problem(http.StatusConflict, CodeNothingRunning, "nothing is deployed yet: push code with `git push` first")
+		}
+		var out bytes.Buffer
+		if err = a.o.Agent.Rollout(ctx, app.Key(), app.ActiveDeployment, &out); err != nil {
+			return nil, problem(http.StatusBadGateway, CodeDeployFailed, fmt.Sprintf("the app did not %s: %v", action, err))
+		}
+	}
+	if err != nil {
+		return nil, a.internal(action, err)
+	}
+	app, err = a.loadApp(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	a.log.Info("app "+action, "app", app.FullName(), "user", userOf(ctx).Name)
+	return &body[AppView]{Body: a.appView(app)}, nil
+}
+
+func (a *API) createApp(ctx context.Context, domain, name, typ string, scale int, branch string) (*body[AppView], error) {
+	u := userOf(ctx)
+	if err := names.Label("app", name); err != nil {
+		return nil, invalid(err.Error())
+	}
+	if !slices.Contains(builder.Types, typ) {
+		return nil, invalid(fmt.Sprintf("unknown app type %q: choose one of %s", typ, strings.Join(builder.Types, ", ")))
+	}
+	if branch == "" {
+		branch = "main"
+	}
+	if scale == 0 {
+		scale = 1
+	}
+	host, err := names.CanonicalHost(name, domain, a.o.CloudDomain)
+	if err != nil {
+		return nil, invalid(err.Error())
+	}
+	id := make([]byte, 8)
+	rand.Read(id)
+	app := store.App{ID: hex.EncodeToString(id), Name: name, Domain: domain, Owner: u.Name, Type: typ, Host: host,
+		Scale: scale, Branch: branch, KeepDeployments: 3, Created: time.Now().UTC()}
+	err = a.o.Store.Update(func(tx *store.Tx) error {
+		var d store.Domain
+		if err := tx.Get("domains/"+domain, &d); err != nil || d.Owner != u.Name {
+			return notFound("domain_not_found", fmt.Sprintf("you have no domain %q: create it with `gantry domain create %s`", domain, domain))
+		}
+		if ok, _ := tx.Has(app.Key()); ok {
+			return problem(http.StatusConflict, CodeNameTaken, fmt.Sprintf("domain %q already has an app named %q", domain, name))
+		}
+		if err := tx.Create("hosts/"+host, &store.Host{Name: host, AppKey: app.Key()}); err != nil {
+			return problem(http.StatusConflict, CodeNameTaken, fmt.Sprintf("the hostname %s is already in use: choose another app name", host))
+		}
+		return tx.Create(app.Key(), &app)
+	})
+	if err != nil {
+		return nil, asProblem(a, "creating app", err)
+	}
+	files, err := builder.Starter(typ, name)
+	if err == nil {
+		if err = a.o.Layout.EnsureApp(app.ID); err == nil {
+			err = gitrepo.Init(ctx, a.o.Layout.Repo(app.ID), branch, files, a.o.Exe)
+		}
+	}
+	if err != nil {
+		a.o.Store.Update(func(tx *store.Tx) error { tx.Delete("hosts/" + host); return tx.Delete(app.Key()) })
+		os.RemoveAll(a.o.Layout.AppDir(app.ID))
+		return nil, a.internal("creating repository", err)
+	}
+	a.log.Info("app created", "app", app.FullName(), "type", typ, "user", u.Name)
+	view := AppView{}
+	var out bytes.Buffer
+	head, err := gitrepo.Head(ctx, a.o.Layout.Repo(app.ID), branch)
+	if err == nil {
+		err = a.o.Builder.Deploy(ctx, app.Key(), head, nil, &out)
+	}
+	if cur, lerr := a.loadApp(ctx, AppRef{Domain: domain, App: name}); lerr == nil {
+		view = a.appView(cur)
+	}
+	if err != nil {
+		a.log.Warn("starter deploy failed", "app", app.FullName(), "err", err)
+		view.DeployError = err.Error()
+	}
+	return &body[AppView]{Body: view}, nil
+}
+
+func (a *API) registerDeployments() {
+	huma.Register(a.h, huma.Operation{OperationID: "list-deployments", Method: http.MethodGet, Path: "/v1/domains/{domain}/apps/{app}/deployments", Security: bearer,
+		Summary: "List an app's deployments", Description: "Newest first; the active one is marked.", Tags: []string{"deployments"}},
+		func(ctx context.Context, in *AppRef) (*body[[]DeploymentView], error) {
+			app, err := a.loadApp(ctx, *in)
+			if err != nil {
+				return nil, err
+			}
+			var deps []store.Deployment
+			a.o.Store.View(func(tx *store.Tx) error {
+				deps, err = store.List[store.Deployment](tx, "deployments/"+app.ID+"/")
+				return err
+			})
+			sort.Slice(deps, func(i, j int) bool { return deps[i].Created.After(deps[j].Created) })
+			out := []DeploymentView{}
+			for _, d := range deps {
+				out = append(out, DeploymentView{ID: d.ID, Commit: d.Commit, Cartridge: d.Cartridge, Created: d.Created, Active: d.ID == app.ActiveDeployment})
+			}
+			return &body[[]DeploymentView]{Body: out}, nil
+		})
+
+	type depRef struct {
+		AppRef
+		ID string `path:"id" doc:"Deployment ID"`
+	}
+	huma.Register(a.h, huma.Operation{OperationID: "activate-deployment", Method: http.MethodPost, Path: "/v1/domains/{domain}/apps/{app}/deployments/{id}/activate", Security: bearer,
+		Summary: "Activate a deployment (rollback)", Description: "Starts gears of that deployment and switches to them without dropping requests.", Tags: []string{"deployments"}},
+		func(ctx context.Context, in *depRef) (*body[AppView], error) {
+			app, err := a.loadApp(ctx, in.AppRef)
+			if err != nil {
+				return nil, err
+			}
+			var dep store.Deployment
+			if err := a.o.Store.View(func(tx *store.Tx) error { return tx.Get(store.DeploymentKey(app.ID, in.ID), &dep) }); err != nil {
+				return nil, notFound("deployment_not_found", fmt.Sprintf("app %s has no deployment %q: see `gantry deployment list %s`", app.Name, in.ID, app.Name))
+			}
+			var out bytes.Buffer
+			if err := a.o.Agent.Rollout(ctx, app.Key(), dep.ID, &out); err != nil {
+				return nil, problem(http.StatusBadGateway, CodeDeployFailed, "the deployment did not start; the app is unchanged: "+err.Error())
+			}
+			app, _ = a.loadApp(ctx, in.AppRef)
+			a.log.Info("deployment activated", "app", app.FullName(), "deployment", dep.ID)
+			return &body[AppView]{Body: a.appView(app)}, nil
+		})
+}

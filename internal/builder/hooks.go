@@ -1,0 +1,99 @@
+package builder
+
+import (
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// HookOrder is the order in which a deploy runs the app's action hooks, as
+// OpenShift did. pre_start/post_start and pre_stop/post_stop run around each
+// gear start and stop.
+var HookOrder = []string{"pre_build", "build", "deploy", "post_deploy"}
+
+// KnownHooks are all the action hooks Gantry runs.
+var KnownHooks = map[string]bool{
+	"pre_build": true, "build": true, "deploy": true, "post_deploy": true,
+	"pre_start": true, "post_start": true, "pre_stop": true, "post_stop": true,
+}
+
+// HookDirs are searched in order; the first that exists is used.
+var HookDirs = []string{".gantry/action_hooks", ".openshift/action_hooks"}
+
+// Hooks are the action hooks found in a source tree.
+type Hooks struct {
+	Dir      string            // relative hook directory, "" if none
+	Paths    map[string]string // hook name -> absolute path
+	Warnings []string
+}
+
+// FindHooks looks for action hooks in src. A known hook that is not
+// executable is an error that says how to fix it; unknown files are
+// reported as warnings (with a suggestion when they look like a typo).
+func FindHooks(src string) (*Hooks, error) {
+	h := &Hooks{Paths: map[string]string{}}
+	for _, d := range HookDirs {
+		fi, err := os.Stat(filepath.Join(src, d))
+		if err == nil && fi.IsDir() {
+			h.Dir = d
+			break
+		}
+	}
+	if h.Dir == "" {
+		return h, nil
+	}
+	entries, err := os.ReadDir(filepath.Join(src, h.Dir))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", h.Dir, err)
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
+	for _, e := range entries {
+		name := e.Name()
+		rel := h.Dir + "/" + name
+		if !KnownHooks[name] {
+			if s := SuggestHook(name); s != "" {
+				h.Warnings = append(h.Warnings, fmt.Sprintf("%s is not an action hook name and will not run: did you mean %s?", rel, s))
+			} else if !strings.HasPrefix(name, ".") && !strings.EqualFold(name, "README") && !strings.HasPrefix(strings.ToUpper(name), "README.") {
+				h.Warnings = append(h.Warnings, fmt.Sprintf("%s is not an action hook name and will not run (known: %s)", rel, strings.Join(sortedKnown(), ", ")))
+			}
+			continue
+		}
+		if !e.Type().IsRegular() && e.Type()&fs.ModeSymlink == 0 {
+			return nil, fmt.Errorf("action hook %s is not a regular file", rel)
+		}
+		path := filepath.Join(src, h.Dir, name)
+		fi, err := os.Stat(path)
+		if err != nil {
+			return nil, fmt.Errorf("action hook %s: %w", rel, err)
+		}
+		if fi.Mode()&0o111 == 0 {
+			return nil, fmt.Errorf("action hook %s is not executable: run `chmod +x %s && git add %s`, commit and push again", rel, rel, rel)
+		}
+		h.Paths[name] = path
+	}
+	return h, nil
+}
+
+// SuggestHook returns the known hook name a misspelt one most likely means,
+// or "".
+func SuggestHook(name string) string {
+	n := strings.ToLower(name)
+	n = strings.TrimSuffix(n, ".sh")
+	n = strings.ReplaceAll(n, "-", "_")
+	if KnownHooks[n] && n != name {
+		return n
+	}
+	return ""
+}
+
+func sortedKnown() []string {
+	var out []string
+	for k := range KnownHooks {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,79 @@
+package builder
+
+import (
+	"bufio"
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+var procNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// MaxProcfile is the largest Procfile read.
+const MaxProcfile = 64 << 10
+
+// Process is one line of a Procfile.
+type Process struct {
+	Name    string
+	Command string
+}
+
+// ParseProcfile parses "name: command" lines. Blank lines and lines starting
+// with # are ignored. It does not require a web process; callers that need
+// one check with Web.
+func ParseProcfile(data string) ([]Process, error) {
+	if len(data) > MaxProcfile {
+		return nil, fmt.Errorf("Procfile is %d bytes: keep it under %d", len(data), MaxProcfile)
+	}
+	var out []Process
+	seen := map[string]int{}
+	sc := bufio.NewScanner(strings.NewReader(data))
+	sc.Buffer(make([]byte, 0, 4096), MaxProcfile)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, cmd, ok := strings.Cut(line, ":")
+		name, cmd = strings.TrimSpace(name), strings.TrimSpace(cmd)
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("Procfile line %d: %q is not \"name: command\"", n, line)
+		case !procNameRE.MatchString(name):
+			return nil, fmt.Errorf("Procfile line %d: process name %q may use only letters, digits, _ and -", n, name)
+		case cmd == "":
+			return nil, fmt.Errorf("Procfile line %d: process %q has no command", n, name)
+		case seen[name] > 0:
+			return nil, fmt.Errorf("Procfile line %d: process %q is already defined on line %d", n, name, seen[name])
+		}
+		seen[name] = n
+		out = append(out, Process{Name: name, Command: cmd})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("reading Procfile: %w", err)
+	}
+	return out, nil
+}
+
+// Web returns the command of the web process.
+func Web(procs []Process) (string, error) {
+	for _, p := range procs {
+		if p.Name == "web" {
+			return p.Command, nil
+		}
+	}
+	var names []string
+	for _, p := range procs {
+		names = append(names, p.Name)
+	}
+	return "", fmt.Errorf("Procfile has no web: line (it has %s): add one such as \"web: node server.js\"; the web process must listen on $PORT", orNone(names))
+}
+
+func orNone(s []string) string {
+	if len(s) == 0 {
+		return "no processes"
+	}
+	return strings.Join(s, ", ")
+}

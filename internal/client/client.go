@@ -1,0 +1,154 @@
+// Package client is the Go client of Gantry's REST API. The CLI talks to the
+// server only through it (and SSH). Errors from the server come back as
+// *Error with the problem's stable code.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/gantry-paas/gantry/internal/api"
+)
+
+// Client calls the API at Server with Token.
+type Client struct {
+	Server string
+	Token  string
+	HTTP   *http.Client
+}
+
+// New returns a client. Long operations (app create builds and deploys)
+// take minutes, so there is no overall timeout; ctx bounds each call.
+func New(server, token string) *Client {
+	return &Client{Server: strings.TrimRight(server, "/"), Token: token, HTTP: &http.Client{}}
+}
+
+// Error is an API error.
+type Error struct {
+	Status int
+	Code   string
+	Detail string
+}
+
+func (e *Error) Error() string { return e.Detail }
+
+// IsCode reports whether err is an API error with code.
+func IsCode(err error, code string) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == code
+}
+
+// Do sends a request with in as JSON body (if non-nil) and decodes the
+// response into out (if non-nil).
+func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	resp, err := c.send(ctx, method, path, in)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("reading the server's answer to %s %s: %w", method, path, err)
+	}
+	return nil
+}
+
+// Stream sends a GET and returns the open response body on success.
+func (c *Client) Stream(ctx context.Context, path string) (io.ReadCloser, error) {
+	resp, err := c.send(ctx, http.MethodGet, path, nil)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+func (c *Client) send(ctx context.Context, method, path string, in any) (*http.Response, error) {
+	var body io.Reader
+	if in != nil {
+		data, err := json.Marshal(in)
+		if err != nil {
+			return nil, err
+		}
+		body = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.Server+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json, application/problem+json, application/x-ndjson")
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the Gantry server at %s: %w (is `gantry server` running? `gantry login --server URL` points the CLI elsewhere)", c.Server, unwrapURL(err))
+	}
+	if resp.StatusCode >= 400 {
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var p api.Problem
+		if json.Unmarshal(data, &p) == nil && p.Detail != "" {
+			return nil, &Error{Status: resp.StatusCode, Code: p.Code, Detail: p.Detail}
+		}
+		return nil, &Error{Status: resp.StatusCode, Code: "http_" + fmt.Sprint(resp.StatusCode), Detail: strings.TrimSpace(string(data))}
+	}
+	return resp, nil
+}
+
+func unwrapURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// AppPath is the API path of an app.
+func AppPath(domain, app string) string {
+	return "/v1/domains/" + url.PathEscape(domain) + "/apps/" + url.PathEscape(app)
+}
+
+// Info returns the platform info and the caller.
+func (c *Client) Info(ctx context.Context) (*api.InfoView, error) {
+	var v api.InfoView
+	return &v, c.Do(ctx, http.MethodGet, "/v1/info", nil, &v)
+}
+
+// Apps lists the caller's apps, optionally by name.
+func (c *Client) Apps(ctx context.Context, name string) ([]api.AppView, error) {
+	var v []api.AppView
+	path := "/v1/apps"
+	if name != "" {
+		path += "?name=" + url.QueryEscape(name)
+	}
+	return v, c.Do(ctx, http.MethodGet, path, nil, &v)
+}
+
+// WaitHealthy polls /healthz until the server answers or ctx ends.
+func (c *Client) WaitHealthy(ctx context.Context) error {
+	for {
+		err := c.Do(ctx, http.MethodGet, "/healthz", nil, nil)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

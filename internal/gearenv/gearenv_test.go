@@ -1,0 +1,57 @@
+package gearenv
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestBuild(t *testing.T) {
+	env := Build(Params{
+		App: "blog", Domain: "acme", AppID: "a1", Host: "blog-acme.localhost",
+		Cartridge: "nodejs", GearID: "g1", IP: "127.0.0.1", Port: 20001,
+		DataDir: "/d/data", RepoDir: "/d/repo", LogDir: "/d/logs", TmpDir: "/d/tmp", HomeDir: "/d",
+		PathPrefix: []string{"/d/repo/node_modules/.bin"}, BasePath: "/usr/bin:/bin",
+		User: map[string]string{"GREETING": "hi", "PORT": "1"},
+	})
+	got := map[string]string{}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		got[k] = v
+	}
+	for k, want := range map[string]string{
+		"PORT":                  "20001",
+		"GREETING":              "hi",
+		"GANTRY_APP_NAME":       "blog",
+		"GANTRY_APP_DNS":        "blog-acme.localhost",
+		"GANTRY_DATA_DIR":       "/d/data",
+		"GANTRY_REPO_DIR":       "/d/repo",
+		"GANTRY_GEAR_ID":        "g1",
+		"GANTRY_NODEJS_IP":      "127.0.0.1",
+		"GANTRY_NODEJS_PORT":    "20001",
+		"OPENSHIFT_APP_DNS":     "blog-acme.localhost",
+		"OPENSHIFT_DATA_DIR":    "/d/data/",
+		"OPENSHIFT_REPO_DIR":    "/d/repo/",
+		"OPENSHIFT_NODEJS_IP":   "127.0.0.1",
+		"OPENSHIFT_NODEJS_PORT": "20001",
+		"OPENSHIFT_NAMESPACE":   "acme",
+		"PATH":                  "/d/repo/node_modules/.bin:/usr/bin:/bin",
+	} {
+		if got[k] != want {
+			t.Errorf("%s: got %q; want %q", k, got[k], want)
+		}
+	}
+	for i := 1; i < len(env); i++ {
+		if env[i-1] > env[i] {
+			t.Fatalf("env not sorted at %d: %q > %q", i, env[i-1], env[i])
+		}
+	}
+}
+
+func TestBuildWithoutPortHasNoPortVars(t *testing.T) {
+	env := strings.Join(Build(Params{App: "a", Cartridge: "go", GearID: "build"}), "\n")
+	for _, k := range []string{"PORT=", "GANTRY_GO_PORT=", "OPENSHIFT_GO_IP="} {
+		if strings.Contains(env, "\n"+k) || strings.HasPrefix(env, k) {
+			t.Errorf("build env has %s", k)
+		}
+	}
+}

@@ -1,0 +1,42 @@
+// Package layout names the files and directories under Gantry's data
+// directory, so that every role agrees on where things are. It creates
+// nothing by itself except through Ensure.
+package layout
+
+import (
+	"os"
+	"path/filepath"
+)
+
+// Layout is rooted at the server's data directory.
+type Layout struct{ Root string }
+
+func (l Layout) DB() string              { return filepath.Join(l.Root, "gantry.db") }
+func (l Layout) HostKey() string         { return filepath.Join(l.Root, "ssh_host_ed25519_key") }
+func (l Layout) RunDir() string          { return filepath.Join(l.Root, "run") }
+func (l Layout) HookSocket() string      { return filepath.Join(l.Root, "run", "hook.sock") }
+func (l Layout) AppDir(id string) string { return filepath.Join(l.Root, "apps", id) }
+func (l Layout) Repo(id string) string   { return filepath.Join(l.AppDir(id), "repo.git") }
+func (l Layout) Deployments(id string) string {
+	return filepath.Join(l.AppDir(id), "deployments")
+}
+func (l Layout) Deployment(id, dep string) string { return filepath.Join(l.Deployments(id), dep) }
+
+// Data is the app's persistent directory (GANTRY_DATA_DIR), kept across
+// deploys.
+func (l Layout) Data(id string) string  { return filepath.Join(l.AppDir(id), "data") }
+func (l Layout) Logs(id string) string  { return filepath.Join(l.AppDir(id), "logs") }
+func (l Layout) Cache(id string) string { return filepath.Join(l.AppDir(id), "cache") }
+func (l Layout) Tmp(id string) string   { return filepath.Join(l.AppDir(id), "tmp") }
+func (l Layout) GearsDir() string       { return filepath.Join(l.Root, "gears") }
+func (l Layout) Gear(id string) string  { return filepath.Join(l.Root, "gears", id) }
+
+// EnsureApp creates an app's directories.
+func (l Layout) EnsureApp(id string) error {
+	for _, d := range []string{l.Deployments(id), l.Data(id), l.Logs(id), l.Cache(id), l.Tmp(id)} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return err
+		}
+	}
+	return nil
+}

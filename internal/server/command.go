@@ -1,0 +1,47 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// Command is `gantry server`.
+func Command(version string) *cobra.Command {
+	var o Options
+	var debug bool
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the Gantry server (every role, embedded defaults)",
+		Long: `Runs every role of Gantry in this process: API, router, SSH/git endpoint,
+builder and agent. With no flags: data in /var/lib/gantry (as root) or
+~/.local/share/gantry, router on :80 (root) or :8080, SSH on :2222, apps at
+NAME-DOMAIN.localhost. The first start creates the admin user and configures
+the CLI on this machine. SIGTERM stops the server; apps keep running.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			level := slog.LevelInfo
+			if debug {
+				level = slog.LevelDebug
+			}
+			o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			o.Version = version
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return Run(ctx, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.DataDir, "data", "", "data directory")
+	f.StringVar(&o.HTTPListen, "http", "", "router address (default :80 as root, else :8080)")
+	f.StringVar(&o.SSHListen, "ssh", "", "SSH address (default :2222)")
+	f.StringVar(&o.CloudDomain, "cloud-domain", "", "suffix of app hostnames (default localhost)")
+	f.StringVar(&o.Host, "host", "", "this machine's name in git and API URLs (default localhost)")
+	f.StringVar(&o.ClientConfig, "client-config", "", "where to write the local CLI's configuration")
+	f.BoolVar(&debug, "debug", false, "verbose logs")
+	return cmd
+}

@@ -1,0 +1,349 @@
+// Package server runs every role of Gantry in one process (`gantry
+// server`): store, router, agent, builder, API and SSH endpoint, wired
+// together with embedded defaults. It owns start-up (bootstrap of the first
+// admin and the local client configuration) and shutdown: on SIGTERM every
+// role stops, and the apps' gears keep running for the next start.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/gantry-paas/gantry/internal/agent"
+	"github.com/gantry-paas/gantry/internal/api"
+	"github.com/gantry-paas/gantry/internal/builder"
+	"github.com/gantry-paas/gantry/internal/clientconfig"
+	"github.com/gantry-paas/gantry/internal/gearenv"
+	"github.com/gantry-paas/gantry/internal/gitrepo"
+	"github.com/gantry-paas/gantry/internal/layout"
+	"github.com/gantry-paas/gantry/internal/router"
+	"github.com/gantry-paas/gantry/internal/sshd"
+	"github.com/gantry-paas/gantry/internal/store"
+)
+
+// Options configure the server. The zero value of each field means its
+// default.
+type Options struct {
+	DataDir     string // /var/lib/gantry as root, else ~/.local/share/gantry
+	HTTPListen  string // :80 as root, else :8080
+	SSHListen   string // :2222
+	CloudDomain string // localhost
+	// Host is the name clients use to reach this machine, in git and API
+	// URLs (default localhost).
+	Host string
+	// ClientConfig is where the bootstrap writes the CLI's configuration.
+	ClientConfig string
+	Version      string
+	Log          *slog.Logger
+	// Ready, if set, is called with the bound addresses once serving.
+	Ready func(http, ssh net.Addr)
+}
+
+func (o *Options) defaults() error {
+	root := os.Geteuid() == 0
+	if o.DataDir == "" {
+		if root {
+			o.DataDir = "/var/lib/gantry"
+		} else {
+			base := os.Getenv("XDG_DATA_HOME")
+			if base == "" {
+				home, err := os.UserHomeDir()
+				if err != nil {
+					return fmt.Errorf("finding a data directory: %w (pass --data)", err)
+				}
+				base = filepath.Join(home, ".local", "share")
+			}
+			o.DataDir = filepath.Join(base, "gantry")
+		}
+	}
+	if o.HTTPListen == "" {
+		o.HTTPListen = ":8080"
+		if root {
+			o.HTTPListen = ":80"
+		}
+	}
+	if o.SSHListen == "" {
+		o.SSHListen = ":2222"
+	}
+	if o.CloudDomain == "" {
+		o.CloudDomain = "localhost"
+	}
+	if o.Host == "" {
+		o.Host = "localhost"
+	}
+	if o.ClientConfig == "" {
+		p, err := clientconfig.Path()
+		if err != nil {
+			return err
+		}
+		o.ClientConfig = p
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Version == "" {
+		o.Version = "dev"
+	}
+	return nil
+}
+
+// Run starts every role and serves until ctx ends.
+func Run(ctx context.Context, o Options) error {
+	if err := o.defaults(); err != nil {
+		return err
+	}
+	log := o.Log
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+		return fmt.Errorf("creating data directory %s: %w", o.DataDir, err)
+	}
+	lay := layout.Layout{Root: o.DataDir}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("finding the gantry binary: %w", err)
+	}
+	st, err := store.Open(lay.DB())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	// Late-bound: the API is the router's platform handler, and the
+	// URLs need the router's bound port.
+	var apiHandler *api.API
+	platform := &lateHandler{}
+	rt, err := router.New(router.Options{Store: st, Log: log, Listen: o.HTTPListen,
+		PlatformHosts: []string{o.Host, "127.0.0.1", "::1", "localhost"}, Platform: platform})
+	if err != nil {
+		return err
+	}
+	httpPort := rt.Addr().(*net.TCPAddr).Port
+	appURL := func(host string) string { return "http://" + host + portSuffix(httpPort) + "/" }
+	serverURL := "http://" + o.Host + portSuffix(httpPort)
+
+	env := envBuilder{lay: lay, cloud: o.CloudDomain, path: os.Getenv("PATH")}
+	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Exe: exe, Env: env.gear,
+		Hook: func(dep *store.Deployment, name string) string {
+			h, err := builder.FindHooks(dep.Dir)
+			if err != nil {
+				return ""
+			}
+			return h.Paths[name]
+		},
+		RunHook: func(ctx context.Context, path, dir string, env []string, out io.Writer) error {
+			return builder.RunCommand(ctx, dir, env, out, 0, path)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	bld, err := builder.New(builder.Options{Store: st, Layout: lay, Log: log, Deployer: ag,
+		StaticServer: shellQuote(exe) + " static-serve", Env: env.build,
+		URL: func(a *store.App) string { return appURL(a.Host) }})
+	if err != nil {
+		return err
+	}
+	ssh, err := sshd.New(sshd.Options{Store: st, Layout: lay, Log: log, Listen: o.SSHListen, Builder: bld})
+	if err != nil {
+		return err
+	}
+	sshPort := ssh.Addr().(*net.TCPAddr).Port
+	hostKey := strings.TrimSpace(string(gossh.MarshalAuthorizedKey(ssh.HostKey())))
+	knownHost := o.Host
+	if sshPort != 22 {
+		knownHost = fmt.Sprintf("[%s]:%d", o.Host, sshPort)
+	}
+	apiHandler, err = api.New(api.Options{Store: st, Layout: lay, Log: log, Agent: agentAdapter{ag}, Builder: bld, Exe: exe,
+		CloudDomain: o.CloudDomain, AppURL: appURL, Version: o.Version, HookSocket: lay.HookSocket(),
+		GitSSHURL: func(d, a string) string {
+			return fmt.Sprintf("ssh://git@%s:%d/%s/%s.git", o.Host, sshPort, d, a)
+		},
+		GitHTTPURL:  func(d, a string) string { return fmt.Sprintf("%s/git/%s/%s.git", serverURL, d, a) },
+		SSHHostKeys: []string{knownHost + " " + hostKey},
+	})
+	if err != nil {
+		return err
+	}
+	platform.set(apiHandler)
+
+	if err := bootstrap(st, o.ClientConfig, serverURL, log); err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	reinstallHooks(st, lay, exe, log)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	for _, r := range []interface{ Run(context.Context) error }{rt, ag, bld, ssh} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.Run(ctx); err != nil {
+				errc <- err
+				cancel()
+			}
+		}()
+	}
+	<-ag.Ready()
+	log.Info("gantry is serving",
+		"http", rt.Addr().String(), "ssh", ssh.Addr().String(), "data", o.DataDir, "cloud_domain", o.CloudDomain,
+		"isolation", "none: gears are plain processes on loopback (namespaces come with gear isolation)",
+		"client_config", o.ClientConfig)
+	if o.Ready != nil {
+		o.Ready(rt.Addr(), ssh.Addr())
+	}
+	wg.Wait()
+	close(errc)
+	var errs []error
+	for err := range errc {
+		errs = append(errs, err)
+	}
+	log.Info("gantry stopped; gears keep running")
+	return errors.Join(errs...)
+}
+
+func portSuffix(port int) string {
+	if port == 80 {
+		return ""
+	}
+	return ":" + strconv.Itoa(port)
+}
+
+// bootstrap creates the first admin and the local CLI's configuration. On
+// later starts it keeps the configuration pointing at this server.
+func bootstrap(st *store.Store, cfgPath, serverURL string, log *slog.Logger) error {
+	var users []store.User
+	if err := st.View(func(tx *store.Tx) error {
+		var err error
+		users, err = store.List[store.User](tx, "users/")
+		return err
+	}); err != nil {
+		return err
+	}
+	cfg, err := clientconfig.Load(cfgPath)
+	if err != nil && !errors.Is(err, clientconfig.ErrNone) {
+		log.Warn("ignoring unreadable client config", "path", cfgPath, "err", err)
+		cfg = nil
+	}
+	if len(users) == 0 {
+		tok, err := api.CreateUser(st, "admin", true)
+		if err != nil {
+			return err
+		}
+		log.Info("created the admin user; the CLI on this machine is configured", "client_config", cfgPath)
+		return clientconfig.Save(cfgPath, &clientconfig.Config{Server: serverURL, Token: tok, User: "admin"})
+	}
+	if cfg != nil {
+		var t store.Token
+		if st.View(func(tx *store.Tx) error { return tx.Get("tokens/"+api.HashToken(cfg.Token), &t) }) == nil {
+			if cfg.Server != serverURL {
+				cfg.Server = serverURL
+				return clientconfig.Save(cfgPath, cfg)
+			}
+			return nil
+		}
+		log.Info("client config holds a token of another server; leaving it alone", "path", cfgPath)
+		return nil
+	}
+	// The local configuration went missing: give the admin a new token.
+	tok := api.NewToken()
+	err = st.Update(func(tx *store.Tx) error {
+		return tx.Create("tokens/"+api.HashToken(tok), &store.Token{User: "admin"})
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("wrote a new admin token to the client config", "path", cfgPath)
+	return clientconfig.Save(cfgPath, &clientconfig.Config{Server: serverURL, Token: tok, User: "admin"})
+}
+
+func reinstallHooks(st *store.Store, lay layout.Layout, exe string, log *slog.Logger) {
+	var apps []store.App
+	st.View(func(tx *store.Tx) error {
+		var err error
+		apps, err = store.List[store.App](tx, "apps/")
+		return err
+	})
+	for _, a := range apps {
+		if err := gitrepo.InstallHook(lay.Repo(a.ID), exe); err != nil {
+			log.Warn("installing git hook", "app", a.FullName(), "err", err)
+		}
+	}
+}
+
+// envBuilder assembles gear and build environments from the layout.
+type envBuilder struct {
+	lay   layout.Layout
+	cloud string
+	path  string
+}
+
+// passEnv are server variables that builds need to reach package registries.
+var passEnv = []string{"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+	"GOPROXY", "GOFLAGS", "GONOSUMDB", "GONOSUMCHECK", "GOPRIVATE", "GOSUMDB", "GOTOOLCHAIN", "npm_config_registry", "PIP_INDEX_URL"}
+
+func (e envBuilder) params(app *store.App, dir, cart string) gearenv.Params {
+	return gearenv.Params{App: app.Name, Domain: app.Domain, AppID: app.ID, Host: app.Host, Cartridge: cart,
+		DataDir: e.lay.Data(app.ID), RepoDir: dir, LogDir: e.lay.Logs(app.ID), TmpDir: e.lay.Tmp(app.ID),
+		HomeDir: e.lay.AppDir(app.ID), User: app.Env, BasePath: e.path,
+		PathPrefix: []string{dir + "/node_modules/.bin", dir + "/.venv/bin", dir + "/.gantry/bin"}}
+}
+
+func (e envBuilder) gear(app *store.App, dep *store.Deployment, g *store.Gear) []string {
+	p := e.params(app, dep.Dir, dep.Cartridge)
+	p.GearID, p.IP, p.Port = g.ID, g.IP, g.Port
+	return gearenv.Build(p)
+}
+
+func (e envBuilder) build(app *store.App, dir, cart string) []string {
+	p := e.params(app, dir, cart)
+	p.GearID = "build"
+	env := gearenv.Build(p)
+	cache := e.lay.Cache(app.ID)
+	env = append(env, "GOCACHE="+cache+"/go-build", "GOPATH="+cache+"/go", "GOMODCACHE="+cache+"/go/pkg/mod",
+		"npm_config_cache="+cache+"/npm", "PIP_CACHE_DIR="+cache+"/pip", "CI=true")
+	for _, k := range passEnv {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}
+
+type lateHandler struct {
+	mu sync.RWMutex
+	h  *api.API
+}
+
+func (l *lateHandler) set(h *api.API) { l.mu.Lock(); l.h = h; l.mu.Unlock() }
+
+func (l *lateHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	l.mu.RLock()
+	h := l.h
+	l.mu.RUnlock()
+	h.ServeHTTP(w, r)
+}
+
+// agentAdapter gives the API the agent's status in the API's own type.
+type agentAdapter struct{ *agent.Agent }
+
+func (a agentAdapter) Status(id string) api.GearStatus {
+	s := a.Agent.Status(id)
+	return api.GearStatus{PID: s.PID, Status: s.Status, Restarts: s.Restarts, LastExit: s.LastExit}
+}
+
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

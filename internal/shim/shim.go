@@ -1,0 +1,230 @@
+// Package shim is the per-gear supervisor: a small process, started by the
+// agent and independent of it, that runs the gear's web process, captures
+// its output to the gear's log file, and restarts it with back-off when it
+// exits. Because the shim outlives the server, restarting `gantry server`
+// does not touch running apps; the agent re-attaches by reading the state
+// file the shim keeps.
+//
+// The shim owns exactly one child process group. It must not talk to the
+// store or the network: everything it needs is in its spec file.
+package shim
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gantry-paas/gantry/internal/applog"
+)
+
+// Spec is what the agent asks the shim to run. It lives in DIR/spec.json.
+type Spec struct {
+	GearID  string   `json:"gear_id"`
+	Command string   `json:"command"` // run with /bin/sh -c
+	Dir     string   `json:"dir"`
+	Env     []string `json:"env"`
+	LogFile string   `json:"log_file"`
+	LogMax  int64    `json:"log_max"`
+	// StopGrace is how long the process has to exit after SIGTERM.
+	StopGrace time.Duration `json:"stop_grace"`
+}
+
+// State is what the shim reports in DIR/state.json.
+type State struct {
+	ShimPID   int       `json:"shim_pid"`
+	PID       int       `json:"pid"`
+	Status    string    `json:"status"` // running, backoff, stopped
+	Restarts  int       `json:"restarts"`
+	LastExit  string    `json:"last_exit,omitempty"`
+	Started   time.Time `json:"started"`
+	ExitedAt  time.Time `json:"exited_at,omitzero"`
+	NextStart time.Time `json:"next_start,omitzero"`
+}
+
+// Shim statuses.
+const (
+	Running = "running"
+	Backoff = "backoff"
+	Stopped = "stopped"
+)
+
+// File names inside a gear's runtime directory.
+const (
+	SpecFile  = "spec.json"
+	StateFile = "state.json"
+)
+
+// Back-off between restarts of a crashing process.
+const (
+	minBackoff = 500 * time.Millisecond
+	maxBackoff = 30 * time.Second
+	// A process that ran this long is healthy again: back-off resets.
+	stableAfter = 30 * time.Second
+)
+
+// Main runs the shim for the gear directory dir until it is told to stop
+// (SIGTERM/SIGINT). It returns the process exit code.
+func Main(dir string) int {
+	var spec Spec
+	data, err := os.ReadFile(filepath.Join(dir, SpecFile))
+	if err == nil {
+		err = json.Unmarshal(data, &spec)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "shim: reading spec: %v\n", err)
+		return 2
+	}
+	if spec.StopGrace <= 0 {
+		spec.StopGrace = 10 * time.Second
+	}
+	logw, err := applog.OpenWriter(spec.LogFile, spec.LogMax)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "shim: %v\n", err)
+		return 2
+	}
+	defer logw.Close()
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	// SIGHUP from a closing session must not stop the gear.
+	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
+
+	st := State{ShimPID: os.Getpid()}
+	backoff := minBackoff
+	for {
+		cmd, exited, err := start(spec, logw)
+		if err != nil {
+			logw.WriteLine("gantry", []byte("cannot start: "+err.Error()))
+			st.LastExit = "could not start: " + err.Error()
+		} else {
+			st.PID, st.Status, st.Started = cmd.Process.Pid, Running, time.Now().UTC()
+			st.NextStart = time.Time{}
+			writeState(dir, st)
+			select {
+			case <-sigs:
+				stop(cmd, exited, spec.StopGrace)
+				st.Status, st.PID = Stopped, 0
+				writeState(dir, st)
+				return 0
+			case werr := <-exited:
+				st.LastExit = describeExit(werr)
+				st.ExitedAt = time.Now().UTC()
+				if time.Since(st.Started) > stableAfter {
+					backoff = minBackoff
+				}
+			}
+		}
+		st.Restarts++
+		st.PID, st.Status = 0, Backoff
+		st.NextStart = time.Now().Add(backoff).UTC()
+		writeState(dir, st)
+		logw.WriteLine("gantry", []byte(fmt.Sprintf("process %s; restarting in %s (restart %d)", st.LastExit, backoff, st.Restarts)))
+		select {
+		case <-sigs:
+			st.Status = Stopped
+			writeState(dir, st)
+			return 0
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+func start(spec Spec, logw *applog.Writer) (*exec.Cmd, chan error, error) {
+	cmd := exec.Command("/bin/sh", "-c", spec.Command)
+	cmd.Dir = spec.Dir
+	cmd.Env = spec.Env
+	// Own process group, so that stop reaches the whole tree; killed if the
+	// shim dies, so that a respawned shim never finds an orphan on its port.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	copied := make(chan struct{}, 2)
+	go func() { logw.Copy("stdout", stdout); copied <- struct{}{} }()
+	go func() { logw.Copy("stderr", stderr); copied <- struct{}{} }()
+	exited := make(chan error, 1)
+	go func() {
+		// Wait for both pipes before Wait, which closes them.
+		<-copied
+		<-copied
+		exited <- cmd.Wait()
+	}()
+	return cmd, exited, nil
+}
+
+// stop sends SIGTERM to the process group, then SIGKILL after grace.
+func stop(cmd *exec.Cmd, exited chan error, grace time.Duration) {
+	pgid := cmd.Process.Pid
+	syscall.Kill(-pgid, syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(grace):
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		<-exited
+	}
+	// Children that left the group's leader behind go too.
+	syscall.Kill(-pgid, syscall.SIGKILL)
+}
+
+func describeExit(err error) string {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return "killed by signal " + ws.Signal().String()
+		}
+		return "exited with status " + strconv.Itoa(ee.ExitCode())
+	}
+	if err != nil {
+		return err.Error()
+	}
+	return "exited with status 0"
+}
+
+func writeState(dir string, st State) {
+	data, _ := json.Marshal(st)
+	tmp := filepath.Join(dir, StateFile+".tmp")
+	if os.WriteFile(tmp, data, 0o644) == nil {
+		os.Rename(tmp, filepath.Join(dir, StateFile))
+	}
+}
+
+// ReadState reads the state a shim wrote in dir.
+func ReadState(dir string) (State, error) {
+	var st State
+	data, err := os.ReadFile(filepath.Join(dir, StateFile))
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal(data, &st)
+}
+
+// Alive reports whether the shim of the gear in dir is running: its pid
+// exists and is a shim for this directory (pids are reused).
+func Alive(dir string, st State) bool {
+	if st.ShimPID <= 0 {
+		return false
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", st.ShimPID))
+	if err != nil {
+		return false
+	}
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	return len(args) >= 3 && args[1] == "shim" && args[len(args)-1] == dir
+}

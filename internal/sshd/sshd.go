@@ -1,0 +1,272 @@
+// Package sshd is Gantry's SSH endpoint. Today it serves git: `git push`,
+// `git clone` and `git fetch` of the caller's own apps, by running the
+// system's git receive-pack/upload-pack. Users are identified by the public
+// key that actually authenticated the connection (looked up after the
+// handshake, never inside the auth callback). Anything else (a shell, port
+// forwarding, another user's repository) is refused with a clear message.
+package sshd
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"charm.land/ssh"
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/gantry-paas/gantry/internal/builder"
+	"github.com/gantry-paas/gantry/internal/layout"
+	"github.com/gantry-paas/gantry/internal/names"
+	"github.com/gantry-paas/gantry/internal/store"
+)
+
+// PushGranter authorises a receive-pack run (the builder).
+type PushGranter interface {
+	GrantPush(user, appKey string) (token string, release func())
+}
+
+// Options configure the SSH server.
+type Options struct {
+	Store   *store.Store
+	Layout  layout.Layout
+	Log     *slog.Logger
+	Listen  string
+	Builder PushGranter
+}
+
+// Server is the SSH endpoint.
+type Server struct {
+	o      Options
+	log    *slog.Logger
+	ln     net.Listener
+	srv    *ssh.Server
+	signer gossh.Signer
+}
+
+// New loads (or creates and persists) the host key and binds the listener.
+func New(o Options) (*Server, error) {
+	if o.Store == nil || o.Listen == "" || o.Builder == nil {
+		return nil, errors.New("sshd: Store, Listen and Builder are required")
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	signer, err := hostKey(o.Layout.HostKey())
+	if err != nil {
+		return nil, fmt.Errorf("sshd: host key: %w", err)
+	}
+	ln, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("sshd: listening on %s: %w (choose another address with --ssh)", o.Listen, err)
+	}
+	s := &Server{o: o, log: o.Log.With("component", "sshd"), ln: ln, signer: signer}
+	s.srv = &ssh.Server{
+		Handler:          s.handle,
+		PublicKeyHandler: s.knownKey,
+		HostSigners:      []ssh.Signer{signer},
+		Version:          "Gantry",
+		IdleTimeout:      10 * time.Minute,
+		// No port forwarding, no subsystems: nil callbacks refuse them.
+	}
+	return s, nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// HostKey is the server's public host key.
+func (s *Server) HostKey() gossh.PublicKey { return s.signer.PublicKey() }
+
+// Run serves until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.Serve(s.ln) }()
+	select {
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.srv.Shutdown(sctx)
+		<-errc
+		return nil
+	case err := <-errc:
+		if errors.Is(err, ssh.ErrServerClosed) {
+			return nil
+		}
+		return fmt.Errorf("sshd: %w", err)
+	}
+}
+
+func hostKey(path string) (gossh.Signer, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		block, err := gossh.MarshalPrivateKey(priv, "gantry host key")
+		if err != nil {
+			return nil, err
+		}
+		data = pem.EncodeToMemory(block)
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			return nil, err
+		}
+	} else if err != nil {
+		return nil, err
+	}
+	return gossh.ParsePrivateKey(data)
+}
+
+// knownKey accepts keys that belong to some user. Which user is decided
+// later from the key that completed authentication.
+func (s *Server) knownKey(ctx ssh.Context, key ssh.PublicKey) bool {
+	var k store.SSHKey
+	err := s.o.Store.View(func(tx *store.Tx) error { return tx.Get("sshkeys/"+gossh.FingerprintSHA256(key), &k) })
+	return err == nil
+}
+
+func (s *Server) userOf(sess ssh.Session) (string, bool) {
+	pk := sess.PublicKey()
+	if pk == nil {
+		return "", false
+	}
+	var k store.SSHKey
+	err := s.o.Store.View(func(tx *store.Tx) error { return tx.Get("sshkeys/"+gossh.FingerprintSHA256(pk), &k) })
+	if err != nil {
+		return "", false
+	}
+	return k.User, true
+}
+
+// GitCommand is a parsed git request: which service on which app.
+type GitCommand struct {
+	Service string // git-receive-pack, git-upload-pack
+	Domain  string
+	App     string
+}
+
+// ParseGitCommand parses the command git sends over SSH, e.g.
+// `git-receive-pack '/acme/blog.git'`.
+func ParseGitCommand(args []string) (*GitCommand, error) {
+	if len(args) == 0 {
+		return nil, errors.New("no command")
+	}
+	svc := args[0]
+	if svc == "git" && len(args) > 1 { // "git upload-pack PATH"
+		svc, args = "git-"+args[1], args[1:]
+	}
+	switch svc {
+	case "git-receive-pack", "git-upload-pack":
+	default:
+		return nil, fmt.Errorf("%q is not a git command this server runs", args[0])
+	}
+	if len(args) != 2 {
+		return nil, errors.New("expected exactly one repository path")
+	}
+	path := args[1]
+	if strings.HasPrefix(path, "-") {
+		return nil, errors.New("invalid repository path")
+	}
+	path = strings.TrimPrefix(strings.TrimPrefix(path, "/"), "~/")
+	path = strings.TrimSuffix(strings.TrimSuffix(path, "/"), ".git")
+	domain, app, ok := strings.Cut(path, "/")
+	if !ok || names.Label("domain", domain) != nil || names.Label("app", app) != nil {
+		return nil, fmt.Errorf("%q is not an app repository: use DOMAIN/APP.git, as `gantry app show` prints", args[1])
+	}
+	return &GitCommand{Service: svc, Domain: domain, App: app}, nil
+}
+
+func (s *Server) handle(sess ssh.Session) {
+	user, ok := s.userOf(sess)
+	if !ok {
+		fmt.Fprintln(sess.Stderr(), "gantry: your key is not registered: add it with `gantry sshkey add`")
+		sess.Exit(1)
+		return
+	}
+	cmd := sess.Command()
+	if len(cmd) == 0 {
+		fmt.Fprintf(sess.Stderr(), "Hi %s! You are authenticated, but Gantry does not offer a login shell here.\nUse this address for git: `git clone` the git URL that `gantry app show` prints.\n", user)
+		sess.Exit(1)
+		return
+	}
+	gc, err := ParseGitCommand(cmd)
+	if err != nil {
+		s.log.Warn("refused ssh command", "user", user, "cmd", truncate(sess.RawCommand(), 200), "err", err)
+		fmt.Fprintf(sess.Stderr(), "gantry: %v. This endpoint serves git only (push, clone, fetch).\n", err)
+		sess.Exit(1)
+		return
+	}
+	var app store.App
+	err = s.o.Store.View(func(tx *store.Tx) error { return tx.Get(store.AppKey(gc.Domain, gc.App), &app) })
+	if err != nil || app.Owner != user {
+		s.log.Warn("refused repository", "user", user, "domain", gc.Domain, "app", gc.App)
+		fmt.Fprintf(sess.Stderr(), "gantry: you have no app %q in domain %q: check the URL with `gantry app show %s`\n", gc.App, gc.Domain, gc.App)
+		sess.Exit(1)
+		return
+	}
+	code := s.runGit(sess, user, &app, gc)
+	sess.Exit(code)
+}
+
+func (s *Server) runGit(sess ssh.Session, user string, app *store.App, gc *GitCommand) int {
+	repo := s.o.Layout.Repo(app.ID)
+	c := exec.CommandContext(sess.Context(), "git", strings.TrimPrefix(gc.Service, "git-"), repo)
+	env := append(os.Environ(), "GANTRY_USER="+user)
+	for _, kv := range sess.Environ() {
+		if strings.HasPrefix(kv, "GIT_PROTOCOL=") {
+			env = append(env, kv)
+		}
+	}
+	if gc.Service == "git-receive-pack" {
+		token, release := s.o.Builder.GrantPush(user, app.Key())
+		defer release()
+		env = append(env, builder.EnvHookSocket+"="+s.o.Layout.HookSocket(), builder.EnvPushToken+"="+token)
+	}
+	c.Env = env
+	// An explicit pipe: Wait must not wait for the client to close its
+	// side, which git clients do only after they see the exit status.
+	stdin, err := c.StdinPipe()
+	if err != nil {
+		return 1
+	}
+	c.Stdout = sess
+	c.Stderr = sess.Stderr()
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
+	if err := c.Start(); err != nil {
+		s.log.Error("starting git", "err", err)
+		return 1
+	}
+	go func() {
+		io.Copy(stdin, sess)
+		stdin.Close()
+	}()
+	if err := c.Wait(); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode()
+		}
+		s.log.Error("running git", "err", err)
+		return 1
+	}
+	s.log.Info("git", "user", user, "app", app.FullName(), "service", gc.Service)
+	return 0
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}

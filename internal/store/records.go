@@ -1,0 +1,113 @@
+package store
+
+import (
+	"fmt"
+	"time"
+)
+
+// User is a person with API tokens and SSH keys. Key: users/NAME.
+type User struct {
+	Name    string    `json:"name"`
+	Admin   bool      `json:"admin"`
+	Created time.Time `json:"created"`
+}
+
+// Token is an API token, stored by the SHA-256 of its secret. Key:
+// tokens/HASH. The secret itself is never stored.
+type Token struct {
+	User    string    `json:"user"`
+	Created time.Time `json:"created"`
+}
+
+// SSHKey is a user's public key. Key: sshkeys/FINGERPRINT (SHA256:...).
+type SSHKey struct {
+	User        string    `json:"user"`
+	Name        string    `json:"name"`
+	Fingerprint string    `json:"fingerprint"`
+	Type        string    `json:"type"`
+	Authorized  string    `json:"authorized"` // one authorized_keys line
+	Created     time.Time `json:"created"`
+}
+
+// Domain is a user's namespace for apps. Key: domains/NAME.
+type Domain struct {
+	Name    string    `json:"name"`
+	Owner   string    `json:"owner"`
+	Created time.Time `json:"created"`
+}
+
+// App is an application in a domain. Key: apps/DOMAIN/NAME.
+type App struct {
+	ID     string `json:"id"` // stable for the app's life; names its directories
+	Name   string `json:"name"`
+	Domain string `json:"domain"`
+	Owner  string `json:"owner"`
+	Type   string `json:"type"` // cartridge chosen at creation
+	Host   string `json:"host"` // canonical hostname
+	// Scale is how many gears run when the app is started.
+	Scale int `json:"scale"`
+	// Stopped is the user's wish: a stopped app runs no gears.
+	Stopped          bool              `json:"stopped"`
+	Branch           string            `json:"branch"`
+	Env              map[string]string `json:"env,omitempty"`
+	ActiveDeployment string            `json:"active_deployment,omitempty"`
+	KeepDeployments  int               `json:"keep_deployments"`
+	Created          time.Time         `json:"created"`
+}
+
+// Key returns the app's store key.
+func (a *App) Key() string { return AppKey(a.Domain, a.Name) }
+
+// FullName is DOMAIN/NAME, how logs and errors name an app.
+func (a *App) FullName() string { return a.Domain + "/" + a.Name }
+
+// AppKey is the store key of an app.
+func AppKey(domain, name string) string { return "apps/" + domain + "/" + name }
+
+// Host reserves a hostname for one app platform-wide. Key: hosts/HOSTNAME.
+type Host struct {
+	Name   string `json:"name"`
+	AppKey string `json:"app_key"`
+}
+
+// Deployment is one build of one commit. Key: deployments/APPID/ID.
+type Deployment struct {
+	ID        string    `json:"id"`
+	AppID     string    `json:"app_id"`
+	Commit    string    `json:"commit"`
+	Cartridge string    `json:"cartridge"`
+	Command   string    `json:"command"`     // the web process command
+	Health    string    `json:"health_path"` // optional HTTP path checked before routing
+	Dir       string    `json:"dir"`         // built tree on disk
+	Created   time.Time `json:"created"`
+}
+
+// DeploymentKey is the store key of a deployment.
+func DeploymentKey(appID, id string) string { return "deployments/" + appID + "/" + id }
+
+// Gear states.
+const (
+	GearStarting = "starting" // started, not yet routed
+	GearRunning  = "running"  // routed
+	GearDraining = "draining" // unrouted, finishing open connections
+	GearStopped  = "stopped"
+)
+
+// Gear is one running instance of an app. Key: gears/ID.
+type Gear struct {
+	ID         string    `json:"id"`
+	AppID      string    `json:"app_id"`
+	AppKey     string    `json:"app_key"`
+	Deployment string    `json:"deployment"`
+	IP         string    `json:"ip"`
+	Port       int       `json:"port"`
+	State      string    `json:"state"`
+	Isolation  string    `json:"isolation"` // "process" today; namespaces next
+	Created    time.Time `json:"created"`
+}
+
+// Endpoint is where the router reaches the gear.
+func (g *Gear) Endpoint() string { return fmt.Sprintf("%s:%d", g.IP, g.Port) }
+
+// GearKey is the store key of a gear.
+func GearKey(id string) string { return "gears/" + id }

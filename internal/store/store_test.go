@@ -1,0 +1,122 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func open(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestCreateGetListDelete(t *testing.T) {
+	s := open(t)
+	err := s.Update(func(tx *Tx) error {
+		for _, n := range []string{"b", "a", "c"} {
+			if err := tx.Create("domains/"+n, &Domain{Name: n, Owner: "u"}); err != nil {
+				return err
+			}
+		}
+		return tx.Put("other/x", &Domain{Name: "x"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Update(func(tx *Tx) error { return tx.Create("domains/a", &Domain{}) })
+	if !errors.Is(err, ErrExists) {
+		t.Fatalf("second create: got %v; want ErrExists", err)
+	}
+	s.View(func(tx *Tx) error {
+		ds, err := List[Domain](tx, "domains/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names string
+		for _, d := range ds {
+			names += d.Name
+		}
+		if names != "abc" {
+			t.Errorf("list: got %q; want abc", names)
+		}
+		var d Domain
+		if err := tx.Get("domains/zz", &d); !errors.Is(err, ErrNotFound) {
+			t.Errorf("get missing: got %v; want ErrNotFound", err)
+		}
+		return nil
+	})
+	s.Update(func(tx *Tx) error { return tx.Delete("domains/b") })
+	s.View(func(tx *Tx) error {
+		ds, _ := List[Domain](tx, "domains/")
+		if len(ds) != 2 {
+			t.Errorf("after delete: got %d domains; want 2", len(ds))
+		}
+		return nil
+	})
+}
+
+func TestFailedUpdateRollsBack(t *testing.T) {
+	s := open(t)
+	rev := s.Rev()
+	boom := errors.New("boom")
+	err := s.Update(func(tx *Tx) error {
+		tx.Put("k/1", &User{Name: "x"})
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("got %v; want boom", err)
+	}
+	s.View(func(tx *Tx) error {
+		if ok, _ := tx.Has("k/1"); ok {
+			t.Error("write of a failed update is visible")
+		}
+		return nil
+	})
+	if s.Rev() != rev {
+		t.Errorf("rev moved on a failed update: %d -> %d", rev, s.Rev())
+	}
+}
+
+func TestWatchSeesLatestRevision(t *testing.T) {
+	s := open(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := s.Watch(ctx)
+	for i := 0; i < 5; i++ {
+		s.Update(func(tx *Tx) error { return tx.Put("k", &User{}) })
+	}
+	select {
+	case rev := <-ch:
+		if rev != s.Rev() {
+			t.Errorf("watch: got rev %d; want latest %d", rev, s.Rev())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no watch event")
+	}
+	cancel()
+	for range ch {
+	}
+}
+
+func TestRevisionSurvivesReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s, _ := Open(path)
+	s.Update(func(tx *Tx) error { return tx.Put("k", &User{}) })
+	rev := s.Rev()
+	s.Close()
+	s2, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if s2.Rev() != rev {
+		t.Errorf("reopened rev: got %d; want %d", s2.Rev(), rev)
+	}
+}
