@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	charm.land/ssh v0.4.3
+	github.com/coder/websocket v1.8.15
 	github.com/danielgtaylor/huma/v2 v2.39.0
 	github.com/schollz/progressbar/v3 v3.19.1
 	github.com/spf13/cobra v1.10.2

@@ -87,8 +87,10 @@ func New(o Options) (*Router, error) {
 		DialContext:         (&net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:        1024,
 		MaxIdleConnsPerHost: 256,
-		IdleConnTimeout:     90 * time.Second,
-		ForceAttemptHTTP2:   false,
+		// Below Node.js's 5 s keep-alive: a pooled connection is never
+		// reused just as the app closes it.
+		IdleConnTimeout:   4 * time.Second,
+		ForceAttemptHTTP2: false,
 	}
 	r.proxy = &httputil.ReverseProxy{
 		Rewrite:       r.rewrite,

@@ -42,6 +42,7 @@ the CLI on this machine. SIGTERM stops the server; apps keep running.`,
 	f.StringVar(&o.CloudDomain, "cloud-domain", "", "suffix of app hostnames (default localhost)")
 	f.StringVar(&o.Host, "host", "", "this machine's name in git and API URLs (default localhost)")
 	f.StringVar(&o.ClientConfig, "client-config", "", "where to write the local CLI's configuration")
+	f.DurationVar(&o.StartTimeout, "start-timeout", 0, "how long a new gear has to listen on $PORT (default 60s)")
 	f.BoolVar(&debug, "debug", false, "verbose logs")
 	return cmd
 }

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	gossh "golang.org/x/crypto/ssh"
 
@@ -45,6 +46,8 @@ type Options struct {
 	Host string
 	// ClientConfig is where the bootstrap writes the CLI's configuration.
 	ClientConfig string
+	// StartTimeout is how long a new gear has to listen (default 60s).
+	StartTimeout time.Duration
 	Version      string
 	Log          *slog.Logger
 	// Ready, if set, is called with the bound addresses once serving.
@@ -134,6 +137,7 @@ func Run(ctx context.Context, o Options) error {
 
 	env := envBuilder{lay: lay, cloud: o.CloudDomain, path: os.Getenv("PATH")}
 	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Exe: exe, Env: env.gear,
+		StartTimeout: o.StartTimeout,
 		Hook: func(dep *store.Deployment, name string) string {
 			h, err := builder.FindHooks(dep.Dir)
 			if err != nil {

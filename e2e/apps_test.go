@@ -1,0 +1,57 @@
+package e2e
+
+// nodeApp answers / with its version and GREETING, /pid with its process
+// id, /env/NAME with a variable, and echoes WebSocket text messages: a
+// minimal RFC 6455 server with Node's standard library only.
+func nodeApp(version string) string {
+	return `const http = require("http");
+const crypto = require("crypto");
+const server = http.createServer((req, res) => {
+  if (req.url === "/pid") return res.end(String(process.pid));
+  if (req.url.startsWith("/env/")) return res.end(process.env[req.url.slice(5)] || "");
+  if (req.url === "/headers") return res.end(JSON.stringify(req.headers));
+  res.end("` + version + ` " + (process.env.GREETING || "") + "\n");
+});
+server.on("upgrade", (req, socket) => {
+  const accept = crypto.createHash("sha1")
+    .update(req.headers["sec-websocket-key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest("base64");
+  socket.write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + accept + "\r\n\r\n");
+  let buf = Buffer.alloc(0);
+  socket.on("data", (chunk) => {
+    buf = Buffer.concat([buf, chunk]);
+    while (buf.length >= 6) {
+      const op = buf[0] & 15, len = buf[1] & 127;
+      if (len > 125 || buf.length < 6 + len) return;
+      const mask = buf.slice(2, 6), data = Buffer.from(buf.slice(6, 6 + len));
+      for (let i = 0; i < len; i++) data[i] ^= mask[i % 4];
+      buf = buf.slice(6 + len);
+      if (op === 8) { socket.end(Buffer.from([0x88, 0])); return; }
+      if (op === 1) socket.write(Buffer.concat([Buffer.from([0x81, len]), data]));
+    }
+  });
+  socket.on("error", () => {});
+});
+server.listen(process.env.PORT, process.env.IP, () => console.log("listening on " + process.env.PORT));
+`
+}
+
+// hook appends its name to hooks.log in the app's data directory.
+func hook(name string) string {
+	return "#!/bin/sh\necho \"" + name + "\" >> \"$GANTRY_DATA_DIR/hooks.log\"\necho running " + name + "\n"
+}
+
+const pythonApp = `import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("python says " + os.environ.get("OPENSHIFT_APP_DNS", "?") + "\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+
+ThreadingHTTPServer((os.environ["OPENSHIFT_PYTHON_IP"], int(os.environ["OPENSHIFT_PYTHON_PORT"])), H).serve_forever()
+`

@@ -1,0 +1,281 @@
+// Package e2e drives the real gantry binary as a user would: the server,
+// the CLI, real git over SSH and HTTP, real apps, HTTP and WebSocket
+// clients through the router.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var gantryBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "gantry-e2e-bin")
+	if err != nil {
+		panic(err)
+	}
+	gantryBin = filepath.Join(dir, "gantry")
+	out, err := exec.Command("go", "build", "-o", gantryBin, "../cmd/gantry").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "building gantry: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func need(t *testing.T, cmds ...string) {
+	t.Helper()
+	for _, c := range cmds {
+		if _, err := exec.LookPath(c); err != nil {
+			t.Fatalf("%s is not installed: run scripts/install-deps", c)
+		}
+	}
+}
+
+// env is one user's machine: a home directory with SSH keys and a CLI
+// configuration.
+type env struct {
+	t    *testing.T
+	home string
+	cfg  string
+}
+
+func newEnv(t *testing.T, cfg string) *env {
+	home := t.TempDir()
+	e := &env{t: t, home: home, cfg: cfg}
+	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
+	e.run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test@gantry", "-f", filepath.Join(home, ".ssh", "id_ed25519"))
+	return e
+}
+
+func (e *env) environ() []string {
+	key := filepath.Join(e.home, ".ssh", "id_ed25519")
+	return append(os.Environ(),
+		"HOME="+e.home,
+		"GANTRY_CONFIG="+e.cfg,
+		"GIT_CONFIG_NOSYSTEM=1",
+		"GIT_TERMINAL_PROMPT=0",
+		"GIT_AUTHOR_NAME=Tester", "GIT_AUTHOR_EMAIL=t@example.com",
+		"GIT_COMMITTER_NAME=Tester", "GIT_COMMITTER_EMAIL=t@example.com",
+		// StrictHostKeyChecking=yes: the clone works only if `gantry sshkey
+		// add` recorded the server's host key in ~/.ssh/known_hosts.
+		"GIT_SSH_COMMAND=ssh -F /dev/null -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="+
+			filepath.Join(e.home, ".ssh", "known_hosts")+" -i "+key,
+	)
+}
+
+// exec runs a command and returns its combined output and error.
+func (e *env) exec(dir string, name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Env = e.environ()
+	cmd.Stdin = nil
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (e *env) run(name string, args ...string) string {
+	e.t.Helper()
+	out, err := e.exec("", name, args...)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func (e *env) runIn(dir, name string, args ...string) string {
+	e.t.Helper()
+	out, err := e.exec(dir, name, args...)
+	if err != nil {
+		e.t.Fatalf("(in %s) %s %s: %v\n%s", dir, name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// gantry runs the CLI and fails the test on error.
+func (e *env) gantry(args ...string) string {
+	e.t.Helper()
+	return e.run(gantryBin, args...)
+}
+
+// gantryFails runs the CLI, expects it to fail, and returns its output.
+func (e *env) gantryFails(args ...string) string {
+	e.t.Helper()
+	out, err := e.exec("", gantryBin, args...)
+	if err == nil {
+		e.t.Fatalf("gantry %s succeeded; want failure\n%s", strings.Join(args, " "), out)
+	}
+	return out
+}
+
+func (e *env) gantryJSON(v any, args ...string) {
+	e.t.Helper()
+	cmd := exec.Command(gantryBin, append(args, "--json")...)
+	cmd.Env = e.environ()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		e.t.Fatalf("gantry %s --json: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	if err := json.Unmarshal(out, v); err != nil {
+		e.t.Fatalf("gantry %s --json: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// server is a running `gantry server`.
+type server struct {
+	t        *testing.T
+	cmd      *exec.Cmd
+	data     string
+	cfg      string
+	httpAddr string
+	sshAddr  string
+	log      *bytes.Buffer
+	exited   chan struct{}
+}
+
+var servingRE = regexp.MustCompile(`msg="gantry is serving" http=(\S+) ssh=(\S+)`)
+
+// startServer starts the server on the given addresses (127.0.0.1:0 for
+// fresh ports) and waits until it serves.
+func startServer(t *testing.T, data, cfg, httpAddr, sshAddr string) *server {
+	t.Helper()
+	cmd := exec.Command(gantryBin, "server", "--data", data, "--http", httpAddr, "--ssh", sshAddr,
+		"--client-config", cfg, "--start-timeout", "8s")
+	cmd.Env = append(os.Environ(), "GANTRY_CONFIG="+cfg)
+	stderr, _ := cmd.StderrPipe()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := &server{t: t, cmd: cmd, data: data, cfg: cfg, log: &bytes.Buffer{}, exited: make(chan struct{})}
+	ready := make(chan [2]string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			s.log.WriteString(line + "\n")
+			if m := servingRE.FindStringSubmatch(line); m != nil {
+				ready <- [2]string{m[1], m[2]}
+			}
+		}
+		cmd.Wait()
+		close(s.exited)
+	}()
+	select {
+	case addrs := <-ready:
+		s.httpAddr, s.sshAddr = addrs[0], addrs[1]
+	case <-s.exited:
+		t.Fatalf("server exited before serving:\n%s", s.log.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("server did not start:\n%s", s.log.String())
+	}
+	t.Cleanup(func() { s.stop() })
+	return s
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (s *server) stop() {
+	select {
+	case <-s.exited:
+		return
+	default:
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(30 * time.Second):
+		s.cmd.Process.Kill()
+		s.t.Errorf("server did not stop on SIGTERM:\n%s", s.log.String())
+	}
+}
+
+// killGears kills every process still running from data dir (the gears
+// outlive the server by design).
+func killGears(data string) {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if bytes.Contains(cmdline, []byte(data)) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// httpClient sends every *.localhost request to the router.
+func (s *server) httpClient() *http.Client {
+	_, port, _ := net.SplitHostPort(s.httpAddr)
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	return &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				return d.DialContext(ctx, network, "127.0.0.1:"+port)
+			},
+			MaxIdleConnsPerHost: 16,
+		},
+	}
+}
+
+func (s *server) url(host, path string) string {
+	_, port, _ := net.SplitHostPort(s.httpAddr)
+	return "http://" + host + ":" + port + path
+}
+
+// get fetches a page through the router.
+func get(t *testing.T, c *http.Client, url string) (int, string) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// eventually retries f until it returns nil or the deadline passes.
+func eventually(t *testing.T, what string, d time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s: %v", what, err)
+}
+
+func writeFile(t *testing.T, path, body string, mode os.FileMode) {
+	t.Helper()
+	os.MkdirAll(filepath.Dir(path), 0o755)
+	if err := os.WriteFile(path, []byte(body), mode); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(path, mode)
+}
