@@ -95,8 +95,6 @@ func TestSpine(t *testing.T) {
 	if code, body := get(t, hc, srv.url(host, "/")); code != 200 || body != "v1 \n" {
 		t.Fatalf("after push: %d %q", code, body)
 	}
-	hooks, _ := os.ReadFile(filepath.Join(data, "apps"))
-	_ = hooks
 
 	t.Run("hooks_run_in_order", func(t *testing.T) {
 		got := hookLog(t, data)

@@ -39,7 +39,10 @@ type Spec struct {
 
 // State is what the shim reports in DIR/state.json.
 type State struct {
-	ShimPID   int       `json:"shim_pid"`
+	ShimPID int `json:"shim_pid"`
+	// ShimStart is the shim's start time in clock ticks since boot, from
+	// /proc: with the pid it identifies the shim even after pid reuse.
+	ShimStart uint64    `json:"shim_start"`
 	PID       int       `json:"pid"`
 	Status    string    `json:"status"` // running, backoff, stopped
 	Restarts  int       `json:"restarts"`
@@ -97,7 +100,8 @@ func Main(dir string) int {
 	// SIGHUP from a closing session must not stop the gear.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
 
-	st := State{ShimPID: os.Getpid()}
+	self, _, _ := procStart(os.Getpid())
+	st := State{ShimPID: os.Getpid(), ShimStart: self}
 	backoff := minBackoff
 	for {
 		cmd, exited, err := start(spec, logw)
@@ -215,16 +219,33 @@ func ReadState(dir string) (State, error) {
 	return st, json.Unmarshal(data, &st)
 }
 
-// Alive reports whether the shim of the gear in dir is running: its pid
-// exists and is a shim for this directory (pids are reused).
+// Alive reports whether the shim that wrote st is still running: a live
+// (not zombie) process with its pid and start time.
 func Alive(dir string, st State) bool {
 	if st.ShimPID <= 0 {
 		return false
 	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", st.ShimPID))
+	start, state, err := procStart(st.ShimPID)
+	return err == nil && state != 'Z' && state != 'X' && start == st.ShimStart
+}
+
+// procStart reads a process's start time (field 22) and state (field 3)
+// from /proc/PID/stat.
+func procStart(pid int) (uint64, byte, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return false
+		return 0, 0, err
 	}
-	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-	return len(args) >= 3 && args[1] == "shim" && args[len(args)-1] == dir
+	// The command name (field 2) may hold spaces and parentheses: fields
+	// are counted after its closing parenthesis.
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 {
+		return 0, 0, fmt.Errorf("parsing /proc/%d/stat", pid)
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 20 {
+		return 0, 0, fmt.Errorf("parsing /proc/%d/stat", pid)
+	}
+	start, err := strconv.ParseUint(f[19], 10, 64)
+	return start, f[0][0], err
 }
