@@ -380,6 +380,27 @@ func TestSpine(t *testing.T) {
 		}
 	})
 
+	t.Run("crashed_gear_restarts", func(t *testing.T) {
+		pid := mustGet(t, hc, srv.url(host, "/pid"))
+		p, _ := strconv.Atoi(pid)
+		syscall.Kill(p, syscall.SIGKILL)
+		eventually(t, "the gear comes back with a new process", 20*time.Second, func() error {
+			resp, err := hc.Get(srv.url(host, "/pid"))
+			if err != nil {
+				return err
+			}
+			b, _ := io_ReadAll(resp)
+			if resp.StatusCode != 200 || string(b) == pid {
+				return fmt.Errorf("%d %q", resp.StatusCode, b)
+			}
+			return nil
+		})
+		out := u.gantry("app", "show", "blog")
+		if !strings.Contains(out, "1 restarts, last: killed by signal killed") {
+			t.Errorf("app show does not say why the gear restarted:\n%s", out)
+		}
+	})
+
 	// The server stops and starts again; the gears are not restarted and
 	// serve again as soon as the server is back.
 	t.Run("server_restart_keeps_gears", func(t *testing.T) {

@@ -99,7 +99,8 @@ func TestDetect(t *testing.T) {
 		steps     []string
 		err       string
 	}{
-		{name: "node_start_script", files: map[string]string{"package.json": `{"scripts":{"start":"node s.js"}}`}, cart: NodeJS, start: `PATH="$PWD/node_modules/.bin:$PATH" exec sh -c 'node s.js'`},
+		{name: "node_start_simple", files: map[string]string{"package.json": `{"scripts":{"start":"node s.js --port=1"}}`}, cart: NodeJS, start: `PATH="$PWD/node_modules/.bin:$PATH" exec node s.js --port=1`},
+		{name: "node_start_shell", files: map[string]string{"package.json": `{"scripts":{"start":"npm run db && node s.js"}}`}, cart: NodeJS, start: `PATH="$PWD/node_modules/.bin:$PATH" exec sh -c 'npm run db && node s.js'`},
 		{name: "node_deps_lock", files: map[string]string{"package.json": `{"dependencies":{"x":"1"}}`, "package-lock.json": "{}", "server.js": ""}, cart: NodeJS, start: "exec node server.js", steps: []string{"npm ci"}},
 		{name: "node_deps_build", files: map[string]string{"package.json": `{"main":"m.js","dependencies":{"x":"1"},"scripts":{"build":"tsc"}}`, "m.js": ""}, cart: NodeJS, start: "exec node 'm.js'", steps: []string{"npm install", "npm run build"}},
 		{name: "node_bad_json", files: map[string]string{"package.json": `{`}, err: "not valid JSON"},

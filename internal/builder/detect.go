@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 )
 
@@ -157,6 +158,8 @@ func planNode(dir string) (*Plan, error) {
 	// The start script runs directly, not through `npm start`: one process
 	// fewer, signals reach the app, and it starts faster.
 	switch {
+	case simpleCommand(pkg.Scripts["start"]):
+		p.Start = "PATH=\"$PWD/node_modules/.bin:$PATH\" exec " + pkg.Scripts["start"]
 	case pkg.Scripts["start"] != "":
 		p.Start = "PATH=\"$PWD/node_modules/.bin:$PATH\" exec sh -c " + shellQuote(pkg.Scripts["start"])
 	case pkg.Main != "" && exists(filepath.Join(dir, pkg.Main)):
@@ -223,6 +226,12 @@ func requirements(path string) ([]string, error) {
 	}
 	return out, sc.Err()
 }
+
+var simpleRE = regexp.MustCompile(`^[A-Za-z0-9_./=:@%+-]+( +[A-Za-z0-9_./=:@%+-]+)*$`)
+
+// simpleCommand reports whether s is words without shell syntax, so that it
+// can be exec'd directly (the app then gets signals itself).
+func simpleCommand(s string) bool { return simpleRE.MatchString(s) }
 
 func exists(path string) bool {
 	_, err := os.Stat(path)

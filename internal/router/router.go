@@ -56,6 +56,7 @@ type Router struct {
 	applied   chan struct{} // closed and replaced on every apply
 
 	rr       atomic.Uint64
+	logLimit rateLimit
 	platform map[string]bool
 }
 
@@ -308,7 +309,9 @@ func (r *Router) proxyError(w http.ResponseWriter, req *http.Request, err error)
 	if errors.Is(err, context.Canceled) {
 		return // the client went away
 	}
-	r.log.Warn("proxy error", "host", req.Host, "gear", req.Context().Value(ctxKey{}), "err", err)
+	if r.logLimit.allow() {
+		r.log.Warn("proxy error", "host", req.Host, "gear", req.Context().Value(ctxKey{}), "err", err)
+	}
 	page(w, req, http.StatusBadGateway, "App not responding", fmt.Sprintf("The app at %s did not answer. Its owner can look at `gantry logs`.", hostOnly(req.Host)))
 }
 
@@ -343,4 +346,19 @@ func codeSpans(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// rateLimit lets at most 10 log lines a second through: clients can
+// trigger proxy errors at will, and must not flood the log.
+type rateLimit struct {
+	second atomic.Int64
+	count  atomic.Int64
+}
+
+func (l *rateLimit) allow() bool {
+	now := time.Now().Unix()
+	if l.second.Swap(now) != now {
+		l.count.Store(0)
+	}
+	return l.count.Add(1) <= 10
 }

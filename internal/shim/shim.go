@@ -193,7 +193,12 @@ func describeExit(err error) string {
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 			return "killed by signal " + ws.Signal().String()
 		}
-		return "exited with status " + strconv.Itoa(ee.ExitCode())
+		code := ee.ExitCode()
+		if code > 128 && code < 128+65 {
+			// A shell reports a child killed by signal N as 128+N.
+			return fmt.Sprintf("exited with status %d (killed by signal %s)", code, syscall.Signal(code-128))
+		}
+		return "exited with status " + strconv.Itoa(code)
 	}
 	if err != nil {
 		return err.Error()
