@@ -1,0 +1,226 @@
+package netplan
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+)
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces, links and nftables tables (CI runs as root)")
+	}
+	for _, c := range []string{"nft"} {
+		if _, err := exec.LookPath(c); err != nil {
+			t.Fatalf("%s is not installed: run scripts/install-deps", c)
+		}
+	}
+}
+
+// inNetns runs f with the calling thread in the named namespace; sockets
+// opened by f belong to it.
+func inNetns(t *testing.T, name string, f func()) {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, _ := netns.Get()
+	defer orig.Close()
+	ns, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	if err := netns.Set(ns); err != nil {
+		t.Fatal(err)
+	}
+	defer netns.Set(orig)
+	f()
+}
+
+func listenIn(t *testing.T, ns, addr string) net.Listener {
+	var l net.Listener
+	var err error
+	inNetns(t, ns, func() { l, err = net.Listen("tcp", addr) })
+	if err != nil {
+		t.Fatalf("listen %s in %s: %v", addr, ns, err)
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "hi")
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+func dialFrom(t *testing.T, ns, addr string) error {
+	var err error
+	inNetns(t, ns, func() {
+		var c net.Conn
+		c, err = net.DialTimeout("tcp", addr, 2*time.Second)
+		if err == nil {
+			c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			b, rerr := io.ReadAll(c)
+			c.Close()
+			if rerr == nil && string(b) != "hi" {
+				err = fmt.Errorf("read %q", b)
+			}
+		}
+	})
+	return err
+}
+
+func testPlan(prefix string) Plan {
+	ip := netip.MustParseAddr
+	return Plan{Prefix: prefix, Subnet: netip.MustParsePrefix("10.231.0.0/24"), HostTCPPorts: []uint16{18080},
+		Gears: []Gear{
+			{ID: "a1", App: "appA", IP: ip("10.231.0.2")},
+			{ID: "a2", App: "appA", IP: ip("10.231.0.3")},
+			{ID: "b1", App: "appB", IP: ip("10.231.0.4")},
+		}}
+}
+
+func TestReconcileIsIdempotentAndIsolates(t *testing.T) {
+	needRoot(t)
+	prefix := fmt.Sprintf("gt%d", os.Getpid()%100000)
+	t.Cleanup(func() { RemoveAll(prefix) })
+	p := testPlan(prefix)
+
+	changes, err := Reconcile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(changes) == 0 {
+		t.Fatal("first reconcile changed nothing")
+	}
+	again, err := Reconcile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(again) != 0 {
+		t.Errorf("second reconcile changed %q; want nothing", again)
+	}
+
+	got := normalizeDump(Dump(prefix), prefix, p)
+	want := strings.Join([]string{
+		"bridge BR up=true addrs=[10.231.0.1/24]",
+		"netns PFX-a1 veth-master=BR",
+		"  link eth0 up=true addrs=[10.231.0.2/24]",
+		"  link lo up=true addrs=[127.0.0.1/8]",
+		"  route default via 10.231.0.1",
+		"netns PFX-a2 veth-master=BR",
+		"  link eth0 up=true addrs=[10.231.0.3/24]",
+		"  link lo up=true addrs=[127.0.0.1/8]",
+		"  route default via 10.231.0.1",
+		"netns PFX-b1 veth-master=BR",
+		"  link eth0 up=true addrs=[10.231.0.4/24]",
+		"  link lo up=true addrs=[127.0.0.1/8]",
+		"  route default via 10.231.0.1",
+	}, "\n")
+	if !strings.HasPrefix(got, want) {
+		t.Errorf("network state:\n%s\nwant it to start with:\n%s", got, want)
+	}
+	for _, rule := range []string{"ip saddr @app0 ip daddr @app0 accept", "masquerade", "tcp dport 18080 accept"} {
+		if !strings.Contains(got, rule) {
+			t.Errorf("nftables state lacks %q", rule)
+		}
+	}
+
+	// Same app: reachable. Other app: cut. Host: only the allowed port.
+	listenIn(t, prefix+"-a2", "10.231.0.3:9000")
+	listenIn(t, prefix+"-b1", "10.231.0.4:9000")
+	hostOK, _ := net.Listen("tcp", "10.231.0.1:18080")
+	hostNo, _ := net.Listen("tcp", "10.231.0.1:18081")
+	for _, l := range []net.Listener{hostOK, hostNo} {
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				io.WriteString(c, "hi")
+				c.Close()
+			}
+		}()
+		defer l.Close()
+	}
+	if err := dialFrom(t, prefix+"-a1", "10.231.0.3:9000"); err != nil {
+		t.Errorf("gear to a gear of its own app: %v", err)
+	}
+	start := time.Now()
+	if err := dialFrom(t, prefix+"-a1", "10.231.0.4:9000"); err == nil {
+		t.Error("gear reached a gear of another app")
+	}
+	if err := dialFrom(t, prefix+"-a1", "10.231.0.1:18080"); err != nil {
+		t.Errorf("gear to the router port: %v", err)
+	}
+	start = time.Now()
+	if err := dialFrom(t, prefix+"-a1", "10.231.0.1:18081"); err == nil {
+		t.Error("gear reached a host port that is not allowed")
+	} else if time.Since(start) > time.Second {
+		t.Errorf("refusal took %s; want a fast reset", time.Since(start))
+	}
+	// The host (router) reaches every gear.
+	if c, err := net.DialTimeout("tcp", "10.231.0.4:9000", 2*time.Second); err != nil {
+		t.Errorf("host to gear: %v", err)
+	} else {
+		c.Close()
+	}
+
+	// A gear leaves the plan: its namespace and veth go, nothing else.
+	p.Gears = p.Gears[:2]
+	changes, err = Reconcile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !contains(changes, "removed netns "+prefix+"-b1") {
+		t.Errorf("changes after removing b1: %q", changes)
+	}
+	if strings.Contains(Dump(prefix), prefix+"-b1") {
+		t.Error("b1's namespace is still there")
+	}
+
+	if err := RemoveAll(prefix); err != nil {
+		t.Fatal(err)
+	}
+	if got := Dump(prefix); !strings.Contains(got, "absent") || strings.Contains(got, "netns "+prefix) {
+		t.Errorf("after RemoveAll:\n%s", got)
+	}
+	out, _ := exec.Command("ip", "link").Output()
+	if strings.Contains(string(out), p.Normalize().Bridge) {
+		t.Error("bridge left behind")
+	}
+}
+
+var spaceRE = regexp.MustCompile(`[ \t]+`)
+
+func normalizeDump(s, prefix string, p Plan) string {
+	s = strings.ReplaceAll(s, p.Normalize().Bridge, "BR")
+	s = strings.ReplaceAll(s, prefix, "PFX")
+	return s
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,200 @@
+// Package netplan owns the network plumbing of namespaced gears: a host
+// bridge, one network namespace per gear with a veth pair to the bridge and
+// an IP from the platform subnet, and the nftables rules that NAT gears'
+// outbound traffic, keep gears of different apps apart, and limit what gears
+// reach on the host.
+//
+// It works from desired state: Reconcile(plan) makes the kernel match the
+// plan and reports what it changed; run twice, the second run changes
+// nothing. What to build (names, addresses, the ruleset) is computed by pure
+// functions of the plan; the side effects sit behind the Kernel interface.
+package netplan
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+)
+
+// Plan is the desired network state of this machine.
+type Plan struct {
+	// Prefix distinguishes this platform's objects (netns, links, tables),
+	// so that tests run beside a real server. Default "gantry".
+	Prefix string
+	Bridge string       // host bridge, default Prefix+"0"
+	Subnet netip.Prefix // default 10.88.0.0/16; the first address is the host's
+	// HostTCPPorts are the host's ports gears may reach on the bridge
+	// address (the router, the SSH endpoint). Everything else on the host is
+	// refused.
+	HostTCPPorts []uint16
+	Gears        []Gear
+}
+
+// Gear is one namespaced gear.
+type Gear struct {
+	ID  string
+	App string // app ID: gears of one app may talk to each other
+	IP  netip.Addr
+}
+
+// DefaultSubnet is the platform subnet unless configured.
+var DefaultSubnet = netip.MustParsePrefix("10.88.0.0/16")
+
+// Normalize fills defaults and sorts, so that equal plans render equally.
+func (p Plan) Normalize() Plan {
+	if p.Prefix == "" {
+		p.Prefix = "gantry"
+	}
+	if p.Bridge == "" {
+		p.Bridge = p.Prefix + "0"
+	}
+	if !p.Subnet.IsValid() {
+		p.Subnet = DefaultSubnet
+	}
+	p.Subnet = p.Subnet.Masked()
+	p.Gears = append([]Gear(nil), p.Gears...)
+	sort.Slice(p.Gears, func(i, j int) bool { return p.Gears[i].ID < p.Gears[j].ID })
+	ports := append([]uint16(nil), p.HostTCPPorts...)
+	sort.Slice(ports, func(i, j int) bool { return ports[i] < ports[j] })
+	p.HostTCPPorts = ports
+	return p
+}
+
+// Gateway is the host's address on the bridge: the subnet's first address.
+func (p Plan) Gateway() netip.Addr { return p.Subnet.Masked().Addr().Next() }
+
+// NetnsName is the named network namespace of a gear.
+func (p Plan) NetnsName(gearID string) string { return p.Prefix + "-" + gearID }
+
+// HostVeth is the host side of a gear's veth pair (at most 15 bytes).
+func (p Plan) HostVeth(gearID string) string { return linkName("v", p.Prefix, gearID) }
+
+// PeerVeth is the gear side's name before it moves into the namespace,
+// where it is renamed eth0.
+func (p Plan) PeerVeth(gearID string) string { return linkName("p", p.Prefix, gearID) }
+
+func linkName(kind, prefix, id string) string {
+	sum := sha256.Sum256([]byte(prefix + "/" + id))
+	return "g" + kind + hex.EncodeToString(sum[:])[:12] // 14 bytes
+}
+
+// Validate checks a plan before anything is changed.
+func (p Plan) Validate() error {
+	if p.Subnet.Addr().Is6() || p.Subnet.Bits() > 30 {
+		return fmt.Errorf("gear subnet %s must be IPv4 with room for gears (at most /30)", p.Subnet)
+	}
+	seen := map[netip.Addr]string{}
+	for _, g := range p.Gears {
+		if !p.Subnet.Contains(g.IP) || g.IP == p.Gateway() || g.IP == p.Subnet.Addr() {
+			return fmt.Errorf("gear %s: address %s is not a gear address in %s", g.ID, g.IP, p.Subnet)
+		}
+		if other, ok := seen[g.IP]; ok {
+			return fmt.Errorf("gears %s and %s both have address %s", other, g.ID, g.IP)
+		}
+		seen[g.IP] = g.ID
+	}
+	return nil
+}
+
+// Ruleset renders the nftables rules for the plan. Two tables:
+//
+//   - bridge PREFIX: frames between gears on the bridge pass only between
+//     gears of the same app;
+//   - ip PREFIX: outbound NAT for gears, and the host's input from gears
+//     limited to the given ports (refused with a reset, so that a gear
+//     fails fast instead of waiting for a timeout).
+//
+// Each table carries a comment with the ruleset's hash, so that Reconcile
+// knows, even after a restart, whether the kernel already has it.
+func Ruleset(p Plan) string {
+	p = p.Normalize()
+	body := rulesetBody(p)
+	sum := sha256.Sum256([]byte(body))
+	return strings.ReplaceAll(body, "@HASH@", hex.EncodeToString(sum[:8]))
+}
+
+func rulesetBody(p Plan) string {
+	var b strings.Builder
+	apps := map[string][]netip.Addr{}
+	var appIDs []string
+	for _, g := range p.Gears {
+		if _, ok := apps[g.App]; !ok {
+			appIDs = append(appIDs, g.App)
+		}
+		apps[g.App] = append(apps[g.App], g.IP)
+	}
+	sort.Strings(appIDs)
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	// Declare, flush and define in one transaction: the swap is atomic.
+	w("table bridge %s", p.Prefix)
+	w("delete table bridge %s", p.Prefix)
+	w("table bridge %s {", p.Prefix)
+	w("\tcomment \"gantry:@HASH@\"")
+	for i, id := range appIDs {
+		w("\tset app%d {", i)
+		w("\t\ttype ipv4_addr")
+		w("\t\tcomment %q", "app "+id)
+		w("\t\telements = { %s }", joinAddrs(apps[id]))
+		w("\t}")
+	}
+	w("\tchain forward {")
+	w("\t\ttype filter hook forward priority filter; policy accept;")
+	for i := range appIDs {
+		w("\t\tip saddr @app%d ip daddr @app%d accept", i, i)
+	}
+	w("\t\tip saddr %s ip daddr %s drop", p.Subnet, p.Subnet)
+	w("\t\tether type ip6 drop")
+	w("\t}")
+	w("}")
+	w("table ip %s", p.Prefix)
+	w("delete table ip %s", p.Prefix)
+	w("table ip %s {", p.Prefix)
+	w("\tcomment \"gantry:@HASH@\"")
+	w("\tchain postrouting {")
+	w("\t\ttype nat hook postrouting priority srcnat; policy accept;")
+	w("\t\tip saddr %s ip daddr != %s masquerade", p.Subnet, p.Subnet)
+	w("\t}")
+	w("\tchain input {")
+	w("\t\ttype filter hook input priority filter; policy accept;")
+	w("\t\tiifname %q ct state established,related accept", p.Bridge)
+	if len(p.HostTCPPorts) > 0 {
+		var ports []string
+		for _, port := range p.HostTCPPorts {
+			ports = append(ports, fmt.Sprint(port))
+		}
+		w("\t\tiifname %q ip daddr %s tcp dport { %s } accept", p.Bridge, p.Gateway(), strings.Join(ports, ", "))
+	}
+	w("\t\tiifname %q icmp type echo-request accept", p.Bridge)
+	w("\t\tiifname %q meta l4proto tcp reject with tcp reset", p.Bridge)
+	w("\t\tiifname %q reject with icmp type admin-prohibited", p.Bridge)
+	w("\t}")
+	w("}")
+	return b.String()
+}
+
+func joinAddrs(as []netip.Addr) string {
+	s := make([]string, len(as))
+	for i, a := range as {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ", ")
+}
+
+// Allocate returns the lowest free gear address in subnet, skipping the
+// network, gateway and broadcast addresses and those in use.
+func Allocate(subnet netip.Prefix, used map[netip.Addr]bool) (netip.Addr, error) {
+	subnet = subnet.Masked()
+	gw := subnet.Addr().Next()
+	for a := gw.Next(); subnet.Contains(a); a = a.Next() {
+		if !subnet.Contains(a.Next()) { // broadcast
+			break
+		}
+		if !used[a] {
+			return a, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("the gear subnet %s is full", subnet)
+}

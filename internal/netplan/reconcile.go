@@ -1,0 +1,387 @@
+package netplan
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sort"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// NetnsDir is where named network namespaces live (as with `ip netns`).
+const NetnsDir = "/run/netns"
+
+// Reconcile makes the kernel match the plan: bridge, forwarding, one netns
+// with a veth and address per gear, gear namespaces not in the plan
+// removed, and the nftables ruleset. It returns what it changed.
+func Reconcile(p Plan) ([]string, error) {
+	p = p.Normalize()
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	var changes []string
+	changed := func(format string, args ...any) { changes = append(changes, fmt.Sprintf(format, args...)) }
+
+	br, err := ensureBridge(p, changed)
+	if err != nil {
+		return changes, fmt.Errorf("bridge %s: %w", p.Bridge, err)
+	}
+	if err := ensureSysctl("/proc/sys/net/ipv4/ip_forward", "1", changed); err != nil {
+		return changes, err
+	}
+	want := map[string]bool{}
+	for _, g := range p.Gears {
+		want[p.NetnsName(g.ID)] = true
+		if err := ensureGear(p, br, g, changed); err != nil {
+			return changes, fmt.Errorf("gear %s: %w", g.ID, err)
+		}
+	}
+	for _, name := range Namespaces(p.Prefix) {
+		if !want[name] {
+			if err := removeGear(p, strings.TrimPrefix(name, p.Prefix+"-")); err != nil {
+				return changes, err
+			}
+			changed("removed netns %s", name)
+		}
+	}
+	if err := ensureRules(p, changed); err != nil {
+		return changes, err
+	}
+	return changes, nil
+}
+
+// RemoveAll deletes everything of the prefix: gear namespaces, the bridge,
+// the nftables tables.
+func RemoveAll(prefix string) error {
+	p := Plan{Prefix: prefix}.Normalize()
+	var errs []error
+	for _, name := range Namespaces(p.Prefix) {
+		errs = append(errs, removeGear(p, strings.TrimPrefix(name, p.Prefix+"-")))
+	}
+	if l, err := netlink.LinkByName(p.Bridge); err == nil {
+		errs = append(errs, netlink.LinkDel(l))
+	}
+	for _, fam := range []string{"bridge", "ip"} {
+		exec.Command("nft", "delete", "table", fam, p.Prefix).Run()
+	}
+	return errors.Join(errs...)
+}
+
+// Namespaces lists the gear namespaces of prefix.
+func Namespaces(prefix string) []string {
+	entries, _ := os.ReadDir(NetnsDir)
+	var out []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix+"-") {
+			out = append(out, e.Name())
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func ensureBridge(p Plan, changed func(string, ...any)) (netlink.Link, error) {
+	l, err := netlink.LinkByName(p.Bridge)
+	if err != nil {
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: p.Bridge}}
+		if err := netlink.LinkAdd(br); err != nil {
+			return nil, err
+		}
+		changed("created bridge %s", p.Bridge)
+		if l, err = netlink.LinkByName(p.Bridge); err != nil {
+			return nil, err
+		}
+	}
+	gw := &netlink.Addr{IPNet: ipnet(p.Gateway(), p.Subnet.Bits())}
+	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, err
+	}
+	if !hasAddr(addrs, gw) {
+		if err := netlink.AddrReplace(l, gw); err != nil {
+			return nil, err
+		}
+		changed("address %s on %s", gw.IPNet, p.Bridge)
+	}
+	if l.Attrs().Flags&net.FlagUp == 0 {
+		if err := netlink.LinkSetUp(l); err != nil {
+			return nil, err
+		}
+		changed("set %s up", p.Bridge)
+	}
+	return l, nil
+}
+
+func ensureSysctl(path, value string, changed func(string, ...any)) error {
+	cur, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(string(cur)) == value {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+		return fmt.Errorf("setting %s: %w", path, err)
+	}
+	changed("%s = %s", path, value)
+	return nil
+}
+
+// newNamedNetns creates a named netns without leaving this thread in it.
+func newNamedNetns(name string) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return err
+	}
+	defer orig.Close()
+	ns, err := netns.NewNamed(name)
+	if err != nil {
+		netns.Set(orig)
+		return err
+	}
+	ns.Close()
+	return netns.Set(orig)
+}
+
+func ensureGear(p Plan, br netlink.Link, g Gear, changed func(string, ...any)) error {
+	name := p.NetnsName(g.ID)
+	if _, err := os.Stat(filepath.Join(NetnsDir, name)); err != nil {
+		if err := newNamedNetns(name); err != nil {
+			return fmt.Errorf("creating netns %s: %w", name, err)
+		}
+		changed("created netns %s", name)
+	}
+	ns, err := netns.GetFromName(name)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	nh, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return err
+	}
+	defer nh.Close()
+
+	hostName := p.HostVeth(g.ID)
+	host, err := netlink.LinkByName(hostName)
+	if _, inErr := nh.LinkByName("eth0"); err != nil || inErr != nil {
+		// Either side missing: rebuild the pair.
+		if host != nil {
+			netlink.LinkDel(host)
+		}
+		if l, err := nh.LinkByName("eth0"); err == nil {
+			nh.LinkDel(l)
+		}
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostName, MasterIndex: br.Attrs().Index}, PeerName: p.PeerVeth(g.ID)}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return fmt.Errorf("creating veth %s: %w", hostName, err)
+		}
+		peer, err := netlink.LinkByName(p.PeerVeth(g.ID))
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetNsFd(peer, int(ns)); err != nil {
+			return fmt.Errorf("moving veth into %s: %w", name, err)
+		}
+		peer, err = nh.LinkByName(p.PeerVeth(g.ID))
+		if err != nil {
+			return err
+		}
+		if err := nh.LinkSetName(peer, "eth0"); err != nil {
+			return err
+		}
+		changed("created veth %s <-> %s/eth0", hostName, name)
+		if host, err = netlink.LinkByName(hostName); err != nil {
+			return err
+		}
+	}
+	if host.Attrs().MasterIndex != br.Attrs().Index {
+		if err := netlink.LinkSetMasterByIndex(host, br.Attrs().Index); err != nil {
+			return err
+		}
+		changed("attached %s to %s", hostName, p.Bridge)
+	}
+	if host.Attrs().Flags&net.FlagUp == 0 {
+		if err := netlink.LinkSetUp(host); err != nil {
+			return err
+		}
+		changed("set %s up", hostName)
+	}
+	// Inside: lo and eth0 up, the gear's address, a default route.
+	for _, ifname := range []string{"lo", "eth0"} {
+		l, err := nh.LinkByName(ifname)
+		if err != nil {
+			return err
+		}
+		if ifname == "eth0" {
+			want := &netlink.Addr{IPNet: ipnet(g.IP, p.Subnet.Bits())}
+			addrs, err := nh.AddrList(l, netlink.FAMILY_V4)
+			if err != nil {
+				return err
+			}
+			for _, a := range addrs {
+				if a.IPNet.String() != want.IPNet.String() {
+					nh.AddrDel(l, &a)
+					changed("removed stale address %s in %s", a.IPNet, name)
+				}
+			}
+			if !hasAddr(addrs, want) {
+				if err := nh.AddrAdd(l, want); err != nil {
+					return err
+				}
+				changed("address %s in %s", want.IPNet, name)
+			}
+		}
+		if l.Attrs().Flags&net.FlagUp == 0 {
+			if err := nh.LinkSetUp(l); err != nil {
+				return err
+			}
+			changed("set %s up in %s", ifname, name)
+		}
+	}
+	routes, err := nh.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return err
+	}
+	gw := net.IP(p.Gateway().AsSlice())
+	for _, r := range routes {
+		if isDefault(r) && r.Gw.Equal(gw) {
+			return nil
+		}
+	}
+	eth0, _ := nh.LinkByName("eth0")
+	if err := nh.RouteReplace(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: gw}); err != nil {
+		return fmt.Errorf("default route in %s: %w", name, err)
+	}
+	changed("default route via %s in %s", gw, name)
+	return nil
+}
+
+func removeGear(p Plan, gearID string) error {
+	if l, err := netlink.LinkByName(p.HostVeth(gearID)); err == nil {
+		netlink.LinkDel(l)
+	}
+	err := netns.DeleteNamed(p.NetnsName(gearID))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+var hashRE = regexp.MustCompile(`comment "gantry:([0-9a-f]+)"`)
+
+func ensureRules(p Plan, changed func(string, ...any)) error {
+	want := Ruleset(p)
+	wantHash := hashRE.FindStringSubmatch(want)[1]
+	ok := true
+	for _, fam := range []string{"bridge", "ip"} {
+		out, err := exec.Command("nft", "list", "table", fam, p.Prefix).Output()
+		m := hashRE.FindSubmatch(out)
+		if err != nil || m == nil || string(m[1]) != wantHash {
+			ok = false
+		}
+	}
+	if ok {
+		return nil
+	}
+	cmd := exec.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(want)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("applying nftables rules: %v: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	changed("applied nftables ruleset %s", wantHash)
+	return nil
+}
+
+// Dump prints the network state of the prefix as text, for tests and
+// `gantry admin` debugging: bridge, each gear namespace's addresses and
+// routes, and the nftables tables.
+func Dump(prefix string) string {
+	p := Plan{Prefix: prefix}.Normalize()
+	var b strings.Builder
+	if l, err := netlink.LinkByName(p.Bridge); err == nil {
+		addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4)
+		fmt.Fprintf(&b, "bridge %s up=%v addrs=%s\n", p.Bridge, l.Attrs().Flags&net.FlagUp != 0, addrList(addrs))
+	} else {
+		fmt.Fprintf(&b, "bridge %s absent\n", p.Bridge)
+	}
+	for _, name := range Namespaces(p.Prefix) {
+		id := strings.TrimPrefix(name, p.Prefix+"-")
+		host, err := netlink.LinkByName(p.HostVeth(id))
+		master := "none"
+		if err == nil && host.Attrs().MasterIndex > 0 {
+			if m, err := netlink.LinkByIndex(host.Attrs().MasterIndex); err == nil {
+				master = m.Attrs().Name
+			}
+		}
+		fmt.Fprintf(&b, "netns %s veth-master=%s\n", name, master)
+		ns, err := netns.GetFromName(name)
+		if err != nil {
+			continue
+		}
+		nh, err := netlink.NewHandleAt(ns)
+		if err == nil {
+			links, _ := nh.LinkList()
+			sort.Slice(links, func(i, j int) bool { return links[i].Attrs().Name < links[j].Attrs().Name })
+			for _, l := range links {
+				addrs, _ := nh.AddrList(l, netlink.FAMILY_V4)
+				fmt.Fprintf(&b, "  link %s up=%v addrs=%s\n", l.Attrs().Name, l.Attrs().Flags&net.FlagUp != 0, addrList(addrs))
+			}
+			routes, _ := nh.RouteList(nil, netlink.FAMILY_V4)
+			for _, r := range routes {
+				if isDefault(r) {
+					fmt.Fprintf(&b, "  route default via %s\n", r.Gw)
+				}
+			}
+			nh.Close()
+		}
+		ns.Close()
+	}
+	for _, fam := range []string{"bridge", "ip"} {
+		out, err := exec.Command("nft", "list", "table", fam, p.Prefix).Output()
+		if err != nil {
+			fmt.Fprintf(&b, "nft table %s %s absent\n", fam, p.Prefix)
+			continue
+		}
+		b.Write(out)
+	}
+	return b.String()
+}
+
+func addrList(addrs []netlink.Addr) string {
+	var s []string
+	for _, a := range addrs {
+		s = append(s, a.IPNet.String())
+	}
+	sort.Strings(s)
+	return "[" + strings.Join(s, " ") + "]"
+}
+
+func hasAddr(addrs []netlink.Addr, want *netlink.Addr) bool {
+	for _, a := range addrs {
+		if a.IPNet.String() == want.IPNet.String() {
+			return true
+		}
+	}
+	return false
+}
+
+func ipnet(a netip.Addr, bits int) *net.IPNet {
+	return &net.IPNet{IP: net.IP(a.AsSlice()), Mask: net.CIDRMask(bits, 32)}
+}
+
+func isDefault(r netlink.Route) bool { return r.Dst == nil || r.Dst.String() == "0.0.0.0/0" }
