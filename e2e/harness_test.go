@@ -157,10 +157,10 @@ var servingRE = regexp.MustCompile(`msg="gantry is serving" http=(\S+) ssh=(\S+)
 
 // startServer starts the server on the given addresses (127.0.0.1:0 for
 // fresh ports) and waits until it serves.
-func startServer(t *testing.T, data, cfg, httpAddr, sshAddr string) *server {
+func startServer(t *testing.T, data, cfg, httpAddr, sshAddr string, extra ...string) *server {
 	t.Helper()
-	cmd := exec.Command(gantryBin, "server", "--data", data, "--http", httpAddr, "--ssh", sshAddr,
-		"--client-config", cfg, "--start-timeout", "8s")
+	cmd := exec.Command(gantryBin, append([]string{"server", "--data", data, "--http", httpAddr, "--ssh", sshAddr,
+		"--client-config", cfg, "--start-timeout", "8s"}, extra...)...)
 	cmd.Env = append(os.Environ(), "GANTRY_CONFIG="+cfg)
 	stderr, _ := cmd.StderrPipe()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -210,7 +210,8 @@ func (s *server) stop() {
 }
 
 // killGears kills every process still running from data dir (the gears
-// outlive the server by design).
+// outlive the server by design): shims by their command line, apps by
+// their environment, runc containers through runc.
 func killGears(data string) {
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -219,8 +220,26 @@ func killGears(data string) {
 			continue
 		}
 		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if bytes.Contains(cmdline, []byte(data)) {
+		environ, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if bytes.Contains(cmdline, []byte(data)) || bytes.Contains(environ, []byte(data)) {
 			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	root := filepath.Join(data, "run", "runc")
+	if out, err := exec.Command("runc", "--root", root, "list", "-q").Output(); err == nil {
+		for _, id := range strings.Fields(string(out)) {
+			exec.Command("runc", "--root", root, "delete", "-f", id).Run()
+			for _, c := range []string{"memory", "pids", "cpu", "cpuacct", "blkio", "devices", "freezer", "cpuset", "systemd", "unified", "net_cls", "perf_event", "hugetlb", "rdma", "misc", "net_prio"} {
+				os.Remove(filepath.Join("/sys/fs/cgroup", c, "gantry", id, "proc"))
+				os.Remove(filepath.Join("/sys/fs/cgroup", c, "gantry", id))
+			}
+		}
+	}
+	gears, _ := os.ReadDir(filepath.Join(data, "gears"))
+	for _, g := range gears {
+		for _, c := range []string{"memory", "pids", "cpu", "cpuacct", "blkio", "devices", "freezer", "cpuset", "systemd", "unified", "net_cls", "perf_event", "hugetlb", "rdma", "misc", "net_prio", ""} {
+			os.Remove(filepath.Join("/sys/fs/cgroup", c, "gantry", g.Name(), "proc"))
+			os.Remove(filepath.Join("/sys/fs/cgroup", c, "gantry", g.Name()))
 		}
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,14 +43,20 @@ type deploymentJSON struct {
 	Active  bool      `json:"active"`
 }
 
-// TestSpine is the user story of the README, end to end.
+// TestSpine is the user story of the README, end to end, with gears as
+// plain processes and, as root, in namespaces.
 func TestSpine(t *testing.T) {
 	need(t, "git", "ssh", "ssh-keygen", "node", "python3")
+	t.Run("process", func(t *testing.T) { spine(t, isolationArgs(t, "process")) })
+	t.Run("namespaces", func(t *testing.T) { spine(t, isolationArgs(t, "namespaces")) })
+}
+
+func spine(t *testing.T, isolation []string) {
 	root := t.TempDir()
 	data := filepath.Join(root, "data")
-	t.Cleanup(func() { killGears(data) })
+	t.Cleanup(func() { killGears(data); cleanupNetwork(isolation) })
 	cfg := filepath.Join(root, "admin.json")
-	srv := startServer(t, data, cfg, "127.0.0.1:0", "127.0.0.1:0")
+	srv := startServer(t, data, cfg, "127.0.0.1:0", "127.0.0.1:0", isolation...)
 	u := newEnv(t, cfg)
 	hc := srv.httpClient()
 
@@ -197,11 +202,14 @@ func TestSpine(t *testing.T) {
 		if code, body := get(t, hc, srv.url(host, "/")); code != 200 || body != "v2 hello\n" {
 			t.Errorf("after rollback: %d %q; want v2 hello", code, body)
 		}
-		var shown appJSON
-		u.gantryJSON(&shown, "app", "show", "blog")
-		if len(shown.Gears) != 1 {
-			t.Errorf("after rollouts the app has gears %+v; want exactly one (old ones drained)", shown.Gears)
-		}
+		eventually(t, "old gears drain and stop", 20*time.Second, func() error {
+			var shown appJSON
+			u.gantryJSON(&shown, "app", "show", "blog")
+			if len(shown.Gears) != 1 || shown.Gears[0].State != "running" {
+				return fmt.Errorf("gears %+v; want exactly one, running", shown.Gears)
+			}
+			return nil
+		})
 	})
 
 	t.Run("env_reserved_names", func(t *testing.T) {
@@ -381,22 +389,24 @@ func TestSpine(t *testing.T) {
 	})
 
 	t.Run("crashed_gear_restarts", func(t *testing.T) {
-		pid := mustGet(t, hc, srv.url(host, "/pid"))
-		p, _ := strconv.Atoi(pid)
-		syscall.Kill(p, syscall.SIGKILL)
+		before := gearPID(t, u, "blog")
+		mustGet(t, hc, srv.url(host, "/crash"))
 		eventually(t, "the gear comes back with a new process", 20*time.Second, func() error {
-			resp, err := hc.Get(srv.url(host, "/pid"))
+			resp, err := hc.Get(srv.url(host, "/"))
 			if err != nil {
 				return err
 			}
-			b, _ := io_ReadAll(resp)
-			if resp.StatusCode != 200 || string(b) == pid {
-				return fmt.Errorf("%d %q", resp.StatusCode, b)
+			io_ReadAll(resp)
+			if resp.StatusCode != 200 {
+				return fmt.Errorf("status %d", resp.StatusCode)
+			}
+			if p := gearPID(t, u, "blog"); p == before || p == 0 {
+				return fmt.Errorf("gear process %d; want a new one", p)
 			}
 			return nil
 		})
 		out := u.gantry("app", "show", "blog")
-		if !strings.Contains(out, "1 restarts, last: killed by signal killed") {
+		if !strings.Contains(out, "1 restarts, last:") || !strings.Contains(out, "killed by signal killed") {
 			t.Errorf("app show does not say why the gear restarted:\n%s", out)
 		}
 	})
@@ -405,17 +415,20 @@ func TestSpine(t *testing.T) {
 	// serve again as soon as the server is back.
 	t.Run("server_restart_keeps_gears", func(t *testing.T) {
 		pid := mustGet(t, hc, srv.url(host, "/pid"))
+		hostPID := gearPID(t, u, "blog")
 		srv.stop()
-		p, _ := strconv.Atoi(pid)
-		if err := syscall.Kill(p, 0); err != nil {
-			t.Fatalf("gear process %d died with the server: %v", p, err)
+		if err := syscall.Kill(hostPID, 0); err != nil {
+			t.Fatalf("gear process %d died with the server: %v", hostPID, err)
 		}
-		srv2 := startServer(t, data, cfg, srv.httpAddr, srv.sshAddr)
+		srv2 := startServer(t, data, cfg, srv.httpAddr, srv.sshAddr, isolation...)
 		if !strings.Contains(srv2.log.String(), "running=3") {
 			t.Errorf("server did not re-attach to 3 gears:\n%s", srv2.log.String())
 		}
 		if got := mustGet(t, hc, srv2.url(host, "/pid")); got != pid {
 			t.Errorf("gear pid after server restart: %s; want %s (not restarted)", got, pid)
+		}
+		if got := gearPID(t, u, "blog"); got != hostPID {
+			t.Errorf("gear process after server restart: %d; want %d (not restarted)", got, hostPID)
 		}
 		// And it still deploys.
 		writeFile(t, filepath.Join(repo, "server.js"), nodeApp("v4"), 0o644)

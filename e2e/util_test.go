@@ -10,9 +10,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/gantry-paas/gantry/internal/netplan"
 )
 
 func io_ReadAll(resp *http.Response) ([]byte, error) {
@@ -83,4 +86,42 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// isolationArgs are the server flags of an isolation mode; namespaces need
+// root and use a network of their own, apart from any real server's.
+func isolationArgs(t *testing.T, mode string) []string {
+	if mode == "process" {
+		return []string{"--isolation", "process"}
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("namespaced gears need root (CI runs as root)")
+	}
+	for _, c := range []string{"runc", "nft"} {
+		if _, err := exec.LookPath(c); err != nil {
+			t.Fatalf("%s is not installed: run scripts/install-deps", c)
+		}
+	}
+	prefix := "ge" + strconv.Itoa(os.Getpid()%10000)
+	return []string{"--isolation", "namespaces", "--net-prefix", prefix, "--gear-subnet", "10.232.0.0/16"}
+}
+
+// cleanupNetwork removes a namespaced run's bridge, namespaces and tables.
+func cleanupNetwork(isolation []string) {
+	for i, a := range isolation {
+		if a == "--net-prefix" {
+			netplan.RemoveAll(isolation[i+1])
+		}
+	}
+}
+
+// gearPID is the host pid of the app's first gear process.
+func gearPID(t *testing.T, u *env, app string) int {
+	t.Helper()
+	var a appJSON
+	u.gantryJSON(&a, "app", "show", app)
+	if len(a.Gears) == 0 {
+		return 0
+	}
+	return a.Gears[0].PID
 }

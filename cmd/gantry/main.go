@@ -10,6 +10,7 @@ import (
 
 	"github.com/gantry-paas/gantry/internal/builder"
 	"github.com/gantry-paas/gantry/internal/cli"
+	"github.com/gantry-paas/gantry/internal/gearinit"
 	"github.com/gantry-paas/gantry/internal/server"
 	"github.com/gantry-paas/gantry/internal/shim"
 	"github.com/gantry-paas/gantry/internal/staticsite"
@@ -28,6 +29,8 @@ func main() {
 			if len(os.Args) == 3 && os.Args[2] == "pre-receive" {
 				os.Exit(builder.HookMain(os.Stdin, os.Stdout, os.Stderr))
 			}
+		case "gear-init": // PID 1 of a namespaced gear
+			os.Exit(gearinit.Main(os.Args[2:]))
 		case "static-serve":
 			os.Exit(staticsite.Main())
 		}

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/gantry-paas/gantry/internal/layout"
+	"github.com/gantry-paas/gantry/internal/netplan"
 	"github.com/gantry-paas/gantry/internal/shim"
 	"github.com/gantry-paas/gantry/internal/store"
 )
@@ -55,8 +56,16 @@ type Options struct {
 	Env func(app *store.App, dep *store.Deployment, g *store.Gear) []string
 	// Hooks returns the path of a deployment's action hook, or "".
 	Hook func(dep *store.Deployment, name string) string
-	// RunHook runs a hook, streaming to out.
-	RunHook func(ctx context.Context, path, dir string, env []string, out io.Writer) error
+	// RunHost runs a command on the host, streaming to out (process mode
+	// hooks and build steps).
+	RunHost func(ctx context.Context, dir string, env []string, out io.Writer, timeout time.Duration, args ...string) error
+	// Isolation is Process or Namespaces.
+	Isolation string
+	// Network is the base plan of namespaced gears (prefix, subnet, host
+	// ports); the agent adds the gears.
+	Network netplan.Plan
+	// UIDMin..UIDMax are the Unix users given to apps.
+	UIDMin, UIDMax int
 }
 
 // Agent supervises gears.
@@ -68,12 +77,13 @@ type Agent struct {
 	wg    sync.WaitGroup
 	ctx   context.Context // the agent's own lifetime, set by Run
 	ready chan struct{}
+	netMu sync.Mutex // serialises network reconciles
 }
 
 // New validates the options.
 func New(o Options) (*Agent, error) {
-	if o.Store == nil || o.Layout.Root == "" || o.Exe == "" || o.Env == nil {
-		return nil, errors.New("agent: Store, Layout, Exe and Env are required")
+	if o.Store == nil || o.Layout.Root == "" || o.Exe == "" || o.Env == nil || o.RunHost == nil {
+		return nil, errors.New("agent: Store, Layout, Exe, Env and RunHost are required")
 	}
 	if o.IP == "" {
 		o.IP = "127.0.0.1"
@@ -92,6 +102,23 @@ func New(o Options) (*Agent, error) {
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
+	}
+	if o.Isolation == "" {
+		o.Isolation = Process
+	}
+	if o.Isolation != Process && o.Isolation != Namespaces {
+		return nil, fmt.Errorf("agent: unknown isolation %q", o.Isolation)
+	}
+	if o.UIDMin == 0 {
+		o.UIDMin, o.UIDMax = 200000, 265535
+	}
+	if o.Isolation == Namespaces {
+		if err := o.Network.Normalize().Validate(); err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+		if err := os.MkdirAll(o.Layout.RuncRoot(), 0o700); err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
 	}
 	if err := os.MkdirAll(o.Layout.GearsDir(), 0o750); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
@@ -143,8 +170,23 @@ func (a *Agent) reattach(ctx context.Context) {
 		a.log.Error("listing gears", "err", err)
 		return
 	}
+	// Building gears belong to builds the stop interrupted.
+	a.o.Store.Update(func(tx *store.Tx) error {
+		for _, g := range gears {
+			if g.State == GearBuilding {
+				tx.Delete(store.GearKey(g.ID))
+			}
+		}
+		return nil
+	})
+	if err := a.syncNetwork(); err != nil {
+		a.log.Error("reconciling the gear network", "err", err)
+	}
 	adopted := 0
 	for _, g := range gears {
+		if g.State == GearBuilding {
+			continue
+		}
 		dir := a.o.Layout.Gear(g.ID)
 		st, _ := shim.ReadState(dir)
 		alive := shim.Alive(dir, st)
@@ -152,6 +194,7 @@ func (a *Agent) reattach(ctx context.Context) {
 		case g.State == store.GearDraining || g.State == store.GearStopped:
 			a.stopGear(ctx, g, io.Discard)
 			a.o.Store.Update(func(tx *store.Tx) error { return tx.Delete(store.GearKey(g.ID)) })
+			a.syncNetwork()
 		case alive:
 			adopted++
 		default:

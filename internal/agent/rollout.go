@@ -9,14 +9,17 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/gantry-paas/gantry/internal/applog"
+	"github.com/gantry-paas/gantry/internal/sandbox"
 	"github.com/gantry-paas/gantry/internal/shim"
 	"github.com/gantry-paas/gantry/internal/store"
 )
@@ -51,13 +54,28 @@ func (a *Agent) Rollout(ctx context.Context, appKey, depID string, out io.Writer
 	var fresh []store.Gear
 	err = a.o.Store.Update(func(tx *store.Tx) error {
 		taken := map[int]bool{}
-		for i := 0; i < scale; i++ {
-			port, err := a.allocPort(tx, taken)
-			if err != nil {
+		takenIP := map[netip.Addr]bool{}
+		if a.namespaced() {
+			if err := a.ensureUID(tx, &app); err != nil {
 				return err
 			}
+		}
+		for i := 0; i < scale; i++ {
 			g := store.Gear{ID: newID(), AppID: app.ID, AppKey: appKey, Deployment: dep.ID,
-				IP: a.o.IP, Port: port, State: store.GearStarting, Isolation: "process", Created: time.Now().UTC()}
+				State: store.GearStarting, Isolation: a.o.Isolation, Created: time.Now().UTC()}
+			if a.namespaced() {
+				ip, err := a.allocIP(tx, takenIP)
+				if err != nil {
+					return err
+				}
+				g.IP, g.Port = ip, GearPort
+			} else {
+				port, err := a.allocPort(tx, taken)
+				if err != nil {
+					return err
+				}
+				g.IP, g.Port = a.o.IP, port
+			}
 			if err := tx.Create(store.GearKey(g.ID), &g); err != nil {
 				return err
 			}
@@ -78,19 +96,28 @@ func (a *Agent) Rollout(ctx context.Context, appKey, depID string, out io.Writer
 			}
 			return nil
 		})
+		a.syncNetwork()
 		return err
 	}
 
 	for i := range fresh {
 		g := &fresh[i]
 		env := a.o.Env(&app, &dep, g)
+		var rt runtimeSpec
+		if a.namespaced() {
+			bundle, limits, err := a.prepareNamespaced(&app, &dep, g, env)
+			if err != nil {
+				return fail(fmt.Errorf("preparing gear %s: %w", g.ID, err))
+			}
+			rt = runtimeSpec{bundle: bundle, limits: limits}
+		}
 		if hook := a.hook(&dep, "pre_start"); hook != "" {
 			fmt.Fprintf(out, "-----> Running pre_start hook (gear %s)\n", g.ID)
-			if err := a.o.RunHook(ctx, hook, dep.Dir, env, out); err != nil {
+			if err := a.runGearHook(ctx, &app, g, hook, dep.Dir, env, out); err != nil {
 				return fail(fmt.Errorf("pre_start hook: %w", err))
 			}
 		}
-		if err := a.writeSpec(&app, &dep, g, env); err != nil {
+		if err := a.writeSpec(&app, &dep, g, env, rt); err != nil {
 			return fail(err)
 		}
 		if err := a.spawn(g.ID); err != nil {
@@ -106,7 +133,7 @@ func (a *Agent) Rollout(ctx context.Context, appKey, depID string, out io.Writer
 		fmt.Fprintf(out, "-----> Gear %s is up on %s\n", g.ID, g.Endpoint())
 		if hook := a.hook(&dep, "post_start"); hook != "" {
 			fmt.Fprintf(out, "-----> Running post_start hook (gear %s)\n", g.ID)
-			if err := a.o.RunHook(ctx, hook, dep.Dir, a.o.Env(&app, &dep, g), out); err != nil {
+			if err := a.runGearHook(ctx, &app, g, hook, dep.Dir, a.o.Env(&app, &dep, g), out); err != nil {
 				return fail(fmt.Errorf("post_start hook: %w", err))
 			}
 		}
@@ -166,13 +193,20 @@ func (a *Agent) drainAndStop(old []store.Gear) {
 		defer a.wg.Done()
 		ctx := context.Background()
 		deadline := time.Now().Add(a.o.DrainTimeout)
+		var wg sync.WaitGroup
 		for _, g := range old {
-			for a.o.Router != nil && a.o.Router.ActiveConns(g.Endpoint()) > 0 && time.Now().Before(deadline) {
-				time.Sleep(50 * time.Millisecond)
-			}
-			a.stopGear(ctx, g, io.Discard)
-			a.o.Store.Update(func(tx *store.Tx) error { return tx.Delete(store.GearKey(g.ID)) })
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for a.o.Router != nil && a.o.Router.ActiveConns(g.Endpoint()) > 0 && time.Now().Before(deadline) {
+					time.Sleep(50 * time.Millisecond)
+				}
+				a.stopGear(ctx, g, io.Discard)
+				a.o.Store.Update(func(tx *store.Tx) error { return tx.Delete(store.GearKey(g.ID)) })
+			}()
 		}
+		wg.Wait()
+		a.syncNetwork()
 		if len(old) > 0 {
 			cleanLogs(a.o.Layout.Logs(old[0].AppID), 10)
 		}
@@ -229,7 +263,7 @@ func (a *Agent) stopAll(ctx context.Context, appKey string, deleting bool) error
 	for _, g := range gears {
 		a.stopGear(ctx, g, io.Discard)
 	}
-	return a.o.Store.Update(func(tx *store.Tx) error {
+	err = a.o.Store.Update(func(tx *store.Tx) error {
 		for _, g := range gears {
 			if err := tx.Delete(store.GearKey(g.ID)); err != nil {
 				return err
@@ -237,6 +271,10 @@ func (a *Agent) stopAll(ctx context.Context, appKey string, deleting bool) error
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return a.syncNetwork()
 }
 
 func (a *Agent) hook(dep *store.Deployment, name string) string {
@@ -246,7 +284,12 @@ func (a *Agent) hook(dep *store.Deployment, name string) string {
 	return a.o.Hook(dep, name)
 }
 
-func (a *Agent) writeSpec(app *store.App, dep *store.Deployment, g *store.Gear, env []string) error {
+type runtimeSpec struct {
+	bundle string
+	limits sandbox.Limits
+}
+
+func (a *Agent) writeSpec(app *store.App, dep *store.Deployment, g *store.Gear, env []string, rt runtimeSpec) error {
 	dir := a.o.Layout.Gear(g.ID)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
@@ -259,6 +302,10 @@ func (a *Agent) writeSpec(app *store.App, dep *store.Deployment, g *store.Gear, 
 		LogFile: filepath.Join(a.o.Layout.Logs(app.ID), g.ID+".log"),
 		LogMax:  10 << 20,
 	}
+	if rt.bundle != "" {
+		spec.Runtime, spec.RuncRoot, spec.Bundle = "runc", a.o.Layout.RuncRoot(), rt.bundle
+		spec.CgroupParent, spec.MemoryLimit = cgroupParent(g.ID), rt.limits.MemoryBytes
+	}
 	data, _ := json.MarshalIndent(spec, "", "  ")
 	return os.WriteFile(filepath.Join(dir, shim.SpecFile), data, 0o640)
 }
@@ -267,7 +314,6 @@ func (a *Agent) writeSpec(app *store.App, dep *store.Deployment, g *store.Gear, 
 // own session so that it survives the server.
 func (a *Agent) spawn(gearID string) error {
 	dir := a.o.Layout.Gear(gearID)
-	os.Remove(filepath.Join(dir, shim.StateFile))
 	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
 		return err
@@ -358,7 +404,7 @@ func (a *Agent) stopGear(ctx context.Context, g store.Gear, out io.Writer) {
 		}
 		if hook := a.hook(&dep, name); hook != "" {
 			hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			if err := a.o.RunHook(hctx, hook, dep.Dir, a.o.Env(&app, &dep, &g), out); err != nil {
+			if err := a.runGearHook(hctx, &app, &g, hook, dep.Dir, a.o.Env(&app, &dep, &g), out); err != nil {
 				a.log.Warn("hook failed", "hook", name, "gear", g.ID, "err", err)
 			}
 			cancel()
@@ -377,5 +423,6 @@ func (a *Agent) stopGear(ctx context.Context, g store.Gear, out io.Writer) {
 		}
 	}
 	run("post_stop")
+	a.removeNamespaced(g)
 	os.RemoveAll(dir)
 }

@@ -50,6 +50,9 @@ type Options struct {
 	URL func(app *store.App) string
 	// StepTimeout bounds each build step and hook.
 	StepTimeout time.Duration
+	// Run runs a build step or hook of an app (sandboxed when gears are);
+	// default: RunCommand on the host.
+	Run func(ctx context.Context, appKey, dir string, env []string, out io.Writer, timeout time.Duration, args ...string) error
 }
 
 // Builder builds and deploys commits.
@@ -75,6 +78,11 @@ func New(o Options) (*Builder, error) {
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
+	}
+	if o.Run == nil {
+		o.Run = func(ctx context.Context, _ string, dir string, env []string, out io.Writer, timeout time.Duration, args ...string) error {
+			return RunCommand(ctx, dir, env, out, timeout, args...)
+		}
 	}
 	return &Builder{o: o, log: o.Log.With("component", "builder"), locks: map[string]*sync.Mutex{}, push: map[string]pushGrant{}}, nil
 }
@@ -135,7 +143,7 @@ func (b *Builder) Deploy(ctx context.Context, appKey, commit string, gitEnv []st
 	env := b.o.Env(&app, dir, plan.Cartridge)
 	run := func(title string, args ...string) error {
 		fmt.Fprintf(out, "-----> %s\n", title)
-		if err := RunCommand(ctx, dir, env, indent(out), b.o.StepTimeout, args...); err != nil {
+		if err := b.o.Run(ctx, appKey, dir, env, indent(out), b.o.StepTimeout, args...); err != nil {
 			return fmt.Errorf("%w: %s: %v", ErrBuild, title, err)
 		}
 		return nil

@@ -28,12 +28,19 @@ func (l Layout) Data(id string) string  { return filepath.Join(l.AppDir(id), "da
 func (l Layout) Logs(id string) string  { return filepath.Join(l.AppDir(id), "logs") }
 func (l Layout) Cache(id string) string { return filepath.Join(l.AppDir(id), "cache") }
 func (l Layout) Tmp(id string) string   { return filepath.Join(l.AppDir(id), "tmp") }
-func (l Layout) GearsDir() string       { return filepath.Join(l.Root, "gears") }
-func (l Layout) Gear(id string) string  { return filepath.Join(l.Root, "gears", id) }
+
+// Home is the app's home directory (HOME in its gears).
+func (l Layout) Home(id string) string { return filepath.Join(l.AppDir(id), "home") }
+
+// RuncRoot keeps runc's state of namespaced gears.
+func (l Layout) RuncRoot() string { return filepath.Join(l.Root, "run", "runc") }
+
+func (l Layout) GearsDir() string      { return filepath.Join(l.Root, "gears") }
+func (l Layout) Gear(id string) string { return filepath.Join(l.Root, "gears", id) }
 
 // EnsureApp creates an app's directories.
 func (l Layout) EnsureApp(id string) error {
-	for _, d := range []string{l.Deployments(id), l.Data(id), l.Logs(id), l.Cache(id), l.Tmp(id)} {
+	for _, d := range []string{l.Deployments(id), l.Data(id), l.Logs(id), l.Cache(id), l.Tmp(id), l.Home(id)} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return err
 		}

@@ -43,6 +43,9 @@ the CLI on this machine. SIGTERM stops the server; apps keep running.`,
 	f.StringVar(&o.Host, "host", "", "this machine's name in git and API URLs (default localhost)")
 	f.StringVar(&o.ClientConfig, "client-config", "", "where to write the local CLI's configuration")
 	f.DurationVar(&o.StartTimeout, "start-timeout", 0, "how long a new gear has to listen on $PORT (default 60s)")
+	f.StringVar(&o.Isolation, "isolation", "auto", "gear isolation: auto (namespaces when possible), namespaces, or process")
+	f.StringVar(&o.GearSubnet, "gear-subnet", "", "subnet of namespaced gears (default 10.88.0.0/16)")
+	f.StringVar(&o.NetPrefix, "net-prefix", "", "name prefix of the gear bridge, namespaces and nftables tables (default gantry)")
 	f.BoolVar(&debug, "debug", false, "verbose logs")
 	return cmd
 }

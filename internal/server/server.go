@@ -9,10 +9,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -29,7 +29,9 @@ import (
 	"github.com/gantry-paas/gantry/internal/gearenv"
 	"github.com/gantry-paas/gantry/internal/gitrepo"
 	"github.com/gantry-paas/gantry/internal/layout"
+	"github.com/gantry-paas/gantry/internal/netplan"
 	"github.com/gantry-paas/gantry/internal/router"
+	"github.com/gantry-paas/gantry/internal/sandbox"
 	"github.com/gantry-paas/gantry/internal/sshd"
 	"github.com/gantry-paas/gantry/internal/store"
 )
@@ -48,6 +50,14 @@ type Options struct {
 	ClientConfig string
 	// StartTimeout is how long a new gear has to listen (default 60s).
 	StartTimeout time.Duration
+	// Isolation is "auto" (namespaces when root on Linux with runc and
+	// nft, else process), "namespaces" or "process".
+	Isolation string
+	// GearSubnet is the subnet of namespaced gears (default 10.88.0.0/16).
+	GearSubnet string
+	// NetPrefix names the bridge, namespaces and nftables tables
+	// (default "gantry"); tests use their own.
+	NetPrefix string
 	Version      string
 	Log          *slog.Logger
 	// Ready, if set, is called with the bound addresses once serving.
@@ -135,9 +145,22 @@ func Run(ctx context.Context, o Options) error {
 	appURL := func(host string) string { return "http://" + host + portSuffix(httpPort) + "/" }
 	serverURL := "http://" + o.Host + portSuffix(httpPort)
 
+	isolation, why, err := chooseIsolation(o.Isolation)
+	if err != nil {
+		return err
+	}
+	network := netplan.Plan{Prefix: o.NetPrefix, HostTCPPorts: []uint16{uint16(httpPort)}}
+	if o.GearSubnet != "" {
+		if network.Subnet, err = netip.ParsePrefix(o.GearSubnet); err != nil {
+			return fmt.Errorf("--gear-subnet: %w", err)
+		}
+	}
 	env := envBuilder{lay: lay, cloud: o.CloudDomain, path: os.Getenv("PATH")}
+	if isolation == agent.Namespaces {
+		env.path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/go/bin"
+	}
 	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Exe: exe, Env: env.gear,
-		StartTimeout: o.StartTimeout,
+		StartTimeout: o.StartTimeout, Isolation: isolation, Network: network,
 		Hook: func(dep *store.Deployment, name string) string {
 			h, err := builder.FindHooks(dep.Dir)
 			if err != nil {
@@ -145,14 +168,12 @@ func Run(ctx context.Context, o Options) error {
 			}
 			return h.Paths[name]
 		},
-		RunHook: func(ctx context.Context, path, dir string, env []string, out io.Writer) error {
-			return builder.RunCommand(ctx, dir, env, out, 0, path)
-		},
+		RunHost: builder.RunCommand,
 	})
 	if err != nil {
 		return err
 	}
-	bld, err := builder.New(builder.Options{Store: st, Layout: lay, Log: log, Deployer: ag,
+	bld, err := builder.New(builder.Options{Store: st, Layout: lay, Log: log, Deployer: ag, Run: ag.RunSandboxed,
 		StaticServer: shellQuote(exe) + " static-serve", Env: env.build,
 		URL: func(a *store.App) string { return appURL(a.Host) }})
 	if err != nil {
@@ -163,6 +184,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	sshPort := ssh.Addr().(*net.TCPAddr).Port
+	ag.AllowHostPort(uint16(sshPort))
 	hostKey := strings.TrimSpace(string(gossh.MarshalAuthorizedKey(ssh.HostKey())))
 	knownHost := o.Host
 	if sshPort != 22 {
@@ -203,7 +225,7 @@ func Run(ctx context.Context, o Options) error {
 	<-ag.Ready()
 	log.Info("gantry is serving",
 		"http", rt.Addr().String(), "ssh", ssh.Addr().String(), "data", o.DataDir, "cloud_domain", o.CloudDomain,
-		"isolation", "none: gears are plain processes on loopback (namespaces come with gear isolation)",
+		"isolation", why,
 		"client_config", o.ClientConfig)
 	if o.Ready != nil {
 		o.Ready(rt.Addr(), ssh.Addr())
@@ -216,6 +238,26 @@ func Run(ctx context.Context, o Options) error {
 	}
 	log.Info("gantry stopped; gears keep running")
 	return errors.Join(errs...)
+}
+
+// chooseIsolation resolves the isolation mode and says in words what it is.
+func chooseIsolation(want string) (mode, why string, err error) {
+	avail := sandbox.Available()
+	switch want {
+	case "", "auto":
+		if avail == nil {
+			return agent.Namespaces, "namespaces: each gear has its own network namespace and IP, Unix user, PID/mount/IPC/UTS namespaces and cgroup limits (runc)", nil
+		}
+		return agent.Process, "none: gears are plain processes on loopback (" + avail.Error() + "; run as root on Linux for namespaces)", nil
+	case agent.Namespaces:
+		if avail != nil {
+			return "", "", fmt.Errorf("--isolation namespaces: %w", avail)
+		}
+		return agent.Namespaces, "namespaces: each gear has its own network namespace and IP, Unix user, PID/mount/IPC/UTS namespaces and cgroup limits (runc)", nil
+	case agent.Process:
+		return agent.Process, "none: gears are plain processes on loopback (--isolation process)", nil
+	}
+	return "", "", fmt.Errorf("--isolation %q: choose auto, namespaces or process", want)
 }
 
 func portSuffix(port int) string {
@@ -301,7 +343,7 @@ var passEnv = []string{"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "h
 func (e envBuilder) params(app *store.App, dir, cart string) gearenv.Params {
 	return gearenv.Params{App: app.Name, Domain: app.Domain, AppID: app.ID, Host: app.Host, Cartridge: cart,
 		DataDir: e.lay.Data(app.ID), RepoDir: dir, LogDir: e.lay.Logs(app.ID), TmpDir: e.lay.Tmp(app.ID),
-		HomeDir: e.lay.AppDir(app.ID), User: app.Env, BasePath: e.path,
+		HomeDir: e.lay.Home(app.ID), User: app.Env, BasePath: e.path,
 		PathPrefix: []string{dir + "/node_modules/.bin", dir + "/.venv/bin", dir + "/.gantry/bin"}}
 }
 

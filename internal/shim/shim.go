@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/gantry-paas/gantry/internal/applog"
+	"github.com/gantry-paas/gantry/internal/sandbox"
 )
 
 // Spec is what the agent asks the shim to run. It lives in DIR/spec.json.
@@ -35,6 +36,14 @@ type Spec struct {
 	LogMax  int64    `json:"log_max"`
 	// StopGrace is how long the process has to exit after SIGTERM.
 	StopGrace time.Duration `json:"stop_grace"`
+	// Runtime is "" (a plain process) or "runc" (Command is ignored; the
+	// bundle's config.json says what runs).
+	Runtime  string `json:"runtime,omitempty"`
+	RuncRoot string `json:"runc_root,omitempty"`
+	Bundle   string `json:"bundle,omitempty"`
+	// CgroupParent holds the gear's limits; OOM kills are counted there.
+	CgroupParent string `json:"cgroup_parent,omitempty"`
+	MemoryLimit  int64  `json:"memory_limit,omitempty"`
 }
 
 // State is what the shim reports in DIR/state.json.
@@ -44,6 +53,8 @@ type State struct {
 	// /proc: with the pid it identifies the shim even after pid reuse.
 	ShimStart uint64    `json:"shim_start"`
 	PID       int       `json:"pid"`
+	// ProcStart is the process's start time (clock ticks since boot).
+	ProcStart uint64    `json:"proc_start,omitempty"`
 	Status    string    `json:"status"` // running, backoff, stopped
 	Restarts  int       `json:"restarts"`
 	LastExit  string    `json:"last_exit,omitempty"`
@@ -100,26 +111,32 @@ func Main(dir string) int {
 	// SIGHUP from a closing session must not stop the gear.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
 
+	killOrphans(dir)
 	self, _, _ := procStart(os.Getpid())
 	st := State{ShimPID: os.Getpid(), ShimStart: self}
 	backoff := minBackoff
 	for {
+		ooms := sandbox.OOMKills(spec.CgroupParent)
 		cmd, exited, err := start(spec, logw)
 		if err != nil {
 			logw.WriteLine("gantry", []byte("cannot start: "+err.Error()))
 			st.LastExit = "could not start: " + err.Error()
 		} else {
 			st.PID, st.Status, st.Started = cmd.Process.Pid, Running, time.Now().UTC()
+			st.ProcStart, _, _ = procStart(st.PID)
 			st.NextStart = time.Time{}
 			writeState(dir, st)
 			select {
 			case <-sigs:
-				stop(cmd, exited, spec.StopGrace)
+				stop(spec, cmd, exited)
 				st.Status, st.PID = Stopped, 0
 				writeState(dir, st)
 				return 0
 			case werr := <-exited:
 				st.LastExit = describeExit(werr)
+				if spec.CgroupParent != "" && sandbox.OOMKills(spec.CgroupParent) > ooms {
+					st.LastExit = fmt.Sprintf("killed: out of memory (the gear's limit is %d MiB)", spec.MemoryLimit>>20)
+				}
 				st.ExitedAt = time.Now().UTC()
 				if time.Since(st.Started) > stableAfter {
 					backoff = minBackoff
@@ -146,6 +163,14 @@ func start(spec Spec, logw *applog.Writer) (*exec.Cmd, chan error, error) {
 	cmd := exec.Command("/bin/sh", "-c", spec.Command)
 	cmd.Dir = spec.Dir
 	cmd.Env = spec.Env
+	if spec.Runtime == "runc" {
+		// A container left by a shim that died is removed first.
+		runc(spec, "delete", "-f", spec.GearID)
+		args := sandbox.RuncArgs(spec.RuncRoot, spec.Bundle, spec.GearID)
+		cmd = exec.Command(args[0], args[1:]...)
+		cmd.Dir = spec.Bundle
+		cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	}
 	// Own process group, so that stop reaches the whole tree; killed if the
 	// shim dies, so that a respawned shim never finds an orphan on its port.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -174,7 +199,24 @@ func start(spec Spec, logw *applog.Writer) (*exec.Cmd, chan error, error) {
 }
 
 // stop sends SIGTERM to the process group, then SIGKILL after grace.
-func stop(cmd *exec.Cmd, exited chan error, grace time.Duration) {
+func stop(spec Spec, cmd *exec.Cmd, exited chan error) {
+	grace := spec.StopGrace
+	if spec.Runtime == "runc" {
+		runc(spec, "kill", spec.GearID, "TERM")
+		select {
+		case <-exited:
+		case <-time.After(grace):
+			runc(spec, "kill", "--all", spec.GearID, "KILL")
+			select {
+			case <-exited:
+			case <-time.After(5 * time.Second):
+				syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+				<-exited
+			}
+		}
+		runc(spec, "delete", "-f", spec.GearID)
+		return
+	}
 	pgid := cmd.Process.Pid
 	syscall.Kill(-pgid, syscall.SIGTERM)
 	select {
@@ -185,6 +227,43 @@ func stop(cmd *exec.Cmd, exited chan error, grace time.Duration) {
 	}
 	// Children that left the group's leader behind go too.
 	syscall.Kill(-pgid, syscall.SIGKILL)
+}
+
+// killOrphans kills the process group a previous shim of this gear left
+// behind when it died (its child's children outlive Pdeathsig).
+func killOrphans(dir string) {
+	old, err := ReadState(dir)
+	if err != nil || old.PID <= 0 {
+		return
+	}
+	if start, state, err := procStart(old.PID); err == nil {
+		if start != old.ProcStart {
+			// The pid was reused: the kernel reuses no pid still used as a
+			// process group id, so the old group is gone entirely.
+			return
+		}
+		if state != 'Z' {
+			syscall.Kill(-old.PID, syscall.SIGKILL)
+		}
+	}
+	// Group members whose leader is gone: same process group id.
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if pgid, err := syscall.Getpgid(pid); err == nil && pgid == old.PID && pid != os.Getpid() {
+			if start, _, err := procStart(pid); err == nil && start >= old.ProcStart {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+}
+
+// runc runs a runc subcommand for the gear's container.
+func runc(spec Spec, args ...string) error {
+	return exec.Command("runc", append([]string{"--root", spec.RuncRoot}, args...)...).Run()
 }
 
 func describeExit(err error) string {

@@ -52,7 +52,12 @@ type App struct {
 	Env              map[string]string `json:"env,omitempty"`
 	ActiveDeployment string            `json:"active_deployment,omitempty"`
 	KeepDeployments  int               `json:"keep_deployments"`
-	Created          time.Time         `json:"created"`
+	// GearSize names the gears' limits: small, medium, large.
+	GearSize string `json:"gear_size,omitempty"`
+	// UID is the Unix user the app's gears run as in namespace mode (0:
+	// not assigned yet).
+	UID     int       `json:"uid,omitempty"`
+	Created time.Time `json:"created"`
 }
 
 // Key returns the app's store key.

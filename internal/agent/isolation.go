@@ -1,0 +1,231 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/gantry-paas/gantry/internal/netplan"
+	"github.com/gantry-paas/gantry/internal/sandbox"
+	"github.com/gantry-paas/gantry/internal/store"
+)
+
+// Isolation modes.
+const (
+	Process    = "process"    // plain processes on loopback
+	Namespaces = "namespaces" // runc, own netns and IP, own user, cgroup limits
+)
+
+// GearPort is the port every namespaced gear listens on, on its own IP.
+const GearPort = 8080
+
+// Sizes are the gear sizes users choose from.
+var Sizes = map[string]sandbox.Limits{
+	"small":  {MemoryBytes: 512 << 20, Pids: 250, CPUShares: 1024},
+	"medium": {MemoryBytes: 1 << 30, Pids: 500, CPUShares: 2048},
+	"large":  {MemoryBytes: 2 << 30, Pids: 1000, CPUShares: 4096},
+}
+
+// SizeOf returns the limits of a size name ("" is small).
+func SizeOf(name string) (sandbox.Limits, error) {
+	if name == "" {
+		name = "small"
+	}
+	l, ok := Sizes[name]
+	if !ok {
+		return l, fmt.Errorf("unknown gear size %q: choose small, medium or large", name)
+	}
+	return l, nil
+}
+
+func (a *Agent) namespaced() bool { return a.o.Isolation == Namespaces }
+
+// Isolation is the mode in force.
+func (a *Agent) Isolation() string { return a.o.Isolation }
+
+func cgroupParent(gearID string) string { return "gantry/" + gearID }
+
+// plan is the desired network: every gear record with an address.
+func (a *Agent) plan(tx *store.Tx) (netplan.Plan, error) {
+	p := a.o.Network
+	p.Gears = nil
+	gears, err := store.List[store.Gear](tx, "gears/")
+	if err != nil {
+		return p, err
+	}
+	for _, g := range gears {
+		if g.Isolation != Namespaces {
+			continue
+		}
+		ip, err := netip.ParseAddr(g.IP)
+		if err != nil {
+			continue
+		}
+		p.Gears = append(p.Gears, netplan.Gear{ID: g.ID, App: g.AppID, IP: ip})
+	}
+	return p, nil
+}
+
+// syncNetwork reconciles the network with the gears in the store.
+func (a *Agent) syncNetwork() error {
+	if !a.namespaced() {
+		return nil
+	}
+	a.netMu.Lock()
+	defer a.netMu.Unlock()
+	var p netplan.Plan
+	if err := a.o.Store.View(func(tx *store.Tx) error {
+		var err error
+		p, err = a.plan(tx)
+		return err
+	}); err != nil {
+		return err
+	}
+	changes, err := netplan.Reconcile(p)
+	for _, c := range changes {
+		a.log.Debug("network", "change", c)
+	}
+	return err
+}
+
+// allocIP picks a free gear address.
+func (a *Agent) allocIP(tx *store.Tx, taken map[netip.Addr]bool) (string, error) {
+	gears, err := store.List[store.Gear](tx, "gears/")
+	if err != nil {
+		return "", err
+	}
+	for _, g := range gears {
+		if ip, err := netip.ParseAddr(g.IP); err == nil {
+			taken[ip] = true
+		}
+	}
+	ip, err := netplan.Allocate(a.o.Network.Normalize().Subnet, taken)
+	if err != nil {
+		return "", err
+	}
+	taken[ip] = true
+	return ip.String(), nil
+}
+
+// ensureUID gives the app a Unix user id from the configured range.
+func (a *Agent) ensureUID(tx *store.Tx, app *store.App) error {
+	if app.UID != 0 {
+		return nil
+	}
+	apps, err := store.List[store.App](tx, "apps/")
+	if err != nil {
+		return err
+	}
+	used := map[int]bool{}
+	for _, o := range apps {
+		used[o.UID] = true
+	}
+	for uid := a.o.UIDMin; uid <= a.o.UIDMax; uid++ {
+		if !used[uid] {
+			app.UID = uid
+			return tx.Put(app.Key(), app)
+		}
+	}
+	return fmt.Errorf("no free user id in %d-%d for a new app", a.o.UIDMin, a.o.UIDMax)
+}
+
+// ownAppDirs gives the app's user its writable directories (0700, so no
+// other gear can read them) and its deployment tree.
+func (a *Agent) ownAppDirs(app *store.App, dep *store.Deployment) error {
+	uid := app.UID
+	for _, d := range []string{a.o.Layout.Data(app.ID), a.o.Layout.Tmp(app.ID), a.o.Layout.Home(app.ID)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+		if err := os.Chown(d, uid, uid); err != nil {
+			return err
+		}
+		os.Chmod(d, 0o700)
+	}
+	// The app's directory is traversable only by its user (and root).
+	appDir := a.o.Layout.AppDir(app.ID)
+	os.Chown(appDir, 0, uid)
+	os.Chmod(appDir, 0o710)
+	os.Chown(filepath.Dir(dep.Dir), 0, uid)
+	os.Chmod(filepath.Dir(dep.Dir), 0o710)
+	if fi, err := os.Stat(dep.Dir); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) == uid {
+			return nil // already given
+		}
+	}
+	return filepath.WalkDir(dep.Dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(path, uid, uid)
+	})
+}
+
+// prepareNamespaced sets up everything a namespaced gear needs before its
+// shim starts: network, directories, cgroup limits, the OCI bundle.
+func (a *Agent) prepareNamespaced(app *store.App, dep *store.Deployment, g *store.Gear, env []string) (bundle string, limits sandbox.Limits, err error) {
+	if err := a.syncNetwork(); err != nil {
+		return "", limits, fmt.Errorf("network: %w", err)
+	}
+	if err := a.ownAppDirs(app, dep); err != nil {
+		return "", limits, fmt.Errorf("directories: %w", err)
+	}
+	limits, err = SizeOf(app.GearSize)
+	if err != nil {
+		return "", limits, err
+	}
+	if err := sandbox.SetLimits(cgroupParent(g.ID), limits); err != nil {
+		return "", limits, fmt.Errorf("cgroup: %w", err)
+	}
+	bundle = filepath.Join(a.o.Layout.Gear(g.ID), "bundle")
+	spec := a.sandboxSpec(app, g.ID, env, dep.Dir)
+	spec.Args = []string{a.o.Exe, "gear-init", "--", "/bin/sh", "-c", dep.Command}
+	spec.NetnsPath = filepath.Join(netplan.NetnsDir, a.o.Network.Normalize().NetnsName(g.ID))
+	spec.CgroupParent = cgroupParent(g.ID)
+	return bundle, limits, sandbox.WriteBundle(bundle, spec)
+}
+
+func (a *Agent) sandboxSpec(app *store.App, id string, env []string, dir string) sandbox.Spec {
+	l := a.o.Layout
+	return sandbox.Spec{
+		ID: id, Env: env, Cwd: dir, UID: uint32(app.UID), GID: uint32(app.UID),
+		Hostname: app.Name + "-" + app.Domain,
+		Mounts: []sandbox.Mount{
+			{Path: dir},
+			{Path: l.Data(app.ID)},
+			{Path: l.Tmp(app.ID)},
+			{Path: l.Home(app.ID)},
+			{Path: l.Logs(app.ID), ReadOnly: true},
+			// The static cartridge's server is Gantry itself.
+			{Path: a.o.Exe, ReadOnly: true},
+		},
+	}
+}
+
+// removeNamespaced removes a stopped gear's cgroup; its network goes with
+// the next reconcile.
+func (a *Agent) removeNamespaced(g store.Gear) {
+	if g.Isolation != Namespaces {
+		return
+	}
+	sandbox.RemoveCgroup(cgroupParent(g.ID))
+}
+
+// RunSandboxed runs a one-off command of the app (a build step or hook)
+// sandboxed like its gears, in the network namespace of a build gear, and
+// streams its output to out. In process mode it runs on the host.
+func (a *Agent) RunSandboxed(ctx context.Context, appKey, dir string, env []string, out io.Writer, timeout time.Duration, args ...string) error {
+	return a.runOneOff(ctx, appKey, dir, env, out, timeout, args)
+}
+
+// AllowHostPort lets gears reach a port of the host on the bridge (the SSH
+// endpoint, bound after the agent was made). Call before Run.
+func (a *Agent) AllowHostPort(port uint16) {
+	a.o.Network.HostTCPPorts = append(a.o.Network.HostTCPPorts, port)
+}

@@ -1,0 +1,167 @@
+// Package sandbox runs a gear's process (or a build step) in isolation with
+// the system's runc: its own PID, mount, IPC and UTS namespaces, the gear's
+// network namespace, its own Unix user, no capabilities, no new privileges,
+// a seccomp profile that refuses the dangerous system calls, and the host's
+// programs mounted read-only. It writes OCI bundles and drives runc; it
+// does not create network namespaces (package netplan does) or decide
+// limits (the agent does).
+package sandbox
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Mount is a bind mount of a host path at the same path inside.
+type Mount struct {
+	Path     string
+	ReadOnly bool
+}
+
+// Spec describes one sandboxed process.
+type Spec struct {
+	ID       string
+	Args     []string
+	Env      []string
+	Cwd      string
+	UID, GID uint32
+	Hostname string
+	// NetnsPath is the network namespace to join ("" for a new, empty one).
+	NetnsPath string
+	Mounts    []Mount
+	// CgroupParent is the cgroup (relative to the hierarchy root) under
+	// which runc creates the process's own; limits are set on the parent.
+	CgroupParent string
+	TmpSize      string // size of /tmp, e.g. "256m"
+}
+
+// blockedSyscalls are refused with EPERM: mounting, kernel modules, kexec,
+// namespaces, keyrings, bpf and perf, clock and swap changes, reboot.
+var blockedSyscalls = []string{
+	"mount", "umount", "umount2", "pivot_root", "chroot", "mount_setattr", "move_mount", "open_tree",
+	"fsopen", "fsconfig", "fsmount", "fspick",
+	"kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
+	"unshare", "setns", "bpf", "perf_event_open", "userfaultfd",
+	"keyctl", "add_key", "request_key", "acct", "quotactl", "syslog", "lookup_dcookie",
+	"swapon", "swapoff", "reboot", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "stime",
+	"open_by_handle_at", "name_to_handle_at", "vhangup", "iopl", "ioperm", "create_module",
+	"get_kernel_syms", "query_module", "nfsservctl", "uselib", "personality",
+}
+
+// OCI returns the runtime spec for s. It is a pure function.
+func OCI(s Spec) *specs.Spec {
+	ro := func(p string) specs.Mount {
+		return specs.Mount{Destination: p, Type: "bind", Source: p, Options: []string{"rbind", "ro", "nosuid", "nodev"}}
+	}
+	mounts := []specs.Mount{
+		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
+		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+		{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777", "size=" + orDefault(s.TmpSize, "256m")}},
+		{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755", "size=16m"}},
+		ro("/usr"),
+		ro("/etc"),
+	}
+	for _, d := range []string{"/bin", "/sbin", "/lib", "/lib64", "/lib32", "/opt"} {
+		if fi, err := os.Lstat(d); err == nil && fi.IsDir() {
+			mounts = append(mounts, ro(d)) // not merged-/usr: bind it
+		}
+	}
+	for _, m := range s.Mounts {
+		opts := []string{"rbind", "nosuid", "nodev"}
+		if m.ReadOnly {
+			opts = append(opts, "ro")
+		}
+		mounts = append(mounts, specs.Mount{Destination: m.Path, Type: "bind", Source: m.Path, Options: opts})
+	}
+	ns := []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace}, {Type: specs.UTSNamespace}, {Type: specs.MountNamespace},
+		{Type: specs.NetworkNamespace, Path: s.NetnsPath}}
+	seccomp := &specs.LinuxSeccomp{
+		DefaultAction: specs.ActAllow,
+		Architectures: []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32, specs.ArchAARCH64, specs.ArchARM},
+		Syscalls:      []specs.LinuxSyscall{{Names: blockedSyscalls, Action: specs.ActErrno, ErrnoRet: ptr(uint(1))}},
+	}
+	return &specs.Spec{
+		Version: "1.0.2", // runc 1.1 refuses newer
+		Process: &specs.Process{
+			User:            specs.User{UID: s.UID, GID: s.GID, AdditionalGids: []uint32{s.GID}},
+			Args:            s.Args,
+			Env:             s.Env,
+			Cwd:             orDefault(s.Cwd, "/"),
+			Capabilities:    &specs.LinuxCapabilities{},
+			NoNewPrivileges: true,
+		},
+		Root:     &specs.Root{Path: "rootfs", Readonly: true},
+		Hostname: s.Hostname,
+		Mounts:   mounts,
+		Linux: &specs.Linux{
+			Namespaces:  ns,
+			CgroupsPath: filepath.Join("/", s.CgroupParent, "proc"),
+			Seccomp:     seccomp,
+			MaskedPaths: []string{"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+				"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"},
+			ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
+		},
+	}
+}
+
+// WriteBundle writes an OCI bundle for s into dir: config.json and an
+// empty rootfs with the merged-/usr symlinks.
+func WriteBundle(dir string, s Spec) error {
+	rootfs := filepath.Join(dir, "rootfs")
+	if err := os.MkdirAll(rootfs, 0o755); err != nil {
+		return err
+	}
+	for _, d := range []string{"bin", "sbin", "lib", "lib64", "lib32"} {
+		if target, err := os.Readlink("/" + d); err == nil {
+			link := filepath.Join(rootfs, d)
+			os.Remove(link)
+			if err := os.Symlink(target, link); err != nil {
+				return err
+			}
+		}
+	}
+	data, err := json.MarshalIndent(OCI(s), "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "config.json"), data, 0o600)
+}
+
+// RuncArgs are the arguments of `runc run` for a bundle, with runc's state
+// kept under root.
+func RuncArgs(root, bundle, id string) []string {
+	return []string{"runc", "--root", root, "run", "--bundle", bundle, id}
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// Available reports whether namespaced gears can run here, and if not why.
+func Available() error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("not running as root")
+	}
+	for _, c := range []string{"runc", "nft"} {
+		if _, err := lookPath(c); err != nil {
+			return fmt.Errorf("%s is not installed (scripts/install-deps installs it)", c)
+		}
+	}
+	if _, err := os.Stat("/proc/self/ns/net"); err != nil {
+		return fmt.Errorf("network namespaces are not available")
+	}
+	return nil
+}
