@@ -58,8 +58,8 @@ type Options struct {
 	// NetPrefix names the bridge, namespaces and nftables tables
 	// (default "gantry"); tests use their own.
 	NetPrefix string
-	Version      string
-	Log          *slog.Logger
+	Version   string
+	Log       *slog.Logger
 	// Ready, if set, is called with the bound addresses once serving.
 	Ready func(http, ssh net.Addr)
 }

@@ -51,8 +51,8 @@ type State struct {
 	ShimPID int `json:"shim_pid"`
 	// ShimStart is the shim's start time in clock ticks since boot, from
 	// /proc: with the pid it identifies the shim even after pid reuse.
-	ShimStart uint64    `json:"shim_start"`
-	PID       int       `json:"pid"`
+	ShimStart uint64 `json:"shim_start"`
+	PID       int    `json:"pid"`
 	// ProcStart is the process's start time (clock ticks since boot).
 	ProcStart uint64    `json:"proc_start,omitempty"`
 	Status    string    `json:"status"` // running, backoff, stopped
