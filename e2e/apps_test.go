@@ -56,3 +56,57 @@ class H(BaseHTTPRequestHandler):
 
 ThreadingHTTPServer((os.environ["OPENSHIFT_PYTHON_IP"], int(os.environ["OPENSHIFT_PYTHON_PORT"])), H).serve_forever()
 `
+
+// probeApp reports, from inside its gear, what the gear can and cannot do:
+// connect, bind, read files, list processes, run commands, use memory and
+// processes.
+const probeApp = `const http = require("http"), net = require("net"), fs = require("fs"), cp = require("child_process");
+const url = require("url");
+const reply = (res, v) => { res.setHeader("Content-Type", "application/json"); res.end(JSON.stringify(v)); };
+let hog = [];
+http.createServer((req, res) => {
+  const u = url.parse(req.url, true), q = u.query;
+  switch (u.pathname) {
+  case "/connect": {
+    const [host, port] = q.addr.split(":");
+    const opts = { host, port: +port, timeout: 3000 };
+    if (q.from) opts.localAddress = q.from;
+    const t0 = Date.now();
+    const s = net.connect(opts, () => { s.destroy(); reply(res, { ok: true, ms: Date.now() - t0 }); });
+    s.on("timeout", () => { s.destroy(); reply(res, { ok: false, error: "timeout", ms: Date.now() - t0 }); });
+    s.on("error", (e) => reply(res, { ok: false, error: e.code, ms: Date.now() - t0 }));
+    return;
+  }
+  case "/bind": {
+    const srv = net.createServer();
+    srv.on("error", (e) => reply(res, { ok: false, error: e.code }));
+    srv.listen(0, q.ip, () => { srv.close(); reply(res, { ok: true }); });
+    return;
+  }
+  case "/read":
+    try { return reply(res, { ok: true, out: fs.readdirSync(q.path).join(" ") }); } catch (e) { return reply(res, { ok: false, error: e.code }); }
+  case "/ps":
+    return reply(res, fs.readdirSync("/proc").filter((d) => /^\d+$/.test(d)).map((p) => {
+      try { return fs.readFileSync("/proc/" + p + "/cmdline", "utf8").replace(/\0/g, " ").trim(); } catch (e) { return ""; }
+    }));
+  case "/exec": {
+    const r = cp.spawnSync("/bin/sh", ["-c", q.cmd], { encoding: "utf8", timeout: 10000 });
+    return reply(res, { status: r.status, out: (r.stdout || "") + (r.stderr || "") });
+  }
+  case "/alloc":
+    for (let i = 0; i < +q.mb; i++) { const b = Buffer.alloc(1 << 20, 1); hog.push(b); }
+    return reply(res, { ok: true });
+  case "/fork": {
+    let ok = 0, failed = 0;
+    const kids = [];
+    for (let i = 0; i < +q.n; i++) {
+      try { const k = cp.spawn("sleep", ["20"]); k.on("error", () => {}); if (k.pid) { ok++; kids.push(k); } else failed++; } catch (e) { failed++; }
+    }
+    setTimeout(() => { kids.forEach((k) => k.kill("SIGKILL")); reply(res, { ok, failed }); }, 300);
+    return;
+  }
+  default:
+    res.end("probe " + (process.env.GANTRY_APP_NAME || "") + "\n");
+  }
+}).listen(process.env.PORT, process.env.IP, () => console.log("probe listening on " + process.env.IP + ":" + process.env.PORT));
+`

@@ -105,12 +105,16 @@ func (a *Agent) allocIP(tx *store.Tx, taken map[netip.Addr]bool) (string, error)
 			taken[ip] = true
 		}
 	}
-	ip, err := netplan.Allocate(a.o.Network.Normalize().Subnet, taken)
+	var last struct{ IP string }
+	tx.Get("ipam/last", &last)
+	lastIP, _ := netip.ParseAddr(last.IP)
+	ip, err := netplan.Allocate(a.o.Network.Normalize().Subnet, taken, lastIP)
 	if err != nil {
 		return "", err
 	}
 	taken[ip] = true
-	return ip.String(), nil
+	last.IP = ip.String()
+	return ip.String(), tx.Put("ipam/last", &last)
 }
 
 // ensureUID gives the app a Unix user id from the configured range.
@@ -228,4 +232,36 @@ func (a *Agent) RunSandboxed(ctx context.Context, appKey, dir string, env []stri
 // endpoint, bound after the agent was made). Call before Run.
 func (a *Agent) AllowHostPort(port uint16) {
 	a.o.Network.HostTCPPorts = append(a.o.Network.HostTCPPorts, port)
+}
+
+// Resize applies the app's gear size to its running gears, live. In
+// process mode sizes are recorded but not enforced.
+func (a *Agent) Resize(ctx context.Context, appKey string) error {
+	var app store.App
+	var gears []store.Gear
+	err := a.o.Store.View(func(tx *store.Tx) error {
+		if err := tx.Get(appKey, &app); err != nil {
+			return err
+		}
+		all, err := store.List[store.Gear](tx, "gears/")
+		for _, g := range all {
+			if g.AppKey == appKey && g.Isolation == Namespaces {
+				gears = append(gears, g)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	limits, err := SizeOf(app.GearSize)
+	if err != nil {
+		return err
+	}
+	for _, g := range gears {
+		if err := sandbox.SetLimits(cgroupParent(g.ID), limits); err != nil {
+			return fmt.Errorf("gear %s: %w", g.ID, err)
+		}
+	}
+	return nil
 }

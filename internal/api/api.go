@@ -36,6 +36,8 @@ type Agent interface {
 	Stop(ctx context.Context, appKey string) error
 	Delete(ctx context.Context, appKey string) error
 	Status(gearID string) GearStatus
+	Resize(ctx context.Context, appKey string) error
+	Isolation() string
 }
 
 // GearStatus is a gear's process status as the agent sees it.

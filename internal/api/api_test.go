@@ -26,6 +26,8 @@ func (f *fakeAgent) Rollout(ctx context.Context, appKey, depID string, out io.Wr
 func (f *fakeAgent) Stop(ctx context.Context, appKey string) error   { return nil }
 func (f *fakeAgent) Delete(ctx context.Context, appKey string) error { return nil }
 func (f *fakeAgent) Status(string) GearStatus                        { return GearStatus{Status: "running"} }
+func (f *fakeAgent) Resize(ctx context.Context, appKey string) error { return nil }
+func (f *fakeAgent) Isolation() string                               { return "process" }
 
 type fakeBuilder struct{}
 

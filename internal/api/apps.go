@@ -54,6 +54,8 @@ type AppView struct {
 	GitHTTPURL       string     `json:"git_http_url" doc:"HTTP clone URL (password: your API token)"`
 	State            string     `json:"state" doc:"running, stopped, or not_deployed"`
 	Scale            int        `json:"scale"`
+	GearSize         string     `json:"gear_size" doc:"small (512 MiB, 250 processes), medium (1 GiB), large (2 GiB)"`
+	Isolation        string     `json:"isolation" doc:"namespaces, or process (plain processes: sizes are not enforced)"`
 	Branch           string     `json:"branch"`
 	ActiveDeployment string     `json:"active_deployment,omitempty"`
 	Gears            []GearView `json:"gears"`
@@ -91,7 +93,7 @@ func (a *API) loadApp(ctx context.Context, r AppRef) (*store.App, error) {
 func (a *API) appView(app *store.App) AppView {
 	v := AppView{Name: app.Name, Domain: app.Domain, Type: app.Type, URL: a.o.AppURL(app.Host),
 		GitURL: a.o.GitSSHURL(app.Domain, app.Name), GitHTTPURL: a.o.GitHTTPURL(app.Domain, app.Name),
-		Scale: max(app.Scale, 1), Branch: app.Branch, ActiveDeployment: app.ActiveDeployment, Created: app.Created, Gears: []GearView{}}
+		Scale: max(app.Scale, 1), GearSize: orSmall(app.GearSize), Isolation: a.o.Agent.Isolation(), Branch: app.Branch, ActiveDeployment: app.ActiveDeployment, Created: app.Created, Gears: []GearView{}}
 	switch {
 	case app.ActiveDeployment == "":
 		v.State = "not_deployed"
@@ -236,6 +238,7 @@ func (a *API) registerApps() {
 			Type   string `json:"type" enum:"nodejs,python,go,static" doc:"Cartridge; the starter code is of this type"`
 			Scale  int    `json:"scale,omitempty" minimum:"0" maximum:"16" doc:"Gears to run (default 1)"`
 			Branch string `json:"branch,omitempty" doc:"Branch that deploys (default main)"`
+			Size   string `json:"gear_size,omitempty" enum:"small,medium,large" doc:"Gear size (default small)"`
 		}
 	}
 	huma.Register(a.h, huma.Operation{OperationID: "create-app", Method: http.MethodPost, Path: "/v1/domains/{domain}/apps", Security: bearer,
@@ -243,7 +246,7 @@ func (a *API) registerApps() {
 		Description: "Creates the app and its git repository holding starter code for its type, and deploys that code. Returns when the app serves.",
 		Tags:        []string{"apps"}},
 		func(ctx context.Context, in *createApp) (*body[AppView], error) {
-			return a.createApp(ctx, in.Domain, in.Body.Name, in.Body.Type, in.Body.Scale, in.Body.Branch)
+			return a.createApp(ctx, in.Domain, in.Body.Name, in.Body.Type, in.Body.Scale, in.Body.Branch, in.Body.Size)
 		})
 
 	huma.Register(a.h, huma.Operation{OperationID: "show-app", Method: http.MethodGet, Path: "/v1/domains/{domain}/apps/{app}", Security: bearer,
@@ -283,6 +286,38 @@ func (a *API) registerApps() {
 			os.RemoveAll(a.o.Layout.AppDir(app.ID))
 			a.log.Info("app deleted", "app", app.FullName(), "user", userOf(ctx).Name)
 			return nil, nil
+		})
+
+	type updateApp struct {
+		AppRef
+		Body struct {
+			Size string `json:"gear_size,omitempty" enum:"small,medium,large" doc:"New gear size, applied to running gears at once"`
+		}
+	}
+	huma.Register(a.h, huma.Operation{OperationID: "update-app", Method: http.MethodPatch, Path: "/v1/domains/{domain}/apps/{app}", Security: bearer,
+		Summary: "Change an app's settings", Description: "The gear size applies to running gears without a restart.", Tags: []string{"apps"}},
+		func(ctx context.Context, in *updateApp) (*body[AppView], error) {
+			app, err := a.loadApp(ctx, in.AppRef)
+			if err != nil {
+				return nil, err
+			}
+			if in.Body.Size != "" {
+				err := a.o.Store.Update(func(tx *store.Tx) error {
+					if err := tx.Get(app.Key(), app); err != nil {
+						return err
+					}
+					app.GearSize = in.Body.Size
+					return tx.Put(app.Key(), app)
+				})
+				if err != nil {
+					return nil, a.internal("saving gear size", err)
+				}
+				if err := a.o.Agent.Resize(ctx, app.Key()); err != nil {
+					return nil, a.internal("resizing gears", err)
+				}
+				a.log.Info("gear size changed", "app", app.FullName(), "size", in.Body.Size)
+			}
+			return &body[AppView]{Body: a.appView(app)}, nil
 		})
 
 	for _, action := range []string{"start", "stop", "restart"} {
@@ -409,7 +444,7 @@ func (a *API) appAction(ctx context.Context, in AppRef, action string) (*body[Ap
 	return &body[AppView]{Body: a.appView(app)}, nil
 }
 
-func (a *API) createApp(ctx context.Context, domain, name, typ string, scale int, branch string) (*body[AppView], error) {
+func (a *API) createApp(ctx context.Context, domain, name, typ string, scale int, branch, size string) (*body[AppView], error) {
 	u := userOf(ctx)
 	if err := names.Label("app", name); err != nil {
 		return nil, invalid(err.Error())
@@ -430,7 +465,7 @@ func (a *API) createApp(ctx context.Context, domain, name, typ string, scale int
 	id := make([]byte, 8)
 	rand.Read(id)
 	app := store.App{ID: hex.EncodeToString(id), Name: name, Domain: domain, Owner: u.Name, Type: typ, Host: host,
-		Scale: scale, Branch: branch, KeepDeployments: 3, Created: time.Now().UTC()}
+		Scale: scale, Branch: branch, GearSize: orSmall(size), KeepDeployments: 3, Created: time.Now().UTC()}
 	err = a.o.Store.Update(func(tx *store.Tx) error {
 		var d store.Domain
 		if err := tx.Get("domains/"+domain, &d); err != nil || d.Owner != u.Name {
@@ -519,4 +554,11 @@ func (a *API) registerDeployments() {
 			a.log.Info("deployment activated", "app", app.FullName(), "deployment", dep.ID)
 			return &body[AppView]{Body: a.appView(app)}, nil
 		})
+}
+
+func orSmall(size string) string {
+	if size == "" {
+		return "small"
+	}
+	return size
 }

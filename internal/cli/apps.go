@@ -64,7 +64,7 @@ func (c *cli) appCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "app", Short: "Create and manage apps"}
 	cmd.PersistentFlags().StringVarP(&c.domain, "domain", "n", "", "the app's domain (when you have several)")
 
-	var typ string
+	var typ, size string
 	var scale int
 	create := &cobra.Command{
 		Use:   "create NAME --type TYPE",
@@ -97,8 +97,14 @@ func (c *cli) appCmd() *cobra.Command {
 			}
 			var app api.AppView
 			stop := c.spinner(fmt.Sprintf("Creating %s and deploying its starter code", args[0]))
-			err = cl.Do(cmd.Context(), http.MethodPost, "/v1/domains/"+url.PathEscape(domain)+"/apps",
-				map[string]any{"name": args[0], "type": typ, "scale": scale}, &app)
+			req := map[string]any{"name": args[0], "type": typ}
+			if scale > 0 {
+				req["scale"] = scale
+			}
+			if size != "" {
+				req["gear_size"] = size
+			}
+			err = cl.Do(cmd.Context(), http.MethodPost, "/v1/domains/"+url.PathEscape(domain)+"/apps", req, &app)
 			stop()
 			if err != nil {
 				return err
@@ -120,6 +126,31 @@ func (c *cli) appCmd() *cobra.Command {
 	}
 	create.Flags().StringVarP(&typ, "type", "t", "", "nodejs, python, go or static")
 	create.Flags().IntVar(&scale, "scale", 0, "gears to run (default 1)")
+	create.Flags().StringVarP(&size, "gear-size", "g", "", "small (512 MiB, 250 processes), medium (1 GiB) or large (2 GiB)")
+
+	var newSize string
+	set := &cobra.Command{
+		Use:     "set APP --gear-size SIZE",
+		Short:   "Change an app's settings (the gear size applies at once)",
+		Example: "  gantry app set blog --gear-size medium",
+		Args:    cobra.ExactArgs(1),
+		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
+			if newSize == "" {
+				return fmt.Errorf("nothing to change: pass --gear-size small, medium or large")
+			}
+			var app api.AppView
+			if err := cl.Do(ctx, http.MethodPatch, client.AppPath(d, a), map[string]any{"gear_size": newSize}, &app); err != nil {
+				return err
+			}
+			return c.out(app, func(w io.Writer) {
+				fmt.Fprintf(w, "%s now has %s gears.\n", app.Name, app.GearSize)
+				if app.Isolation != "namespaces" {
+					fmt.Fprintln(w, "Note: gears are plain processes on this server; sizes are recorded but not enforced.")
+				}
+			})
+		}),
+	}
+	set.Flags().StringVarP(&newSize, "gear-size", "g", "", "small, medium or large")
 
 	list := &cobra.Command{
 		Use:   "list",
@@ -207,7 +238,7 @@ func (c *cli) appCmd() *cobra.Command {
 	}
 	del.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
 
-	cmd.AddCommand(create, list, show,
+	cmd.AddCommand(create, list, show, set,
 		action("start", "Start an app", "Starting"),
 		action("stop", "Stop an app (the router answers 503)", "Stopping"),
 		action("restart", "Restart an app without dropping requests", "Restarting"),
@@ -222,6 +253,7 @@ func printApp(w io.Writer, app *api.AppView) {
 		{"  Git URL:", app.GitURL},
 		{"  Git over HTTP:", app.GitHTTPURL},
 		{"  Deploys branch:", app.Branch},
+		{"  Gear size:", app.GearSize + " (isolation: " + app.Isolation + ")"},
 		{"  Deployment:", orDash(app.ActiveDeployment)},
 		{"  Created:", app.Created.Local().Format(time.DateTime)},
 	})

@@ -183,18 +183,49 @@ func joinAddrs(as []netip.Addr) string {
 	return strings.Join(s, ", ")
 }
 
-// Allocate returns the lowest free gear address in subnet, skipping the
-// network, gateway and broadcast addresses and those in use.
-func Allocate(subnet netip.Prefix, used map[netip.Addr]bool) (netip.Addr, error) {
+// Allocate returns the first free gear address after last (round-robin,
+// so that an address just freed is not handed out again at once: peers may
+// still hold connections to it), skipping the network, gateway and
+// broadcast addresses and those in use. A zero last starts at the
+// beginning.
+func Allocate(subnet netip.Prefix, used map[netip.Addr]bool, last netip.Addr) (netip.Addr, error) {
 	subnet = subnet.Masked()
-	gw := subnet.Addr().Next()
-	for a := gw.Next(); subnet.Contains(a); a = a.Next() {
-		if !subnet.Contains(a.Next()) { // broadcast
+	first := subnet.Addr().Next().Next()
+	var lastUsable netip.Addr
+	for a := first; subnet.Contains(a.Next()); a = a.Next() {
+		lastUsable = a
+		if a.Is4() && subnet.Bits() < 24 && a.As4()[3] < 250 && a.As4()[2] == 0 {
+			// Walking a big subnet to its end is slow; compute it instead.
+			lastUsable = broadcast(subnet).Prev()
 			break
 		}
+	}
+	if !lastUsable.IsValid() {
+		return netip.Addr{}, fmt.Errorf("the gear subnet %s is too small", subnet)
+	}
+	start := first
+	if last.IsValid() && subnet.Contains(last) && last.Compare(lastUsable) < 0 && last.Compare(first) >= 0 {
+		start = last.Next()
+	}
+	a := start
+	for {
 		if !used[a] {
 			return a, nil
 		}
+		if a == lastUsable {
+			a = first
+		} else {
+			a = a.Next()
+		}
+		if a == start {
+			return netip.Addr{}, fmt.Errorf("the gear subnet %s is full", subnet)
+		}
 	}
-	return netip.Addr{}, fmt.Errorf("the gear subnet %s is full", subnet)
+}
+
+func broadcast(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }

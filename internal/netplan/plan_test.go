@@ -58,16 +58,38 @@ func TestAllocate(t *testing.T) {
 	s := netip.MustParsePrefix("10.88.0.0/29")
 	used := map[netip.Addr]bool{}
 	var got []string
+	var last netip.Addr
 	for {
-		a, err := Allocate(s, used)
+		a, err := Allocate(s, used, last)
 		if err != nil {
 			break
 		}
-		used[a] = true
+		used[a], last = true, a
 		got = append(got, a.String())
 	}
 	// .0 network, .1 host, .7 broadcast are never handed out.
 	if strings.Join(got, " ") != "10.88.0.2 10.88.0.3 10.88.0.4 10.88.0.5 10.88.0.6" {
 		t.Errorf("allocated %v", got)
+	}
+	// Round-robin: .3 freed after .6 was handed out: the next is .3 only
+	// once the others are taken, and a free .2 is skipped for a later one.
+	delete(used, netip.MustParseAddr("10.88.0.3"))
+	delete(used, netip.MustParseAddr("10.88.0.5"))
+	a, _ := Allocate(s, used, netip.MustParseAddr("10.88.0.4"))
+	if a.String() != "10.88.0.5" {
+		t.Errorf("after .4: got %s; want .5", a)
+	}
+	a, _ = Allocate(s, used, netip.MustParseAddr("10.88.0.6"))
+	if a.String() != "10.88.0.3" {
+		t.Errorf("wrap after .6: got %s; want .3", a)
+	}
+	big := netip.MustParsePrefix("10.88.0.0/16")
+	a, _ = Allocate(big, map[netip.Addr]bool{}, netip.MustParseAddr("10.88.255.254"))
+	if a.String() != "10.88.0.2" {
+		t.Errorf("wrap in /16: got %s", a)
+	}
+	a, _ = Allocate(big, map[netip.Addr]bool{}, netip.MustParseAddr("10.88.7.9"))
+	if a.String() != "10.88.7.10" {
+		t.Errorf("after 10.88.7.9: got %s", a)
 	}
 }

@@ -55,9 +55,8 @@ func SetLimits(parent string, l Limits) error {
 		})
 	}
 	for ctrl, files := range map[string]map[string]string{
-		"memory": {"memory.limit_in_bytes": strconv.FormatInt(l.MemoryBytes, 10)},
-		"pids":   {"pids.max": strconv.FormatInt(l.Pids, 10)},
-		"cpu":    {"cpu.shares": strconv.FormatUint(l.CPUShares, 10)},
+		"pids": {"pids.max": strconv.FormatInt(l.Pids, 10)},
+		"cpu":  {"cpu.shares": strconv.FormatUint(l.CPUShares, 10)},
 	} {
 		dir := filepath.Join(CgroupRoot, ctrl, parent)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -67,10 +66,29 @@ func SetLimits(parent string, l Limits) error {
 			return err
 		}
 	}
-	// Without swap accounting memsw may be absent; where present, no swap.
-	memsw := filepath.Join(CgroupRoot, "memory", parent, "memory.memsw.limit_in_bytes")
-	if _, err := os.Stat(memsw); err == nil {
-		os.WriteFile(memsw, []byte(strconv.FormatInt(l.MemoryBytes, 10)), 0o644)
+	// Memory: the limit may never exceed memory+swap, so raising writes
+	// memsw first and lowering writes it last. Without swap accounting
+	// memsw is absent.
+	dir := filepath.Join(CgroupRoot, "memory", parent)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("cgroup memory: %w", err)
+	}
+	mem := filepath.Join(dir, "memory.limit_in_bytes")
+	memsw := filepath.Join(dir, "memory.memsw.limit_in_bytes")
+	v := []byte(strconv.FormatInt(l.MemoryBytes, 10))
+	order := []string{mem, memsw}
+	if cur, err := os.ReadFile(memsw); err == nil {
+		n, _ := strconv.ParseInt(strings.TrimSpace(string(cur)), 10, 64)
+		if l.MemoryBytes > n {
+			order = []string{memsw, mem}
+		}
+	} else {
+		order = []string{mem}
+	}
+	for _, f := range order {
+		if err := os.WriteFile(f, v, 0o644); err != nil {
+			return fmt.Errorf("writing %s: %w", f, err)
+		}
 	}
 	return nil
 }
@@ -84,13 +102,20 @@ func writeAll(dir string, files map[string]string) error {
 	return nil
 }
 
-// OOMKills is how many processes the kernel killed in the gear's cgroup
-// for exceeding its memory limit.
+// OOMKills counts the processes the kernel killed in the gear for
+// exceeding its memory limit. v1 charges a kill to the victim's own
+// cgroup, runc's leaf ("proc"), which exists until the container is
+// deleted (runc run --keep); v2's memory.events is hierarchical.
 func OOMKills(parent string) int {
-	path := filepath.Join(CgroupRoot, "memory", parent, "memory.oom_control")
 	if CgroupMode() == "v2" {
-		path = filepath.Join(CgroupRoot, parent, "memory.events")
+		return counter(filepath.Join(CgroupRoot, parent, "memory.events"), "oom_kill")
 	}
+	dir := filepath.Join(CgroupRoot, "memory", parent)
+	return counter(filepath.Join(dir, "memory.oom_control"), "oom_kill") +
+		counter(filepath.Join(dir, "proc", "memory.oom_control"), "oom_kill")
+}
+
+func counter(path, key string) int {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0
@@ -99,7 +124,7 @@ func OOMKills(parent string) int {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		k, v, _ := strings.Cut(sc.Text(), " ")
-		if k == "oom_kill" {
+		if k == key {
 			n, _ := strconv.Atoi(v)
 			return n
 		}
@@ -141,4 +166,18 @@ func CgroupExists(parent string) bool {
 		}
 	}
 	return false
+}
+
+// MemoryLimit is the gear's memory limit in bytes as the kernel has it.
+func MemoryLimit(parent string) int64 {
+	path := filepath.Join(CgroupRoot, "memory", parent, "memory.limit_in_bytes")
+	if CgroupMode() == "v2" {
+		path = filepath.Join(CgroupRoot, parent, "memory.max")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	return n
 }

@@ -136,9 +136,10 @@ func WriteBundle(dir string, s Spec) error {
 }
 
 // RuncArgs are the arguments of `runc run` for a bundle, with runc's state
-// kept under root.
+// kept under root. The container is kept after it exits (--keep), so that
+// its cgroup can be read for OOM kills; the caller deletes it.
 func RuncArgs(root, bundle, id string) []string {
-	return []string{"runc", "--root", root, "run", "--bundle", bundle, id}
+	return []string{"runc", "--root", root, "run", "--keep", "--bundle", bundle, id}
 }
 
 func orDefault(s, d string) string {

@@ -134,8 +134,11 @@ func Main(dir string) int {
 				return 0
 			case werr := <-exited:
 				st.LastExit = describeExit(werr)
-				if spec.CgroupParent != "" && sandbox.OOMKills(spec.CgroupParent) > ooms {
-					st.LastExit = fmt.Sprintf("killed: out of memory (the gear's limit is %d MiB)", spec.MemoryLimit>>20)
+				if spec.CgroupParent != "" && killed(werr) && sandbox.OOMKills(spec.CgroupParent) > ooms {
+					st.LastExit = fmt.Sprintf("killed: out of memory (the gear's limit is %d MiB; a larger --gear-size gives more)", sandbox.MemoryLimit(spec.CgroupParent)>>20)
+				}
+				if spec.Runtime == "runc" {
+					runc(spec, "delete", "-f", spec.GearID) // kept for the count above
 				}
 				st.ExitedAt = time.Now().UTC()
 				if time.Since(st.Started) > stableAfter {
@@ -259,6 +262,19 @@ func killOrphans(dir string) {
 			}
 		}
 	}
+}
+
+// killed reports an exit by SIGKILL, directly or as a shell's or runc's
+// status 137.
+func killed(err error) bool {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return ws.Signal() == syscall.SIGKILL
+	}
+	return ee.ExitCode() == 128+int(syscall.SIGKILL)
 }
 
 // runc runs a runc subcommand for the gear's container.
