@@ -67,7 +67,6 @@ func newEnv(t *testing.T, cfg string) *env {
 }
 
 func (e *env) environ() []string {
-	key := filepath.Join(e.home, ".ssh", "id_ed25519")
 	return append(os.Environ(),
 		"HOME="+e.home,
 		"GANTRY_CONFIG="+e.cfg,
@@ -77,9 +76,14 @@ func (e *env) environ() []string {
 		"GIT_COMMITTER_NAME=Tester", "GIT_COMMITTER_EMAIL=t@example.com",
 		// StrictHostKeyChecking=yes: the clone works only if `gantry sshkey
 		// add` recorded the server's host key in ~/.ssh/known_hosts.
-		"GIT_SSH_COMMAND=ssh -F /dev/null -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="+
-			filepath.Join(e.home, ".ssh", "known_hosts")+" -i "+key,
+		"GIT_SSH_COMMAND="+e.sshCommand(),
+		"GANTRY_SSH_COMMAND="+e.sshCommand(),
 	)
+}
+
+func (e *env) sshCommand() string {
+	return "ssh -F /dev/null -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=" +
+		filepath.Join(e.home, ".ssh", "known_hosts") + " -i " + filepath.Join(e.home, ".ssh", "id_ed25519")
 }
 
 // exec runs a command and returns its combined output and error.

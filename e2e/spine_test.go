@@ -212,6 +212,26 @@ func spine(t *testing.T, isolation []string) {
 		})
 	})
 
+	t.Run("gantry_ssh", func(t *testing.T) {
+		out := u.gantry("ssh", "blog", "--", "echo", "app=$GANTRY_APP_NAME", "uid=$(id -u)", "pwd=$PWD")
+		if !strings.Contains(out, "app=blog") || !strings.Contains(out, "pwd="+data) {
+			t.Errorf("gantry ssh output: %q", out)
+		}
+		if namespaced(isolation) && (strings.Contains(out, "uid=0\n") || !strings.Contains(out, "uid=2")) {
+			t.Errorf("namespaced gear shell is not the gear's user: %q", out)
+		}
+		if _, err := u.exec("", gantryBin, "ssh", "blog", "--", "exit", "7"); exitStatus(err) != 7 {
+			t.Errorf("exit status through gantry ssh: %v; want 7", err)
+		}
+		// Interactive sessions get a terminal.
+		sshPort := strings.Split(srv.sshAddr, ":")[1]
+		args := append(strings.Fields(u.sshCommand())[1:], "-tt", "-p", sshPort, "git@localhost", "gear acme/blog -- tty; exit")
+		out, _ = u.exec("", "ssh", args...)
+		if !strings.Contains(out, "/dev/pts/") {
+			t.Errorf("gear shell with a pty: %q", out)
+		}
+	})
+
 	t.Run("env_reserved_names", func(t *testing.T) {
 		for _, kv := range []string{"PATH=/x", "GANTRY_APP_NAME=x", "1BAD=x"} {
 			out := u.gantryFails("env", "set", "blog", kv)
@@ -362,6 +382,9 @@ func spine(t *testing.T, isolation []string) {
 		}
 		if out := b.gantryFails("env", "set", "acme/blog", "X=1"); !strings.Contains(out, "no app") {
 			t.Errorf("bob env set: %q", out)
+		}
+		if out, err := b.exec("", gantryBin, "ssh", "acme/blog", "--", "id"); err == nil || !strings.Contains(out, "no app") {
+			t.Errorf("bob got a shell in admin's gear: %v %q", err, out)
 		}
 		if out := b.gantryFails("app", "delete", "acme/blog", "--yes"); !strings.Contains(out, "no app") {
 			t.Errorf("bob delete: %q", out)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -124,4 +125,24 @@ func gearPID(t *testing.T, u *env, app string) int {
 		return 0
 	}
 	return a.Gears[0].PID
+}
+
+func namespaced(isolation []string) bool {
+	for _, a := range isolation {
+		if a == "namespaces" {
+			return true
+		}
+	}
+	return false
+}
+
+func exitStatus(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err == nil {
+		return 0
+	}
+	return -1
 }

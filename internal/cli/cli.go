@@ -57,6 +57,10 @@ func Main(o Options, args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := root.ExecuteContext(ctx); err != nil {
+		var ee *exitError
+		if errors.As(err, &ee) {
+			return ee.code // the remote command's own status, already reported
+		}
 		c.fail(err)
 		return 1
 	}
@@ -97,7 +101,7 @@ Start the server with 'gantry server', then:
 	root.PersistentFlags().BoolVar(&c.json, "json", false, "print JSON for scripts")
 	root.PersistentFlags().StringVar(&c.cfgPath, "config", "", "client configuration file (default $GANTRY_CONFIG or ~/.config/gantry/config.json)")
 	root.AddGroup(&cobra.Group{ID: "apps", Title: "Apps:"}, &cobra.Group{ID: "account", Title: "Account:"}, &cobra.Group{ID: "platform", Title: "Platform:"})
-	for _, cmd := range []*cobra.Command{c.appCmd(), c.envCmd(), c.logsCmd(), c.deploymentCmd()} {
+	for _, cmd := range []*cobra.Command{c.appCmd(), c.envCmd(), c.logsCmd(), c.deploymentCmd(), c.sshCmd()} {
 		cmd.GroupID = "apps"
 		root.AddCommand(cmd)
 	}

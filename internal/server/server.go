@@ -179,7 +179,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	ssh, err := sshd.New(sshd.Options{Store: st, Layout: lay, Log: log, Listen: o.SSHListen, Builder: bld})
+	ssh, err := sshd.New(sshd.Options{Store: st, Layout: lay, Log: log, Listen: o.SSHListen, Builder: bld, Gears: ag})
 	if err != nil {
 		return err
 	}

@@ -36,6 +36,11 @@ type PushGranter interface {
 	GrantPush(user, appKey string) (token string, release func())
 }
 
+// GearExec prepares a command inside an app's gear (the agent).
+type GearExec interface {
+	ExecCommand(appKey, gearID, command string, tty bool, term string) (*exec.Cmd, string, error)
+}
+
 // Options configure the SSH server.
 type Options struct {
 	Store   *store.Store
@@ -43,6 +48,7 @@ type Options struct {
 	Log     *slog.Logger
 	Listen  string
 	Builder PushGranter
+	Gears   GearExec
 }
 
 // Server is the SSH endpoint.
@@ -79,6 +85,7 @@ func New(o Options) (*Server, error) {
 		IdleTimeout:      10 * time.Minute,
 		// No port forwarding, no subsystems: nil callbacks refuse them.
 	}
+	ssh.AllocatePty()(s.srv)
 	return s, nil
 }
 
@@ -200,6 +207,10 @@ func (s *Server) handle(sess ssh.Session) {
 		sess.Exit(1)
 		return
 	}
+	if cmd[0] == "gear" {
+		sess.Exit(s.gearShell(sess, user))
+		return
+	}
 	gc, err := ParseGitCommand(cmd)
 	if err != nil {
 		s.log.Warn("refused ssh command", "user", user, "cmd", truncate(sess.RawCommand(), 200), "err", err)
@@ -269,4 +280,103 @@ func truncate(s string, n int) string {
 		return s[:n] + "…"
 	}
 	return s
+}
+
+// GearCommand is a parsed `gear DOMAIN/APP [--gear ID] [-- COMMAND]`.
+type GearCommand struct {
+	Domain, App, Gear string
+	Command           string // verbatim shell command, "" for a shell
+}
+
+// ParseGearCommand parses the raw command of a `gantry ssh` session. The
+// part after " -- " is kept verbatim (the client quoted it for a shell).
+func ParseGearCommand(raw string) (*GearCommand, error) {
+	head, command, _ := strings.Cut(raw, " -- ")
+	if strings.HasSuffix(head, " --") {
+		head = strings.TrimSuffix(head, " --")
+	}
+	f := strings.Fields(head)
+	if len(f) < 2 || f[0] != "gear" {
+		return nil, errors.New("usage: gear DOMAIN/APP [--gear ID] [-- COMMAND]")
+	}
+	domain, app, ok := strings.Cut(f[1], "/")
+	if !ok || names.Label("domain", domain) != nil || names.Label("app", app) != nil {
+		return nil, fmt.Errorf("%q is not DOMAIN/APP", f[1])
+	}
+	gc := &GearCommand{Domain: domain, App: app, Command: strings.TrimSpace(command)}
+	switch {
+	case len(f) == 2:
+	case len(f) == 4 && f[2] == "--gear" && names.Label("gear", f[3]) == nil:
+		gc.Gear = f[3]
+	default:
+		return nil, errors.New("usage: gear DOMAIN/APP [--gear ID] [-- COMMAND]")
+	}
+	return gc, nil
+}
+
+// gearShell runs a shell or command in one of the caller's gears.
+func (s *Server) gearShell(sess ssh.Session, user string) int {
+	gc, err := ParseGearCommand(sess.RawCommand())
+	if err != nil {
+		fmt.Fprintf(sess.Stderr(), "gantry: %v\n", err)
+		return 2
+	}
+	var app store.App
+	err = s.o.Store.View(func(tx *store.Tx) error { return tx.Get(store.AppKey(gc.Domain, gc.App), &app) })
+	if err != nil || app.Owner != user {
+		s.log.Warn("refused gear shell", "user", user, "domain", gc.Domain, "app", gc.App)
+		fmt.Fprintf(sess.Stderr(), "gantry: you have no app %q in domain %q\n", gc.App, gc.Domain)
+		return 1
+	}
+	if s.o.Gears == nil {
+		fmt.Fprintln(sess.Stderr(), "gantry: gear shells are not available on this server")
+		return 1
+	}
+	ptyReq, _, isPty := sess.Pty()
+	cmd, gearID, err := s.o.Gears.ExecCommand(app.Key(), gc.Gear, gc.Command, isPty, ptyReq.Term)
+	if err != nil {
+		fmt.Fprintf(sess.Stderr(), "gantry: %v\n", err)
+		return 1
+	}
+	s.log.Info("gear shell", "user", user, "app", app.FullName(), "gear", gearID, "interactive", gc.Command == "")
+	if isPty {
+		if err := ptyReq.Start(cmd); err != nil {
+			fmt.Fprintf(sess.Stderr(), "gantry: %v\n", err)
+			return 1
+		}
+		// The child has the slave now; ours must close for the master's
+		// reads to end when the child exits.
+		ptyReq.Slave.Close()
+		go io.Copy(&ptyReq, sess)
+		drained := make(chan struct{})
+		go func() { io.Copy(sess, &ptyReq); close(drained) }()
+		code := exitCode(cmd.Wait())
+		select {
+		case <-drained:
+		case <-time.After(2 * time.Second):
+		}
+		return code
+	}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return 1
+	}
+	cmd.Stdout, cmd.Stderr = sess, sess.Stderr()
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(sess.Stderr(), "gantry: %v\n", err)
+		return 1
+	}
+	go func() { io.Copy(stdin, sess); stdin.Close() }()
+	return exitCode(cmd.Wait())
+}
+
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return 1
+	}
+	return 0
 }

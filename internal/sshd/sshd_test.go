@@ -61,3 +61,29 @@ func FuzzParseGitCommand(f *testing.F) {
 		}
 	})
 }
+
+func TestParseGearCommand(t *testing.T) {
+	for raw, want := range map[string]string{
+		"gear acme/blog":                        "acme blog  ",
+		"gear acme/blog -- echo 'a b' | wc -c":  "acme blog  echo 'a b' | wc -c",
+		"gear acme/blog --gear abc123 -- id -u": "acme blog abc123 id -u",
+		"gear acme/blog --gear abc123":          "acme blog abc123 ",
+		"gear acme/blog --":                     "acme blog  ",
+		"gear /etc":                             "error",
+		"gear acme/blog --gear":                 "error",
+		"gear acme/blog --gear ../x -- id":      "error",
+		"gear acme/blog extra":                  "error",
+		"shell acme/blog":                       "error",
+	} {
+		t.Run(strings.ReplaceAll(raw, " ", "_"), func(t *testing.T) {
+			gc, err := ParseGearCommand(raw)
+			got := "error"
+			if err == nil {
+				got = gc.Domain + " " + gc.App + " " + gc.Gear + " " + gc.Command
+			}
+			if got != want {
+				t.Errorf("got %q; want %q", got, want)
+			}
+		})
+	}
+}
