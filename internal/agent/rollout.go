@@ -339,7 +339,7 @@ func (a *Agent) waitReady(ctx context.Context, g *store.Gear, health string) err
 	defer cancel()
 	dir := a.o.Layout.Gear(g.ID)
 	client := &http.Client{Timeout: 2 * time.Second}
-	for delay := 5 * time.Millisecond; ; delay = min(delay*2, 100*time.Millisecond) {
+	for delay := 2 * time.Millisecond; ; delay = min(delay*2, 20*time.Millisecond) {
 		if st, err := shim.ReadState(dir); err == nil && st.Restarts > 0 {
 			return fmt.Errorf("the web process %s before it listened on $PORT (%d)", st.LastExit, g.Port)
 		}

@@ -168,7 +168,9 @@ func start(spec Spec, logw *applog.Writer) (*exec.Cmd, chan error, error) {
 	cmd.Env = spec.Env
 	if spec.Runtime == "runc" {
 		// A container left by a shim that died is removed first.
-		runc(spec, "delete", "-f", spec.GearID)
+		if _, err := os.Stat(filepath.Join(spec.RuncRoot, spec.GearID)); err == nil {
+			runc(spec, "delete", "-f", spec.GearID)
+		}
 		args := sandbox.RuncArgs(spec.RuncRoot, spec.Bundle, spec.GearID)
 		cmd = exec.Command(args[0], args[1:]...)
 		cmd.Dir = spec.Bundle
