@@ -8,6 +8,7 @@ func nodeApp(version string) string {
 const crypto = require("crypto");
 const server = http.createServer((req, res) => {
   if (req.url === "/pid") return res.end(String(process.pid));
+  if (req.url.startsWith("/slow")) return setTimeout(() => res.end("slow\n"), 300);
   if (req.url === "/crash") { res.end("bye"); return setTimeout(() => process.kill(process.pid, "SIGKILL"), 50); }
   if (req.url.startsWith("/env/")) return res.end(process.env[req.url.slice(5)] || "");
   if (req.url === "/headers") return res.end(JSON.stringify(req.headers));

@@ -84,8 +84,8 @@ func measure(exe, mode string, n, idle int) (result, error) {
 	net := netplan.Plan{Prefix: prefix, Subnet: netip.MustParsePrefix("10.234.0.0/16")}
 	defer netplan.RemoveAll(prefix)
 	a, err := agent.New(agent.Options{Store: st, Layout: lay, Exe: exe, Isolation: mode, Network: net,
-		Log:  slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Env:  func(app *store.App, dep *store.Deployment, g *store.Gear) []string { return gearEnv(g) },
+		Log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Env:     func(app *store.App, dep *store.Deployment, g *store.Gear) []string { return gearEnv(g) },
 		RunHost: func(context.Context, string, []string, io.Writer, time.Duration, ...string) error { return nil }})
 	if err != nil {
 		return r, err

@@ -48,95 +48,9 @@ func (a *Agent) Rollout(ctx context.Context, appKey, depID string, out io.Writer
 	if err != nil {
 		return fmt.Errorf("loading app and deployment: %w", err)
 	}
-	scale := max(app.Scale, 1)
-
-	// Record the new gears first: their ports are then reserved.
-	var fresh []store.Gear
-	err = a.o.Store.Update(func(tx *store.Tx) error {
-		taken := map[int]bool{}
-		takenIP := map[netip.Addr]bool{}
-		if a.namespaced() {
-			if err := a.ensureUID(tx, &app); err != nil {
-				return err
-			}
-		}
-		for i := 0; i < scale; i++ {
-			g := store.Gear{ID: newID(), AppID: app.ID, AppKey: appKey, Deployment: dep.ID,
-				State: store.GearStarting, Isolation: a.o.Isolation, Created: time.Now().UTC()}
-			if a.namespaced() {
-				ip, err := a.allocIP(tx, takenIP)
-				if err != nil {
-					return err
-				}
-				g.IP, g.Port = ip, GearPort
-			} else {
-				port, err := a.allocPort(tx, taken)
-				if err != nil {
-					return err
-				}
-				g.IP, g.Port = a.o.IP, port
-			}
-			if err := tx.Create(store.GearKey(g.ID), &g); err != nil {
-				return err
-			}
-			fresh = append(fresh, g)
-		}
-		return nil
-	})
+	_, fail, err := a.startGears(ctx, &app, &dep, max(app.Scale, 1), out)
 	if err != nil {
-		return fmt.Errorf("reserving gears: %w", err)
-	}
-	fail := func(err error) error {
-		for _, g := range fresh {
-			a.stopGear(context.WithoutCancel(ctx), g, io.Discard)
-		}
-		a.o.Store.Update(func(tx *store.Tx) error {
-			for _, g := range fresh {
-				tx.Delete(store.GearKey(g.ID))
-			}
-			return nil
-		})
-		a.syncNetwork()
 		return err
-	}
-
-	for i := range fresh {
-		g := &fresh[i]
-		env := a.o.Env(&app, &dep, g)
-		var rt runtimeSpec
-		if a.namespaced() {
-			bundle, limits, err := a.prepareNamespaced(&app, &dep, g, env)
-			if err != nil {
-				return fail(fmt.Errorf("preparing gear %s: %w", g.ID, err))
-			}
-			rt = runtimeSpec{bundle: bundle, limits: limits}
-		}
-		if hook := a.hook(&dep, "pre_start"); hook != "" {
-			fmt.Fprintf(out, "-----> Running pre_start hook (gear %s)\n", g.ID)
-			if err := a.runGearHook(ctx, &app, g, hook, dep.Dir, env, out); err != nil {
-				return fail(fmt.Errorf("pre_start hook: %w", err))
-			}
-		}
-		if err := a.writeSpec(&app, &dep, g, env, rt); err != nil {
-			return fail(err)
-		}
-		if err := a.spawn(g.ID); err != nil {
-			return fail(fmt.Errorf("starting gear %s: %w", g.ID, err))
-		}
-	}
-	for i := range fresh {
-		g := &fresh[i]
-		if err := a.waitReady(ctx, g, dep.Health); err != nil {
-			tail := a.logTail(app.ID, g.ID, 20)
-			return fail(fmt.Errorf("%w: gear %s: %v\n%s", ErrStartFailed, g.ID, err, tail))
-		}
-		fmt.Fprintf(out, "-----> Gear %s is up on %s\n", g.ID, g.Endpoint())
-		if hook := a.hook(&dep, "post_start"); hook != "" {
-			fmt.Fprintf(out, "-----> Running post_start hook (gear %s)\n", g.ID)
-			if err := a.runGearHook(ctx, &app, g, hook, dep.Dir, a.o.Env(&app, &dep, g), out); err != nil {
-				return fail(fmt.Errorf("post_start hook: %w", err))
-			}
-		}
 	}
 
 	// Switch: new gears routed, old ones draining, in one write.
@@ -168,6 +82,10 @@ func (a *Agent) Rollout(ctx context.Context, appKey, depID string, out io.Writer
 		}
 		cur.ActiveDeployment = dep.ID
 		cur.Stopped = false
+		if cur.Idle || cur.Scale == 0 {
+			// A deploy wakes an idle app and leaves it awake.
+			cur.Idle, cur.Scale = false, max(cur.MinGears, 1)
+		}
 		return tx.Put(appKey, &cur)
 	})
 	if err != nil {
@@ -180,6 +98,101 @@ func (a *Agent) Rollout(ctx context.Context, appKey, depID string, out io.Writer
 	}
 	a.drainAndStop(old)
 	return nil
+}
+
+// startGears reserves, starts and health-checks n new gears of dep. They
+// are left in state starting (not routed); fail removes them.
+func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deployment, n int, out io.Writer) ([]store.Gear, func(error) error, error) {
+	// Record the new gears first: their ports are then reserved.
+	var fresh []store.Gear
+	err := a.o.Store.Update(func(tx *store.Tx) error {
+		taken := map[int]bool{}
+		takenIP := map[netip.Addr]bool{}
+		if a.namespaced() {
+			if err := a.ensureUID(tx, app); err != nil {
+				return err
+			}
+		}
+		for i := 0; i < n; i++ {
+			g := store.Gear{ID: newID(), AppID: app.ID, AppKey: app.Key(), Deployment: dep.ID,
+				State: store.GearStarting, Isolation: a.o.Isolation, Created: time.Now().UTC()}
+			if a.namespaced() {
+				ip, err := a.allocIP(tx, takenIP)
+				if err != nil {
+					return err
+				}
+				g.IP, g.Port = ip, GearPort
+			} else {
+				port, err := a.allocPort(tx, taken)
+				if err != nil {
+					return err
+				}
+				g.IP, g.Port = a.o.IP, port
+			}
+			if err := tx.Create(store.GearKey(g.ID), &g); err != nil {
+				return err
+			}
+			fresh = append(fresh, g)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("reserving gears: %w", err)
+	}
+	fail := func(err error) error {
+		for _, g := range fresh {
+			a.stopGear(context.WithoutCancel(ctx), g, io.Discard)
+		}
+		a.o.Store.Update(func(tx *store.Tx) error {
+			for _, g := range fresh {
+				tx.Delete(store.GearKey(g.ID))
+			}
+			return nil
+		})
+		a.syncNetwork()
+		return err
+	}
+
+	for i := range fresh {
+		g := &fresh[i]
+		env := a.o.Env(app, dep, g)
+		var rt runtimeSpec
+		if a.namespaced() {
+			bundle, limits, err := a.prepareNamespaced(app, dep, g, env)
+			if err != nil {
+				return nil, nil, fail(fmt.Errorf("preparing gear %s: %w", g.ID, err))
+			}
+			rt = runtimeSpec{bundle: bundle, limits: limits}
+		}
+		if hook := a.hook(dep, "pre_start"); hook != "" {
+			fmt.Fprintf(out, "-----> Running pre_start hook (gear %s)\n", g.ID)
+			if err := a.runGearHook(ctx, app, g, hook, dep.Dir, env, out); err != nil {
+				return nil, nil, fail(fmt.Errorf("pre_start hook: %w", err))
+			}
+		}
+		if err := a.writeSpec(app, dep, g, env, rt); err != nil {
+			return nil, nil, fail(err)
+		}
+		if err := a.spawn(g.ID); err != nil {
+			return nil, nil, fail(fmt.Errorf("starting gear %s: %w", g.ID, err))
+		}
+	}
+	for i := range fresh {
+		g := &fresh[i]
+		if err := a.waitReady(ctx, g, dep.Health); err != nil {
+			tail := a.logTail(app.ID, g.ID, 20)
+			return nil, nil, fail(fmt.Errorf("%w: gear %s: %v\n%s", ErrStartFailed, g.ID, err, tail))
+		}
+		fmt.Fprintf(out, "-----> Gear %s is up on %s\n", g.ID, g.Endpoint())
+		if hook := a.hook(dep, "post_start"); hook != "" {
+			fmt.Fprintf(out, "-----> Running post_start hook (gear %s)\n", g.ID)
+			if err := a.runGearHook(ctx, app, g, hook, dep.Dir, a.o.Env(app, dep, g), out); err != nil {
+				return nil, nil, fail(fmt.Errorf("post_start hook: %w", err))
+			}
+		}
+	}
+
+	return fresh, fail, nil
 }
 
 // drainAndStop waits, in the background, until the router has no open

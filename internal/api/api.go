@@ -38,6 +38,17 @@ type Agent interface {
 	Status(gearID string) GearStatus
 	Resize(ctx context.Context, appKey string) error
 	Isolation() string
+	ScaleTo(ctx context.Context, appKey string, n int, out io.Writer) error
+}
+
+// Scaler records scaling events (the autoscaler).
+type Scaler interface {
+	Record(app *store.App, e store.Event)
+}
+
+// Concurrency reads an app's live connections (the router).
+type Concurrency interface {
+	Concurrency(appKey string) int
 }
 
 // GearStatus is a gear's process status as the agent sees it.
@@ -75,6 +86,13 @@ type Options struct {
 	// HookSocket is where receive-pack's hook reaches the builder.
 	HookSocket string
 	Version    string
+	// Scaler, Router and MaxGears serve scaling; MaxGears is the most
+	// gears one app may have (default 16).
+	Scaler   Scaler
+	Router   Concurrency
+	MaxGears int
+	// Metrics, if set, is served at /metrics to admins.
+	Metrics http.Handler
 }
 
 // API serves the REST API.
@@ -102,6 +120,9 @@ func New(o Options) (*API, error) {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
+	if o.MaxGears == 0 {
+		o.MaxGears = 16
+	}
 	setErrorsOnce.Do(func() { huma.NewError = newProblem })
 	a := &API{o: o, log: o.Log.With("component", "api"), mux: http.NewServeMux()}
 	cfg := huma.DefaultConfig("Gantry API", o.Version)
@@ -119,9 +140,13 @@ func New(o Options) (*API, error) {
 	a.registerApps()
 	a.registerDeployments()
 	a.registerLogs()
+	a.registerScaling()
 	a.mux.HandleFunc("GET /docs", a.docs)
 	a.mux.Handle("GET /docs/", http.StripPrefix("/docs/", http.FileServerFS(mustSub(docsUI, "docsui"))))
 	a.mux.HandleFunc("/git/", a.gitHTTP)
+	if o.Metrics != nil {
+		a.mux.HandleFunc("GET /metrics", a.metrics)
+	}
 	a.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/docs", http.StatusFound)
 	})
@@ -211,4 +236,17 @@ func (a *API) docs(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:")
 	fmt.Fprint(w, docsPage)
+}
+
+// metrics serves Prometheus metrics to admin tokens (scrape with
+// `authorization: {credentials: TOKEN}`).
+func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
+	tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	u, err := a.userByToken(strings.TrimSpace(tok))
+	if err != nil || !u.Admin {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="gantry"`)
+		http.Error(w, "metrics need an admin API token", http.StatusUnauthorized)
+		return
+	}
+	a.o.Metrics.ServeHTTP(w, r)
 }

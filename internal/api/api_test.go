@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -28,6 +29,10 @@ func (f *fakeAgent) Delete(ctx context.Context, appKey string) error { return ni
 func (f *fakeAgent) Status(string) GearStatus                        { return GearStatus{Status: "running"} }
 func (f *fakeAgent) Resize(ctx context.Context, appKey string) error { return nil }
 func (f *fakeAgent) Isolation() string                               { return "process" }
+func (f *fakeAgent) ScaleTo(ctx context.Context, appKey string, n int, out io.Writer) error {
+	f.rollouts = append(f.rollouts, fmt.Sprintf("%s x%d", appKey, n))
+	return nil
+}
 
 type fakeBuilder struct{}
 

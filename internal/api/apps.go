@@ -55,6 +55,12 @@ type AppView struct {
 	State            string     `json:"state" doc:"running, stopped, or not_deployed"`
 	Scale            int        `json:"scale"`
 	GearSize         string     `json:"gear_size" doc:"small (512 MiB, 250 processes), medium (1 GiB), large (2 GiB)"`
+	MinGears         int        `json:"min_gears" doc:"automatic scaling: fewest gears"`
+	MaxGears         int        `json:"max_gears" doc:"automatic scaling: most gears (equal to min_gears: fixed)"`
+	TargetConns      int        `json:"target_connections" doc:"concurrent connections per gear the autoscaler aims at"`
+	IdleAfter        string     `json:"idle_after,omitempty" doc:"idle (zero gears) after this long without traffic"`
+	Idle             bool       `json:"idle" doc:"scaled to zero; the next request wakes it"`
+	Connections      int        `json:"connections" doc:"live connections: requests in flight, WebSockets, held requests"`
 	Isolation        string     `json:"isolation" doc:"namespaces, or process (plain processes: sizes are not enforced)"`
 	Branch           string     `json:"branch"`
 	ActiveDeployment string     `json:"active_deployment,omitempty"`
@@ -94,9 +100,21 @@ func (a *API) appView(app *store.App) AppView {
 	v := AppView{Name: app.Name, Domain: app.Domain, Type: app.Type, URL: a.o.AppURL(app.Host),
 		GitURL: a.o.GitSSHURL(app.Domain, app.Name), GitHTTPURL: a.o.GitHTTPURL(app.Domain, app.Name),
 		Scale: max(app.Scale, 1), GearSize: orSmall(app.GearSize), Isolation: a.o.Agent.Isolation(), Branch: app.Branch, ActiveDeployment: app.ActiveDeployment, Created: app.Created, Gears: []GearView{}}
+	v.MinGears, v.MaxGears, v.TargetConns, v.Idle = max(app.MinGears, 1), max(app.MaxGears, app.MinGears, 1), app.TargetConns, app.Idle
+	if v.TargetConns == 0 {
+		v.TargetConns = 16
+	}
+	if app.IdleAfter > 0 {
+		v.IdleAfter = app.IdleAfter.String()
+	}
+	if a.o.Router != nil {
+		v.Connections = a.o.Router.Concurrency(app.Key())
+	}
 	switch {
 	case app.ActiveDeployment == "":
 		v.State = "not_deployed"
+	case app.Idle && !app.Stopped:
+		v.State = "idle"
 	case app.Stopped:
 		v.State = "stopped"
 	default:
@@ -239,6 +257,8 @@ func (a *API) registerApps() {
 			Scale  int    `json:"scale,omitempty" minimum:"0" maximum:"16" doc:"Gears to run (default 1)"`
 			Branch string `json:"branch,omitempty" doc:"Branch that deploys (default main)"`
 			Size   string `json:"gear_size,omitempty" enum:"small,medium,large" doc:"Gear size (default small)"`
+			// Scalable starts with automatic scaling between 1 and 3 gears.
+			Scalable bool `json:"scalable,omitempty" doc:"Scale automatically between 1 and 3 gears"`
 		}
 	}
 	huma.Register(a.h, huma.Operation{OperationID: "create-app", Method: http.MethodPost, Path: "/v1/domains/{domain}/apps", Security: bearer,
@@ -246,7 +266,7 @@ func (a *API) registerApps() {
 		Description: "Creates the app and its git repository holding starter code for its type, and deploys that code. Returns when the app serves.",
 		Tags:        []string{"apps"}},
 		func(ctx context.Context, in *createApp) (*body[AppView], error) {
-			return a.createApp(ctx, in.Domain, in.Body.Name, in.Body.Type, in.Body.Scale, in.Body.Branch, in.Body.Size)
+			return a.createApp(ctx, in.Domain, in.Body.Name, in.Body.Type, in.Body.Scale, in.Body.Branch, in.Body.Size, in.Body.Scalable)
 		})
 
 	huma.Register(a.h, huma.Operation{OperationID: "show-app", Method: http.MethodGet, Path: "/v1/domains/{domain}/apps/{app}", Security: bearer,
@@ -444,7 +464,7 @@ func (a *API) appAction(ctx context.Context, in AppRef, action string) (*body[Ap
 	return &body[AppView]{Body: a.appView(app)}, nil
 }
 
-func (a *API) createApp(ctx context.Context, domain, name, typ string, scale int, branch, size string) (*body[AppView], error) {
+func (a *API) createApp(ctx context.Context, domain, name, typ string, scale int, branch, size string, scalable bool) (*body[AppView], error) {
 	u := userOf(ctx)
 	if err := names.Label("app", name); err != nil {
 		return nil, invalid(err.Error())
@@ -465,7 +485,14 @@ func (a *API) createApp(ctx context.Context, domain, name, typ string, scale int
 	id := make([]byte, 8)
 	rand.Read(id)
 	app := store.App{ID: hex.EncodeToString(id), Name: name, Domain: domain, Owner: u.Name, Type: typ, Host: host,
-		Scale: scale, Branch: branch, GearSize: orSmall(size), KeepDeployments: 3, Created: time.Now().UTC()}
+		Scale: scale, Branch: branch, GearSize: orSmall(size), KeepDeployments: 3, Created: time.Now().UTC(),
+		MinGears: scale, MaxGears: scale}
+	if scalable {
+		app.MinGears, app.MaxGears = 1, 3
+	}
+	if scale > a.o.MaxGears {
+		return nil, invalid(fmt.Sprintf("%d gears is above this platform's limit of %d per app", scale, a.o.MaxGears))
+	}
 	err = a.o.Store.Update(func(tx *store.Tx) error {
 		var d store.Domain
 		if err := tx.Get("domains/"+domain, &d); err != nil || d.Owner != u.Name {

@@ -66,6 +66,7 @@ func (c *cli) appCmd() *cobra.Command {
 
 	var typ, size string
 	var scale int
+	var scalable bool
 	create := &cobra.Command{
 		Use:   "create NAME --type TYPE",
 		Short: "Create an app with starter code, and deploy it",
@@ -104,6 +105,9 @@ func (c *cli) appCmd() *cobra.Command {
 			if size != "" {
 				req["gear_size"] = size
 			}
+			if scalable {
+				req["scalable"] = true
+			}
 			err = cl.Do(cmd.Context(), http.MethodPost, "/v1/domains/"+url.PathEscape(domain)+"/apps", req, &app)
 			stop()
 			if err != nil {
@@ -127,6 +131,7 @@ func (c *cli) appCmd() *cobra.Command {
 	create.Flags().StringVarP(&typ, "type", "t", "", "nodejs, python, go or static")
 	create.Flags().IntVar(&scale, "scale", 0, "gears to run (default 1)")
 	create.Flags().StringVarP(&size, "gear-size", "g", "", "small (512 MiB, 250 processes), medium (1 GiB) or large (2 GiB)")
+	create.Flags().BoolVar(&scalable, "scalable", false, "scale automatically between 1 and 3 gears on live connections")
 
 	var newSize string
 	set := &cobra.Command{
@@ -238,6 +243,7 @@ func (c *cli) appCmd() *cobra.Command {
 	}
 	del.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
 
+	cmd.AddCommand(c.scaleCmds()...)
 	cmd.AddCommand(create, list, show, set,
 		action("start", "Start an app", "Starting"),
 		action("stop", "Stop an app (the router answers 503)", "Stopping"),
@@ -254,6 +260,8 @@ func printApp(w io.Writer, app *api.AppView) {
 		{"  Git over HTTP:", app.GitHTTPURL},
 		{"  Deploys branch:", app.Branch},
 		{"  Gear size:", app.GearSize + " (isolation: " + app.Isolation + ")"},
+		{"  Scaling:", scalingLine(app)},
+		{"  Connections:", strconv.Itoa(app.Connections)},
 		{"  Deployment:", orDash(app.ActiveDeployment)},
 		{"  Created:", app.Created.Local().Format(time.DateTime)},
 	})
@@ -432,4 +440,18 @@ func (c *cli) deploymentCmd() *cobra.Command {
 	}
 	cmd.AddCommand(list, activate)
 	return cmd
+}
+
+func scalingLine(app *api.AppView) string {
+	s := fmt.Sprintf("fixed, %d gears", app.MinGears)
+	if app.MaxGears > app.MinGears {
+		s = fmt.Sprintf("automatic, %d to %d gears at %d connections per gear", app.MinGears, app.MaxGears, app.TargetConns)
+	}
+	if app.IdleAfter != "" {
+		s += ", idles after " + app.IdleAfter
+	}
+	if app.Idle {
+		s += " (idle now)"
+	}
+	return s
 }

@@ -39,6 +39,15 @@ type Options struct {
 	Platform      http.Handler
 	// DialTimeout bounds connecting to a gear.
 	DialTimeout time.Duration
+	// Waker wakes an idle app; requests to it are held meanwhile, up to
+	// WakeTimeout (default 30s), then answered 503.
+	Waker       Waker
+	WakeTimeout time.Duration
+}
+
+// Waker wakes idle apps (the autoscaler). Wake must not block.
+type Waker interface {
+	Wake(appKey string)
 }
 
 // Router serves HTTP for apps.
@@ -57,6 +66,9 @@ type Router struct {
 
 	rr       atomic.Uint64
 	logLimit rateLimit
+
+	statsMu  sync.Mutex
+	stats    map[string]*appStats // app key -> live concurrency
 	platform map[string]bool
 }
 
@@ -73,12 +85,15 @@ func New(o Options) (*Router, error) {
 	if o.DialTimeout == 0 {
 		o.DialTimeout = 5 * time.Second
 	}
+	if o.WakeTimeout == 0 {
+		o.WakeTimeout = 30 * time.Second
+	}
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("router: listening on %s: %w (another server running? choose another address with --http)", o.Listen, err)
 	}
 	r := &Router{o: o, log: o.Log.With("component", "router"), ln: ln,
-		conns: map[string]*atomic.Int64{}, applied: make(chan struct{}), platform: map[string]bool{}}
+		conns: map[string]*atomic.Int64{}, applied: make(chan struct{}), platform: map[string]bool{}, stats: map[string]*appStats{}}
 	for _, h := range o.PlatformHosts {
 		r.platform[strings.ToLower(h)] = true
 	}
@@ -274,6 +289,18 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	rt, ep, c := r.pick(host)
+	if rt != nil {
+		st := r.appStats(rt.AppKey)
+		st.begin()
+		defer st.end()
+		if ep == "" && rt.Idle && r.o.Waker != nil {
+			rt, ep, c = r.holdForWake(req.Context(), host, rt)
+			if ep == "" && req.Context().Err() == nil {
+				page(w, req, http.StatusServiceUnavailable, "App did not wake", fmt.Sprintf("The app at %s was idle and did not start within %s. Its owner can look at `gantry app events %s` and `gantry logs %s`.", host, r.o.WakeTimeout, rt.App, rt.App))
+				return
+			}
+		}
+	}
 	switch {
 	case rt == nil:
 		page(w, req, http.StatusNotFound, "No app here", fmt.Sprintf("No app is served at %s. Check the address, or create the app with `gantry app create`.", host))
@@ -287,6 +314,63 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	defer c.Add(-1)
 	r.proxy.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), ctxKey{}, ep)))
+}
+
+// holdForWake asks the waker to wake the app and waits until the route has
+// a gear (or the wake timeout, or the client leaves).
+func (r *Router) holdForWake(ctx context.Context, host string, rt *Route) (*Route, string, *atomic.Int64) {
+	r.o.Waker.Wake(rt.AppKey)
+	deadline := time.NewTimer(r.o.WakeTimeout)
+	defer deadline.Stop()
+	for {
+		r.appliedMu.Lock()
+		ch := r.applied
+		r.appliedMu.Unlock()
+		if nrt, ep, c := r.pick(host); nrt == nil || ep != "" || !nrt.Idle {
+			return nrt, ep, c
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return rt, "", nil
+		case <-deadline.C:
+			return rt, "", nil
+		}
+	}
+}
+
+// appStats is an app's live concurrency and last activity.
+type appStats struct {
+	active atomic.Int64
+	last   atomic.Int64 // unix nanoseconds
+}
+
+func (s *appStats) begin() { s.active.Add(1); s.last.Store(time.Now().UnixNano()) }
+func (s *appStats) end()   { s.active.Add(-1); s.last.Store(time.Now().UnixNano()) }
+
+func (r *Router) appStats(appKey string) *appStats {
+	r.statsMu.Lock()
+	defer r.statsMu.Unlock()
+	s := r.stats[appKey]
+	if s == nil {
+		s = &appStats{}
+		r.stats[appKey] = s
+	}
+	return s
+}
+
+// Concurrency is the app's requests in flight, WebSockets included, and
+// requests held while it wakes.
+func (r *Router) Concurrency(appKey string) int { return int(r.appStats(appKey).active.Load()) }
+
+// LastActivity is when a request of the app last began or ended (zero if
+// none since the router started).
+func (r *Router) LastActivity(appKey string) time.Time {
+	n := r.appStats(appKey).last.Load()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
 }
 
 func (r *Router) rewrite(pr *httputil.ProxyRequest) {

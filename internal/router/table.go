@@ -12,6 +12,7 @@ type Route struct {
 	AppKey    string
 	App       string // DOMAIN/NAME, for logs
 	Stopped   bool
+	Idle      bool     // scaled to zero: requests wait while it wakes
 	Endpoints []string // routed gears, sorted
 }
 
@@ -27,7 +28,7 @@ func Compile(rev int64, apps []store.App, gears []store.Gear) *Table {
 	t := &Table{Rev: rev, Routes: map[string]*Route{}}
 	byKey := map[string]*Route{}
 	for _, a := range apps {
-		r := &Route{Host: a.Host, AppKey: a.Key(), App: a.FullName(), Stopped: a.Stopped}
+		r := &Route{Host: a.Host, AppKey: a.Key(), App: a.FullName(), Stopped: a.Stopped, Idle: a.Idle && !a.Stopped}
 		t.Routes[a.Host] = r
 		byKey[a.Key()] = r
 	}

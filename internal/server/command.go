@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -46,6 +47,9 @@ the CLI on this machine. SIGTERM stops the server; apps keep running.`,
 	f.StringVar(&o.Isolation, "isolation", "auto", "gear isolation: auto (namespaces when possible), namespaces, or process")
 	f.StringVar(&o.GearSubnet, "gear-subnet", "", "subnet of namespaced gears (default 10.88.0.0/16)")
 	f.StringVar(&o.NetPrefix, "net-prefix", "", "name prefix of the gear bridge, namespaces and nftables tables (default gantry)")
+	f.IntVar(&o.MaxGears, "max-gears", 16, "most gears one app may have")
+	f.DurationVar(&o.WakeTimeout, "wake-timeout", 30*time.Second, "how long a request waits for an idle app to wake before a 503")
+	f.DurationVar(&o.ScaleDownAfter, "scale-down-after", 30*time.Second, "how long load must stay low before the autoscaler removes a gear")
 	f.BoolVar(&debug, "debug", false, "verbose logs")
 	return cmd
 }

@@ -24,11 +24,13 @@ import (
 
 	"github.com/gantry-paas/gantry/internal/agent"
 	"github.com/gantry-paas/gantry/internal/api"
+	"github.com/gantry-paas/gantry/internal/autoscale"
 	"github.com/gantry-paas/gantry/internal/builder"
 	"github.com/gantry-paas/gantry/internal/clientconfig"
 	"github.com/gantry-paas/gantry/internal/gearenv"
 	"github.com/gantry-paas/gantry/internal/gitrepo"
 	"github.com/gantry-paas/gantry/internal/layout"
+	"github.com/gantry-paas/gantry/internal/metrics"
 	"github.com/gantry-paas/gantry/internal/netplan"
 	"github.com/gantry-paas/gantry/internal/router"
 	"github.com/gantry-paas/gantry/internal/sandbox"
@@ -58,8 +60,15 @@ type Options struct {
 	// NetPrefix names the bridge, namespaces and nftables tables
 	// (default "gantry"); tests use their own.
 	NetPrefix string
-	Version   string
-	Log       *slog.Logger
+	// MaxGears is the most gears one app may have (default 16).
+	MaxGears int
+	// WakeTimeout bounds how long a request waits for an idle app.
+	WakeTimeout time.Duration
+	// ScaleDownAfter is how long load must stay low before a gear goes
+	// (default 30s), and the cooldown after a change.
+	ScaleDownAfter time.Duration
+	Version        string
+	Log            *slog.Logger
 	// Ready, if set, is called with the bound addresses once serving.
 	Ready func(http, ssh net.Addr)
 }
@@ -136,7 +145,8 @@ func Run(ctx context.Context, o Options) error {
 	// URLs need the router's bound port.
 	var apiHandler *api.API
 	platform := &lateHandler{}
-	rt, err := router.New(router.Options{Store: st, Log: log, Listen: o.HTTPListen,
+	waker := &lateWaker{}
+	rt, err := router.New(router.Options{Store: st, Log: log, Listen: o.HTTPListen, Waker: waker, WakeTimeout: o.WakeTimeout,
 		PlatformHosts: []string{o.Host, "127.0.0.1", "::1", "localhost"}, Platform: platform})
 	if err != nil {
 		return err
@@ -173,6 +183,17 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	policy := autoscale.DefaultPolicy
+	if o.ScaleDownAfter > 0 {
+		policy.DownWindow, policy.Cooldown = o.ScaleDownAfter, o.ScaleDownAfter
+	}
+	mets := metrics.New()
+	scaler, err := autoscale.New(autoscale.Options{Store: st, Router: rt, Agent: ag, Log: log, Policy: policy,
+		OnEvent: func(a *store.App, e store.Event) { mets.ScaleEvents.WithLabelValues(a.FullName(), e.Kind).Inc() }})
+	if err != nil {
+		return err
+	}
+	waker.set(scaler)
 	bld, err := builder.New(builder.Options{Store: st, Layout: lay, Log: log, Deployer: ag, Run: ag.RunSandboxed,
 		StaticServer: shellQuote(exe) + " static-serve", Env: env.build,
 		URL: func(a *store.App) string { return appURL(a.Host) }})
@@ -197,6 +218,18 @@ func Run(ctx context.Context, o Options) error {
 		},
 		GitHTTPURL:  func(d, a string) string { return fmt.Sprintf("%s/git/%s/%s.git", serverURL, d, a) },
 		SSHHostKeys: []string{knownHost + " " + hostKey},
+		Scaler:      scaler, Router: rt, MaxGears: o.MaxGears, Metrics: mets.Handler(),
+	})
+	mets.AppGauge("gantry_app_connections", "Live connections per app: requests in flight, WebSockets, held requests.", func() map[string]float64 {
+		out := map[string]float64{}
+		st.View(func(tx *store.Tx) error {
+			apps, err := store.List[store.App](tx, "apps/")
+			for _, a := range apps {
+				out[a.FullName()] = float64(rt.Concurrency(a.Key()))
+			}
+			return err
+		})
+		return out
 	})
 	if err != nil {
 		return err
@@ -211,8 +244,8 @@ func Run(ctx context.Context, o Options) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
-	for _, r := range []interface{ Run(context.Context) error }{rt, ag, bld, ssh} {
+	errc := make(chan error, 5)
+	for _, r := range []interface{ Run(context.Context) error }{rt, ag, bld, ssh, scaler} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -380,6 +413,23 @@ func (l *lateHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := l.h
 	l.mu.RUnlock()
 	h.ServeHTTP(w, r)
+}
+
+// lateWaker lets the router, made first, wake apps through the scaler.
+type lateWaker struct {
+	mu sync.RWMutex
+	s  *autoscale.Scaler
+}
+
+func (l *lateWaker) set(s *autoscale.Scaler) { l.mu.Lock(); l.s = s; l.mu.Unlock() }
+
+func (l *lateWaker) Wake(appKey string) {
+	l.mu.RLock()
+	s := l.s
+	l.mu.RUnlock()
+	if s != nil {
+		s.Wake(appKey)
+	}
 }
 
 // agentAdapter gives the API the agent's status in the API's own type.

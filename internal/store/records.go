@@ -56,8 +56,17 @@ type App struct {
 	GearSize string `json:"gear_size,omitempty"`
 	// UID is the Unix user the app's gears run as in namespace mode (0:
 	// not assigned yet).
-	UID     int       `json:"uid,omitempty"`
-	Created time.Time `json:"created"`
+	UID int `json:"uid,omitempty"`
+	// Automatic scaling: MinGears <= gears <= MaxGears (equal: fixed),
+	// TargetConns concurrent connections per gear (0: 16).
+	MinGears    int `json:"min_gears,omitempty"`
+	MaxGears    int `json:"max_gears,omitempty"`
+	TargetConns int `json:"target_connections,omitempty"`
+	// IdleAfter idles the app (zero gears) after that long without
+	// traffic; 0 never. Idle is set while it is idled.
+	IdleAfter time.Duration `json:"idle_after,omitempty"`
+	Idle      bool          `json:"idle,omitempty"`
+	Created   time.Time     `json:"created"`
 }
 
 // Key returns the app's store key.
@@ -116,3 +125,21 @@ func (g *Gear) Endpoint() string { return fmt.Sprintf("%s:%d", g.IP, g.Port) }
 
 // GearKey is the store key of a gear.
 func GearKey(id string) string { return "gears/" + id }
+
+// Autoscaled reports whether the autoscaler manages the app's gear count.
+func (a *App) Autoscaled() bool { return a.MaxGears > a.MinGears }
+
+// Event is a scale, idle or wake decision with its reason. Key:
+// events/APPID/TIME (nanoseconds, zero-padded: keys sort by time).
+type Event struct {
+	Time   time.Time `json:"time"`
+	Kind   string    `json:"kind"` // scale_up, scale_down, idle, wake, wake_failed, manual
+	From   int       `json:"from"`
+	To     int       `json:"to"`
+	Reason string    `json:"reason"`
+}
+
+// EventKey is the store key of an app's event at t.
+func EventKey(appID string, t time.Time) string {
+	return fmt.Sprintf("events/%s/%020d", appID, t.UnixNano())
+}

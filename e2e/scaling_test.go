@@ -1,0 +1,274 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+type scaledApp struct {
+	appJSON
+	Idle        bool `json:"idle"`
+	MinGears    int  `json:"min_gears"`
+	MaxGears    int  `json:"max_gears"`
+	Connections int  `json:"connections"`
+}
+
+type eventJSON struct {
+	Kind   string `json:"kind"`
+	From   int    `json:"from"`
+	To     int    `json:"to"`
+	Reason string `json:"reason"`
+}
+
+// TestScaling: manual and automatic scaling on live connections, idling to
+// zero and waking on the next request, with no request lost.
+func TestScaling(t *testing.T) {
+	need(t, "git", "ssh", "ssh-keygen", "node")
+	root := t.TempDir()
+	data := filepath.Join(root, "data")
+	t.Cleanup(func() { killGears(data) })
+	cfg := filepath.Join(root, "admin.json")
+	srv := startServer(t, data, cfg, "127.0.0.1:0", "127.0.0.1:0", "--isolation", "process", "--scale-down-after", "3s", "--wake-timeout", "20s")
+	u := newEnv(t, cfg)
+	hc := srv.httpClient()
+	host := "web-sc.localhost"
+	u.gantry("sshkey", "add", filepath.Join(u.home, ".ssh", "id_ed25519.pub"))
+	u.gantry("domain", "create", "sc")
+	var a appJSON
+	u.gantryJSON(&a, "app", "create", "web", "--type", "nodejs", "--scalable")
+	work := t.TempDir()
+	u.runIn(work, "git", "clone", "-q", a.GitURL, "web")
+	repo := filepath.Join(work, "web")
+	writeFile(t, filepath.Join(repo, "server.js"), nodeApp("v1"), 0o644)
+	u.runIn(repo, "git", "commit", "-qam", "v1")
+	u.runIn(repo, "git", "push", "-q")
+
+	show := func() scaledApp {
+		var s scaledApp
+		u.gantryJSON(&s, "app", "show", "web")
+		return s
+	}
+	running := func(s scaledApp) int {
+		n := 0
+		for _, g := range s.Gears {
+			if g.State == "running" {
+				n++
+			}
+		}
+		return n
+	}
+	waitGears := func(what string, ok func(int) bool, d time.Duration) {
+		t.Helper()
+		eventually(t, what, d, func() error {
+			s := show()
+			if !ok(running(s)) {
+				return fmt.Errorf("%d running gears: %+v", running(s), s.Gears)
+			}
+			return nil
+		})
+	}
+	if s := show(); s.MinGears != 1 || s.MaxGears != 3 {
+		t.Fatalf("--scalable: min %d max %d; want 1 and 3", s.MinGears, s.MaxGears)
+	}
+
+	t.Run("manual", func(t *testing.T) {
+		u.gantry("app", "scale", "web", "--gears", "3")
+		if n := running(show()); n != 3 {
+			t.Errorf("after --gears 3: %d gears", n)
+		}
+		u.gantry("app", "scale", "web", "--gears", "1")
+		waitGears("back to 1 gear", func(n int) bool { return n == 1 }, 20*time.Second)
+	})
+
+	t.Run("bad_input", func(t *testing.T) {
+		for _, args := range [][]string{
+			{"--min", "3", "--max", "2"}, {"--min", "-1", "--max", "2"}, {"--max", "100", "--min", "1"},
+			{"--min", "1", "--max", "2", "--target-connections", "0"}, {"--gears", "2", "--max", "3"},
+		} {
+			out := u.gantryFails(append([]string{"app", "scale", "web"}, args...)...)
+			if !strings.Contains(out, "Error:") {
+				t.Errorf("scale %v: %q", args, out)
+			}
+		}
+		if out := u.gantryFails("app", "idle", "web", "--after", "soon"); !strings.Contains(out, "duration") {
+			t.Errorf("idle --after soon: %q", out)
+		}
+	})
+
+	t.Run("automatic_up_and_down", func(t *testing.T) {
+		u.gantry("app", "scale", "web", "--min", "1", "--max", "4", "--target-connections", "2")
+		var ok, failed atomic.Int64
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for w := 0; w < 8; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					resp, err := hc.Get(srv.url(host, "/slow"))
+					if err == nil {
+						io_ReadAll(resp)
+						if resp.StatusCode == 200 {
+							ok.Add(1)
+							continue
+						}
+					}
+					failed.Add(1)
+				}
+			}()
+		}
+		waitGears("load adds gears", func(n int) bool { return n >= 3 }, 30*time.Second)
+		close(stop)
+		wg.Wait()
+		if failed.Load() > 0 {
+			t.Errorf("%d of %d requests failed while scaling up", failed.Load(), ok.Load()+failed.Load())
+		}
+		waitGears("gears go back to min when the load stops", func(n int) bool { return n == 1 }, 60*time.Second)
+		var evs []eventJSON
+		u.gantryJSON(&evs, "app", "events", "web")
+		kinds := ""
+		for _, e := range evs {
+			kinds += e.Kind + " "
+			if e.Reason == "" {
+				t.Errorf("event without a reason: %+v", e)
+			}
+		}
+		if !strings.Contains(kinds, "scale_up") || !strings.Contains(kinds, "scale_down") {
+			t.Errorf("events: %q", kinds)
+		}
+	})
+
+	t.Run("websocket_survives_scale_down", func(t *testing.T) {
+		u.gantry("app", "scale", "web", "--gears", "2")
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		wsURL := strings.Replace(srv.url(host, "/"), "http://", "ws://", 1)
+		var conns []*websocket.Conn
+		for i := 0; i < 2; i++ { // one lands on each gear
+			c, _, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPClient: hc})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.CloseNow()
+			conns = append(conns, c)
+		}
+		u.gantry("app", "scale", "web", "--gears", "1")
+		time.Sleep(500 * time.Millisecond)
+		for i, c := range conns {
+			if err := c.Write(ctx, websocket.MessageText, []byte("still")); err != nil {
+				t.Fatalf("websocket %d after scale-down: %v", i, err)
+			}
+			if _, msg, err := c.Read(ctx); err != nil || string(msg) != "still" {
+				t.Errorf("websocket %d after scale-down: %q %v", i, msg, err)
+			}
+			c.Close(websocket.StatusNormalClosure, "")
+		}
+		waitGears("the drained gear stops once its websocket closed", func(n int) bool { return n == 1 }, 20*time.Second)
+		eventually(t, "only one gear left", 20*time.Second, func() error {
+			if n := len(show().Gears); n != 1 {
+				return fmt.Errorf("%d gears", n)
+			}
+			return nil
+		})
+	})
+
+	t.Run("idle_and_wake", func(t *testing.T) {
+		u.gantry("app", "idle", "web", "--now")
+		s := show()
+		if !s.Idle || s.State != "idle" || len(s.Gears) != 0 {
+			t.Fatalf("after idle --now: %+v", s)
+		}
+		if code, body := get(t, hc, srv.url(host, "/")); code != 200 || body != "v1 \n" {
+			t.Fatalf("first request to an idle app: %d %q", code, body)
+		}
+		if s := show(); s.Idle || running(s) != 1 {
+			t.Errorf("after wake: idle=%v gears=%d", s.Idle, running(s))
+		}
+
+		u.gantry("app", "idle", "web", "--now")
+		var ok, failed atomic.Int64
+		var wg sync.WaitGroup
+		for i := 0; i < 50; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				resp, err := hc.Get(srv.url(host, "/"))
+				if err == nil {
+					b, _ := io_ReadAll(resp)
+					if resp.StatusCode == 200 && string(b) == "v1 \n" {
+						ok.Add(1)
+						return
+					}
+				}
+				failed.Add(1)
+			}()
+		}
+		wg.Wait()
+		if ok.Load() != 50 {
+			t.Errorf("50 concurrent requests to an idle app: %d ok, %d failed", ok.Load(), failed.Load())
+		}
+		var evs []eventJSON
+		u.gantryJSON(&evs, "app", "events", "web")
+		wakes := 0
+		for _, e := range evs {
+			if e.Kind == "wake" {
+				wakes++
+			}
+		}
+		if wakes != 2 {
+			t.Errorf("%d wake events; want 2 (one per idle, however many requests): %+v", wakes, evs)
+		}
+		// Counted in metrics too.
+		req, _ := http.NewRequest("GET", "http://"+srv.httpAddr+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+adminToken(t, cfg))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _ := io_ReadAll(resp)
+		if !strings.Contains(string(m), `gantry_scale_events_total{app="sc/web",kind="wake"} 2`) || !strings.Contains(string(m), `gantry_app_connections{app="sc/web"}`) {
+			t.Errorf("metrics lack the wake count or connections:\n%s", grepLines(string(m), "gantry_"))
+		}
+	})
+
+	t.Run("idles_after_inactivity", func(t *testing.T) {
+		u.gantry("app", "idle", "web", "--after", "2s")
+		eventually(t, "the app idles without traffic", 20*time.Second, func() error {
+			if s := show(); !s.Idle {
+				return fmt.Errorf("not idle: %+v", s.Gears)
+			}
+			return nil
+		})
+		u.gantry("app", "idle", "web", "--after", "off")
+	})
+
+	t.Run("push_to_idle_app_deploys_and_wakes", func(t *testing.T) {
+		if !show().Idle {
+			u.gantry("app", "idle", "web", "--now")
+		}
+		writeFile(t, filepath.Join(repo, "server.js"), nodeApp("v2"), 0o644)
+		u.runIn(repo, "git", "commit", "-qam", "v2")
+		u.runIn(repo, "git", "push", "-q")
+		s := show()
+		if s.Idle || running(s) < 1 {
+			t.Errorf("after a push to an idle app: idle=%v gears=%+v", s.Idle, s.Gears)
+		}
+		if got := mustGet(t, hc, srv.url(host, "/")); got != "v2 \n" {
+			t.Errorf("after push: %q", got)
+		}
+	})
+}
