@@ -4,7 +4,8 @@ package e2e
 // id, /env/NAME with a variable, and echoes WebSocket text messages: a
 // minimal RFC 6455 server with Node's standard library only.
 func nodeApp(version string) string {
-	return `const http = require("http");
+	return `if (process.env.CRASH) { console.error("CRASH is set"); process.exit(1); }
+const http = require("http");
 const crypto = require("crypto");
 const server = http.createServer((req, res) => {
   if (req.url === "/pid") return res.end(String(process.pid));

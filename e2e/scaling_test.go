@@ -37,7 +37,7 @@ func TestScaling(t *testing.T) {
 	data := filepath.Join(root, "data")
 	t.Cleanup(func() { killGears(data) })
 	cfg := filepath.Join(root, "admin.json")
-	srv := startServer(t, data, cfg, "127.0.0.1:0", "127.0.0.1:0", "--isolation", "process", "--scale-down-after", "3s", "--wake-timeout", "20s")
+	srv := startServer(t, data, cfg, "127.0.0.1:0", "127.0.0.1:0", "--isolation", "process", "--scale-down-after", "3s", "--wake-timeout", "5s")
 	u := newEnv(t, cfg)
 	hc := srv.httpClient()
 	host := "web-sc.localhost"
@@ -242,6 +242,30 @@ func TestScaling(t *testing.T) {
 		m, _ := io_ReadAll(resp)
 		if !strings.Contains(string(m), `gantry_scale_events_total{app="sc/web",kind="wake"} 2`) || !strings.Contains(string(m), `gantry_app_connections{app="sc/web"}`) {
 			t.Errorf("metrics lack the wake count or connections:\n%s", grepLines(string(m), "gantry_"))
+		}
+	})
+
+	t.Run("failed_wake_is_a_clear_503", func(t *testing.T) {
+		// The new environment makes the app crash at start: the restart
+		// fails and the running gear stays; once idle, it cannot wake.
+		u.gantryFails("env", "set", "web", "CRASH=1")
+		u.gantry("app", "idle", "web", "--now")
+		start := time.Now()
+		code, body := get(t, hc, srv.url(host, "/"))
+		if code != 503 || !strings.Contains(body, "did not start within 5s") {
+			t.Errorf("request to an app that cannot wake: %d %q", code, body)
+		}
+		if d := time.Since(start); d > 8*time.Second {
+			t.Errorf("the 503 took %s; want about the 5s wake timeout", d)
+		}
+		var evs []eventJSON
+		u.gantryJSON(&evs, "app", "events", "web")
+		if last := evs[len(evs)-1]; last.Kind != "wake_failed" || !strings.Contains(last.Reason, "exited with status 1") {
+			t.Errorf("last event: %+v; want wake_failed with the reason", last)
+		}
+		u.gantry("env", "unset", "web", "CRASH") // restarts it, awake
+		if code, _ := get(t, hc, srv.url(host, "/")); code != 200 {
+			t.Errorf("after fixing the environment: %d", code)
 		}
 	})
 

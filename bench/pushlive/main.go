@@ -7,22 +7,19 @@
 package main
 
 import (
-	"bufio"
-	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/gantry-paas/gantry/bench/internal/benchenv"
 )
 
 const app = `const http = require("http");
@@ -31,81 +28,26 @@ http.createServer((req, res) => res.end("VERSION\n")).listen(process.env.PORT, p
 
 func main() {
 	n := flag.Int("n", 10, "pushes to measure")
+	isolation := flag.String("isolation", "auto", "gear isolation of the server: auto, namespaces or process")
 	flag.Parse()
-	if err := run(*n); err != nil {
+	if err := run(*n, *isolation); err != nil {
 		fmt.Fprintln(os.Stderr, "pushlive:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n int) error {
-	root, err := os.MkdirTemp("", "gantry-bench")
+func run(n int, isolation string) error {
+	e, err := benchenv.Start("--isolation", isolation)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(root)
-	bin := filepath.Join(root, "gantry")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/gantry").CombinedOutput(); err != nil {
-		return fmt.Errorf("build: %v\n%s", err, out)
-	}
-	home := filepath.Join(root, "home")
-	data := filepath.Join(root, "data")
-	cfg := filepath.Join(root, "cfg.json")
-	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
-	env := append(os.Environ(), "HOME="+home, "GANTRY_CONFIG="+cfg,
-		"GIT_AUTHOR_NAME=b", "GIT_AUTHOR_EMAIL=b@b", "GIT_COMMITTER_NAME=b", "GIT_COMMITTER_EMAIL=b@b",
-		"GIT_SSH_COMMAND=ssh -F /dev/null -o IdentitiesOnly=yes -o UserKnownHostsFile="+home+"/.ssh/known_hosts -i "+home+"/.ssh/id_ed25519")
-
-	srv := exec.Command(bin, "server", "--data", data, "--http", "127.0.0.1:0", "--ssh", "127.0.0.1:0", "--client-config", cfg)
-	srv.Env = env
-	stderr, _ := srv.StderrPipe()
-	if err := srv.Start(); err != nil {
-		return err
-	}
-	defer func() {
-		srv.Process.Signal(syscall.SIGTERM)
-		srv.Wait()
-		killUnder(data)
-	}()
-	httpAddr, err := waitServing(stderr)
+	defer e.Close()
+	repo, err := e.CreateApp("web", "")
 	if err != nil {
 		return err
 	}
-	sh := func(dir string, name string, args ...string) (string, error) {
-		c := exec.Command(name, args...)
-		c.Dir, c.Env = dir, env
-		out, err := c.CombinedOutput()
-		if err != nil {
-			return string(out), fmt.Errorf("%s %v: %v\n%s", name, args, err, out)
-		}
-		return string(out), nil
-	}
-	steps := [][]string{
-		{"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", home + "/.ssh/id_ed25519"},
-		{bin, "sshkey", "add", home + "/.ssh/id_ed25519.pub"},
-		{bin, "domain", "create", "bench"},
-	}
-	for _, s := range steps {
-		if _, err := sh(root, s[0], s[1:]...); err != nil {
-			return err
-		}
-	}
-	out, err := sh(root, bin, "app", "create", "web", "--type", "nodejs", "--json")
-	if err != nil {
-		return err
-	}
-	var created struct {
-		GitURL string `json:"git_url"`
-	}
-	json.Unmarshal([]byte(out), &created)
-	if _, err := sh(root, "git", "clone", "-q", created.GitURL, "web"); err != nil {
-		return err
-	}
-	repo := filepath.Join(root, "web")
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "tcp", httpAddr)
-		}}}
+	client := e.Client()
+	sh := e.Run
 
 	buildRE := regexp.MustCompile(`Build finished in (\S+);`)
 	releaseRE := regexp.MustCompile(`Released in (\S+)`)
@@ -145,11 +87,11 @@ func run(n int) error {
 		release = append(release, r)
 		transfer = append(transfer, pushed-b-r)
 	}
-	startup, err := appStartup(root, n)
+	startup, err := appStartup(e.Root, n)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("push-to-live, small Node.js app, no dependencies, %d pushes (median / p90)\n\n", n)
+	fmt.Printf("push-to-live, small Node.js app, no dependencies, %d pushes (median / p90), isolation %s\n\n", n, isolation)
 	row := func(name string, d []time.Duration, note string) {
 		fmt.Printf("  %-34s %8s / %-8s %s\n", name, med(d), p90(d), note)
 	}
@@ -200,18 +142,6 @@ func appStartup(root string, n int) ([]time.Duration, error) {
 	return out, nil
 }
 
-func waitServing(r io.Reader) (string, error) {
-	re := regexp.MustCompile(`msg="gantry is serving" http=(\S+)`)
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		if m := re.FindStringSubmatch(sc.Text()); m != nil {
-			go io.Copy(io.Discard, r)
-			return m[1], nil
-		}
-	}
-	return "", fmt.Errorf("server exited before serving")
-}
-
 func parse(re *regexp.Regexp, out string) time.Duration {
 	m := re.FindStringSubmatch(out)
 	if m == nil {
@@ -234,15 +164,3 @@ func pct(d []time.Duration, p int) time.Duration {
 	return s[i].Round(100 * time.Microsecond)
 }
 
-// killUnder kills processes (gears) whose command line mentions dir.
-func killUnder(dir string) {
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if strings.Contains(string(cmdline), dir) {
-			var pid int
-			fmt.Sscan(e.Name(), &pid)
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-}

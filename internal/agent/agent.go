@@ -70,14 +70,15 @@ type Options struct {
 
 // Agent supervises gears.
 type Agent struct {
-	o     Options
-	log   *slog.Logger
-	mu    sync.Mutex
-	locks map[string]*sync.Mutex
-	wg    sync.WaitGroup
-	ctx   context.Context // the agent's own lifetime, set by Run
-	ready chan struct{}
-	netMu sync.Mutex // serialises network reconciles
+	o         Options
+	log       *slog.Logger
+	mu        sync.Mutex
+	locks     map[string]*sync.Mutex
+	wg        sync.WaitGroup
+	ctx       context.Context // the agent's own lifetime, set by Run
+	ready     chan struct{}
+	netMu     sync.Mutex // serialises network changes
+	rulesHash string     // nftables ruleset in the kernel, guarded by netMu
 }
 
 // New validates the options.
@@ -194,7 +195,7 @@ func (a *Agent) reattach(ctx context.Context) {
 		case g.State == store.GearDraining || g.State == store.GearStopped:
 			a.stopGear(ctx, g, io.Discard)
 			a.o.Store.Update(func(tx *store.Tx) error { return tx.Delete(store.GearKey(g.ID)) })
-			a.syncNetwork()
+			a.netRemove(g.ID)
 		case alive:
 			adopted++
 		default:

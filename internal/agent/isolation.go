@@ -72,8 +72,32 @@ func (a *Agent) plan(tx *store.Tx) (netplan.Plan, error) {
 	return p, nil
 }
 
-// syncNetwork reconciles the network with the gears in the store.
+// syncNetwork reconciles the whole network with the gears in the store:
+// at start, and whenever the incremental path is in doubt.
 func (a *Agent) syncNetwork() error {
+	return a.network(func(p netplan.Plan) ([]string, error) {
+		changes, err := netplan.Reconcile(p)
+		a.rulesHash = "" // Reconcile asked the kernel; the next Apply re-checks once
+		return changes, err
+	})
+}
+
+// netAdd gives new gears their network (the hot path of a gear start).
+func (a *Agent) netAdd(ids ...string) error {
+	return a.network(func(p netplan.Plan) ([]string, error) { return netplan.Apply(p, ids, &a.rulesHash) })
+}
+
+// netRemove takes removed gears' network away and updates the rules.
+func (a *Agent) netRemove(ids ...string) error {
+	return a.network(func(p netplan.Plan) ([]string, error) {
+		if err := netplan.RemoveGears(p, ids); err != nil {
+			return nil, err
+		}
+		return netplan.Apply(p, nil, &a.rulesHash)
+	})
+}
+
+func (a *Agent) network(f func(netplan.Plan) ([]string, error)) error {
 	if !a.namespaced() {
 		return nil
 	}
@@ -87,11 +111,19 @@ func (a *Agent) syncNetwork() error {
 	}); err != nil {
 		return err
 	}
-	changes, err := netplan.Reconcile(p)
+	changes, err := f(p)
 	for _, c := range changes {
 		a.log.Debug("network", "change", c)
 	}
 	return err
+}
+
+func gearIDs(gears []store.Gear) []string {
+	ids := make([]string, len(gears))
+	for i, g := range gears {
+		ids[i] = g.ID
+	}
+	return ids
 }
 
 // allocIP picks a free gear address.
@@ -174,7 +206,7 @@ func (a *Agent) ownAppDirs(app *store.App, dep *store.Deployment) error {
 // prepareNamespaced sets up everything a namespaced gear needs before its
 // shim starts: network, directories, cgroup limits, the OCI bundle.
 func (a *Agent) prepareNamespaced(app *store.App, dep *store.Deployment, g *store.Gear, env []string) (bundle string, limits sandbox.Limits, err error) {
-	if err := a.syncNetwork(); err != nil {
+	if err := a.netAdd(g.ID); err != nil {
 		return "", limits, fmt.Errorf("network: %w", err)
 	}
 	if err := a.ownAppDirs(app, dep); err != nil {

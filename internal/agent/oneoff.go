@@ -58,9 +58,9 @@ func (a *Agent) runOneOff(ctx context.Context, appKey, dir string, env []string,
 	}
 	defer func() {
 		a.o.Store.Update(func(tx *store.Tx) error { return tx.Delete(store.GearKey(g.ID)) })
-		a.syncNetwork()
+		a.netRemove(g.ID)
 	}()
-	if err := a.syncNetwork(); err != nil {
+	if err := a.netAdd(g.ID); err != nil {
 		return fmt.Errorf("build network: %w", err)
 	}
 	if err := a.ownTree(app.UID, dir); err != nil {

@@ -149,7 +149,7 @@ func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deplo
 			}
 			return nil
 		})
-		a.syncNetwork()
+		a.netRemove(gearIDs(fresh)...)
 		return err
 	}
 
@@ -219,7 +219,7 @@ func (a *Agent) drainAndStop(old []store.Gear) {
 			}()
 		}
 		wg.Wait()
-		a.syncNetwork()
+		a.netRemove(gearIDs(old)...)
 		if len(old) > 0 {
 			cleanLogs(a.o.Layout.Logs(old[0].AppID), 10)
 		}
@@ -287,7 +287,7 @@ func (a *Agent) stopAll(ctx context.Context, appKey string, deleting bool) error
 	if err != nil {
 		return err
 	}
-	return a.syncNetwork()
+	return a.netRemove(gearIDs(gears)...)
 }
 
 func (a *Agent) hook(dep *store.Deployment, name string) string {

@@ -54,10 +54,54 @@ func Reconcile(p Plan) ([]string, error) {
 			changed("removed netns %s", name)
 		}
 	}
-	if err := ensureRules(p, changed); err != nil {
+	if err := ensureRules(p, changed, nil); err != nil {
 		return changes, err
 	}
 	return changes, nil
+}
+
+// Apply is the incremental form of Reconcile for the hot path (a gear
+// starting): it ensures the bridge, the given gears and the rules, and
+// removes nothing. applied remembers the hash of the ruleset in the kernel
+// ("" when unknown: then the kernel is asked), so that unchanged rules cost
+// nothing.
+func Apply(p Plan, gearIDs []string, applied *string) ([]string, error) {
+	p = p.Normalize()
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	var changes []string
+	changed := func(format string, args ...any) { changes = append(changes, fmt.Sprintf(format, args...)) }
+	br, err := ensureBridge(p, changed)
+	if err != nil {
+		return changes, fmt.Errorf("bridge %s: %w", p.Bridge, err)
+	}
+	if err := ensureSysctl("/proc/sys/net/ipv4/ip_forward", "1", changed); err != nil {
+		return changes, err
+	}
+	want := map[string]bool{}
+	for _, id := range gearIDs {
+		want[id] = true
+	}
+	for _, g := range p.Gears {
+		if want[g.ID] {
+			if err := ensureGear(p, br, g, changed); err != nil {
+				return changes, fmt.Errorf("gear %s: %w", g.ID, err)
+			}
+		}
+	}
+	return changes, ensureRules(p, changed, applied)
+}
+
+// RemoveGears deletes gears' namespaces and veths (the rules follow with
+// the next Apply or Reconcile).
+func RemoveGears(p Plan, ids []string) error {
+	p = p.Normalize()
+	var errs []error
+	for _, id := range ids {
+		errs = append(errs, removeGear(p, id))
+	}
+	return errors.Join(errs...)
 }
 
 // RemoveAll deletes everything of the prefix: gear namespaces, the bridge,
@@ -282,18 +326,26 @@ func removeGear(p Plan, gearID string) error {
 
 var hashRE = regexp.MustCompile(`comment "gantry:([0-9a-f]+)"`)
 
-func ensureRules(p Plan, changed func(string, ...any)) error {
+func ensureRules(p Plan, changed func(string, ...any), applied *string) error {
 	want := Ruleset(p)
 	wantHash := hashRE.FindStringSubmatch(want)[1]
-	ok := true
-	for _, fam := range []string{"bridge", "ip"} {
-		out, err := exec.Command("nft", "list", "table", fam, p.Prefix).Output()
-		m := hashRE.FindSubmatch(out)
-		if err != nil || m == nil || string(m[1]) != wantHash {
-			ok = false
+	if applied != nil && *applied == wantHash {
+		return nil
+	}
+	ok := applied == nil || *applied == ""
+	if ok {
+		for _, fam := range []string{"bridge", "ip"} {
+			out, err := exec.Command("nft", "list", "table", fam, p.Prefix).Output()
+			m := hashRE.FindSubmatch(out)
+			if err != nil || m == nil || string(m[1]) != wantHash {
+				ok = false
+			}
 		}
 	}
 	if ok {
+		if applied != nil {
+			*applied = wantHash
+		}
 		return nil
 	}
 	cmd := exec.Command("nft", "-f", "-")
@@ -301,7 +353,13 @@ func ensureRules(p Plan, changed func(string, ...any)) error {
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
+		if applied != nil {
+			*applied = ""
+		}
 		return fmt.Errorf("applying nftables rules: %v: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	if applied != nil {
+		*applied = wantHash
 	}
 	changed("applied nftables ruleset %s", wantHash)
 	return nil
