@@ -163,4 +163,3 @@ func pct(d []time.Duration, p int) time.Duration {
 	}
 	return s[i].Round(100 * time.Microsecond)
 }
-
