@@ -35,6 +35,15 @@ server.on("upgrade", (req, socket) => {
   socket.on("error", () => {});
 });
 server.listen(process.env.PORT, process.env.IP, () => console.log("listening on " + process.env.PORT));
+// A second service, on a port of the kernel's choosing: it answers only
+// after the client shuts down its write side (half-close).
+const net = require("net");
+net.createServer({ allowHalfOpen: true }, (s) => {
+  let n = 0;
+  s.on("data", (d) => { n += d.length; });
+  s.on("end", () => s.end("got " + n + "\n"));
+  s.on("error", () => {});
+}).on("error", () => {}).listen(0, process.env.IP);
 `
 }
 

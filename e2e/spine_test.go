@@ -232,6 +232,24 @@ func spine(t *testing.T, isolation []string) {
 		}
 	})
 
+	t.Run("port_forward", func(t *testing.T) {
+		testPortForward(t, u, "blog", "v2 hello\n")
+		c := sshClient(t, u, srv.sshAddr)
+		var a appJSON
+		u.gantryJSON(&a, "app", "show", "blog")
+		g := a.Gears[0]
+		for _, addr := range []string{srv.sshAddr, "127.0.0.1:22", "10.1.2.3:80", fmt.Sprintf("%s:%d", g.IP, 1)} {
+			refusedForward(t, c, addr)
+		}
+		// Its own gear's web process: allowed.
+		conn, err := c.Dial("tcp", fmt.Sprintf("%s:%d", g.IP, g.Port))
+		if err != nil {
+			t.Errorf("forward to the gear's web process: %v", err)
+		} else {
+			conn.Close()
+		}
+	})
+
 	t.Run("env_reserved_names", func(t *testing.T) {
 		for _, kv := range []string{"PATH=/x", "GANTRY_APP_NAME=x", "1BAD=x"} {
 			out := u.gantryFails("env", "set", "blog", kv)
@@ -382,6 +400,12 @@ func spine(t *testing.T, isolation []string) {
 		}
 		if out := b.gantryFails("env", "set", "acme/blog", "X=1"); !strings.Contains(out, "no app") {
 			t.Errorf("bob env set: %q", out)
+		}
+		var adminApp appJSON
+		u.gantryJSON(&adminApp, "app", "show", "blog")
+		bc := sshClient(t, b, srv.sshAddr)
+		for _, g := range adminApp.Gears {
+			refusedForward(t, bc, fmt.Sprintf("%s:%d", g.IP, g.Port))
 		}
 		if out, err := b.exec("", gantryBin, "ssh", "acme/blog", "--", "id"); err == nil || !strings.Contains(out, "no app") {
 			t.Errorf("bob got a shell in admin's gear: %v %q", err, out)

@@ -39,6 +39,7 @@ type Agent interface {
 	Resize(ctx context.Context, appKey string) error
 	Isolation() string
 	ScaleTo(ctx context.Context, appKey string, n int, out io.Writer) error
+	Services(appKey, gearID string) ([]ServiceView, error)
 }
 
 // Scaler records scaling events (the autoscaler).
@@ -141,6 +142,7 @@ func New(o Options) (*API, error) {
 	a.registerDeployments()
 	a.registerLogs()
 	a.registerScaling()
+	a.registerServices()
 	a.mux.HandleFunc("GET /docs", a.docs)
 	a.mux.Handle("GET /docs/", http.StripPrefix("/docs/", http.FileServerFS(mustSub(docsUI, "docsui"))))
 	a.mux.HandleFunc("/git/", a.gitHTTP)

@@ -24,11 +24,12 @@ func (f *fakeAgent) Rollout(ctx context.Context, appKey, depID string, out io.Wr
 	f.rollouts = append(f.rollouts, appKey+"@"+depID)
 	return nil
 }
-func (f *fakeAgent) Stop(ctx context.Context, appKey string) error   { return nil }
-func (f *fakeAgent) Delete(ctx context.Context, appKey string) error { return nil }
-func (f *fakeAgent) Status(string) GearStatus                        { return GearStatus{Status: "running"} }
-func (f *fakeAgent) Resize(ctx context.Context, appKey string) error { return nil }
-func (f *fakeAgent) Isolation() string                               { return "process" }
+func (f *fakeAgent) Stop(ctx context.Context, appKey string) error         { return nil }
+func (f *fakeAgent) Delete(ctx context.Context, appKey string) error       { return nil }
+func (f *fakeAgent) Status(string) GearStatus                              { return GearStatus{Status: "running"} }
+func (f *fakeAgent) Resize(ctx context.Context, appKey string) error       { return nil }
+func (f *fakeAgent) Isolation() string                                     { return "process" }
+func (f *fakeAgent) Services(appKey, gearID string) ([]ServiceView, error) { return nil, nil }
 func (f *fakeAgent) ScaleTo(ctx context.Context, appKey string, n int, out io.Writer) error {
 	f.rollouts = append(f.rollouts, fmt.Sprintf("%s x%d", appKey, n))
 	return nil

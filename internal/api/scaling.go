@@ -154,6 +154,35 @@ func (a *API) registerScaling() {
 		})
 }
 
+// ServiceView is something listening in a gear that can be forwarded.
+type ServiceView struct {
+	Name  string `json:"name" doc:"web, postgresql, redis… or tcp-PORT"`
+	Gear  string `json:"gear"`
+	IP    string `json:"ip" doc:"the gear's address; forwards connect to IP:PORT"`
+	Port  int    `json:"port"`
+	Local bool   `json:"local,omitempty" doc:"listens only on the gear's loopback"`
+}
+
+func (a *API) registerServices() {
+	type servicesIn struct {
+		AppRef
+		Gear string `query:"gear" doc:"Only this gear"`
+	}
+	huma.Register(a.h, huma.Operation{OperationID: "app-services", Method: http.MethodGet, Path: "/v1/domains/{domain}/apps/{app}/services", Security: bearer,
+		Summary: "What listens in an app's gears", Description: "The web process, databases and anything the app opened: what `gantry port-forward` forwards over SSH.", Tags: []string{"apps"}},
+		func(ctx context.Context, in *servicesIn) (*body[[]ServiceView], error) {
+			app, err := a.loadApp(ctx, in.AppRef)
+			if err != nil {
+				return nil, err
+			}
+			svcs, err := a.o.Agent.Services(app.Key(), in.Gear)
+			if err != nil {
+				return nil, notFound(CodeNotFound, err.Error())
+			}
+			return &body[[]ServiceView]{Body: nonNil(svcs)}, nil
+		})
+}
+
 func (a *API) record(app *store.App, e store.Event) {
 	if a.o.Scaler != nil {
 		a.o.Scaler.Record(app, e)

@@ -200,7 +200,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	ssh, err := sshd.New(sshd.Options{Store: st, Layout: lay, Log: log, Listen: o.SSHListen, Builder: bld, Gears: ag})
+	ssh, err := sshd.New(sshd.Options{Store: st, Layout: lay, Log: log, Listen: o.SSHListen, Builder: bld, Gears: ag, Services: serviceDialer{ag}})
 	if err != nil {
 		return err
 	}
@@ -415,6 +415,13 @@ func (l *lateHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.ServeHTTP(w, r)
 }
 
+// serviceDialer adapts the agent's DialService to sshd.
+type serviceDialer struct{ a *agent.Agent }
+
+func (d serviceDialer) DialService(user, addr string) (net.Conn, any, error) {
+	return d.a.DialService(user, addr)
+}
+
 // lateWaker lets the router, made first, wake apps through the scaler.
 type lateWaker struct {
 	mu sync.RWMutex
@@ -434,6 +441,15 @@ func (l *lateWaker) Wake(appKey string) {
 
 // agentAdapter gives the API the agent's status in the API's own type.
 type agentAdapter struct{ *agent.Agent }
+
+func (a agentAdapter) Services(appKey, gearID string) ([]api.ServiceView, error) {
+	svcs, err := a.Agent.Services(appKey, gearID)
+	out := make([]api.ServiceView, len(svcs))
+	for i, s := range svcs {
+		out[i] = api.ServiceView{Name: s.Name, Gear: s.Gear, IP: s.IP, Port: s.Port, Local: s.Local}
+	}
+	return out, err
+}
 
 func (a agentAdapter) Status(id string) api.GearStatus {
 	s := a.Agent.Status(id)

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -49,6 +50,8 @@ type Options struct {
 	Listen  string
 	Builder PushGranter
 	Gears   GearExec
+	// Services authorises and dials port-forwards (direct-tcpip).
+	Services ServiceDialer
 }
 
 // Server is the SSH endpoint.
@@ -58,6 +61,8 @@ type Server struct {
 	ln     net.Listener
 	srv    *ssh.Server
 	signer gossh.Signer
+
+	forwardLimit logLimit
 }
 
 // New loads (or creates and persists) the host key and binds the listener.
@@ -86,6 +91,10 @@ func New(o Options) (*Server, error) {
 		// No port forwarding, no subsystems: nil callbacks refuse them.
 	}
 	ssh.AllocatePty()(s.srv)
+	s.srv.ChannelHandlers = map[string]ssh.ChannelHandler{
+		"session":      ssh.DefaultSessionHandler,
+		"direct-tcpip": s.forward,
+	}
 	return s, nil
 }
 
@@ -148,6 +157,10 @@ func (s *Server) userOf(sess ssh.Session) (string, bool) {
 	if pk == nil {
 		return "", false
 	}
+	return s.userByKey(pk)
+}
+
+func (s *Server) userByKey(pk gossh.PublicKey) (string, bool) {
 	var k store.SSHKey
 	err := s.o.Store.View(func(tx *store.Tx) error { return tx.Get("sshkeys/"+gossh.FingerprintSHA256(pk), &k) })
 	if err != nil {
@@ -379,4 +392,22 @@ func exitCode(err error) int {
 		return 1
 	}
 	return 0
+}
+
+// logLimit lets at most 10 lines a second through (clients trigger them).
+type logLimit struct {
+	mu     sync.Mutex
+	second int64
+	n      int
+}
+
+func (l *logLimit) allow() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now().Unix()
+	if now != l.second {
+		l.second, l.n = now, 0
+	}
+	l.n++
+	return l.n <= 10
 }

@@ -1,0 +1,267 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/crypto/ssh"
+	sshagent "golang.org/x/crypto/ssh/agent"
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/gantry-paas/gantry/internal/api"
+	"github.com/gantry-paas/gantry/internal/client"
+)
+
+// Forward is one local listener and what it forwards to.
+type Forward struct {
+	Service string `json:"service"`
+	Gear    string `json:"gear"`
+	Local   string `json:"local"`
+	Remote  string `json:"remote"`
+}
+
+func (c *cli) portForwardCmd() *cobra.Command {
+	var gear string
+	var only []string
+	cmd := &cobra.Command{
+		Use:   "port-forward APP [LOCALPORT:SERVICE...]",
+		Short: "Forward the services of an app's gear (web, databases…) to this machine",
+		Long: `Lists what listens in one of the app's gears (the web process, its databases,
+anything the app opened), listens on 127.0.0.1 for each (the same port number
+when free, otherwise the next free one), and forwards every connection over
+Gantry's SSH endpoint until Ctrl-C. Only your own gears can be reached.`,
+		Example: `  gantry port-forward blog
+  gantry port-forward blog --service postgresql
+  gantry port-forward blog 15432:postgresql`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, args []string) error {
+			var app api.AppView
+			if err := cl.Do(ctx, http.MethodGet, client.AppPath(d, a), nil, &app); err != nil {
+				return err
+			}
+			var svcs []api.ServiceView
+			q := ""
+			if gear != "" {
+				q = "?gear=" + url.QueryEscape(gear)
+			}
+			if err := cl.Do(ctx, http.MethodGet, client.AppPath(d, a)+"/services"+q, nil, &svcs); err != nil {
+				return err
+			}
+			if gear == "" && len(svcs) > 0 {
+				gear = svcs[0].Gear // one gear: the oldest's services
+			}
+			wantPort := map[string]int{}
+			for _, arg := range args {
+				port, name, ok := strings.Cut(arg, ":")
+				p, err := strconv.Atoi(port)
+				if !ok || err != nil || p < 1 || p > 65535 {
+					return fmt.Errorf("%q is not LOCALPORT:SERVICE (e.g. 15432:postgresql)", arg)
+				}
+				wantPort[name] = p
+				only = append(only, name)
+			}
+			var chosen []api.ServiceView
+			for _, s := range svcs {
+				if s.Gear == gear && (len(only) == 0 || contains(only, s.Name)) {
+					chosen = append(chosen, s)
+				}
+			}
+			for _, name := range only {
+				found := false
+				for _, s := range chosen {
+					found = found || s.Name == name
+				}
+				if !found {
+					return fmt.Errorf("the gear has no service %q: it has %s", name, serviceNames(svcs, gear))
+				}
+			}
+			if len(chosen) == 0 {
+				return fmt.Errorf("nothing listens in the app's gears: is the app running? (`gantry app show %s`)", a)
+			}
+			u, err := url.Parse(app.GitURL)
+			if err != nil {
+				return err
+			}
+			sshAddr := net.JoinHostPort(u.Hostname(), u.Port())
+			conn, err := dialSSH(sshAddr, u.User.Username())
+			if err != nil {
+				fmt.Fprintf(c.o.Stderr, "Could not open the SSH tunnel to %s: %v\nThe same with OpenSSH:\n  ssh -N -p %s", sshAddr, err, u.Port())
+				for _, s := range chosen {
+					fmt.Fprintf(c.o.Stderr, " -L %d:%s:%d", s.Port, s.IP, s.Port)
+				}
+				fmt.Fprintf(c.o.Stderr, " %s@%s\n", u.User.Username(), u.Hostname())
+				return fmt.Errorf("port forwarding could not start")
+			}
+			defer conn.Close()
+
+			var forwards []Forward
+			var listeners []net.Listener
+			defer func() {
+				for _, l := range listeners {
+					l.Close()
+				}
+			}()
+			for _, s := range chosen {
+				port := s.Port
+				if p, ok := wantPort[s.Name]; ok {
+					port = p
+				}
+				l, err := listenFrom(port, wantPort[s.Name] != 0)
+				if err != nil {
+					return err
+				}
+				listeners = append(listeners, l)
+				local := l.Addr().String()
+				if l.Addr().(*net.TCPAddr).Port != port {
+					fmt.Fprintf(c.o.Stderr, "Port %d is in use here: %s goes to %s instead.\n", port, s.Name, local)
+				}
+				forwards = append(forwards, Forward{Service: s.Name, Gear: s.Gear, Local: local, Remote: net.JoinHostPort(s.IP, strconv.Itoa(s.Port))})
+			}
+			if err := c.out(forwards, func(w io.Writer) {
+				var rows [][]string
+				for _, f := range forwards {
+					rows = append(rows, []string{f.Service, f.Local, f.Remote})
+				}
+				table(w, []string{"Service", "Local", "Remote"}, rows)
+				fmt.Fprintln(w, "Forwarding until Ctrl-C.")
+			}); err != nil {
+				return err
+			}
+			if f, ok := c.o.Stdout.(interface{ Sync() error }); ok {
+				f.Sync()
+			}
+			var wg sync.WaitGroup
+			for i, l := range listeners {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c.serveForward(ctx, conn, l, forwards[i])
+				}()
+			}
+			go func() { conn.Wait(); cancelListeners(listeners) }()
+			<-ctx.Done()
+			cancelListeners(listeners)
+			wg.Wait()
+			return nil
+		}),
+	}
+	cmd.Flags().StringVarP(&c.domain, "domain", "n", "", "the app's domain (when you have several)")
+	cmd.Flags().StringVar(&gear, "gear", "", "which gear (default: the oldest running one)")
+	cmd.Flags().StringSliceVar(&only, "service", nil, "only these services (web, postgresql, …)")
+	return cmd
+}
+
+func cancelListeners(ls []net.Listener) {
+	for _, l := range ls {
+		l.Close()
+	}
+}
+
+// serveForward accepts local connections and forwards each over SSH.
+func (c *cli) serveForward(ctx context.Context, conn *ssh.Client, l net.Listener, f Forward) {
+	for {
+		local, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer local.Close()
+			remote, err := conn.Dial("tcp", f.Remote)
+			if err != nil {
+				fmt.Fprintf(c.o.Stderr, "%s: %v (is the gear running? `gantry app show`)\n", f.Service, err)
+				return
+			}
+			defer remote.Close()
+			done := make(chan struct{})
+			go func() {
+				io.Copy(remote, local)
+				if cw, ok := remote.(interface{ CloseWrite() error }); ok {
+					cw.CloseWrite() // the client's half-close reaches the service
+				}
+				close(done)
+			}()
+			io.Copy(local, remote)
+			if cw, ok := local.(*net.TCPConn); ok {
+				cw.CloseWrite()
+			}
+			<-done
+		}()
+	}
+}
+
+// listenFrom listens on 127.0.0.1:port, or the next free port unless the
+// user chose it.
+func listenFrom(port int, exact bool) (net.Listener, error) {
+	for p := port; p <= 65535 && p < port+100; p++ {
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err == nil {
+			return l, nil
+		}
+		if exact {
+			return nil, fmt.Errorf("local port %d is in use: choose another", port)
+		}
+	}
+	return nil, fmt.Errorf("no free local port from %d", port)
+}
+
+// dialSSH connects to Gantry's SSH endpoint with the user's agent or keys,
+// checking the host key against ~/.ssh/known_hosts.
+func dialSSH(addr, user string) (*ssh.Client, error) {
+	home, _ := os.UserHomeDir()
+	hostKeys, err := knownhosts.New(filepath.Join(home, ".ssh", "known_hosts"))
+	if err != nil {
+		return nil, fmt.Errorf("reading known_hosts: %w (run `gantry sshkey add` to trust the server)", err)
+	}
+	var signers []ssh.Signer
+	if sock := os.Getenv("SSH_AUTH_SOCK"); sock != "" {
+		if ac, err := net.Dial("unix", sock); err == nil {
+			if ss, err := sshagent.NewClient(ac).Signers(); err == nil {
+				signers = append(signers, ss...)
+			}
+		}
+	}
+	for _, f := range []string{"id_ed25519", "id_ecdsa", "id_rsa"} {
+		if b, err := os.ReadFile(filepath.Join(home, ".ssh", f)); err == nil {
+			if s, err := ssh.ParsePrivateKey(b); err == nil {
+				signers = append(signers, s)
+			}
+		}
+	}
+	if len(signers) == 0 {
+		return nil, errors.New("no usable SSH key (an agent, or an unencrypted ~/.ssh/id_ed25519)")
+	}
+	return ssh.Dial("tcp", addr, &ssh.ClientConfig{User: user, Auth: []ssh.AuthMethod{ssh.PublicKeys(signers...)}, HostKeyCallback: hostKeys})
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func serviceNames(svcs []api.ServiceView, gear string) string {
+	var names []string
+	for _, s := range svcs {
+		if s.Gear == gear {
+			names = append(names, s.Name)
+		}
+	}
+	if len(names) == 0 {
+		return "nothing listening"
+	}
+	return strings.Join(names, ", ")
+}
