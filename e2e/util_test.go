@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -156,3 +157,13 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+func newAuthRequest(method, url, token string) (*http.Request, error) {
+	req, err := http.NewRequest(method, url, nil)
+	if err == nil {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return req, err
+}
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

@@ -22,7 +22,7 @@ func (a *Agent) ExecCommand(appKey, gearID, command string, tty bool, term strin
 	if err := a.o.Store.View(func(tx *store.Tx) error {
 		all, err := store.List[store.Gear](tx, "gears/")
 		for _, g := range all {
-			if g.AppKey == appKey && g.State == store.GearRunning && (gearID == "" || g.ID == gearID) {
+			if g.AppKey == appKey && g.State == store.GearRunning && (g.ID == gearID || gearID == "" && g.Service == "") {
 				gears = append(gears, g)
 			}
 		}

@@ -65,7 +65,7 @@ func (a *Agent) Rollout(ctx context.Context, appKey, depID string, out io.Writer
 			return err
 		}
 		for _, g := range gears {
-			if g.AppID != app.ID {
+			if g.AppID != app.ID || g.Service != "" {
 				continue
 			}
 			if g.Deployment == dep.ID && g.State == store.GearStarting {
@@ -253,7 +253,7 @@ func (a *Agent) stopAll(ctx context.Context, appKey string, deleting bool) error
 			return err
 		}
 		for _, g := range all {
-			if g.AppKey == appKey {
+			if g.AppKey == appKey && (deleting || g.Service == "") {
 				g.State = store.GearStopped
 				gears = append(gears, g)
 				tx.Put(store.GearKey(g.ID), &g)
@@ -319,6 +319,14 @@ func (a *Agent) writeSpec(app *store.App, dep *store.Deployment, g *store.Gear, 
 		spec.Runtime, spec.RuncRoot, spec.Bundle = "runc", a.o.Layout.RuncRoot(), rt.bundle
 		spec.CgroupParent, spec.MemoryLimit = cgroupParent(g.ID), rt.limits.MemoryBytes
 	}
+	return a.writeShimSpec(g.ID, spec)
+}
+
+func (a *Agent) writeShimSpec(gearID string, spec shim.Spec) error {
+	dir := a.o.Layout.Gear(gearID)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
 	data, _ := json.MarshalIndent(spec, "", "  ")
 	return os.WriteFile(filepath.Join(dir, shim.SpecFile), data, 0o640)
 }
@@ -354,7 +362,7 @@ func (a *Agent) waitReady(ctx context.Context, g *store.Gear, health string) err
 	client := &http.Client{Timeout: 2 * time.Second}
 	for delay := 2 * time.Millisecond; ; delay = min(delay*2, 20*time.Millisecond) {
 		if st, err := shim.ReadState(dir); err == nil && st.Restarts > 0 {
-			return fmt.Errorf("the web process %s before it listened on $PORT (%d)", st.LastExit, g.Port)
+			return fmt.Errorf("the gear's process %s before it listened on port %d", st.LastExit, g.Port)
 		}
 		c, err := net.DialTimeout("tcp", g.Endpoint(), time.Second)
 		if err == nil {

@@ -37,7 +37,7 @@ func (a *Agent) ScaleTo(ctx context.Context, appKey string, n int, out io.Writer
 		}
 		gears, err := store.List[store.Gear](tx, "gears/")
 		for _, g := range gears {
-			if g.AppKey == appKey && g.State == store.GearRunning {
+			if g.AppKey == appKey && g.State == store.GearRunning && g.Service == "" {
 				running = append(running, g)
 			}
 		}
@@ -126,7 +126,7 @@ func (a *Agent) Running(appKey string) (int, error) {
 	err := a.o.Store.View(func(tx *store.Tx) error {
 		gears, err := store.List[store.Gear](tx, "gears/")
 		for _, g := range gears {
-			if g.AppKey == appKey && g.State == store.GearRunning {
+			if g.AppKey == appKey && g.State == store.GearRunning && g.Service == "" {
 				n++
 			}
 		}

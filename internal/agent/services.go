@@ -30,6 +30,8 @@ type Service struct {
 	Port int    `json:"port"`
 	// Local is true when the service listens only on the gear's loopback.
 	Local bool `json:"local,omitempty"`
+	// Cartridge is true for an add-on service's gear.
+	Cartridge bool `json:"cartridge,omitempty"`
 }
 
 var wellKnown = map[int]string{5432: "postgresql", 6379: "redis", 3306: "mysql", 27017: "mongodb", 5672: "amqp", 11211: "memcached", 9229: "node-inspect"}
@@ -69,13 +71,16 @@ func (a *Agent) Services(appKey, gearID string) ([]Service, error) {
 			}
 			seen[port] = true
 			name := wellKnown[port]
-			if port == g.Port {
+			switch {
+			case g.Service != "":
+				name = g.Service
+			case port == g.Port:
 				name = "web"
 			}
 			if name == "" {
 				name = "tcp-" + strconv.Itoa(port)
 			}
-			out = append(out, Service{Name: name, Gear: g.ID, IP: g.IP, Port: port, Local: s.ID.Source.IsLoopback()})
+			out = append(out, Service{Name: name, Gear: g.ID, IP: g.IP, Port: port, Local: s.ID.Source.IsLoopback(), Cartridge: g.Service != ""})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {

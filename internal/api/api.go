@@ -40,6 +40,9 @@ type Agent interface {
 	Isolation() string
 	ScaleTo(ctx context.Context, appKey string, n int, out io.Writer) error
 	Services(appKey, gearID string) ([]ServiceView, error)
+	AddCartridge(ctx context.Context, appKey string, c store.Cartridge) (ip string, port int, err error)
+	RemoveCartridge(ctx context.Context, appKey, name string) error
+	CartridgeAddress(appKey, name string) (ip string, port int, ok bool)
 }
 
 // Scaler records scaling events (the autoscaler).
@@ -143,6 +146,7 @@ func New(o Options) (*API, error) {
 	a.registerLogs()
 	a.registerScaling()
 	a.registerServices()
+	a.registerCartridges()
 	a.mux.HandleFunc("GET /docs", a.docs)
 	a.mux.Handle("GET /docs/", http.StripPrefix("/docs/", http.FileServerFS(mustSub(docsUI, "docsui"))))
 	a.mux.HandleFunc("/git/", a.gitHTTP)

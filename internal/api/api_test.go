@@ -30,6 +30,11 @@ func (f *fakeAgent) Status(string) GearStatus                              { ret
 func (f *fakeAgent) Resize(ctx context.Context, appKey string) error       { return nil }
 func (f *fakeAgent) Isolation() string                                     { return "process" }
 func (f *fakeAgent) Services(appKey, gearID string) ([]ServiceView, error) { return nil, nil }
+func (f *fakeAgent) AddCartridge(ctx context.Context, appKey string, c store.Cartridge) (string, int, error) {
+	return "127.0.0.1", 5432, nil
+}
+func (f *fakeAgent) RemoveCartridge(ctx context.Context, appKey, name string) error { return nil }
+func (f *fakeAgent) CartridgeAddress(appKey, name string) (string, int, bool)       { return "", 0, false }
 func (f *fakeAgent) ScaleTo(ctx context.Context, appKey string, n int, out io.Writer) error {
 	f.rollouts = append(f.rollouts, fmt.Sprintf("%s x%d", appKey, n))
 	return nil

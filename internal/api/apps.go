@@ -46,27 +46,28 @@ type GearView struct {
 
 // AppView is an app as the API shows it.
 type AppView struct {
-	Name             string     `json:"name"`
-	Domain           string     `json:"domain"`
-	Type             string     `json:"type"`
-	URL              string     `json:"url"`
-	GitURL           string     `json:"git_url" doc:"SSH clone URL"`
-	GitHTTPURL       string     `json:"git_http_url" doc:"HTTP clone URL (password: your API token)"`
-	State            string     `json:"state" doc:"running, stopped, or not_deployed"`
-	Scale            int        `json:"scale"`
-	GearSize         string     `json:"gear_size" doc:"small (512 MiB, 250 processes), medium (1 GiB), large (2 GiB)"`
-	MinGears         int        `json:"min_gears" doc:"automatic scaling: fewest gears"`
-	MaxGears         int        `json:"max_gears" doc:"automatic scaling: most gears (equal to min_gears: fixed)"`
-	TargetConns      int        `json:"target_connections" doc:"concurrent connections per gear the autoscaler aims at"`
-	IdleAfter        string     `json:"idle_after,omitempty" doc:"idle (zero gears) after this long without traffic"`
-	Idle             bool       `json:"idle" doc:"scaled to zero; the next request wakes it"`
-	Connections      int        `json:"connections" doc:"live connections: requests in flight, WebSockets, held requests"`
-	Isolation        string     `json:"isolation" doc:"namespaces, or process (plain processes: sizes are not enforced)"`
-	Branch           string     `json:"branch"`
-	ActiveDeployment string     `json:"active_deployment,omitempty"`
-	Gears            []GearView `json:"gears"`
-	Created          time.Time  `json:"created"`
-	DeployError      string     `json:"deploy_error,omitempty" doc:"set when creating the app could not deploy its starter code"`
+	Name             string          `json:"name"`
+	Domain           string          `json:"domain"`
+	Type             string          `json:"type"`
+	URL              string          `json:"url"`
+	GitURL           string          `json:"git_url" doc:"SSH clone URL"`
+	GitHTTPURL       string          `json:"git_http_url" doc:"HTTP clone URL (password: your API token)"`
+	State            string          `json:"state" doc:"running, stopped, or not_deployed"`
+	Scale            int             `json:"scale"`
+	GearSize         string          `json:"gear_size" doc:"small (512 MiB, 250 processes), medium (1 GiB), large (2 GiB)"`
+	MinGears         int             `json:"min_gears" doc:"automatic scaling: fewest gears"`
+	MaxGears         int             `json:"max_gears" doc:"automatic scaling: most gears (equal to min_gears: fixed)"`
+	TargetConns      int             `json:"target_connections" doc:"concurrent connections per gear the autoscaler aims at"`
+	IdleAfter        string          `json:"idle_after,omitempty" doc:"idle (zero gears) after this long without traffic"`
+	Idle             bool            `json:"idle" doc:"scaled to zero; the next request wakes it"`
+	Connections      int             `json:"connections" doc:"live connections: requests in flight, WebSockets, held requests"`
+	Cartridges       []CartridgeView `json:"cartridges" doc:"add-on services with their connection URLs"`
+	Isolation        string          `json:"isolation" doc:"namespaces, or process (plain processes: sizes are not enforced)"`
+	Branch           string          `json:"branch"`
+	ActiveDeployment string          `json:"active_deployment,omitempty"`
+	Gears            []GearView      `json:"gears"`
+	Created          time.Time       `json:"created"`
+	DeployError      string          `json:"deploy_error,omitempty" doc:"set when creating the app could not deploy its starter code"`
 }
 
 // DeploymentView is one deployment.
@@ -110,6 +111,7 @@ func (a *API) appView(app *store.App) AppView {
 	if a.o.Router != nil {
 		v.Connections = a.o.Router.Concurrency(app.Key())
 	}
+	v.Cartridges = a.cartridgeViews(app)
 	switch {
 	case app.ActiveDeployment == "":
 		v.State = "not_deployed"
@@ -123,8 +125,8 @@ func (a *API) appView(app *store.App) AppView {
 	a.o.Store.View(func(tx *store.Tx) error {
 		gears, _ := store.List[store.Gear](tx, "gears/")
 		for _, g := range gears {
-			if g.AppID != app.ID {
-				continue
+			if g.AppID != app.ID || g.Service != "" {
+				continue // cartridges are listed apart
 			}
 			st := a.o.Agent.Status(g.ID)
 			v.Gears = append(v.Gears, GearView{ID: g.ID, IP: g.IP, Port: g.Port, State: g.State, Process: st.Status,

@@ -161,6 +161,8 @@ type ServiceView struct {
 	IP    string `json:"ip" doc:"the gear's address; forwards connect to IP:PORT"`
 	Port  int    `json:"port"`
 	Local bool   `json:"local,omitempty" doc:"listens only on the gear's loopback"`
+	// Cartridge marks an add-on service's gear (postgresql, redis).
+	Cartridge bool `json:"cartridge,omitempty"`
 }
 
 func (a *API) registerServices() {

@@ -266,6 +266,9 @@ func printApp(w io.Writer, app *api.AppView) {
 		{"  Created:", app.Created.Local().Format(time.DateTime)},
 	})
 	fmt.Fprintln(w)
+	for _, cart := range app.Cartridges {
+		printCartridge(w, cart)
+	}
 	if len(app.Gears) == 0 {
 		fmt.Fprintln(w, "No gears are running.")
 		return

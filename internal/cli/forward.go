@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/ssh"
@@ -58,8 +59,14 @@ Gantry's SSH endpoint until Ctrl-C. Only your own gears can be reached.`,
 			if err := cl.Do(ctx, http.MethodGet, client.AppPath(d, a)+"/services"+q, nil, &svcs); err != nil {
 				return err
 			}
-			if gear == "" && len(svcs) > 0 {
-				gear = svcs[0].Gear // one gear: the oldest's services
+			explicitGear := gear != ""
+			if gear == "" {
+				for _, s := range svcs {
+					if !s.Cartridge {
+						gear = s.Gear // the oldest web gear
+						break
+					}
+				}
 			}
 			wantPort := map[string]int{}
 			for _, arg := range args {
@@ -73,7 +80,8 @@ Gantry's SSH endpoint until Ctrl-C. Only your own gears can be reached.`,
 			}
 			var chosen []api.ServiceView
 			for _, s := range svcs {
-				if s.Gear == gear && (len(only) == 0 || contains(only, s.Name)) {
+				inScope := s.Gear == gear || (!explicitGear && s.Cartridge)
+				if inScope && (len(only) == 0 || contains(only, s.Name)) {
 					chosen = append(chosen, s)
 				}
 			}
@@ -94,7 +102,7 @@ Gantry's SSH endpoint until Ctrl-C. Only your own gears can be reached.`,
 				return err
 			}
 			sshAddr := net.JoinHostPort(u.Hostname(), u.Port())
-			conn, err := dialSSH(sshAddr, u.User.Username())
+			first, err := dialSSH(sshAddr, u.User.Username())
 			if err != nil {
 				fmt.Fprintf(c.o.Stderr, "Could not open the SSH tunnel to %s: %v\nThe same with OpenSSH:\n  ssh -N -p %s", sshAddr, err, u.Port())
 				for _, s := range chosen {
@@ -103,7 +111,9 @@ Gantry's SSH endpoint until Ctrl-C. Only your own gears can be reached.`,
 				fmt.Fprintf(c.o.Stderr, " %s@%s\n", u.User.Username(), u.Hostname())
 				return fmt.Errorf("port forwarding could not start")
 			}
-			defer conn.Close()
+			conn := &tunnel{addr: sshAddr, user: u.User.Username(), stderr: c.o.Stderr}
+			conn.set(first)
+			defer conn.close()
 
 			var forwards []Forward
 			var listeners []net.Listener
@@ -149,7 +159,6 @@ Gantry's SSH endpoint until Ctrl-C. Only your own gears can be reached.`,
 					c.serveForward(ctx, conn, l, forwards[i])
 				}()
 			}
-			go func() { conn.Wait(); cancelListeners(listeners) }()
 			<-ctx.Done()
 			cancelListeners(listeners)
 			wg.Wait()
@@ -168,8 +177,69 @@ func cancelListeners(ls []net.Listener) {
 	}
 }
 
+// tunnel is the SSH connection of a port-forward. If the server goes away
+// (a restart), the next connection reconnects, retrying while it comes back.
+type tunnel struct {
+	mu     sync.Mutex
+	addr   string
+	user   string
+	stderr io.Writer
+	c      *ssh.Client
+}
+
+func (t *tunnel) set(c *ssh.Client) {
+	t.mu.Lock()
+	t.c = c
+	t.mu.Unlock()
+	go t.watch(c)
+}
+
+func (t *tunnel) close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.c != nil {
+		t.c.Close()
+		t.c = nil
+	}
+}
+
+// Dial opens a forwarded connection, reconnecting first if needed (for up
+// to 30 s: a server restart).
+func (t *tunnel) Dial(network, addr string) (net.Conn, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.c == nil {
+		deadline := time.Now().Add(30 * time.Second)
+		for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+			c, err := dialSSH(t.addr, t.user)
+			if err == nil {
+				fmt.Fprintln(t.stderr, "Reconnected to the Gantry server.")
+				t.c = c
+				go t.watch(c)
+				break
+			}
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("cannot reach the Gantry server at %s: %w", t.addr, err)
+			}
+			time.Sleep(wait)
+		}
+	}
+	return t.c.Dial(network, addr)
+}
+
+// watch forgets the connection when it ends, so the next Dial reconnects.
+func (t *tunnel) watch(c *ssh.Client) {
+	c.Wait()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.c == c {
+		t.c = nil
+		fmt.Fprintln(t.stderr, "Lost the connection to the Gantry server; reconnecting on the next connection.")
+	}
+}
+
 // serveForward accepts local connections and forwards each over SSH.
-func (c *cli) serveForward(ctx context.Context, conn *ssh.Client, l net.Listener, f Forward) {
+func (c *cli) serveForward(ctx context.Context, conn *tunnel, l net.Listener, f Forward) {
 	for {
 		local, err := l.Accept()
 		if err != nil {
@@ -256,7 +326,7 @@ func contains(list []string, s string) bool {
 func serviceNames(svcs []api.ServiceView, gear string) string {
 	var names []string
 	for _, s := range svcs {
-		if s.Gear == gear {
+		if s.Gear == gear || s.Cartridge {
 			names = append(names, s.Name)
 		}
 	}

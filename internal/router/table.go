@@ -33,8 +33,8 @@ func Compile(rev int64, apps []store.App, gears []store.Gear) *Table {
 		byKey[a.Key()] = r
 	}
 	for _, g := range gears {
-		if g.State != store.GearRunning {
-			continue
+		if g.State != store.GearRunning || g.Service != "" {
+			continue // only web gears take requests
 		}
 		if r := byKey[g.AppKey]; r != nil {
 			r.Endpoints = append(r.Endpoints, g.Endpoint())

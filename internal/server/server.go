@@ -26,6 +26,7 @@ import (
 	"github.com/gantry-paas/gantry/internal/api"
 	"github.com/gantry-paas/gantry/internal/autoscale"
 	"github.com/gantry-paas/gantry/internal/builder"
+	"github.com/gantry-paas/gantry/internal/cartridge"
 	"github.com/gantry-paas/gantry/internal/clientconfig"
 	"github.com/gantry-paas/gantry/internal/gearenv"
 	"github.com/gantry-paas/gantry/internal/gitrepo"
@@ -127,9 +128,14 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	log := o.Log
-	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+	if err := os.MkdirAll(o.DataDir, 0o711); err != nil {
 		return fmt.Errorf("creating data directory %s: %w", o.DataDir, err)
 	}
+	// Apps' users traverse the data root to their own directory (0710,
+	// their group) but can list nothing.
+	os.Chmod(o.DataDir, 0o711)
+	os.MkdirAll(filepath.Join(o.DataDir, "apps"), 0o711)
+	os.Chmod(filepath.Join(o.DataDir, "apps"), 0o711)
 	lay := layout.Layout{Root: o.DataDir}
 	exe, err := os.Executable()
 	if err != nil {
@@ -140,6 +146,10 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer st.Close()
+	// The store holds secrets (env values, cartridge passwords): root only.
+	for _, f := range []string{lay.DB(), lay.DB() + "-wal", lay.DB() + "-shm"} {
+		os.Chmod(f, 0o600)
+	}
 
 	// Late-bound: the API is the router's platform handler, and the
 	// URLs need the router's bound port.
@@ -165,7 +175,7 @@ func Run(ctx context.Context, o Options) error {
 			return fmt.Errorf("--gear-subnet: %w", err)
 		}
 	}
-	env := envBuilder{lay: lay, cloud: o.CloudDomain, path: os.Getenv("PATH")}
+	env := envBuilder{lay: lay, cloud: o.CloudDomain, path: os.Getenv("PATH"), st: st}
 	if isolation == agent.Namespaces {
 		env.path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/go/bin"
 	}
@@ -211,7 +221,7 @@ func Run(ctx context.Context, o Options) error {
 	if sshPort != 22 {
 		knownHost = fmt.Sprintf("[%s]:%d", o.Host, sshPort)
 	}
-	apiHandler, err = api.New(api.Options{Store: st, Layout: lay, Log: log, Agent: agentAdapter{ag}, Builder: bld, Exe: exe,
+	apiHandler, err = api.New(api.Options{Store: st, Layout: lay, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld, Exe: exe,
 		CloudDomain: o.CloudDomain, AppURL: appURL, Version: o.Version, HookSocket: lay.HookSocket(),
 		GitSSHURL: func(d, a string) string {
 			return fmt.Sprintf("ssh://git@%s:%d/%s/%s.git", o.Host, sshPort, d, a)
@@ -367,6 +377,7 @@ type envBuilder struct {
 	lay   layout.Layout
 	cloud string
 	path  string
+	st    *store.Store
 }
 
 // passEnv are server variables that builds need to reach package registries.
@@ -374,9 +385,26 @@ var passEnv = []string{"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "h
 	"GOPROXY", "GOFLAGS", "GONOSUMDB", "GONOSUMCHECK", "GOPRIVATE", "GOSUMDB", "GOTOOLCHAIN", "npm_config_registry", "PIP_INDEX_URL"}
 
 func (e envBuilder) params(app *store.App, dir, cart string) gearenv.Params {
+	// Cartridges' variables first; the user's own win on a clash.
+	user := map[string]string{}
+	if len(app.Cartridges) > 0 {
+		e.st.View(func(tx *store.Tx) error {
+			for _, c := range app.Cartridges {
+				if g, err := agent.CartridgeGear(tx, app.Key(), c.Name); err == nil {
+					for k, v := range cartridge.Env(c.Name, g.IP, g.Port, cartridge.Credentials{User: c.User, Password: c.Password, Database: c.Database}) {
+						user[k] = v
+					}
+				}
+			}
+			return nil
+		})
+	}
+	for k, v := range app.Env {
+		user[k] = v
+	}
 	return gearenv.Params{App: app.Name, Domain: app.Domain, AppID: app.ID, Host: app.Host, Cartridge: cart,
 		DataDir: e.lay.Data(app.ID), RepoDir: dir, LogDir: e.lay.Logs(app.ID), TmpDir: e.lay.Tmp(app.ID),
-		HomeDir: e.lay.Home(app.ID), User: app.Env, BasePath: e.path,
+		HomeDir: e.lay.Home(app.ID), User: user, BasePath: e.path,
 		PathPrefix: []string{dir + "/node_modules/.bin", dir + "/.venv/bin", dir + "/.gantry/bin"}}
 }
 
@@ -439,16 +467,40 @@ func (l *lateWaker) Wake(appKey string) {
 	}
 }
 
-// agentAdapter gives the API the agent's status in the API's own type.
-type agentAdapter struct{ *agent.Agent }
+// agentAdapter gives the API the agent in the API's own types.
+type agentAdapter struct {
+	*agent.Agent
+	storeView func(func(*store.Tx) error) error
+}
 
 func (a agentAdapter) Services(appKey, gearID string) ([]api.ServiceView, error) {
 	svcs, err := a.Agent.Services(appKey, gearID)
 	out := make([]api.ServiceView, len(svcs))
 	for i, s := range svcs {
-		out[i] = api.ServiceView{Name: s.Name, Gear: s.Gear, IP: s.IP, Port: s.Port, Local: s.Local}
+		out[i] = api.ServiceView{Name: s.Name, Gear: s.Gear, IP: s.IP, Port: s.Port, Local: s.Local, Cartridge: s.Cartridge}
 	}
 	return out, err
+}
+
+func (a agentAdapter) AddCartridge(ctx context.Context, appKey string, c store.Cartridge) (string, int, error) {
+	g, err := a.Agent.AddCartridge(ctx, appKey, c)
+	if err != nil {
+		return "", 0, err
+	}
+	return g.IP, g.Port, nil
+}
+
+func (a agentAdapter) CartridgeAddress(appKey, name string) (string, int, bool) {
+	var ip string
+	var port int
+	var found bool
+	a.storeView(func(tx *store.Tx) error {
+		if g, err := agent.CartridgeGear(tx, appKey, name); err == nil {
+			ip, port, found = g.IP, g.Port, true
+		}
+		return nil
+	})
+	return ip, port, found
 }
 
 func (a agentAdapter) Status(id string) api.GearStatus {

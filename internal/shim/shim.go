@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/gantry-paas/gantry/internal/applog"
 	"github.com/gantry-paas/gantry/internal/sandbox"
 )
@@ -44,6 +46,9 @@ type Spec struct {
 	// CgroupParent holds the gear's limits; OOM kills are counted there.
 	CgroupParent string `json:"cgroup_parent,omitempty"`
 	MemoryLimit  int64  `json:"memory_limit,omitempty"`
+	// UID/GID run a plain process as that user (the server is root).
+	UID int `json:"uid,omitempty"`
+	GID int `json:"gid,omitempty"`
 }
 
 // State is what the shim reports in DIR/state.json.
@@ -106,6 +111,10 @@ func Main(dir string) int {
 	}
 	defer logw.Close()
 
+	// Descendants that leave the process group (daemons call setsid, as
+	// PostgreSQL's workers do) are re-parented to the shim, which kills
+	// them when the gear's process ends: a restart starts clean.
+	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	// SIGHUP from a closing session must not stop the gear.
@@ -179,26 +188,48 @@ func start(spec Spec, logw *applog.Writer) (*exec.Cmd, chan error, error) {
 	// Own process group, so that stop reaches the whole tree; killed if the
 	// shim dies, so that a respawned shim never finds an orphan on its port.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	stdout, err := cmd.StdoutPipe()
+	if spec.UID > 0 && spec.Runtime == "" {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(spec.UID), Gid: uint32(spec.GID)}
+	}
+	// Our own pipes: the process is waited for by itself, not for the
+	// pipes, which a descendant that escaped the group may hold open.
+	outR, outW, err := os.Pipe()
 	if err != nil {
 		return nil, nil, err
 	}
-	stderr, err := cmd.StderrPipe()
+	errR, errW, err := os.Pipe()
 	if err != nil {
+		outR.Close()
+		outW.Close()
 		return nil, nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout, cmd.Stderr = outW, errW
+	err = cmd.Start()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
 		return nil, nil, err
 	}
 	copied := make(chan struct{}, 2)
-	go func() { logw.Copy("stdout", stdout); copied <- struct{}{} }()
-	go func() { logw.Copy("stderr", stderr); copied <- struct{}{} }()
+	go func() { logw.Copy("stdout", outR); copied <- struct{}{} }()
+	go func() { logw.Copy("stderr", errR); copied <- struct{}{} }()
 	exited := make(chan error, 1)
 	go func() {
-		// Wait for both pipes before Wait, which closes them.
-		<-copied
-		<-copied
-		exited <- cmd.Wait()
+		err := cmd.Wait()
+		// What is left below the shim goes with the process; then the
+		// pipes drain (briefly: a stuck holder must not stall the gear).
+		killDescendants()
+		for i := 0; i < 2; i++ {
+			select {
+			case <-copied:
+			case <-time.After(2 * time.Second):
+			}
+		}
+		outR.Close()
+		errR.Close()
+		exited <- err
 	}()
 	return cmd, exited, nil
 }
@@ -232,6 +263,43 @@ func stop(spec Spec, cmd *exec.Cmd, exited chan error) {
 	}
 	// Children that left the group's leader behind go too.
 	syscall.Kill(-pgid, syscall.SIGKILL)
+}
+
+// killDescendants kills and reaps every process left below the shim once
+// its child has exited.
+func killDescendants() {
+	self := os.Getpid()
+	for round := 0; round < 50; round++ {
+		found := false
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+			if err != nil {
+				continue
+			}
+			// Fields after the command's ")": state, ppid, pgrp…
+			i := strings.LastIndexByte(string(data), ')')
+			f := strings.Fields(string(data[i+1:]))
+			if pid != self && len(f) > 1 && f[1] == strconv.Itoa(self) {
+				syscall.Kill(pid, syscall.SIGKILL)
+				found = true
+			}
+		}
+		for {
+			var ws syscall.WaitStatus
+			if pid, _ := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil); pid <= 0 {
+				break
+			}
+		}
+		if !found {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // killOrphans kills the process group a previous shim of this gear left

@@ -112,3 +112,35 @@ func atoi(s string) int {
 	}
 	return n
 }
+
+// A process that leaves the group (setsid, as database workers do) is
+// killed when the gear's process exits, and the shim itself lives on to
+// restart it.
+func TestEscapedDescendantsAreKilledAndShimSurvives(t *testing.T) {
+	dir, cmd := startShim(t, "setsid sleep 300 & echo $! > escaped.pid; sleep 0.3; exit 1")
+	var escaped int
+	deadline := time.Now().Add(5 * time.Second)
+	for escaped == 0 && time.Now().Before(deadline) {
+		b, _ := os.ReadFile(filepath.Join(dir, "escaped.pid"))
+		escaped = atoi(strings.TrimSpace(string(b)))
+		time.Sleep(10 * time.Millisecond)
+	}
+	if escaped == 0 {
+		t.Fatal("no escaped process recorded")
+	}
+	waitState(t, dir, func(s State) bool { return s.Restarts >= 1 })
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		if _, state, err := procStart(escaped); err != nil || state == 'Z' {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("escaped process %d survived its gear's exit", escaped)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("the shim died: %v", err)
+	}
+	waitState(t, dir, func(s State) bool { return s.Restarts >= 2 }) // still supervising
+}

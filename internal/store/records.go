@@ -66,7 +66,18 @@ type App struct {
 	// traffic; 0 never. Idle is set while it is idled.
 	IdleAfter time.Duration `json:"idle_after,omitempty"`
 	Idle      bool          `json:"idle,omitempty"`
-	Created   time.Time     `json:"created"`
+	// Cartridges are the add-on services (postgresql, redis) of the app.
+	Cartridges []Cartridge `json:"cartridges,omitempty"`
+	Created    time.Time   `json:"created"`
+}
+
+// Cartridge is an add-on service of an app with its credentials.
+type Cartridge struct {
+	Name     string    `json:"name"`
+	User     string    `json:"user,omitempty"`
+	Password string    `json:"password"`
+	Database string    `json:"database,omitempty"`
+	Created  time.Time `json:"created"`
 }
 
 // Key returns the app's store key.
@@ -109,15 +120,18 @@ const (
 
 // Gear is one running instance of an app. Key: gears/ID.
 type Gear struct {
-	ID         string    `json:"id"`
-	AppID      string    `json:"app_id"`
-	AppKey     string    `json:"app_key"`
-	Deployment string    `json:"deployment"`
-	IP         string    `json:"ip"`
-	Port       int       `json:"port"`
-	State      string    `json:"state"`
-	Isolation  string    `json:"isolation"` // "process" today; namespaces next
-	Created    time.Time `json:"created"`
+	ID         string `json:"id"`
+	AppID      string `json:"app_id"`
+	AppKey     string `json:"app_key"`
+	Deployment string `json:"deployment"`
+	IP         string `json:"ip"`
+	Port       int    `json:"port"`
+	State      string `json:"state"`
+	Isolation  string `json:"isolation"` // process or namespaces
+	// Service names the cartridge a gear runs; "" for a web gear. Only
+	// web gears are routed, scaled and replaced by deploys.
+	Service string    `json:"service,omitempty"`
+	Created time.Time `json:"created"`
 }
 
 // Endpoint is where the router reaches the gear.

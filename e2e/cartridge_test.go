@@ -1,0 +1,241 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+type cartridgeJSON struct {
+	Name     string `json:"name"`
+	URL      string `json:"url"`
+	Host     string `json:"host"`
+	Port     int    `json:"port"`
+	Username string `json:"username"`
+	Password string `json:"password"`
+	Database string `json:"database"`
+}
+
+// TestCartridges: PostgreSQL and Redis beside an app, reached by the app
+// through its environment and by the user through port-forward with the
+// real psql and redis-cli; the data survives restarts.
+func TestCartridges(t *testing.T) {
+	need(t, "git", "ssh", "ssh-keygen", "node", "psql", "redis-cli", "redis-server")
+	t.Run("process", func(t *testing.T) { cartridges(t, isolationArgs(t, "process")) })
+	t.Run("namespaces", func(t *testing.T) { cartridges(t, isolationArgs(t, "namespaces")) })
+}
+
+func cartridges(t *testing.T, isolation []string) {
+	top := t
+	root := t.TempDir()
+	// Like /var/lib: apps' users may traverse to their own directories.
+	os.Chmod(root, 0o711)
+	os.Chmod(filepath.Dir(root), 0o711)
+	data := filepath.Join(root, "data")
+	t.Cleanup(func() { killGears(data); cleanupNetwork(isolation) })
+	cfg := filepath.Join(root, "admin.json")
+	srv := startServer(t, data, cfg, "127.0.0.1:0", "127.0.0.1:0", isolation...)
+	u := newEnv(t, cfg)
+	hc := srv.httpClient()
+	host := "web-db.localhost"
+	u.gantry("sshkey", "add", filepath.Join(u.home, ".ssh", "id_ed25519.pub"))
+	u.gantry("domain", "create", "db")
+	var a appJSON
+	u.gantryJSON(&a, "app", "create", "web", "--type", "nodejs")
+	work := t.TempDir()
+	u.runIn(work, "git", "clone", "-q", a.GitURL, "web")
+	repo := filepath.Join(work, "web")
+	writeFile(t, filepath.Join(repo, "server.js"), nodeApp("v1"), 0o644)
+	u.runIn(repo, "git", "commit", "-qam", "v1")
+	u.runIn(repo, "git", "push", "-q")
+
+	var pg cartridgeJSON
+	u.gantryJSON(&pg, "cartridge", "add", "web", "postgresql")
+	if !strings.HasPrefix(pg.URL, "postgresql://"+pg.Username+":"+pg.Password+"@") || pg.Database != "web" {
+		t.Fatalf("cartridge: %+v", pg)
+	}
+	// The app sees it in its environment, under both names.
+	if got := mustGet(t, hc, srv.url(host, "/env/DATABASE_URL")); got != pg.URL {
+		t.Errorf("DATABASE_URL in the gear: %q; want %q", got, pg.URL)
+	}
+	if got := mustGet(t, hc, srv.url(host, "/env/OPENSHIFT_POSTGRESQL_DB_HOST")); got != pg.Host {
+		t.Errorf("OPENSHIFT_POSTGRESQL_DB_HOST: %q", got)
+	}
+	var shown struct {
+		Cartridges []cartridgeJSON `json:"cartridges"`
+	}
+	u.gantryJSON(&shown, "app", "show", "web")
+	if len(shown.Cartridges) != 1 || shown.Cartridges[0].URL != pg.URL {
+		t.Errorf("app show cartridges: %+v", shown.Cartridges)
+	}
+
+	// Something already on 5432 here: the forward takes the next port.
+	if l, err := net.Listen("tcp", "127.0.0.1:5432"); err == nil {
+		defer l.Close()
+	}
+	cmd := exec.Command(gantryBin, "port-forward", "web", "--service", "postgresql", "--json")
+	cmd.Env = u.environ()
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	out, _ := cmd.StdoutPipe()
+	cmd.Start()
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	var fwd []forwardJSON
+	if err := json.NewDecoder(out).Decode(&fwd); err != nil || len(fwd) != 1 {
+		t.Fatalf("port-forward: %v %+v\n%s", err, fwd, stderr.String())
+	}
+	_, localPort, _ := net.SplitHostPort(fwd[0].Local)
+	_, remotePort, _ := net.SplitHostPort(fwd[0].Remote)
+	// Namespaced, the database listens on 5432 in its gear; plain, on a
+	// host port, which is then taken here too. Either way: the next port.
+	eventually(t, "port-forward says it took the next port", 5*time.Second, func() error {
+		if localPort == remotePort || !strings.Contains(stderr.String(), "Port "+remotePort+" is in use") {
+			return errorf("forward on %s for %s, said %q", fwd[0].Local, fwd[0].Remote, stderr.String())
+		}
+		return nil
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("port-forward said:\n%s", stderr.String())
+		}
+	})
+	psql := func(sql string) string {
+		t.Helper()
+		c := exec.Command("psql", "-h", "127.0.0.1", "-p", localPort, "-U", pg.Username, "-d", pg.Database, "-tAc", sql)
+		c.Env = append(os.Environ(), "PGPASSWORD="+pg.Password, "PGCONNECT_TIMEOUT=10")
+		b, err := c.CombinedOutput()
+		if err != nil {
+			t.Fatalf("psql %q: %v\n%s", sql, err, b)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	psql("CREATE TABLE notes (id serial PRIMARY KEY, body text)")
+	psql("INSERT INTO notes (body) VALUES ('one'), ('two'), ('three')")
+	if got := psql("SELECT count(*) FROM notes"); got != "3" {
+		t.Fatalf("rows: %q", got)
+	}
+	// A wrong password is refused.
+	bad := exec.Command("psql", "-h", "127.0.0.1", "-p", localPort, "-U", pg.Username, "-d", pg.Database, "-c", "select 1")
+	bad.Env = append(os.Environ(), "PGPASSWORD=wrong", "PGCONNECT_TIMEOUT=5")
+	if err := bad.Run(); err == nil {
+		t.Error("psql with a wrong password worked")
+	}
+
+	t.Run("data_survives_restarts", func(t *testing.T) {
+		u.gantry("app", "restart", "web")
+		if got := psql("SELECT count(*) FROM notes"); got != "3" {
+			t.Errorf("after app restart: %q", got)
+		}
+		// Kill the database's process: its shim restarts it, data intact.
+		var svcs []struct {
+			Name string `json:"name"`
+			Gear string `json:"gear"`
+		}
+		tok := adminToken(t, cfg)
+		req, _ := newAuthRequest("GET", "http://"+srv.httpAddr+"/v1/domains/db/apps/web/services", tok)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		json.NewDecoder(resp.Body).Decode(&svcs)
+		resp.Body.Close()
+		var pgGear string
+		for _, s := range svcs {
+			if s.Name == "postgresql" {
+				pgGear = s.Gear
+			}
+		}
+		st, _ := os.ReadFile(filepath.Join(data, "gears", pgGear, "state.json"))
+		var state struct {
+			PID int `json:"pid"`
+		}
+		json.Unmarshal(st, &state)
+		if state.PID == 0 {
+			t.Fatalf("no process for the postgresql gear %q: %s", pgGear, st)
+		}
+		syscall.Kill(state.PID, syscall.SIGKILL)
+		eventually(t, "postgresql comes back with its data", 60*time.Second, func() error {
+			c := exec.Command("psql", "-h", "127.0.0.1", "-p", localPort, "-U", pg.Username, "-d", pg.Database, "-tAc", "SELECT count(*) FROM notes")
+			c.Env = append(os.Environ(), "PGPASSWORD="+pg.Password, "PGCONNECT_TIMEOUT=3")
+			b, err := c.CombinedOutput()
+			if err != nil || strings.TrimSpace(string(b)) != "3" {
+				return errorf("%v %s", err, b)
+			}
+			return nil
+		})
+		// The server restarts: the database keeps running, the data stays.
+		srv.stop()
+		srv2 := startServer(top, data, cfg, srv.httpAddr, srv.sshAddr, isolation...)
+		if m := reattachRE.FindStringSubmatch(srv2.log.String()); m == nil || m[1] != m[2] {
+			t.Errorf("the server restart restarted gears:\n%s", srv2.log.String())
+		}
+		eventually(t, "the data after a server restart", 30*time.Second, func() error {
+			c := exec.Command("psql", "-h", "127.0.0.1", "-p", localPort, "-U", pg.Username, "-d", pg.Database, "-tAc", "SELECT count(*) FROM notes")
+			c.Env = append(os.Environ(), "PGPASSWORD="+pg.Password, "PGCONNECT_TIMEOUT=3")
+			b, err := c.CombinedOutput()
+			if err != nil || strings.TrimSpace(string(b)) != "3" {
+				return errorf("%v %s", err, b)
+			}
+			return nil
+		})
+	})
+
+	t.Run("redis", func(t *testing.T) {
+		var rd cartridgeJSON
+		u.gantryJSON(&rd, "cartridge", "add", "web", "redis")
+		if got := mustGet(t, hc, srv.url(host, "/env/REDIS_URL")); got != rd.URL {
+			t.Errorf("REDIS_URL: %q; want %q", got, rd.URL)
+		}
+		fwd, _ := portForwardArgs(t, u, "web", "--service", "redis")
+		_, port, _ := net.SplitHostPort(fwd[0].Local)
+		cli := func(args ...string) string {
+			c := exec.Command("redis-cli", append([]string{"-h", "127.0.0.1", "-p", port, "--no-auth-warning", "-a", rd.Password}, args...)...)
+			b, err := c.CombinedOutput()
+			if err != nil {
+				t.Fatalf("redis-cli %v: %v %s", args, err, b)
+			}
+			return strings.TrimSpace(string(b))
+		}
+		cli("SET", "greeting", "hello")
+		if got := cli("GET", "greeting"); got != "hello" {
+			t.Errorf("redis GET: %q", got)
+		}
+		u.gantry("cartridge", "remove", "web", "redis", "--yes")
+		var list []cartridgeJSON
+		u.gantryJSON(&list, "cartridge", "list", "web")
+		if len(list) != 1 || list[0].Name != "postgresql" {
+			t.Errorf("after removing redis: %+v", list)
+		}
+		if dirs, _ := filepath.Glob(filepath.Join(data, "apps", "*", "data", "redis")); len(dirs) != 0 {
+			t.Errorf("redis data left: %v", dirs)
+		}
+	})
+}
+
+var reattachRE = regexp.MustCompile(`re-attached to gears" component=agent running=(\d+) total=(\d+)`)
+
+func portForwardArgs(t *testing.T, u *env, args ...string) ([]forwardJSON, *exec.Cmd) {
+	t.Helper()
+	cmd := exec.Command(gantryBin, append([]string{"port-forward"}, append(args, "--json")...)...)
+	cmd.Env = u.environ()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	var fwd []forwardJSON
+	if err := json.NewDecoder(out).Decode(&fwd); err != nil || len(fwd) == 0 {
+		t.Fatalf("port-forward %v: %v\n%s", args, err, stderr.String())
+	}
+	return fwd, cmd
+}
