@@ -188,6 +188,13 @@ func cartridges(t *testing.T, isolation []string) {
 		})
 	})
 
+	t.Run("tail", func(t *testing.T) {
+		out := u.gantry("logs", "web", "--lines", "500")
+		if !strings.Contains(out, "postgresql/") || !strings.Contains(out, "web/") {
+			t.Errorf("logs are not prefixed by process:\n%s", out)
+		}
+	})
+
 	t.Run("redis", func(t *testing.T) {
 		var rd cartridgeJSON
 		u.gantryJSON(&rd, "cartridge", "add", "web", "redis")

@@ -29,9 +29,9 @@ type forwardJSON struct {
 
 // portForward starts `gantry port-forward APP --json` and returns what it
 // forwards; the process stops at the end of the test.
-func portForward(t *testing.T, u *env, app string) ([]forwardJSON, *exec.Cmd) {
+func portForward(t *testing.T, u *env, app string, extra ...string) ([]forwardJSON, *exec.Cmd) {
 	t.Helper()
-	cmd := exec.Command(gantryBin, "port-forward", app, "--json")
+	cmd := exec.Command(gantryBin, append([]string{"port-forward", app, "--json"}, extra...)...)
 	cmd.Env = u.environ()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -47,8 +47,8 @@ func portForward(t *testing.T, u *env, app string) ([]forwardJSON, *exec.Cmd) {
 	return fwd, cmd
 }
 
-func testPortForward(t *testing.T, u *env, app, wantBody string) {
-	fwd, cmd := portForward(t, u, app)
+func testPortForward(t *testing.T, u *env, app, wantBody string, extra ...string) {
+	fwd, cmd := portForward(t, u, app, extra...)
 	var web, halfClose *forwardJSON
 	for i := range fwd {
 		switch {

@@ -234,6 +234,7 @@ func spine(t *testing.T, isolation []string) {
 
 	t.Run("port_forward", func(t *testing.T) {
 		testPortForward(t, u, "blog", "v2 hello\n")
+		testPortForward(t, u, "blog", "v2 hello\n", "--via", "https")
 		c := sshClient(t, u, srv.sshAddr)
 		var a appJSON
 		u.gantryJSON(&a, "app", "show", "blog")

@@ -19,15 +19,18 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
 
+	"github.com/coder/websocket"
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
 
 	"github.com/gantry-paas/gantry/internal/layout"
 	"github.com/gantry-paas/gantry/internal/store"
+	"github.com/gantry-paas/gantry/internal/wstunnel"
 )
 
 // Agent is what the API asks of the agent.
@@ -97,6 +100,14 @@ type Options struct {
 	MaxGears int
 	// Metrics, if set, is served at /metrics to admins.
 	Metrics http.Handler
+	// Tunnels, if set, serves `port-forward --via https`.
+	Tunnels ServiceDialer
+}
+
+// ServiceDialer connects to a service of a user's gear, refusing anything
+// else (the agent).
+type ServiceDialer interface {
+	DialService(user, addr string) (net.Conn, any, error)
 }
 
 // API serves the REST API.
@@ -152,6 +163,9 @@ func New(o Options) (*API, error) {
 	a.mux.HandleFunc("/git/", a.gitHTTP)
 	if o.Metrics != nil {
 		a.mux.HandleFunc("GET /metrics", a.metrics)
+	}
+	if o.Tunnels != nil {
+		a.mux.HandleFunc("GET /v1/tunnel", a.tunnel)
 	}
 	a.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/docs", http.StatusFound)
@@ -255,4 +269,29 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.o.Metrics.ServeHTTP(w, r)
+}
+
+// tunnel serves one forwarded connection over a WebSocket
+// (`gantry port-forward --via https`): addr=GEARIP:PORT of one of the
+// caller's gear services, authenticated with the API token.
+func (a *API) tunnel(w http.ResponseWriter, r *http.Request) {
+	tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	u, err := a.userByToken(strings.TrimSpace(tok))
+	if err != nil {
+		http.Error(w, "invalid or missing API token", http.StatusUnauthorized)
+		return
+	}
+	addr := r.URL.Query().Get("addr")
+	conn, _, err := a.o.Tunnels.DialService(u.Name, addr)
+	if err != nil {
+		a.log.Warn("refused tunnel", "user", u.Name, "dest", addr, "err", err)
+		http.Error(w, err.Error(), http.StatusForbidden)
+		return
+	}
+	defer conn.Close()
+	ws, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return
+	}
+	wstunnel.Relay(r.Context(), ws, conn)
 }

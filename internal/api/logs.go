@@ -8,6 +8,7 @@ import (
 	"github.com/danielgtaylor/huma/v2"
 
 	"github.com/gantry-paas/gantry/internal/applog"
+	"github.com/gantry-paas/gantry/internal/store"
 )
 
 func (a *API) registerLogs() {
@@ -27,6 +28,20 @@ func (a *API) registerLogs() {
 				return nil, err
 			}
 			dir := a.o.Layout.Logs(app.ID)
+			procs := a.gearProcesses(app)
+			name := func(l *applog.Line) {
+				if p, ok := procs[l.Gear]; ok {
+					l.Process = p
+					return
+				}
+				// A gear started after the request (follow mode).
+				procs = a.gearProcesses(app)
+				if p, ok := procs[l.Gear]; ok {
+					l.Process = p
+				} else {
+					l.Process = "web"
+				}
+			}
 			lines, err := applog.Tail(dir, in.Lines)
 			if err != nil {
 				return nil, a.internal("reading logs", err)
@@ -42,6 +57,7 @@ func (a *API) registerLogs() {
 					}
 				}
 				for _, l := range lines {
+					name(&l)
 					enc.Encode(l)
 				}
 				flush()
@@ -49,6 +65,7 @@ func (a *API) registerLogs() {
 					return
 				}
 				applog.Follow(hctx.Context(), dir, func(l applog.Line) error {
+					name(&l)
 					if err := enc.Encode(l); err != nil {
 						return err
 					}
@@ -57,4 +74,22 @@ func (a *API) registerLogs() {
 				})
 			}}, nil
 		})
+}
+
+// gearProcesses maps the app's gear IDs to what they run.
+func (a *API) gearProcesses(app *store.App) map[string]string {
+	out := map[string]string{}
+	a.o.Store.View(func(tx *store.Tx) error {
+		gears, err := store.List[store.Gear](tx, "gears/")
+		for _, g := range gears {
+			if g.AppID == app.ID {
+				out[g.ID] = "web"
+				if g.Service != "" {
+					out[g.ID] = g.Service
+				}
+			}
+		}
+		return err
+	})
+	return out
 }

@@ -23,6 +23,8 @@ type Line struct {
 	Gear   string    `json:"gear"`
 	Stream string    `json:"stream"`
 	Text   string    `json:"text"`
+	// Process is what the gear runs: web, or a cartridge (set by the API).
+	Process string `json:"process,omitempty"`
 }
 
 // MaxLine is the longest line kept; longer output is split.

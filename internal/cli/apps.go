@@ -363,11 +363,22 @@ func printEnv(w io.Writer, env map[string]string) {
 }
 
 func (c *cli) logsCmd() *cobra.Command {
+	return c.logsCommand("logs APP", "Show an app's logs (-f to follow)", false)
+}
+
+func (c *cli) tailCmd() *cobra.Command {
+	return c.logsCommand("tail APP", "Stream the logs of all the app's gears and cartridges, prefixed by gear and process", true)
+}
+
+func (c *cli) logsCommand(use, short string, tail bool) *cobra.Command {
 	var follow bool
-	var lines int
+	lines := 100
+	if tail {
+		follow, lines = true, 10
+	}
 	cmd := &cobra.Command{
-		Use:   "logs APP",
-		Short: "Show an app's logs (-f to follow)",
+		Use:   use,
+		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
 			body, err := cl.Stream(ctx, fmt.Sprintf("%s/logs?lines=%d&follow=%t", client.AppPath(d, a), lines, follow))
@@ -384,7 +395,7 @@ func (c *cli) logsCmd() *cobra.Command {
 				}
 				var l applog.Line
 				if json.Unmarshal(sc.Bytes(), &l) == nil {
-					fmt.Fprintf(c.o.Stdout, "%s %s[%s]: %s\n", l.Time.Local().Format("2006-01-02 15:04:05.000"), l.Gear, l.Stream, l.Text)
+					fmt.Fprintf(c.o.Stdout, "%s %s/%s[%s]: %s\n", l.Time.Local().Format("2006-01-02 15:04:05.000"), l.Process, l.Gear, l.Stream, l.Text)
 				}
 			}
 			if ctx.Err() != nil {
@@ -394,8 +405,10 @@ func (c *cli) logsCmd() *cobra.Command {
 		}),
 	}
 	cmd.Flags().StringVarP(&c.domain, "domain", "n", "", "the app's domain (when you have several)")
-	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep streaming new lines")
-	cmd.Flags().IntVar(&lines, "lines", 100, "how many past lines")
+	if !tail {
+		cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep streaming new lines")
+	}
+	cmd.Flags().IntVar(&lines, "lines", lines, "how many past lines")
 	return cmd
 }
 

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/ssh"
 	sshagent "golang.org/x/crypto/ssh/agent"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/gantry-paas/gantry/internal/api"
 	"github.com/gantry-paas/gantry/internal/client"
+	"github.com/gantry-paas/gantry/internal/wstunnel"
 )
 
 // Forward is one local listener and what it forwards to.
@@ -33,7 +35,7 @@ type Forward struct {
 }
 
 func (c *cli) portForwardCmd() *cobra.Command {
-	var gear string
+	var gear, via string
 	var only []string
 	cmd := &cobra.Command{
 		Use:   "port-forward APP [LOCALPORT:SERVICE...]",
@@ -97,12 +99,23 @@ Gantry's SSH endpoint until Ctrl-C. Only your own gears can be reached.`,
 			if len(chosen) == 0 {
 				return fmt.Errorf("nothing listens in the app's gears: is the app running? (`gantry app show %s`)", a)
 			}
+			var fw forwarder
+			switch via {
+			case "https":
+				fw = &wsForwarder{server: cl.Server, token: cl.Token}
+			case "ssh":
+			default:
+				return fmt.Errorf("--via %q: choose ssh or https", via)
+			}
 			u, err := url.Parse(app.GitURL)
 			if err != nil {
 				return err
 			}
 			sshAddr := net.JoinHostPort(u.Hostname(), u.Port())
-			first, err := dialSSH(sshAddr, u.User.Username())
+			var first *ssh.Client
+			if fw == nil {
+				first, err = dialSSH(sshAddr, u.User.Username())
+			}
 			if err != nil {
 				fmt.Fprintf(c.o.Stderr, "Could not open the SSH tunnel to %s: %v\nThe same with OpenSSH:\n  ssh -N -p %s", sshAddr, err, u.Port())
 				for _, s := range chosen {
@@ -111,9 +124,12 @@ Gantry's SSH endpoint until Ctrl-C. Only your own gears can be reached.`,
 				fmt.Fprintf(c.o.Stderr, " %s@%s\n", u.User.Username(), u.Hostname())
 				return fmt.Errorf("port forwarding could not start")
 			}
-			conn := &tunnel{addr: sshAddr, user: u.User.Username(), stderr: c.o.Stderr}
-			conn.set(first)
-			defer conn.close()
+			if fw == nil {
+				conn := &tunnel{addr: sshAddr, user: u.User.Username(), stderr: c.o.Stderr}
+				conn.set(first)
+				defer conn.close()
+				fw = conn
+			}
 
 			var forwards []Forward
 			var listeners []net.Listener
@@ -156,7 +172,7 @@ Gantry's SSH endpoint until Ctrl-C. Only your own gears can be reached.`,
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					c.serveForward(ctx, conn, l, forwards[i])
+					c.serveForward(ctx, fw, l, forwards[i])
 				}()
 			}
 			<-ctx.Done()
@@ -168,6 +184,7 @@ Gantry's SSH endpoint until Ctrl-C. Only your own gears can be reached.`,
 	cmd.Flags().StringVarP(&c.domain, "domain", "n", "", "the app's domain (when you have several)")
 	cmd.Flags().StringVar(&gear, "gear", "", "which gear (default: the oldest running one)")
 	cmd.Flags().StringSliceVar(&only, "service", nil, "only these services (web, postgresql, …)")
+	cmd.Flags().StringVar(&via, "via", "ssh", "ssh, or https: a WebSocket tunnel through the router, for networks where only HTTPS gets out")
 	return cmd
 }
 
@@ -238,8 +255,55 @@ func (t *tunnel) watch(c *ssh.Client) {
 	}
 }
 
-// serveForward accepts local connections and forwards each over SSH.
-func (c *cli) serveForward(ctx context.Context, conn *tunnel, l net.Listener, f Forward) {
+// forwarder carries one local connection to a remote service.
+type forwarder interface {
+	forward(ctx context.Context, local net.Conn, remote string) error
+}
+
+func (t *tunnel) forward(_ context.Context, local net.Conn, remote string) error {
+	conn, err := t.Dial("tcp", remote)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	done := make(chan struct{})
+	go func() {
+		io.Copy(conn, local)
+		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite() // the client's half-close reaches the service
+		}
+		close(done)
+	}()
+	io.Copy(local, conn)
+	if cw, ok := local.(*net.TCPConn); ok {
+		cw.CloseWrite()
+	}
+	<-done
+	return nil
+}
+
+// wsForwarder carries connections over WebSockets to the API's tunnel
+// endpoint, authenticated with the API token.
+type wsForwarder struct {
+	server, token string
+}
+
+func (w *wsForwarder) forward(ctx context.Context, local net.Conn, remote string) error {
+	u := strings.Replace(strings.Replace(w.server, "https://", "wss://", 1), "http://", "ws://", 1) + "/v1/tunnel?addr=" + url.QueryEscape(remote)
+	ws, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + w.token}}})
+	if err != nil {
+		if resp != nil {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+			return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
+		}
+		return err
+	}
+	wstunnel.Relay(ctx, ws, local)
+	return nil
+}
+
+// serveForward accepts local connections and forwards each.
+func (c *cli) serveForward(ctx context.Context, fw forwarder, l net.Listener, f Forward) {
 	for {
 		local, err := l.Accept()
 		if err != nil {
@@ -247,25 +311,9 @@ func (c *cli) serveForward(ctx context.Context, conn *tunnel, l net.Listener, f 
 		}
 		go func() {
 			defer local.Close()
-			remote, err := conn.Dial("tcp", f.Remote)
-			if err != nil {
+			if err := fw.forward(ctx, local, f.Remote); err != nil {
 				fmt.Fprintf(c.o.Stderr, "%s: %v (is the gear running? `gantry app show`)\n", f.Service, err)
-				return
 			}
-			defer remote.Close()
-			done := make(chan struct{})
-			go func() {
-				io.Copy(remote, local)
-				if cw, ok := remote.(interface{ CloseWrite() error }); ok {
-					cw.CloseWrite() // the client's half-close reaches the service
-				}
-				close(done)
-			}()
-			io.Copy(local, remote)
-			if cw, ok := local.(*net.TCPConn); ok {
-				cw.CloseWrite()
-			}
-			<-done
 		}()
 	}
 }
