@@ -79,6 +79,9 @@ type Agent struct {
 	ready     chan struct{}
 	netMu     sync.Mutex // serialises network changes
 	rulesHash string     // nftables ruleset in the kernel, guarded by netMu
+
+	svcMu    sync.Mutex // guards svcCache
+	svcCache map[string]serviceCache
 }
 
 // New validates the options.

@@ -194,7 +194,7 @@ func (a *Agent) DialService(user, addr string) (net.Conn, *Service, error) {
 		return err
 	})
 	for _, g := range candidates {
-		svcs, err := a.Services(g.AppKey, g.ID)
+		svcs, err := a.cachedServices(g, port)
 		if err != nil {
 			continue
 		}
@@ -240,4 +240,36 @@ func dialInNetns(path, addr string) (net.Conn, error) {
 	}
 	defer netns.Set(orig)
 	return net.DialTimeout("tcp", addr, 5*time.Second)
+}
+
+type serviceCache struct {
+	at   time.Time
+	svcs []Service
+}
+
+// cachedServices lists a gear's services, from a cache younger than 2 s
+// that has the port asked for (a miss always asks the kernel again, so a
+// service that just started is never refused).
+func (a *Agent) cachedServices(g store.Gear, port int) ([]Service, error) {
+	a.svcMu.Lock()
+	c, ok := a.svcCache[g.ID]
+	a.svcMu.Unlock()
+	if ok && time.Since(c.at) < 2*time.Second {
+		for _, s := range c.svcs {
+			if s.Port == port {
+				return c.svcs, nil
+			}
+		}
+	}
+	svcs, err := a.Services(g.AppKey, g.ID)
+	if err != nil {
+		return nil, err
+	}
+	a.svcMu.Lock()
+	if a.svcCache == nil || len(a.svcCache) > 10000 {
+		a.svcCache = map[string]serviceCache{}
+	}
+	a.svcCache[g.ID] = serviceCache{at: time.Now(), svcs: svcs}
+	a.svcMu.Unlock()
+	return svcs, nil
 }
