@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/keylock"
 	"github.com/gantry-paas/gantry/internal/layout"
 	"github.com/gantry-paas/gantry/internal/netplan"
 	"github.com/gantry-paas/gantry/internal/shim"
@@ -72,8 +73,7 @@ type Options struct {
 type Agent struct {
 	o         Options
 	log       *slog.Logger
-	mu        sync.Mutex
-	locks     map[string]*sync.Mutex
+	locks     keylock.Locks // one per app
 	wg        sync.WaitGroup
 	ctx       context.Context // the agent's own lifetime, set by Run
 	ready     chan struct{}
@@ -127,20 +127,10 @@ func New(o Options) (*Agent, error) {
 	if err := os.MkdirAll(o.Layout.GearsDir(), 0o750); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	return &Agent{o: o, log: o.Log.With("component", "agent"), locks: map[string]*sync.Mutex{}, ready: make(chan struct{})}, nil
+	return &Agent{o: o, log: o.Log.With("component", "agent"), ready: make(chan struct{})}, nil
 }
 
-func (a *Agent) appLock(appKey string) func() {
-	a.mu.Lock()
-	l := a.locks[appKey]
-	if l == nil {
-		l = &sync.Mutex{}
-		a.locks[appKey] = l
-	}
-	a.mu.Unlock()
-	l.Lock()
-	return l.Unlock
-}
+func (a *Agent) appLock(appKey string) func() { return a.locks.Lock(appKey) }
 
 // Run re-attaches to running gears, then supervises them until ctx ends.
 // Gears keep running after Run returns: stopping the server is not

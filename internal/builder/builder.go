@@ -27,6 +27,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/keylock"
 	"github.com/gantry-paas/gantry/internal/layout"
 	"github.com/gantry-paas/gantry/internal/store"
 )
@@ -59,8 +60,8 @@ type Options struct {
 type Builder struct {
 	o     Options
 	log   *slog.Logger
-	mu    sync.Mutex
-	locks map[string]*sync.Mutex
+	locks keylock.Locks // one per app
+	mu    sync.Mutex    // guards push
 	push  map[string]pushGrant
 }
 
@@ -84,20 +85,10 @@ func New(o Options) (*Builder, error) {
 			return RunCommand(ctx, dir, env, out, timeout, args...)
 		}
 	}
-	return &Builder{o: o, log: o.Log.With("component", "builder"), locks: map[string]*sync.Mutex{}, push: map[string]pushGrant{}}, nil
+	return &Builder{o: o, log: o.Log.With("component", "builder"), push: map[string]pushGrant{}}, nil
 }
 
-func (b *Builder) appLock(key string) func() {
-	b.mu.Lock()
-	l := b.locks[key]
-	if l == nil {
-		l = &sync.Mutex{}
-		b.locks[key] = l
-	}
-	b.mu.Unlock()
-	l.Lock()
-	return l.Unlock
-}
+func (b *Builder) appLock(key string) func() { return b.locks.Lock(key) }
 
 // ErrBuild marks a failure of the app's own build (its code, its hooks), as
 // opposed to a platform failure.

@@ -31,12 +31,8 @@ func Reconcile(p Plan) ([]string, error) {
 	}
 	var changes []string
 	changed := func(format string, args ...any) { changes = append(changes, fmt.Sprintf(format, args...)) }
-
-	br, err := ensureBridge(p, changed)
+	br, err := ensureBase(p, changed)
 	if err != nil {
-		return changes, fmt.Errorf("bridge %s: %w", p.Bridge, err)
-	}
-	if err := ensureSysctl("/proc/sys/net/ipv4/ip_forward", "1", changed); err != nil {
 		return changes, err
 	}
 	want := map[string]bool{}
@@ -72,11 +68,8 @@ func Apply(p Plan, gearIDs []string, applied *string) ([]string, error) {
 	}
 	var changes []string
 	changed := func(format string, args ...any) { changes = append(changes, fmt.Sprintf(format, args...)) }
-	br, err := ensureBridge(p, changed)
+	br, err := ensureBase(p, changed)
 	if err != nil {
-		return changes, fmt.Errorf("bridge %s: %w", p.Bridge, err)
-	}
-	if err := ensureSysctl("/proc/sys/net/ipv4/ip_forward", "1", changed); err != nil {
 		return changes, err
 	}
 	want := map[string]bool{}
@@ -102,6 +95,15 @@ func RemoveGears(p Plan, ids []string) error {
 		errs = append(errs, removeGear(p, id))
 	}
 	return errors.Join(errs...)
+}
+
+// ensureBase makes what every gear needs: the bridge and IP forwarding.
+func ensureBase(p Plan, changed func(string, ...any)) (netlink.Link, error) {
+	br, err := ensureBridge(p, changed)
+	if err != nil {
+		return nil, fmt.Errorf("bridge %s: %w", p.Bridge, err)
+	}
+	return br, ensureSysctl("/proc/sys/net/ipv4/ip_forward", "1", changed)
 }
 
 // RemoveAll deletes everything of the prefix: gear namespaces, the bridge,
