@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"sort"
 	"time"
@@ -118,22 +117,4 @@ func (a *Agent) waitRouter(ctx context.Context) {
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	a.o.Router.WaitApplied(wctx, a.o.Store.Rev())
-}
-
-// Running counts an app's routed gears.
-func (a *Agent) Running(appKey string) (int, error) {
-	n := 0
-	err := a.o.Store.View(func(tx *store.Tx) error {
-		gears, err := store.List[store.Gear](tx, "gears/")
-		for _, g := range gears {
-			if g.AppKey == appKey && g.State == store.GearRunning && g.Service == "" {
-				n++
-			}
-		}
-		return err
-	})
-	if err != nil {
-		return 0, fmt.Errorf("counting gears: %w", err)
-	}
-	return n, nil
 }

@@ -9,12 +9,10 @@ import (
 	"strings"
 )
 
-// HookOrder is the order in which a deploy runs the app's action hooks, as
-// OpenShift did. pre_start/post_start and pre_stop/post_stop run around each
-// gear start and stop.
-var HookOrder = []string{"pre_build", "build", "deploy", "post_deploy"}
-
-// KnownHooks are all the action hooks Gantry runs.
+// KnownHooks are all the action hooks Gantry runs. A deploy runs
+// pre_build, the cartridge build, build, deploy, and post_deploy once the
+// new gears serve, as OpenShift did; pre_start/post_start and
+// pre_stop/post_stop run around each gear's start and stop.
 var KnownHooks = map[string]bool{
 	"pre_build": true, "build": true, "deploy": true, "post_deploy": true,
 	"pre_start": true, "post_start": true, "pre_stop": true, "post_stop": true,

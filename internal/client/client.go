@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/gantry-paas/gantry/internal/api"
 )
@@ -39,12 +38,6 @@ type Error struct {
 }
 
 func (e *Error) Error() string { return e.Detail }
-
-// IsCode reports whether err is an API error with code.
-func IsCode(err error, code string) bool {
-	var e *Error
-	return errors.As(err, &e) && e.Code == code
-}
 
 // Do sends a request with in as JSON body (if non-nil) and decodes the
 // response into out (if non-nil).
@@ -136,19 +129,4 @@ func (c *Client) Apps(ctx context.Context, name string) ([]api.AppView, error) {
 		path += "?name=" + url.QueryEscape(name)
 	}
 	return v, c.Do(ctx, http.MethodGet, path, nil, &v)
-}
-
-// WaitHealthy polls /healthz until the server answers or ctx ends.
-func (c *Client) WaitHealthy(ctx context.Context) error {
-	for {
-		err := c.Do(ctx, http.MethodGet, "/healthz", nil, nil)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }

@@ -153,21 +153,6 @@ func RemoveCgroup(parent string) error {
 	return errors.Join(errs...)
 }
 
-// CgroupExists reports whether any hierarchy still holds the parent.
-func CgroupExists(parent string) bool {
-	if CgroupMode() == "v2" {
-		_, err := os.Stat(filepath.Join(CgroupRoot, parent))
-		return err == nil
-	}
-	entries, _ := os.ReadDir(CgroupRoot)
-	for _, e := range entries {
-		if _, err := os.Stat(filepath.Join(CgroupRoot, e.Name(), parent)); err == nil {
-			return true
-		}
-	}
-	return false
-}
-
 // MemoryLimit is the gear's memory limit in bytes as the kernel has it.
 func MemoryLimit(parent string) int64 {
 	path := filepath.Join(CgroupRoot, "memory", parent, "memory.limit_in_bytes")
