@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"net"
 	"os"
@@ -201,7 +200,7 @@ func cartridges(t *testing.T, isolation []string) {
 		if got := mustGet(t, hc, srv.url(host, "/env/REDIS_URL")); got != rd.URL {
 			t.Errorf("REDIS_URL: %q; want %q", got, rd.URL)
 		}
-		fwd, _ := portForwardArgs(t, u, "web", "--service", "redis")
+		fwd, _ := portForward(t, u, "web", "--service", "redis")
 		_, port, _ := net.SplitHostPort(fwd[0].Local)
 		cli := func(args ...string) string {
 			c := exec.Command("redis-cli", append([]string{"-h", "127.0.0.1", "-p", port, "--no-auth-warning", "-a", rd.Password}, args...)...)
@@ -228,21 +227,3 @@ func cartridges(t *testing.T, isolation []string) {
 }
 
 var reattachRE = regexp.MustCompile(`re-attached to gears" component=agent running=(\d+) total=(\d+)`)
-
-func portForwardArgs(t *testing.T, u *env, args ...string) ([]forwardJSON, *exec.Cmd) {
-	t.Helper()
-	cmd := exec.Command(gantryBin, append([]string{"port-forward"}, append(args, "--json")...)...)
-	cmd.Env = u.environ()
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	var fwd []forwardJSON
-	if err := json.NewDecoder(out).Decode(&fwd); err != nil || len(fwd) == 0 {
-		t.Fatalf("port-forward %v: %v\n%s", args, err, stderr.String())
-	}
-	return fwd, cmd
-}

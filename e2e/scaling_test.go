@@ -106,36 +106,11 @@ func TestScaling(t *testing.T) {
 
 	t.Run("automatic_up_and_down", func(t *testing.T) {
 		u.gantry("app", "scale", "web", "--min", "1", "--max", "4", "--target-connections", "2")
-		var ok, failed atomic.Int64
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		for w := 0; w < 8; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					resp, err := hc.Get(srv.url(host, "/slow"))
-					if err == nil {
-						io_ReadAll(resp)
-						if resp.StatusCode == 200 {
-							ok.Add(1)
-							continue
-						}
-					}
-					failed.Add(1)
-				}
-			}()
-		}
+		ld := startLoad(hc, srv.url(host, "/slow"), 8)
 		waitGears("load adds gears", func(n int) bool { return n >= 3 }, 30*time.Second)
-		close(stop)
-		wg.Wait()
-		if failed.Load() > 0 {
-			t.Errorf("%d of %d requests failed while scaling up", failed.Load(), ok.Load()+failed.Load())
+		ld.Stop()
+		if ld.failed.Load() > 0 {
+			t.Errorf("%d of %d requests failed while scaling up (first: %v)", ld.failed.Load(), ld.ok.Load()+ld.failed.Load(), ld.firstErr.Load())
 		}
 		waitGears("gears go back to min when the load stops", func(n int) bool { return n == 1 }, 60*time.Second)
 		var evs []eventJSON

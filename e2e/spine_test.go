@@ -8,8 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -148,36 +146,7 @@ func spine(t *testing.T, isolation []string) {
 	// Redeploys, env changes, restarts and rollback under continuous load:
 	// no request may fail.
 	t.Run("zero_downtime", func(t *testing.T) {
-		var ok, failed atomic.Int64
-		var firstErr atomic.Value
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		for w := 0; w < 4; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					resp, err := hc.Get(srv.url(host, "/"))
-					if err == nil {
-						_, err = io_ReadAll(resp)
-						if err == nil && resp.StatusCode != 200 {
-							err = fmt.Errorf("status %d", resp.StatusCode)
-						}
-					}
-					if err != nil {
-						failed.Add(1)
-						firstErr.CompareAndSwap(nil, err.Error())
-					} else {
-						ok.Add(1)
-					}
-				}
-			}()
-		}
+		ld := startLoad(hc, srv.url(host, "/"), 4)
 		writeFile(t, filepath.Join(repo, "server.js"), nodeApp("v2"), 0o644)
 		u.runIn(repo, "git", "commit", "-qam", "v2")
 		u.runIn(repo, "git", "push")
@@ -193,11 +162,10 @@ func spine(t *testing.T, isolation []string) {
 		}
 		u.gantry("deployment", "activate", "blog", deps[1].ID) // back to v2
 		time.Sleep(200 * time.Millisecond)
-		close(stop)
-		wg.Wait()
-		t.Logf("%d requests served during 2 pushes, env set, restart and rollback; %d failed", ok.Load(), failed.Load())
-		if failed.Load() > 0 || ok.Load() < 50 {
-			t.Errorf("requests: %d ok, %d failed (first error: %v)", ok.Load(), failed.Load(), firstErr.Load())
+		ld.Stop()
+		t.Logf("%d requests served during 2 pushes, env set, restart and rollback; %d failed", ld.ok.Load(), ld.failed.Load())
+		if ld.failed.Load() > 0 || ld.ok.Load() < 50 {
+			t.Errorf("requests: %d ok, %d failed (first error: %v)", ld.ok.Load(), ld.failed.Load(), ld.firstErr.Load())
 		}
 		if code, body := get(t, hc, srv.url(host, "/")); code != 200 || body != "v2 hello\n" {
 			t.Errorf("after rollback: %d %q; want v2 hello", code, body)

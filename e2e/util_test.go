@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/gantry-paas/gantry/internal/netplan"
@@ -167,3 +168,49 @@ func newAuthRequest(method, url, token string) (*http.Request, error) {
 }
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+// load is a steady load of sequential GETs from several workers.
+type load struct {
+	ok, failed atomic.Int64
+	firstErr   atomic.Value
+	stop       chan struct{}
+	wg         sync.WaitGroup
+}
+
+// startLoad sends GET url from workers goroutines until Stop.
+func startLoad(c *http.Client, url string, workers int) *load {
+	l := &load{stop: make(chan struct{})}
+	for w := 0; w < workers; w++ {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				resp, err := c.Get(url)
+				if err == nil {
+					_, err = io_ReadAll(resp)
+					if err == nil && resp.StatusCode != 200 {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				if err != nil {
+					l.failed.Add(1)
+					l.firstErr.CompareAndSwap(nil, err.Error())
+				} else {
+					l.ok.Add(1)
+				}
+			}
+		}()
+	}
+	return l
+}
+
+// Stop ends the load and waits for the workers.
+func (l *load) Stop() {
+	close(l.stop)
+	l.wg.Wait()
+}

@@ -10,9 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -87,7 +85,7 @@ func run(n int, isolation string) error {
 		release = append(release, r)
 		transfer = append(transfer, pushed-b-r)
 	}
-	startup, err := appStartup(e.Root, n)
+	startup, err := benchenv.AppStart(e.Root, strings.Replace(app, "VERSION", "x", 1), n)
 	if err != nil {
 		return err
 	}
@@ -107,39 +105,6 @@ func run(n int, isolation string) error {
 	row("  platform overhead in release", overhead, "(release - app's own start)")
 	fmt.Printf("\n  ratio release / app start: %.2f\n", float64(med(release))/float64(med(startup)))
 	return nil
-}
-
-// appStartup measures how long `node server.js` takes to accept a
-// connection when started directly.
-func appStartup(root string, n int) ([]time.Duration, error) {
-	dir := filepath.Join(root, "direct")
-	os.MkdirAll(dir, 0o755)
-	os.WriteFile(filepath.Join(dir, "server.js"), []byte(strings.Replace(app, "VERSION", "x", 1)), 0o644)
-	var out []time.Duration
-	for i := 0; i < n; i++ {
-		l, _ := net.Listen("tcp", "127.0.0.1:0")
-		addr := l.Addr().String()
-		l.Close()
-		_, port, _ := net.SplitHostPort(addr)
-		cmd := exec.Command("node", "server.js")
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "PORT="+port, "IP=127.0.0.1")
-		start := time.Now()
-		if err := cmd.Start(); err != nil {
-			return nil, err
-		}
-		for {
-			if c, err := net.Dial("tcp", addr); err == nil {
-				c.Close()
-				break
-			}
-			time.Sleep(time.Millisecond)
-		}
-		out = append(out, time.Since(start))
-		cmd.Process.Kill()
-		cmd.Wait()
-	}
-	return out, nil
 }
 
 func parse(re *regexp.Regexp, out string) time.Duration {

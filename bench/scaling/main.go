@@ -12,11 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -73,7 +69,10 @@ func run(n int, isolation string) error {
 		}
 		wakes = append(wakes, time.Since(t0))
 	}
-	start := appStart(e.Root, n)
+	start, err := benchenv.AppStart(e.Root, app, n)
+	if err != nil {
+		return err
+	}
 	fmt.Printf("  wake: first request to response      %8s (p90 %s)\n", pct(wakes, 50), pct(wakes, 90))
 	fmt.Printf("  app's own start, without Gantry       %8s\n", pct(start, 50))
 	fmt.Printf("  platform overhead of a wake           %8s (aim: under 100ms)\n\n", pct(wakes, 50)-pct(start, 50))
@@ -167,36 +166,6 @@ func gears(e *benchenv.Env) int {
 		}
 	}
 	return n
-}
-
-// appStart measures `node server.js` until it accepts, without Gantry.
-func appStart(root string, n int) []time.Duration {
-	dir := filepath.Join(root, "direct")
-	os.MkdirAll(dir, 0o755)
-	os.WriteFile(filepath.Join(dir, "server.js"), []byte(app), 0o644)
-	var out []time.Duration
-	for i := 0; i < n; i++ {
-		l, _ := net.Listen("tcp", "127.0.0.1:0")
-		addr := l.Addr().String()
-		l.Close()
-		_, port, _ := net.SplitHostPort(addr)
-		cmd := exec.Command("node", "server.js")
-		cmd.Dir, cmd.Env = dir, append(os.Environ(), "PORT="+port, "IP=127.0.0.1")
-		t0 := time.Now()
-		cmd.Start()
-		for {
-			resp, err := http.Get("http://" + addr + "/")
-			if err == nil {
-				resp.Body.Close()
-				break
-			}
-			time.Sleep(time.Millisecond)
-		}
-		out = append(out, time.Since(t0))
-		cmd.Process.Kill()
-		cmd.Wait()
-	}
-	return out
 }
 
 func pct(d []time.Duration, p int) time.Duration {

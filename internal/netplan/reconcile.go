@@ -24,14 +24,8 @@ const NetnsDir = "/run/netns"
 // Reconcile makes the kernel match the plan: bridge, forwarding, one netns
 // with a veth and address per gear, gear namespaces not in the plan
 // removed, and the nftables ruleset. It returns what it changed.
-func Reconcile(p Plan) ([]string, error) {
-	p = p.Normalize()
-	if err := p.Validate(); err != nil {
-		return nil, err
-	}
-	var changes []string
-	changed := func(format string, args ...any) { changes = append(changes, fmt.Sprintf(format, args...)) }
-	br, err := ensureBase(p, changed)
+func Reconcile(p Plan) (changes []string, err error) {
+	p, changed, br, err := begin(p, &changes)
 	if err != nil {
 		return changes, err
 	}
@@ -61,14 +55,8 @@ func Reconcile(p Plan) ([]string, error) {
 // removes nothing. applied remembers the hash of the ruleset in the kernel
 // ("" when unknown: then the kernel is asked), so that unchanged rules cost
 // nothing.
-func Apply(p Plan, gearIDs []string, applied *string) ([]string, error) {
-	p = p.Normalize()
-	if err := p.Validate(); err != nil {
-		return nil, err
-	}
-	var changes []string
-	changed := func(format string, args ...any) { changes = append(changes, fmt.Sprintf(format, args...)) }
-	br, err := ensureBase(p, changed)
+func Apply(p Plan, gearIDs []string, applied *string) (changes []string, err error) {
+	p, changed, br, err := begin(p, &changes)
 	if err != nil {
 		return changes, err
 	}
@@ -95,6 +83,18 @@ func RemoveGears(p Plan, ids []string) error {
 		errs = append(errs, removeGear(p, id))
 	}
 	return errors.Join(errs...)
+}
+
+// begin normalises and validates a plan, gives a recorder of changes, and
+// makes what every gear needs (the bridge, forwarding).
+func begin(p Plan, changes *[]string) (Plan, func(string, ...any), netlink.Link, error) {
+	p = p.Normalize()
+	if err := p.Validate(); err != nil {
+		return p, nil, nil, err
+	}
+	changed := func(format string, args ...any) { *changes = append(*changes, fmt.Sprintf(format, args...)) }
+	br, err := ensureBase(p, changed)
+	return p, changed, br, err
 }
 
 // ensureBase makes what every gear needs: the bridge and IP forwarding.

@@ -172,3 +172,41 @@ func KillUnder(dir string) {
 		}
 	}
 }
+
+// AppStart measures how long `node server.js` (serverJS) takes to accept
+// a TCP connection when started directly, without Gantry: the app's own
+// start-up time, to subtract from the platform's figures.
+func AppStart(root, serverJS string, n int) ([]time.Duration, error) {
+	dir := filepath.Join(root, "direct")
+	os.MkdirAll(dir, 0o755)
+	if err := os.WriteFile(filepath.Join(dir, "server.js"), []byte(serverJS), 0o644); err != nil {
+		return nil, err
+	}
+	var out []time.Duration
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		addr := l.Addr().String()
+		l.Close()
+		_, port, _ := net.SplitHostPort(addr)
+		cmd := exec.Command("node", "server.js")
+		cmd.Dir, cmd.Env = dir, append(os.Environ(), "PORT="+port, "IP=127.0.0.1")
+		start := time.Now()
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		for {
+			if c, err := net.Dial("tcp", addr); err == nil {
+				c.Close()
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		out = append(out, time.Since(start))
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
+	return out, nil
+}
