@@ -163,10 +163,16 @@ func TestScaling(t *testing.T) {
 
 	t.Run("idle_and_wake", func(t *testing.T) {
 		u.gantry("app", "idle", "web", "--now")
-		s := show()
-		if !s.Idle || s.State != "idle" || len(s.Gears) != 0 {
+		if s := show(); !s.Idle || s.State != "idle" {
 			t.Fatalf("after idle --now: %+v", s)
 		}
+		// The last gear drains in the background (it has no connections).
+		eventually(t, "the idled app's gear stops", 20*time.Second, func() error {
+			if s := show(); len(s.Gears) != 0 {
+				return fmt.Errorf("gears %+v", s.Gears)
+			}
+			return nil
+		})
 		if code, body := get(t, hc, srv.url(host, "/")); code != 200 || body != "v1 \n" {
 			t.Fatalf("first request to an idle app: %d %q", code, body)
 		}
