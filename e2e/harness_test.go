@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -147,24 +148,28 @@ func (e *env) gantryJSON(v any, args ...string) {
 
 // server is a running `gantry server`.
 type server struct {
-	t        *testing.T
-	cmd      *exec.Cmd
-	data     string
-	cfg      string
-	httpAddr string
-	sshAddr  string
-	log      *bytes.Buffer
-	exited   chan struct{}
+	t         *testing.T
+	cmd       *exec.Cmd
+	data      string
+	cfg       string
+	httpAddr  string
+	sshAddr   string
+	httpsAddr string
+	log       *bytes.Buffer
+	exited    chan struct{}
 }
 
-var servingRE = regexp.MustCompile(`msg="gantry is serving" http=(\S+) ssh=(\S+)`)
+var servingRE = regexp.MustCompile(`msg="gantry is serving" http=(\S+) ssh=(\S+) https=(\S+)`)
 
 // startServer starts the server on the given addresses (127.0.0.1:0 for
 // fresh ports) and waits until it serves.
 func startServer(t *testing.T, data, cfg, httpAddr, sshAddr string, extra ...string) *server {
 	t.Helper()
-	cmd := exec.Command(gantryBin, append([]string{"server", "--data", data, "--http", httpAddr, "--ssh", sshAddr,
-		"--client-config", cfg, "--start-timeout", "8s"}, extra...)...)
+	args := []string{"server", "--data", data, "--http", httpAddr, "--ssh", sshAddr, "--client-config", cfg, "--start-timeout", "8s"}
+	if !slices.Contains(extra, "--https") {
+		args = append(args, "--https", "127.0.0.1:0")
+	}
+	cmd := exec.Command(gantryBin, append(args, extra...)...)
 	cmd.Env = append(os.Environ(), "GANTRY_CONFIG="+cfg)
 	stderr, _ := cmd.StderrPipe()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -172,14 +177,14 @@ func startServer(t *testing.T, data, cfg, httpAddr, sshAddr string, extra ...str
 		t.Fatal(err)
 	}
 	s := &server{t: t, cmd: cmd, data: data, cfg: cfg, log: &bytes.Buffer{}, exited: make(chan struct{})}
-	ready := make(chan [2]string, 1)
+	ready := make(chan [3]string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			line := sc.Text()
 			s.log.WriteString(line + "\n")
 			if m := servingRE.FindStringSubmatch(line); m != nil {
-				ready <- [2]string{m[1], m[2]}
+				ready <- [3]string{m[1], m[2], m[3]}
 			}
 		}
 		cmd.Wait()
@@ -187,7 +192,7 @@ func startServer(t *testing.T, data, cfg, httpAddr, sshAddr string, extra ...str
 	}()
 	select {
 	case addrs := <-ready:
-		s.httpAddr, s.sshAddr = addrs[0], addrs[1]
+		s.httpAddr, s.sshAddr, s.httpsAddr = addrs[0], addrs[1], addrs[2]
 	case <-s.exited:
 		t.Fatalf("server exited before serving:\n%s", s.log.String())
 	case <-time.After(60 * time.Second):

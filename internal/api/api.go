@@ -12,6 +12,7 @@ package api
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"embed"
 	"encoding/hex"
 	"errors"
@@ -102,6 +103,22 @@ type Options struct {
 	Metrics http.Handler
 	// Tunnels, if set, serves `port-forward --via https`.
 	Tunnels ServiceDialer
+	// CAView is the platform root, served at /v1/ca; CertRoots verify
+	// uploaded certificates (nil: the system's roots).
+	CAView    *CAView
+	CertRoots *x509.CertPool
+	// PlatformHosts are the platform's own names (no alias may take them);
+	// PublicHost is how clients reach TCP routes.
+	PlatformHosts []string
+	PublicHost    string
+	// ReservedPorts are the platform's own ports (no TCP route on them);
+	// HTTPSPort is the router's TLS port (0: none).
+	ReservedPorts []int
+	HTTPSPort     int
+	// ACME says aliases without an uploaded certificate get one by ACME.
+	ACME bool
+	// TCPPorts reports TCP route ports the router could not bind.
+	TCPPorts TCPPorts
 }
 
 // ServiceDialer connects to a service of a user's gear, refusing anything
@@ -158,6 +175,7 @@ func New(o Options) (*API, error) {
 	a.registerScaling()
 	a.registerServices()
 	a.registerCartridges()
+	a.registerRouting()
 	a.mux.HandleFunc("GET /docs", a.docs)
 	a.mux.Handle("GET /docs/", http.StripPrefix("/docs/", http.FileServerFS(mustSub(docsUI, "docsui"))))
 	a.mux.HandleFunc("/git/", a.gitHTTP)

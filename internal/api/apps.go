@@ -62,6 +62,13 @@ type AppView struct {
 	Idle             bool            `json:"idle" doc:"scaled to zero; the next request wakes it"`
 	Connections      int             `json:"connections" doc:"live connections: requests in flight, WebSockets, held requests"`
 	Cartridges       []CartridgeView `json:"cartridges" doc:"add-on services with their connection URLs"`
+	HTTPSURL         string          `json:"https_url,omitempty"`
+	HTTPS            string          `json:"https" doc:"allow (http and https), redirect (http goes to https), off (https goes to http)"`
+	Aliases          []AliasView     `json:"aliases"`
+	TCPRoutes        []TCPRouteView  `json:"tcp_routes"`
+	ConnectTimeout   string          `json:"connect_timeout,omitempty"`
+	ReadTimeout      string          `json:"read_timeout,omitempty"`
+	TunnelTimeout    string          `json:"tunnel_timeout,omitempty"`
 	Isolation        string          `json:"isolation" doc:"namespaces, or process (plain processes: sizes are not enforced)"`
 	Branch           string          `json:"branch"`
 	ActiveDeployment string          `json:"active_deployment,omitempty"`
@@ -112,6 +119,23 @@ func (a *API) appView(app *store.App) AppView {
 		v.Connections = a.o.Router.Concurrency(app.Key())
 	}
 	v.Cartridges = a.cartridgeViews(app)
+	v.HTTPS = app.HTTPS
+	if v.HTTPS == "" {
+		v.HTTPS = store.HTTPSAllow
+	}
+	if a.o.HTTPSPort != 0 {
+		v.HTTPSURL = "https://" + app.Host + httpsSuffix(a.o.HTTPSPort) + "/"
+	}
+	v.Aliases, _ = a.aliasViews(app, "")
+	v.TCPRoutes = a.tcpViews(app)
+	for _, d := range []struct {
+		dst *string
+		v   time.Duration
+	}{{&v.ConnectTimeout, app.ConnectTimeout}, {&v.ReadTimeout, app.ReadTimeout}, {&v.TunnelTimeout, app.TunnelTimeout}} {
+		if d.v > 0 {
+			*d.dst = d.v.String()
+		}
+	}
 	switch {
 	case app.ActiveDeployment == "":
 		v.State = "not_deployed"
@@ -300,6 +324,9 @@ func (a *API) registerApps() {
 					tx.Delete(store.DeploymentKey(app.ID, d.ID))
 				}
 				tx.Delete("hosts/" + app.Host)
+				if err := deleteRoutes(tx, app.Key()); err != nil {
+					return err
+				}
 				return tx.Delete(app.Key())
 			})
 			if err != nil {
@@ -313,7 +340,11 @@ func (a *API) registerApps() {
 	type updateApp struct {
 		AppRef
 		Body struct {
-			Size string `json:"gear_size,omitempty" enum:"small,medium,large" doc:"New gear size, applied to running gears at once"`
+			Size           string `json:"gear_size,omitempty" enum:"small,medium,large" doc:"New gear size, applied to running gears at once"`
+			HTTPS          string `json:"https,omitempty" enum:"allow,redirect,off" doc:"allow: http and https; redirect: http goes to https; off: https goes to http"`
+			ConnectTimeout string `json:"connect_timeout,omitempty" doc:"How long the router tries to connect to a gear (e.g. 5s; default to reset)"`
+			ReadTimeout    string `json:"read_timeout,omitempty" doc:"How long the app may take to start its response (e.g. 60s; default: no limit)"`
+			TunnelTimeout  string `json:"tunnel_timeout,omitempty" doc:"Idle WebSocket and TCP connections close after this (default 1h)"`
 		}
 	}
 	huma.Register(a.h, huma.Operation{OperationID: "update-app", Method: http.MethodPatch, Path: "/v1/domains/{domain}/apps/{app}", Security: bearer,
@@ -338,6 +369,38 @@ func (a *API) registerApps() {
 					return nil, a.internal("resizing gears", err)
 				}
 				a.log.Info("gear size changed", "app", app.FullName(), "size", in.Body.Size)
+			}
+			b := in.Body
+			if b.HTTPS != "" || b.ConnectTimeout != "" || b.ReadTimeout != "" || b.TunnelTimeout != "" {
+				var durs [3]time.Duration
+				for i, d := range []struct{ name, v string }{{"connect-timeout", b.ConnectTimeout}, {"read-timeout", b.ReadTimeout}, {"tunnel-timeout", b.TunnelTimeout}} {
+					if d.v == "" || d.v == "default" {
+						continue
+					}
+					v, err := time.ParseDuration(d.v)
+					if err != nil || v < 100*time.Millisecond || v > 7*24*time.Hour {
+						return nil, invalid(fmt.Sprintf("--%s %q is not a duration between 100ms and 168h: use e.g. 5s, 2m, 1h, or default", d.name, d.v))
+					}
+					durs[i] = v
+				}
+				err := a.o.Store.Update(func(tx *store.Tx) error {
+					if err := tx.Get(app.Key(), app); err != nil {
+						return err
+					}
+					if b.HTTPS != "" {
+						app.HTTPS = b.HTTPS
+					}
+					for i, p := range []*time.Duration{&app.ConnectTimeout, &app.ReadTimeout, &app.TunnelTimeout} {
+						if v := []string{b.ConnectTimeout, b.ReadTimeout, b.TunnelTimeout}[i]; v != "" {
+							*p = durs[i]
+						}
+					}
+					return tx.Put(app.Key(), app)
+				})
+				if err != nil {
+					return nil, a.internal("saving routing settings", err)
+				}
+				a.log.Info("routing settings changed", "app", app.FullName(), "https", app.HTTPS, "user", userOf(ctx).Name)
 			}
 			return &body[AppView]{Body: a.appView(app)}, nil
 		})

@@ -133,29 +133,49 @@ func (c *cli) appCmd() *cobra.Command {
 	create.Flags().StringVarP(&size, "gear-size", "g", "", "small (512 MiB, 250 processes), medium (1 GiB) or large (2 GiB)")
 	create.Flags().BoolVar(&scalable, "scalable", false, "scale automatically between 1 and 3 gears on live connections")
 
-	var newSize string
-	set := &cobra.Command{
-		Use:     "set APP --gear-size SIZE",
-		Short:   "Change an app's settings (the gear size applies at once)",
-		Example: "  gantry app set blog --gear-size medium",
-		Args:    cobra.ExactArgs(1),
+	var newSize, httpsMode, connectTO, readTO, tunnelTO string
+
+	var set *cobra.Command
+	set = &cobra.Command{
+		Use:   "set APP [--gear-size SIZE] [--https MODE] [--connect-timeout D] [--read-timeout D] [--tunnel-timeout D]",
+		Short: "Change an app's settings: gear size (applies at once), HTTPS mode and router timeouts",
+		Example: `  gantry app set blog --gear-size medium
+  gantry app set blog --https redirect
+  gantry app set blog --tunnel-timeout 4h --read-timeout 60s`,
+		Args: cobra.ExactArgs(1),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
-			if newSize == "" {
-				return fmt.Errorf("nothing to change: pass --gear-size small, medium or large")
+			req := map[string]any{}
+			for flag, v := range map[string]string{"gear-size": newSize, "https": httpsMode, "connect-timeout": connectTO, "read-timeout": readTO, "tunnel-timeout": tunnelTO} {
+				if set.Flags().Changed(flag) {
+					req[strings.ReplaceAll(flag, "-", "_")] = v
+				}
+			}
+			if len(req) == 0 {
+				return fmt.Errorf("nothing to change: pass --gear-size, --https, --connect-timeout, --read-timeout or --tunnel-timeout")
 			}
 			var app api.AppView
-			if err := cl.Do(ctx, http.MethodPatch, client.AppPath(d, a), map[string]any{"gear_size": newSize}, &app); err != nil {
+			if err := cl.Do(ctx, http.MethodPatch, client.AppPath(d, a), req, &app); err != nil {
 				return err
 			}
 			return c.out(app, func(w io.Writer) {
-				fmt.Fprintf(w, "%s now has %s gears.\n", app.Name, app.GearSize)
-				if app.Isolation != "namespaces" {
-					fmt.Fprintln(w, "Note: gears are plain processes on this server; sizes are recorded but not enforced.")
+				if newSize != "" {
+					fmt.Fprintf(w, "%s now has %s gears.\n", app.Name, app.GearSize)
+					if app.Isolation != "namespaces" {
+						fmt.Fprintln(w, "Note: gears are plain processes on this server; sizes are recorded but not enforced.")
+					}
+				}
+				if httpsMode != "" || connectTO != "" || readTO != "" || tunnelTO != "" {
+					fmt.Fprintf(w, "%s: HTTPS %s, connect timeout %s, read timeout %s, tunnel timeout %s.\n", app.Name, app.HTTPS,
+						orDefault(app.ConnectTimeout, "5s"), orDefault(app.ReadTimeout, "none"), orDefault(app.TunnelTimeout, "1h"))
 				}
 			})
 		}),
 	}
 	set.Flags().StringVarP(&newSize, "gear-size", "g", "", "small, medium or large")
+	set.Flags().StringVar(&httpsMode, "https", "", "allow (http and https), redirect (http goes to https) or off (https goes to http)")
+	set.Flags().StringVar(&connectTO, "connect-timeout", "", "how long the router tries to reach a gear (default to reset)")
+	set.Flags().StringVar(&readTO, "read-timeout", "", "how long the app may take to start answering (default: no limit)")
+	set.Flags().StringVar(&tunnelTO, "tunnel-timeout", "", "idle WebSocket and TCP connections close after this (default 1h)")
 
 	list := &cobra.Command{
 		Use:   "list",
@@ -261,11 +281,20 @@ func printApp(w io.Writer, app *api.AppView) {
 		{"  Deploys branch:", app.Branch},
 		{"  Gear size:", app.GearSize + " (isolation: " + app.Isolation + ")"},
 		{"  Scaling:", scalingLine(app)},
-		{"  Connections:", strconv.Itoa(app.Connections)},
+		{"  HTTPS:", httpsLine(app)},
+		{"  Connections:", strconv.Itoa(app.Connections) + " live (requests in flight, WebSockets, TCP)"},
 		{"  Deployment:", orDash(app.ActiveDeployment)},
 		{"  Created:", app.Created.Local().Format(time.DateTime)},
 	})
 	fmt.Fprintln(w)
+	if len(app.Aliases) > 0 {
+		printAliases(w, app.Aliases)
+		fmt.Fprintln(w)
+	}
+	if len(app.TCPRoutes) > 0 {
+		printTCPRoutes(w, app.TCPRoutes)
+		fmt.Fprintln(w)
+	}
 	for _, cart := range app.Cartridges {
 		printCartridge(w, cart)
 	}

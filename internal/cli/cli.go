@@ -101,11 +101,11 @@ Start the server with 'gantry server', then:
 	root.PersistentFlags().BoolVar(&c.json, "json", false, "print JSON for scripts")
 	root.PersistentFlags().StringVar(&c.cfgPath, "config", "", "client configuration file (default $GANTRY_CONFIG or ~/.config/gantry/config.json)")
 	root.AddGroup(&cobra.Group{ID: "apps", Title: "Apps:"}, &cobra.Group{ID: "account", Title: "Account:"}, &cobra.Group{ID: "platform", Title: "Platform:"})
-	for _, cmd := range []*cobra.Command{c.appCmd(), c.envCmd(), c.logsCmd(), c.deploymentCmd(), c.sshCmd(), c.portForwardCmd(), c.cartridgeCmd(), c.tailCmd()} {
+	for _, cmd := range []*cobra.Command{c.appCmd(), c.envCmd(), c.logsCmd(), c.deploymentCmd(), c.sshCmd(), c.portForwardCmd(), c.cartridgeCmd(), c.tailCmd(), c.aliasCmd(), c.routeCmd()} {
 		cmd.GroupID = "apps"
 		root.AddCommand(cmd)
 	}
-	for _, cmd := range []*cobra.Command{c.loginCmd(), c.sshkeyCmd(), c.domainCmd(), c.userCmd()} {
+	for _, cmd := range []*cobra.Command{c.loginCmd(), c.sshkeyCmd(), c.domainCmd(), c.userCmd(), c.caCmd()} {
 		cmd.GroupID = "account"
 		root.AddCommand(cmd)
 	}

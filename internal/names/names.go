@@ -104,3 +104,43 @@ func Env(env map[string]string) error {
 	}
 	return nil
 }
+
+// Alias checks a custom hostname for an app and returns it normalised
+// (lowercase, no trailing dot). IDNs must be in punycode (xn--…). A
+// wildcard is allowed only as a whole leftmost label (*.shop.example.com),
+// over at least two more labels. Names under the cloud domain are the
+// platform's (canonical app names) and addresses are not hostnames.
+func Alias(s, cloud string) (string, error) {
+	h := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(s), "."))
+	for _, r := range h {
+		if r > 127 {
+			return "", fmt.Errorf("hostname %q has non-ASCII characters: write international names in punycode (xn--…), e.g. with `idn2 %s`", s, s)
+		}
+	}
+	rest := h
+	if strings.Contains(h, "*") {
+		var ok bool
+		rest, ok = strings.CutPrefix(h, "*.")
+		if !ok || strings.Contains(rest, "*") {
+			return "", fmt.Errorf("hostname %q uses a wildcard wrongly: only a whole first label may be *, as in *.example.com", s)
+		}
+		if strings.Count(rest, ".") < 1 {
+			return "", fmt.Errorf("wildcard %q is too broad: it needs at least two labels after *., as in *.example.com", s)
+		}
+	}
+	if err := Hostname(rest); err != nil {
+		return "", err
+	}
+	labels := strings.Split(rest, ".")
+	if len(labels) < 2 {
+		return "", fmt.Errorf("hostname %q is not a fully qualified name: use a name with a dot, such as www.example.com", s)
+	}
+	if tld := labels[len(labels)-1]; strings.Trim(tld, "0123456789") == "" {
+		return "", fmt.Errorf("%q is an IP address, not a hostname: aliases are names that resolve to this platform", s)
+	}
+	cloud = strings.ToLower(strings.TrimSuffix(cloud, "."))
+	if h == cloud || strings.HasSuffix(h, "."+cloud) || rest == cloud {
+		return "", fmt.Errorf("%s is under the platform's cloud domain %s, where names belong to apps: use your own domain", h, cloud)
+	}
+	return h, nil
+}

@@ -12,17 +12,23 @@ package router
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
-	"html"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gantry-paas/gantry/internal/store"
 )
@@ -33,16 +39,58 @@ type Options struct {
 	Log   *slog.Logger
 	// Listen is the HTTP address, e.g. ":80" or "127.0.0.1:0".
 	Listen string
+	// TLSListen is the HTTPS address (":443"); empty: no TLS.
+	TLSListen string
+	// Certs issues certificates for the cloud domain (the platform CA);
+	// ACME, if set, for aliases without an uploaded certificate.
+	Certs CertSource
+	ACME  ACME
 	// PlatformHosts are served by Platform (the API, git over HTTP) instead
 	// of an app.
 	PlatformHosts []string
 	Platform      http.Handler
-	// DialTimeout bounds connecting to a gear.
+	// DialTimeout bounds connecting to a gear (default 5s); apps may set
+	// their own.
 	DialTimeout time.Duration
+	// TunnelTimeout closes WebSocket and TCP connections idle that long
+	// (default 1h); apps may set their own.
+	TunnelTimeout time.Duration
+	// HeaderTimeout bounds reading a request's headers and the TLS
+	// handshake (default 10s): slow clients cannot hold connections.
+	HeaderTimeout time.Duration
+	// IdleTimeout closes idle keep-alive client connections (default 120s).
+	IdleTimeout time.Duration
+	// MaxHeaderBytes limits request headers (default 64 KiB): 431 above.
+	MaxHeaderBytes int
+	// TrustedProxies may set X-Forwarded-*: from them the headers are kept
+	// (the client appended); from anyone else they are replaced.
+	TrustedProxies []netip.Prefix
+	// HealthInterval is how often TCP route members are checked (2s).
+	HealthInterval time.Duration
+	// AccessLog receives a line per request and TCP connection; nil: none.
+	AccessLog io.Writer
+	// Metrics, if set, gets the router's Prometheus collectors.
+	Metrics prometheus.Registerer
 	// Waker wakes an idle app; requests to it are held meanwhile, up to
 	// WakeTimeout (default 30s), then answered 503.
 	Waker       Waker
 	WakeTimeout time.Duration
+}
+
+// CertSource gives certificates for the names it covers.
+type CertSource interface {
+	Covers(host string) bool
+	Certificate(host string, ips ...net.IP) (*tls.Certificate, error)
+}
+
+// ACME obtains certificates for aliases that have no uploaded one.
+type ACME interface {
+	GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error)
+	// Manage is called with the hosts that need a certificate, each time
+	// the routes change.
+	Manage(hosts []string)
+	// HandleHTTPChallenge answers the CA's HTTP-01 validation requests.
+	HandleHTTPChallenge(w http.ResponseWriter, r *http.Request) bool
 }
 
 // Waker wakes idle apps (the autoscaler). Wake must not block.
@@ -55,8 +103,13 @@ type Router struct {
 	o     Options
 	log   *slog.Logger
 	ln    net.Listener
+	tlsLn net.Listener
 	table atomic.Pointer[Table]
 	proxy *httputil.ReverseProxy
+	trans *http.Transport
+	tcp   tcpRoutes
+	obs   *observer
+	certs certCache
 
 	connsMu sync.Mutex
 	conns   map[string]*atomic.Int64 // endpoint -> open requests
@@ -82,11 +135,14 @@ func New(o Options) (*Router, error) {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	if o.DialTimeout == 0 {
-		o.DialTimeout = 5 * time.Second
-	}
-	if o.WakeTimeout == 0 {
-		o.WakeTimeout = 30 * time.Second
+	defaultDur(&o.DialTimeout, 5*time.Second)
+	defaultDur(&o.WakeTimeout, 30*time.Second)
+	defaultDur(&o.TunnelTimeout, time.Hour)
+	defaultDur(&o.HeaderTimeout, 10*time.Second)
+	defaultDur(&o.IdleTimeout, 120*time.Second)
+	defaultDur(&o.HealthInterval, 2*time.Second)
+	if o.MaxHeaderBytes == 0 {
+		o.MaxHeaderBytes = 64 << 10
 	}
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
@@ -94,28 +150,34 @@ func New(o Options) (*Router, error) {
 	}
 	r := &Router{o: o, log: o.Log.With("component", "router"), ln: ln,
 		conns: map[string]*atomic.Int64{}, applied: make(chan struct{}), platform: map[string]bool{}, stats: map[string]*appStats{}}
+	if o.TLSListen != "" {
+		if r.tlsLn, err = net.Listen("tcp", o.TLSListen); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("router: listening on %s: %w (another server running? choose another address with --https)", o.TLSListen, err)
+		}
+	}
 	for _, h := range o.PlatformHosts {
 		r.platform[strings.ToLower(h)] = true
 	}
-	r.table.Store(&Table{Routes: map[string]*Route{}})
-	transport := &http.Transport{
-		Proxy:               nil,
-		DialContext:         (&net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:        1024,
-		MaxIdleConnsPerHost: 256,
-		// Below Node.js's 5 s keep-alive: a pooled connection is never
-		// reused just as the app closes it.
-		IdleConnTimeout:   4 * time.Second,
-		ForceAttemptHTTP2: false,
-	}
-	r.proxy = &httputil.ReverseProxy{
-		Rewrite:       r.rewrite,
-		Transport:     transport,
-		FlushInterval: -1, // stream: server-sent events and long polls work
-		ErrorHandler:  r.proxyError,
-		ErrorLog:      slog.NewLogLogger(r.log.Handler(), slog.LevelDebug),
-	}
+	r.table.Store(&Table{Routes: map[string]*Route{}, TCP: map[int]*TCPRoute{}, SNI: map[string]*TCPRoute{}})
+	r.tcp.init()
+	r.obs = newObserver(o.AccessLog, o.Metrics)
+	r.newProxy()
 	return r, nil
+}
+
+func defaultDur(d *time.Duration, def time.Duration) {
+	if *d == 0 {
+		*d = def
+	}
+}
+
+// TLSAddr is the bound HTTPS address (nil without TLS).
+func (r *Router) TLSAddr() net.Addr {
+	if r.tlsLn == nil {
+		return nil
+	}
+	return r.tlsLn.Addr()
 }
 
 // Addr is the bound HTTP address.
@@ -127,22 +189,35 @@ func (r *Router) Run(ctx context.Context) error {
 	if err := r.reload(); err != nil {
 		return err
 	}
-	srv := &http.Server{
-		Handler:           r,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(r.log.Handler(), slog.LevelDebug),
-	}
-	errc := make(chan error, 1)
+	srv := r.httpServer()
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(r.ln) }()
+	servers := []*http.Server{srv}
+	if r.tlsLn != nil {
+		tsrv := r.httpServer()
+		tsrv.TLSConfig = r.tlsConfig()
+		q := newConnQueue(r.tlsLn.Addr())
+		go func() { errc <- tsrv.ServeTLS(q, "", "") }()
+		go r.acceptTLS(r.tlsLn, q)
+		servers = append(servers, tsrv)
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); r.healthLoop(ctx) }()
+	go func() { defer wg.Done(); r.obs.flushLoop(ctx) }()
+	defer wg.Wait()
+	defer r.tcp.closeAll()
 	for {
 		select {
 		case <-ctx.Done():
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			srv.Shutdown(sctx)
+			for _, s := range servers {
+				s.Shutdown(sctx)
+			}
 			cancel()
-			<-errc
+			for range servers {
+				<-errc
+			}
 			return nil
 		case err := <-errc:
 			return fmt.Errorf("router: %w", err)
@@ -154,23 +229,52 @@ func (r *Router) Run(ctx context.Context) error {
 	}
 }
 
+func (r *Router) httpServer() *http.Server {
+	return &http.Server{
+		Handler:           r,
+		ReadHeaderTimeout: r.o.HeaderTimeout,
+		IdleTimeout:       r.o.IdleTimeout,
+		MaxHeaderBytes:    r.o.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(r.log.Handler(), slog.LevelDebug),
+	}
+}
+
 func (r *Router) reload() error {
-	var apps []store.App
-	var gears []store.Gear
+	var s State
 	var rev int64
 	err := r.o.Store.View(func(tx *store.Tx) error {
 		rev = r.o.Store.Rev()
 		var err error
-		if apps, err = store.List[store.App](tx, "apps/"); err != nil {
+		if s.Apps, err = store.List[store.App](tx, "apps/"); err != nil {
 			return err
 		}
-		gears, err = store.List[store.Gear](tx, "gears/")
+		if s.Aliases, err = store.List[store.Alias](tx, "aliases/"); err != nil {
+			return err
+		}
+		if s.Certs, err = store.List[store.Cert](tx, "certs/"); err != nil {
+			return err
+		}
+		if s.TCPRoutes, err = store.List[store.TCPRoute](tx, "tcproutes/"); err != nil {
+			return err
+		}
+		s.Gears, err = store.List[store.Gear](tx, "gears/")
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	r.Apply(Compile(rev, apps, gears))
+	t := Compile(rev, s, r.certs.parse)
+	r.Apply(t)
+	if r.o.ACME != nil {
+		var need []string
+		for h, rt := range t.Routes {
+			if rt.Alias && rt.Cert == nil && !strings.HasPrefix(h, "*.") {
+				need = append(need, h)
+			}
+		}
+		sort.Strings(need)
+		r.o.ACME.Manage(need)
+	}
 	return nil
 }
 
@@ -186,6 +290,7 @@ func (r *Router) Apply(t *Table) {
 	}
 	r.connsMu.Unlock()
 	r.table.Store(t)
+	r.syncTCP(t)
 	r.appliedMu.Lock()
 	close(r.applied)
 	r.applied = make(chan struct{})
@@ -239,7 +344,7 @@ func (r *Router) counter(ep string) *atomic.Int64 {
 func (r *Router) pick(host string) (rt *Route, ep string, c *atomic.Int64) {
 	for {
 		t := r.table.Load()
-		rt = t.Routes[host]
+		rt = t.Lookup(host)
 		if rt == nil || len(rt.Endpoints) == 0 {
 			return rt, "", nil
 		}
@@ -262,7 +367,7 @@ func (r *Router) pick(host string) (rt *Route, ep string, c *atomic.Int64) {
 }
 
 func stillRouted(t *Table, host, ep string) bool {
-	rt := t.Routes[host]
+	rt := t.Lookup(host)
 	if rt == nil {
 		return false
 	}
@@ -288,32 +393,69 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.o.Platform.ServeHTTP(w, req)
 		return
 	}
+	if r.o.ACME != nil && strings.HasPrefix(req.URL.Path, "/.well-known/acme-challenge/") && r.o.ACME.HandleHTTPChallenge(w, req) {
+		return
+	}
+	if rt := r.table.Load().Lookup(host); rt != nil {
+		switch {
+		case rt.RedirectTo != "":
+			r.redirect(w, req, req.TLS != nil || rt.HTTPS == store.HTTPSRedirect && r.tlsLn != nil, rt.RedirectTo)
+			return
+		case req.TLS == nil && rt.HTTPS == store.HTTPSRedirect && r.tlsLn != nil:
+			r.redirect(w, req, true, host)
+			return
+		case req.TLS != nil && rt.HTTPS == store.HTTPSOff:
+			r.redirect(w, req, false, host)
+			return
+		}
+	}
+	start := time.Now()
 	rt, ep, c := r.pick(host)
+	var st *appStats
 	if rt != nil {
-		st := r.appStats(rt.AppKey)
+		st = r.statsOf(rt.AppKey, rt.App)
 		st.begin()
 		defer st.end()
 		if ep == "" && rt.Idle && r.o.Waker != nil {
 			rt, ep, c = r.holdForWake(req.Context(), host, rt)
 			if ep == "" && req.Context().Err() == nil {
-				page(w, req, http.StatusServiceUnavailable, "App did not wake", fmt.Sprintf("The app at %s was idle and did not start within %s. Its owner can look at `gantry app events %s` and `gantry logs %s`.", host, r.o.WakeTimeout, rt.App, rt.App))
+				r.obs.page(w, req, st, start, http.StatusServiceUnavailable, "App did not wake", fmt.Sprintf("The app at %s was idle and did not start within %s. Its owner can look at `gantry app events %s` and `gantry logs %s`.", host, r.o.WakeTimeout, rt.App, rt.App))
 				return
 			}
 		}
 	}
 	switch {
 	case rt == nil:
-		page(w, req, http.StatusNotFound, "No app here", fmt.Sprintf("No app is served at %s. Check the address, or create the app with `gantry app create`.", host))
+		r.obs.page(w, req, nil, start, http.StatusNotFound, "No app here", fmt.Sprintf("No app is served at %s. Check the address, or create the app with `gantry app create`.", host))
 		return
 	case ep == "" && rt.Stopped:
-		page(w, req, http.StatusServiceUnavailable, "App stopped", fmt.Sprintf("The app at %s is stopped. Its owner can start it with `gantry app start %s`.", host, rt.App))
+		r.obs.page(w, req, st, start, http.StatusServiceUnavailable, "App stopped", fmt.Sprintf("The app at %s is stopped. Its owner can start it with `gantry app start %s`.", host, rt.App))
 		return
 	case ep == "":
-		page(w, req, http.StatusServiceUnavailable, "App not running", fmt.Sprintf("The app at %s has no running gears yet. Push code to deploy it, or check `gantry app show %s`.", host, rt.App))
+		r.obs.page(w, req, st, start, http.StatusServiceUnavailable, "App not running", fmt.Sprintf("The app at %s has no running gears yet. Push code to deploy it, or check `gantry app show %s`.", host, rt.App))
 		return
 	}
 	defer c.Add(-1)
-	r.proxy.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), ctxKey{}, ep)))
+	r.forward(w, req, rt, ep, st, start)
+}
+
+// redirect answers with a permanent redirect to host over https or http,
+// keeping the path and query.
+func (r *Router) redirect(w http.ResponseWriter, req *http.Request, https bool, host string) {
+	scheme, port := "http", r.Addr().(*net.TCPAddr).Port
+	if https {
+		scheme, port = "https", r.TLSAddr().(*net.TCPAddr).Port
+	}
+	u := scheme + "://" + host
+	if !(port == 80 && !https || port == 443 && https) {
+		u += ":" + strconv.Itoa(port)
+	}
+	u += req.URL.RequestURI()
+	code := http.StatusMovedPermanently
+	if req.Method != http.MethodGet && req.Method != http.MethodHead {
+		code = http.StatusPermanentRedirect // keeps the method and body
+	}
+	http.Redirect(w, req, u, code)
 }
 
 // holdForWake asks the waker to wake the app and waits until the route has
@@ -339,97 +481,18 @@ func (r *Router) holdForWake(ctx context.Context, host string, rt *Route) (*Rout
 	}
 }
 
-// appStats is an app's live concurrency and last activity.
-type appStats struct {
-	active atomic.Int64
-	last   atomic.Int64 // unix nanoseconds
-}
-
-func (s *appStats) begin() { s.active.Add(1); s.last.Store(time.Now().UnixNano()) }
-func (s *appStats) end()   { s.active.Add(-1); s.last.Store(time.Now().UnixNano()) }
-
-func (r *Router) appStats(appKey string) *appStats {
-	r.statsMu.Lock()
-	defer r.statsMu.Unlock()
-	s := r.stats[appKey]
-	if s == nil {
-		s = &appStats{}
-		r.stats[appKey] = s
-	}
-	return s
-}
-
 // Concurrency is the app's requests in flight, WebSockets included, and
 // requests held while it wakes.
-func (r *Router) Concurrency(appKey string) int { return int(r.appStats(appKey).active.Load()) }
+func (r *Router) Concurrency(appKey string) int { return int(r.statsOf(appKey, "").active.Load()) }
 
 // LastActivity is when a request of the app last began or ended (zero if
 // none since the router started).
 func (r *Router) LastActivity(appKey string) time.Time {
-	n := r.appStats(appKey).last.Load()
+	n := r.statsOf(appKey, "").last.Load()
 	if n == 0 {
 		return time.Time{}
 	}
 	return time.Unix(0, n)
-}
-
-func (r *Router) rewrite(pr *httputil.ProxyRequest) {
-	ep, _ := pr.In.Context().Value(ctxKey{}).(string)
-	pr.Out.URL.Scheme = "http"
-	pr.Out.URL.Host = ep
-	pr.Out.Host = pr.In.Host
-	// Clients' own X-Forwarded-* are not trusted: replaced, not appended.
-	client, _, _ := net.SplitHostPort(pr.In.RemoteAddr)
-	pr.Out.Header.Set("X-Forwarded-For", client)
-	pr.Out.Header.Set("X-Forwarded-Host", pr.In.Host)
-	proto := "http"
-	if pr.In.TLS != nil {
-		proto = "https"
-	}
-	pr.Out.Header.Set("X-Forwarded-Proto", proto)
-}
-
-func (r *Router) proxyError(w http.ResponseWriter, req *http.Request, err error) {
-	if errors.Is(err, context.Canceled) {
-		return // the client went away
-	}
-	if r.logLimit.allow() {
-		r.log.Warn("proxy error", "host", req.Host, "gear", req.Context().Value(ctxKey{}), "err", err)
-	}
-	page(w, req, http.StatusBadGateway, "App not responding", fmt.Sprintf("The app at %s did not answer. Its owner can look at `gantry logs`.", hostOnly(req.Host)))
-}
-
-func page(w http.ResponseWriter, req *http.Request, status int, title, msg string) {
-	w.Header().Set("Cache-Control", "no-store")
-	if !strings.Contains(req.Header.Get("Accept"), "text/html") {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.WriteHeader(status)
-		fmt.Fprintf(w, "%d %s: %s\n", status, title, msg)
-		return
-	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.WriteHeader(status)
-	fmt.Fprintf(w, `<!doctype html><html><head><meta charset="utf-8"><title>%d %s</title>
-<style>body{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:4em auto;color:#222}h1{font-size:1.6em}code{background:#eee;padding:0 .2em}</style>
-</head><body><h1>%s</h1><p>%s</p><p><small>Gantry · %d</small></p></body></html>
-`, status, html.EscapeString(title), html.EscapeString(title), codeSpans(html.EscapeString(msg)), status)
-}
-
-// codeSpans turns `x` into <code>x</code> in an already escaped string.
-func codeSpans(s string) string {
-	parts := strings.Split(s, "`")
-	var b strings.Builder
-	for i, p := range parts {
-		if i%2 == 1 && i < len(parts)-1 {
-			b.WriteString("<code>" + p + "</code>")
-		} else {
-			if i%2 == 1 {
-				b.WriteString("`")
-			}
-			b.WriteString(p)
-		}
-	}
-	return b.String()
 }
 
 // rateLimit lets at most 10 log lines a second through: clients can

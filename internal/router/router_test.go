@@ -30,7 +30,7 @@ func TestCompile(t *testing.T) {
 		{ID: "g4", AppKey: "apps/acme/blog", IP: "127.0.0.1", Port: 4, State: store.GearDraining},
 		{ID: "g5", AppKey: "apps/other/x", IP: "127.0.0.1", Port: 5, State: store.GearRunning},
 	}
-	tbl := Compile(7, apps, gears)
+	tbl := Compile(7, State{Apps: apps, Gears: gears}, nil)
 	var b strings.Builder
 	for _, h := range []string{"blog-acme.localhost", "off-acme.localhost"} {
 		r := tbl.Routes[h]
@@ -44,13 +44,22 @@ func TestCompile(t *testing.T) {
 }
 
 func newRouter(t *testing.T) (*Router, *store.Store) {
+	return newRouterWith(t, nil)
+}
+
+// newRouterWith starts a router on fresh ports; opt adjusts its options.
+func newRouterWith(t *testing.T, opt func(*Options)) (*Router, *store.Store) {
 	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "s.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	r, err := New(Options{Store: st, Listen: "127.0.0.1:0"})
+	o := Options{Store: st, Listen: "127.0.0.1:0"}
+	if opt != nil {
+		opt(&o)
+	}
+	r, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

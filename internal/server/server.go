@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -33,6 +34,7 @@ import (
 	"github.com/gantry-paas/gantry/internal/layout"
 	"github.com/gantry-paas/gantry/internal/metrics"
 	"github.com/gantry-paas/gantry/internal/netplan"
+	"github.com/gantry-paas/gantry/internal/pki"
 	"github.com/gantry-paas/gantry/internal/router"
 	"github.com/gantry-paas/gantry/internal/sandbox"
 	"github.com/gantry-paas/gantry/internal/sshd"
@@ -42,8 +44,31 @@ import (
 // Options configure the server. The zero value of each field means its
 // default.
 type Options struct {
-	DataDir     string // /var/lib/gantry as root, else ~/.local/share/gantry
-	HTTPListen  string // :80 as root, else :8080
+	DataDir    string // /var/lib/gantry as root, else ~/.local/share/gantry
+	HTTPListen string // :80 as root, else :8080
+	// HTTPSListen is the router's TLS address: :443 as root, else :8443;
+	// "off" serves no TLS.
+	HTTPSListen string
+	// TrustedProxies (CIDRs or addresses) may set X-Forwarded-*.
+	TrustedProxies []string
+	// AccessLog is the router's access log file (default
+	// DATA/logs/access.log); "off" writes none, "-" to stderr.
+	AccessLog string
+	// HeaderTimeout, TunnelTimeout and MaxHeaderBytes tune the router
+	// (defaults 10s, 1h, 64 KiB).
+	HeaderTimeout  time.Duration
+	TunnelTimeout  time.Duration
+	MaxHeaderBytes int
+	// HealthInterval is how often TCP route members are checked (2s).
+	HealthInterval time.Duration
+	// ACMEDirectory, if set, is the ACME CA (e.g. Let's Encrypt's
+	// https://acme-v02.api.letsencrypt.org/directory) that gives aliases
+	// without an uploaded certificate one; ACMEEmail is the account.
+	ACMEDirectory string
+	ACMEEmail     string
+	// ACMERoots (PEM file) are the roots the ACME directory is served
+	// with, when it is not publicly trusted (a test CA such as pebble).
+	ACMERoots   string
 	SSHListen   string // :2222
 	CloudDomain string // localhost
 	// Host is the name clients use to reach this machine, in git and API
@@ -95,6 +120,12 @@ func (o *Options) defaults() error {
 		o.HTTPListen = ":8080"
 		if root {
 			o.HTTPListen = ":80"
+		}
+	}
+	if o.HTTPSListen == "" {
+		o.HTTPSListen = ":8443"
+		if root {
+			o.HTTPSListen = ":443"
 		}
 	}
 	if o.SSHListen == "" {
@@ -156,12 +187,49 @@ func Run(ctx context.Context, o Options) error {
 	var apiHandler *api.API
 	platform := &lateHandler{}
 	waker := &lateWaker{}
-	rt, err := router.New(router.Options{Store: st, Log: log, Listen: o.HTTPListen, Waker: waker, WakeTimeout: o.WakeTimeout,
-		PlatformHosts: []string{o.Host, "127.0.0.1", "::1", "localhost"}, Platform: platform})
+	ca, err := pki.Open(lay.PKI(), o.CloudDomain)
+	if err != nil {
+		return err
+	}
+	mets := metrics.New()
+	ropts := router.Options{Store: st, Log: log, Listen: o.HTTPListen, Waker: waker, WakeTimeout: o.WakeTimeout,
+		PlatformHosts: []string{o.Host, "127.0.0.1", "::1", "localhost"}, Platform: platform,
+		Certs: ca, HeaderTimeout: o.HeaderTimeout, TunnelTimeout: o.TunnelTimeout, MaxHeaderBytes: o.MaxHeaderBytes,
+		HealthInterval: o.HealthInterval, Metrics: mets.Registry}
+	if o.HTTPSListen != "off" {
+		ropts.TLSListen = o.HTTPSListen
+	}
+	for _, p := range o.TrustedProxies {
+		pfx, err := parsePrefix(p)
+		if err != nil {
+			return fmt.Errorf("--trusted-proxy %q: %w", p, err)
+		}
+		ropts.TrustedProxies = append(ropts.TrustedProxies, pfx)
+	}
+	accessLog, err := openAccessLog(o.AccessLog, lay)
+	if err != nil {
+		return err
+	}
+	if accessLog != nil {
+		defer accessLog.Close()
+		ropts.AccessLog = accessLog
+	}
+	var acme *acmeIssuer
+	if o.ACMEDirectory != "" {
+		if acme, err = newACME(o, st, lay, log); err != nil {
+			return err
+		}
+		ropts.ACME = acme
+	}
+	rt, err := router.New(ropts)
 	if err != nil {
 		return err
 	}
 	httpPort := rt.Addr().(*net.TCPAddr).Port
+	httpsPort := 0
+	if a := rt.TLSAddr(); a != nil {
+		httpsPort = a.(*net.TCPAddr).Port
+	}
 	appURL := func(host string) string { return "http://" + host + portSuffix(httpPort) + "/" }
 	serverURL := "http://" + o.Host + portSuffix(httpPort)
 
@@ -170,6 +238,9 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	network := netplan.Plan{Prefix: o.NetPrefix, HostTCPPorts: []uint16{uint16(httpPort)}}
+	if httpsPort != 0 {
+		network.HostTCPPorts = append(network.HostTCPPorts, uint16(httpsPort))
+	}
 	if o.GearSubnet != "" {
 		if network.Subnet, err = netip.ParsePrefix(o.GearSubnet); err != nil {
 			return fmt.Errorf("--gear-subnet: %w", err)
@@ -197,7 +268,6 @@ func Run(ctx context.Context, o Options) error {
 	if o.ScaleDownAfter > 0 {
 		policy.DownWindow, policy.Cooldown = o.ScaleDownAfter, o.ScaleDownAfter
 	}
-	mets := metrics.New()
 	scaler, err := autoscale.New(autoscale.Options{Store: st, Router: rt, Agent: ag, Log: log, Policy: policy,
 		OnEvent: func(a *store.App, e store.Event) { mets.ScaleEvents.WithLabelValues(a.FullName(), e.Kind).Inc() }})
 	if err != nil {
@@ -229,6 +299,8 @@ func Run(ctx context.Context, o Options) error {
 		GitHTTPURL:  func(d, a string) string { return fmt.Sprintf("%s/git/%s/%s.git", serverURL, d, a) },
 		SSHHostKeys: []string{knownHost + " " + hostKey},
 		Scaler:      scaler, Router: rt, MaxGears: o.MaxGears, Metrics: mets.Handler(), Tunnels: serviceDialer{ag},
+		CAView: api.NewCAView(ca), HTTPSPort: httpsPort, PlatformHosts: []string{o.Host, "localhost"}, PublicHost: o.Host,
+		ReservedPorts: []int{httpPort, httpsPort, sshPort}, ACME: acme != nil, TCPPorts: rt,
 	})
 	mets.AppGauge("gantry_app_connections", "Live connections per app: requests in flight, WebSockets, held requests.", func() map[string]float64 {
 		out := map[string]float64{}
@@ -254,8 +326,12 @@ func Run(ctx context.Context, o Options) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 5)
-	for _, r := range []interface{ Run(context.Context) error }{rt, ag, bld, ssh, scaler} {
+	errc := make(chan error, 6)
+	roles := []interface{ Run(context.Context) error }{rt, ag, bld, ssh, scaler}
+	if acme != nil {
+		roles = append(roles, acme)
+	}
+	for _, r := range roles {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -267,7 +343,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	<-ag.Ready()
 	log.Info("gantry is serving",
-		"http", rt.Addr().String(), "ssh", ssh.Addr().String(), "data", o.DataDir, "cloud_domain", o.CloudDomain,
+		"http", rt.Addr().String(), "ssh", ssh.Addr().String(), "https", addrOrOff(rt.TLSAddr()), "data", o.DataDir, "cloud_domain", o.CloudDomain,
 		"isolation", why,
 		"client_config", o.ClientConfig)
 	if o.Ready != nil {
@@ -302,6 +378,48 @@ func chooseIsolation(want string) (mode, why string, err error) {
 	}
 	return "", "", fmt.Errorf("--isolation %q: choose auto, namespaces or process", want)
 }
+
+func addrOrOff(a net.Addr) string {
+	if a == nil {
+		return "off"
+	}
+	return a.String()
+}
+
+// parsePrefix takes a CIDR or a single address.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("not a CIDR (10.0.0.0/8) or an address (192.0.2.7)")
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// openAccessLog opens the router's access log: a file (0600: it holds
+// client addresses), stderr for "-", nothing for "off".
+func openAccessLog(path string, lay layout.Layout) (io.WriteCloser, error) {
+	switch path {
+	case "off":
+		return nil, nil
+	case "-":
+		return nopCloser{os.Stderr}, nil
+	case "":
+		path = lay.AccessLog()
+	}
+	os.MkdirAll(filepath.Dir(path), 0o700)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening the access log: %w (choose another with --access-log, or off)", err)
+	}
+	return f, nil
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
 
 func portSuffix(port int) string {
 	if port == 80 {

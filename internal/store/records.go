@@ -68,7 +68,13 @@ type App struct {
 	Idle      bool          `json:"idle,omitempty"`
 	// Cartridges are the add-on services (postgresql, redis) of the app.
 	Cartridges []Cartridge `json:"cartridges,omitempty"`
-	Created    time.Time   `json:"created"`
+	// HTTPS is allow (default), redirect or off.
+	HTTPS string `json:"https,omitempty"`
+	// Router timeouts; 0 is the router's default.
+	ConnectTimeout time.Duration `json:"connect_timeout,omitempty"`
+	ReadTimeout    time.Duration `json:"read_timeout,omitempty"`   // waiting for the app's response headers
+	TunnelTimeout  time.Duration `json:"tunnel_timeout,omitempty"` // idle WebSocket and TCP connections
+	Created        time.Time     `json:"created"`
 }
 
 // Cartridge is an add-on service of an app with its credentials.
@@ -156,4 +162,61 @@ type Event struct {
 // EventKey is the store key of an app's event at t.
 func EventKey(appID string, t time.Time) string {
 	return fmt.Sprintf("events/%s/%020d", appID, t.UnixNano())
+}
+
+// HTTPS modes of an app.
+const (
+	HTTPSAllow    = "allow"    // http and https both served (default)
+	HTTPSRedirect = "redirect" // http redirects to https
+	HTTPSOff      = "off"      // https redirects to http
+)
+
+// Alias is a custom hostname routed to an app. Key: aliases/HOSTNAME. Its
+// hostname is reserved in hosts/ like a canonical name.
+type Alias struct {
+	Host    string    `json:"host"`
+	AppKey  string    `json:"app_key"`
+	Owner   string    `json:"owner"`
+	Created time.Time `json:"created"`
+}
+
+// AliasKey is the store key of an alias.
+func AliasKey(host string) string { return "aliases/" + host }
+
+// Cert is the certificate served for an alias. Key: certs/HOSTNAME. The
+// key is kept unencrypted (the store is readable by root only) and never
+// leaves the server.
+type Cert struct {
+	Host     string    `json:"host"`
+	AppKey   string    `json:"app_key"`
+	Source   string    `json:"source"` // upload or acme
+	CertPEM  string    `json:"cert_pem"`
+	KeyPEM   string    `json:"key_pem"`
+	Names    []string  `json:"names"`
+	Issuer   string    `json:"issuer"`
+	NotAfter time.Time `json:"not_after"`
+	Forced   bool      `json:"forced,omitempty"` // accepted with --force (untrusted chain)
+	Updated  time.Time `json:"updated"`
+}
+
+// CertKey is the store key of an alias's certificate.
+func CertKey(host string) string { return "certs/" + host }
+
+// TCPRoute exposes a gear port as raw TCP: on a platform port, or on the
+// TLS port by SNI without terminating TLS (passthrough). Key:
+// tcproutes/port-N or tcproutes/sni-HOST.
+type TCPRoute struct {
+	AppKey     string    `json:"app_key"`
+	Port       int       `json:"port,omitempty"`
+	SNI        string    `json:"sni,omitempty"`
+	TargetPort int       `json:"target_port,omitempty"` // 0: the gear's web port
+	Created    time.Time `json:"created"`
+}
+
+// Key is the route's store key.
+func (r *TCPRoute) Key() string {
+	if r.SNI != "" {
+		return "tcproutes/sni-" + r.SNI
+	}
+	return fmt.Sprintf("tcproutes/port-%d", r.Port)
 }

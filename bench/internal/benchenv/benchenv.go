@@ -48,7 +48,7 @@ func Start(extra ...string) (*Env, error) {
 		"GIT_AUTHOR_NAME=b", "GIT_AUTHOR_EMAIL=b@b", "GIT_COMMITTER_NAME=b", "GIT_COMMITTER_EMAIL=b@b")
 	// A network of its own (namespace mode), apart from any real server's.
 	e.netPrefix = fmt.Sprintf("gbe%d", os.Getpid()%10000)
-	e.srv = exec.Command(e.Bin, append([]string{"server", "--data", e.Data, "--http", "127.0.0.1:0", "--ssh", "127.0.0.1:0", "--client-config", cfg,
+	e.srv = exec.Command(e.Bin, append([]string{"server", "--data", e.Data, "--http", "127.0.0.1:0", "--https", "127.0.0.1:0", "--ssh", "127.0.0.1:0", "--client-config", cfg,
 		"--net-prefix", e.netPrefix, "--gear-subnet", "10.235.0.0/16"}, extra...)...)
 	e.srv.Env = e.env
 	stderr, _ := e.srv.StderrPipe()
