@@ -9,13 +9,13 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/gantry-paas/gantry/internal/layout"
-	"github.com/gantry-paas/gantry/internal/store"
 )
 
 // acmeIssuer gets and renews certificates from an ACME CA for aliases that
@@ -33,39 +33,54 @@ type acmeIssuer struct {
 	pending []string
 }
 
-func newACME(o Options, st *store.Store, lay layout.Layout, log *slog.Logger) (*acmeIssuer, error) {
+// acmeOptions configure the ACME issuer.
+type acmeOptions struct {
+	Directory string // the CA's directory URL
+	Email     string
+	Roots     *x509.CertPool // the directory's TLS roots; nil: the system's
+	Storage   string         // certificates and account keys (0700)
+	// RenewCheck is how often certificates are checked for renewal
+	// (certmagic's default, 10 minutes, when zero).
+	RenewCheck time.Duration
+}
+
+func newACME(o acmeOptions, log *slog.Logger) (*acmeIssuer, error) {
 	a := &acmeIssuer{log: log.With("component", "acme"), managed: map[string]bool{}}
 	zl := zap.New(slogCore{log: a.log})
 	var cfg *certmagic.Config
 	a.cache = certmagic.NewCache(certmagic.CacheOptions{
-		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return cfg, nil },
-		Logger:           zl,
+		GetConfigForCert:   func(certmagic.Certificate) (*certmagic.Config, error) { return cfg, nil },
+		Logger:             zl,
+		RenewCheckInterval: o.RenewCheck,
 	})
-	if err := os.MkdirAll(lay.ACME(), 0o700); err != nil {
+	if err := os.MkdirAll(o.Storage, 0o700); err != nil {
 		return nil, err
 	}
 	cfg = certmagic.New(a.cache, certmagic.Config{
-		Storage: &certmagic.FileStorage{Path: lay.ACME()},
+		Storage: &certmagic.FileStorage{Path: o.Storage},
 		Logger:  zl,
 	})
-	tmpl := certmagic.ACMEIssuer{CA: o.ACMEDirectory, Email: o.ACMEEmail, Agreed: true, Logger: zl,
-		// Challenges are answered by the router on its own listeners.
-		DisableHTTPChallenge: false, DisableTLSALPNChallenge: false}
+	// Challenges are answered by the router on its own listeners.
+	a.issuer = certmagic.NewACMEIssuer(cfg, certmagic.ACMEIssuer{CA: o.Directory, Email: o.Email, Agreed: true, Logger: zl, TrustedRoots: o.Roots})
+	cfg.Issuers = []certmagic.Issuer{a.issuer}
+	a.cfg = cfg
+	return a, nil
+}
+
+// acmeFromFlags builds the issuer from the server's options.
+func acmeFromFlags(o Options, lay layout.Layout, log *slog.Logger) (*acmeIssuer, error) {
+	ao := acmeOptions{Directory: o.ACMEDirectory, Email: o.ACMEEmail, Storage: lay.ACME()}
 	if o.ACMERoots != "" {
 		pem, err := os.ReadFile(o.ACMERoots)
 		if err != nil {
 			return nil, fmt.Errorf("--acme-roots: %w", err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
+		ao.Roots = x509.NewCertPool()
+		if !ao.Roots.AppendCertsFromPEM(pem) {
 			return nil, fmt.Errorf("--acme-roots %s: no PEM certificates in it", o.ACMERoots)
 		}
-		tmpl.TrustedRoots = pool
 	}
-	a.issuer = certmagic.NewACMEIssuer(cfg, tmpl)
-	cfg.Issuers = []certmagic.Issuer{a.issuer}
-	a.cfg = cfg
-	return a, nil
+	return newACME(ao, log)
 }
 
 // Run manages certificates until ctx ends.

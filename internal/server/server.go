@@ -216,7 +216,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	var acme *acmeIssuer
 	if o.ACMEDirectory != "" {
-		if acme, err = newACME(o, st, lay, log); err != nil {
+		if acme, err = acmeFromFlags(o, lay, log); err != nil {
 			return err
 		}
 		ropts.ACME = acme
