@@ -7,12 +7,21 @@ func nodeApp(version string) string {
 	return `if (process.env.CRASH) { console.error("CRASH is set"); process.exit(1); }
 const http = require("http");
 const crypto = require("crypto");
+// A page that opens a WebSocket back to where it came from (wss on https)
+// and shows the echo.
+const wsPage = '<!doctype html><title>ws</title><p id="out">waiting</p><script>' +
+  'const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");' +
+  'ws.onopen = () => ws.send("hello from " + location.protocol);' +
+  'ws.onmessage = (e) => { const p = document.getElementById("out"); p.textContent = "echo: " + e.data; p.id = "done"; };' +
+  'ws.onerror = () => { document.getElementById("out").textContent = "websocket error"; };' +
+  '</script>';
 const server = http.createServer((req, res) => {
   if (req.url === "/pid") return res.end(String(process.pid));
   if (req.url.startsWith("/slow")) return setTimeout(() => res.end("slow\n"), 300);
   if (req.url === "/crash") { res.end("bye"); return setTimeout(() => process.kill(process.pid, "SIGKILL"), 50); }
   if (req.url.startsWith("/env/")) return res.end(process.env[req.url.slice(5)] || "");
   if (req.url === "/headers") return res.end(JSON.stringify(req.headers));
+  if (req.url === "/page") { res.setHeader("Content-Type", "text/html"); return res.end(wsPage); }
   res.end("` + version + ` " + (process.env.GREETING || "") + "\n");
 });
 server.on("upgrade", (req, socket) => {
