@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -120,9 +121,24 @@ func (o *observer) flushLoop(ctx context.Context) {
 	}
 }
 
+// accessEntry is what an access log line says of a request.
+type accessEntry struct {
+	host, method, path, proto, remote string
+}
+
 // record counts a finished request and writes its access log line. The
 // path is logged without its query string, which may carry secrets.
 func (o *observer) record(req *http.Request, s *appStats, start time.Time, status int, in, out int64, gear string) {
+	var e *accessEntry
+	if o.w != nil {
+		e = &accessEntry{host: req.Host, method: req.Method, path: req.URL.Path, proto: req.Proto, remote: req.RemoteAddr}
+	}
+	o.recordEntry(s, e, start, status, in, out, gear)
+}
+
+// recordEntry counts a request in the app's metrics and logs e (nil when
+// there is no access log).
+func (o *observer) recordEntry(s *appStats, e *accessEntry, start time.Time, status int, in, out int64, gear string) {
 	d := time.Since(start)
 	app := "-"
 	if s != nil {
@@ -140,7 +156,7 @@ func (o *observer) record(req *http.Request, s *appStats, start time.Time, statu
 			s.bytesOut.Add(float64(out))
 		}
 	}
-	if o.w == nil {
+	if o.w == nil || e == nil {
 		return
 	}
 	if gear == "" {
@@ -152,13 +168,13 @@ func (o *observer) record(req *http.Request, s *appStats, start time.Time, statu
 	b = append(b, " app="...)
 	b = append(b, app...)
 	b = append(b, " host="...)
-	b = strconv.AppendQuote(b, req.Host)
+	b = strconv.AppendQuote(b, e.host)
 	b = append(b, " method="...)
-	b = append(b, req.Method...)
+	b = append(b, e.method...)
 	b = append(b, " path="...)
-	b = strconv.AppendQuote(b, req.URL.Path)
+	b = strconv.AppendQuote(b, e.path)
 	b = append(b, " proto="...)
-	b = append(b, req.Proto...)
+	b = append(b, e.proto...)
 	b = append(b, " status="...)
 	b = strconv.AppendInt(b, int64(status), 10)
 	b = append(b, " bytes="...)
@@ -168,11 +184,20 @@ func (o *observer) record(req *http.Request, s *appStats, start time.Time, statu
 	b = append(b, " gear="...)
 	b = append(b, gear...)
 	b = append(b, " client="...)
-	b = append(b, req.RemoteAddr...)
+	b = append(b, e.remote...)
 	b = append(b, '\n')
 	o.w.Write(b)
 	o.buf = b
 	o.mu.Unlock()
+}
+
+// rawPage writes one of the router's pages on a connection of the fast
+// path (plain text; the connection closes after it) and records it.
+func (o *observer) rawPage(c net.Conn, s *appStats, start time.Time, e *accessEntry, status int, title, msg string) {
+	body := strconv.Itoa(status) + " " + title + ": " + msg + "\n"
+	c.Write([]byte("HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) + "\r\nContent-Type: text/plain; charset=utf-8\r\n" +
+		"Cache-Control: no-store\r\nConnection: close\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body))
+	o.recordEntry(s, e, start, status, 0, int64(len(body)), "")
 }
 
 // recordTCP writes a TCP connection's access log line.

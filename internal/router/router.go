@@ -100,16 +100,18 @@ type Waker interface {
 
 // Router serves HTTP for apps.
 type Router struct {
-	o     Options
-	log   *slog.Logger
-	ln    net.Listener
-	tlsLn net.Listener
-	table atomic.Pointer[Table]
-	proxy *httputil.ReverseProxy
-	trans *http.Transport
-	tcp   tcpRoutes
-	obs   *observer
-	certs certCache
+	o         Options
+	log       *slog.Logger
+	ln        net.Listener
+	tlsLn     net.Listener
+	table     atomic.Pointer[Table]
+	proxy     *httputil.ReverseProxy
+	trans     *http.Transport
+	pool      backendPool // the fast path's connections to gears
+	fastConns connSet     // the fast path's client connections
+	tcp       tcpRoutes
+	obs       *observer
+	certs     certCache
 
 	connsMu sync.Mutex
 	conns   map[string]*atomic.Int64 // endpoint -> open requests
@@ -191,7 +193,9 @@ func (r *Router) Run(ctx context.Context) error {
 	}
 	srv := r.httpServer()
 	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(r.ln) }()
+	hq := newConnQueue(r.ln.Addr())
+	go func() { errc <- srv.Serve(hq) }()
+	go r.acceptHTTP(r.ln, hq)
 	servers := []*http.Server{srv}
 	if r.tlsLn != nil {
 		tsrv := r.httpServer()
@@ -202,14 +206,20 @@ func (r *Router) Run(ctx context.Context) error {
 		servers = append(servers, tsrv)
 	}
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); r.healthLoop(ctx) }()
+	go func() { defer wg.Done(); r.pruneLoop(ctx) }()
 	go func() { defer wg.Done(); r.obs.flushLoop(ctx) }()
 	defer wg.Wait()
 	defer r.tcp.closeAll()
 	for {
 		select {
 		case <-ctx.Done():
+			r.ln.Close()
+			if r.tlsLn != nil {
+				r.tlsLn.Close()
+			}
+			r.fastConns.closeIdle()
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			for _, s := range servers {
 				s.Shutdown(sctx)
@@ -225,6 +235,21 @@ func (r *Router) Run(ctx context.Context) error {
 			if err := r.reload(); err != nil {
 				r.log.Error("reloading routes", "err", err)
 			}
+		}
+	}
+}
+
+// pruneLoop closes the fast path's idle gear connections past their time.
+func (r *Router) pruneLoop(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			r.pool.prune()
+			return
+		case <-tick.C:
+			r.pool.prune()
 		}
 	}
 }
@@ -280,15 +305,22 @@ func (r *Router) reload() error {
 
 // Apply swaps in a new route table.
 func (r *Router) Apply(t *Table) {
+	// Routes carry their endpoints' counters and their app's stats, so
+	// the request path looks nothing up under a lock.
 	r.connsMu.Lock()
 	for _, rt := range t.Routes {
-		for _, ep := range rt.Endpoints {
+		rt.counters = make([]*atomic.Int64, len(rt.Endpoints))
+		for i, ep := range rt.Endpoints {
 			if r.conns[ep] == nil {
 				r.conns[ep] = new(atomic.Int64)
 			}
+			rt.counters[i] = r.conns[ep]
 		}
 	}
 	r.connsMu.Unlock()
+	for _, rt := range t.Routes {
+		rt.stats = r.statsOf(rt.AppKey, rt.App)
+	}
 	r.table.Store(t)
 	r.syncTCP(t)
 	r.appliedMu.Lock()
@@ -348,19 +380,22 @@ func (r *Router) pick(host string) (rt *Route, ep string, c *atomic.Int64) {
 		if rt == nil || len(rt.Endpoints) == 0 {
 			return rt, "", nil
 		}
-		best, bestN := "", int64(-1)
-		start := int(r.rr.Add(1))
+		best, bestN := 0, int64(-1)
+		start := 0
+		if len(rt.Endpoints) > 1 {
+			start = int(r.rr.Add(1))
+		}
 		for i := range rt.Endpoints {
-			e := rt.Endpoints[(start+i)%len(rt.Endpoints)]
-			n := r.counter(e).Load()
-			if bestN < 0 || n < bestN {
-				best, bestN = e, n
+			j := (start + i) % len(rt.Endpoints)
+			if n := rt.counters[j].Load(); bestN < 0 || n < bestN {
+				best, bestN = j, n
 			}
 		}
-		c = r.counter(best)
+		c = rt.counters[best]
 		c.Add(1)
-		if r.table.Load() == t || stillRouted(r.table.Load(), host, best) {
-			return rt, best, c
+		ep = rt.Endpoints[best]
+		if r.table.Load() == t || stillRouted(r.table.Load(), host, ep) {
+			return rt, ep, c
 		}
 		c.Add(-1)
 	}
@@ -413,7 +448,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	rt, ep, c := r.pick(host)
 	var st *appStats
 	if rt != nil {
-		st = r.statsOf(rt.AppKey, rt.App)
+		st = rt.stats
 		st.begin()
 		defer st.end()
 		if ep == "" && rt.Idle && r.o.Waker != nil {

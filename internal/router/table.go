@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gantry-paas/gantry/internal/store"
@@ -28,6 +29,9 @@ type Route struct {
 	ConnectTimeout, ReadTimeout, TunnelTimeout time.Duration
 	// Cert is the alias's own certificate (uploaded or ACME), nil if none.
 	Cert *tls.Certificate
+
+	counters []*atomic.Int64 // open requests per endpoint, set by Apply
+	stats    *appStats       // the app's, set by Apply
 }
 
 // TCPRoute is a raw TCP route: a platform port or an SNI name on the TLS

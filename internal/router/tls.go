@@ -37,10 +37,10 @@ func (r *Router) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 	if rt != nil && rt.Cert != nil {
 		return rt.Cert, nil
 	}
-	platform := name == "" || r.platform[name]
+	platform := name == "" || r.platform[name] || net.ParseIP(name) != nil
 	if r.o.Certs != nil && (rt != nil || platform) {
-		if name == "" {
-			name = r.platformName()
+		if name == "" || platform && !r.o.Certs.Covers(name) {
+			name = r.platformName() // no SNI, or an address as SNI
 		}
 		if r.o.Certs.Covers(name) {
 			if platform {
