@@ -276,14 +276,15 @@ func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 var recorders = sync.Pool{New: func() any { return new(recorder) }}
 
-// countingBody counts request body bytes.
+// countingBody counts request body bytes (atomically: the transport may
+// still be sending the body when the response is done).
 type countingBody struct {
 	io.ReadCloser
-	n int64
+	n atomic.Int64
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	b.n += int64(n)
+	b.n.Add(int64(n))
 	return n, err
 }

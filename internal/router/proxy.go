@@ -90,7 +90,7 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request, rt *Route, ep
 	}
 	var in int64
 	if body != nil {
-		in = body.n
+		in = body.n.Load()
 	}
 	r.obs.record(req, st, start, rec.status, in, rec.bytes, ep)
 	rec.ResponseWriter = nil
