@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -52,12 +53,13 @@ func (r *Router) acceptHTTP(ln net.Listener, q *connQueue) {
 func (r *Router) serveFast(c net.Conn, q *connQueue) {
 	br := readers.Get().(*bufio.Reader)
 	br.Reset(c)
-	handOff := false
+	handOff, owned := false, false
 	defer func() {
-		if handOff {
+		switch {
+		case handOff:
 			pending, _ := br.Peek(br.Buffered())
 			q.push(&prefixConn{Conn: c, prefix: append([]byte(nil), pending...)})
-		} else {
+		case !owned:
 			c.Close()
 		}
 		br.Reset(nil)
@@ -104,6 +106,10 @@ func (r *Router) serveFast(c net.Conn, q *connQueue) {
 			c.SetReadDeadline(time.Time{}) // the body may take its time
 		}
 		keep, err := r.proxyFast(c, br, &req, rt, host, clientIP, remote, trusted)
+		if err == errTunnelOwned {
+			owned = true
+			return
+		}
 		if err != nil || !keep {
 			return
 		}
@@ -121,6 +127,8 @@ type fastRequest struct {
 	xff, xfp, xfh []byte
 	contentLength int64
 	close         bool
+	wantsUpgrade  bool     // Connection: upgrade
+	upgrade       []byte   // the Upgrade header (websocket)
 	headers       [][2]int // start, end of each header line to forward, in head
 }
 
@@ -195,15 +203,25 @@ func (q *fastRequest) parse(br *bufio.Reader) error {
 			}
 			q.contentLength, seenCL = n, true
 		case equalFold(name, "connection"):
-			switch {
-			case equalFold(value, "close"):
-				q.close = true
-			case equalFold(value, "keep-alive"):
-			default:
-				return errHandOff // upgrades, or headers declared hop-by-hop
+			for _, tok := range bytes.Split(value, []byte(",")) {
+				tok = bytes.Trim(tok, " \t")
+				switch {
+				case equalFold(tok, "close"):
+					q.close = true
+				case equalFold(tok, "keep-alive"):
+				case equalFold(tok, "upgrade"):
+					q.wantsUpgrade = true
+				default:
+					return errHandOff // headers declared hop-by-hop
+				}
 			}
 			forward = false
-		case equalFold(name, "transfer-encoding"), equalFold(name, "upgrade"), equalFold(name, "expect"), equalFold(name, "te"), equalFold(name, "trailer"):
+		case equalFold(name, "upgrade"):
+			if !equalFold(value, "websocket") || q.upgrade != nil {
+				return errHandOff // h2c and other protocols: net/http's business
+			}
+			q.upgrade, forward = value, false
+		case equalFold(name, "transfer-encoding"), equalFold(name, "expect"), equalFold(name, "te"), equalFold(name, "trailer"):
 			return errHandOff
 		case equalFold(name, "keep-alive"), equalFold(name, "proxy-connection"):
 			forward = false
@@ -222,7 +240,7 @@ func (q *fastRequest) parse(br *bufio.Reader) error {
 		}
 		pos = end + 1
 	}
-	if q.host == nil {
+	if q.host == nil || q.wantsUpgrade != (q.upgrade != nil) || q.upgrade != nil && (string(q.method) != "GET" || q.contentLength > 0) {
 		return errHandOff
 	}
 	return nil
@@ -353,7 +371,10 @@ func (r *Router) proxyFast(c net.Conn, cbr *bufio.Reader, req *fastRequest, rt *
 	var err error
 	for attempt := 0; attempt < 2; attempt++ {
 		reused := false
-		if bc = r.pool.get(ep); bc != nil {
+		if req.upgrade == nil {
+			bc = r.pool.get(ep)
+		}
+		if bc != nil {
 			reused = true
 		} else if bc, err = r.dialBackend(ep, rt2); err != nil {
 			break
@@ -388,7 +409,13 @@ func (r *Router) proxyFast(c net.Conn, cbr *bufio.Reader, req *fastRequest, rt *
 		r.obs.rawPage(c, st, start, entry, status, title, msg)
 		return false, nil
 	}
+	if resp.status == http.StatusSwitchingProtocols {
+		return false, r.tunnelFast(c, cbr, bc, &resp, rt2, st, entry, start, ep)
+	}
 	keep, n, err := r.sendResponse(c, bc, &resp, req)
+	if req.upgrade != nil {
+		resp.reusable = false
+	}
 	if err != nil || !resp.reusable {
 		bc.close()
 	} else {
@@ -424,6 +451,10 @@ func (r *Router) requestHead(out []byte, req *fastRequest, clientIP, proto strin
 		out = append(out, req.xfp...)
 	} else {
 		out = append(out, proto...)
+	}
+	if req.upgrade != nil {
+		out = append(out, "\r\nConnection: Upgrade\r\nUpgrade: "...)
+		out = append(out, req.upgrade...)
 	}
 	out = append(out, "\r\n\r\n"...)
 	return out
@@ -496,8 +527,11 @@ func (p *fastResponse) readHead(br *bufio.Reader, req *fastRequest, readTimeout 
 		if err := p.parse(head, req); err != nil {
 			return err
 		}
+		if p.status == http.StatusSwitchingProtocols && req.upgrade != nil {
+			return nil
+		}
 		if p.status >= 100 && p.status < 200 {
-			return errors.New("informational responses are not expected here") // caller hands such requests to net/http
+			return errors.New("informational responses are not expected here") // Expect: 100-continue goes to net/http
 		}
 		return nil
 	}

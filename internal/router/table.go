@@ -160,3 +160,13 @@ func (t *Table) Lookup(host string) *Route {
 	}
 	return nil
 }
+
+// countOf is the open-request counter of one of the route's endpoints.
+func (r *Route) countOf(ep string) *atomic.Int64 {
+	for i, e := range r.Endpoints {
+		if e == ep {
+			return r.counters[i]
+		}
+	}
+	return new(atomic.Int64) // the endpoint left the route: count nowhere
+}
