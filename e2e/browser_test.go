@@ -24,16 +24,7 @@ func TestBrowserWSS(t *testing.T) {
 	srv := startServer(t, data, cfg, "127.0.0.1:0", "127.0.0.1:0", "--isolation", "process")
 	_, httpsPort := splitPort(srv.httpsAddr)
 	u := newEnv(t, cfg)
-	u.gantry("sshkey", "add", filepath.Join(u.home, ".ssh", "id_ed25519.pub"))
-	u.gantry("domain", "create", "acme")
-	var a appJSON
-	u.gantryJSON(&a, "app", "create", "web", "--type", "nodejs")
-	work := t.TempDir()
-	u.runIn(work, "git", "clone", "-q", a.GitURL, "web")
-	repo := filepath.Join(work, "web")
-	writeFile(t, filepath.Join(repo, "server.js"), nodeApp("v1"), 0o644)
-	u.runIn(repo, "git", "commit", "-qam", "v1")
-	u.runIn(repo, "git", "push", "-q")
+	deployNodeApp(t, u, "acme", "web")
 
 	// Trust the platform root in a fresh NSS database, as a user would.
 	home := t.TempDir()

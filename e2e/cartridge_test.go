@@ -45,16 +45,7 @@ func cartridges(t *testing.T, isolation []string) {
 	u := newEnv(t, cfg)
 	hc := srv.httpClient()
 	host := "web-db.localhost"
-	u.gantry("sshkey", "add", filepath.Join(u.home, ".ssh", "id_ed25519.pub"))
-	u.gantry("domain", "create", "db")
-	var a appJSON
-	u.gantryJSON(&a, "app", "create", "web", "--type", "nodejs")
-	work := t.TempDir()
-	u.runIn(work, "git", "clone", "-q", a.GitURL, "web")
-	repo := filepath.Join(work, "web")
-	writeFile(t, filepath.Join(repo, "server.js"), nodeApp("v1"), 0o644)
-	u.runIn(repo, "git", "commit", "-qam", "v1")
-	u.runIn(repo, "git", "push", "-q")
+	deployNodeApp(t, u, "db", "web")
 
 	var pg cartridgeJSON
 	u.gantryJSON(&pg, "cartridge", "add", "web", "postgresql")

@@ -117,16 +117,7 @@ func routing(t *testing.T, isolation []string) {
 	_, httpsPort := splitPort(srv.httpsAddr)
 	_, httpPort := splitPort(srv.httpAddr)
 	u := newEnv(t, cfg)
-	u.gantry("sshkey", "add", filepath.Join(u.home, ".ssh", "id_ed25519.pub"))
-	u.gantry("domain", "create", "acme")
-	var a appJSON
-	u.gantryJSON(&a, "app", "create", "web", "--type", "nodejs")
-	work := t.TempDir()
-	u.runIn(work, "git", "clone", "-q", a.GitURL, "web")
-	repo := filepath.Join(work, "web")
-	writeFile(t, filepath.Join(repo, "server.js"), nodeApp("v1"), 0o644)
-	u.runIn(repo, "git", "commit", "-qam", "v1")
-	u.runIn(repo, "git", "push", "-q")
+	deployNodeApp(t, u, "acme", "web")
 	u.gantry("app", "scale", "web", "--gears", "2")
 	show := func() routedApp {
 		var s routedApp

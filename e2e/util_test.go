@@ -214,3 +214,21 @@ func (l *load) Stop() {
 	close(l.stop)
 	l.wg.Wait()
 }
+
+// deployNodeApp is a user's first steps: an SSH key, a domain, a Node.js
+// app cloned, nodeApp("v1") committed and pushed. It returns the app and
+// the clone's directory.
+func deployNodeApp(t *testing.T, u *env, domain, name string) (appJSON, string) {
+	t.Helper()
+	u.gantry("sshkey", "add", filepath.Join(u.home, ".ssh", "id_ed25519.pub"))
+	u.gantry("domain", "create", domain)
+	var a appJSON
+	u.gantryJSON(&a, "app", "create", name, "--type", "nodejs")
+	work := t.TempDir()
+	u.runIn(work, "git", "clone", "-q", a.GitURL, name)
+	repo := filepath.Join(work, name)
+	writeFile(t, filepath.Join(repo, "server.js"), nodeApp("v1"), 0o644)
+	u.runIn(repo, "git", "commit", "-qam", "v1")
+	u.runIn(repo, "git", "push", "-q")
+	return a, repo
+}
