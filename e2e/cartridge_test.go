@@ -152,6 +152,17 @@ func cartridges(t *testing.T, isolation []string) {
 			t.Fatalf("no process for the postgresql gear %q: %s", pgGear, st)
 		}
 		syscall.Kill(state.PID, syscall.SIGKILL)
+		t.Cleanup(func() {
+			if t.Failed() { // what the database said about its restart
+				logs, _ := filepath.Glob(filepath.Join(data, "apps", "*", "logs", pgGear+".log"))
+				for _, l := range logs {
+					b, _ := os.ReadFile(l)
+					t.Logf("%s (last 4 KiB):\n%s", l, b[max(0, len(b)-4096):])
+				}
+				st, _ := os.ReadFile(filepath.Join(data, "gears", pgGear, "state.json"))
+				t.Logf("state.json: %s", st)
+			}
+		})
 		eventually(t, "postgresql comes back with its data", 60*time.Second, func() error {
 			c := exec.Command("psql", "-h", "127.0.0.1", "-p", localPort, "-U", pg.Username, "-d", pg.Database, "-tAc", "SELECT count(*) FROM notes")
 			c.Env = append(os.Environ(), "PGPASSWORD="+pg.Password, "PGCONNECT_TIMEOUT=3")
