@@ -1,0 +1,148 @@
+package egress
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+)
+
+// Table is the nftables table of the policy inside a gear's namespace.
+const Table = "gantry_egress"
+
+// Always is what a gear may reach whatever its policy: the platform's
+// services on the host (router, SSH endpoint), the app's own gears (its
+// databases) and the DNS resolvers.
+type Always struct {
+	Gateway   netip.Addr
+	HostPorts []uint16
+	Peers     []netip.Addr
+	Resolvers []netip.Addr
+}
+
+// Ruleset renders the policy as an nft script that replaces the table
+// atomically (one transaction). Refused TCP connections get a reset and
+// other protocols an ICMP error, so connect() fails at once. hosts holds
+// the resolved addresses of hostname rules; a hostname not resolved yet
+// matches nothing.
+func Ruleset(p Policy, hosts map[string][]netip.Addr, always Always) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "table inet %s\ndelete table inet %s\ntable inet %s {\n\tchain output {\n", Table, Table, Table)
+	b.WriteString("\t\ttype filter hook output priority 0; policy accept;\n")
+	b.WriteString("\t\toifname \"lo\" accept\n")
+	b.WriteString("\t\tct state established,related accept\n")
+	if always.Gateway.IsValid() && len(always.HostPorts) > 0 {
+		ports := make([]string, len(always.HostPorts))
+		for i, p := range always.HostPorts {
+			ports[i] = fmt.Sprint(p)
+		}
+		fmt.Fprintf(&b, "\t\t%s daddr %s tcp dport { %s } accept comment \"the platform\"\n", family(always.Gateway), always.Gateway, strings.Join(ports, ", "))
+	}
+	for fam, addrs := range byFamily(always.Peers) {
+		fmt.Fprintf(&b, "\t\t%s daddr { %s } accept comment \"the app's own gears\"\n", fam, addrs)
+	}
+	for fam, addrs := range byFamily(always.Resolvers) {
+		fmt.Fprintf(&b, "\t\t%s daddr { %s } meta l4proto { tcp, udp } th dport 53 accept comment \"DNS\"\n", fam, addrs)
+	}
+	for i, r := range p.Rules {
+		for _, line := range ruleLines(r, hosts) {
+			fmt.Fprintf(&b, "\t\t%s comment \"%d: %s %s\"\n", line, i+1, r.Action, r.Text)
+		}
+	}
+	if p.Default == Deny {
+		b.WriteString("\t\tmeta l4proto tcp counter reject with tcp reset comment \"default: deny\"\n")
+		b.WriteString("\t\tcounter reject with icmpx type admin-prohibited comment \"default: deny\"\n")
+	}
+	b.WriteString("\t}\n}\n")
+	return b.String()
+}
+
+// byFamily splits addresses into ip and ip6 set bodies, sorted.
+func byFamily(addrs []netip.Addr) map[string]string {
+	groups := map[string][]string{}
+	sorted := append([]netip.Addr(nil), addrs...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Less(sorted[j]) })
+	for _, a := range sorted {
+		groups[family(a)] = append(groups[family(a)], a.Unmap().String())
+	}
+	out := map[string]string{}
+	for f, as := range groups {
+		out[f] = strings.Join(as, ", ")
+	}
+	return out
+}
+
+func family(a netip.Addr) string {
+	if a.Unmap().Is4() {
+		return "ip"
+	}
+	return "ip6"
+}
+
+// ruleLines renders one rule as nft rule bodies (without comment).
+func ruleLines(r Rule, hosts map[string][]netip.Addr) []string {
+	var dests []string // destination matches; "" for any
+	switch {
+	case r.Host != "":
+		for fam, addrs := range byFamily(hosts[r.Host]) {
+			dests = append(dests, fmt.Sprintf("%s daddr { %s }", fam, addrs))
+		}
+		if len(dests) == 0 {
+			return nil // not resolved (yet): matches nothing
+		}
+		sort.Strings(dests)
+	case r.Prefix.IsValid():
+		dests = []string{fmt.Sprintf("%s daddr %s", family(r.Prefix.Addr()), r.Prefix)}
+	default:
+		dests = []string{""}
+	}
+	var ports []string // protocol and port matches; "" for any
+	if len(r.Ports) == 0 {
+		ports = []string{""}
+	} else {
+		byProto := map[string][]string{}
+		for _, pr := range r.Ports {
+			v := fmt.Sprint(pr.Lo)
+			if pr.Hi != pr.Lo {
+				v = fmt.Sprintf("%d-%d", pr.Lo, pr.Hi)
+			}
+			byProto[pr.Proto] = append(byProto[pr.Proto], v)
+		}
+		for _, proto := range []string{"tcp", "udp", ""} {
+			vs := byProto[proto]
+			if len(vs) == 0 {
+				continue
+			}
+			set := strings.Join(vs, ", ")
+			if len(vs) > 1 {
+				set = "{ " + set + " }"
+			}
+			switch proto {
+			case "":
+				ports = append(ports, "meta l4proto { tcp, udp } th dport "+set)
+			default:
+				ports = append(ports, proto+" dport "+set)
+			}
+		}
+	}
+	var out []string
+	for _, d := range dests {
+		for _, p := range ports {
+			m := strings.TrimSpace(d + " " + p)
+			if m != "" {
+				m += " "
+			}
+			switch {
+			case r.Action == Allow:
+				out = append(out, m+"counter accept")
+			case strings.HasPrefix(p, "tcp "):
+				out = append(out, m+"counter reject with tcp reset")
+			case strings.HasPrefix(p, "udp "):
+				out = append(out, m+"counter reject with icmpx type port-unreachable")
+			default:
+				out = append(out, m+"meta l4proto tcp counter reject with tcp reset", m+"counter reject with icmpx type admin-prohibited")
+			}
+		}
+	}
+	return out
+}
