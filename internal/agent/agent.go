@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/egress"
 	"github.com/gantry-paas/gantry/internal/keylock"
 	"github.com/gantry-paas/gantry/internal/layout"
 	"github.com/gantry-paas/gantry/internal/netplan"
@@ -67,6 +68,11 @@ type Options struct {
 	Network netplan.Plan
 	// UIDMin..UIDMax are the Unix users given to apps.
 	UIDMin, UIDMax int
+	// EgressDefault is the platform's egress verdict when no rule of an
+	// app matches (allow unless set); EgressLabels the port labels
+	// (egress.DefaultLabels unless set).
+	EgressDefault string
+	EgressLabels  egress.Labels
 }
 
 // Agent supervises gears.
@@ -82,6 +88,8 @@ type Agent struct {
 
 	svcMu    sync.Mutex // guards svcCache
 	svcCache map[string]serviceCache
+
+	hosts hostCache // addresses of egress hostname rules
 }
 
 // New validates the options.
@@ -139,6 +147,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.ctx = ctx
 	a.reattach(ctx)
 	close(a.ready)
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); a.egressLoop(ctx) }()
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	for {

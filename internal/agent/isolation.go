@@ -209,6 +209,11 @@ func (a *Agent) prepareNamespaced(app *store.App, dep *store.Deployment, g *stor
 	if err := a.netAdd(g.ID); err != nil {
 		return "", limits, fmt.Errorf("network: %w", err)
 	}
+	// The egress policy is in place before the app runs (and the app's
+	// other gears learn the new peer).
+	if err := a.ApplyEgress(app.Key()); err != nil {
+		return "", limits, err
+	}
 	if err := a.ownAppDirs(app, dep); err != nil {
 		return "", limits, fmt.Errorf("directories: %w", err)
 	}

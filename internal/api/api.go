@@ -119,6 +119,8 @@ type Options struct {
 	ACME bool
 	// TCPPorts reports TCP route ports the router could not bind.
 	TCPPorts TCPPorts
+	// Egress, if set, serves the apps' outbound policies.
+	Egress Egress
 }
 
 // ServiceDialer connects to a service of a user's gear, refusing anything
@@ -176,6 +178,7 @@ func New(o Options) (*API, error) {
 	a.registerServices()
 	a.registerCartridges()
 	a.registerRouting()
+	a.registerEgress()
 	a.mux.HandleFunc("GET /docs", a.docs)
 	a.mux.Handle("GET /docs/", http.StripPrefix("/docs/", http.FileServerFS(mustSub(docsUI, "docsui"))))
 	a.mux.HandleFunc("/git/", a.gitHTTP)

@@ -14,6 +14,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/netip"
 	"sort"
 	"strings"
@@ -65,6 +66,13 @@ func (p Plan) Normalize() Plan {
 
 // Gateway is the host's address on the bridge: the subnet's first address.
 func (p Plan) Gateway() netip.Addr { return p.Subnet.Masked().Addr().Next() }
+
+// BridgeMAC is the bridge's fixed hardware address: locally administered,
+// derived from the prefix.
+func (p Plan) BridgeMAC() net.HardwareAddr {
+	sum := sha256.Sum256([]byte("bridge/" + p.Prefix))
+	return net.HardwareAddr{0x02, sum[0], sum[1], sum[2], sum[3], sum[4]}
+}
 
 // NetnsName is the named network namespace of a gear.
 func (p Plan) NetnsName(gearID string) string { return p.Prefix + "-" + gearID }

@@ -137,9 +137,14 @@ func Namespaces(prefix string) []string {
 }
 
 func ensureBridge(p Plan, changed func(string, ...any)) (netlink.Link, error) {
+	// A bridge without an address of its own takes the lowest of its
+	// ports' and changes it when that port goes: the gears' ARP entries
+	// for the gateway then point nowhere for seconds (outbound traffic of
+	// every gear stalls when one gear stops). A fixed address avoids it.
+	mac := p.BridgeMAC()
 	l, err := netlink.LinkByName(p.Bridge)
 	if err != nil {
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: p.Bridge}}
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: p.Bridge, HardwareAddr: mac}}
 		if err := netlink.LinkAdd(br); err != nil {
 			return nil, err
 		}
@@ -147,6 +152,12 @@ func ensureBridge(p Plan, changed func(string, ...any)) (netlink.Link, error) {
 		if l, err = netlink.LinkByName(p.Bridge); err != nil {
 			return nil, err
 		}
+	}
+	if l.Attrs().HardwareAddr.String() != mac.String() {
+		if err := netlink.LinkSetHardwareAddr(l, mac); err != nil {
+			return nil, err
+		}
+		changed("address %s on %s", mac, p.Bridge)
 	}
 	gw := &netlink.Addr{IPNet: ipnet(p.Gateway(), p.Subnet.Bits())}
 	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)

@@ -29,6 +29,7 @@ import (
 	"github.com/gantry-paas/gantry/internal/builder"
 	"github.com/gantry-paas/gantry/internal/cartridge"
 	"github.com/gantry-paas/gantry/internal/clientconfig"
+	"github.com/gantry-paas/gantry/internal/egress"
 	"github.com/gantry-paas/gantry/internal/gearenv"
 	"github.com/gantry-paas/gantry/internal/gitrepo"
 	"github.com/gantry-paas/gantry/internal/layout"
@@ -81,6 +82,9 @@ type Options struct {
 	// Isolation is "auto" (namespaces when root on Linux with runc and
 	// nft, else process), "namespaces" or "process".
 	Isolation string
+	// EgressDefault is the verdict for outbound connections no rule of an
+	// app matches: allow (default) or deny.
+	EgressDefault string
 	// GearSubnet is the subnet of namespaced gears (default 10.88.0.0/16).
 	GearSubnet string
 	// NetPrefix names the bridge, namespaces and nftables tables
@@ -250,7 +254,12 @@ func Run(ctx context.Context, o Options) error {
 	if isolation == agent.Namespaces {
 		env.path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/go/bin"
 	}
-	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Exe: exe, Env: env.gear,
+	switch o.EgressDefault {
+	case "", egress.Allow, egress.Deny:
+	default:
+		return fmt.Errorf("--egress-default %q: use allow or deny", o.EgressDefault)
+	}
+	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Exe: exe, Env: env.gear, EgressDefault: o.EgressDefault,
 		StartTimeout: o.StartTimeout, Isolation: isolation, Network: network,
 		Hook: func(dep *store.Deployment, name string) string {
 			h, err := builder.FindHooks(dep.Dir)
@@ -300,7 +309,7 @@ func Run(ctx context.Context, o Options) error {
 		SSHHostKeys: []string{knownHost + " " + hostKey},
 		Scaler:      scaler, Router: rt, MaxGears: o.MaxGears, Metrics: mets.Handler(), Tunnels: serviceDialer{ag},
 		CAView: api.NewCAView(ca), HTTPSPort: httpsPort, PlatformHosts: []string{o.Host, "localhost"}, PublicHost: o.Host,
-		ReservedPorts: []int{httpPort, httpsPort, sshPort}, ACME: acme != nil, TCPPorts: rt,
+		ReservedPorts: []int{httpPort, httpsPort, sshPort}, ACME: acme != nil, TCPPorts: rt, Egress: ag,
 	})
 	mets.AppGauge("gantry_app_connections", "Live connections per app: requests in flight, WebSockets, held requests.", func() map[string]float64 {
 		out := map[string]float64{}

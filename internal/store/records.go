@@ -68,6 +68,8 @@ type App struct {
 	Idle      bool          `json:"idle,omitempty"`
 	// Cartridges are the add-on services (postgresql, redis) of the app.
 	Cartridges []Cartridge `json:"cartridges,omitempty"`
+	// Egress is the app's outbound rules, in order (first match wins).
+	Egress []EgressRule `json:"egress,omitempty"`
 	// HTTPS is allow (default), redirect or off.
 	HTTPS string `json:"https,omitempty"`
 	// Router timeouts; 0 is the router's default.
@@ -219,4 +221,10 @@ func (r *TCPRoute) Key() string {
 		return "tcproutes/sni-" + r.SNI
 	}
 	return fmt.Sprintf("tcproutes/port-%d", r.Port)
+}
+
+// EgressRule is one outbound rule as the user wrote it.
+type EgressRule struct {
+	Action string `json:"action"` // allow or deny
+	Rule   string `json:"rule"`
 }

@@ -1,0 +1,247 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/danielgtaylor/huma/v2"
+
+	"github.com/gantry-paas/gantry/internal/egress"
+	"github.com/gantry-paas/gantry/internal/store"
+)
+
+// Egress is what the API asks of the agent about outbound policies.
+type Egress interface {
+	EgressPolicy(app *store.App) (egress.Policy, error)
+	ResolveEgressHosts(p egress.Policy) map[string][]netip.Addr
+	ApplyEgress(appKey string) error
+	EgressEnforced() bool
+}
+
+// EgressRuleView is one rule of an app's outbound policy.
+type EgressRuleView struct {
+	N          int    `json:"n" doc:"position, from 1 (first match wins)"`
+	Action     string `json:"action"`
+	Rule       string `json:"rule"`
+	Meaning    string `json:"meaning" doc:"what the rule matches"`
+	ShadowedBy int    `json:"shadowed_by,omitempty" doc:"an earlier rule that always decides first (this one never applies)"`
+}
+
+// EgressView is an app's outbound policy.
+type EgressView struct {
+	Rules    []EgressRuleView  `json:"rules"`
+	Default  string            `json:"default" doc:"the platform's verdict when no rule matches"`
+	Enforced bool              `json:"enforced" doc:"false when gears are plain processes: the policy is kept but not enforced"`
+	Labels   map[string]string `json:"labels" doc:"port labels rules may use"`
+}
+
+// EgressTestView says what the policy does with one destination.
+type EgressTestView struct {
+	Destination string   `json:"destination"`
+	Addresses   []string `json:"addresses"`
+	Allowed     bool     `json:"allowed"`
+	Rule        int      `json:"rule" doc:"the deciding rule (0: the platform default)"`
+	Reason      string   `json:"reason"`
+}
+
+func (a *API) registerEgress() {
+	if a.o.Egress == nil {
+		return
+	}
+	type rulesIn struct {
+		AppRef
+		Body struct {
+			Action string   `json:"action" enum:"allow,deny"`
+			Rules  []string `json:"rules" minItems:"1" doc:"labels (smtp), ports or ranges (6667, 8000-8100/tcp), CIDRs with optional port (198.51.100.0/24, 10.1.2.3/32:5432), hostnames, or all"`
+			After  int      `json:"after,omitempty" doc:"insert after rule N (default: before all existing rules)"`
+		}
+	}
+	huma.Register(a.h, huma.Operation{OperationID: "add-egress-rules", Method: http.MethodPost, Path: "/v1/domains/{domain}/apps/{app}/egress", Security: bearer,
+		Summary: "Allow or deny outbound destinations", Description: "All rules are checked first; on any error nothing changes. Applied to running gears at once.", Tags: []string{"egress"}},
+		func(ctx context.Context, in *rulesIn) (*body[EgressView], error) {
+			app, err := a.loadApp(ctx, in.AppRef)
+			if err != nil {
+				return nil, err
+			}
+			if in.Body.After < 0 || in.Body.After > len(app.Egress) {
+				return nil, invalid(fmt.Sprintf("--after %d: the policy has %d rules", in.Body.After, len(app.Egress)))
+			}
+			var add []store.EgressRule
+			for _, text := range in.Body.Rules {
+				r := store.EgressRule{Action: in.Body.Action, Rule: text}
+				trial := *app
+				trial.Egress = []store.EgressRule{r}
+				p, err := a.o.Egress.EgressPolicy(&trial)
+				if err != nil {
+					return nil, invalid(err.Error())
+				}
+				r.Rule = p.Rules[0].Text
+				add = append(add, r)
+			}
+			err = a.o.Store.Update(func(tx *store.Tx) error {
+				if err := tx.Get(app.Key(), app); err != nil {
+					return err
+				}
+				after := min(in.Body.After, len(app.Egress))
+				rules := append(append(append([]store.EgressRule{}, app.Egress[:after]...), add...), app.Egress[after:]...)
+				app.Egress = rules
+				return tx.Put(app.Key(), app)
+			})
+			if err != nil {
+				return nil, a.internal("saving egress rules", err)
+			}
+			a.log.Info("egress rules added", "app", app.FullName(), "action", in.Body.Action, "rules", strings.Join(in.Body.Rules, " "), "user", userOf(ctx).Name)
+			if err := a.o.Egress.ApplyEgress(app.Key()); err != nil {
+				return nil, a.internal("applying egress policy", err)
+			}
+			return a.egressView(app)
+		})
+
+	huma.Register(a.h, huma.Operation{OperationID: "list-egress", Method: http.MethodGet, Path: "/v1/domains/{domain}/apps/{app}/egress", Security: bearer,
+		Summary: "An app's outbound policy", Tags: []string{"egress"}},
+		func(ctx context.Context, in *AppRef) (*body[EgressView], error) {
+			app, err := a.loadApp(ctx, *in)
+			if err != nil {
+				return nil, err
+			}
+			return a.egressView(app)
+		})
+
+	type ruleRef struct {
+		AppRef
+		N int `path:"n" doc:"rule position, from 1"`
+	}
+	huma.Register(a.h, huma.Operation{OperationID: "remove-egress-rule", Method: http.MethodDelete, Path: "/v1/domains/{domain}/apps/{app}/egress/{n}", Security: bearer,
+		Summary: "Remove an outbound rule", Tags: []string{"egress"}},
+		func(ctx context.Context, in *ruleRef) (*body[EgressView], error) {
+			app, err := a.loadApp(ctx, in.AppRef)
+			if err != nil {
+				return nil, err
+			}
+			err = a.o.Store.Update(func(tx *store.Tx) error {
+				if err := tx.Get(app.Key(), app); err != nil {
+					return err
+				}
+				if in.N < 1 || in.N > len(app.Egress) {
+					return notFound("rule_not_found", fmt.Sprintf("%s has no egress rule %d: see `gantry egress list %s`", app.Name, in.N, app.Name))
+				}
+				app.Egress = append(app.Egress[:in.N-1:in.N-1], app.Egress[in.N:]...)
+				return tx.Put(app.Key(), app)
+			})
+			if err != nil {
+				return nil, asProblem(a, "removing egress rule", err)
+			}
+			if err := a.o.Egress.ApplyEgress(app.Key()); err != nil {
+				return nil, a.internal("applying egress policy", err)
+			}
+			return a.egressView(app)
+		})
+
+	type testIn struct {
+		AppRef
+		Body struct {
+			Destination string `json:"destination" doc:"HOST:PORT"`
+			Protocol    string `json:"protocol,omitempty" enum:"tcp,udp" doc:"default tcp"`
+		}
+	}
+	huma.Register(a.h, huma.Operation{OperationID: "test-egress", Method: http.MethodPost, Path: "/v1/domains/{domain}/apps/{app}/egress/test", Security: bearer,
+		Summary: "Would the policy allow a destination?", Description: "Says which rule decides. Nothing is sent.", Tags: []string{"egress"}},
+		func(ctx context.Context, in *testIn) (*body[EgressTestView], error) {
+			app, err := a.loadApp(ctx, in.AppRef)
+			if err != nil {
+				return nil, err
+			}
+			host, portStr, err := net.SplitHostPort(in.Body.Destination)
+			port, perr := strconv.Atoi(portStr)
+			if err != nil || perr != nil || port < 1 || port > 65535 {
+				return nil, invalid(fmt.Sprintf("%q is not HOST:PORT (e.g. smtp.example.com:587 or 198.51.100.7:25)", in.Body.Destination))
+			}
+			proto := in.Body.Protocol
+			if proto == "" {
+				proto = "tcp"
+			}
+			p, err := a.o.Egress.EgressPolicy(app)
+			if err != nil {
+				return nil, a.internal("reading egress policy", err)
+			}
+			var addrs []netip.Addr
+			if ip, err := netip.ParseAddr(host); err == nil {
+				addrs = []netip.Addr{ip.Unmap()}
+			} else {
+				ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+				if err != nil {
+					return nil, invalid(fmt.Sprintf("%s does not resolve here: %v", host, err))
+				}
+				for _, ip := range ips {
+					addrs = append(addrs, ip.Unmap())
+				}
+			}
+			hosts := a.o.Egress.ResolveEgressHosts(p)
+			v := EgressTestView{Destination: in.Body.Destination, Allowed: true}
+			// Every address must be allowed for the name to be reachable.
+			for _, ip := range addrs {
+				v.Addresses = append(v.Addresses, ip.String())
+				ok, n := p.Decide(ip, uint16(port), proto, hosts)
+				if !ok || v.Reason == "" {
+					v.Allowed, v.Rule = ok, n+1
+					if n < 0 {
+						v.Rule = 0
+						v.Reason = "no rule matches: the platform default is " + p.Default
+					} else {
+						v.Reason = fmt.Sprintf("rule %d: %s %s", n+1, p.Rules[n].Action, p.Rules[n].Text)
+					}
+				}
+				if !ok {
+					break
+				}
+			}
+			return &body[EgressTestView]{Body: v}, nil
+		})
+}
+
+func (a *API) egressView(app *store.App) (*body[EgressView], error) {
+	p, err := a.o.Egress.EgressPolicy(app)
+	if err != nil {
+		return nil, a.internal("reading egress policy", err)
+	}
+	v := EgressView{Rules: []EgressRuleView{}, Default: p.Default, Enforced: a.o.Egress.EgressEnforced(), Labels: map[string]string{}}
+	shadow := p.Shadowed()
+	for i, r := range p.Rules {
+		rv := EgressRuleView{N: i + 1, Action: r.Action, Rule: r.Text, Meaning: meaning(r)}
+		if shadow[i] >= 0 {
+			rv.ShadowedBy = shadow[i] + 1
+		}
+		v.Rules = append(v.Rules, rv)
+	}
+	for _, name := range egress.DefaultLabels.Names() {
+		var ports []string
+		for _, pr := range egress.DefaultLabels[name] {
+			ports = append(ports, pr.String())
+		}
+		v.Labels[name] = strings.Join(ports, " ")
+	}
+	return &body[EgressView]{Body: v}, nil
+}
+
+func meaning(r egress.Rule) string {
+	var ports []string
+	for _, pr := range r.Ports {
+		ports = append(ports, pr.String())
+	}
+	switch {
+	case r.All:
+		return "every destination"
+	case r.Host != "":
+		return "the addresses " + r.Host + " resolves to"
+	case r.Prefix.IsValid() && len(ports) > 0:
+		return r.Prefix.String() + " on " + strings.Join(ports, " ")
+	case r.Prefix.IsValid():
+		return r.Prefix.String() + ", any port"
+	}
+	return "ports " + strings.Join(ports, " ") + ", any address"
+}

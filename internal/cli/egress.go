@@ -1,0 +1,133 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gantry-paas/gantry/internal/api"
+	"github.com/gantry-paas/gantry/internal/client"
+)
+
+func (c *cli) egressCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "egress", Short: "An app's outbound policy: which destinations its gears may reach",
+		Long: `Rules are checked in order, the first match decides; when none matches, the
+platform default does (gantry server --egress-default). A RULE is a port label
+(smtp, http, postgresql, ...: see gantry egress list), a port or range with an
+optional protocol (6667, 8000-8100/tcp), a CIDR with an optional port
+(198.51.100.0/24, 10.1.2.3/32:5432), a hostname (api.example.com) or all.
+The platform's own services (the router, the app's databases, DNS) are always
+reachable. Refused connections fail at once with "connection refused".`}
+	cmd.PersistentFlags().StringVarP(&c.domain, "domain", "n", "", "the app's domain (when you have several)")
+	var after int
+	add := func(action string) *cobra.Command {
+		sub := &cobra.Command{
+			Use:     action + " APP RULE...",
+			Short:   "Add rules that " + action + " destinations (before the existing ones unless --after N)",
+			Example: "  gantry egress " + action + " blog smtp 198.51.100.0/24:6667\n  gantry egress " + action + " blog all --after 2",
+			Args:    cobra.MinimumNArgs(2),
+			RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, rules []string) error {
+				var v api.EgressView
+				if err := cl.Do(ctx, http.MethodPost, client.AppPath(d, a)+"/egress", map[string]any{"action": action, "rules": rules, "after": after}, &v); err != nil {
+					return err
+				}
+				return c.out(v, func(w io.Writer) { printEgress(w, a, &v) })
+			}),
+		}
+		sub.Flags().IntVar(&after, "after", 0, "insert after rule N")
+		return sub
+	}
+	list := &cobra.Command{
+		Use:   "list APP",
+		Short: "Show the app's rules in order, which ones never apply, and the port labels",
+		Args:  cobra.ExactArgs(1),
+		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
+			var v api.EgressView
+			if err := cl.Do(ctx, http.MethodGet, client.AppPath(d, a)+"/egress", nil, &v); err != nil {
+				return err
+			}
+			return c.out(v, func(w io.Writer) {
+				printEgress(w, a, &v)
+				fmt.Fprintln(w, "\nPort labels:")
+				var names []string
+				for n := range v.Labels {
+					names = append(names, n)
+				}
+				sort.Strings(names)
+				var rows [][]string
+				for _, n := range names {
+					rows = append(rows, []string{"  " + n, v.Labels[n]})
+				}
+				table(w, nil, rows)
+			})
+		}),
+	}
+	remove := &cobra.Command{
+		Use:   "remove APP N",
+		Short: "Remove rule N",
+		Args:  cobra.ExactArgs(2),
+		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, args []string) error {
+			n, err := strconv.Atoi(args[0])
+			if err != nil {
+				return fmt.Errorf("%q is not a rule number: see gantry egress list %s", args[0], a)
+			}
+			var v api.EgressView
+			if err := cl.Do(ctx, http.MethodDelete, client.AppPath(d, a)+"/egress/"+strconv.Itoa(n), nil, &v); err != nil {
+				return err
+			}
+			return c.out(v, func(w io.Writer) { printEgress(w, a, &v) })
+		}),
+	}
+	var udp bool
+	test := &cobra.Command{
+		Use:     "test APP HOST:PORT",
+		Short:   "Say whether the policy allows a destination, and which rule decides",
+		Example: "  gantry egress test blog smtp.example.com:587",
+		Args:    cobra.ExactArgs(2),
+		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, args []string) error {
+			proto := "tcp"
+			if udp {
+				proto = "udp"
+			}
+			var v api.EgressTestView
+			if err := cl.Do(ctx, http.MethodPost, client.AppPath(d, a)+"/egress/test", map[string]string{"destination": args[0], "protocol": proto}, &v); err != nil {
+				return err
+			}
+			return c.out(v, func(w io.Writer) {
+				verdict := "allowed"
+				if !v.Allowed {
+					verdict = "refused"
+				}
+				fmt.Fprintf(w, "%s is %s (%s).\n", v.Destination, verdict, v.Reason)
+			})
+		}),
+	}
+	test.Flags().BoolVar(&udp, "udp", false, "test UDP instead of TCP")
+	cmd.AddCommand(add("allow"), add("deny"), list, remove, test)
+	return cmd
+}
+
+func printEgress(w io.Writer, app string, v *api.EgressView) {
+	if !v.Enforced {
+		fmt.Fprintln(w, "Note: gears are plain processes on this server; the policy is kept but not enforced.")
+	}
+	if len(v.Rules) == 0 {
+		fmt.Fprintf(w, "%s has no egress rules: every destination is %sed (the platform default).\n", app, v.Default)
+		return
+	}
+	var rows [][]string
+	for _, r := range v.Rules {
+		note := r.Meaning
+		if r.ShadowedBy > 0 {
+			note += fmt.Sprintf(" (never applies: rule %d decides first)", r.ShadowedBy)
+		}
+		rows = append(rows, []string{strconv.Itoa(r.N), r.Action, r.Rule, note})
+	}
+	rows = append(rows, []string{"-", v.Default, "(default)", "when no rule matches"})
+	table(w, []string{"#", "ACTION", "RULE", "MATCHES"}, rows)
+}
