@@ -64,7 +64,7 @@ func (a *Agent) EgressPolicy(app *store.App) (egress.Policy, error) {
 		p.Default = egress.Allow
 	}
 	for _, r := range app.Egress {
-		rule, err := egress.Parse(r.Action, r.Rule, a.labels())
+		rule, err := egress.Parse(r.Action, r.Rule, a.EgressLabelTable())
 		if err != nil {
 			return p, err
 		}
@@ -73,7 +73,7 @@ func (a *Agent) EgressPolicy(app *store.App) (egress.Policy, error) {
 	return p, nil
 }
 
-func (a *Agent) labels() egress.Labels {
+func (a *Agent) EgressLabelTable() egress.Labels {
 	if a.o.EgressLabels != nil {
 		return a.o.EgressLabels
 	}

@@ -21,6 +21,7 @@ type Egress interface {
 	ResolveEgressHosts(p egress.Policy) map[string][]netip.Addr
 	ApplyEgress(appKey string) error
 	EgressEnforced() bool
+	EgressLabelTable() egress.Labels
 }
 
 // EgressRuleView is one rule of an app's outbound policy.
@@ -218,9 +219,10 @@ func (a *API) egressView(app *store.App) (*body[EgressView], error) {
 		}
 		v.Rules = append(v.Rules, rv)
 	}
-	for _, name := range egress.DefaultLabels.Names() {
+	labels := a.o.Egress.EgressLabelTable()
+	for _, name := range labels.Names() {
 		var ports []string
-		for _, pr := range egress.DefaultLabels[name] {
+		for _, pr := range labels[name] {
 			ports = append(ports, pr.String())
 		}
 		v.Labels[name] = strings.Join(ports, " ")

@@ -186,3 +186,21 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestParseLabels(t *testing.T) {
+	l, err := ParseLabels(map[string][]string{"kafka": {"9092/tcp"}, "smtp": {"2525"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := Parse(Allow, "kafka", l); err != nil || r.Ports[0] != (PortRange{9092, 9092, "tcp"}) {
+		t.Errorf("operator label: %+v %v", r, err)
+	}
+	if got := l["smtp"]; len(got) != 1 || got[0].Lo != 2525 {
+		t.Errorf("override: %v", got)
+	}
+	for _, bad := range []map[string][]string{{"Bad Name": {"1"}}, {"x": {}}, {"y": {"0"}}, {"all": {"1"}}} {
+		if _, err := ParseLabels(bad); err == nil {
+			t.Errorf("ParseLabels(%v) accepted", bad)
+		}
+	}
+}

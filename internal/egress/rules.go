@@ -259,3 +259,32 @@ func covers(a, r Rule) bool {
 	}
 	return true
 }
+
+// ParseLabels reads an operator's label table, {"name": ["25/tcp",
+// "8000-8100"], ...}, over the defaults (a name given replaces the
+// default's ports).
+func ParseLabels(table map[string][]string) (Labels, error) {
+	out := Labels{}
+	for n, ps := range DefaultLabels {
+		out[n] = ps
+	}
+	for name, specs := range table {
+		name = strings.ToLower(name)
+		if strings.Trim(name, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" || name == "" || name == "all" {
+			return nil, fmt.Errorf("label %q: use lowercase letters, digits and hyphens (and not \"all\")", name)
+		}
+		var ports []PortRange
+		for _, s := range specs {
+			pr, err := parsePorts(s)
+			if err != nil {
+				return nil, fmt.Errorf("label %s: %w", name, err)
+			}
+			ports = append(ports, pr)
+		}
+		if len(ports) == 0 {
+			return nil, fmt.Errorf("label %s has no ports", name)
+		}
+		out[name] = ports
+	}
+	return out, nil
+}

@@ -56,6 +56,7 @@ the CLI on this machine. SIGTERM stops the server; apps keep running.`,
 	f.DurationVar(&o.StartTimeout, "start-timeout", 0, "how long a new gear has to listen on $PORT (default 60s)")
 	f.StringVar(&o.Isolation, "isolation", "auto", "gear isolation: auto (namespaces when possible), namespaces, or process")
 	f.StringVar(&o.EgressDefault, "egress-default", "allow", "outbound connections no rule of an app matches: allow or deny")
+	f.StringVar(&o.EgressLabels, "egress-labels", "", "JSON file of egress port labels over the built-in ones, e.g. {\"kafka\": [\"9092/tcp\"]}")
 	f.StringVar(&o.GearSubnet, "gear-subnet", "", "subnet of namespaced gears (default 10.88.0.0/16)")
 	f.StringVar(&o.NetPrefix, "net-prefix", "", "name prefix of the gear bridge, namespaces and nftables tables (default gantry)")
 	f.IntVar(&o.MaxGears, "max-gears", 16, "most gears one app may have")

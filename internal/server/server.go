@@ -7,6 +7,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -85,6 +86,9 @@ type Options struct {
 	// EgressDefault is the verdict for outbound connections no rule of an
 	// app matches: allow (default) or deny.
 	EgressDefault string
+	// EgressLabels is a JSON file of port labels over the built-in ones:
+	// {"name": ["25/tcp", "8000-8100"]}.
+	EgressLabels string
 	// GearSubnet is the subnet of namespaced gears (default 10.88.0.0/16).
 	GearSubnet string
 	// NetPrefix names the bridge, namespaces and nftables tables
@@ -259,7 +263,21 @@ func Run(ctx context.Context, o Options) error {
 	default:
 		return fmt.Errorf("--egress-default %q: use allow or deny", o.EgressDefault)
 	}
-	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Exe: exe, Env: env.gear, EgressDefault: o.EgressDefault,
+	var labels egress.Labels
+	if o.EgressLabels != "" {
+		raw, err := os.ReadFile(o.EgressLabels)
+		if err != nil {
+			return fmt.Errorf("--egress-labels: %w", err)
+		}
+		var table map[string][]string
+		if err := json.Unmarshal(raw, &table); err != nil {
+			return fmt.Errorf("--egress-labels %s: %w (want {\"name\": [\"25/tcp\", \"8000-8100\"]})", o.EgressLabels, err)
+		}
+		if labels, err = egress.ParseLabels(table); err != nil {
+			return fmt.Errorf("--egress-labels %s: %w", o.EgressLabels, err)
+		}
+	}
+	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Exe: exe, Env: env.gear, EgressDefault: o.EgressDefault, EgressLabels: labels,
 		StartTimeout: o.StartTimeout, Isolation: isolation, Network: network,
 		Hook: func(dep *store.Deployment, name string) string {
 			h, err := builder.FindHooks(dep.Dir)
