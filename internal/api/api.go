@@ -121,6 +121,10 @@ type Options struct {
 	TCPPorts TCPPorts
 	// Egress, if set, serves the apps' outbound policies.
 	Egress Egress
+	// Applied, if set, is the router: route changes return once served.
+	Applied interface {
+		WaitApplied(ctx context.Context, rev int64) error
+	}
 }
 
 // ServiceDialer connects to a service of a user's gear, refusing anything

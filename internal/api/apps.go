@@ -401,6 +401,7 @@ func (a *API) registerApps() {
 					return nil, a.internal("saving routing settings", err)
 				}
 				a.log.Info("routing settings changed", "app", app.FullName(), "https", app.HTTPS, "user", userOf(ctx).Name)
+				a.inForce(ctx)
 			}
 			return &body[AppView]{Body: a.appView(app)}, nil
 		})

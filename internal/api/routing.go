@@ -105,6 +105,7 @@ func (a *API) registerRouting() {
 				return nil, asProblem(a, "adding alias", err)
 			}
 			a.log.Info("alias added", "app", app.FullName(), "host", host, "user", userOf(ctx).Name)
+			a.inForce(ctx)
 			v, _ := a.aliasViews(app, host)
 			return &body[AliasView]{Body: v[0]}, nil
 		})
@@ -148,6 +149,7 @@ func (a *API) registerRouting() {
 				return nil, asProblem(a, "removing alias", err)
 			}
 			a.log.Info("alias removed", "app", app.FullName(), "host", host, "user", userOf(ctx).Name)
+			a.inForce(ctx)
 			return nil, nil
 		})
 
@@ -193,6 +195,7 @@ func (a *API) registerRouting() {
 				return nil, a.internal("saving certificate", err)
 			}
 			a.log.Info("certificate uploaded", "app", app.FullName(), "host", host, "not_after", c.NotAfter, "user", userOf(ctx).Name)
+			a.inForce(ctx)
 			v, _ := a.aliasViews(app, host)
 			v[0].Certificate.Warnings = c.Warnings
 			return &body[AliasView]{Body: v[0]}, nil
@@ -216,6 +219,7 @@ func (a *API) registerRouting() {
 			if err != nil {
 				return nil, asProblem(a, "removing certificate", err)
 			}
+			a.inForce(ctx)
 			return nil, nil
 		})
 
@@ -280,6 +284,7 @@ func (a *API) registerRouting() {
 				return nil, asProblem(a, "adding TCP route", err)
 			}
 			a.log.Info("tcp route added", "app", app.FullName(), "route", r.Key(), "user", userOf(ctx).Name)
+			a.inForce(ctx)
 			return &body[TCPRouteView]{Body: a.tcpView(r)}, nil
 		})
 
@@ -321,6 +326,7 @@ func (a *API) registerRouting() {
 			if err != nil {
 				return nil, asProblem(a, "removing TCP route", err)
 			}
+			a.inForce(ctx)
 			return nil, nil
 		})
 }
@@ -438,4 +444,15 @@ func httpsSuffix(port int) string {
 		return ""
 	}
 	return ":" + strconv.Itoa(port)
+}
+
+// inForce waits until the router runs with the store's current revision,
+// so that a route or certificate change is served when the call returns.
+func (a *API) inForce(ctx context.Context) {
+	if a.o.Applied == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	a.o.Applied.WaitApplied(ctx, a.o.Store.Rev())
 }

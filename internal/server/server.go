@@ -327,7 +327,7 @@ func Run(ctx context.Context, o Options) error {
 		SSHHostKeys: []string{knownHost + " " + hostKey},
 		Scaler:      scaler, Router: rt, MaxGears: o.MaxGears, Metrics: mets.Handler(), Tunnels: serviceDialer{ag},
 		CAView: api.NewCAView(ca), HTTPSPort: httpsPort, PlatformHosts: []string{o.Host, "localhost"}, PublicHost: o.Host,
-		ReservedPorts: []int{httpPort, httpsPort, sshPort}, ACME: acme != nil, TCPPorts: rt, Egress: ag,
+		ReservedPorts: []int{httpPort, httpsPort, sshPort}, ACME: acme != nil, TCPPorts: rt, Egress: ag, Applied: rt,
 	})
 	mets.AppGauge("gantry_app_connections", "Live connections per app: requests in flight, WebSockets, held requests.", func() map[string]float64 {
 		out := map[string]float64{}
