@@ -1,11 +1,13 @@
 package egress
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 func mustParse(t *testing.T, action, text string) Rule {
@@ -134,6 +136,13 @@ func TestRuleset(t *testing.T) {
 	want := `table inet gantry_egress
 delete table inet gantry_egress
 table inet gantry_egress {
+	set refused4 {
+		typeof ip daddr . meta l4proto . th dport
+		size 65535
+		flags dynamic,timeout
+		timeout 10m
+		counter
+	}
 	chain output {
 		type filter hook output priority 0; policy accept;
 		oifname "lo" accept
@@ -142,11 +151,13 @@ table inet gantry_egress {
 		ip daddr { 10.88.0.7 } accept comment "the app's own gears"
 		ip daddr { 192.0.2.53 } meta l4proto { tcp, udp } th dport 53 accept comment "DNS"
 		tcp dport { 25, 465, 587 } counter accept comment "1: allow smtp"
+		ip daddr 198.51.100.0/24 meta nfproto ipv4 meta l4proto { tcp, udp } add @refused4 { ip daddr . meta l4proto . th dport } comment "2: deny 198.51.100.0/24"
 		ip daddr 198.51.100.0/24 meta l4proto tcp counter reject with tcp reset comment "2: deny 198.51.100.0/24"
 		ip daddr 198.51.100.0/24 counter reject with icmpx type admin-prohibited comment "2: deny 198.51.100.0/24"
 		ip daddr { 203.0.113.5 } counter accept comment "3: allow api.example.com"
 		ip6 daddr { 2001:db8::5 } counter accept comment "3: allow api.example.com"
 		meta l4proto { tcp, udp } th dport 53 counter accept comment "5: allow 53"
+		meta nfproto ipv4 meta l4proto { tcp, udp } add @refused4 { ip daddr . meta l4proto . th dport } comment "default: deny"
 		meta l4proto tcp counter reject with tcp reset comment "default: deny"
 		counter reject with icmpx type admin-prohibited comment "default: deny"
 	}
@@ -202,5 +213,33 @@ func TestParseLabels(t *testing.T) {
 		if _, err := ParseLabels(bad); err == nil {
 			t.Errorf("ParseLabels(%v) accepted", bad)
 		}
+	}
+}
+
+func TestScanDetector(t *testing.T) {
+	p := ScanPolicy{Distinct: 5, Window: 10 * time.Second}
+	t0 := time.Unix(1000, 0)
+	var retry, scan, slow ScanDetector
+	// A client retrying one refused destination, many times: never.
+	for i := 0; i < 100; i++ {
+		if flagged, _ := retry.Observe(p, t0.Add(time.Duration(i)*100*time.Millisecond), []string{"198.51.100.7:25"}); flagged {
+			t.Fatal("retries to one destination flagged as a scan")
+		}
+	}
+	// Distinct ports in a burst: flagged at the fifth.
+	for i := 1; i <= 5; i++ {
+		flagged, n := scan.Observe(p, t0, []string{fmt.Sprintf("198.51.100.7:%d", i)})
+		if flagged != (i == 5) || n != i {
+			t.Errorf("scan step %d: flagged=%v n=%d", i, flagged, n)
+		}
+	}
+	// The same number, spread wider than the window: not a scan.
+	for i := 1; i <= 10; i++ {
+		if flagged, _ := slow.Observe(p, t0.Add(time.Duration(i)*4*time.Second), []string{fmt.Sprintf("198.51.100.%d:80", i)}); flagged {
+			t.Errorf("slow, spread refusals flagged at step %d", i)
+		}
+	}
+	if err := (ScanPolicy{Distinct: 1, Window: time.Minute}).Validate(); err == nil {
+		t.Error("threshold 1 accepted")
 	}
 }

@@ -20,14 +20,26 @@ type Always struct {
 	Resolvers []netip.Addr
 }
 
+// RefusedSet is the set of the table that records refused destinations
+// (address . protocol . port, each with a counter, kept 10 minutes).
+const RefusedSet = "refused4"
+
+// record is the statement that adds a refused TCP/UDP destination to the
+// set; it precedes every reject.
+const record = "meta nfproto ipv4 meta l4proto { tcp, udp } add @" + RefusedSet + " { ip daddr . meta l4proto . th dport }"
+
 // Ruleset renders the policy as an nft script that replaces the table
 // atomically (one transaction). Refused TCP connections get a reset and
-// other protocols an ICMP error, so connect() fails at once. hosts holds
-// the resolved addresses of hostname rules; a hostname not resolved yet
-// matches nothing.
+// other protocols an ICMP error, so connect() fails at once; refused TCP
+// and UDP destinations are recorded in RefusedSet. hosts holds the
+// resolved addresses of hostname rules; a hostname not resolved yet
+// matches nothing. A blocked policy (a flagged port scan) refuses
+// everything but the platform.
 func Ruleset(p Policy, hosts map[string][]netip.Addr, always Always) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "table inet %s\ndelete table inet %s\ntable inet %s {\n\tchain output {\n", Table, Table, Table)
+	fmt.Fprintf(&b, "table inet %s\ndelete table inet %s\ntable inet %s {\n", Table, Table, Table)
+	fmt.Fprintf(&b, "\tset %s {\n\t\ttypeof ip daddr . meta l4proto . th dport\n\t\tsize 65535\n\t\tflags dynamic,timeout\n\t\ttimeout 10m\n\t\tcounter\n\t}\n", RefusedSet)
+	b.WriteString("\tchain output {\n")
 	b.WriteString("\t\ttype filter hook output priority 0; policy accept;\n")
 	b.WriteString("\t\toifname \"lo\" accept\n")
 	b.WriteString("\t\tct state established,related accept\n")
@@ -44,12 +56,18 @@ func Ruleset(p Policy, hosts map[string][]netip.Addr, always Always) string {
 	for fam, addrs := range byFamily(always.Resolvers) {
 		fmt.Fprintf(&b, "\t\t%s daddr { %s } meta l4proto { tcp, udp } th dport 53 accept comment \"DNS\"\n", fam, addrs)
 	}
+	if p.Blocked {
+		b.WriteString("\t\t" + record + " comment \"blocked: port scan\"\n")
+		b.WriteString("\t\tmeta l4proto tcp counter reject with tcp reset comment \"blocked: port scan\"\n")
+		b.WriteString("\t\tcounter reject with icmpx type admin-prohibited comment \"blocked: port scan\"\n")
+	}
 	for i, r := range p.Rules {
 		for _, line := range ruleLines(r, hosts) {
 			fmt.Fprintf(&b, "\t\t%s comment \"%d: %s %s\"\n", line, i+1, r.Action, r.Text)
 		}
 	}
 	if p.Default == Deny {
+		b.WriteString("\t\t" + record + " comment \"default: deny\"\n")
 		b.WriteString("\t\tmeta l4proto tcp counter reject with tcp reset comment \"default: deny\"\n")
 		b.WriteString("\t\tcounter reject with icmpx type admin-prohibited comment \"default: deny\"\n")
 	}
@@ -132,9 +150,12 @@ func ruleLines(r Rule, hosts map[string][]netip.Addr) []string {
 			if m != "" {
 				m += " "
 			}
-			switch {
-			case r.Action == Allow:
+			if r.Action == Allow {
 				out = append(out, m+"counter accept")
+				continue
+			}
+			out = append(out, m+record)
+			switch {
 			case strings.HasPrefix(p, "tcp "):
 				out = append(out, m+"counter reject with tcp reset")
 			case strings.HasPrefix(p, "udp "):

@@ -170,16 +170,22 @@ func (l Labels) Names() []string {
 	return out
 }
 
-// Policy is an app's rules in order and the platform default.
+// Policy is an app's rules in order and the platform default. Blocked
+// (a flagged port scan, until an operator clears it) refuses everything
+// but the platform's services.
 type Policy struct {
 	Rules   []Rule
 	Default string // allow or deny
+	Blocked bool
 }
 
 // Decide says whether a connection to dst:port/proto is allowed, and by
 // which rule (its index; -1: the default). hosts holds the addresses of
 // hostname rules as last resolved.
 func (p Policy) Decide(dst netip.Addr, port uint16, proto string, hosts map[string][]netip.Addr) (bool, int) {
+	if p.Blocked {
+		return false, -1
+	}
 	for i, r := range p.Rules {
 		if r.matches(dst, port, proto, hosts) {
 			return r.Action == Allow, i
