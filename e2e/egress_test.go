@@ -93,7 +93,8 @@ func TestEgress(t *testing.T) {
 	t.Cleanup(func() { killGears(data); cleanupNetwork(isolation) })
 	out := startOutside(t, 25, 80, 6667, 7777)
 	cfg := filepath.Join(root, "admin.json")
-	startServer(t, data, cfg, "127.0.0.1:0", "127.0.0.1:0", isolation...)
+	srv := startServer(t, data, cfg, "127.0.0.1:0", "127.0.0.1:0",
+		append(isolation, "--egress-scan-distinct", "10", "--egress-scan-window", "8s", "--egress-scan-block")...)
 	u := newEnv(t, cfg)
 	_, repo := deployNodeApp(t, u, "acme", "web")
 	writeFile(t, filepath.Join(repo, "probe.py"), probe, 0o644)
@@ -214,4 +215,71 @@ func TestEgress(t *testing.T) {
 	}
 	u.gantry("egress", "remove", "web", "4") // deny all goes: 7777 is allowed again
 	expect("after removing deny all", map[string]string{dest(7777): "ok", dest(25): "refused"})
+
+	// Port-scan detection: a client retrying one refused destination is
+	// not a scan; many distinct refused ports are, and cut the app off.
+	u.gantry("egress", "deny", "web", "all", "--after", "4")
+	var retries []string
+	for range 30 {
+		retries = append(retries, dest(25))
+	}
+	results(retries...)
+	var scanPorts []string
+	for p := 1000; p < 1015; p++ {
+		scanPorts = append(scanPorts, dest(p))
+	}
+	if got := results(scanPorts...); got[dest(1000)] != "refused" {
+		t.Fatalf("scan ports: %v", got)
+	}
+	var events []eventJSON
+	eventually(t, "a port_scan event", 30*time.Second, func() error {
+		u.gantryJSON(&events, "app", "events", "web")
+		for _, e := range events {
+			if e.Kind == "port_scan" {
+				return nil
+			}
+		}
+		return fmt.Errorf("events %+v", events)
+	})
+	scans := 0
+	for _, e := range events {
+		if e.Kind == "port_scan" {
+			scans++
+			if !strings.Contains(e.Reason, "distinct destinations refused") || !strings.Contains(e.Reason, "gantry admin egress clear") {
+				t.Errorf("port_scan reason: %q", e.Reason)
+			}
+		}
+	}
+	if scans != 1 {
+		t.Errorf("%d port_scan events; want 1", scans)
+	}
+	var view struct {
+		Blocked bool `json:"blocked"`
+		Refused []struct {
+			Dest    string `json:"destination"`
+			Packets int    `json:"packets"`
+		} `json:"refused"`
+	}
+	u.gantryJSON(&view, "egress", "list", "web")
+	if !view.Blocked || len(view.Refused) < 15 {
+		t.Errorf("after the scan: blocked=%v refused=%d destinations", view.Blocked, len(view.Refused))
+	}
+	expect("blocked after the scan", map[string]string{dest(80): "refused"})
+	if msg := u.gantryFails("admin", "egress", "clear", "acme/nope"); !strings.Contains(msg, "no app") {
+		t.Errorf("clearing an unknown app: %q", msg)
+	}
+	u.gantry("admin", "egress", "clear", "acme/web")
+	expect("cleared by the operator", map[string]string{dest(80): "ok"})
+	req, _ := newAuthRequest("GET", "http://"+srv.httpAddr+"/metrics", adminToken(t, cfg))
+	resp, err := srv.httpClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io_ReadAll(resp)
+	resp.Body.Close()
+	for _, want := range []string{`gantry_egress_port_scans_total{app="acme/web"} 1`, `gantry_egress_refused_total{app="acme/web"}`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 }

@@ -73,6 +73,14 @@ type Options struct {
 	// (egress.DefaultLabels unless set).
 	EgressDefault string
 	EgressLabels  egress.Labels
+	// Scan is when refusals look like a port scan (egress.DefaultScan
+	// unless set); ScanBlock cuts a flagged app's outbound traffic.
+	Scan      egress.ScanPolicy
+	ScanBlock bool
+	// OnEgressEvent is told of port scans; OnEgressRefused of refused
+	// destinations (for metrics).
+	OnEgressEvent   func(app *store.App, kind, reason string)
+	OnEgressRefused func(app *store.App, destinations int)
 }
 
 // Agent supervises gears.
@@ -147,8 +155,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.ctx = ctx
 	a.reattach(ctx)
 	close(a.ready)
-	a.wg.Add(1)
+	a.wg.Add(2)
 	go func() { defer a.wg.Done(); a.egressLoop(ctx) }()
+	go func() { defer a.wg.Done(); a.scanLoop(ctx) }()
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	for {

@@ -3,11 +3,13 @@ package agent
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -59,7 +61,7 @@ func (c *hostCache) lookup(host string) []netip.Addr {
 // EgressPolicy is an app's outbound policy: its rules, then the platform
 // default.
 func (a *Agent) EgressPolicy(app *store.App) (egress.Policy, error) {
-	p := egress.Policy{Default: a.o.EgressDefault}
+	p := egress.Policy{Default: a.o.EgressDefault, Blocked: app.EgressBlocked}
 	if p.Default == "" {
 		p.Default = egress.Allow
 	}
@@ -215,3 +217,173 @@ func (a *Agent) egressLoop(ctx context.Context) {
 		}
 	}
 }
+
+// EgressRefusals reads the refused destinations recorded in each of the
+// app's gears.
+func (a *Agent) EgressRefusals(appKey string) []egress.Refusal {
+	if !a.namespaced() {
+		return nil
+	}
+	var gears []store.Gear
+	a.o.Store.View(func(tx *store.Tx) error {
+		all, err := store.List[store.Gear](tx, "gears/")
+		for _, g := range all {
+			if g.AppKey == appKey && g.Isolation == Namespaces {
+				gears = append(gears, g)
+			}
+		}
+		return err
+	})
+	sum := map[[2]string]int64{}
+	for _, g := range gears {
+		out, err := exec.Command("ip", "netns", "exec", a.o.Network.Normalize().NetnsName(g.ID), "nft", "-j", "list", "set", "inet", egress.Table, egress.RefusedSet).Output()
+		if err != nil {
+			continue
+		}
+		for _, r := range parseRefused(out) {
+			sum[[2]string{r.Dest, r.Proto}] += r.Packets
+		}
+	}
+	var rs []egress.Refusal
+	for k, n := range sum {
+		rs = append(rs, egress.Refusal{Dest: k[0], Proto: k[1], Packets: n})
+	}
+	sort.Slice(rs, func(i, j int) bool {
+		return rs[i].Packets > rs[j].Packets || rs[i].Packets == rs[j].Packets && rs[i].Dest < rs[j].Dest
+	})
+	return rs
+}
+
+// parseRefused reads `nft -j list set` output.
+func parseRefused(out []byte) []egress.Refusal {
+	var doc struct {
+		Nftables []struct {
+			Set *struct {
+				Elem []struct {
+					Elem struct {
+						Val struct {
+							Concat []any `json:"concat"`
+						} `json:"val"`
+						Counter struct {
+							Packets int64 `json:"packets"`
+						} `json:"counter"`
+					} `json:"elem"`
+				} `json:"elem"`
+			} `json:"set"`
+		} `json:"nftables"`
+	}
+	if json.Unmarshal(out, &doc) != nil {
+		return nil
+	}
+	var rs []egress.Refusal
+	for _, n := range doc.Nftables {
+		if n.Set == nil {
+			continue
+		}
+		for _, e := range n.Set.Elem {
+			c := e.Elem.Val.Concat
+			if len(c) != 3 {
+				continue
+			}
+			rs = append(rs, egress.Refusal{Dest: fmt.Sprintf("%v:%v", c[0], c[2]), Proto: fmt.Sprint(c[1]), Packets: e.Elem.Counter.Packets})
+		}
+	}
+	return rs
+}
+
+// scanLoop watches each app's refusals for port scans until ctx ends. A
+// flagged app gets an event (OnEgressEvent) and, with ScanBlock, its
+// outbound traffic cut until ClearEgressBlock.
+func (a *Agent) scanLoop(ctx context.Context) {
+	if !a.namespaced() {
+		return
+	}
+	policy := a.o.Scan
+	if policy.Distinct == 0 {
+		policy = egress.DefaultScan
+	}
+	interval := min(policy.Window/4, 5*time.Second)
+	tick := time.NewTicker(max(interval, 250*time.Millisecond))
+	defer tick.Stop()
+	type appState struct {
+		det     egress.ScanDetector
+		last    map[string]int64
+		flagged bool
+	}
+	states := map[string]*appState{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		var apps []store.App
+		a.o.Store.View(func(tx *store.Tx) error {
+			var err error
+			apps, err = store.List[store.App](tx, "apps/")
+			return err
+		})
+		for i := range apps {
+			app := &apps[i]
+			st := states[app.Key()]
+			if st == nil {
+				st = &appState{last: map[string]int64{}}
+				states[app.Key()] = st
+			}
+			if !app.EgressBlocked && st.flagged {
+				st.flagged = false // an operator cleared it
+				st.det.Reset()
+			}
+			var fresh []string
+			now := map[string]int64{}
+			for _, r := range a.EgressRefusals(app.Key()) {
+				key := r.Proto + " " + r.Dest
+				now[key] = r.Packets
+				if r.Packets > st.last[key] {
+					fresh = append(fresh, key)
+				}
+			}
+			st.last = now
+			if len(fresh) > 0 {
+				a.log.Info("egress refused", "app", app.FullName(), "destinations", strings.Join(fresh, ", "))
+				if a.o.OnEgressRefused != nil {
+					a.o.OnEgressRefused(app, len(fresh))
+				}
+			}
+			flagged, n := st.det.Observe(policy, time.Now(), fresh)
+			if !flagged || st.flagged {
+				continue
+			}
+			st.flagged = true
+			reason := fmt.Sprintf("%d distinct destinations refused within %s (threshold %d)", n, policy.Window, policy.Distinct)
+			if a.o.ScanBlock {
+				reason += "; outbound traffic cut until `gantry admin egress clear " + app.FullName() + "`"
+				if err := a.setEgressBlocked(app.Key(), true); err != nil {
+					a.log.Error("blocking egress", "app", app.FullName(), "err", err)
+				}
+			}
+			a.log.Warn("port scan suspected", "app", app.FullName(), "reason", reason)
+			if a.o.OnEgressEvent != nil {
+				a.o.OnEgressEvent(app, "port_scan", reason)
+			}
+		}
+	}
+}
+
+func (a *Agent) setEgressBlocked(appKey string, blocked bool) error {
+	err := a.o.Store.Update(func(tx *store.Tx) error {
+		var app store.App
+		if err := tx.Get(appKey, &app); err != nil {
+			return err
+		}
+		app.EgressBlocked = blocked
+		return tx.Put(appKey, &app)
+	})
+	if err != nil {
+		return err
+	}
+	return a.ApplyEgress(appKey)
+}
+
+// ClearEgressBlock lets a flagged app's traffic out again.
+func (a *Agent) ClearEgressBlock(appKey string) error { return a.setEgressBlocked(appKey, false) }

@@ -22,6 +22,8 @@ type Egress interface {
 	ApplyEgress(appKey string) error
 	EgressEnforced() bool
 	EgressLabelTable() egress.Labels
+	EgressRefusals(appKey string) []egress.Refusal
+	ClearEgressBlock(appKey string) error
 }
 
 // EgressRuleView is one rule of an app's outbound policy.
@@ -39,6 +41,8 @@ type EgressView struct {
 	Default  string            `json:"default" doc:"the platform's verdict when no rule matches"`
 	Enforced bool              `json:"enforced" doc:"false when gears are plain processes: the policy is kept but not enforced"`
 	Labels   map[string]string `json:"labels" doc:"port labels rules may use"`
+	Blocked  bool              `json:"blocked" doc:"outbound traffic cut after a suspected port scan, until an operator clears it"`
+	Refused  []egress.Refusal  `json:"refused" doc:"destinations refused in the last 10 minutes"`
 }
 
 // EgressTestView says what the policy does with one destination.
@@ -54,6 +58,7 @@ func (a *API) registerEgress() {
 	if a.o.Egress == nil {
 		return
 	}
+	a.registerEgressAdmin()
 	type rulesIn struct {
 		AppRef
 		Body struct {
@@ -205,12 +210,37 @@ func (a *API) registerEgress() {
 		})
 }
 
+func (a *API) registerEgressAdmin() {
+	huma.Register(a.h, huma.Operation{OperationID: "clear-egress-block", Method: http.MethodPost, Path: "/v1/admin/egress/{domain}/{app}/clear", Security: bearer,
+		Summary: "Let a flagged app's outbound traffic out again", Description: "Admins only. Clears the cut made after a suspected port scan.", Tags: []string{"egress"}},
+		func(ctx context.Context, in *AppRef) (*body[EgressView], error) {
+			u := userOf(ctx)
+			if !u.Admin {
+				return nil, problem(http.StatusForbidden, CodeForbidden, "clearing an egress block needs an admin token")
+			}
+			var app store.App
+			if err := a.o.Store.View(func(tx *store.Tx) error { return tx.Get(in.key(), &app) }); err != nil {
+				return nil, notFound("app_not_found", fmt.Sprintf("no app %s/%s", in.Domain, in.App))
+			}
+			if err := a.o.Egress.ClearEgressBlock(app.Key()); err != nil {
+				return nil, a.internal("clearing egress block", err)
+			}
+			a.log.Info("egress block cleared", "app", app.FullName(), "user", u.Name)
+			a.o.Store.View(func(tx *store.Tx) error { return tx.Get(in.key(), &app) })
+			return a.egressView(&app)
+		})
+}
+
 func (a *API) egressView(app *store.App) (*body[EgressView], error) {
 	p, err := a.o.Egress.EgressPolicy(app)
 	if err != nil {
 		return nil, a.internal("reading egress policy", err)
 	}
-	v := EgressView{Rules: []EgressRuleView{}, Default: p.Default, Enforced: a.o.Egress.EgressEnforced(), Labels: map[string]string{}}
+	v := EgressView{Rules: []EgressRuleView{}, Default: p.Default, Enforced: a.o.Egress.EgressEnforced(), Labels: map[string]string{},
+		Blocked: app.EgressBlocked, Refused: a.o.Egress.EgressRefusals(app.Key())}
+	if v.Refused == nil {
+		v.Refused = []egress.Refusal{}
+	}
 	shadow := p.Shadowed()
 	for i, r := range p.Rules {
 		rv := EgressRuleView{N: i + 1, Action: r.Action, Rule: r.Text, Meaning: meaning(r)}

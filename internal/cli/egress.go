@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -112,10 +113,53 @@ reachable. Refused connections fail at once with "connection refused".`}
 	return cmd
 }
 
+func (c *cli) adminCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "admin", Short: "Operator commands (admin token)"}
+	eg := &cobra.Command{Use: "egress", Short: "Operator side of outbound policies"}
+	clear := &cobra.Command{
+		Use:     "clear DOMAIN/APP",
+		Short:   "Let an app flagged for a port scan reach the outside again",
+		Example: "  gantry admin egress clear acme/blog",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, a, ok := strings.Cut(args[0], "/")
+			if !ok || d == "" || a == "" {
+				return fmt.Errorf("%q: name the app as DOMAIN/APP", args[0])
+			}
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			var v api.EgressView
+			if err := cl.Do(cmd.Context(), http.MethodPost, "/v1/admin/egress/"+d+"/"+a+"/clear", nil, &v); err != nil {
+				return err
+			}
+			return c.out(v, func(w io.Writer) { fmt.Fprintf(w, "%s may reach the outside again (by its policy).\n", args[0]) })
+		},
+	}
+	eg.AddCommand(clear)
+	cmd.AddCommand(eg)
+	return cmd
+}
+
 func printEgress(w io.Writer, app string, v *api.EgressView) {
 	if !v.Enforced {
 		fmt.Fprintln(w, "Note: gears are plain processes on this server; the policy is kept but not enforced.")
 	}
+	if v.Blocked {
+		fmt.Fprintln(w, "BLOCKED: a port scan was suspected; all outbound traffic but the platform's is refused until an operator runs `gantry admin egress clear`.")
+	}
+	defer func() {
+		if len(v.Refused) == 0 {
+			return
+		}
+		fmt.Fprintln(w, "\nRefused in the last 10 minutes:")
+		var rows [][]string
+		for _, r := range v.Refused {
+			rows = append(rows, []string{"  " + r.Dest, r.Proto, strconv.FormatInt(r.Packets, 10) + " packets"})
+		}
+		table(w, nil, rows)
+	}()
 	if len(v.Rules) == 0 {
 		fmt.Fprintf(w, "%s has no egress rules: every destination is %sed (the platform default).\n", app, v.Default)
 		return

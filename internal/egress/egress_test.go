@@ -133,8 +133,9 @@ func TestRuleset(t *testing.T) {
 	always := Always{Gateway: netip.MustParseAddr("10.88.0.1"), HostPorts: []uint16{443, 80}, Peers: []netip.Addr{netip.MustParseAddr("10.88.0.7")},
 		Resolvers: []netip.Addr{netip.MustParseAddr("192.0.2.53")}}
 	got := Ruleset(p, hosts, always)
-	want := `table inet gantry_egress
-delete table inet gantry_egress
+	want := `add table inet gantry_egress
+add chain inet gantry_egress output { type filter hook output priority 0; policy accept; }
+flush chain inet gantry_egress output
 table inet gantry_egress {
 	set refused4 {
 		typeof ip daddr . meta l4proto . th dport
@@ -170,7 +171,7 @@ table inet gantry_egress {
 	if os.Geteuid() == 0 {
 		if _, err := exec.LookPath("nft"); err == nil {
 			cmd := exec.Command("nft", "-c", "-f", "-")
-			cmd.Stdin = strings.NewReader(strings.Replace(got, "delete table inet gantry_egress\n", "", 1))
+			cmd.Stdin = strings.NewReader(got)
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Errorf("nft -c refuses the ruleset: %v\n%s", err, out)
 			}

@@ -28,7 +28,7 @@ const RefusedSet = "refused4"
 // set; it precedes every reject.
 const record = "meta nfproto ipv4 meta l4proto { tcp, udp } add @" + RefusedSet + " { ip daddr . meta l4proto . th dport }"
 
-// Ruleset renders the policy as an nft script that replaces the table
+// Ruleset renders the policy as an nft script that replaces the rules
 // atomically (one transaction). Refused TCP connections get a reset and
 // other protocols an ICMP error, so connect() fails at once; refused TCP
 // and UDP destinations are recorded in RefusedSet. hosts holds the
@@ -37,7 +37,9 @@ const record = "meta nfproto ipv4 meta l4proto { tcp, udp } add @" + RefusedSet 
 // everything but the platform.
 func Ruleset(p Policy, hosts map[string][]netip.Addr, always Always) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "table inet %s\ndelete table inet %s\ntable inet %s {\n", Table, Table, Table)
+	// One transaction: the chain is emptied and refilled, the set of
+	// refused destinations (and its counters) stays.
+	fmt.Fprintf(&b, "add table inet %s\nadd chain inet %s output { type filter hook output priority 0; policy accept; }\nflush chain inet %s output\ntable inet %s {\n", Table, Table, Table, Table)
 	fmt.Fprintf(&b, "\tset %s {\n\t\ttypeof ip daddr . meta l4proto . th dport\n\t\tsize 65535\n\t\tflags dynamic,timeout\n\t\ttimeout 10m\n\t\tcounter\n\t}\n", RefusedSet)
 	b.WriteString("\tchain output {\n")
 	b.WriteString("\t\ttype filter hook output priority 0; policy accept;\n")

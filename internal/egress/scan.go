@@ -57,3 +57,11 @@ func (p ScanPolicy) Validate() error {
 	}
 	return nil
 }
+
+// Refusal is a destination an app's gears were refused, with how many
+// packets were refused (the last 10 minutes, summed over its gears).
+type Refusal struct {
+	Dest    string `json:"destination"` // address:port
+	Proto   string `json:"protocol"`
+	Packets int64  `json:"packets"`
+}

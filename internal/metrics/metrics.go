@@ -16,6 +16,10 @@ type Metrics struct {
 	Registry *prometheus.Registry
 	// ScaleEvents counts scale, idle and wake decisions per app and kind.
 	ScaleEvents *prometheus.CounterVec
+	// EgressRefused counts newly refused outbound destinations per app;
+	// PortScans the suspected port scans.
+	EgressRefused *prometheus.CounterVec
+	PortScans     *prometheus.CounterVec
 }
 
 // New creates the registry with Go runtime and process metrics.
@@ -29,7 +33,11 @@ func New() *Metrics {
 			Help: "Scale, idle and wake decisions, by app and kind.",
 		}, []string{"app", "kind"}),
 	}
-	r.MustRegister(m.ScaleEvents)
+	m.EgressRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gantry_egress_refused_total",
+		Help: "Outbound destinations refused by an app's egress policy (each new destination and each repeat within a check)."}, []string{"app"})
+	m.PortScans = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gantry_egress_port_scans_total",
+		Help: "Suspected port scans (many distinct refused destinations in a short window), by app."}, []string{"app"})
+	r.MustRegister(m.ScaleEvents, m.EgressRefused, m.PortScans)
 	return m
 }
 

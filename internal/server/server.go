@@ -86,6 +86,12 @@ type Options struct {
 	// EgressDefault is the verdict for outbound connections no rule of an
 	// app matches: allow (default) or deny.
 	EgressDefault string
+	// ScanDistinct and ScanWindow flag a port scan: that many distinct
+	// refused destinations within the window (20 in 1m); ScanBlock cuts a
+	// flagged app's outbound traffic until an admin clears it.
+	ScanDistinct int
+	ScanWindow   time.Duration
+	ScanBlock    bool
 	// EgressLabels is a JSON file of port labels over the built-in ones:
 	// {"name": ["25/tcp", "8000-8100"]}.
 	EgressLabels string
@@ -277,8 +283,27 @@ func Run(ctx context.Context, o Options) error {
 			return fmt.Errorf("--egress-labels %s: %w", o.EgressLabels, err)
 		}
 	}
+	scan := egress.DefaultScan
+	if o.ScanDistinct > 0 {
+		scan.Distinct = o.ScanDistinct
+	}
+	if o.ScanWindow > 0 {
+		scan.Window = o.ScanWindow
+	}
+	if err := scan.Validate(); err != nil {
+		return err
+	}
+	var recordEvent func(*store.App, store.Event) // the scaler's, once made
 	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Exe: exe, Env: env.gear, EgressDefault: o.EgressDefault, EgressLabels: labels,
-		StartTimeout: o.StartTimeout, Isolation: isolation, Network: network,
+		Scan: scan, ScanBlock: o.ScanBlock,
+		OnEgressEvent: func(a *store.App, kind, reason string) {
+			mets.PortScans.WithLabelValues(a.FullName()).Inc()
+			if recordEvent != nil {
+				recordEvent(a, store.Event{Kind: kind, Reason: reason})
+			}
+		},
+		OnEgressRefused: func(a *store.App, n int) { mets.EgressRefused.WithLabelValues(a.FullName()).Add(float64(n)) },
+		StartTimeout:    o.StartTimeout, Isolation: isolation, Network: network,
 		Hook: func(dep *store.Deployment, name string) string {
 			h, err := builder.FindHooks(dep.Dir)
 			if err != nil {
@@ -301,6 +326,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	waker.set(scaler)
+	recordEvent = scaler.Record
 	bld, err := builder.New(builder.Options{Store: st, Layout: lay, Log: log, Deployer: ag, Run: ag.RunSandboxed,
 		StaticServer: shellQuote(exe) + " static-serve", Env: env.build,
 		URL: func(a *store.App) string { return appURL(a.Host) }})

@@ -70,6 +70,9 @@ type App struct {
 	Cartridges []Cartridge `json:"cartridges,omitempty"`
 	// Egress is the app's outbound rules, in order (first match wins).
 	Egress []EgressRule `json:"egress,omitempty"`
+	// EgressBlocked cuts the app's outbound traffic (a flagged port scan)
+	// until an operator clears it.
+	EgressBlocked bool `json:"egress_blocked,omitempty"`
 	// HTTPS is allow (default), redirect or off.
 	HTTPS string `json:"https,omitempty"`
 	// Router timeouts; 0 is the router's default.
