@@ -102,20 +102,7 @@ func (a *Agent) ApplyEgress(appKey string) error {
 	if !a.namespaced() {
 		return nil
 	}
-	var app store.App
-	var gears []store.Gear
-	err := a.o.Store.View(func(tx *store.Tx) error {
-		if err := tx.Get(appKey, &app); err != nil {
-			return err
-		}
-		all, err := store.List[store.Gear](tx, "gears/")
-		for _, g := range all {
-			if g.AppKey == appKey && g.Isolation == Namespaces {
-				gears = append(gears, g)
-			}
-		}
-		return err
-	})
+	app, gears, err := a.namespacedGears(appKey)
 	if err != nil {
 		return err
 	}
@@ -191,12 +178,7 @@ func (a *Agent) egressLoop(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		var apps []store.App
-		a.o.Store.View(func(tx *store.Tx) error {
-			var err error
-			apps, err = store.List[store.App](tx, "apps/")
-			return err
-		})
+		apps := a.apps()
 		for i := range apps {
 			p, err := a.EgressPolicy(&apps[i])
 			if err != nil {
@@ -224,16 +206,7 @@ func (a *Agent) EgressRefusals(appKey string) []egress.Refusal {
 	if !a.namespaced() {
 		return nil
 	}
-	var gears []store.Gear
-	a.o.Store.View(func(tx *store.Tx) error {
-		all, err := store.List[store.Gear](tx, "gears/")
-		for _, g := range all {
-			if g.AppKey == appKey && g.Isolation == Namespaces {
-				gears = append(gears, g)
-			}
-		}
-		return err
-	})
+	_, gears, _ := a.namespacedGears(appKey)
 	sum := map[[2]string]int64{}
 	for _, g := range gears {
 		out, err := exec.Command("ip", "netns", "exec", a.o.Network.Normalize().NetnsName(g.ID), "nft", "-j", "list", "set", "inet", egress.Table, egress.RefusedSet).Output()
@@ -317,12 +290,7 @@ func (a *Agent) scanLoop(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		var apps []store.App
-		a.o.Store.View(func(tx *store.Tx) error {
-			var err error
-			apps, err = store.List[store.App](tx, "apps/")
-			return err
-		})
+		apps := a.apps()
 		for i := range apps {
 			app := &apps[i]
 			st := states[app.Key()]
@@ -387,3 +355,14 @@ func (a *Agent) setEgressBlocked(appKey string, blocked bool) error {
 
 // ClearEgressBlock lets a flagged app's traffic out again.
 func (a *Agent) ClearEgressBlock(appKey string) error { return a.setEgressBlocked(appKey, false) }
+
+// apps lists every app (nil when the store cannot be read).
+func (a *Agent) apps() []store.App {
+	var apps []store.App
+	a.o.Store.View(func(tx *store.Tx) error {
+		var err error
+		apps, err = store.List[store.App](tx, "apps/")
+		return err
+	})
+	return apps
+}

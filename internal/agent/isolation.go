@@ -271,9 +271,9 @@ func (a *Agent) AllowHostPort(port uint16) {
 	a.o.Network.HostTCPPorts = append(a.o.Network.HostTCPPorts, port)
 }
 
-// Resize applies the app's gear size to its running gears, live. In
-// process mode sizes are recorded but not enforced.
-func (a *Agent) Resize(ctx context.Context, appKey string) error {
+// namespacedGears reads an app and its namespaced gears (cartridges
+// included).
+func (a *Agent) namespacedGears(appKey string) (store.App, []store.Gear, error) {
 	var app store.App
 	var gears []store.Gear
 	err := a.o.Store.View(func(tx *store.Tx) error {
@@ -288,6 +288,13 @@ func (a *Agent) Resize(ctx context.Context, appKey string) error {
 		}
 		return err
 	})
+	return app, gears, err
+}
+
+// Resize applies the app's gear size to its running gears, live. In
+// process mode sizes are recorded but not enforced.
+func (a *Agent) Resize(ctx context.Context, appKey string) error {
+	app, gears, err := a.namespacedGears(appKey)
 	if err != nil {
 		return err
 	}
