@@ -244,3 +244,32 @@ func TestScanDetector(t *testing.T) {
 		t.Error("threshold 1 accepted")
 	}
 }
+
+func TestRulesetMergesAddressRuns(t *testing.T) {
+	p := Policy{Default: Allow, Rules: []Rule{
+		mustParse(t, Deny, "198.51.100.0/24"),
+		mustParse(t, Deny, "203.0.113.0/24"),
+		mustParse(t, Deny, "192.0.2.7/32"),
+		mustParse(t, Deny, "198.51.100.128/25"), // overlaps the first: a run of its own
+		mustParse(t, Allow, "10.0.0.0/8"),
+	}}
+	got := Ruleset(p, nil, Always{})
+	for _, want := range []string{
+		`ip daddr { 198.51.100.0/24, 203.0.113.0/24, 192.0.2.7/32 } meta l4proto tcp counter reject with tcp reset comment "1-3: deny 3 addresses"`,
+		`ip daddr 198.51.100.128/25 meta l4proto tcp counter reject with tcp reset comment "4: deny 198.51.100.128/25"`,
+		`ip daddr 10.0.0.0/8 counter accept comment "5: allow 10.0.0.0/8"`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("ruleset lacks\n%s\nin\n%s", want, got)
+		}
+	}
+	if os.Geteuid() == 0 {
+		if _, err := exec.LookPath("nft"); err == nil {
+			cmd := exec.Command("nft", "-c", "-f", "-")
+			cmd.Stdin = strings.NewReader(got)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("nft -c refuses the merged ruleset: %v\n%s", err, out)
+			}
+		}
+	}
+}

@@ -63,10 +63,29 @@ func Ruleset(p Policy, hosts map[string][]netip.Addr, always Always) string {
 		b.WriteString("\t\tmeta l4proto tcp counter reject with tcp reset comment \"blocked: port scan\"\n")
 		b.WriteString("\t\tcounter reject with icmpx type admin-prohibited comment \"blocked: port scan\"\n")
 	}
-	for i, r := range p.Rules {
+	for i := 0; i < len(p.Rules); {
+		// Consecutive address-only rules with one verdict become one set
+		// lookup (first match is kept: nothing between them decides
+		// otherwise), so long lists cost a gear's connections little.
+		if j := cidrRun(p.Rules, i); j-i > 1 {
+			r := p.Rules[i]
+			var cidrs []string
+			for _, c := range p.Rules[i:j] {
+				cidrs = append(cidrs, c.Prefix.String())
+			}
+			merged := r
+			merged.Prefix = netip.Prefix{}
+			for _, line := range ruleLines(merged, hosts) {
+				fmt.Fprintf(&b, "\t\t%s daddr { %s } %s comment \"%d-%d: %s %d addresses\"\n", family(r.Prefix.Addr()), strings.Join(cidrs, ", "), line, i+1, j, r.Action, j-i)
+			}
+			i = j
+			continue
+		}
+		r := p.Rules[i]
 		for _, line := range ruleLines(r, hosts) {
 			fmt.Fprintf(&b, "\t\t%s comment \"%d: %s %s\"\n", line, i+1, r.Action, r.Text)
 		}
+		i++
 	}
 	if p.Default == Deny {
 		b.WriteString("\t\t" + record + " comment \"default: deny\"\n")
@@ -168,4 +187,32 @@ func ruleLines(r Rule, hosts map[string][]netip.Addr) []string {
 		}
 	}
 	return out
+}
+
+// cidrRun returns the end of the run of rules from i that are plain CIDRs
+// (no ports) of one family with the same action and no overlap between
+// them (an nft interval set refuses overlaps).
+func cidrRun(rules []Rule, i int) int {
+	first := rules[i]
+	if !first.Prefix.IsValid() || len(first.Ports) > 0 {
+		return i + 1
+	}
+	j := i + 1
+	for ; j < len(rules); j++ {
+		r := rules[j]
+		if !r.Prefix.IsValid() || len(r.Ports) > 0 || r.Action != first.Action || family(r.Prefix.Addr()) != family(first.Prefix.Addr()) {
+			break
+		}
+		overlaps := false
+		for _, prev := range rules[i:j] {
+			if prev.Prefix.Overlaps(r.Prefix) {
+				overlaps = true
+				break
+			}
+		}
+		if overlaps {
+			break
+		}
+	}
+	return j
 }
