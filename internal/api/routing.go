@@ -135,7 +135,7 @@ func (a *API) registerRouting() {
 			if err != nil {
 				return nil, err
 			}
-			host := strings.ToLower(strings.TrimSuffix(in.Host, "."))
+			host := hostParam(in.Host)
 			err = a.o.Store.Update(func(tx *store.Tx) error {
 				var al store.Alias
 				if err := tx.Get(store.AliasKey(host), &al); err != nil || al.AppKey != app.Key() {
@@ -171,7 +171,7 @@ func (a *API) registerRouting() {
 			if err != nil {
 				return nil, err
 			}
-			host := strings.ToLower(strings.TrimSuffix(in.Host, "."))
+			host := hostParam(in.Host)
 			var al store.Alias
 			if a.o.Store.View(func(tx *store.Tx) error { return tx.Get(store.AliasKey(host), &al) }) != nil || al.AppKey != app.Key() {
 				return nil, notFound("alias_not_found", fmt.Sprintf("%s is not an alias of %s: add it first with `gantry alias add %s %s`", host, app.Name, app.Name, host))
@@ -208,7 +208,7 @@ func (a *API) registerRouting() {
 			if err != nil {
 				return nil, err
 			}
-			host := strings.ToLower(strings.TrimSuffix(in.Host, "."))
+			host := hostParam(in.Host)
 			err = a.o.Store.Update(func(tx *store.Tx) error {
 				var c store.Cert
 				if err := tx.Get(store.CertKey(host), &c); err != nil || c.AppKey != app.Key() {
@@ -456,3 +456,7 @@ func (a *API) inForce(ctx context.Context) {
 	defer cancel()
 	a.o.Applied.WaitApplied(ctx, a.o.Store.Rev())
 }
+
+// hostParam normalises a hostname from a path (case, trailing dot) as
+// aliases are stored.
+func hostParam(h string) string { return strings.ToLower(strings.TrimSuffix(h, ".")) }

@@ -90,7 +90,7 @@ func (r *Router) serveFast(c net.Conn, q *connQueue) {
 		if err != nil {
 			return
 		}
-		host := hostOnlyBytes(req.host)
+		host := hostOnly(string(req.host))
 		if r.platform[host] {
 			handOff = true
 			return
@@ -729,8 +729,6 @@ func equalFold(b []byte, s string) bool {
 	}
 	return true
 }
-
-func hostOnlyBytes(h []byte) string { return hostOnly(string(h)) }
 
 // pathOf is the request target without its query (which may hold secrets).
 func pathOf(target []byte) string {

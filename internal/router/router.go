@@ -358,17 +358,6 @@ func (r *Router) ActiveConns(endpoint string) int {
 	return int(c.Load())
 }
 
-func (r *Router) counter(ep string) *atomic.Int64 {
-	r.connsMu.Lock()
-	defer r.connsMu.Unlock()
-	c := r.conns[ep]
-	if c == nil {
-		c = new(atomic.Int64)
-		r.conns[ep] = c
-	}
-	return c
-}
-
 // pick chooses the endpoint with the fewest open requests and counts the
 // request on it. If the table changed meanwhile and the endpoint left it,
 // it picks again, so that a drained gear never gets a request after the
