@@ -136,6 +136,8 @@ func TestRuleset(t *testing.T) {
 	want := `add table inet gantry_egress
 add chain inet gantry_egress output { type filter hook output priority 0; policy accept; }
 flush chain inet gantry_egress output
+add chain inet gantry_egress redirect { type nat hook output priority -100; policy accept; }
+flush chain inet gantry_egress redirect
 table inet gantry_egress {
 	set refused4 {
 		typeof ip daddr . meta l4proto . th dport
@@ -161,6 +163,9 @@ table inet gantry_egress {
 		meta nfproto ipv4 meta l4proto { tcp, udp } add @refused4 { ip daddr . meta l4proto . th dport } comment "default: deny"
 		meta l4proto tcp counter reject with tcp reset comment "default: deny"
 		counter reject with icmpx type admin-prohibited comment "default: deny"
+	}
+	chain redirect {
+		type nat hook output priority -100; policy accept;
 	}
 }
 `

@@ -39,18 +39,15 @@ func Ruleset(p Policy, hosts map[string][]netip.Addr, always Always) string {
 	var b strings.Builder
 	// One transaction: the chain is emptied and refilled, the set of
 	// refused destinations (and its counters) stays.
-	fmt.Fprintf(&b, "add table inet %s\nadd chain inet %s output { type filter hook output priority 0; policy accept; }\nflush chain inet %s output\ntable inet %s {\n", Table, Table, Table, Table)
+	fmt.Fprintf(&b, "add table inet %s\nadd chain inet %s output { type filter hook output priority 0; policy accept; }\nflush chain inet %s output\n", Table, Table, Table)
+	fmt.Fprintf(&b, "add chain inet %s redirect { type nat hook output priority -100; policy accept; }\nflush chain inet %s redirect\ntable inet %s {\n", Table, Table, Table)
 	fmt.Fprintf(&b, "\tset %s {\n\t\ttypeof ip daddr . meta l4proto . th dport\n\t\tsize 65535\n\t\tflags dynamic,timeout\n\t\ttimeout 10m\n\t\tcounter\n\t}\n", RefusedSet)
 	b.WriteString("\tchain output {\n")
 	b.WriteString("\t\ttype filter hook output priority 0; policy accept;\n")
 	b.WriteString("\t\toifname \"lo\" accept\n")
 	b.WriteString("\t\tct state established,related accept\n")
 	if always.Gateway.IsValid() && len(always.HostPorts) > 0 {
-		ports := make([]string, len(always.HostPorts))
-		for i, p := range always.HostPorts {
-			ports[i] = fmt.Sprint(p)
-		}
-		fmt.Fprintf(&b, "\t\t%s daddr %s tcp dport { %s } accept comment \"the platform\"\n", family(always.Gateway), always.Gateway, strings.Join(ports, ", "))
+		fmt.Fprintf(&b, "\t\t%s daddr %s tcp dport { %s } accept comment \"the platform\"\n", family(always.Gateway), always.Gateway, portList(always.HostPorts))
 	}
 	for fam, addrs := range byFamily(always.Peers) {
 		fmt.Fprintf(&b, "\t\t%s daddr { %s } accept comment \"the app's own gears\"\n", fam, addrs)
@@ -59,9 +56,19 @@ func Ruleset(p Policy, hosts map[string][]netip.Addr, always Always) string {
 		fmt.Fprintf(&b, "\t\t%s daddr { %s } meta l4proto { tcp, udp } th dport 53 accept comment \"DNS\"\n", fam, addrs)
 	}
 	if p.Blocked {
-		b.WriteString("\t\t" + record + " comment \"blocked: port scan\"\n")
-		b.WriteString("\t\tmeta l4proto tcp counter reject with tcp reset comment \"blocked: port scan\"\n")
-		b.WriteString("\t\tcounter reject with icmpx type admin-prohibited comment \"blocked: port scan\"\n")
+		refuseAll(&b, "blocked: port scan")
+	}
+	if v := p.Via; v != nil {
+		// Bound to the egress router: its ports on the gateway, nothing
+		// else; the app's own rules do not apply to direct traffic.
+		if always.Gateway.IsValid() && len(v.Ports) > 0 {
+			fmt.Fprintf(&b, "\t\t%s daddr %s tcp dport { %s } accept comment \"the egress router\"\n", family(always.Gateway), always.Gateway, portList(v.Ports))
+		}
+		refuseAll(&b, "bound to the egress router")
+		b.WriteString("\t}\n")
+		natChain(&b, v, hosts, always.Gateway)
+		b.WriteString("}\n")
+		return b.String()
 	}
 	for i := 0; i < len(p.Rules); {
 		// Consecutive address-only rules with one verdict become one set
@@ -88,12 +95,56 @@ func Ruleset(p Policy, hosts map[string][]netip.Addr, always Always) string {
 		i++
 	}
 	if p.Default == Deny {
-		b.WriteString("\t\t" + record + " comment \"default: deny\"\n")
-		b.WriteString("\t\tmeta l4proto tcp counter reject with tcp reset comment \"default: deny\"\n")
-		b.WriteString("\t\tcounter reject with icmpx type admin-prohibited comment \"default: deny\"\n")
+		refuseAll(&b, "default: deny")
 	}
-	b.WriteString("\t}\n}\n")
+	b.WriteString("\t}\n")
+	natChain(&b, nil, hosts, always.Gateway)
+	b.WriteString("}\n")
 	return b.String()
+}
+
+// refuseAll records and refuses whatever reaches it.
+func refuseAll(b *strings.Builder, why string) {
+	fmt.Fprintf(b, "\t\t%s comment %q\n", record, why)
+	fmt.Fprintf(b, "\t\tmeta l4proto tcp counter reject with tcp reset comment %q\n", why)
+	fmt.Fprintf(b, "\t\tcounter reject with icmpx type admin-prohibited comment %q\n", why)
+}
+
+// natChain renders the redirect chain: each redirect's destinations are
+// translated to its egress router port on the gateway (before the filter
+// chain, which then sees the router as the destination).
+func natChain(b *strings.Builder, v *Via, hosts map[string][]netip.Addr, gw netip.Addr) {
+	b.WriteString("\tchain redirect {\n\t\ttype nat hook output priority -100; policy accept;\n")
+	if v != nil && gw.IsValid() {
+		fam := family(gw)
+		for i, n := range v.Redirects {
+			var dests []string
+			switch m := n.Match; {
+			case m.Host != "":
+				if addrs := byFamily(hosts[m.Host])[fam]; addrs != "" {
+					dests = append(dests, fmt.Sprintf("%s daddr { %s } ", fam, addrs))
+				}
+			case m.Prefix.IsValid():
+				if family(m.Prefix.Addr()) == fam {
+					dests = append(dests, fmt.Sprintf("%s daddr %s ", fam, m.Prefix))
+				}
+			default:
+				dests = append(dests, "")
+			}
+			for _, d := range dests {
+				fmt.Fprintf(b, "\t\t%stcp dport %d dnat %s to %s comment \"redirect %d: %s\"\n", d, n.Match.Port, fam, netip.AddrPortFrom(gw, n.ToPort), i+1, n.Match.Text)
+			}
+		}
+	}
+	b.WriteString("\t}\n")
+}
+
+func portList(ports []uint16) string {
+	s := make([]string, len(ports))
+	for i, p := range ports {
+		s[i] = fmt.Sprint(p)
+	}
+	return strings.Join(s, ", ")
 }
 
 // byFamily splits addresses into ip and ip6 set bodies, sorted.

@@ -177,13 +177,16 @@ type Policy struct {
 	Rules   []Rule
 	Default string // allow or deny
 	Blocked bool
+	// Via, when set, binds the gears to the egress router: the rules
+	// no longer apply to direct traffic, which is refused.
+	Via *Via
 }
 
 // Decide says whether a connection to dst:port/proto is allowed, and by
 // which rule (its index; -1: the default). hosts holds the addresses of
 // hostname rules as last resolved.
 func (p Policy) Decide(dst netip.Addr, port uint16, proto string, hosts map[string][]netip.Addr) (bool, int) {
-	if p.Blocked {
+	if p.Blocked || p.Via != nil {
 		return false, -1
 	}
 	for i, r := range p.Rules {

@@ -73,6 +73,9 @@ type App struct {
 	// EgressBlocked cuts the app's outbound traffic (a flagged port scan)
 	// until an operator clears it.
 	EgressBlocked bool `json:"egress_blocked,omitempty"`
+	// EgressRouter, when set, binds the app to the egress router: its
+	// gears leave only through it.
+	EgressRouter *EgressRouter `json:"egress_router,omitempty"`
 	// HTTPS is allow (default), redirect or off.
 	HTTPS string `json:"https,omitempty"`
 	// Router timeouts; 0 is the router's default.
@@ -224,6 +227,35 @@ func (r *TCPRoute) Key() string {
 		return "tcproutes/sni-" + r.SNI
 	}
 	return fmt.Sprintf("tcproutes/port-%d", r.Port)
+}
+
+// EgressRouter is how an app uses the egress router: the HTTP proxy with
+// its ACL, redirects (L4, to fixed targets) and TCP proxies.
+type EgressRouter struct {
+	Proxy     bool             `json:"proxy,omitempty"`
+	ACL       []string         `json:"acl,omitempty"`
+	Redirects []EgressRedirect `json:"redirects,omitempty"`
+	TCP       []EgressTCP      `json:"tcp,omitempty"`
+}
+
+// Empty says the app no longer uses the router (and is not bound to it).
+func (r *EgressRouter) Empty() bool {
+	return r == nil || !r.Proxy && len(r.Redirects) == 0 && len(r.TCP) == 0
+}
+
+// EgressRedirect sends the gears' connections to Match (HOST:PORT,
+// CIDR:PORT or *:PORT) to Target through the router.
+type EgressRedirect struct {
+	Match  string `json:"match"`
+	Target string `json:"target"`
+}
+
+// EgressTCP is a TCP proxy: the router listens on Port (on the gear
+// network's gateway) and forwards to Targets, round-robin over the
+// healthy ones.
+type EgressTCP struct {
+	Port    int      `json:"port"`
+	Targets []string `json:"targets"`
 }
 
 // EgressRule is one outbound rule as the user wrote it.
