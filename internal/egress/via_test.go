@@ -52,9 +52,9 @@ func TestACLAllows(t *testing.T) {
 		{"api.example.com", 443, true, 1},
 		{"a.b.example.com", 80, true, 1},
 		{"API.EXAMPLE.COM.", 443, true, 1},
-		{"example.com", 443, false, 0},        // the wildcard is below the domain
-		{"bad.example.com", 443, false, 2},    // a denial wins though the wildcard comes first
-		{"notexample.com", 443, false, 0},     // suffix on a label boundary only
+		{"example.com", 443, false, 0},     // the wildcard is below the domain
+		{"bad.example.com", 443, false, 2}, // a denial wins though the wildcard comes first
+		{"notexample.com", 443, false, 0},  // suffix on a label boundary only
 		{"partner.org", 443, true, 3},
 		{"partner.org", 80, false, 0},
 		{"198.51.100.9", 22, true, 4},
