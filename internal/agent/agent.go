@@ -81,6 +81,9 @@ type Options struct {
 	// destinations (for metrics).
 	OnEgressEvent   func(app *store.App, kind, reason string)
 	OnEgressRefused func(app *store.App, destinations int)
+	// EgressRouter is where the egress router listens on the gateway
+	// (nil: no router); a bound app's gears may leave only for it.
+	EgressRouter *EgressRouterPorts
 }
 
 // Agent supervises gears.

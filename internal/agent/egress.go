@@ -72,7 +72,46 @@ func (a *Agent) EgressPolicy(app *store.App) (egress.Policy, error) {
 		}
 		p.Rules = append(p.Rules, rule)
 	}
-	return p, nil
+	via, err := a.egressVia(app.EgressRouter)
+	p.Via = via
+	return p, err
+}
+
+// EgressRouterPorts are the egress router's fixed ports on the gateway.
+type EgressRouterPorts struct {
+	Proxy     uint16
+	Redirects []uint16 // redirect k of an app arrives on Redirects[k]
+}
+
+// EgressRouterPorts says where the router listens (nil: no router).
+func (a *Agent) EgressRouterPorts() *EgressRouterPorts { return a.o.EgressRouter }
+
+// egressVia binds an app that uses the egress router to it: the router's
+// ports that the app uses, and its redirects.
+func (a *Agent) egressVia(r *store.EgressRouter) (*egress.Via, error) {
+	if r.Empty() || a.o.EgressRouter == nil {
+		return nil, nil
+	}
+	ports := a.o.EgressRouter
+	v := &egress.Via{}
+	if r.Proxy {
+		v.Ports = append(v.Ports, ports.Proxy)
+	}
+	for k, rd := range r.Redirects {
+		if k >= len(ports.Redirects) {
+			return nil, fmt.Errorf("at most %d redirects per app", len(ports.Redirects))
+		}
+		m, err := egress.ParseRedirect(rd.Match)
+		if err != nil {
+			return nil, err
+		}
+		v.Ports = append(v.Ports, ports.Redirects[k])
+		v.Redirects = append(v.Redirects, egress.NAT{Match: m, ToPort: ports.Redirects[k]})
+	}
+	for _, t := range r.TCP {
+		v.Ports = append(v.Ports, uint16(t.Port))
+	}
+	return v, nil
 }
 
 func (a *Agent) EgressLabelTable() egress.Labels {
@@ -88,6 +127,13 @@ func (a *Agent) ResolveEgressHosts(p egress.Policy) map[string][]netip.Addr {
 	for _, r := range p.Rules {
 		if r.Host != "" {
 			hosts[r.Host] = a.hosts.lookup(r.Host)
+		}
+	}
+	if p.Via != nil {
+		for _, n := range p.Via.Redirects {
+			if n.Match.Host != "" {
+				hosts[n.Match.Host] = a.hosts.lookup(n.Match.Host)
+			}
 		}
 	}
 	return hosts

@@ -69,7 +69,29 @@ func (a *Agent) plan(tx *store.Tx) (netplan.Plan, error) {
 		}
 		p.Gears = append(p.Gears, netplan.Gear{ID: g.ID, App: g.AppID, IP: ip})
 	}
+	// The egress router's ports are open on the gateway to every gear;
+	// each gear's own ruleset lets only bound apps use them.
+	if r := a.o.EgressRouter; r != nil {
+		p.HostTCPPorts = append(append(append([]uint16(nil), p.HostTCPPorts...), r.Proxy), r.Redirects...)
+		apps, err := store.List[store.App](tx, "apps/")
+		if err != nil {
+			return p, err
+		}
+		for _, app := range apps {
+			if app.EgressRouter != nil {
+				for _, t := range app.EgressRouter.TCP {
+					p.HostTCPPorts = append(p.HostTCPPorts, uint16(t.Port))
+				}
+			}
+		}
+	}
 	return p, nil
+}
+
+// ApplyEgressRouterPorts opens the gateway to the egress router's ports
+// as they are now (TCP proxy ports come and go).
+func (a *Agent) ApplyEgressRouterPorts() error {
+	return a.network(func(p netplan.Plan) ([]string, error) { return netplan.Apply(p, nil, &a.rulesHash) })
 }
 
 // syncNetwork reconciles the whole network with the gears in the store:

@@ -121,6 +121,8 @@ type Options struct {
 	TCPPorts TCPPorts
 	// Egress, if set, serves the apps' outbound policies.
 	Egress Egress
+	// EgressRouter, if set, is the egress router (isolated gears only).
+	EgressRouter EgressRouter
 	// Applied, if set, is the router: route changes return once served.
 	Applied interface {
 		WaitApplied(ctx context.Context, rev int64) error

@@ -24,6 +24,7 @@ type Egress interface {
 	EgressLabelTable() egress.Labels
 	EgressRefusals(appKey string) []egress.Refusal
 	ClearEgressBlock(appKey string) error
+	ApplyEgressRouterPorts() error
 }
 
 // EgressRuleView is one rule of an app's outbound policy.
@@ -43,6 +44,7 @@ type EgressView struct {
 	Labels   map[string]string `json:"labels" doc:"port labels rules may use"`
 	Blocked  bool              `json:"blocked" doc:"outbound traffic cut after a suspected port scan, until an operator clears it"`
 	Refused  []egress.Refusal  `json:"refused" doc:"destinations refused in the last 10 minutes"`
+	Router   *EgressRouterView `json:"router" doc:"the app's use of the egress router; a bound app leaves only through it and its rules do not apply to direct traffic"`
 }
 
 // EgressTestView says what the policy does with one destination.
@@ -59,6 +61,7 @@ func (a *API) registerEgress() {
 		return
 	}
 	a.registerEgressAdmin()
+	a.registerEgressRouter()
 	type rulesIn struct {
 		AppRef
 		Body struct {
@@ -187,8 +190,15 @@ func (a *API) registerEgress() {
 					addrs = append(addrs, ip.Unmap())
 				}
 			}
-			hosts := a.o.Egress.ResolveEgressHosts(p)
 			v := EgressTestView{Destination: in.Body.Destination, Allowed: true}
+			if p.Via != nil {
+				for _, ip := range addrs {
+					v.Addresses = append(v.Addresses, ip.String())
+				}
+				v.Allowed, v.Reason = a.testViaRouter(app.EgressRouter, strings.ToLower(host), addrs, uint16(port), proto)
+				return &body[EgressTestView]{Body: v}, nil
+			}
+			hosts := a.o.Egress.ResolveEgressHosts(p)
 			// Every address must be allowed for the name to be reachable.
 			for _, ip := range addrs {
 				v.Addresses = append(v.Addresses, ip.String())
@@ -237,7 +247,7 @@ func (a *API) egressView(app *store.App) (*body[EgressView], error) {
 		return nil, a.internal("reading egress policy", err)
 	}
 	v := EgressView{Rules: []EgressRuleView{}, Default: p.Default, Enforced: a.o.Egress.EgressEnforced(), Labels: map[string]string{},
-		Blocked: app.EgressBlocked, Refused: a.o.Egress.EgressRefusals(app.Key())}
+		Blocked: app.EgressBlocked, Refused: a.o.Egress.EgressRefusals(app.Key()), Router: a.egressRouterView(app)}
 	if v.Refused == nil {
 		v.Refused = []egress.Refusal{}
 	}
@@ -276,4 +286,41 @@ func meaning(r egress.Rule) string {
 		return r.Prefix.String() + ", any port"
 	}
 	return "ports " + strings.Join(ports, " ") + ", any address"
+}
+
+// testViaRouter says what happens to a bound app's connection: caught by
+// a redirect, through the HTTP proxy's ACL, or refused.
+func (a *API) testViaRouter(r *store.EgressRouter, host string, addrs []netip.Addr, port uint16, proto string) (bool, string) {
+	if proto == "tcp" {
+		for i, rd := range r.Redirects {
+			m, err := egress.ParseRedirect(rd.Match)
+			if err != nil || m.Port != port {
+				continue
+			}
+			hit := m.Host == host || !m.Prefix.IsValid() && m.Host == ""
+			for _, ip := range addrs {
+				hit = hit || m.Prefix.IsValid() && m.Prefix.Contains(ip)
+			}
+			if hit {
+				return true, fmt.Sprintf("redirect %d: through the egress router to %s", i+1, rd.Target)
+			}
+		}
+	}
+	if r.Proxy && proto == "tcp" {
+		var acl egress.ACL
+		for _, s := range r.ACL {
+			if e, err := egress.ParseACL(s); err == nil {
+				acl = append(acl, e)
+			}
+		}
+		ok, n := acl.Allows(host, port)
+		switch {
+		case ok:
+			return true, fmt.Sprintf("only through the egress router's HTTP proxy, which allows it (ACL entry %d: %s); direct connections are refused", n, acl[n-1].Text)
+		case n > 0:
+			return false, fmt.Sprintf("the egress router's HTTP proxy denies it (ACL entry %d: %s), and direct connections are refused", n, acl[n-1].Text)
+		}
+		return false, "no entry of the HTTP proxy's ACL allows it, and direct connections are refused (bound to the egress router)"
+	}
+	return false, "refused: the app is bound to the egress router and no redirect or proxy of it covers this destination"
 }

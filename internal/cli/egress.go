@@ -110,6 +110,7 @@ reachable. Refused connections fail at once with "connection refused".`}
 	}
 	test.Flags().BoolVar(&udp, "udp", false, "test UDP instead of TCP")
 	cmd.AddCommand(add("allow"), add("deny"), list, remove, test)
+	cmd.AddCommand(c.egressRouterCmds()...)
 	return cmd
 }
 
@@ -143,6 +144,10 @@ func (c *cli) adminCmd() *cobra.Command {
 }
 
 func printEgress(w io.Writer, app string, v *api.EgressView) {
+	if v.Router != nil && v.Router.Bound {
+		printEgressRouter(w, app, v.Router)
+		fmt.Fprintln(w, "\nThe rules below do not apply to direct connections while the app is bound to the egress router.")
+	}
 	if !v.Enforced {
 		fmt.Fprintln(w, "Note: gears are plain processes on this server; the policy is kept but not enforced.")
 	}

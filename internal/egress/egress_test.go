@@ -136,8 +136,8 @@ func TestRuleset(t *testing.T) {
 	want := `add table inet gantry_egress
 add chain inet gantry_egress output { type filter hook output priority 0; policy accept; }
 flush chain inet gantry_egress output
-add chain inet gantry_egress redirect { type nat hook output priority -100; policy accept; }
-flush chain inet gantry_egress redirect
+add chain inet gantry_egress nat_out { type nat hook output priority -100; policy accept; }
+flush chain inet gantry_egress nat_out
 table inet gantry_egress {
 	set refused4 {
 		typeof ip daddr . meta l4proto . th dport
@@ -164,7 +164,7 @@ table inet gantry_egress {
 		meta l4proto tcp counter reject with tcp reset comment "default: deny"
 		counter reject with icmpx type admin-prohibited comment "default: deny"
 	}
-	chain redirect {
+	chain nat_out {
 		type nat hook output priority -100; policy accept;
 	}
 }

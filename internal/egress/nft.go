@@ -40,7 +40,7 @@ func Ruleset(p Policy, hosts map[string][]netip.Addr, always Always) string {
 	// One transaction: the chain is emptied and refilled, the set of
 	// refused destinations (and its counters) stays.
 	fmt.Fprintf(&b, "add table inet %s\nadd chain inet %s output { type filter hook output priority 0; policy accept; }\nflush chain inet %s output\n", Table, Table, Table)
-	fmt.Fprintf(&b, "add chain inet %s redirect { type nat hook output priority -100; policy accept; }\nflush chain inet %s redirect\ntable inet %s {\n", Table, Table, Table)
+	fmt.Fprintf(&b, "add chain inet %s nat_out { type nat hook output priority -100; policy accept; }\nflush chain inet %s nat_out\ntable inet %s {\n", Table, Table, Table)
 	fmt.Fprintf(&b, "\tset %s {\n\t\ttypeof ip daddr . meta l4proto . th dport\n\t\tsize 65535\n\t\tflags dynamic,timeout\n\t\ttimeout 10m\n\t\tcounter\n\t}\n", RefusedSet)
 	b.WriteString("\tchain output {\n")
 	b.WriteString("\t\ttype filter hook output priority 0; policy accept;\n")
@@ -114,7 +114,7 @@ func refuseAll(b *strings.Builder, why string) {
 // translated to its egress router port on the gateway (before the filter
 // chain, which then sees the router as the destination).
 func natChain(b *strings.Builder, v *Via, hosts map[string][]netip.Addr, gw netip.Addr) {
-	b.WriteString("\tchain redirect {\n\t\ttype nat hook output priority -100; policy accept;\n")
+	b.WriteString("\tchain nat_out {\n\t\ttype nat hook output priority -100; policy accept;\n")
 	if v != nil && gw.IsValid() {
 		fam := family(gw)
 		for i, n := range v.Redirects {

@@ -143,13 +143,24 @@ func (r *Router) control(network, address string, _ syscall.RawConn) error {
 	if err != nil {
 		return err
 	}
-	for _, p := range r.o.Forbidden {
-		if p.Contains(ap.Addr().Unmap()) {
-			return &forbiddenError{ap.Addr().Unmap()}
-		}
+	if r.Forbidden(ap.Addr()) {
+		return &forbiddenError{ap.Addr().Unmap()}
 	}
 	return nil
 }
+
+// Forbidden says the router never dials addr.
+func (r *Router) Forbidden(addr netip.Addr) bool {
+	for _, p := range r.o.Forbidden {
+		if p.Contains(addr.Unmap()) {
+			return true
+		}
+	}
+	return false
+}
+
+// Gateway is the address the router listens on.
+func (r *Router) Gateway() netip.Addr { return r.o.Addr }
 
 type forbiddenError struct{ addr netip.Addr }
 
@@ -219,10 +230,26 @@ func (r *Router) Start(ctx context.Context) error {
 }
 
 // ProxyAddr is the HTTP proxy's address.
-func (r *Router) ProxyAddr() netip.AddrPort { return addrPortOf(r.proxyLn.Addr()) }
+func (r *Router) ProxyAddr() netip.AddrPort {
+	if r.proxyLn == nil { // not started: the configured port
+		return netip.AddrPortFrom(r.o.Addr, uint16(r.o.ProxyPort))
+	}
+	return addrPortOf(r.proxyLn.Addr())
+}
 
 // RedirectPorts are the redirect ports, redirect k on the k-th.
 func (r *Router) RedirectPorts() []uint16 {
+	if r.redirectLns == nil && r.o.ProxyPort != 0 { // not started
+		base := r.o.RedirectBase
+		if base == 0 {
+			base = r.o.ProxyPort + 1
+		}
+		out := make([]uint16, r.o.Redirects)
+		for k := range out {
+			out[k] = uint16(base + k)
+		}
+		return out
+	}
 	out := make([]uint16, len(r.redirectLns))
 	for i, ln := range r.redirectLns {
 		out[i] = addrPortOf(ln.Addr()).Port()

@@ -16,6 +16,7 @@ func (l Layout) HostKey() string         { return filepath.Join(l.Root, "ssh_hos
 func (l Layout) PKI() string             { return filepath.Join(l.Root, "pki") }
 func (l Layout) ACME() string            { return filepath.Join(l.Root, "acme") }
 func (l Layout) AccessLog() string       { return filepath.Join(l.Root, "logs", "access.log") }
+func (l Layout) EgressLog() string       { return filepath.Join(l.Root, "logs", "egress.log") }
 func (l Layout) RunDir() string          { return filepath.Join(l.Root, "run") }
 func (l Layout) HookSocket() string      { return filepath.Join(l.Root, "run", "hook.sock") }
 func (l Layout) AppDir(id string) string { return filepath.Join(l.Root, "apps", id) }

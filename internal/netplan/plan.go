@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -60,7 +61,7 @@ func (p Plan) Normalize() Plan {
 	sort.Slice(p.Gears, func(i, j int) bool { return p.Gears[i].ID < p.Gears[j].ID })
 	ports := append([]uint16(nil), p.HostTCPPorts...)
 	sort.Slice(ports, func(i, j int) bool { return ports[i] < ports[j] })
-	p.HostTCPPorts = ports
+	p.HostTCPPorts = slices.Compact(ports)
 	return p
 }
 

@@ -31,6 +31,7 @@ import (
 	"github.com/gantry-paas/gantry/internal/cartridge"
 	"github.com/gantry-paas/gantry/internal/clientconfig"
 	"github.com/gantry-paas/gantry/internal/egress"
+	"github.com/gantry-paas/gantry/internal/egressrouter"
 	"github.com/gantry-paas/gantry/internal/gearenv"
 	"github.com/gantry-paas/gantry/internal/gitrepo"
 	"github.com/gantry-paas/gantry/internal/layout"
@@ -92,6 +93,9 @@ type Options struct {
 	ScanDistinct int
 	ScanWindow   time.Duration
 	ScanBlock    bool
+	// EgressProxyPort is the egress router's HTTP proxy port (3128);
+	// redirect ports follow it.
+	EgressProxyPort int
 	// EgressLabels is a JSON file of port labels over the built-in ones:
 	// {"name": ["25/tcp", "8000-8100"]}.
 	EgressLabels string
@@ -293,6 +297,34 @@ func Run(ctx context.Context, o Options) error {
 	if err := scan.Validate(); err != nil {
 		return err
 	}
+	// The egress router, on the gear network's gateway (isolated gears
+	// only: it knows apps by their gears' addresses).
+	var egr *egressRole
+	var egrPorts *agent.EgressRouterPorts
+	if isolation == agent.Namespaces {
+		plan := network.Normalize()
+		proxyPort := o.EgressProxyPort
+		if proxyPort == 0 {
+			proxyPort = 3128
+		}
+		egrPorts = &agent.EgressRouterPorts{Proxy: uint16(proxyPort)}
+		for k := 1; k <= 16; k++ {
+			egrPorts.Redirects = append(egrPorts.Redirects, uint16(proxyPort+k))
+		}
+		var egressLog io.Writer
+		if accessLog != nil {
+			f, err := openAccessLog(egressLogPath(o.AccessLog, lay), lay)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			egressLog = f
+		}
+		egr = &egressRole{st: st, log: log, r: egressrouter.New(egressrouter.Options{Addr: plan.Gateway(), ProxyPort: proxyPort,
+			Redirects: len(egrPorts.Redirects), Forbidden: forbiddenNets(plan.Subnet), AccessLog: egressLog, Registerer: mets.Registry, Log: log})}
+		env.egressGateway, env.egressSubnet = plan.Gateway(), plan.Subnet
+		env.egressProxy = netip.AddrPortFrom(plan.Gateway(), uint16(proxyPort))
+	}
 	var recordEvent func(*store.App, store.Event) // the scaler's, once made
 	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Exe: exe, Env: env.gear, EgressDefault: o.EgressDefault, EgressLabels: labels,
 		Scan: scan, ScanBlock: o.ScanBlock,
@@ -303,7 +335,7 @@ func Run(ctx context.Context, o Options) error {
 			}
 		},
 		OnEgressRefused: func(a *store.App, n int) { mets.EgressRefused.WithLabelValues(a.FullName()).Add(float64(n)) },
-		StartTimeout:    o.StartTimeout, Isolation: isolation, Network: network,
+		StartTimeout:    o.StartTimeout, Isolation: isolation, Network: network, EgressRouter: egrPorts,
 		Hook: func(dep *store.Deployment, name string) string {
 			h, err := builder.FindHooks(dep.Dir)
 			if err != nil {
@@ -353,7 +385,7 @@ func Run(ctx context.Context, o Options) error {
 		SSHHostKeys: []string{knownHost + " " + hostKey},
 		Scaler:      scaler, Router: rt, MaxGears: o.MaxGears, Metrics: mets.Handler(), Tunnels: serviceDialer{ag},
 		CAView: api.NewCAView(ca), HTTPSPort: httpsPort, PlatformHosts: []string{o.Host, "localhost"}, PublicHost: o.Host,
-		ReservedPorts: []int{httpPort, httpsPort, sshPort}, ACME: acme != nil, TCPPorts: rt, Egress: ag, Applied: rt,
+		ReservedPorts: []int{httpPort, httpsPort, sshPort}, ACME: acme != nil, TCPPorts: rt, Egress: ag, Applied: rt, EgressRouter: egressAPI(egr),
 	})
 	mets.AppGauge("gantry_app_connections", "Live connections per app: requests in flight, WebSockets, held requests.", func() map[string]float64 {
 		out := map[string]float64{}
@@ -379,7 +411,7 @@ func Run(ctx context.Context, o Options) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 6)
+	errc := make(chan error, 8)
 	roles := []interface{ Run(context.Context) error }{rt, ag, bld, ssh, scaler}
 	if acme != nil {
 		roles = append(roles, acme)
@@ -395,6 +427,17 @@ func Run(ctx context.Context, o Options) error {
 		}()
 	}
 	<-ag.Ready()
+	if egr != nil {
+		// After the agent: the gateway's address is on the bridge now.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := egr.Run(ctx); err != nil {
+				errc <- err
+				cancel()
+			}
+		}()
+	}
 	log.Info("gantry is serving",
 		"http", rt.Addr().String(), "ssh", ssh.Addr().String(), "https", addrOrOff(rt.TLSAddr()), "data", o.DataDir, "cloud_domain", o.CloudDomain,
 		"isolation", why,
@@ -468,6 +511,18 @@ func openAccessLog(path string, lay layout.Layout) (io.WriteCloser, error) {
 		return nil, fmt.Errorf("opening the access log: %w (choose another with --access-log, or off)", err)
 	}
 	return f, nil
+}
+
+// egressLogPath is the egress router's access log beside the router's:
+// the same choice of stderr, but its own file.
+func egressLogPath(access string, lay layout.Layout) string {
+	switch access {
+	case "-", "off":
+		return access
+	case "":
+		return lay.EgressLog()
+	}
+	return strings.TrimSuffix(access, filepath.Ext(access)) + "-egress" + filepath.Ext(access)
 }
 
 type nopCloser struct{ io.Writer }
@@ -549,6 +604,10 @@ type envBuilder struct {
 	cloud string
 	path  string
 	st    *store.Store
+	// The egress router, when there is one.
+	egressGateway netip.Addr
+	egressProxy   netip.AddrPort
+	egressSubnet  netip.Prefix
 }
 
 // passEnv are server variables that builds need to reach package registries.
@@ -572,6 +631,9 @@ func (e envBuilder) params(app *store.App, dir, cart string) gearenv.Params {
 	}
 	for k, v := range app.Env {
 		user[k] = v
+	}
+	for k, v := range proxyEnv(app.EgressRouter, e.egressGateway, e.egressProxy, e.egressSubnet) {
+		user[k] = v // a bound app can only leave through the router
 	}
 	return gearenv.Params{App: app.Name, Domain: app.Domain, AppID: app.ID, Host: app.Host, Cartridge: cart,
 		DataDir: e.lay.Data(app.ID), RepoDir: dir, LogDir: e.lay.Logs(app.ID), TmpDir: e.lay.Tmp(app.ID),
