@@ -663,14 +663,19 @@ func (w *countWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 func pipe(a, b net.Conn) (ab, ba int64) {
 	done := make(chan int64, 1)
 	go func() {
-		n, _ := io.Copy(b, a)
+		n := copyConn(b, a)
 		closeWrite(b)
 		done <- n
 	}()
-	ba, _ = io.Copy(a, b)
+	ba = copyConn(a, b)
 	closeWrite(a)
 	ab = <-done
 	return ab, ba
+}
+
+func copyConn(dst, src net.Conn) int64 {
+	n, _ := io.Copy(dst, src) // spliced between TCP connections
+	return n
 }
 
 func closeWrite(c net.Conn) {
