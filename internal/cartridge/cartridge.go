@@ -121,6 +121,14 @@ func Start(name, ip string, port int, dataDir, secretFile string, c Credentials)
 			"  echo " + q("CREATE DATABASE \""+c.Database+"\";") + " | " + q(bin+"/postgres") + " --single -D \"$D\" postgres >/dev/null",
 			"  echo \"host all all 0.0.0.0/0 scram-sha-256\" >> \"$D/pg_hba.conf\"",
 			"fi",
+			// A gear restarted after a crash is a new PID namespace: the
+			// stale lock file's PID may now be another live process of
+			// this gear (PostgreSQL would then refuse to start forever).
+			// Only a live postgres holds the lock.
+			"if [ -f \"$D/postmaster.pid\" ]; then",
+			"  P=$(head -n 1 \"$D/postmaster.pid\")",
+			"  [ \"$(cat /proc/$P/comm 2>/dev/null)\" = postgres ] || rm -f \"$D/postmaster.pid\"",
+			"fi",
 			"exec " + q(bin+"/postgres") + " -D \"$D\" -h " + q(ip) + " -p " + strconv.Itoa(port) + " -k ''", // TCP only: no Unix socket, no socket lock file
 		}, "\n"), nil
 	case "redis":
