@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gantry-paas/gantry/internal/egressdns/dnstest"
 )
 
 // probe connects to each HOST:PORT and says ok, refused or timeout.
@@ -91,10 +93,17 @@ func TestEgress(t *testing.T) {
 	root := t.TempDir()
 	data := filepath.Join(root, "data")
 	t.Cleanup(func() { killGears(data); cleanupNetwork(isolation) })
-	out := startOutside(t, 25, 80, 6667, 7777)
+	out := startOutside(t, 25, 80, 6667, 7777, 8888)
+	// The platform's resolver for this test: names under outside.test are
+	// the test host; elsewhere.test is an address nobody listens on.
+	names, err := dnstest.Start(map[string][]string{"*.outside.test": {out.addr}, "*.elsewhere.test": {"198.18.7.3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer names.Close()
 	cfg := filepath.Join(root, "admin.json")
 	srv := startServer(t, data, cfg, "127.0.0.1:0", "127.0.0.1:0",
-		append(isolation, "--egress-scan-distinct", "10", "--egress-scan-window", "8s", "--egress-scan-block")...)
+		append(isolation, "--egress-scan-distinct", "10", "--egress-scan-window", "8s", "--egress-scan-block", "--egress-dns-upstream", names.Addr)...)
 	u := newEnv(t, cfg)
 	_, repo := deployNodeApp(t, u, "acme", "web")
 	writeFile(t, filepath.Join(repo, "probe.py"), probe, 0o644)
@@ -216,9 +225,30 @@ func TestEgress(t *testing.T) {
 	u.gantry("egress", "remove", "web", "4") // deny all goes: 7777 is allowed again
 	expect("after removing deny all", map[string]string{dest(7777): "ok", dest(25): "refused"})
 
+	// A wildcard hostname rule: names under the domain are let through
+	// once the app itself has looked them up (its DNS goes through the
+	// platform's forwarder, which learns the answers); other names and
+	// addresses stay refused.
+	u.gantry("egress", "deny", "web", "all", "--after", "4")
+	u.gantry("egress", "allow", "web", "*.outside.test")
+	expect("a wildcard rule, before any lookup", map[string]string{dest(8888): "refused"})
+	expect("a wildcard rule", map[string]string{"api.outside.test:8888": "ok", "deep.api.outside.test:8888": "ok", "x.elsewhere.test:8888": "refused"})
+	if names.Queries.Load() == 0 {
+		t.Error("the app's lookups did not reach the platform's resolver")
+	}
+	if out := u.gantry("egress", "test", "web", "api.outside.test:8888"); !strings.Contains(out, "allowed (rule 1: allow *.outside.test)") {
+		t.Errorf("egress test api.outside.test:8888: %q", out)
+	}
+	if out := u.gantry("egress", "test", "web", "x.elsewhere.test:8888"); !strings.Contains(out, "refused (rule 6: deny all)") {
+		t.Errorf("egress test x.elsewhere.test:8888: %q", out)
+	}
+	if msg := u.gantryFails("egress", "allow", "web", "*.com"); !strings.Contains(msg, "wildcard") {
+		t.Errorf("egress allow *.com: %q", msg)
+	}
+	u.gantry("egress", "remove", "web", "1")
+
 	// Port-scan detection: a client retrying one refused destination is
 	// not a scan; many distinct refused ports are, and cut the app off.
-	u.gantry("egress", "deny", "web", "all", "--after", "4")
 	var retries []string
 	for range 30 {
 		retries = append(retries, dest(25))

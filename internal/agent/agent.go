@@ -18,6 +18,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -84,6 +85,13 @@ type Options struct {
 	// EgressRouter is where the egress router listens on the gateway
 	// (nil: no router); a bound app's gears may leave only for it.
 	EgressRouter *EgressRouterPorts
+	// EgressDNS is the platform's DNS forwarder on the gateway (invalid:
+	// none). Apps with hostname rules send their DNS there, and what their
+	// lookups return is let through (LearnEgressDNS).
+	EgressDNS netip.AddrPort
+	// Resolver resolves hostname rules (the forwarder's upstreams; nil:
+	// the host's resolver).
+	Resolver *net.Resolver
 }
 
 // Agent supervises gears.
@@ -100,7 +108,8 @@ type Agent struct {
 	svcMu    sync.Mutex // guards svcCache
 	svcCache map[string]serviceCache
 
-	hosts hostCache // addresses of egress hostname rules
+	hosts   hostCache    // addresses of egress hostname rules
+	learned learnedCache // addresses the gears' lookups returned
 }
 
 // New validates the options.

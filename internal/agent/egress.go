@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gantry-paas/gantry/internal/egress"
+	"github.com/gantry-paas/gantry/internal/egressdns"
 	"github.com/gantry-paas/gantry/internal/netplan"
 	"github.com/gantry-paas/gantry/internal/store"
 )
@@ -33,7 +35,7 @@ type hostAddrs struct {
 
 const hostTTL = 30 * time.Second
 
-func (c *hostCache) lookup(host string) []netip.Addr {
+func (c *hostCache) lookup(r *net.Resolver, host string) []netip.Addr {
 	c.mu.Lock()
 	e, ok := c.addrs[host]
 	c.mu.Unlock()
@@ -42,7 +44,10 @@ func (c *hostCache) lookup(host string) []netip.Addr {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	addrs, err := r.LookupNetIP(ctx, "ip", host)
 	if err != nil && ok {
 		addrs = e.addrs // keep the last answer while DNS fails
 	}
@@ -125,19 +130,126 @@ func (a *Agent) EgressLabelTable() egress.Labels {
 func (a *Agent) ResolveEgressHosts(p egress.Policy) map[string][]netip.Addr {
 	hosts := map[string][]netip.Addr{}
 	for _, r := range p.Rules {
-		if r.Host != "" {
-			hosts[r.Host] = a.hosts.lookup(r.Host)
+		if r.Host != "" && !r.Wildcard {
+			hosts[r.Host] = a.hosts.lookup(a.o.Resolver, r.Host)
 		}
 	}
 	if p.Via != nil {
 		for _, n := range p.Via.Redirects {
 			if n.Match.Host != "" {
-				hosts[n.Match.Host] = a.hosts.lookup(n.Match.Host)
+				hosts[n.Match.Host] = a.hosts.lookup(a.o.Resolver, n.Match.Host)
 			}
 		}
 	}
 	return hosts
 }
+
+// LookupHost resolves a name as the platform does for hostname rules.
+func (a *Agent) LookupHost(ctx context.Context, host string) ([]netip.Addr, error) {
+	r := a.o.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	addrs, err := r.LookupNetIP(ctx, "ip", host)
+	for i := range addrs {
+		addrs[i] = addrs[i].Unmap()
+	}
+	return addrs, err
+}
+
+// learnedCache remembers which learned addresses are in which gear's
+// sets and until when, so that repeated lookups cost no nft run.
+type learnedCache struct {
+	mu    sync.Mutex
+	until map[string]time.Time // gear ID, set, address -> element expiry
+}
+
+// learnTimeout is how long an address an answer gave stays allowed: its
+// TTL (at least a minute), and two minutes more for clients that keep
+// an answer a little past it. Connections opened meanwhile live on.
+func learnTimeout(ttl time.Duration) time.Duration {
+	return max(ttl, time.Minute) + 2*time.Minute
+}
+
+// LearnEgressDNS lets the addresses of a DNS answer through the policy
+// of the gear that asked, for each hostname rule that covers one of the
+// answer's names. It returns once they are in the gear's sets, before the
+// forwarder hands the answer to the gear.
+func (a *Agent) LearnEgressDNS(src netip.Addr, names []string, answers []egressdns.Answer) {
+	var gear store.Gear
+	var app store.App
+	err := a.o.Store.View(func(tx *store.Tx) error {
+		gears, err := store.List[store.Gear](tx, "gears/")
+		if err != nil {
+			return err
+		}
+		for _, g := range gears {
+			if g.IP == src.String() && g.State != store.GearStopped && g.Isolation == Namespaces {
+				gear = g
+				return tx.Get(g.AppKey, &app)
+			}
+		}
+		return errNoGear
+	})
+	if err != nil {
+		return
+	}
+	policy, err := a.EgressPolicy(&app)
+	if err != nil || policy.Via != nil {
+		return
+	}
+	now := time.Now()
+	var script strings.Builder
+	var added []string
+	a.learned.mu.Lock()
+	if a.learned.until == nil {
+		a.learned.until = map[string]time.Time{}
+	}
+	for _, host := range policy.HostRules() {
+		hit := false
+		for _, n := range names {
+			hit = hit || egress.MatchHost(host, n)
+		}
+		if !hit {
+			continue
+		}
+		for _, ans := range answers {
+			set := egress.LearnedSet(host, ans.Addr.Is6())
+			key := gear.ID + " " + set + " " + ans.Addr.String()
+			timeout := learnTimeout(ans.TTL)
+			if until, ok := a.learned.until[key]; ok && until.Sub(now) > timeout/2 {
+				continue // in the set for long enough
+			}
+			// add, delete, add: a fresh timeout whether or not it was there.
+			elem := fmt.Sprintf("inet %s %s { %s", egress.Table, set, ans.Addr)
+			fmt.Fprintf(&script, "add element %s timeout %ds }\ndelete element %s }\nadd element %s timeout %ds }\n",
+				elem, int(timeout.Seconds()), elem, elem, int(timeout.Seconds()))
+			a.learned.until[key] = now.Add(timeout)
+			added = append(added, key)
+		}
+	}
+	for k, until := range a.learned.until {
+		if until.Before(now) {
+			delete(a.learned.until, k)
+		}
+	}
+	a.learned.mu.Unlock()
+	if script.Len() == 0 {
+		return
+	}
+	if err := applyInNetns(a.o.Network.Normalize().NetnsName(gear.ID), script.String()); err != nil {
+		a.log.Warn("letting a DNS answer through the egress policy", "app", app.FullName(), "gear", gear.ID, "names", names, "err", err)
+		a.learned.mu.Lock()
+		for _, k := range added {
+			delete(a.learned.until, k)
+		}
+		a.learned.mu.Unlock()
+		return
+	}
+	a.log.Debug("egress learned", "app", app.FullName(), "gear", gear.ID, "names", names, "answers", len(answers))
+}
+
+var errNoGear = errors.New("no gear has that address")
 
 // EgressEnforced says whether policies are enforced (namespaced gears).
 func (a *Agent) EgressEnforced() bool { return a.namespaced() }
@@ -156,7 +268,7 @@ func (a *Agent) ApplyEgress(appKey string) error {
 	if err != nil {
 		return err
 	}
-	always := egress.Always{Gateway: a.o.Network.Normalize().Gateway(), HostPorts: a.o.Network.HostTCPPorts, Resolvers: resolvers()}
+	always := egress.Always{Gateway: a.o.Network.Normalize().Gateway(), HostPorts: a.o.Network.HostTCPPorts, Resolvers: resolvers(), DNS: a.o.EgressDNS}
 	for _, g := range gears {
 		if ip, err := netip.ParseAddr(g.IP); err == nil {
 			always.Peers = append(always.Peers, ip)

@@ -25,6 +25,7 @@ type Egress interface {
 	EgressRefusals(appKey string) []egress.Refusal
 	ClearEgressBlock(appKey string) error
 	ApplyEgressRouterPorts() error
+	LookupHost(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
 // EgressRuleView is one rule of an app's outbound policy.
@@ -182,13 +183,11 @@ func (a *API) registerEgress() {
 			if ip, err := netip.ParseAddr(host); err == nil {
 				addrs = []netip.Addr{ip.Unmap()}
 			} else {
-				ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+				ips, err := a.o.Egress.LookupHost(ctx, host)
 				if err != nil {
 					return nil, invalid(fmt.Sprintf("%s does not resolve here: %v", host, err))
 				}
-				for _, ip := range ips {
-					addrs = append(addrs, ip.Unmap())
-				}
+				addrs = ips
 			}
 			v := EgressTestView{Destination: in.Body.Destination, Allowed: true}
 			if p.Via != nil {
@@ -199,6 +198,13 @@ func (a *API) registerEgress() {
 				return &body[EgressTestView]{Body: v}, nil
 			}
 			hosts := a.o.Egress.ResolveEgressHosts(p)
+			// The app looking the name up itself: hostname rules that
+			// cover it learn its addresses.
+			for _, h := range p.HostRules() {
+				if egress.MatchHost(h, host) {
+					hosts[h] = append(hosts[h], addrs...)
+				}
+			}
 			// Every address must be allowed for the name to be reachable.
 			for _, ip := range addrs {
 				v.Addresses = append(v.Addresses, ip.String())
@@ -278,8 +284,10 @@ func meaning(r egress.Rule) string {
 	switch {
 	case r.All:
 		return "every destination"
+	case r.Wildcard:
+		return "the addresses the app's own lookups of names under " + strings.TrimPrefix(r.Host, "*.") + " return"
 	case r.Host != "":
-		return "the addresses " + r.Host + " resolves to"
+		return "the addresses " + r.Host + " resolves to (and what the app's own lookups of it return)"
 	case r.Prefix.IsValid() && len(ports) > 0:
 		return r.Prefix.String() + " on " + strings.Join(ports, " ")
 	case r.Prefix.IsValid():

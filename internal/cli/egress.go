@@ -21,7 +21,8 @@ func (c *cli) egressCmd() *cobra.Command {
 platform default does (gantry server --egress-default). A RULE is a port label
 (smtp, http, postgresql, ...: see gantry egress list), a port or range with an
 optional protocol (6667, 8000-8100/tcp), a CIDR with an optional port
-(198.51.100.0/24, 10.1.2.3/32:5432), a hostname (api.example.com) or all.
+(198.51.100.0/24, 10.1.2.3/32:5432), a hostname (api.example.com), a wildcard
+(*.example.com: names under it that the app itself looks up) or all.
 The platform's own services (the router, the app's databases, DNS) are always
 reachable. Refused connections fail at once with "connection refused".`}
 	cmd.PersistentFlags().StringVarP(&c.domain, "domain", "n", "", "the app's domain (when you have several)")

@@ -32,6 +32,7 @@ func TestParse(t *testing.T) {
 		{"2001:db8::/32:443/tcp", "cidr 2001:db8::/32 [443/tcp]"},
 		{"api.example.com", "host api.example.com"},
 		{"xn--bcher-kva.example", "host xn--bcher-kva.example"},
+		{"*.Example.com", "host *.example.com"},
 		{"all", "all"},
 	} {
 		r := mustParse(t, Allow, c.in)
@@ -63,7 +64,10 @@ func TestParse(t *testing.T) {
 		{"10.0.0.0/8:99999", "out of range"},
 		{"smtpx", "unknown label"},
 		{"192.0.2.1", "/32"},
-		{"*.example.com", "wildcard"},
+		{"*.com", "wildcard"},
+		{"*.bad_host.com", "wildcard"},
+		{"*.*.example.com", "wildcard"},
+		{"a.*.example.com", "not a label"},
 		{"bad_host.example.com", "not a label"},
 		{"-x.example", "not a label"},
 	} {
@@ -128,10 +132,11 @@ func TestRuleset(t *testing.T) {
 		mustParse(t, Allow, "api.example.com"),
 		mustParse(t, Allow, "unresolved.example.com"),
 		mustParse(t, Allow, "53"),
+		mustParse(t, Allow, "*.partner.example"),
 	}}
 	hosts := map[string][]netip.Addr{"api.example.com": {netip.MustParseAddr("203.0.113.5"), netip.MustParseAddr("2001:db8::5")}}
 	always := Always{Gateway: netip.MustParseAddr("10.88.0.1"), HostPorts: []uint16{443, 80}, Peers: []netip.Addr{netip.MustParseAddr("10.88.0.7")},
-		Resolvers: []netip.Addr{netip.MustParseAddr("192.0.2.53")}}
+		Resolvers: []netip.Addr{netip.MustParseAddr("192.0.2.53")}, DNS: netip.MustParseAddrPort("10.88.0.1:53")}
 	got := Ruleset(p, hosts, always)
 	want := `add table inet gantry_egress
 add chain inet gantry_egress output { type filter hook output priority 0; policy accept; }
@@ -146,6 +151,36 @@ table inet gantry_egress {
 		timeout 10m
 		counter
 	}
+	set host4_0aeb3084 {
+		type ipv4_addr
+		flags timeout
+		comment "learned: api.example.com"
+	}
+	set host6_0aeb3084 {
+		type ipv6_addr
+		flags timeout
+		comment "learned: api.example.com"
+	}
+	set host4_b35faa09 {
+		type ipv4_addr
+		flags timeout
+		comment "learned: unresolved.example.com"
+	}
+	set host6_b35faa09 {
+		type ipv6_addr
+		flags timeout
+		comment "learned: unresolved.example.com"
+	}
+	set host4_0f1b303d {
+		type ipv4_addr
+		flags timeout
+		comment "learned: *.partner.example"
+	}
+	set host6_0f1b303d {
+		type ipv6_addr
+		flags timeout
+		comment "learned: *.partner.example"
+	}
 	chain output {
 		type filter hook output priority 0; policy accept;
 		oifname "lo" accept
@@ -153,19 +188,27 @@ table inet gantry_egress {
 		ip daddr 10.88.0.1 tcp dport { 443, 80 } accept comment "the platform"
 		ip daddr { 10.88.0.7 } accept comment "the app's own gears"
 		ip daddr { 192.0.2.53 } meta l4proto { tcp, udp } th dport 53 accept comment "DNS"
+		ip daddr 10.88.0.1 meta l4proto { tcp, udp } th dport 53 accept comment "DNS (the platform's forwarder)"
 		tcp dport { 25, 465, 587 } counter accept comment "1: allow smtp"
 		ip daddr 198.51.100.0/24 meta nfproto ipv4 meta l4proto { tcp, udp } add @refused4 { ip daddr . meta l4proto . th dport } comment "2: deny 198.51.100.0/24"
 		ip daddr 198.51.100.0/24 meta l4proto tcp counter reject with tcp reset comment "2: deny 198.51.100.0/24"
 		ip daddr 198.51.100.0/24 counter reject with icmpx type admin-prohibited comment "2: deny 198.51.100.0/24"
 		ip daddr { 203.0.113.5 } counter accept comment "3: allow api.example.com"
 		ip6 daddr { 2001:db8::5 } counter accept comment "3: allow api.example.com"
+		ip daddr @host4_0aeb3084 counter accept comment "3: allow api.example.com"
+		ip6 daddr @host6_0aeb3084 counter accept comment "3: allow api.example.com"
+		ip daddr @host4_b35faa09 counter accept comment "4: allow unresolved.example.com"
+		ip6 daddr @host6_b35faa09 counter accept comment "4: allow unresolved.example.com"
 		meta l4proto { tcp, udp } th dport 53 counter accept comment "5: allow 53"
+		ip daddr @host4_0f1b303d counter accept comment "6: allow *.partner.example"
+		ip6 daddr @host6_0f1b303d counter accept comment "6: allow *.partner.example"
 		meta nfproto ipv4 meta l4proto { tcp, udp } add @refused4 { ip daddr . meta l4proto . th dport } comment "default: deny"
 		meta l4proto tcp counter reject with tcp reset comment "default: deny"
 		counter reject with icmpx type admin-prohibited comment "default: deny"
 	}
 	chain nat_out {
 		type nat hook output priority -100; policy accept;
+		meta nfproto ipv4 meta l4proto { tcp, udp } th dport 53 dnat ip to 10.88.0.1:53 comment "DNS through the platform's forwarder: hostname rules learn the app's answers"
 	}
 }
 `
@@ -276,5 +319,37 @@ func TestRulesetMergesAddressRuns(t *testing.T) {
 				t.Errorf("nft -c refuses the merged ruleset: %v\n%s", err, out)
 			}
 		}
+	}
+}
+
+func TestMatchHost(t *testing.T) {
+	for _, c := range []struct {
+		rule, name string
+		want       bool
+	}{
+		{"*.example.com", "api.example.com", true},
+		{"*.example.com", "a.b.example.com", true},
+		{"*.example.com", "API.Example.com.", true},
+		{"*.example.com", "example.com", false},
+		{"*.example.com", "badexample.com", false},
+		{"*.example.com", "example.com.evil.test", false},
+		{"api.example.com", "api.example.com", true},
+		{"api.example.com", "x.api.example.com", false},
+	} {
+		if got := MatchHost(c.rule, c.name); got != c.want {
+			t.Errorf("MatchHost(%q, %q) = %v", c.rule, c.name, got)
+		}
+	}
+	p := Policy{Rules: []Rule{mustParse(t, Allow, "*.example.com"), mustParse(t, Deny, "smtp"), mustParse(t, Deny, "*.example.com"), mustParse(t, Allow, "api.example.org")}}
+	if got := strings.Join(p.HostRules(), " "); got != "*.example.com api.example.org" {
+		t.Errorf("HostRules: %q", got)
+	}
+	// Learned addresses decide like resolved ones.
+	hosts := map[string][]netip.Addr{"*.example.com": {netip.MustParseAddr("192.0.2.8")}}
+	if ok, n := p.Decide(netip.MustParseAddr("192.0.2.8"), 443, "tcp", hosts); !ok || n != 0 {
+		t.Errorf("learned address: %v rule %d", ok, n)
+	}
+	if LearnedSet("*.example.com", false) == LearnedSet("*.example.com", true) || LearnedSet("a.example", false) == LearnedSet("b.example", false) {
+		t.Error("learned set names collide")
 	}
 }

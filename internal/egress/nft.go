@@ -2,6 +2,7 @@ package egress
 
 import (
 	"fmt"
+	"hash/fnv"
 	"net/netip"
 	"sort"
 	"strings"
@@ -18,6 +19,23 @@ type Always struct {
 	HostPorts []uint16
 	Peers     []netip.Addr
 	Resolvers []netip.Addr
+	// DNS is the platform's DNS forwarder on the gateway (invalid: none).
+	// The DNS of apps with hostname rules is translated to it, so that
+	// the addresses their own lookups return are learned (LearnedSet).
+	DNS netip.AddrPort
+}
+
+// LearnedSet names the set of addresses the app's own DNS lookups
+// returned for a hostname rule's host (v6: the IPv6 one). Its elements
+// time out; the agent adds them (inet Table).
+func LearnedSet(host string, v6 bool) string {
+	h := fnv.New32a()
+	h.Write([]byte(host))
+	fam := 4
+	if v6 {
+		fam = 6
+	}
+	return fmt.Sprintf("host%d_%08x", fam, h.Sum32())
 }
 
 // RefusedSet is the set of the table that records refused destinations
@@ -42,6 +60,10 @@ func Ruleset(p Policy, hosts map[string][]netip.Addr, always Always) string {
 	fmt.Fprintf(&b, "add table inet %s\nadd chain inet %s output { type filter hook output priority 0; policy accept; }\nflush chain inet %s output\n", Table, Table, Table)
 	fmt.Fprintf(&b, "add chain inet %s nat_out { type nat hook output priority -100; policy accept; }\nflush chain inet %s nat_out\ntable inet %s {\n", Table, Table, Table)
 	fmt.Fprintf(&b, "\tset %s {\n\t\ttypeof ip daddr . meta l4proto . th dport\n\t\tsize 65535\n\t\tflags dynamic,timeout\n\t\ttimeout 10m\n\t\tcounter\n\t}\n", RefusedSet)
+	for _, h := range p.HostRules() {
+		fmt.Fprintf(&b, "\tset %s {\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t\tcomment %q\n\t}\n", LearnedSet(h, false), "learned: "+h)
+		fmt.Fprintf(&b, "\tset %s {\n\t\ttype ipv6_addr\n\t\tflags timeout\n\t\tcomment %q\n\t}\n", LearnedSet(h, true), "learned: "+h)
+	}
 	b.WriteString("\tchain output {\n")
 	b.WriteString("\t\ttype filter hook output priority 0; policy accept;\n")
 	b.WriteString("\t\toifname \"lo\" accept\n")
@@ -55,6 +77,9 @@ func Ruleset(p Policy, hosts map[string][]netip.Addr, always Always) string {
 	for fam, addrs := range byFamily(always.Resolvers) {
 		fmt.Fprintf(&b, "\t\t%s daddr { %s } meta l4proto { tcp, udp } th dport 53 accept comment \"DNS\"\n", fam, addrs)
 	}
+	if always.DNS.IsValid() {
+		fmt.Fprintf(&b, "\t\t%s daddr %s meta l4proto { tcp, udp } th dport %d accept comment \"DNS (the platform's forwarder)\"\n", family(always.DNS.Addr()), always.DNS.Addr(), always.DNS.Port())
+	}
 	if p.Blocked {
 		refuseAll(&b, "blocked: port scan")
 	}
@@ -66,7 +91,7 @@ func Ruleset(p Policy, hosts map[string][]netip.Addr, always Always) string {
 		}
 		refuseAll(&b, "bound to the egress router")
 		b.WriteString("\t}\n")
-		natChain(&b, v, hosts, always.Gateway)
+		natChain(&b, v, hosts, always.Gateway, netip.AddrPort{})
 		b.WriteString("}\n")
 		return b.String()
 	}
@@ -98,7 +123,11 @@ func Ruleset(p Policy, hosts map[string][]netip.Addr, always Always) string {
 		refuseAll(&b, "default: deny")
 	}
 	b.WriteString("\t}\n")
-	natChain(&b, nil, hosts, always.Gateway)
+	var dns netip.AddrPort
+	if len(p.HostRules()) > 0 && !p.Blocked {
+		dns = always.DNS
+	}
+	natChain(&b, nil, hosts, always.Gateway, dns)
 	b.WriteString("}\n")
 	return b.String()
 }
@@ -112,9 +141,13 @@ func refuseAll(b *strings.Builder, why string) {
 
 // natChain renders the redirect chain: each redirect's destinations are
 // translated to its egress router port on the gateway (before the filter
-// chain, which then sees the router as the destination).
-func natChain(b *strings.Builder, v *Via, hosts map[string][]netip.Addr, gw netip.Addr) {
+// chain, which then sees the router as the destination). A valid dns
+// sends every DNS query to the platform's forwarder.
+func natChain(b *strings.Builder, v *Via, hosts map[string][]netip.Addr, gw netip.Addr, dns netip.AddrPort) {
 	b.WriteString("\tchain nat_out {\n\t\ttype nat hook output priority -100; policy accept;\n")
+	if dns.IsValid() && dns.Addr().Is4() {
+		fmt.Fprintf(b, "\t\tmeta nfproto ipv4 meta l4proto { tcp, udp } th dport 53 dnat ip to %s comment \"DNS through the platform's forwarder: hostname rules learn the app's answers\"\n", dns)
+	}
 	if v != nil && gw.IsValid() {
 		fam := family(gw)
 		for i, n := range v.Redirects {
@@ -177,10 +210,9 @@ func ruleLines(r Rule, hosts map[string][]netip.Addr) []string {
 		for fam, addrs := range byFamily(hosts[r.Host]) {
 			dests = append(dests, fmt.Sprintf("%s daddr { %s }", fam, addrs))
 		}
-		if len(dests) == 0 {
-			return nil // not resolved (yet): matches nothing
-		}
 		sort.Strings(dests)
+		// And what the app's own lookups returned.
+		dests = append(dests, "ip daddr @"+LearnedSet(r.Host, false), "ip6 daddr @"+LearnedSet(r.Host, true))
 	case r.Prefix.IsValid():
 		dests = []string{fmt.Sprintf("%s daddr %s", family(r.Prefix.Addr()), r.Prefix)}
 	default:

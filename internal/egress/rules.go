@@ -9,6 +9,7 @@ package egress
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -68,7 +69,10 @@ type Rule struct {
 	Label  string
 	Ports  []PortRange  // label, port/range, or the port of a CIDR rule
 	Prefix netip.Prefix // CIDR rules
-	Host   string       // hostname rules (resolved by the agent)
+	Host   string       // hostname rules (resolved by the agent), or *.domain
+	// Wildcard: Host is *.domain, matching names under domain (at any
+	// depth, not domain itself) that the app's own DNS lookups return.
+	Wildcard bool
 }
 
 // Parse reads one rule: a label (smtp), a port or range with an optional
@@ -100,7 +104,11 @@ func Parse(action, text string, labels Labels) (Rule, error) {
 	case strings.Contains(t, "/") && (t[0] >= '0' && t[0] <= '9' || strings.Contains(t, ":")):
 		return parseCIDR(r, t)
 	case strings.HasPrefix(t, "*."):
-		return r, fmt.Errorf("wildcard hostnames (%s) need the platform to watch the app's DNS lookups, which it does not yet: list the hostnames, or use a CIDR", t)
+		if err := names.Hostname(t[2:]); err != nil || !strings.Contains(t[2:], ".") {
+			return r, fmt.Errorf("%q is not a wildcard hostname: write *.example.com (names under example.com)", text)
+		}
+		r.Host, r.Wildcard = t, true
+		return r, nil
 	}
 	if strings.Trim(t, "abcdefghijklmnopqrstuvwxyz-") == "" && !strings.Contains(t, ".") {
 		return r, fmt.Errorf("unknown label %q: known labels are %s", t, strings.Join(labels.Names(), ", "))
@@ -158,6 +166,27 @@ func parseCIDR(r Rule, t string) (Rule, error) {
 		r.Ports = []PortRange{pr}
 	}
 	return r, nil
+}
+
+// MatchHost reports whether a name is covered by a hostname rule's host:
+// equal, or under the domain of a *.domain wildcard.
+func MatchHost(ruleHost, name string) bool {
+	name = strings.TrimSuffix(strings.ToLower(name), ".")
+	if d, ok := strings.CutPrefix(ruleHost, "*."); ok {
+		return strings.HasSuffix(name, "."+d)
+	}
+	return name == ruleHost
+}
+
+// HostRules lists the hosts of the hostname rules, in order, once each.
+func (p Policy) HostRules() []string {
+	var out []string
+	for _, r := range p.Rules {
+		if r.Host != "" && !slices.Contains(out, r.Host) {
+			out = append(out, r.Host)
+		}
+	}
+	return out
 }
 
 // Names lists the labels, sorted.

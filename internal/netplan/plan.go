@@ -32,6 +32,7 @@ type Plan struct {
 	// address (the router, the SSH endpoint). Everything else on the host is
 	// refused.
 	HostTCPPorts []uint16
+	HostUDPPorts []uint16 // the same for UDP (the DNS forwarder)
 	Gears        []Gear
 }
 
@@ -62,6 +63,9 @@ func (p Plan) Normalize() Plan {
 	ports := append([]uint16(nil), p.HostTCPPorts...)
 	sort.Slice(ports, func(i, j int) bool { return ports[i] < ports[j] })
 	p.HostTCPPorts = slices.Compact(ports)
+	udp := slices.Clone(p.HostUDPPorts)
+	slices.Sort(udp)
+	p.HostUDPPorts = slices.Compact(udp)
 	return p
 }
 
@@ -175,6 +179,13 @@ func rulesetBody(p Plan) string {
 			ports = append(ports, fmt.Sprint(port))
 		}
 		w("\t\tiifname %q ip daddr %s tcp dport { %s } accept", p.Bridge, p.Gateway(), strings.Join(ports, ", "))
+	}
+	if len(p.HostUDPPorts) > 0 {
+		var ports []string
+		for _, port := range p.HostUDPPorts {
+			ports = append(ports, fmt.Sprint(port))
+		}
+		w("\t\tiifname %q ip daddr %s udp dport { %s } accept", p.Bridge, p.Gateway(), strings.Join(ports, ", "))
 	}
 	w("\t\tiifname %q icmp type echo-request accept", p.Bridge)
 	w("\t\tiifname %q meta l4proto tcp reject with tcp reset", p.Bridge)

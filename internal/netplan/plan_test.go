@@ -7,7 +7,7 @@ import (
 )
 
 func TestRulesetIsPureAndOrdered(t *testing.T) {
-	a := Plan{HostTCPPorts: []uint16{8080, 2222}, Gears: []Gear{
+	a := Plan{HostTCPPorts: []uint16{8080, 2222}, HostUDPPorts: []uint16{53}, Gears: []Gear{
 		{ID: "g2", App: "appB", IP: netip.MustParseAddr("10.88.0.3")},
 		{ID: "g1", App: "appA", IP: netip.MustParseAddr("10.88.0.2")},
 		{ID: "g3", App: "appA", IP: netip.MustParseAddr("10.88.0.4")},
@@ -25,6 +25,7 @@ func TestRulesetIsPureAndOrdered(t *testing.T) {
 		"ip saddr 10.88.0.0/16 ip daddr 10.88.0.0/16 drop",
 		"ip saddr 10.88.0.0/16 ip daddr != 10.88.0.0/16 masquerade",
 		`iifname "gantry0" ip daddr 10.88.0.1 tcp dport { 2222, 8080 } accept`,
+		`iifname "gantry0" ip daddr 10.88.0.1 udp dport { 53 } accept`,
 		`iifname "gantry0" meta l4proto tcp reject with tcp reset`,
 	} {
 		if !strings.Contains(r, want) {

@@ -60,6 +60,8 @@ the CLI on this machine. SIGTERM stops the server; apps keep running.`,
 	f.DurationVar(&o.ScanWindow, "egress-scan-window", time.Minute, "...within this window")
 	f.BoolVar(&o.ScanBlock, "egress-scan-block", false, "cut the outbound traffic of an app flagged for a port scan until `gantry admin egress clear APP`")
 	f.IntVar(&o.EgressProxyPort, "egress-proxy-port", 3128, "the egress router's HTTP proxy port on the gear network's gateway; its 16 redirect ports follow it")
+	f.IntVar(&o.EgressDNSPort, "egress-dns-port", 53, "the DNS forwarder's port on the gear network's gateway (apps with hostname egress rules resolve through it)")
+	f.StringSliceVar(&o.EgressDNSUpstream, "egress-dns-upstream", nil, "resolvers the DNS forwarder and hostname rules use, HOST:PORT (default: the nameservers of /etc/resolv.conf)")
 	f.StringVar(&o.EgressLabels, "egress-labels", "", "JSON file of egress port labels over the built-in ones, e.g. {\"kafka\": [\"9092/tcp\"]}")
 	f.StringVar(&o.GearSubnet, "gear-subnet", "", "subnet of namespaced gears (default 10.88.0.0/16)")
 	f.StringVar(&o.NetPrefix, "net-prefix", "", "name prefix of the gear bridge, namespaces and nftables tables (default gantry)")

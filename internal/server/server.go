@@ -31,6 +31,7 @@ import (
 	"github.com/gantry-paas/gantry/internal/cartridge"
 	"github.com/gantry-paas/gantry/internal/clientconfig"
 	"github.com/gantry-paas/gantry/internal/egress"
+	"github.com/gantry-paas/gantry/internal/egressdns"
 	"github.com/gantry-paas/gantry/internal/egressrouter"
 	"github.com/gantry-paas/gantry/internal/gearenv"
 	"github.com/gantry-paas/gantry/internal/gitrepo"
@@ -96,6 +97,10 @@ type Options struct {
 	// EgressProxyPort is the egress router's HTTP proxy port (3128);
 	// redirect ports follow it.
 	EgressProxyPort int
+	// EgressDNSPort is the DNS forwarder's port on the gateway (53);
+	// EgressDNSUpstream its resolvers (default: /etc/resolv.conf's).
+	EgressDNSPort     int
+	EgressDNSUpstream []string
 	// EgressLabels is a JSON file of port labels over the built-in ones:
 	// {"name": ["25/tcp", "8000-8100"]}.
 	EgressLabels string
@@ -264,6 +269,37 @@ func Run(ctx context.Context, o Options) error {
 			return fmt.Errorf("--gear-subnet: %w", err)
 		}
 	}
+	// The DNS forwarder, on the gateway (isolated gears only): apps with
+	// hostname rules resolve through it, and their answers are let
+	// through their policy.
+	var dnsOpts *egressdns.Options
+	var dnsAddr netip.AddrPort
+	var resolver *net.Resolver
+	if isolation == agent.Namespaces {
+		port := o.EgressDNSPort
+		if port == 0 {
+			port = 53
+		}
+		upstreams := o.EgressDNSUpstream
+		if len(upstreams) == 0 {
+			conf, _ := os.ReadFile("/etc/resolv.conf")
+			upstreams = egressdns.Upstreams(string(conf))
+		}
+		for i, u := range upstreams {
+			if _, _, err := net.SplitHostPort(u); err != nil {
+				upstreams[i] = net.JoinHostPort(u, "53")
+			}
+		}
+		if len(upstreams) > 0 {
+			dnsAddr = netip.AddrPortFrom(network.Normalize().Gateway(), uint16(port))
+			network.HostTCPPorts = append(network.HostTCPPorts, uint16(port))
+			network.HostUDPPorts = append(network.HostUDPPorts, uint16(port))
+			dnsOpts = &egressdns.Options{Addr: dnsAddr, Upstreams: upstreams, Log: log}
+			resolver = upstreamResolver(upstreams)
+		} else {
+			log.Warn("no DNS resolver in /etc/resolv.conf and no --egress-dns-upstream: hostname egress rules learn nothing from the apps' lookups")
+		}
+	}
 	env := envBuilder{lay: lay, cloud: o.CloudDomain, path: os.Getenv("PATH"), st: st}
 	if isolation == agent.Namespaces {
 		env.path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/go/bin"
@@ -335,7 +371,7 @@ func Run(ctx context.Context, o Options) error {
 			}
 		},
 		OnEgressRefused: func(a *store.App, n int) { mets.EgressRefused.WithLabelValues(a.FullName()).Add(float64(n)) },
-		StartTimeout:    o.StartTimeout, Isolation: isolation, Network: network, EgressRouter: egrPorts,
+		StartTimeout:    o.StartTimeout, Isolation: isolation, Network: network, EgressRouter: egrPorts, EgressDNS: dnsAddr, Resolver: resolver,
 		Hook: func(dep *store.Deployment, name string) string {
 			h, err := builder.FindHooks(dep.Dir)
 			if err != nil {
@@ -427,12 +463,20 @@ func Run(ctx context.Context, o Options) error {
 		}()
 	}
 	<-ag.Ready()
+	// After the agent: the gateway's address is on the bridge now.
+	var late []interface{ Run(context.Context) error }
+	if dnsOpts != nil {
+		dnsOpts.Learn = ag.LearnEgressDNS
+		late = append(late, egressdns.New(*dnsOpts))
+	}
 	if egr != nil {
-		// After the agent: the gateway's address is on the bridge now.
+		late = append(late, egr)
+	}
+	for _, r := range late {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := egr.Run(ctx); err != nil {
+			if err := r.Run(ctx); err != nil {
 				errc <- err
 				cancel()
 			}
