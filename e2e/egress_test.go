@@ -300,6 +300,42 @@ func TestEgress(t *testing.T) {
 	}
 	u.gantry("admin", "egress", "clear", "acme/web")
 	expect("cleared by the operator", map[string]string{dest(80): "ok"})
+
+	// A scan the policy allows: closed ports of the outside host answer
+	// with resets, which are seen too.
+	u.gantry("egress", "remove", "web", "5") // deny all
+	var closed []string
+	for p := 2000; p < 2015; p++ {
+		closed = append(closed, dest(p))
+	}
+	if got := results(closed...); got[dest(2000)] != "refused" {
+		t.Fatalf("closed ports: %v", got)
+	}
+	var failedView struct {
+		Refused []struct{} `json:"refused"`
+		Failed  []struct {
+			Dest string `json:"destination"`
+		} `json:"failed"`
+	}
+	u.gantryJSON(&failedView, "egress", "list", "web")
+	if len(failedView.Failed) < 15 {
+		t.Errorf("egress list shows %d destinations that refused at the remote end; want 15: %+v", len(failedView.Failed), failedView.Failed)
+	}
+	eventually(t, "a second port_scan event", 30*time.Second, func() error {
+		u.gantryJSON(&events, "app", "events", "web")
+		n := 0
+		for _, e := range events {
+			if e.Kind == "port_scan" {
+				n++
+			}
+		}
+		if n < 2 {
+			return fmt.Errorf("%d port_scan events", n)
+		}
+		return nil
+	})
+	expect("blocked after the remote scan", map[string]string{dest(80): "refused"})
+	u.gantry("admin", "egress", "clear", "acme/web")
 	req, _ := newAuthRequest("GET", "http://"+srv.httpAddr+"/metrics", adminToken(t, cfg))
 	resp, err := srv.httpClient().Do(req)
 	if err != nil {
@@ -307,7 +343,7 @@ func TestEgress(t *testing.T) {
 	}
 	b, _ := io_ReadAll(resp)
 	resp.Body.Close()
-	for _, want := range []string{`gantry_egress_port_scans_total{app="acme/web"} 1`, `gantry_egress_refused_total{app="acme/web"}`} {
+	for _, want := range []string{`gantry_egress_port_scans_total{app="acme/web"} 2`, `gantry_egress_refused_total{app="acme/web"}`} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("metrics lack %s", want)
 		}

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -358,16 +359,27 @@ func (a *Agent) egressLoop(ctx context.Context) {
 	}
 }
 
-// EgressRefusals reads the refused destinations recorded in each of the
-// app's gears.
+// EgressRefusals reads the destinations the policy refused, recorded in
+// each of the app's gears.
 func (a *Agent) EgressRefusals(appKey string) []egress.Refusal {
+	return a.egressSet(appKey, egress.RefusedSet)
+}
+
+// EgressFailures reads the destinations that refused the app's gears at
+// the remote end or were unreachable.
+func (a *Agent) EgressFailures(appKey string) []egress.Refusal {
+	return a.egressSet(appKey, egress.FailedSet)
+}
+
+// egressSet sums one destination set over the app's gears.
+func (a *Agent) egressSet(appKey, set string) []egress.Refusal {
 	if !a.namespaced() {
 		return nil
 	}
 	_, gears, _ := a.namespacedGears(appKey)
 	sum := map[[2]string]int64{}
 	for _, g := range gears {
-		out, err := exec.Command("ip", "netns", "exec", a.o.Network.Normalize().NetnsName(g.ID), "nft", "-j", "list", "set", "inet", egress.Table, egress.RefusedSet).Output()
+		out, err := exec.Command("ip", "netns", "exec", a.o.Network.Normalize().NetnsName(g.ID), "nft", "-j", "list", "set", "inet", egress.Table, set).Output()
 		if err != nil {
 			continue
 		}
@@ -460,28 +472,44 @@ func (a *Agent) scanLoop(ctx context.Context) {
 				st.flagged = false // an operator cleared it
 				st.det.Reset()
 			}
-			var fresh []string
+			// Refused by the policy, and refused or unreachable at the
+			// remote end: a destination counts once, whichever it was.
+			var fresh, refused, failed []string
 			now := map[string]int64{}
-			for _, r := range a.EgressRefusals(app.Key()) {
-				key := r.Proto + " " + r.Dest
-				now[key] = r.Packets
-				if r.Packets > st.last[key] {
-					fresh = append(fresh, key)
+			for i, set := range [][]egress.Refusal{a.EgressRefusals(app.Key()), a.EgressFailures(app.Key())} {
+				for _, r := range set {
+					key := r.Proto + " " + r.Dest
+					k := fmt.Sprint(i, key)
+					now[k] = r.Packets
+					if r.Packets <= st.last[k] {
+						continue
+					}
+					if i == 0 {
+						refused = append(refused, key)
+					} else {
+						failed = append(failed, key)
+					}
+					if !slices.Contains(fresh, key) {
+						fresh = append(fresh, key)
+					}
 				}
 			}
 			st.last = now
-			if len(fresh) > 0 {
-				a.log.Info("egress refused", "app", app.FullName(), "destinations", strings.Join(fresh, ", "))
+			if len(refused) > 0 {
+				a.log.Info("egress refused", "app", app.FullName(), "destinations", strings.Join(refused, ", "))
 				if a.o.OnEgressRefused != nil {
-					a.o.OnEgressRefused(app, len(fresh))
+					a.o.OnEgressRefused(app, len(refused))
 				}
+			}
+			if len(failed) > 0 {
+				a.log.Info("egress failed at the remote end", "app", app.FullName(), "destinations", strings.Join(failed, ", "))
 			}
 			flagged, n := st.det.Observe(policy, time.Now(), fresh)
 			if !flagged || st.flagged {
 				continue
 			}
 			st.flagged = true
-			reason := fmt.Sprintf("%d distinct destinations refused within %s (threshold %d)", n, policy.Window, policy.Distinct)
+			reason := fmt.Sprintf("%d distinct destinations refused or unreachable within %s (threshold %d)", n, policy.Window, policy.Distinct)
 			if a.o.ScanBlock {
 				reason += "; outbound traffic cut until `gantry admin egress clear " + app.FullName() + "`"
 				if err := a.setEgressBlocked(app.Key(), true); err != nil {

@@ -23,6 +23,7 @@ type Egress interface {
 	EgressEnforced() bool
 	EgressLabelTable() egress.Labels
 	EgressRefusals(appKey string) []egress.Refusal
+	EgressFailures(appKey string) []egress.Refusal
 	ClearEgressBlock(appKey string) error
 	ApplyEgressRouterPorts() error
 	LookupHost(ctx context.Context, host string) ([]netip.Addr, error)
@@ -45,6 +46,7 @@ type EgressView struct {
 	Labels   map[string]string `json:"labels" doc:"port labels rules may use"`
 	Blocked  bool              `json:"blocked" doc:"outbound traffic cut after a suspected port scan, until an operator clears it"`
 	Refused  []egress.Refusal  `json:"refused" doc:"destinations refused in the last 10 minutes"`
+	Failed   []egress.Refusal  `json:"failed" doc:"destinations that refused the connection themselves or were unreachable, in the last 10 minutes (port-scan detection counts them too)"`
 	Router   *EgressRouterView `json:"router" doc:"the app's use of the egress router; a bound app leaves only through it and its rules do not apply to direct traffic"`
 }
 
@@ -256,6 +258,9 @@ func (a *API) egressView(app *store.App) (*body[EgressView], error) {
 		Blocked: app.EgressBlocked, Refused: a.o.Egress.EgressRefusals(app.Key()), Router: a.egressRouterView(app)}
 	if v.Refused == nil {
 		v.Refused = []egress.Refusal{}
+	}
+	if v.Failed = a.o.Egress.EgressFailures(app.Key()); v.Failed == nil {
+		v.Failed = []egress.Refusal{}
 	}
 	shadow := p.Shadowed()
 	for i, r := range p.Rules {

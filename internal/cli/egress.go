@@ -13,6 +13,7 @@ import (
 
 	"github.com/gantry-paas/gantry/internal/api"
 	"github.com/gantry-paas/gantry/internal/client"
+	"github.com/gantry-paas/gantry/internal/egress"
 )
 
 func (c *cli) egressCmd() *cobra.Command {
@@ -156,15 +157,20 @@ func printEgress(w io.Writer, app string, v *api.EgressView) {
 		fmt.Fprintln(w, "BLOCKED: a port scan was suspected; all outbound traffic but the platform's is refused until an operator runs `gantry admin egress clear`.")
 	}
 	defer func() {
-		if len(v.Refused) == 0 {
-			return
+		for _, list := range []struct {
+			title string
+			rs    []egress.Refusal
+		}{{"Refused by the policy in the last 10 minutes:", v.Refused}, {"Refused by the destination or unreachable in the last 10 minutes:", v.Failed}} {
+			if len(list.rs) == 0 {
+				continue
+			}
+			fmt.Fprintln(w, "\n"+list.title)
+			var rows [][]string
+			for _, r := range list.rs {
+				rows = append(rows, []string{"  " + r.Dest, r.Proto, strconv.FormatInt(r.Packets, 10) + " packets"})
+			}
+			table(w, nil, rows)
 		}
-		fmt.Fprintln(w, "\nRefused in the last 10 minutes:")
-		var rows [][]string
-		for _, r := range v.Refused {
-			rows = append(rows, []string{"  " + r.Dest, r.Proto, strconv.FormatInt(r.Packets, 10) + " packets"})
-		}
-		table(w, nil, rows)
 	}()
 	if len(v.Rules) == 0 {
 		fmt.Fprintf(w, "%s has no egress rules: every destination is %sed (the platform default).\n", app, v.Default)

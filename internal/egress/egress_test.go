@@ -143,6 +143,8 @@ add chain inet gantry_egress output { type filter hook output priority 0; policy
 flush chain inet gantry_egress output
 add chain inet gantry_egress nat_out { type nat hook output priority -100; policy accept; }
 flush chain inet gantry_egress nat_out
+add chain inet gantry_egress input { type filter hook input priority 0; policy accept; }
+flush chain inet gantry_egress input
 table inet gantry_egress {
 	set refused4 {
 		typeof ip daddr . meta l4proto . th dport
@@ -150,6 +152,18 @@ table inet gantry_egress {
 		flags dynamic,timeout
 		timeout 10m
 		counter
+	}
+	set failed4 {
+		typeof ip daddr . meta l4proto . th dport
+		size 65535
+		flags dynamic,timeout
+		timeout 10m
+		counter
+	}
+	chain input {
+		type filter hook input priority 0; policy accept;
+		meta nfproto ipv4 tcp flags rst ct direction reply ct status ! assured add @failed4 { ct original ip daddr . ct protocol . ct original proto-dst } comment "reset before established"
+		meta nfproto ipv4 icmp type { destination-unreachable, time-exceeded } ct state related add @failed4 { ct original ip daddr . ct protocol . ct original proto-dst } comment "unreachable"
 	}
 	set host4_0aeb3084 {
 		type ipv4_addr

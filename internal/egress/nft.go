@@ -42,6 +42,18 @@ func LearnedSet(host string, v6 bool) string {
 // (address . protocol . port, each with a counter, kept 10 minutes).
 const RefusedSet = "refused4"
 
+// FailedSet records destinations that refused or could not be reached
+// at the remote end: a TCP reset answering a connection that never got
+// established, or an ICMP error about one (same key and keeping as
+// RefusedSet). Destinations that drop packets silently are not seen.
+const FailedSet = "failed4"
+
+// failed are the input chain's rules that fill FailedSet.
+var failed = []string{
+	"meta nfproto ipv4 tcp flags rst ct direction reply ct status ! assured add @" + FailedSet + " { ct original ip daddr . ct protocol . ct original proto-dst } comment \"reset before established\"",
+	"meta nfproto ipv4 icmp type { destination-unreachable, time-exceeded } ct state related add @" + FailedSet + " { ct original ip daddr . ct protocol . ct original proto-dst } comment \"unreachable\"",
+}
+
 // record is the statement that adds a refused TCP/UDP destination to the
 // set; it precedes every reject.
 const record = "meta nfproto ipv4 meta l4proto { tcp, udp } add @" + RefusedSet + " { ip daddr . meta l4proto . th dport }"
@@ -58,8 +70,16 @@ func Ruleset(p Policy, hosts map[string][]netip.Addr, always Always) string {
 	// One transaction: the chain is emptied and refilled, the set of
 	// refused destinations (and its counters) stays.
 	fmt.Fprintf(&b, "add table inet %s\nadd chain inet %s output { type filter hook output priority 0; policy accept; }\nflush chain inet %s output\n", Table, Table, Table)
-	fmt.Fprintf(&b, "add chain inet %s nat_out { type nat hook output priority -100; policy accept; }\nflush chain inet %s nat_out\ntable inet %s {\n", Table, Table, Table)
-	fmt.Fprintf(&b, "\tset %s {\n\t\ttypeof ip daddr . meta l4proto . th dport\n\t\tsize 65535\n\t\tflags dynamic,timeout\n\t\ttimeout 10m\n\t\tcounter\n\t}\n", RefusedSet)
+	fmt.Fprintf(&b, "add chain inet %s nat_out { type nat hook output priority -100; policy accept; }\nflush chain inet %s nat_out\n", Table, Table)
+	fmt.Fprintf(&b, "add chain inet %s input { type filter hook input priority 0; policy accept; }\nflush chain inet %s input\ntable inet %s {\n", Table, Table, Table)
+	for _, set := range []string{RefusedSet, FailedSet} {
+		fmt.Fprintf(&b, "\tset %s {\n\t\ttypeof ip daddr . meta l4proto . th dport\n\t\tsize 65535\n\t\tflags dynamic,timeout\n\t\ttimeout 10m\n\t\tcounter\n\t}\n", set)
+	}
+	b.WriteString("\tchain input {\n\t\ttype filter hook input priority 0; policy accept;\n")
+	for _, line := range failed {
+		b.WriteString("\t\t" + line + "\n")
+	}
+	b.WriteString("\t}\n")
 	for _, h := range p.HostRules() {
 		fmt.Fprintf(&b, "\tset %s {\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t\tcomment %q\n\t}\n", LearnedSet(h, false), "learned: "+h)
 		fmt.Fprintf(&b, "\tset %s {\n\t\ttype ipv6_addr\n\t\tflags timeout\n\t\tcomment %q\n\t}\n", LearnedSet(h, true), "learned: "+h)
