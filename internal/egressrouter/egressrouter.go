@@ -36,6 +36,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gantry-paas/gantry/internal/egress"
+	"github.com/gantry-paas/gantry/internal/httpfast"
 )
 
 // Options configure the router.
@@ -99,6 +100,8 @@ type Router struct {
 	redirectLns []net.Listener
 	transport   *http.Transport
 	dialer      *net.Dialer
+	upstreams   httpfast.Pool    // the fast path's connections to destinations
+	fastConns   httpfast.ConnSet // the fast path's client connections
 
 	mu      sync.Mutex
 	ctx     context.Context
@@ -201,7 +204,9 @@ func (r *Router) Start(ctx context.Context) error {
 		ErrorLog: log.New(io.Discard, "", 0), ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, srcKey{}, addrOf(c.RemoteAddr()))
 		}}
-	go srv.Serve(r.proxyLn)
+	q := httpfast.NewConnQueue(r.proxyLn.Addr())
+	go srv.Serve(q)
+	go r.acceptProxy(r.proxyLn, q)
 	for k, ln := range r.redirectLns {
 		go r.accept(ln, func(c net.Conn) { r.serveRedirect(c, k) })
 	}
@@ -212,7 +217,21 @@ func (r *Router) Start(ctx context.Context) error {
 	go r.healthLoop(ctx)
 	go r.obs.flushLoop(ctx)
 	go func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				r.upstreams.Prune()
+			}
+		}
+	}()
+	go func() {
 		<-ctx.Done()
+		r.proxyLn.Close()
+		r.fastConns.CloseIdle()
 		srv.Close()
 		for _, ln := range r.redirectLns {
 			ln.Close()

@@ -318,3 +318,123 @@ func freePort(t *testing.T) int {
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
 }
+
+// TestHTTPProxyFastPath: requests on one client connection, in raw
+// HTTP/1.1, as the fast path sees them: keep-alive with bodies, framing
+// by length and by chunks, the authority as Host, Proxy-* and X-Forwarded-*
+// headers not passed on, then a denied request and a CONNECT on the same
+// connection (handed to net/http at the request boundary), and pooled
+// destination connections.
+func TestHTTPProxyFastPath(t *testing.T) {
+	var mu sync.Mutex
+	remotes := map[string]bool{}
+	backend := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		remotes[r.RemoteAddr] = true
+		mu.Unlock()
+		body, _ := io.ReadAll(r.Body)
+		if r.URL.Path == "/chunked" {
+			w.Write([]byte("part1,"))
+			w.(http.Flusher).Flush()
+			w.Write([]byte("part2"))
+			return
+		}
+		fmt.Fprintf(w, "host=%s uri=%s body=%s pa=%q xff=%q", r.Host, r.URL.RequestURI(), body, r.Header.Get("Proxy-Authorization"), r.Header.Get("X-Forwarded-For"))
+	})}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go backend.Serve(ln)
+	t.Cleanup(func() { backend.Close() })
+	dest := ln.Addr().String()
+	gate, _ := echo(t, "gate")
+	_, gatePort, _ := net.SplitHostPort(gate)
+
+	r, reg, _ := start(t, Options{})
+	r.Apply([]App{{Name: "acme/web", Gears: []netip.Addr{loopback}, Proxy: true, ACL: acl(t, "127.0.0.1", "!127.0.0.1:1")}})
+	c, err := net.Dial("tcp", r.ProxyAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	read := func(method string) (*http.Response, string) {
+		t.Helper()
+		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(b)
+	}
+	for i := range 3 {
+		fmt.Fprintf(c, "POST http://%s/p%d?q=1 HTTP/1.1\r\nHost: wrong.example\r\nProxy-Connection: keep-alive\r\nProxy-Authorization: Basic c2VjcmV0\r\nX-Forwarded-For: 1.2.3.4\r\nContent-Length: 5\r\n\r\nhello", dest, i)
+		resp, body := read("POST")
+		want := fmt.Sprintf(`host=%s uri=/p%d?q=1 body=hello pa="" xff=""`, dest, i)
+		if resp.StatusCode != 200 || body != want {
+			t.Fatalf("request %d: %d %q; want %q", i, resp.StatusCode, body, want)
+		}
+	}
+	fmt.Fprintf(c, "GET http://%s/chunked HTTP/1.1\r\nHost: %s\r\n\r\n", dest, dest)
+	if resp, body := read("GET"); body != "part1,part2" || len(resp.TransferEncoding) == 0 {
+		t.Fatalf("chunked: %q %v", body, resp.TransferEncoding)
+	}
+	fmt.Fprintf(c, "HEAD http://%s/ HTTP/1.1\r\nHost: %s\r\n\r\n", dest, dest)
+	if resp, body := read("HEAD"); resp.StatusCode != 200 || body != "" {
+		t.Fatalf("HEAD: %d %q", resp.StatusCode, body)
+	}
+	// Denied (handed to net/http, which explains), then CONNECT.
+	fmt.Fprintf(c, "GET http://127.0.0.1:1/ HTTP/1.1\r\nHost: 127.0.0.1:1\r\n\r\n")
+	if resp, body := read("GET"); resp.StatusCode != 403 || !strings.Contains(body, "ACL entry 2") {
+		t.Fatalf("denied: %d %q", resp.StatusCode, body)
+	}
+	fmt.Fprintf(c, "CONNECT 127.0.0.1:%s HTTP/1.1\r\nHost: 127.0.0.1:%s\r\n\r\n", gatePort, gatePort)
+	if resp, _ := http.ReadResponse(br, &http.Request{Method: "CONNECT"}); resp == nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT after fast requests: %v", resp)
+	}
+	io.WriteString(c, "tunnelled")
+	c.(*net.TCPConn).CloseWrite()
+	if b, _ := io.ReadAll(br); string(b) != "gate:tunnelled" {
+		t.Fatalf("tunnel: %q", b)
+	}
+	mu.Lock()
+	n := len(remotes)
+	mu.Unlock()
+	if n != 1 {
+		t.Errorf("the destination saw %d connections for 5 keep-alive requests; want 1 (pooled)", n)
+	}
+	if got := testutil.ToFloat64(r.obs.conns.WithLabelValues("acme/web", "proxy", dest, "ok")); got != 5 {
+		t.Errorf("ok requests counted: %v; want 5", got)
+	}
+	_ = reg
+
+	// A destination that is down: 502 from the fast path, counted failed.
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	c2, _ := net.Dial("tcp", r.ProxyAddr().String())
+	defer c2.Close()
+	c2.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c2, "GET http://%s/ HTTP/1.1\r\nHost: %s\r\n\r\n", deadAddr, deadAddr)
+	resp, err := http.ReadResponse(bufio.NewReader(c2), nil)
+	if err != nil || resp.StatusCode != 502 {
+		t.Fatalf("dead destination: %v %v", resp, err)
+	}
+	if got := testutil.ToFloat64(r.obs.conns.WithLabelValues("acme/web", "proxy", deadAddr, "failed")); got != 1 {
+		t.Errorf("failed requests counted: %v", got)
+	}
+}
+
+func TestSplitAuthority(t *testing.T) {
+	for in, want := range map[string]string{"Example.COM": "example.com 80", "example.com:8080": "example.com 8080", "[2001:DB8::1]:443": "2001:db8::1 443", "[::1]": "::1 80"} {
+		h, p, ok := splitAuthority([]byte(in))
+		if got := fmt.Sprint(h, " ", p); !ok || got != want {
+			t.Errorf("splitAuthority(%q) = %s %v; want %s", in, got, ok, want)
+		}
+	}
+	for _, bad := range []string{"", ":80", "host:0", "host:99999", "host:x", "[zz]:1"} {
+		if _, _, ok := splitAuthority([]byte(bad)); ok {
+			t.Errorf("splitAuthority(%q) accepted", bad)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package router
 
 import (
 	"errors"
+	"github.com/gantry-paas/gantry/internal/httpfast"
 	"io"
 	"net"
 	"sync"
@@ -48,7 +49,7 @@ func (c *idleConn) CloseWrite() error {
 // bufferPool lends the proxy its copy buffers.
 type bufferPool struct{}
 
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+var copyBufs = &httpfast.CopyBufs
 
 func (bufferPool) Get() []byte  { return *copyBufs.Get().(*[]byte) }
 func (bufferPool) Put(b []byte) { copyBufs.Put(&b) }
@@ -84,64 +85,5 @@ func copyHalf(dst, src net.Conn) int64 {
 	src.Close()
 	return n
 }
-
-// prefixConn replays bytes already read from a connection (a peeked TLS
-// ClientHello) before reading on.
-type prefixConn struct {
-	net.Conn
-	prefix []byte
-}
-
-func (c *prefixConn) Read(p []byte) (int, error) {
-	if len(c.prefix) > 0 {
-		n := copy(p, c.prefix)
-		c.prefix = c.prefix[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
-}
-
-func (c *prefixConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
-}
-
-// connQueue is a listener fed with connections accepted elsewhere.
-type connQueue struct {
-	addr   net.Addr
-	ch     chan net.Conn
-	done   chan struct{}
-	closed sync.Once
-}
-
-func newConnQueue(addr net.Addr) *connQueue {
-	return &connQueue{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
-}
-
-func (q *connQueue) push(c net.Conn) {
-	select {
-	case q.ch <- c:
-	case <-q.done:
-		c.Close()
-	}
-}
-
-func (q *connQueue) Accept() (net.Conn, error) {
-	select {
-	case c := <-q.ch:
-		return c, nil
-	case <-q.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (q *connQueue) Close() error {
-	q.closed.Do(func() { close(q.done) })
-	return nil
-}
-
-func (q *connQueue) Addr() net.Addr { return q.addr }
 
 var errPeeked = errors.New("peeked")

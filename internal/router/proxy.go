@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/gantry-paas/gantry/internal/httpfast"
 	"html"
 	"log/slog"
 	"net"
@@ -21,7 +22,7 @@ type target struct {
 	rt *Route
 }
 
-var errReadTimeout = errors.New("the app did not answer in time")
+var errReadTimeout = httpfast.ErrReadTimeout
 
 func (r *Router) newProxy() {
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {

@@ -15,6 +15,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/gantry-paas/gantry/internal/httpfast"
 	"io"
 	"log/slog"
 	"net"
@@ -107,8 +108,8 @@ type Router struct {
 	table     atomic.Pointer[Table]
 	proxy     *httputil.ReverseProxy
 	trans     *http.Transport
-	pool      backendPool // the fast path's connections to gears
-	fastConns connSet     // the fast path's client connections
+	pool      httpfast.Pool    // the fast path's connections to gears
+	fastConns httpfast.ConnSet // the fast path's client connections
 	tcp       tcpRoutes
 	obs       *observer
 	certs     certCache
@@ -193,14 +194,14 @@ func (r *Router) Run(ctx context.Context) error {
 	}
 	srv := r.httpServer()
 	errc := make(chan error, 2)
-	hq := newConnQueue(r.ln.Addr())
+	hq := httpfast.NewConnQueue(r.ln.Addr())
 	go func() { errc <- srv.Serve(hq) }()
 	go r.acceptHTTP(r.ln, hq)
 	servers := []*http.Server{srv}
 	if r.tlsLn != nil {
 		tsrv := r.httpServer()
 		tsrv.TLSConfig = r.tlsConfig()
-		q := newConnQueue(r.tlsLn.Addr())
+		q := httpfast.NewConnQueue(r.tlsLn.Addr())
 		go func() { errc <- tsrv.ServeTLS(q, "", "") }()
 		go r.acceptTLS(r.tlsLn, q)
 		servers = append(servers, tsrv)
@@ -219,7 +220,7 @@ func (r *Router) Run(ctx context.Context) error {
 			if r.tlsLn != nil {
 				r.tlsLn.Close()
 			}
-			r.fastConns.closeIdle()
+			r.fastConns.CloseIdle()
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			for _, s := range servers {
 				s.Shutdown(sctx)
@@ -246,10 +247,10 @@ func (r *Router) pruneLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			r.pool.prune()
+			r.pool.Prune()
 			return
 		case <-tick.C:
-			r.pool.prune()
+			r.pool.Prune()
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"fmt"
+	"github.com/gantry-paas/gantry/internal/httpfast"
 	"io"
 	"net"
 	"strings"
@@ -73,7 +74,7 @@ func (r *Router) platformName() string {
 // acceptTLS hands connections to the HTTPS server; when TLS passthrough
 // routes exist it first peeks at the ClientHello and splices those by SNI
 // straight to their gears, without terminating TLS.
-func (r *Router) acceptTLS(ln net.Listener, q *connQueue) {
+func (r *Router) acceptTLS(ln net.Listener, q *httpfast.ConnQueue) {
 	defer q.Close()
 	for {
 		c, err := ln.Accept()
@@ -81,7 +82,7 @@ func (r *Router) acceptTLS(ln net.Listener, q *connQueue) {
 			return
 		}
 		if len(r.table.Load().SNI) == 0 {
-			q.push(c)
+			q.Push(c)
 			continue
 		}
 		go func() {
@@ -90,12 +91,12 @@ func (r *Router) acceptTLS(ln net.Listener, q *connQueue) {
 				c.Close()
 				return
 			}
-			pc := &prefixConn{Conn: c, prefix: prefix}
+			pc := &httpfast.PrefixConn{Conn: c, Prefix: prefix}
 			if tr := r.table.Load().SNI[name]; tr != nil {
 				r.serveTCP(pc, tr.Port, name)
 				return
 			}
-			q.push(pc)
+			q.Push(pc)
 		}()
 	}
 }

@@ -3,6 +3,7 @@ package router
 import (
 	"bufio"
 	"errors"
+	"github.com/gantry-paas/gantry/internal/httpfast"
 	"io"
 	"net"
 	"net/http"
@@ -17,13 +18,13 @@ import (
 // direction waits for its socket to be readable (a one-byte MSG_PEEK) and
 // only then borrows a copy buffer. It closes after the tunnel timeout
 // without traffic either way.
-func (r *Router) tunnelFast(c net.Conn, cbr *bufio.Reader, bc *backendConn, resp *fastResponse, rt *Route, st *appStats, entry *accessEntry, start time.Time, ep string) error {
-	headLen := len(resp.head)
-	if _, err := c.Write(resp.head); err != nil {
-		bc.close()
+func (r *Router) tunnelFast(c net.Conn, cbr *bufio.Reader, bc *httpfast.Conn, resp *httpfast.Response, rt *Route, st *appStats, entry *accessEntry, start time.Time, ep string) error {
+	headLen := len(resp.Head)
+	if _, err := c.Write(resp.Head); err != nil {
+		bc.Drop()
 		return err
 	}
-	bc.br.Discard(headLen)
+	bc.BR.Discard(headLen)
 	idle := r.o.TunnelTimeout
 	if rt.TunnelTimeout > 0 {
 		idle = rt.TunnelTimeout
@@ -35,25 +36,25 @@ func (r *Router) tunnelFast(c net.Conn, cbr *bufio.Reader, bc *backendConn, resp
 	if n := cbr.Buffered(); n > 0 {
 		b, _ := cbr.Peek(n)
 		if _, err := bc.Conn.Write(b); err != nil {
-			bc.close()
+			bc.Drop()
 			return err
 		}
 		cbr.Discard(n)
 		in += int64(n)
 	}
-	if n := bc.br.Buffered(); n > 0 {
-		b, _ := bc.br.Peek(n)
+	if n := bc.BR.Buffered(); n > 0 {
+		b, _ := bc.BR.Peek(n)
 		if _, err := c.Write(b); err != nil {
-			bc.close()
+			bc.Drop()
 			return err
 		}
-		bc.br.Discard(n)
+		bc.BR.Discard(n)
 		out += int64(n)
 	}
 	st.websockets.Inc()
 	backend := bc.Conn
-	bc.br.Reset(nil)
-	readers.Put(bc.br)
+	bc.BR.Reset(nil)
+	httpfast.Readers.Put(bc.BR)
 	// Two fresh goroutines own the tunnel from here (small stacks: the
 	// request's goroutine, grown by parsing and proxying, ends).
 	st.begin()

@@ -1,0 +1,662 @@
+// Package httpfast is the allocation-free HTTP/1.1 proxy path shared by
+// the router (reverse proxy to gears) and the egress router (forward
+// proxy): request heads parsed in place, pooled upstream connections,
+// responses framed by Content-Length or chunks, and the hand-off of a
+// connection, with the bytes already read, to net/http for everything
+// unusual. The callers decide what to do with a request; this package
+// only reads and writes HTTP.
+package httpfast
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// BufSize is the reader size: a request head larger than this is handed
+// off.
+const BufSize = 4 << 10
+
+var (
+	Readers  = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, BufSize) }}
+	HeadBufs = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+	CopyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+	// ErrHandOff says the request is for net/http.
+	ErrHandOff = errors.New("hand off to net/http")
+	// ErrReadTimeout is an upstream that did not start its answer in time.
+	ErrReadTimeout = errors.New("the app did not answer in time")
+)
+
+var slash = []byte("/")
+
+// NewConn wraps a fresh upstream connection.
+func NewConn(c net.Conn) *Conn {
+	br := Readers.Get().(*bufio.Reader)
+	br.Reset(c)
+	return &Conn{Conn: c, BR: br}
+}
+
+// Closing says CloseIdle was called.
+func (s *ConnSet) Closing() bool { return s.closing.Load() }
+
+// Request is a parsed request head; the byte slices point into the
+// reader's buffer and are valid until the head is consumed.
+type Request struct {
+	Head          []byte // the whole head, CRLFCRLF included
+	IsHead        bool   // a HEAD request (kept: the head's bytes do not outlive the body)
+	Method        []byte
+	Target        []byte
+	Host          []byte
+	Authority     []byte // forward proxy: the URL's host[:port]
+	XFF, XFP, XFH []byte
+	ContentLength int64
+	Close         bool
+	WantsUpgrade  bool     // Connection: upgrade
+	Upgrade       []byte   // the Upgrade header (websocket)
+	Headers       [][2]int // start, end of each header line to forward, in head
+}
+
+// Parse reads a request head without consuming it: the caller discards
+// it when the fast path takes the request, or hands it off. A reverse
+// proxy takes origin-form targets (/path) and needs Host; a forward proxy
+// (proxy) takes absolute http:// URLs, whose authority is Authority and
+// whose path becomes Target (Host is then not forwarded: the caller
+// writes the authority as Host).
+func (q *Request) Parse(br *bufio.Reader, proxy bool) error {
+	var head []byte
+	for {
+		buf, err := br.Peek(br.Buffered())
+		if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
+			head = buf[:i+4]
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if br.Buffered() >= BufSize {
+			return ErrHandOff // a large head: net/http has the limits for it
+		}
+		if _, err := br.Peek(br.Buffered() + 1); err != nil {
+			if br.Buffered() > 0 && err != io.EOF {
+				return ErrHandOff
+			}
+			return err
+		}
+	}
+	q.Head = head
+	lineEnd := bytes.IndexByte(head, '\n')
+	line := head[:lineEnd]
+	if len(line) < 2 || line[len(line)-1] != '\r' {
+		return ErrHandOff
+	}
+	line = line[:len(line)-1]
+	sp1 := bytes.IndexByte(line, ' ')
+	sp2 := bytes.LastIndexByte(line, ' ')
+	if sp1 <= 0 || sp2 <= sp1 || string(line[sp2+1:]) != "HTTP/1.1" {
+		return ErrHandOff
+	}
+	q.Method, q.Target = line[:sp1], line[sp1+1:sp2]
+	q.IsHead = string(q.Method) == "HEAD"
+	if proxy {
+		if len(q.Target) < 8 || !EqualFold(q.Target[:7], "http://") || !Token(q.Method) {
+			return ErrHandOff // CONNECT, https://, origin-form: net/http answers
+		}
+		rest := q.Target[7:]
+		end := bytes.IndexAny(rest, "/?#")
+		if end < 0 {
+			end = len(rest)
+		}
+		q.Authority = rest[:end]
+		if len(q.Authority) == 0 || bytes.IndexByte(q.Authority, '@') >= 0 {
+			return ErrHandOff // no host, or user info
+		}
+		switch {
+		case end == len(rest):
+			q.Target = slash
+		case rest[end] == '/':
+			q.Target = rest[end:]
+		default:
+			return ErrHandOff // http://host?query: net/http makes it /?query
+		}
+	} else if len(q.Target) == 0 || q.Target[0] != '/' || !Token(q.Method) {
+		return ErrHandOff
+	}
+	q.ContentLength = 0
+	seenCL := false
+	pos := lineEnd + 1
+	for pos < len(head)-2 {
+		end := pos + bytes.IndexByte(head[pos:], '\n')
+		if end < pos+1 || head[end-1] != '\r' {
+			return ErrHandOff // bare LF
+		}
+		l := head[pos : end-1]
+		colon := bytes.IndexByte(l, ':')
+		if colon <= 0 || !Token(l[:colon]) {
+			return ErrHandOff // obs-fold, spaces before the colon, bad names
+		}
+		name, value := l[:colon], bytes.Trim(l[colon+1:], " \t")
+		if bytes.IndexByte(value, 0) >= 0 || bytes.IndexByte(value, '\r') >= 0 {
+			return ErrHandOff
+		}
+		forward := true
+		switch {
+		case EqualFold(name, "host"):
+			if q.Host != nil {
+				return ErrHandOff
+			}
+			q.Host, forward = value, !proxy
+		case proxy && EqualFold(name, "proxy-authorization"):
+			forward = false
+		case EqualFold(name, "content-length"):
+			n, err := strconv.ParseInt(string(value), 10, 64)
+			if err != nil || n < 0 || seenCL {
+				return ErrHandOff
+			}
+			q.ContentLength, seenCL = n, true
+		case EqualFold(name, "connection"):
+			for _, tok := range bytes.Split(value, []byte(",")) {
+				tok = bytes.Trim(tok, " \t")
+				switch {
+				case EqualFold(tok, "close"):
+					q.Close = true
+				case EqualFold(tok, "keep-alive"):
+				case EqualFold(tok, "upgrade"):
+					q.WantsUpgrade = true
+				default:
+					return ErrHandOff // headers declared hop-by-hop
+				}
+			}
+			forward = false
+		case EqualFold(name, "upgrade"):
+			if !EqualFold(value, "websocket") || q.Upgrade != nil {
+				return ErrHandOff // h2c and other protocols: net/http's business
+			}
+			q.Upgrade, forward = value, false
+		case EqualFold(name, "transfer-encoding"), EqualFold(name, "expect"), EqualFold(name, "te"), EqualFold(name, "trailer"):
+			return ErrHandOff
+		case EqualFold(name, "keep-alive"), EqualFold(name, "proxy-connection"):
+			forward = false
+		case EqualFold(name, "x-forwarded-for"):
+			if q.XFF != nil {
+				return ErrHandOff
+			}
+			q.XFF, forward = value, false
+		case EqualFold(name, "x-forwarded-proto"):
+			q.XFP, forward = value, false
+		case EqualFold(name, "x-forwarded-host"):
+			q.XFH, forward = value, false
+		}
+		if forward {
+			q.Headers = append(q.Headers, [2]int{pos, end + 1})
+		}
+		pos = end + 1
+	}
+	if q.Host == nil && !proxy || q.WantsUpgrade != (q.Upgrade != nil) || q.Upgrade != nil && (string(q.Method) != "GET" || q.ContentLength > 0) {
+		return ErrHandOff
+	}
+	return nil
+}
+
+// Conn is a pooled connection to a gear.
+type Conn struct {
+	net.Conn
+	BR   *bufio.Reader
+	used time.Time
+}
+
+// Pool keeps idle connections per gear endpoint.
+type Pool struct {
+	mu   sync.Mutex
+	idle map[string][]*Conn
+	n    atomic.Int64
+}
+
+const (
+	poolIdleTimeout = 4 * time.Second // below Node.js's 5 s keep-alive
+	poolMaxPerHost  = 1024
+)
+
+func (p *Pool) Get(ep string) *Conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	list := p.idle[ep]
+	if len(list) == 0 {
+		return nil
+	}
+	for len(list) > 0 {
+		bc := list[len(list)-1]
+		list = list[:len(list)-1]
+		if time.Since(bc.used) < poolIdleTimeout {
+			p.idle[ep] = list
+			return bc
+		}
+		bc.Close()
+	}
+	p.idle[ep] = list
+	return nil
+}
+
+func (p *Pool) Put(ep string, bc *Conn) {
+	bc.used = time.Now()
+	p.mu.Lock()
+	if p.idle == nil {
+		p.idle = map[string][]*Conn{}
+	}
+	if len(p.idle[ep]) < poolMaxPerHost {
+		p.idle[ep] = append(p.idle[ep], bc)
+		bc = nil
+	}
+	p.mu.Unlock()
+	if bc != nil {
+		bc.Close()
+	}
+}
+
+// prune closes connections idle too long (called every second).
+func (p *Pool) Prune() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for ep, list := range p.idle {
+		keep := list[:0]
+		for _, bc := range list {
+			if time.Since(bc.used) < poolIdleTimeout {
+				keep = append(keep, bc)
+			} else {
+				bc.Close()
+			}
+		}
+		if len(keep) == 0 {
+			delete(p.idle, ep)
+		} else {
+			p.idle[ep] = keep
+		}
+	}
+}
+
+func (bc *Conn) Drop() {
+	bc.Conn.Close()
+	bc.BR.Reset(nil)
+	Readers.Put(bc.BR)
+}
+
+// sendRequest writes the head and the body (Content-Length bytes) to the
+// gear: a body already buffered goes in the same write.
+func SendRequest(bc *Conn, head []byte, cbr *bufio.Reader, req *Request) error {
+	if req.ContentLength == 0 {
+		_, err := bc.Write(head)
+		return err
+	}
+	if int64(cbr.Buffered()) >= req.ContentLength && len(head)+int(req.ContentLength) <= 16<<10 {
+		body, _ := cbr.Peek(int(req.ContentLength))
+		buf := append(head, body...)
+		cbr.Discard(int(req.ContentLength))
+		_, err := bc.Write(buf)
+		return err
+	}
+	if _, err := bc.Write(head); err != nil {
+		return err
+	}
+	bp := CopyBufs.Get().(*[]byte)
+	defer CopyBufs.Put(bp)
+	_, err := io.CopyBuffer(bc.Conn, io.LimitReader(cbr, req.ContentLength), *bp)
+	return err
+}
+
+// Response is a parsed response head.
+type Response struct {
+	Status        int
+	Head          []byte
+	ContentLength int64 // -1: none given
+	Chunked       bool
+	UntilClose    bool
+	Reusable      bool
+	Started       bool // a byte of the response arrived
+	Headers       [][2]int
+}
+
+func (p *Response) ReadHead(br *bufio.Reader, req *Request, readTimeout time.Duration, c net.Conn) error {
+	if readTimeout > 0 {
+		c.SetReadDeadline(time.Now().Add(readTimeout))
+		defer c.SetReadDeadline(time.Time{})
+	}
+	for {
+		if _, err := br.Peek(1); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				p.Started = true // not worth retrying: the app is slow
+				return ErrReadTimeout
+			}
+			return err
+		}
+		p.Started = true
+		var head []byte
+		for {
+			buf, _ := br.Peek(br.Buffered())
+			if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
+				head = buf[:i+4]
+				break
+			}
+			if br.Buffered() >= BufSize {
+				return errors.New("response headers larger than 4 KiB")
+			}
+			if _, err := br.Peek(br.Buffered() + 1); err != nil {
+				return err
+			}
+		}
+		if err := p.Parse(head, req); err != nil {
+			return err
+		}
+		if p.Status == http.StatusSwitchingProtocols && req.Upgrade != nil {
+			return nil
+		}
+		if p.Status >= 100 && p.Status < 200 {
+			return errors.New("informational responses are not expected here") // Expect: 100-continue goes to net/http
+		}
+		return nil
+	}
+}
+
+func (p *Response) Parse(head []byte, req *Request) error {
+	p.Head, p.Headers, p.ContentLength, p.Chunked, p.UntilClose, p.Reusable = head, p.Headers[:0], -1, false, false, true
+	lineEnd := bytes.IndexByte(head, '\n')
+	line := head[:lineEnd]
+	if len(line) < 13 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
+		return errors.New("malformed status line from the app")
+	}
+	status, err := strconv.Atoi(string(line[9:12]))
+	if err != nil || status < 100 || status > 999 {
+		return errors.New("malformed status from the app")
+	}
+	p.Status = status
+	if line[7] == '0' {
+		p.Reusable = false // HTTP/1.0 gear
+	}
+	pos := lineEnd + 1
+	for pos < len(head)-2 {
+		end := pos + bytes.IndexByte(head[pos:], '\n')
+		if end < pos {
+			return errors.New("malformed header from the app")
+		}
+		l := bytes.TrimRight(head[pos:end], "\r")
+		colon := bytes.IndexByte(l, ':')
+		if colon <= 0 {
+			return errors.New("malformed header from the app")
+		}
+		name, value := l[:colon], bytes.Trim(l[colon+1:], " \t")
+		forward := true
+		switch {
+		case EqualFold(name, "content-length"):
+			n, err := strconv.ParseInt(string(value), 10, 64)
+			if err != nil || n < 0 || p.ContentLength >= 0 && n != p.ContentLength {
+				return errors.New("bad Content-Length from the app")
+			}
+			p.ContentLength = n
+		case EqualFold(name, "transfer-encoding"):
+			if EqualFold(value, "chunked") {
+				p.Chunked = true
+			} else {
+				p.UntilClose = true
+			}
+		case EqualFold(name, "connection"):
+			if bytes.Contains(bytes.ToLower(value), []byte("close")) {
+				p.Reusable = false
+			}
+			forward = false
+		case EqualFold(name, "keep-alive"), EqualFold(name, "proxy-connection"), EqualFold(name, "upgrade"):
+			forward = false
+		}
+		if forward {
+			p.Headers = append(p.Headers, [2]int{pos, end + 1})
+		}
+		pos = end + 1
+	}
+	noBody := req.IsHead || status == 204 || status == 304 || status < 200
+	switch {
+	case noBody:
+		p.ContentLength, p.Chunked, p.UntilClose = 0, false, false
+	case p.Chunked:
+		p.ContentLength = -1
+	case p.ContentLength < 0:
+		p.UntilClose = true
+	}
+	if p.UntilClose {
+		p.Reusable = false
+	}
+	return nil
+}
+
+// sendResponse writes the response head and body to the client. It
+// reports whether the client connection stays open, and the body bytes.
+func SendResponse(c net.Conn, bc *Conn, p *Response, req *Request) (bool, int64, error) {
+	keep := !req.Close && !p.UntilClose
+	hb := HeadBufs.Get().(*[]byte)
+	defer HeadBufs.Put(hb)
+	out := append((*hb)[:0], p.Head[:bytes.IndexByte(p.Head, '\n')+1]...)
+	for _, h := range p.Headers {
+		out = append(out, p.Head[h[0]:h[1]]...)
+	}
+	if !keep {
+		out = append(out, "Connection: close\r\n"...)
+	}
+	out = append(out, "\r\n"...)
+	headLen := len(p.Head)
+	// The body bytes already read go out with the head, in one write.
+	var body int64
+	if p.ContentLength >= 0 && int64(bc.BR.Buffered()-headLen) >= p.ContentLength && p.ContentLength <= 16<<10 {
+		b, _ := bc.BR.Peek(headLen + int(p.ContentLength))
+		out = append(out, b[headLen:]...)
+		body = p.ContentLength
+		bc.BR.Discard(headLen + int(p.ContentLength))
+		*hb = out
+		_, err := c.Write(out)
+		return keep, body, err
+	}
+	bc.BR.Discard(headLen)
+	*hb = out
+	if _, err := c.Write(out); err != nil {
+		return false, 0, err
+	}
+	bp := CopyBufs.Get().(*[]byte)
+	defer CopyBufs.Put(bp)
+	var err error
+	switch {
+	case p.Chunked:
+		body, err = CopyChunked(c, bc.BR, *bp)
+	case p.UntilClose:
+		body, err = io.CopyBuffer(c, bc.BR, *bp)
+		keep = false
+	default:
+		body, err = io.CopyBuffer(c, io.LimitReader(bc.BR, p.ContentLength), *bp)
+		if err == nil && body < p.ContentLength {
+			err = io.ErrUnexpectedEOF
+		}
+	}
+	return keep, body, err
+}
+
+// CopyChunked copies a chunked body as is, up to and including its last
+// chunk and trailers, and returns the data bytes.
+func CopyChunked(w io.Writer, br *bufio.Reader, buf []byte) (int64, error) {
+	var data int64
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return data, err
+		}
+		if _, err := w.Write(line); err != nil {
+			return data, err
+		}
+		sizeField := bytes.TrimRight(line, "\r\n")
+		if i := bytes.IndexByte(sizeField, ';'); i >= 0 {
+			sizeField = sizeField[:i]
+		}
+		size, err := strconv.ParseInt(string(bytes.TrimSpace(sizeField)), 16, 64)
+		if err != nil || size < 0 {
+			return data, errors.New("bad chunk size from the app")
+		}
+		if size == 0 {
+			// Trailers, then the empty line.
+			for {
+				t, err := br.ReadSlice('\n')
+				if err != nil {
+					return data, err
+				}
+				if _, err := w.Write(t); err != nil {
+					return data, err
+				}
+				if len(bytes.TrimRight(t, "\r\n")) == 0 {
+					return data, nil
+				}
+			}
+		}
+		n, err := io.CopyBuffer(w, io.LimitReader(br, size+2), buf) // data and its CRLF
+		data += max(n-2, 0)
+		if err != nil {
+			return data, err
+		}
+		if n < size+2 {
+			return data, io.ErrUnexpectedEOF
+		}
+	}
+}
+
+func Token(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if c <= ' ' || c >= 0x7f || bytes.IndexByte([]byte(`()<>@,;:\"/[]?={}`), c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// equalFold compares ASCII case-insensitively without allocating.
+func EqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// PathOf is the request target without its query (which may hold secrets).
+func PathOf(target []byte) string {
+	if i := bytes.IndexByte(target, '?'); i >= 0 {
+		target = target[:i]
+	}
+	return string(target)
+}
+
+// ConnSet tracks the fast path's client connections so that a shutdown
+// can end the idle ones (a request in flight finishes first).
+type ConnSet struct {
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	closing atomic.Bool
+}
+
+func (s *ConnSet) Add(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	if s.conns == nil {
+		s.conns = map[net.Conn]struct{}{}
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *ConnSet) Remove(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// closeIdle wakes every connection waiting for a request; they see the
+// flag and close.
+func (s *ConnSet) CloseIdle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closing.Store(true)
+	for c := range s.conns {
+		c.SetReadDeadline(time.Now())
+	}
+}
+
+// PrefixConn replays bytes already read from a connection (a peeked TLS
+// ClientHello) before reading on.
+type PrefixConn struct {
+	net.Conn
+	Prefix []byte
+}
+
+func (c *PrefixConn) Read(p []byte) (int, error) {
+	if len(c.Prefix) > 0 {
+		n := copy(p, c.Prefix)
+		c.Prefix = c.Prefix[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *PrefixConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// ConnQueue is a listener fed with connections accepted elsewhere.
+type ConnQueue struct {
+	addr   net.Addr
+	ch     chan net.Conn
+	done   chan struct{}
+	closed sync.Once
+}
+
+func NewConnQueue(addr net.Addr) *ConnQueue {
+	return &ConnQueue{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (q *ConnQueue) Push(c net.Conn) {
+	select {
+	case q.ch <- c:
+	case <-q.done:
+		c.Close()
+	}
+}
+
+func (q *ConnQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.ch:
+		return c, nil
+	case <-q.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (q *ConnQueue) Close() error {
+	q.closed.Do(func() { close(q.done) })
+	return nil
+}
+
+func (q *ConnQueue) Addr() net.Addr { return q.addr }

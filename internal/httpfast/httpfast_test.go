@@ -1,0 +1,56 @@
+package httpfast
+
+import (
+	"bufio"
+	"strings"
+	"testing"
+)
+
+func parse(t *testing.T, head string, proxy bool) (*Request, error) {
+	t.Helper()
+	var q Request
+	err := q.Parse(bufio.NewReader(strings.NewReader(head)), proxy)
+	return &q, err
+}
+
+func TestParseForwardProxy(t *testing.T) {
+	for _, c := range []struct{ head, authority, target string }{
+		{"GET http://example.com/a?b=1 HTTP/1.1\r\nHost: example.com\r\n\r\n", "example.com", "/a?b=1"},
+		{"GET HTTP://Example.com:8080 HTTP/1.1\r\n\r\n", "Example.com:8080", "/"},
+		{"POST http://[2001:db8::1]:81/x HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "[2001:db8::1]:81", "/x"},
+	} {
+		q, err := parse(t, c.head, true)
+		if err != nil || string(q.Authority) != c.authority || string(q.Target) != c.target {
+			t.Errorf("%q: authority %q target %q err %v", c.head, q.Authority, q.Target, err)
+		}
+	}
+	// Host and Proxy-Authorization are not forwarded by a forward proxy.
+	q, err := parse(t, "GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\nProxy-Authorization: Basic x\r\nAccept: */*\r\n\r\n", true)
+	if err != nil || len(q.Headers) != 1 || !strings.HasPrefix(string(q.Head[q.Headers[0][0]:]), "Accept:") {
+		t.Errorf("forwarded headers: %v %v", q.Headers, err)
+	}
+	for _, head := range []string{
+		"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n",
+		"GET https://a.example/ HTTP/1.1\r\n\r\n",
+		"GET /origin-form HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET http://user:pw@a.example/ HTTP/1.1\r\n\r\n",
+		"GET http:/// HTTP/1.1\r\n\r\n",
+		"GET http://a.example?x HTTP/1.1\r\n\r\n",
+		"GET http://a.example/ HTTP/1.0\r\n\r\n",
+		"POST http://a.example/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+	} {
+		if _, err := parse(t, head, true); err != ErrHandOff {
+			t.Errorf("%q: %v; want a hand-off", head, err)
+		}
+	}
+	// The reverse proxy's form is unchanged: origin-form and Host needed.
+	if _, err := parse(t, "GET http://a.example/ HTTP/1.1\r\nHost: a\r\n\r\n", false); err != ErrHandOff {
+		t.Errorf("absolute URL on the reverse proxy: %v", err)
+	}
+	if _, err := parse(t, "GET / HTTP/1.1\r\n\r\n", false); err != ErrHandOff {
+		t.Errorf("no Host on the reverse proxy: %v", err)
+	}
+	if q, err := parse(t, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", false); err != nil || len(q.Headers) != 1 {
+		t.Errorf("reverse proxy forwards Host: %v %v", q.Headers, err)
+	}
+}
