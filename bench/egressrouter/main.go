@@ -5,7 +5,7 @@
 // and new connections per second through the TCP proxy. Proxies run on
 // core 0, the load and the backends on core 1. It prints ratios.
 //
-//	go run ./bench/egressrouter [-d 5s] [-c 64] [-size 1024] [-only gantry,squid,haproxy]
+//	go run ./bench/egressrouter [-d 5s] [-c 64] [-size 1024] [-rounds 3] [-only gantry,squid,haproxy]
 //
 // The Gantry side is the real egressrouter package in a process of its
 // own (this program re-executed), with an ACL that allows everything and
@@ -24,6 +24,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,11 +38,12 @@ import (
 )
 
 var (
-	dur   = flag.Duration("d", 5*time.Second, "duration of each rate run")
-	conns = flag.Int("c", 64, "concurrent connections of the rate runs")
-	size  = flag.Int("size", 1024, "MiB per transfer")
-	only  = flag.String("only", "", "comma-separated proxies (gantry,squid,haproxy)")
-	serve = flag.String("serve-gantry", "", "internal: run the egress router (proxyport,tcpport,target)")
+	dur     = flag.Duration("d", 5*time.Second, "duration of each rate run")
+	conns   = flag.Int("c", 64, "concurrent connections of the rate runs")
+	size    = flag.Int("size", 1024, "MiB per transfer")
+	nRounds = flag.Int("rounds", 3, "interleaved rounds; figures are their medians")
+	only    = flag.String("only", "", "comma-separated proxies (gantry,squid,haproxy)")
+	serve   = flag.String("serve-gantry", "", "internal: run the egress router (proxyport,tcpport,target)")
 )
 
 func main() {
@@ -136,36 +139,10 @@ backend gb
 `, p, srcAddr, gp, greetAddr)), 0o644)
 		ps = append(ps, &proxy{name: "haproxy", tcpAddr: fmt.Sprintf("127.0.0.1:%d", p), rateAddr: fmt.Sprintf("127.0.0.1:%d", gp), cmd: exec.Command("taskset", "-c", "0", "haproxy", "-f", conf)})
 	}
-	res := map[string]*results{}
-	for _, p := range ps {
-		p.cmd.Stdout, p.cmd.Stderr = os.Stderr, os.Stderr
-		if err := p.cmd.Start(); err != nil {
-			return fmt.Errorf("%s: %w", p.name, err)
-		}
-		for _, a := range []string{p.httpAddr, p.tcpAddr, p.rateAddr} {
-			if a != "" {
-				if err := waitListen(a); err != nil {
-					p.cmd.Process.Kill()
-					return fmt.Errorf("%s: %w", p.name, err)
-				}
-			}
-		}
-		r := &results{}
-		res[p.name] = r
-		if p.httpAddr != "" {
-			if r.rps, err = wrkThrough(dir, p.httpAddr, httpAddr); err != nil {
-				return fmt.Errorf("%s: %w", p.name, err)
-			}
-			if r.connectMBs, err = transfer(p.httpAddr, srcAddr, true); err != nil {
-				return fmt.Errorf("%s CONNECT: %w", p.name, err)
-			}
-		}
-		if p.tcpAddr != "" {
-			if r.tcpMBs, err = transfer(p.tcpAddr, "", false); err != nil {
-				return fmt.Errorf("%s TCP: %w", p.name, err)
-			}
-			r.connPerSec = connRate(p.rateAddr)
-		}
+	// All proxies run at once (idle ones cost nothing); the measurements
+	// interleave over rounds and each figure is the median of its rounds,
+	// so that the machine's drift hits every proxy alike.
+	stop := func(p *proxy) {
 		p.cmd.Process.Signal(syscall.SIGTERM)
 		done := make(chan struct{})
 		go func() { p.cmd.Wait(); close(done) }()
@@ -175,7 +152,55 @@ backend gb
 			p.cmd.Process.Kill()
 			<-done
 		}
-		fmt.Fprintf(os.Stderr, "%s done\n", p.name)
+	}
+	for _, p := range ps {
+		p.cmd.Stdout, p.cmd.Stderr = os.Stderr, os.Stderr
+		if err := p.cmd.Start(); err != nil {
+			return fmt.Errorf("%s: %w", p.name, err)
+		}
+		defer stop(p)
+		for _, a := range []string{p.httpAddr, p.tcpAddr, p.rateAddr} {
+			if a != "" {
+				if err := waitListen(a); err != nil {
+					return fmt.Errorf("%s: %w", p.name, err)
+				}
+			}
+		}
+	}
+	rounds := map[string][]results{}
+	for round := 1; round <= *nRounds; round++ {
+		for _, p := range ps {
+			var r results
+			if p.httpAddr != "" {
+				if r.rps, err = wrkThrough(dir, p.httpAddr, httpAddr); err != nil {
+					return fmt.Errorf("%s: %w", p.name, err)
+				}
+				if r.connectMBs, err = transfer(p.httpAddr, srcAddr, true); err != nil {
+					return fmt.Errorf("%s CONNECT: %w", p.name, err)
+				}
+			}
+			if p.tcpAddr != "" {
+				if r.tcpMBs, err = transfer(p.tcpAddr, "", false); err != nil {
+					return fmt.Errorf("%s TCP: %w", p.name, err)
+				}
+				r.connPerSec = connRate(p.rateAddr)
+			}
+			rounds[p.name] = append(rounds[p.name], r)
+			fmt.Fprintf(os.Stderr, "round %d: %s %+v\n", round, p.name, r)
+		}
+	}
+	res := map[string]*results{}
+	for name, rs := range rounds {
+		med := func(f func(*results) float64) float64 {
+			vs := make([]float64, len(rs))
+			for i := range rs {
+				vs[i] = f(&rs[i])
+			}
+			sort.Float64s(vs)
+			return vs[len(vs)/2]
+		}
+		res[name] = &results{rps: med(func(x *results) float64 { return x.rps }), connectMBs: med(func(x *results) float64 { return x.connectMBs }),
+			tcpMBs: med(func(x *results) float64 { return x.tcpMBs }), connPerSec: med(func(x *results) float64 { return x.connPerSec })}
 	}
 
 	fmt.Printf("\n%-8s %14s %10s %16s %10s %14s %10s %14s %10s\n", "proxy", "HTTP req/s", "vs squid", "CONNECT MB/s", "vs squid", "TCP MB/s", "vs HAP", "TCP conn/s", "vs HAP")
@@ -199,7 +224,7 @@ backend gb
 			num(r.tcpMBs), ratio(r.tcpMBs, res["haproxy"], func(x *results) float64 { return x.tcpMBs }),
 			num(r.connPerSec), ratio(r.connPerSec, res["haproxy"], func(x *results) float64 { return x.connPerSec }))
 	}
-	fmt.Printf("\n(%s runs, %d connections, %d MiB transfers; proxies on core 0, load and backends on core 1)\n", *dur, *conns, *size)
+	fmt.Printf("\n(medians of %d interleaved rounds; %s runs, %d connections, %d MiB transfers; proxies on core 0, load and backends on core 1)\n", *nRounds, *dur, *conns, *size)
 	return nil
 }
 
@@ -214,6 +239,12 @@ func serveGantry(spec string) {
 	r := egressrouter.New(egressrouter.Options{Addr: netip.MustParseAddr("127.0.0.1"), ProxyPort: hp, Redirects: 1, RedirectBase: freePort()})
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer cancel()
+	if path := os.Getenv("GANTRY_BENCH_CPUPROFILE"); path != "" { // where the router's time goes
+		if f, err := os.Create(path); err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+	}
 	if err := r.Start(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

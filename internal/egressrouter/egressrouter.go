@@ -133,7 +133,10 @@ func New(o Options) *Router {
 	r := &Router{o: o, log: o.Log, obs: newObserver(o.AccessLog, o.Registerer),
 		tcpLns: map[int]net.Listener{}, tcpErrs: map[int]error{}, health: map[string]*targetHealth{}}
 	r.cfg.Store(&config{})
-	r.dialer = &net.Dialer{Timeout: o.DialTimeout, Control: r.control}
+	// No TCP keep-alive probes (as HAProxy and squid by default): they
+	// cost three setsockopt calls a connection and the destinations'
+	// own timeouts end dead connections.
+	r.dialer = &net.Dialer{Timeout: o.DialTimeout, Control: r.control, KeepAlive: -1}
 	r.transport = &http.Transport{DialContext: r.dialer.DialContext, MaxIdleConns: 1024, MaxIdleConnsPerHost: 256,
 		IdleConnTimeout: 90 * time.Second, DisableCompression: true, ResponseHeaderTimeout: 0}
 	return r
@@ -175,7 +178,7 @@ func (e *forbiddenError) Error() string {
 // ends.
 func (r *Router) Start(ctx context.Context) error {
 	listen := func(port int) (net.Listener, error) {
-		return net.Listen("tcp", netip.AddrPortFrom(r.o.Addr, uint16(port)).String())
+		return listenTCP(netip.AddrPortFrom(r.o.Addr, uint16(port)))
 	}
 	var err error
 	if r.proxyLn, err = listen(r.o.ProxyPort); err != nil {
@@ -323,7 +326,7 @@ func (r *Router) syncTCP() {
 		if r.tcpLns[port] != nil {
 			continue
 		}
-		ln, err := net.Listen("tcp", netip.AddrPortFrom(r.o.Addr, uint16(port)).String())
+		ln, err := listenTCP(netip.AddrPortFrom(r.o.Addr, uint16(port)))
 		if err != nil {
 			r.tcpErrs[port] = err
 			r.log.Warn("egress router cannot listen for a TCP proxy", "port", port, "err", err)
@@ -593,6 +596,9 @@ func (r *Router) connect(w http.ResponseWriter, req *http.Request, e *entry) {
 		return
 	}
 	defer c.Close()
+	if pc, ok := c.(*httpfast.PrefixConn); ok && pc.Inner() != nil {
+		c = pc.Inner() // handed over by the fast path: splice needs the TCP connection itself
+	}
 	c.SetDeadline(time.Time{})
 	if _, err := c.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
 		return
@@ -704,6 +710,12 @@ func closeWrite(c net.Conn) {
 		}
 	}
 	c.Close()
+}
+
+// listenTCP listens without keep-alive probes on accepted connections.
+func listenTCP(addr netip.AddrPort) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	return lc.Listen(context.Background(), "tcp", addr.String())
 }
 
 func addrOf(a net.Addr) netip.Addr { return addrPortOf(a).Addr().Unmap() }

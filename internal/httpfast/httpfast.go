@@ -618,6 +618,16 @@ func (c *PrefixConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
+// Inner is the wrapped connection once the prefix has been read (nil
+// before): a tunnel can then copy with the kernel's splice, which works
+// only between the system's own connection types.
+func (c *PrefixConn) Inner() net.Conn {
+	if len(c.Prefix) > 0 {
+		return nil
+	}
+	return c.Conn
+}
+
 func (c *PrefixConn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
