@@ -5,7 +5,7 @@
 // end to end (sshd + ssh -L) to the same target, with a direct connection
 // as the ceiling.
 //
-//	go run ./bench/portforward [-size 1024] [-conns 300] [-isolation process]
+//	go run ./bench/portforward [-size 1024] [-conns 300] [-rounds 3] [-isolation process]
 package main
 
 import (
@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -52,14 +53,15 @@ func main() {
 	size := flag.Int("size", 1024, "MiB to transfer")
 	conns := flag.Int("conns", 300, "connections for the connection rate")
 	isolation := flag.String("isolation", "process", "gear isolation: process, namespaces or auto")
+	nRounds := flag.Int("rounds", 3, "interleaved rounds; figures are their medians")
 	flag.Parse()
-	if err := run(int64(*size)<<20, *conns, *isolation); err != nil {
+	if err := run(int64(*size)<<20, *conns, *isolation, *nRounds); err != nil {
 		fmt.Fprintln(os.Stderr, "portforward:", err)
 		os.Exit(1)
 	}
 }
 
-func run(size int64, conns int, isolation string) error {
+func run(size int64, conns int, isolation string, rounds int) error {
 	e, err := benchenv.Start("--isolation", isolation)
 	if err != nil {
 		return err
@@ -114,33 +116,40 @@ func run(size int64, conns int, isolation string) error {
 		fmt.Printf("  (OpenSSH end to end not measured: %v)\n", err)
 	}
 
-	fmt.Printf("port-forward, %d MiB download and %d connections, isolation %s\n\n", size>>20, conns, isolation)
+	fmt.Printf("port-forward, %d MiB download and %d connections, isolation %s, medians of %d interleaved rounds\n\n", size>>20, conns, isolation, rounds)
 	fmt.Printf("  %-34s %12s %14s\n", "path", "MiB/s", "connections/s")
-	type result struct {
-		name     string
-		mbs, cps float64
+	mbs := make([][]float64, len(paths))
+	cps := make([][]float64, len(paths))
+	for round := 0; round < rounds; round++ {
+		for i, p := range paths {
+			m, err := throughput(p.addr, size)
+			if err != nil {
+				return fmt.Errorf("%s: %w", p.name, err)
+			}
+			c, err := connRate(p.addr, conns)
+			if err != nil {
+				return fmt.Errorf("%s: %w", p.name, err)
+			}
+			mbs[i], cps[i] = append(mbs[i], m), append(cps[i], c)
+			fmt.Fprintf(os.Stderr, "round %d: %s %.0f MiB/s %.0f conn/s\n", round+1, p.name, m, c)
+		}
 	}
-	var results []result
+	median := func(vs []float64) float64 {
+		vs = append([]float64(nil), vs...)
+		sort.Float64s(vs)
+		return vs[len(vs)/2]
+	}
 	var base float64
-	for _, p := range paths {
-		mbs, err := throughput(p.addr, size)
-		if err != nil {
-			return fmt.Errorf("%s: %w", p.name, err)
-		}
-		cps, err := connRate(p.addr, conns)
-		if err != nil {
-			return fmt.Errorf("%s: %w", p.name, err)
-		}
+	for i, p := range paths {
 		if strings.HasPrefix(p.name, "OpenSSH sshd") {
-			base = mbs
+			base = median(mbs[i])
 		}
-		results = append(results, result{p.name, mbs, cps})
-		fmt.Printf("  %-34s %12.0f %14.0f\n", p.name, mbs, cps)
+		fmt.Printf("  %-34s %12.0f %14.0f\n", p.name, median(mbs[i]), median(cps[i]))
 	}
 	if base > 0 {
 		fmt.Printf("\n  throughput relative to OpenSSH end to end (aim: Gantry's SSH path >= 1.0):\n")
-		for _, r := range results[1:] {
-			fmt.Printf("    %-34s %.2f\n", r.name, r.mbs/base)
+		for i, p := range paths[1:] {
+			fmt.Printf("    %-34s %.2f\n", p.name, median(mbs[i+1])/base)
 		}
 	}
 	return nil
@@ -171,7 +180,13 @@ func gantryForward(e *benchenv.Env, via string) (string, func(), error) {
 		cmd.Process.Kill()
 		return "", nil, fmt.Errorf("port-forward --via %s: %v", via, err)
 	}
-	return fwd[0].Local, func() { cmd.Process.Kill(); cmd.Wait() }, nil
+	stop := func() { // Ctrl-C, as a user would (a CPU profile gets written)
+		cmd.Process.Signal(os.Interrupt)
+		t := time.AfterFunc(5*time.Second, func() { cmd.Process.Kill() })
+		cmd.Wait()
+		t.Stop()
+	}
+	return fwd[0].Local, stop, nil
 }
 
 func envOf(e *benchenv.Env) []string {

@@ -4,7 +4,9 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 
@@ -35,5 +37,23 @@ func main() {
 			os.Exit(staticsite.Main())
 		}
 	}
-	os.Exit(cli.Main(cli.Options{Version: version, Daemon: []*cobra.Command{server.Command(version)}}, os.Args[1:]))
+	stop := profile()
+	code := cli.Main(cli.Options{Version: version, Daemon: []*cobra.Command{server.Command(version)}}, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+// profile writes a CPU profile to $GANTRY_CPUPROFILE.PID when that is set
+// (for benchmarks: where the server's or the CLI's time goes).
+func profile() func() {
+	path := os.Getenv("GANTRY_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(fmt.Sprintf("%s.%d", path, os.Getpid()))
+	if err != nil {
+		return func() {}
+	}
+	pprof.StartCPUProfile(f)
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,6 +50,9 @@ Gantry's SSH endpoint until Ctrl-C. Only your own gears can be reached.`,
   gantry port-forward blog 15432:postgresql`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, args []string) error {
+			// The tunnel's packets are garbage at once and the live heap is
+			// small: collect less often.
+			debug.SetGCPercent(400)
 			var app api.AppView
 			if err := cl.Do(ctx, http.MethodGet, client.AppPath(d, a), nil, &app); err != nil {
 				return err
@@ -274,7 +278,12 @@ func (t *tunnel) forward(_ context.Context, local net.Conn, remote string) error
 		}
 		close(done)
 	}()
-	io.Copy(local, conn)
+	// Reads as large as what has arrived: fewer reads mean fewer window
+	// adjustments sent back (the SSH library sends one per read) and
+	// fewer writes to the local socket. The wrapper hides the socket's
+	// ReadFrom, which would copy 32 KiB at a time.
+	buf := make([]byte, 256<<10)
+	io.CopyBuffer(struct{ io.Writer }{local}, conn, buf)
 	if cw, ok := local.(*net.TCPConn); ok {
 		cw.CloseWrite()
 	}
