@@ -101,6 +101,7 @@ func TestEgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer names.Close()
+	names.TTL = 1 // hostname rules follow changes within the platform's floor (5 s)
 	cfg := filepath.Join(root, "admin.json")
 	srv := startServer(t, data, cfg, "127.0.0.1:0", "127.0.0.1:0",
 		append(isolation, "--egress-scan-distinct", "10", "--egress-scan-window", "8s", "--egress-scan-block", "--egress-dns-upstream", names.Addr)...)
@@ -230,6 +231,19 @@ func TestEgress(t *testing.T) {
 	// platform's forwarder, which learns the answers); other names and
 	// addresses stay refused.
 	u.gantry("egress", "deny", "web", "all", "--after", "4")
+	// A hostname rule follows its name's DNS answer as the TTL runs out.
+	names.Set("svc.partner.test", "198.18.7.3")
+	u.gantry("egress", "allow", "web", "svc.partner.test")
+	expect("a hostname rule for another address", map[string]string{dest(8888): "refused"})
+	names.Set("svc.partner.test", out.addr)
+	eventually(t, "the hostname rule follows its new DNS answer", 30*time.Second, func() error {
+		if got := results(dest(8888)); got[dest(8888)] != "ok" {
+			return fmt.Errorf("%v", got)
+		}
+		return nil
+	})
+	u.gantry("egress", "remove", "web", "1")
+
 	u.gantry("egress", "allow", "web", "*.outside.test")
 	expect("a wildcard rule, before any lookup", map[string]string{dest(8888): "refused"})
 	expect("a wildcard rule", map[string]string{"api.outside.test:8888": "ok", "deep.api.outside.test:8888": "ok", "x.elsewhere.test:8888": "refused"})

@@ -89,9 +89,9 @@ type Options struct {
 	// none). Apps with hostname rules send their DNS there, and what their
 	// lookups return is let through (LearnEgressDNS).
 	EgressDNS netip.AddrPort
-	// Resolver resolves hostname rules (the forwarder's upstreams; nil:
-	// the host's resolver).
-	Resolver *net.Resolver
+	// DNSUpstreams resolve hostname rules, with their TTLs (the
+	// forwarder's upstreams; none: Go's resolver, refreshed every 30 s).
+	DNSUpstreams []string
 }
 
 // Agent supervises gears.

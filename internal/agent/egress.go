@@ -22,44 +22,66 @@ import (
 	"github.com/gantry-paas/gantry/internal/store"
 )
 
-// hostCache keeps the addresses of hostname rules, refreshed after
-// hostTTL (Go's resolver does not report DNS TTLs).
+// hostCache keeps the addresses of hostname rules until their DNS TTL
+// runs out (resolved through the platform's upstreams, which give TTLs;
+// without them, Go's resolver and hostTTL).
 type hostCache struct {
 	mu    sync.Mutex
 	addrs map[string]hostAddrs
 }
 
 type hostAddrs struct {
-	addrs    []netip.Addr
-	resolved time.Time
+	addrs   []netip.Addr
+	expires time.Time
 }
 
-const hostTTL = 30 * time.Second
+const (
+	hostTTL    = 30 * time.Second // when the TTL is not known
+	hostMinTTL = 5 * time.Second  // how often the refresh loop looks
+	hostMaxTTL = 10 * time.Minute
+)
 
-func (c *hostCache) lookup(r *net.Resolver, host string) []netip.Addr {
+func (c *hostCache) lookup(upstreams []string, host string) []netip.Addr {
 	c.mu.Lock()
 	e, ok := c.addrs[host]
 	c.mu.Unlock()
-	if ok && time.Since(e.resolved) < hostTTL {
+	now := time.Now()
+	if ok && now.Before(e.expires) {
 		return e.addrs
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if r == nil {
-		r = net.DefaultResolver
+	var addrs []netip.Addr
+	ttl := hostTTL
+	var err error
+	if len(upstreams) > 0 {
+		var answers []egressdns.Answer
+		answers, err = egressdns.Lookup(ctx, upstreams, host)
+		for i, a := range answers {
+			if i == 0 || a.TTL < ttl {
+				ttl = a.TTL
+			}
+			if !slices.Contains(addrs, a.Addr) {
+				addrs = append(addrs, a.Addr)
+			}
+		}
+	} else {
+		addrs, err = net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		for i := range addrs {
+			addrs[i] = addrs[i].Unmap()
+		}
 	}
-	addrs, err := r.LookupNetIP(ctx, "ip", host)
-	if err != nil && ok {
-		addrs = e.addrs // keep the last answer while DNS fails
-	}
-	for i := range addrs {
-		addrs[i] = addrs[i].Unmap()
+	if err != nil {
+		ttl = hostMinTTL // try again soon
+		if ok {
+			addrs = e.addrs // keep the last answer while DNS fails
+		}
 	}
 	c.mu.Lock()
 	if c.addrs == nil {
 		c.addrs = map[string]hostAddrs{}
 	}
-	c.addrs[host] = hostAddrs{addrs: addrs, resolved: time.Now()}
+	c.addrs[host] = hostAddrs{addrs: addrs, expires: now.Add(min(max(ttl, hostMinTTL), hostMaxTTL))}
 	c.mu.Unlock()
 	return addrs
 }
@@ -132,13 +154,13 @@ func (a *Agent) ResolveEgressHosts(p egress.Policy) map[string][]netip.Addr {
 	hosts := map[string][]netip.Addr{}
 	for _, r := range p.Rules {
 		if r.Host != "" && !r.Wildcard {
-			hosts[r.Host] = a.hosts.lookup(a.o.Resolver, r.Host)
+			hosts[r.Host] = a.hosts.lookup(a.o.DNSUpstreams, r.Host)
 		}
 	}
 	if p.Via != nil {
 		for _, n := range p.Via.Redirects {
 			if n.Match.Host != "" {
-				hosts[n.Match.Host] = a.hosts.lookup(a.o.Resolver, n.Match.Host)
+				hosts[n.Match.Host] = a.hosts.lookup(a.o.DNSUpstreams, n.Match.Host)
 			}
 		}
 	}
@@ -147,13 +169,19 @@ func (a *Agent) ResolveEgressHosts(p egress.Policy) map[string][]netip.Addr {
 
 // LookupHost resolves a name as the platform does for hostname rules.
 func (a *Agent) LookupHost(ctx context.Context, host string) ([]netip.Addr, error) {
-	r := a.o.Resolver
-	if r == nil {
-		r = net.DefaultResolver
+	if len(a.o.DNSUpstreams) == 0 {
+		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		for i := range addrs {
+			addrs[i] = addrs[i].Unmap()
+		}
+		return addrs, err
 	}
-	addrs, err := r.LookupNetIP(ctx, "ip", host)
-	for i := range addrs {
-		addrs[i] = addrs[i].Unmap()
+	answers, err := egressdns.Lookup(ctx, a.o.DNSUpstreams, host)
+	var addrs []netip.Addr
+	for _, ans := range answers {
+		if !slices.Contains(addrs, ans.Addr) {
+			addrs = append(addrs, ans.Addr)
+		}
 	}
 	return addrs, err
 }
@@ -323,12 +351,13 @@ func resolvers() []netip.Addr {
 }
 
 // egressLoop re-applies the policies with hostname rules when their
-// addresses change, until ctx ends.
+// addresses change (looked up again as their TTLs run out), until ctx
+// ends.
 func (a *Agent) egressLoop(ctx context.Context) {
 	if !a.namespaced() {
 		return
 	}
-	tick := time.NewTicker(hostTTL)
+	tick := time.NewTicker(hostMinTTL)
 	defer tick.Stop()
 	last := map[string]string{}
 	for {

@@ -315,3 +315,64 @@ func writeMsg(w io.Writer, msg []byte) error {
 	_, err := w.Write(b)
 	return err
 }
+
+// Lookup resolves a name's A and AAAA records through the upstreams, in
+// order, and returns the addresses with their TTLs (which Go's resolver
+// does not give): hostname rules are refreshed when their answers expire.
+// A name that does not exist is an error.
+func Lookup(ctx context.Context, upstreams []string, name string) ([]Answer, error) {
+	fqdn, err := dnsmessage.NewName(strings.TrimSuffix(name, ".") + ".")
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a DNS name", name)
+	}
+	f := &Forwarder{o: Options{Upstreams: upstreams, Timeout: 2 * time.Second}}
+	if d, ok := ctx.Deadline(); ok {
+		f.o.Timeout = min(f.o.Timeout, time.Until(d))
+	}
+	var out []Answer
+	var last error
+	found := false
+	for _, t := range []dnsmessage.Type{dnsmessage.TypeA, dnsmessage.TypeAAAA} {
+		q := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: uint16(time.Now().UnixNano()), RecursionDesired: true})
+		q.StartQuestions()
+		q.Question(dnsmessage.Question{Name: fqdn, Type: t, Class: dnsmessage.ClassINET})
+		msg, err := q.Finish()
+		if err != nil {
+			return nil, err
+		}
+		reply, err := f.exchange("udp", msg)
+		if err == nil {
+			var h dnsmessage.Header
+			if h, err = headerOf(reply); err == nil && h.Truncated {
+				reply, err = f.exchange("tcp", msg)
+			}
+		}
+		if err != nil {
+			last = err
+			continue
+		}
+		h, _ := headerOf(reply)
+		switch h.RCode {
+		case dnsmessage.RCodeSuccess:
+			found = true
+			_, answers := Parse(reply)
+			out = append(out, answers...)
+		case dnsmessage.RCodeNameError:
+			return nil, fmt.Errorf("%s does not exist (NXDOMAIN)", name)
+		default:
+			last = fmt.Errorf("%s: the resolver answered %s", name, h.RCode)
+		}
+	}
+	if !found {
+		return nil, last
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s has no address", name)
+	}
+	return out, nil
+}
+
+func headerOf(reply []byte) (dnsmessage.Header, error) {
+	var p dnsmessage.Parser
+	return p.Start(reply)
+}

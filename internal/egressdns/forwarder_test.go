@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -134,5 +135,31 @@ func TestUpstreams(t *testing.T) {
 func TestNoUpstream(t *testing.T) {
 	if err := New(Options{Addr: netip.MustParseAddrPort("127.0.0.1:0")}).Start(context.Background()); err == nil {
 		t.Error("started without an upstream")
+	}
+}
+
+func TestLookup(t *testing.T) {
+	_, up, _ := start(t)
+	up.TTL = 42
+	got, err := Lookup(context.Background(), []string{"127.0.0.1:1", up.Addr}, "www.example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var addrs []string
+	for _, a := range got {
+		addrs = append(addrs, a.Addr.String())
+		if a.TTL != 42*time.Second {
+			t.Errorf("TTL %s; want 42s", a.TTL)
+		}
+	}
+	slices.Sort(addrs)
+	if !slices.Equal(addrs, []string{"198.51.100.5", "2001:db8::5"}) {
+		t.Errorf("addresses %v", addrs)
+	}
+	if _, err := Lookup(context.Background(), []string{up.Addr}, "nope.example.test"); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("NXDOMAIN: %v", err)
+	}
+	if _, err := Lookup(context.Background(), []string{"127.0.0.1:1"}, "api.example.test"); err == nil {
+		t.Error("no upstream answered, yet no error")
 	}
 }

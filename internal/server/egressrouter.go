@@ -143,19 +143,3 @@ func egressAPI(e *egressRole) api.EgressRouter {
 	return e
 }
 
-// upstreamResolver resolves through the given DNS servers, in order, as
-// the gears' forwarder does.
-func upstreamResolver(upstreams []string) *net.Resolver {
-	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-		var d net.Dialer
-		var last error
-		for _, u := range upstreams {
-			c, err := d.DialContext(ctx, network, u)
-			if err == nil {
-				return c, nil
-			}
-			last = err
-		}
-		return nil, last
-	}}
-}

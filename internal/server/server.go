@@ -274,13 +274,13 @@ func Run(ctx context.Context, o Options) error {
 	// through their policy.
 	var dnsOpts *egressdns.Options
 	var dnsAddr netip.AddrPort
-	var resolver *net.Resolver
+	var upstreams []string
 	if isolation == agent.Namespaces {
 		port := o.EgressDNSPort
 		if port == 0 {
 			port = 53
 		}
-		upstreams := o.EgressDNSUpstream
+		upstreams = o.EgressDNSUpstream
 		if len(upstreams) == 0 {
 			conf, _ := os.ReadFile("/etc/resolv.conf")
 			upstreams = egressdns.Upstreams(string(conf))
@@ -295,7 +295,6 @@ func Run(ctx context.Context, o Options) error {
 			network.HostTCPPorts = append(network.HostTCPPorts, uint16(port))
 			network.HostUDPPorts = append(network.HostUDPPorts, uint16(port))
 			dnsOpts = &egressdns.Options{Addr: dnsAddr, Upstreams: upstreams, Log: log}
-			resolver = upstreamResolver(upstreams)
 		} else {
 			log.Warn("no DNS resolver in /etc/resolv.conf and no --egress-dns-upstream: hostname egress rules learn nothing from the apps' lookups")
 		}
@@ -371,7 +370,7 @@ func Run(ctx context.Context, o Options) error {
 			}
 		},
 		OnEgressRefused: func(a *store.App, n int) { mets.EgressRefused.WithLabelValues(a.FullName()).Add(float64(n)) },
-		StartTimeout:    o.StartTimeout, Isolation: isolation, Network: network, EgressRouter: egrPorts, EgressDNS: dnsAddr, Resolver: resolver,
+		StartTimeout:    o.StartTimeout, Isolation: isolation, Network: network, EgressRouter: egrPorts, EgressDNS: dnsAddr, DNSUpstreams: upstreams,
 		Hook: func(dep *store.Deployment, name string) string {
 			h, err := builder.FindHooks(dep.Dir)
 			if err != nil {

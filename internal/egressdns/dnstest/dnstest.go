@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/net/dns/dnsmessage"
@@ -22,6 +23,7 @@ type Server struct {
 	TTL     uint32
 	Addr    string // HOST:PORT, UDP and TCP
 	Queries atomic.Int64
+	mu      sync.Mutex
 	udp     net.PacketConn
 	tcp     net.Listener
 }
@@ -78,10 +80,19 @@ func Start(records map[string][]string) (*Server, error) {
 	return s, nil
 }
 
+// Set changes a name's answer while the server runs.
+func (s *Server) Set(name string, values ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.Records[name] = values
+}
+
 // Close stops the server.
 func (s *Server) Close() { s.udp.Close(); s.tcp.Close() }
 
 func (s *Server) lookup(name string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if v, ok := s.Records[name]; ok {
 		return v
 	}
