@@ -158,34 +158,14 @@ func (r *Router) forwardFast(c net.Conn, cbr *bufio.Reader, req *httpfast.Reques
 	out = append(out, "\r\n"...)
 	*hb = out
 
-	var bc *httpfast.Conn
 	var resp httpfast.Response
-	var err error
-	for attempt := 0; attempt < 2; attempt++ {
-		reused := false
-		if bc = r.upstreams.Get(e.dest); bc != nil {
-			reused = true
-		} else {
-			var up net.Conn
-			if up, err = r.dialer.Dial("tcp", e.dest); err != nil {
-				break
-			}
-			bc = httpfast.NewConn(up)
+	bc, err := r.upstreams.Exchange(e.dest, func() (*httpfast.Conn, error) {
+		up, err := r.dialer.Dial("tcp", e.dest)
+		if err != nil {
+			return nil, err
 		}
-		if err = httpfast.SendRequest(bc, out, cbr, req); err == nil {
-			err = resp.ReadHead(bc.BR, req, 0, bc)
-		}
-		if err == nil {
-			break
-		}
-		bc.Drop()
-		bc = nil
-		// A pooled connection the destination closed meanwhile: once more
-		// on a fresh one, if nothing of a body was sent.
-		if !reused || req.ContentLength > 0 || resp.Started {
-			break
-		}
-	}
+		return httpfast.NewConn(up), nil
+	}, out, cbr, req, &resp, 0)
 	if err != nil {
 		e.result, e.status, e.err = "failed", 502, err
 		r.obs.record(&e)

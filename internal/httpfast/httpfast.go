@@ -280,6 +280,40 @@ func (p *Pool) Prune() {
 	}
 }
 
+// Exchange sends a request head (and its body from cbr) upstream over a
+// pooled connection to key, or a new one from dial, and reads the
+// response head into resp. A pooled connection the other end closed
+// meanwhile is replaced once, if nothing of a body was sent. Upgrades
+// always get a new connection. The caller puts the connection back (Put)
+// or drops it once the response is through.
+func (p *Pool) Exchange(key string, dial func() (*Conn, error), head []byte, cbr *bufio.Reader, req *Request, resp *Response, readTimeout time.Duration) (*Conn, error) {
+	var bc *Conn
+	var err error
+	for attempt := 0; attempt < 2; attempt++ {
+		reused := false
+		if req.Upgrade == nil {
+			bc = p.Get(key)
+		}
+		if bc != nil {
+			reused = true
+		} else if bc, err = dial(); err != nil {
+			return nil, err
+		}
+		err = SendRequest(bc, head, cbr, req)
+		if err == nil {
+			err = resp.ReadHead(bc.BR, req, readTimeout, bc)
+		}
+		if err == nil {
+			return bc, nil
+		}
+		bc.Drop()
+		if !reused || req.ContentLength > 0 || resp.Started {
+			break
+		}
+	}
+	return nil, err
+}
+
 func (bc *Conn) Drop() {
 	bc.Conn.Close()
 	bc.BR.Reset(nil)

@@ -141,34 +141,8 @@ func (r *Router) proxyFast(c net.Conn, cbr *bufio.Reader, req *httpfast.Request,
 		entry = &accessEntry{host: string(req.Host), method: string(req.Method), path: httpfast.PathOf(req.Target), proto: "HTTP/1.1", remote: remote}
 	}
 
-	var bc *httpfast.Conn
 	var resp httpfast.Response
-	var err error
-	for attempt := 0; attempt < 2; attempt++ {
-		reused := false
-		if req.Upgrade == nil {
-			bc = r.pool.Get(ep)
-		}
-		if bc != nil {
-			reused = true
-		} else if bc, err = r.dialBackend(ep, rt2); err != nil {
-			break
-		}
-		err = httpfast.SendRequest(bc, out, cbr, req)
-		if err == nil {
-			err = resp.ReadHead(bc.BR, req, rt2.ReadTimeout, bc)
-		}
-		if err == nil {
-			break
-		}
-		bc.Drop()
-		bc = nil
-		// A pooled connection the gear closed meanwhile: once more on a
-		// fresh one, if nothing of a body was sent.
-		if !reused || req.ContentLength > 0 || resp.Started {
-			break
-		}
-	}
+	bc, err := r.pool.Exchange(ep, func() (*httpfast.Conn, error) { return r.dialBackend(ep, rt2) }, out, cbr, req, &resp, rt2.ReadTimeout)
 	if err != nil {
 		status := 502
 		if errors.Is(err, errReadTimeout) {
