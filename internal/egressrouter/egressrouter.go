@@ -36,6 +36,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gantry-paas/gantry/internal/egress"
+	"github.com/gantry-paas/gantry/internal/health"
 	"github.com/gantry-paas/gantry/internal/httpfast"
 )
 
@@ -107,13 +108,8 @@ type Router struct {
 	ctx     context.Context
 	tcpLns  map[int]net.Listener
 	tcpErrs map[int]error
-	health  map[string]*targetHealth
+	health  map[string]*health.State
 	rr      atomic.Uint64
-}
-
-type targetHealth struct {
-	down  atomic.Bool
-	fails int
 }
 
 // New creates a router; Start listens.
@@ -131,7 +127,7 @@ func New(o Options) *Router {
 		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	r := &Router{o: o, log: o.Log, obs: newObserver(o.AccessLog, o.Registerer),
-		tcpLns: map[int]net.Listener{}, tcpErrs: map[int]error{}, health: map[string]*targetHealth{}}
+		tcpLns: map[int]net.Listener{}, tcpErrs: map[int]error{}, health: map[string]*health.State{}}
 	r.cfg.Store(&config{})
 	// No TCP keep-alive probes (as HAProxy and squid by default): they
 	// cost three setsockopt calls a connection and the destinations'
@@ -343,7 +339,7 @@ func (r *Router) syncTCP() {
 			for _, dst := range t.Targets {
 				live[dst] = true
 				if r.health[dst] == nil {
-					r.health[dst] = &targetHealth{}
+					r.health[dst] = &health.State{}
 				}
 			}
 		}
@@ -445,7 +441,7 @@ func (r *Router) dialTargets(targets []string) (net.Conn, string, error) {
 	r.mu.Lock()
 	for i := 0; i < n; i++ {
 		t := targets[(first+i)%n]
-		if h := r.health[t]; h != nil && h.down.Load() {
+		if h := r.health[t]; h != nil && h.Down() {
 			down = append(down, t)
 			continue
 		}
@@ -469,7 +465,7 @@ func (r *Router) Healthy(target string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	h := r.health[target]
-	return h != nil && !h.down.Load()
+	return h != nil && !h.Down()
 }
 
 func (r *Router) healthLoop(ctx context.Context) {
@@ -482,34 +478,26 @@ func (r *Router) healthLoop(ctx context.Context) {
 		case <-tick.C:
 		}
 		r.mu.Lock()
-		targets := map[string]*targetHealth{}
+		targets := map[string]*health.State{}
 		for t, h := range r.health {
 			targets[t] = h
 		}
 		r.mu.Unlock()
 		timeout := min(r.o.HealthInterval, time.Second)
-		var wg sync.WaitGroup
-		for t, h := range targets {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				d := net.Dialer{Timeout: timeout, Control: r.control}
-				c, err := d.Dial("tcp", t)
-				if err == nil {
-					c.Close()
-					if h.down.Swap(false) {
-						r.log.Info("egress TCP proxy target healthy again", "target", t)
-					}
-					h.fails = 0
-					return
-				}
-				h.fails++
-				if h.fails >= 2 && !h.down.Swap(true) {
-					r.log.Warn("egress TCP proxy target failed its checks; out of the pool", "target", t, "err", err)
-				}
-			}()
-		}
-		wg.Wait()
+		d := net.Dialer{Timeout: timeout, Control: r.control}
+		health.Round(targets, func(t string) error {
+			c, err := d.Dial("tcp", t)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		}, func(t string, up bool, err error) {
+			if up {
+				r.log.Info("egress TCP proxy target healthy again", "target", t)
+			} else {
+				r.log.Warn("egress TCP proxy target failed its checks; out of the pool", "target", t, "err", err)
+			}
+		})
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/gantry-paas/gantry/internal/health"
 	"net"
 	"strconv"
 	"sync"
@@ -19,21 +20,14 @@ type tcpRoutes struct {
 	listeners map[int]net.Listener
 	errs      map[int]error // why a port could not be bound
 	healthMu  sync.Mutex
-	health    map[string]*memberHealth
+	health    map[string]*health.State
 	rr        atomic.Uint64
-}
-
-// memberHealth is one member's active check state: down after two failed
-// checks (or a failed dial), up again after one passing check.
-type memberHealth struct {
-	down  atomic.Bool
-	fails int // owned by the health loop
 }
 
 func (t *tcpRoutes) init() {
 	t.listeners = map[int]net.Listener{}
 	t.errs = map[int]error{}
-	t.health = map[string]*memberHealth{}
+	t.health = map[string]*health.State{}
 }
 
 func (t *tcpRoutes) closeAll() {
@@ -82,7 +76,7 @@ func (r *Router) syncTCP(tb *Table) {
 	for _, m := range allMembers(tb) {
 		live[m] = true
 		if r.tcp.health[m] == nil {
-			r.tcp.health[m] = &memberHealth{}
+			r.tcp.health[m] = &health.State{}
 		}
 	}
 	for m := range r.tcp.health {
@@ -124,10 +118,10 @@ func (r *Router) TCPPortError(port int) error {
 // MemberHealthy reports whether a TCP route member passes its checks.
 func (r *Router) MemberHealthy(member string) bool {
 	h := r.healthOf(member)
-	return h == nil || !h.down.Load()
+	return h == nil || !h.Down()
 }
 
-func (r *Router) healthOf(member string) *memberHealth {
+func (r *Router) healthOf(member string) *health.State {
 	r.tcp.healthMu.Lock()
 	defer r.tcp.healthMu.Unlock()
 	return r.tcp.health[member]
@@ -219,7 +213,7 @@ func (r *Router) dialMember(tr *TCPRoute) (net.Conn, string, error) {
 		for i := range n {
 			m := tr.Members[(start+i)%n]
 			h := r.healthOf(m)
-			if pass == 0 && h != nil && h.down.Load() {
+			if pass == 0 && h != nil && h.Down() {
 				continue
 			}
 			c, err := net.DialTimeout("tcp", m, r.o.DialTimeout)
@@ -228,7 +222,7 @@ func (r *Router) dialMember(tr *TCPRoute) (net.Conn, string, error) {
 			}
 			lastErr = fmt.Errorf("dialling %s: %w", m, err)
 			if h != nil {
-				h.down.Store(true) // passive check: the next connection skips it
+				h.MarkDown() // passive check: the next connection skips it
 			}
 		}
 	}
@@ -250,30 +244,24 @@ func (r *Router) healthLoop(ctx context.Context) {
 			continue
 		}
 		timeout := min(r.o.HealthInterval, time.Second)
-		var wg sync.WaitGroup
+		states := map[string]*health.State{}
 		for _, m := range members {
-			h := r.healthOf(m)
-			if h == nil {
-				continue
+			if h := r.healthOf(m); h != nil {
+				states[m] = h
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c, err := net.DialTimeout("tcp", m, timeout)
-				if err == nil {
-					c.Close()
-					if h.down.Swap(false) {
-						r.log.Info("TCP route member healthy again", "member", m)
-					}
-					h.fails = 0
-					return
-				}
-				h.fails++
-				if h.fails >= 2 && !h.down.Swap(true) {
-					r.log.Warn("TCP route member failed its checks; out of the pool", "member", m, "err", err)
-				}
-			}()
 		}
-		wg.Wait()
+		health.Round(states, func(m string) error {
+			c, err := net.DialTimeout("tcp", m, timeout)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		}, func(m string, up bool, err error) {
+			if up {
+				r.log.Info("TCP route member healthy again", "member", m)
+			} else {
+				r.log.Warn("TCP route member failed its checks; out of the pool", "member", m, "err", err)
+			}
+		})
 	}
 }
