@@ -386,15 +386,21 @@ func (r *Router) serveRedirect(c net.Conn, k int) {
 	rd := app.Redirects[k]
 	e.app, e.dest = app.Name, rd.Target
 	up, err := r.dialer.Dial("tcp", rd.Target)
-	if err != nil {
-		e.result, e.err = "failed", err
-		r.obs.record(&e)
+	r.splice(c, up, err, &e)
+}
+
+// splice carries c to the destination dialled for it (or records the
+// failed dial), then records the connection.
+func (r *Router) splice(c, up net.Conn, dialErr error, e *entry) {
+	if dialErr != nil {
+		e.result, e.err = "failed", dialErr
+		r.obs.record(e)
 		return
 	}
 	defer up.Close()
 	e.result = "ok"
 	e.out, e.in = pipe(c, up)
-	r.obs.record(&e)
+	r.obs.record(e)
 }
 
 // serveTCP forwards a TCP proxy connection to the next healthy target,
@@ -420,15 +426,7 @@ func (r *Router) serveTCP(c net.Conn, port int) {
 	}
 	up, dst, err := r.dialTargets(proxy.Targets)
 	e.dest = dst
-	if err != nil {
-		e.result, e.err = "failed", err
-		r.obs.record(&e)
-		return
-	}
-	defer up.Close()
-	e.result = "ok"
-	e.out, e.in = pipe(c, up)
-	r.obs.record(&e)
+	r.splice(c, up, err, &e)
 }
 
 // dialTargets dials round-robin over the healthy targets (all of them
@@ -484,14 +482,7 @@ func (r *Router) healthLoop(ctx context.Context) {
 		}
 		r.mu.Unlock()
 		timeout := min(r.o.HealthInterval, time.Second)
-		d := net.Dialer{Timeout: timeout, Control: r.control}
-		health.Round(targets, func(t string) error {
-			c, err := d.Dial("tcp", t)
-			if err == nil {
-				c.Close()
-			}
-			return err
-		}, func(t string, up bool, err error) {
+		health.Round(targets, health.Connect(&net.Dialer{Timeout: timeout, Control: r.control}), func(t string, up bool, err error) {
 			if up {
 				r.log.Info("egress TCP proxy target healthy again", "target", t)
 			} else {

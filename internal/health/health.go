@@ -5,6 +5,7 @@
 package health
 
 import (
+	"net"
 	"sync"
 	"sync/atomic"
 )
@@ -46,4 +47,15 @@ func Round(targets map[string]*State, dial func(addr string) error, changed func
 		}()
 	}
 	wg.Wait()
+}
+
+// Connect is the check: a TCP connection that opens, then is closed.
+func Connect(d *net.Dialer) func(addr string) error {
+	return func(addr string) error {
+		c, err := d.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
 }

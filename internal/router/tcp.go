@@ -250,13 +250,7 @@ func (r *Router) healthLoop(ctx context.Context) {
 				states[m] = h
 			}
 		}
-		health.Round(states, func(m string) error {
-			c, err := net.DialTimeout("tcp", m, timeout)
-			if err == nil {
-				c.Close()
-			}
-			return err
-		}, func(m string, up bool, err error) {
+		health.Round(states, health.Connect(&net.Dialer{Timeout: timeout}), func(m string, up bool, err error) {
 			if up {
 				r.log.Info("TCP route member healthy again", "member", m)
 			} else {
