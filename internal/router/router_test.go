@@ -212,6 +212,10 @@ func TestLeastConnections(t *testing.T) {
 	}
 	close(release)
 	wg.Wait()
+	// A request is counted out just after its last byte went out.
+	for end := time.Now().Add(5 * time.Second); r.ActiveConns(a)+r.ActiveConns(b) != 0 && time.Now().Before(end); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if r.ActiveConns(a)+r.ActiveConns(b) != 0 {
 		t.Errorf("counters did not return to zero")
 	}
@@ -235,8 +239,10 @@ func TestRouteChangeKeepsOpenConnections(t *testing.T) {
 	defer ws.CloseNow()
 	slow := make(chan string)
 	go func() { _, body := fetch(t, c, "http://blog-acme.localhost/slow"); slow <- body }()
-	for r.ActiveConns(a) < 2 {
-		time.Sleep(5 * time.Millisecond)
+	for end := time.Now().Add(10 * time.Second); r.ActiveConns(a) < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("the websocket and the slow request are not both open on gear a: %d", r.ActiveConns(a))
+		}
 	}
 
 	put(t, st, r, []store.App{blog}, map[string]string{"g2": b})
