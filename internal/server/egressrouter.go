@@ -142,4 +142,3 @@ func egressAPI(e *egressRole) api.EgressRouter {
 	}
 	return e
 }
-
