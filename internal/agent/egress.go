@@ -388,34 +388,32 @@ func (a *Agent) egressLoop(ctx context.Context) {
 	}
 }
 
-// EgressRefusals reads the destinations the policy refused, recorded in
-// each of the app's gears.
-func (a *Agent) EgressRefusals(appKey string) []egress.Refusal {
-	return a.egressSet(appKey, egress.RefusedSet)
-}
-
-// EgressFailures reads the destinations that refused the app's gears at
-// the remote end or were unreachable.
-func (a *Agent) EgressFailures(appKey string) []egress.Refusal {
-	return a.egressSet(appKey, egress.FailedSet)
-}
-
-// egressSet sums one destination set over the app's gears.
-func (a *Agent) egressSet(appKey, set string) []egress.Refusal {
+// EgressDestinations reads, from each of the app's gears (one nft run
+// each), the destinations the policy refused and those that refused the
+// gears at the remote end or were unreachable, summed over the gears.
+func (a *Agent) EgressDestinations(appKey string) (refused, failed []egress.Refusal) {
 	if !a.namespaced() {
-		return nil
+		return nil, nil
 	}
 	_, gears, _ := a.namespacedGears(appKey)
-	sum := map[[2]string]int64{}
+	sums := map[string]map[[2]string]int64{egress.RefusedSet: {}, egress.FailedSet: {}}
 	for _, g := range gears {
-		out, err := exec.Command("ip", "netns", "exec", a.o.Network.Normalize().NetnsName(g.ID), "nft", "-j", "list", "set", "inet", egress.Table, set).Output()
+		out, err := exec.Command("ip", "netns", "exec", a.o.Network.Normalize().NetnsName(g.ID), "nft", "-j", "list", "sets", "table", "inet", egress.Table).Output()
 		if err != nil {
 			continue
 		}
-		for _, r := range parseRefused(out) {
-			sum[[2]string{r.Dest, r.Proto}] += r.Packets
+		for set, rs := range parseDestinations(out) {
+			if sum := sums[set]; sum != nil {
+				for _, r := range rs {
+					sum[[2]string{r.Dest, r.Proto}] += r.Packets
+				}
+			}
 		}
 	}
+	return sortedRefusals(sums[egress.RefusedSet]), sortedRefusals(sums[egress.FailedSet])
+}
+
+func sortedRefusals(sum map[[2]string]int64) []egress.Refusal {
 	var rs []egress.Refusal
 	for k, n := range sum {
 		rs = append(rs, egress.Refusal{Dest: k[0], Proto: k[1], Packets: n})
@@ -426,11 +424,13 @@ func (a *Agent) egressSet(appKey, set string) []egress.Refusal {
 	return rs
 }
 
-// parseRefused reads `nft -j list set` output.
-func parseRefused(out []byte) []egress.Refusal {
+// parseDestinations reads `nft -j list sets` output: the address .
+// protocol . port elements of each set, by set name.
+func parseDestinations(out []byte) map[string][]egress.Refusal {
 	var doc struct {
 		Nftables []struct {
 			Set *struct {
+				Name string `json:"name"`
 				Elem []struct {
 					Elem struct {
 						Val struct {
@@ -447,7 +447,7 @@ func parseRefused(out []byte) []egress.Refusal {
 	if json.Unmarshal(out, &doc) != nil {
 		return nil
 	}
-	var rs []egress.Refusal
+	sets := map[string][]egress.Refusal{}
 	for _, n := range doc.Nftables {
 		if n.Set == nil {
 			continue
@@ -457,10 +457,10 @@ func parseRefused(out []byte) []egress.Refusal {
 			if len(c) != 3 {
 				continue
 			}
-			rs = append(rs, egress.Refusal{Dest: fmt.Sprintf("%v:%v", c[0], c[2]), Proto: fmt.Sprint(c[1]), Packets: e.Elem.Counter.Packets})
+			sets[n.Set.Name] = append(sets[n.Set.Name], egress.Refusal{Dest: fmt.Sprintf("%v:%v", c[0], c[2]), Proto: fmt.Sprint(c[1]), Packets: e.Elem.Counter.Packets})
 		}
 	}
-	return rs
+	return sets
 }
 
 // scanLoop watches each app's refusals for port scans until ctx ends. A
@@ -505,7 +505,8 @@ func (a *Agent) scanLoop(ctx context.Context) {
 			// remote end: a destination counts once, whichever it was.
 			var fresh, refused, failed []string
 			now := map[string]int64{}
-			for i, set := range [][]egress.Refusal{a.EgressRefusals(app.Key()), a.EgressFailures(app.Key())} {
+			refusedNow, failedNow := a.EgressDestinations(app.Key())
+			for i, set := range [][]egress.Refusal{refusedNow, failedNow} {
 				for _, r := range set {
 					key := r.Proto + " " + r.Dest
 					k := fmt.Sprint(i, key)

@@ -22,8 +22,7 @@ type Egress interface {
 	ApplyEgress(appKey string) error
 	EgressEnforced() bool
 	EgressLabelTable() egress.Labels
-	EgressRefusals(appKey string) []egress.Refusal
-	EgressFailures(appKey string) []egress.Refusal
+	EgressDestinations(appKey string) (refused, failed []egress.Refusal)
 	ClearEgressBlock(appKey string) error
 	ApplyEgressRouterPorts() error
 	LookupHost(ctx context.Context, host string) ([]netip.Addr, error)
@@ -255,11 +254,12 @@ func (a *API) egressView(app *store.App) (*body[EgressView], error) {
 		return nil, a.internal("reading egress policy", err)
 	}
 	v := EgressView{Rules: []EgressRuleView{}, Default: p.Default, Enforced: a.o.Egress.EgressEnforced(), Labels: map[string]string{},
-		Blocked: app.EgressBlocked, Refused: a.o.Egress.EgressRefusals(app.Key()), Router: a.egressRouterView(app)}
+		Blocked: app.EgressBlocked, Router: a.egressRouterView(app)}
+	v.Refused, v.Failed = a.o.Egress.EgressDestinations(app.Key())
 	if v.Refused == nil {
 		v.Refused = []egress.Refusal{}
 	}
-	if v.Failed = a.o.Egress.EgressFailures(app.Key()); v.Failed == nil {
+	if v.Failed == nil {
 		v.Failed = []egress.Refusal{}
 	}
 	shadow := p.Shadowed()

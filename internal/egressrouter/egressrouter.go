@@ -215,18 +215,7 @@ func (r *Router) Start(ctx context.Context) error {
 	r.syncTCP()
 	go r.healthLoop(ctx)
 	go r.obs.flushLoop(ctx)
-	go func() {
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				r.upstreams.Prune()
-			}
-		}
-	}()
+	go r.upstreams.PruneLoop(ctx)
 	go func() {
 		<-ctx.Done()
 		r.proxyLn.Close()

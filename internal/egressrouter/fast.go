@@ -38,9 +38,7 @@ func (r *Router) serveProxyConn(c net.Conn, q *httpfast.ConnQueue) {
 	handOff := false
 	defer func() {
 		if handOff {
-			pending, _ := br.Peek(br.Buffered())
-			c.SetReadDeadline(time.Time{})
-			q.Push(&httpfast.PrefixConn{Conn: c, Prefix: append([]byte(nil), pending...)})
+			q.HandOff(c, br)
 		} else {
 			c.Close()
 		}

@@ -10,6 +10,7 @@ package httpfast
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -259,7 +260,22 @@ func (p *Pool) Put(ep string, bc *Conn) {
 	}
 }
 
-// prune closes connections idle too long (called every second).
+// PruneLoop prunes every second until ctx ends, then once more.
+func (p *Pool) PruneLoop(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			p.Prune()
+			return
+		case <-tick.C:
+			p.Prune()
+		}
+	}
+}
+
+// Prune closes connections idle too long (PruneLoop calls it every second).
 func (p *Pool) Prune() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -679,6 +695,14 @@ type ConnQueue struct {
 
 func NewConnQueue(addr net.Addr) *ConnQueue {
 	return &ConnQueue{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// HandOff gives c to the queue's server with the bytes br has read from
+// it and not consumed yet (the request being handed off, and any after).
+func (q *ConnQueue) HandOff(c net.Conn, br *bufio.Reader) {
+	pending, _ := br.Peek(br.Buffered())
+	c.SetReadDeadline(time.Time{}) // the server sets its own
+	q.Push(&PrefixConn{Conn: c, Prefix: append([]byte(nil), pending...)})
 }
 
 func (q *ConnQueue) Push(c net.Conn) {

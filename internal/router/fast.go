@@ -46,8 +46,7 @@ func (r *Router) serveFast(c net.Conn, q *httpfast.ConnQueue) {
 	defer func() {
 		switch {
 		case handOff:
-			pending, _ := br.Peek(br.Buffered())
-			q.Push(&httpfast.PrefixConn{Conn: c, Prefix: append([]byte(nil), pending...)})
+			q.HandOff(c, br)
 		case !owned:
 			c.Close()
 		}

@@ -209,7 +209,7 @@ func (r *Router) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); r.healthLoop(ctx) }()
-	go func() { defer wg.Done(); r.pruneLoop(ctx) }()
+	go func() { defer wg.Done(); r.pool.PruneLoop(ctx) }()
 	go func() { defer wg.Done(); r.obs.flushLoop(ctx) }()
 	defer wg.Wait()
 	defer r.tcp.closeAll()
@@ -236,21 +236,6 @@ func (r *Router) Run(ctx context.Context) error {
 			if err := r.reload(); err != nil {
 				r.log.Error("reloading routes", "err", err)
 			}
-		}
-	}
-}
-
-// pruneLoop closes the fast path's idle gear connections past their time.
-func (r *Router) pruneLoop(ctx context.Context) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			r.pool.Prune()
-			return
-		case <-tick.C:
-			r.pool.Prune()
 		}
 	}
 }
