@@ -431,16 +431,9 @@ func parseDestinations(out []byte) map[string][]egress.Refusal {
 		Nftables []struct {
 			Set *struct {
 				Name string `json:"name"`
-				Elem []struct {
-					Elem struct {
-						Val struct {
-							Concat []any `json:"concat"`
-						} `json:"val"`
-						Counter struct {
-							Packets int64 `json:"packets"`
-						} `json:"counter"`
-					} `json:"elem"`
-				} `json:"elem"`
+				// Elements of other sets (the learned addresses) are
+				// plain values: read lazily.
+				Elem []json.RawMessage `json:"elem"`
 			} `json:"set"`
 		} `json:"nftables"`
 	}
@@ -452,7 +445,20 @@ func parseDestinations(out []byte) map[string][]egress.Refusal {
 		if n.Set == nil {
 			continue
 		}
-		for _, e := range n.Set.Elem {
+		for _, raw := range n.Set.Elem {
+			var e struct {
+				Elem struct {
+					Val struct {
+						Concat []any `json:"concat"`
+					} `json:"val"`
+					Counter struct {
+						Packets int64 `json:"packets"`
+					} `json:"counter"`
+				} `json:"elem"`
+			}
+			if json.Unmarshal(raw, &e) != nil {
+				continue
+			}
 			c := e.Elem.Val.Concat
 			if len(c) != 3 {
 				continue

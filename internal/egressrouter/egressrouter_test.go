@@ -264,7 +264,12 @@ func TestRedirect(t *testing.T) {
 		t.Fatalf("unconfigured redirect port answered %q", got)
 	}
 	c.Close()
-	if n, _ := testutil.GatherAndCount(reg, "gantry_egress_router_connections_total"); n != 2 {
+	// A connection is recorded just after its last byte went out.
+	n := 0
+	for end := time.Now().Add(5 * time.Second); n != 2 && time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		n, _ = testutil.GatherAndCount(reg, "gantry_egress_router_connections_total")
+	}
+	if n != 2 {
 		t.Fatalf("connection series %d, want 2 (ok and denied)", n)
 	}
 }
