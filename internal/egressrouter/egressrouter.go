@@ -35,6 +35,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gantry-paas/gantry/internal/connguard"
 	"github.com/gantry-paas/gantry/internal/egress"
 	"github.com/gantry-paas/gantry/internal/health"
 	"github.com/gantry-paas/gantry/internal/httpfast"
@@ -57,9 +58,13 @@ type Options struct {
 	DialTimeout time.Duration
 	// HealthInterval is the TCP proxies' health check period (2 s).
 	HealthInterval time.Duration
-	AccessLog      io.Writer
-	Registerer     prometheus.Registerer
-	Log            *slog.Logger
+	// MaxConnsPerGear caps the connections one gear holds open through
+	// the router, all its ports together; over it a connection is reset,
+	// counted and logged. 0: no cap.
+	MaxConnsPerGear int
+	AccessLog       io.Writer
+	Registerer      prometheus.Registerer
+	Log             *slog.Logger
 }
 
 // App is one app's use of the router.
@@ -110,6 +115,7 @@ type Router struct {
 	tcpErrs map[int]error
 	health  map[string]*health.State
 	rr      atomic.Uint64
+	guard   *connguard.Guard
 }
 
 // New creates a router; Start listens.
@@ -128,6 +134,7 @@ func New(o Options) *Router {
 	}
 	r := &Router{o: o, log: o.Log, obs: newObserver(o.AccessLog, o.Registerer),
 		tcpLns: map[int]net.Listener{}, tcpErrs: map[int]error{}, health: map[string]*health.State{}}
+	r.guard = connguard.New(connguard.Options{Name: "egress-router", PerSource: o.MaxConnsPerGear, Log: r.log, Refused: r.obs.refused})
 	r.cfg.Store(&config{})
 	// No TCP keep-alive probes (as HAProxy and squid by default): they
 	// cost three setsockopt calls a connection and the destinations'
@@ -344,17 +351,7 @@ func (r *Router) syncTCP() {
 func (r *Router) appOf(src netip.Addr) *App { return r.cfg.Load().bySrc[src.Unmap()] }
 
 func (r *Router) accept(ln net.Listener, serve func(net.Conn)) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return
-		}
-		go serve(c)
-	}
+	r.guard.Serve(ln, ln.Addr().String(), serve)
 }
 
 // serveRedirect splices a redirected connection to its target.

@@ -443,3 +443,68 @@ func TestSplitAuthority(t *testing.T) {
 		}
 	}
 }
+
+// TestPerGearConnectionCap: one gear cannot hold more than its cap of
+// connections through the router (all ports together); the rest are reset
+// and counted, and a closed connection frees its slot.
+func TestPerGearConnectionCap(t *testing.T) {
+	target, _ := echo(t, "db")
+	r, reg, _ := start(t, Options{MaxConnsPerGear: 3})
+	r.Apply([]App{{Name: "acme/web", Gears: []netip.Addr{loopback}, Proxy: true, ACL: acl(t, "all"),
+		Redirects: []Redirect{{Match: "*:5432", Target: target}}}})
+	redirect := netip.AddrPortFrom(loopback, r.RedirectPorts()[0]).String()
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for _, addr := range []string{redirect, redirect, r.ProxyAddr().String()} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	refused := func() float64 {
+		return testutil.ToFloat64(r.obs.refused.WithLabelValues(redirect, "per-source"))
+	}
+	for i := 0; i < 4; i++ {
+		if c, err := net.Dial("tcp", redirect); err == nil {
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			if got, _ := io.ReadAll(c); len(got) != 0 {
+				t.Fatalf("a connection over the cap got %q", got)
+			}
+			c.Close()
+		}
+	}
+	for end := time.Now().Add(10 * time.Second); refused() < 4 && time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+	}
+	if refused() != 4 {
+		t.Fatalf("refused %v; want 4", refused())
+	}
+	if n, _ := testutil.GatherAndCount(reg, "gantry_egress_router_connections_refused_total"); n != 1 {
+		t.Fatalf("refused series %d; want 1", n)
+	}
+	// One of the held connections ends: the gear gets a slot again.
+	if got := roundTrip(t, held[0], "SELECT 1"); got != "db:SELECT 1" {
+		t.Fatalf("held redirect: %q", got)
+	}
+	held[0].Close()
+	var got string
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		c, err := net.Dial("tcp", redirect)
+		if err != nil {
+			continue
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write([]byte("again"))
+		c.(*net.TCPConn).CloseWrite()
+		b, _ := io.ReadAll(c) // reset while the slot is not yet free
+		c.Close()
+		if got = string(b); got == "db:again" {
+			return
+		}
+	}
+	t.Fatalf("after a slot was freed: %q; want db:again", got)
+}

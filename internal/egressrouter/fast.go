@@ -50,8 +50,10 @@ func (r *Router) serveProxyConn(c net.Conn, q *httpfast.ConnQueue) {
 	}
 	defer r.fastConns.Remove(c)
 	src := addrOf(c.RemoteAddr())
+	wait := proxyHeaderTimeout // a new connection's first byte; then idle
 	for {
-		c.SetReadDeadline(time.Now().Add(proxyIdleTimeout))
+		c.SetReadDeadline(time.Now().Add(wait))
+		wait = proxyIdleTimeout
 		if r.fastConns.Closing() {
 			return
 		}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gantry-paas/gantry/internal/connguard"
 )
 
 // entry is what the access log and the metrics say of one connection or
@@ -29,8 +31,9 @@ type observer struct {
 	w   *bufio.Writer // nil: no access log
 	buf []byte
 
-	conns *prometheus.CounterVec
-	bytes *prometheus.CounterVec
+	conns   *prometheus.CounterVec
+	bytes   *prometheus.CounterVec
+	refused *prometheus.CounterVec
 }
 
 func newObserver(w io.Writer, reg prometheus.Registerer) *observer {
@@ -41,12 +44,14 @@ func newObserver(w io.Writer, reg prometheus.Registerer) *observer {
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gantry_egress_router_bytes_total",
 			Help: "Bytes through the egress router, by app, mode and direction (out: to the destination, in: from it)."},
 			[]string{"app", "mode", "direction"}),
+		refused: connguard.NewRefusedCounter("gantry_egress_router_connections_refused_total",
+			"Connections the egress router refused or failed to accept, by listener and reason (per-source: the gear held too many; descriptors: the process ran out)."),
 	}
 	if w != nil {
 		o.w = bufio.NewWriterSize(w, 64<<10)
 	}
 	if reg != nil {
-		reg.MustRegister(o.conns, o.bytes)
+		reg.MustRegister(o.conns, o.bytes, o.refused)
 	}
 	return o
 }

@@ -24,17 +24,7 @@ import (
 // acceptHTTP serves the HTTP port: each connection starts on the fast path.
 func (r *Router) acceptHTTP(ln net.Listener, q *httpfast.ConnQueue) {
 	defer q.Close()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return
-		}
-		go r.serveFast(c, q)
-	}
+	r.guard.Serve(ln, "http", func(c net.Conn) { r.serveFast(c, q) })
 }
 
 // serveFast serves requests on c until one needs net/http, which then
@@ -60,8 +50,12 @@ func (r *Router) serveFast(c net.Conn, q *httpfast.ConnQueue) {
 	remote := c.RemoteAddr().String()
 	clientIP, _, _ := net.SplitHostPort(remote)
 	trusted := r.trusted(clientIP)
+	// A new connection must send its first byte within the header timeout;
+	// between requests it may idle for the idle timeout.
+	wait := r.o.HeaderTimeout
 	for {
-		c.SetReadDeadline(time.Now().Add(r.o.IdleTimeout))
+		c.SetReadDeadline(time.Now().Add(wait))
+		wait = r.o.IdleTimeout
 		if r.fastConns.Closing() {
 			return
 		}

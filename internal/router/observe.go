@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gantry-paas/gantry/internal/connguard"
 )
 
 // appStats is an app's live concurrency, last activity and its metric
@@ -60,6 +62,7 @@ type observer struct {
 	ws        *prometheus.GaugeVec
 	tcp       *prometheus.CounterVec
 	tlsErrors prometheus.Counter
+	refused   *prometheus.CounterVec
 }
 
 func newObserver(w io.Writer, reg prometheus.Registerer) *observer {
@@ -77,12 +80,14 @@ func newObserver(w io.Writer, reg prometheus.Registerer) *observer {
 			Help: "Connections through TCP routes, by app."}, []string{"app"}),
 		tlsErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "gantry_tls_handshake_errors_total",
 			Help: "TLS handshakes that failed (no certificate for the name, bad clients)."}),
+		refused: connguard.NewRefusedCounter("gantry_router_connections_refused_total",
+			"Connections the router refused or failed to accept, by listener and reason (per-source: the client address held too many; descriptors: the process ran out)."),
 	}
 	if w != nil {
 		o.w = bufio.NewWriterSize(w, 64<<10)
 	}
 	if reg != nil {
-		reg.MustRegister(o.requests, o.latency, o.bytes, o.ws, o.tcp, o.tlsErrors)
+		reg.MustRegister(o.requests, o.latency, o.bytes, o.ws, o.tcp, o.tlsErrors, o.refused)
 	}
 	return o
 }

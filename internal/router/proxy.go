@@ -162,6 +162,11 @@ func (r *Router) trusted(ip string) bool {
 	if err != nil {
 		return false
 	}
+	return r.trustedAddr(a)
+}
+
+// trustedAddr says whether a is one of the trusted proxies.
+func (r *Router) trustedAddr(a netip.Addr) bool {
 	a = a.Unmap()
 	for _, p := range r.o.TrustedProxies {
 		if p.Contains(a) {

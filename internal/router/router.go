@@ -31,6 +31,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gantry-paas/gantry/internal/connguard"
 	"github.com/gantry-paas/gantry/internal/store"
 )
 
@@ -63,6 +64,10 @@ type Options struct {
 	IdleTimeout time.Duration
 	// MaxHeaderBytes limits request headers (default 64 KiB): 431 above.
 	MaxHeaderBytes int
+	// MaxConnsPerClient caps the connections one client address holds open
+	// on the HTTP, HTTPS and TCP-route ports together (trusted proxies are
+	// exempt); over it a connection is reset, counted and logged. 0: no cap.
+	MaxConnsPerClient int
 	// TrustedProxies may set X-Forwarded-*: from them the headers are kept
 	// (the client appended); from anyone else they are replaced.
 	TrustedProxies []netip.Prefix
@@ -113,6 +118,7 @@ type Router struct {
 	tcp       tcpRoutes
 	obs       *observer
 	certs     certCache
+	guard     *connguard.Guard
 
 	connsMu sync.Mutex
 	conns   map[string]*atomic.Int64 // endpoint -> open requests
@@ -165,6 +171,8 @@ func New(o Options) (*Router, error) {
 	r.table.Store(&Table{Routes: map[string]*Route{}, TCP: map[int]*TCPRoute{}, SNI: map[string]*TCPRoute{}})
 	r.tcp.init()
 	r.obs = newObserver(o.AccessLog, o.Metrics)
+	r.guard = connguard.New(connguard.Options{Name: "router", PerSource: o.MaxConnsPerClient, Log: r.log,
+		Exempt: func(a netip.Addr) bool { return r.trustedAddr(a) }, Refused: r.obs.refused})
 	r.newProxy()
 	return r, nil
 }

@@ -128,13 +128,7 @@ func (r *Router) healthOf(member string) *health.State {
 }
 
 func (r *Router) acceptTCP(ln net.Listener, port int) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go r.serveTCP(c, port, "")
-	}
+	r.guard.Serve(ln, "tcp:"+strconv.Itoa(port), func(c net.Conn) { r.serveTCP(c, port, "") })
 }
 
 // serveTCP proxies one connection of a TCP route (by port, or by SNI for

@@ -76,29 +76,23 @@ func (r *Router) platformName() string {
 // straight to their gears, without terminating TLS.
 func (r *Router) acceptTLS(ln net.Listener, q *httpfast.ConnQueue) {
 	defer q.Close()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
+	r.guard.Serve(ln, "https", func(c net.Conn) {
 		if len(r.table.Load().SNI) == 0 {
 			q.Push(c)
-			continue
+			return
 		}
-		go func() {
-			name, prefix, err := peekSNI(c, r.o.HeaderTimeout)
-			if err != nil {
-				c.Close()
-				return
-			}
-			pc := &httpfast.PrefixConn{Conn: c, Prefix: prefix}
-			if tr := r.table.Load().SNI[name]; tr != nil {
-				r.serveTCP(pc, tr.Port, name)
-				return
-			}
-			q.Push(pc)
-		}()
-	}
+		name, prefix, err := peekSNI(c, r.o.HeaderTimeout)
+		if err != nil {
+			c.Close()
+			return
+		}
+		pc := &httpfast.PrefixConn{Conn: c, Prefix: prefix}
+		if tr := r.table.Load().SNI[name]; tr != nil {
+			r.serveTCP(pc, tr.Port, name)
+			return
+		}
+		q.Push(pc)
+	})
 }
 
 // peekSNI reads a TLS ClientHello and returns its server name and the

@@ -45,6 +45,8 @@ the CLI on this machine. SIGTERM stops the server; apps keep running.`,
 	f.DurationVar(&o.HeaderTimeout, "header-timeout", 10*time.Second, "time a client has to send its request headers (and TLS handshake)")
 	f.DurationVar(&o.TunnelTimeout, "tunnel-timeout", time.Hour, "idle WebSocket and TCP route connections are closed after this")
 	f.IntVar(&o.MaxHeaderBytes, "max-header-bytes", 64<<10, "largest request header accepted (431 above)")
+	f.IntVar(&o.MaxClientConns, "max-client-conns", 1000, "connections one client address may hold open on the router's ports at once (trusted proxies exempt; 0: no cap)")
+	f.IntVar(&o.MaxGearConns, "max-gear-conns", 1000, "connections one gear may hold open through the egress router at once (0: no cap)")
 	f.DurationVar(&o.HealthInterval, "health-interval", 2*time.Second, "how often TCP route members are health-checked")
 	f.StringVar(&o.ACMEDirectory, "acme-directory", "", "ACME directory URL that issues certificates for aliases without an uploaded one (e.g. Let's Encrypt)")
 	f.StringVar(&o.ACMEEmail, "acme-email", "", "contact address of the ACME account")

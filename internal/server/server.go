@@ -30,6 +30,7 @@ import (
 	"github.com/gantry-paas/gantry/internal/builder"
 	"github.com/gantry-paas/gantry/internal/cartridge"
 	"github.com/gantry-paas/gantry/internal/clientconfig"
+	"github.com/gantry-paas/gantry/internal/connguard"
 	"github.com/gantry-paas/gantry/internal/egress"
 	"github.com/gantry-paas/gantry/internal/egressdns"
 	"github.com/gantry-paas/gantry/internal/egressrouter"
@@ -63,6 +64,11 @@ type Options struct {
 	HeaderTimeout  time.Duration
 	TunnelTimeout  time.Duration
 	MaxHeaderBytes int
+	// MaxClientConns caps one client address's open connections on the
+	// router's ports, MaxGearConns one gear's through the egress router
+	// (0: no cap).
+	MaxClientConns int
+	MaxGearConns   int
 	// HealthInterval is how often TCP route members are checked (2s).
 	HealthInterval time.Duration
 	// ACMEDirectory, if set, is the ACME CA (e.g. Let's Encrypt's
@@ -182,6 +188,11 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	log := o.Log
+	if n, err := connguard.RaiseFileLimit(); err != nil {
+		log.Warn("raising the open-file limit", "err", err, "limit", n)
+	} else {
+		log.Info("open-file limit", "limit", n)
+	}
 	if err := os.MkdirAll(o.DataDir, 0o711); err != nil {
 		return fmt.Errorf("creating data directory %s: %w", o.DataDir, err)
 	}
@@ -218,7 +229,7 @@ func Run(ctx context.Context, o Options) error {
 	ropts := router.Options{Store: st, Log: log, Listen: o.HTTPListen, Waker: waker, WakeTimeout: o.WakeTimeout,
 		PlatformHosts: []string{o.Host, "127.0.0.1", "::1", "localhost"}, Platform: platform,
 		Certs: ca, HeaderTimeout: o.HeaderTimeout, TunnelTimeout: o.TunnelTimeout, MaxHeaderBytes: o.MaxHeaderBytes,
-		HealthInterval: o.HealthInterval, Metrics: mets.Registry}
+		HealthInterval: o.HealthInterval, Metrics: mets.Registry, MaxConnsPerClient: o.MaxClientConns}
 	if o.HTTPSListen != "off" {
 		ropts.TLSListen = o.HTTPSListen
 	}
@@ -356,7 +367,8 @@ func Run(ctx context.Context, o Options) error {
 			egressLog = f
 		}
 		egr = &egressRole{st: st, log: log, r: egressrouter.New(egressrouter.Options{Addr: plan.Gateway(), ProxyPort: proxyPort,
-			Redirects: len(egrPorts.Redirects), Forbidden: forbiddenNets(plan.Subnet), AccessLog: egressLog, Registerer: mets.Registry, Log: log})}
+			Redirects: len(egrPorts.Redirects), Forbidden: forbiddenNets(plan.Subnet), AccessLog: egressLog, Registerer: mets.Registry, Log: log,
+			MaxConnsPerGear: o.MaxGearConns})}
 		env.egressGateway, env.egressSubnet = plan.Gateway(), plan.Subnet
 		env.egressProxy = netip.AddrPortFrom(plan.Gateway(), uint16(proxyPort))
 	}

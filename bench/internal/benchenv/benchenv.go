@@ -49,7 +49,7 @@ func Start(extra ...string) (*Env, error) {
 	// A network of its own (namespace mode), apart from any real server's.
 	e.netPrefix = fmt.Sprintf("gbe%d", os.Getpid()%10000)
 	e.srv = exec.Command(e.Bin, append([]string{"server", "--data", e.Data, "--http", "127.0.0.1:0", "--https", "127.0.0.1:0", "--ssh", "127.0.0.1:0", "--client-config", cfg,
-		"--net-prefix", e.netPrefix, "--gear-subnet", "10.235.0.0/16"}, extra...)...)
+		"--net-prefix", e.netPrefix, "--gear-subnet", "10.235.0.0/16", "--max-client-conns", "0"}, extra...)...)
 	e.srv.Env = e.env
 	stderr, _ := e.srv.StderrPipe()
 	if err := e.srv.Start(); err != nil {

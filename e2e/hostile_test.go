@@ -1,0 +1,150 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The hostile-tenant tests: what a tenant (or anyone on the network) tried
+// against a shared server, each a regression test of a hole that was found.
+
+// hostile is one server with two ordinary users, alice and bob.
+type hostile struct {
+	srv          *server
+	admin        *env
+	alice, bob   *env
+	root, data   string
+	aliceApp     appJSON
+	aliceRepo    string
+	httpPort     string
+	adminToken   string
+	serverExtras []string
+}
+
+func newHostile(t *testing.T, extra ...string) *hostile {
+	need(t, "git", "ssh", "ssh-keygen", "node")
+	h := &hostile{root: t.TempDir()}
+	h.data = filepath.Join(h.root, "data")
+	t.Cleanup(func() { killGears(h.data) })
+	cfg := filepath.Join(h.root, "admin.json")
+	h.srv = startServer(t, h.data, cfg, "127.0.0.1:0", "127.0.0.1:0", append([]string{"--isolation", "process"}, extra...)...)
+	_, h.httpPort = splitPort(h.srv.httpAddr)
+	h.admin = newEnv(t, cfg)
+	h.adminToken = adminToken(t, cfg)
+	for _, name := range []string{"alice", "bob"} {
+		var u struct {
+			Token string `json:"token"`
+		}
+		h.admin.gantryJSON(&u, "user", "create", name)
+		e := newEnv(t, filepath.Join(h.root, name+".json"))
+		e.gantry("login", "--server", "http://"+h.srv.httpAddr, "--token", u.Token)
+		if name == "alice" {
+			h.alice = e
+		} else {
+			h.bob = e
+		}
+	}
+	return h
+}
+
+// getFrom sends GET http://host/path to the router from the local address
+// src (a 127.0.0.0/8 address), on a connection of its own.
+func getFrom(src, routerAddr, host, path string) (int, string, error) {
+	d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		Dial:              func(network, addr string) (net.Conn, error) { return d.Dial(network, routerAddr) },
+	}}
+	resp, err := c.Get("http://" + host + path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// TestHostileFlood: idle connections from one address (as many as a
+// client can open) neither take the HTTP port down nor stay open for
+// minutes: past the per-client cap they are reset, silent ones are closed
+// after the header timeout, and other clients are served meanwhile.
+func TestHostileFlood(t *testing.T) {
+	const limit = 300
+	h := newHostile(t, "--max-client-conns", fmt.Sprint(limit), "--header-timeout", "2s")
+	deployNodeApp(t, h.alice, "alice", "web")
+	host := "web-alice.localhost"
+
+	const flood = 3000
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	opened := time.Now()
+	for i := 0; i < flood; i++ {
+		c, err := net.Dial("tcp", h.srv.httpAddr)
+		if err != nil {
+			continue // reset before the dial returned: refused, as wanted
+		}
+		conns = append(conns, c)
+	}
+	// Served meanwhile: another client, the app and the API.
+	if code, body, err := getFrom("127.0.0.2", h.srv.httpAddr, host, "/"); err != nil || code != 200 || !strings.HasPrefix(body, "v1") {
+		t.Fatalf("during the flood, another client's request: %d %q %v; want 200 v1", code, body, err)
+	}
+	if code, _, err := getFrom("127.0.0.2", h.srv.httpAddr, "127.0.0.1", "/openapi.json"); err != nil || code != 200 {
+		t.Fatalf("during the flood, the API: %d %v; want 200", code, err)
+	}
+	// The flood held at most the cap, however many it opened; the rest
+	// were reset at once.
+	open := 0
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				open++
+			}
+		}
+	}
+	if open > limit {
+		t.Errorf("one address holds %d open connections; want at most %d", open, limit)
+	}
+	// Silent connections are closed after the header timeout (2 s here),
+	// not after minutes.
+	eventually(t, "silent connections closed by the server", 30*time.Second, func() error {
+		for _, c := range conns {
+			c.SetReadDeadline(time.Now().Add(time.Millisecond))
+			if _, err := c.Read(make([]byte, 1)); err != nil {
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					return fmt.Errorf("a connection opened %v ago is still open", time.Since(opened).Round(time.Second))
+				}
+			}
+		}
+		return nil
+	})
+	// The flooding address itself is served again.
+	if code, body, err := getFrom("127.0.0.1", h.srv.httpAddr, host, "/"); err != nil || code != 200 || !strings.HasPrefix(body, "v1") {
+		t.Fatalf("after the flood: %d %q %v; want 200 v1", code, body, err)
+	}
+	// Counted and logged.
+	req, _ := newAuthRequest("GET", "http://"+h.srv.httpAddr+"/metrics", h.adminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(metrics), `gantry_router_connections_refused_total{listener="http",reason="per-source"}`) {
+		t.Errorf("metrics lack the refused connections:\n%s", grepLines(string(metrics), "refused"))
+	}
+	if !strings.Contains(h.srv.log.String(), "too many open connections from one address") {
+		t.Errorf("no log line for the refused connections")
+	}
+}
