@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -146,5 +147,51 @@ func TestHostileFlood(t *testing.T) {
 	}
 	if !strings.Contains(h.srv.log.String(), "too many open connections from one address") {
 		t.Errorf("no log line for the refused connections")
+	}
+}
+
+// TestHostilePush: links in a push never make the builder (root) read or
+// list anything outside the checkout, the push is refused with a message
+// that names the file, and the running app stays as it was.
+func TestHostilePush(t *testing.T) {
+	h := newHostile(t)
+	_, repo := deployNodeApp(t, h.alice, "alice", "web")
+	host := "web-alice.localhost"
+	c := h.srv.httpClient()
+	cases := []struct {
+		name  string
+		setup func()
+	}{
+		{"procfile-shadow", func() { os.Symlink("/etc/shadow", filepath.Join(repo, "Procfile")) }},
+		{"procfile-environ", func() { os.Symlink("/proc/self/environ", filepath.Join(repo, "Procfile")) }},
+		{"procfile-data", func() { os.Symlink(filepath.Join(h.data, "gantry.db"), filepath.Join(repo, "Procfile")) }},
+		{"hooks-dir", func() {
+			os.RemoveAll(filepath.Join(repo, ".gantry", "action_hooks")) // the starter's
+			os.MkdirAll(filepath.Join(repo, ".gantry"), 0o755)
+			os.Symlink(filepath.Join(h.data, "apps"), filepath.Join(repo, ".gantry", "action_hooks"))
+		}},
+	}
+	for _, cs := range cases {
+		t.Run(cs.name, func(t *testing.T) {
+			h.alice.runIn(repo, "git", "reset", "-q", "--hard", "origin/main")
+			cs.setup()
+			h.alice.runIn(repo, "git", "add", "-A")
+			h.alice.runIn(repo, "git", "commit", "-qm", cs.name)
+			out, err := h.alice.exec(repo, "git", "push")
+			if err == nil {
+				t.Fatalf("push accepted:\n%s", out)
+			}
+			if !strings.Contains(out, "leads out of the repository") {
+				t.Errorf("push output does not say why:\n%s", out)
+			}
+			for _, leak := range []string{"root:", "PATH=", "SQLite", "GANTRY"} {
+				if strings.Contains(out, leak) {
+					t.Errorf("push output quotes %q from outside the checkout:\n%s", leak, out)
+				}
+			}
+			if code, body := get(t, c, h.srv.url(host, "/")); code != 200 || !strings.HasPrefix(body, "v1") {
+				t.Errorf("after the refused push: %d %q; want v1 still serving", code, body)
+			}
+		})
 	}
 }

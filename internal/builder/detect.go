@@ -2,11 +2,11 @@ package builder
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 )
@@ -52,16 +52,25 @@ var markers = []struct {
 // app's type: when the tree matches several cartridges, it wins.
 // staticServer is the command that serves a directory (Gantry's own).
 func Detect(dir, preferred, staticServer string) (*Plan, error) {
+	t, err := openTree(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer t.Close()
 	var found []string
 	for _, m := range markers {
 		for _, f := range m.files {
-			if exists(filepath.Join(dir, f)) {
+			ok, err := t.present(f)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
 				found = append(found, m.cart)
 				break
 			}
 		}
 	}
-	procs, hasProcfile, err := readProcfile(dir)
+	procs, hasProcfile, err := readProcfile(t)
 	if err != nil {
 		return nil, err
 	}
@@ -80,9 +89,9 @@ func Detect(dir, preferred, staticServer string) (*Plan, error) {
 	var p *Plan
 	switch cart {
 	case NodeJS:
-		p, err = planNode(dir)
+		p, err = planNode(t)
 	case Python:
-		p, err = planPython(dir)
+		p, err = planPython(t)
 	case Go:
 		p = &Plan{Cartridge: Go, Steps: []Step{{"go build", []string{"go", "build", "-o", ".gantry/bin/web", "."}}}, Start: "exec ./.gantry/bin/web"}
 	case Static:
@@ -116,13 +125,13 @@ func Detect(dir, preferred, staticServer string) (*Plan, error) {
 	return p, nil
 }
 
-func readProcfile(dir string) ([]Process, bool, error) {
-	data, err := os.ReadFile(filepath.Join(dir, "Procfile"))
+func readProcfile(t *tree) ([]Process, bool, error) {
+	data, err := t.readFile("Procfile")
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, false, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("reading Procfile: %w", err)
+		return nil, false, err
 	}
 	procs, err := ParseProcfile(string(data))
 	return procs, true, err
@@ -135,18 +144,18 @@ type packageJSON struct {
 	DevDependencies map[string]string `json:"devDependencies"`
 }
 
-func planNode(dir string) (*Plan, error) {
-	data, err := os.ReadFile(filepath.Join(dir, "package.json"))
+func planNode(t *tree) (*Plan, error) {
+	data, err := t.readFile("package.json")
 	if err != nil {
-		return nil, fmt.Errorf("reading package.json: %w", err)
+		return nil, err
 	}
 	var pkg packageJSON
 	if err := json.Unmarshal(data, &pkg); err != nil {
-		return nil, fmt.Errorf("package.json is not valid JSON: %w", err)
+		return nil, fmt.Errorf("package.json is not valid JSON: %v", jsonErrorAt(err))
 	}
 	p := &Plan{Cartridge: NodeJS}
 	if len(pkg.Dependencies)+len(pkg.DevDependencies) > 0 {
-		if exists(filepath.Join(dir, "package-lock.json")) || exists(filepath.Join(dir, "npm-shrinkwrap.json")) {
+		if t.exists("package-lock.json") || t.exists("npm-shrinkwrap.json") {
 			p.Steps = append(p.Steps, Step{"npm ci", []string{"npm", "ci", "--no-audit", "--no-fund"}})
 		} else {
 			p.Steps = append(p.Steps, Step{"npm install", []string{"npm", "install", "--no-audit", "--no-fund"}})
@@ -162,11 +171,11 @@ func planNode(dir string) (*Plan, error) {
 		p.Start = "PATH=\"$PWD/node_modules/.bin:$PATH\" exec " + pkg.Scripts["start"]
 	case pkg.Scripts["start"] != "":
 		p.Start = "PATH=\"$PWD/node_modules/.bin:$PATH\" exec sh -c " + shellQuote(pkg.Scripts["start"])
-	case pkg.Main != "" && exists(filepath.Join(dir, pkg.Main)):
+	case pkg.Main != "" && t.exists(pkg.Main):
 		p.Start = "exec node " + shellQuote(pkg.Main)
 	default:
 		for _, f := range []string{"server.js", "index.js", "app.js", "main.js"} {
-			if exists(filepath.Join(dir, f)) {
+			if t.exists(f) {
 				p.Start = "exec node " + f
 				break
 			}
@@ -175,9 +184,9 @@ func planNode(dir string) (*Plan, error) {
 	return p, nil
 }
 
-func planPython(dir string) (*Plan, error) {
+func planPython(t *tree) (*Plan, error) {
 	p := &Plan{Cartridge: Python}
-	reqs, err := requirements(filepath.Join(dir, "requirements.txt"))
+	reqs, err := requirements(t)
 	if err != nil {
 		return nil, err
 	}
@@ -191,9 +200,9 @@ func planPython(dir string) (*Plan, error) {
 		py = "./.venv/bin/python3"
 	}
 	switch {
-	case exists(filepath.Join(dir, "app.py")):
+	case t.exists("app.py"):
 		p.Start = "exec " + py + " app.py"
-	case exists(filepath.Join(dir, "wsgi.py")):
+	case t.exists("wsgi.py"):
 		p.Start = "exec " + py + " -c " + shellQuote(wsgiRunner)
 	}
 	return p, nil
@@ -207,17 +216,16 @@ from wsgi import application
 class S(socketserver.ThreadingMixIn, w.WSGIServer): daemon_threads = True
 w.make_server(os.environ.get("GANTRY_GEAR_IP", "0.0.0.0"), int(os.environ["PORT"]), application, server_class=S).serve_forever()`
 
-func requirements(path string) ([]string, error) {
-	f, err := os.Open(path)
+func requirements(t *tree) ([]string, error) {
+	data, err := t.readFile("requirements.txt")
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading requirements.txt: %w", err)
+		return nil, err
 	}
-	defer f.Close()
 	var out []string
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
 		l := strings.TrimSpace(sc.Text())
 		if l != "" && !strings.HasPrefix(l, "#") {
@@ -233,9 +241,17 @@ var simpleRE = regexp.MustCompile(`^[A-Za-z0-9_./=:@%+-]+( +[A-Za-z0-9_./=:@%+-]
 // can be exec'd directly (the app then gets signals itself).
 func simpleCommand(s string) bool { return simpleRE.MatchString(s) }
 
-func exists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
+// jsonErrorAt says where a JSON document is wrong without quoting it.
+func jsonErrorAt(err error) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("syntax error at byte %d", se.Offset)
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Sprintf("%s should be %s, at byte %d", te.Field, te.Type, te.Offset)
+	}
+	return "it cannot be read"
 }
 
 func shellQuote(s string) string {

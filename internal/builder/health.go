@@ -2,8 +2,6 @@ package builder
 
 import (
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 )
 
@@ -14,7 +12,12 @@ import (
 //
 // It returns "" when the app declares none.
 func HealthPath(dir string) string {
-	data, err := os.ReadFile(filepath.Join(dir, "app.json"))
+	t, err := openTree(dir)
+	if err != nil {
+		return ""
+	}
+	defer t.Close()
+	data, err := t.readFile("app.json")
 	if err != nil {
 		return ""
 	}

@@ -1,10 +1,9 @@
 package builder
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 )
@@ -32,9 +31,17 @@ type Hooks struct {
 // executable is an error that says how to fix it; unknown files are
 // reported as warnings (with a suggestion when they look like a typo).
 func FindHooks(src string) (*Hooks, error) {
+	t, err := openTree(src)
+	if err != nil {
+		return nil, err
+	}
+	defer t.Close()
 	h := &Hooks{Paths: map[string]string{}}
 	for _, d := range HookDirs {
-		fi, err := os.Stat(filepath.Join(src, d))
+		fi, err := t.stat(d)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
 		if err == nil && fi.IsDir() {
 			h.Dir = d
 			break
@@ -43,7 +50,7 @@ func FindHooks(src string) (*Hooks, error) {
 	if h.Dir == "" {
 		return h, nil
 	}
-	entries, err := os.ReadDir(filepath.Join(src, h.Dir))
+	entries, err := t.readDir(h.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", h.Dir, err)
 	}
@@ -62,15 +69,14 @@ func FindHooks(src string) (*Hooks, error) {
 		if !e.Type().IsRegular() && e.Type()&fs.ModeSymlink == 0 {
 			return nil, fmt.Errorf("action hook %s is not a regular file", rel)
 		}
-		path := filepath.Join(src, h.Dir, name)
-		fi, err := os.Stat(path)
+		fi, err := t.stat(rel)
 		if err != nil {
-			return nil, fmt.Errorf("action hook %s: %w", rel, err)
+			return nil, fmt.Errorf("action hook %w", err)
 		}
 		if fi.Mode()&0o111 == 0 {
 			return nil, fmt.Errorf("action hook %s is not executable: run `chmod +x %s && git add %s`, commit and push again", rel, rel, rel)
 		}
-		h.Paths[name] = path
+		h.Paths[name] = t.abs(rel)
 	}
 	return h, nil
 }
