@@ -195,3 +195,38 @@ func TestHostilePush(t *testing.T) {
 		})
 	}
 }
+
+// TestHostileHostnames: a name alice serves (exactly, as the apex that
+// redirects to her www. alias, or under her wildcard) cannot be taken by
+// bob, whose more exact name would otherwise win in the router.
+func TestHostileHostnames(t *testing.T) {
+	h := newHostile(t)
+	deployNodeApp(t, h.alice, "alice", "web")
+	h.alice.gantry("alias", "add", "web", "www.alice.test")
+	h.alice.gantry("alias", "add", "web", "*.wild.test")
+	h.bob.gantry("domain", "create", "bob")
+	h.bob.gantry("app", "create", "x", "--type", "static")
+	for _, name := range []string{"alice.test", "a.wild.test", "www.alice.test", "*.alice.test", "www.a.wild.test"} {
+		if out := h.bob.gantryFails("alias", "add", "x", name); !strings.Contains(out, "another user") {
+			t.Errorf("bob adding %s: %q; want a refusal that names another user", name, out)
+		}
+	}
+	h.bob.gantry("alias", "add", "x", "www.bob.test")
+	if out := h.alice.gantryFails("alias", "add", "web", "bob.test"); !strings.Contains(out, "another user") {
+		t.Errorf("alice taking bob's apex: %q", out)
+	}
+	// Alice's traffic is still hers.
+	noRedirect := h.srv.httpClient()
+	noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := noRedirect.Get(h.srv.url("alice.test", "/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); resp.StatusCode/100 != 3 || !strings.Contains(loc, "www.alice.test") {
+		t.Errorf("alice.test: %d %q; want a redirect to www.alice.test", resp.StatusCode, loc)
+	}
+	if code, body := get(t, h.srv.httpClient(), h.srv.url("a.wild.test", "/")); code != 200 || !strings.HasPrefix(body, "v1") {
+		t.Errorf("a.wild.test: %d %q; want alice's app", code, body)
+	}
+}

@@ -92,6 +92,13 @@ func (a *API) registerRouting() {
 				return nil, invalid(fmt.Sprintf("%s is the platform's own address: use a hostname of your own", host))
 			}
 			err = a.o.Store.Update(func(tx *store.Tx) error {
+				all, err := store.List[store.Alias](tx, "aliases/")
+				if err != nil {
+					return err
+				}
+				if why := hostConflict(host, app.Owner, all); why != "" {
+					return problem(http.StatusConflict, CodeNameTaken, why)
+				}
 				if err := tx.Create("hosts/"+host, &store.Host{Name: host, AppKey: app.Key()}); err != nil {
 					var h store.Host
 					if tx.Get("hosts/"+host, &h) == nil && h.AppKey == app.Key() {
