@@ -230,3 +230,50 @@ func TestHostileHostnames(t *testing.T) {
 		t.Errorf("a.wild.test: %d %q; want alice's app", code, body)
 	}
 }
+
+// rawRequest sends req on a new connection to the router and returns the
+// whole response (the router closes after it).
+func rawRequest(t *testing.T, addr, req string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(c)
+	return string(b)
+}
+
+// TestHostileHeaders: a client that is no trusted proxy cannot pass the
+// app a client address of its choosing (Forwarded, X-Real-IP, as
+// X-Forwarded-* already were), on the fast path or on net/http's, and a
+// Content-Length net/http would refuse is refused, not forwarded.
+func TestHostileHeaders(t *testing.T) {
+	h := newHostile(t)
+	deployNodeApp(t, h.alice, "alice", "web")
+	host := "web-alice.localhost"
+	for _, proto := range []string{"HTTP/1.1", "HTTP/1.0"} { // 1.0 goes through net/http
+		resp := rawRequest(t, h.srv.httpAddr, "GET /headers "+proto+"\r\nHost: "+host+"\r\nForwarded: for=6.6.6.6\r\n"+
+			"X-Real-IP: 6.6.6.6\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: close\r\n\r\n")
+		if !strings.Contains(resp, " 200 ") || strings.Contains(resp, "6.6.6.6") || !strings.Contains(resp, `"x-real-ip":"127.0.0.1"`) {
+			t.Errorf("%s: the app saw headers the client chose:\n%s", proto, resp)
+		}
+	}
+	for _, cl := range []string{"+44", "-0", "0x10", "1 2"} {
+		resp := rawRequest(t, h.srv.httpAddr, "POST / HTTP/1.1\r\nHost: "+host+"\r\nContent-Length: "+cl+"\r\n\r\n"+strings.Repeat("x", 44))
+		if !strings.HasPrefix(resp, "HTTP/1.1 400 ") {
+			t.Errorf("Content-Length: %s answered %q; want 400", cl, firstLine(resp))
+		}
+	}
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}

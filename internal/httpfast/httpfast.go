@@ -62,6 +62,10 @@ type Request struct {
 	WantsUpgrade  bool     // Connection: upgrade
 	Upgrade       []byte   // the Upgrade header (websocket)
 	Headers       [][2]int // start, end of each header line to forward, in head
+	// FromProxy are header lines (Forwarded, X-Real-IP) that a reverse
+	// proxy forwards only from a trusted proxy, as it does X-Forwarded-*.
+	FromProxy [][2]int
+	XRealIP   []byte
 }
 
 // Parse reads a request head without consuming it: the caller discards
@@ -104,6 +108,9 @@ func (q *Request) Parse(br *bufio.Reader, proxy bool) error {
 		return ErrHandOff
 	}
 	q.Method, q.Target = line[:sp1], line[sp1+1:sp2]
+	if !validTarget(q.Target) {
+		return ErrHandOff // net/http refuses it (or answers it itself)
+	}
 	q.IsHead = string(q.Method) == "HEAD"
 	if proxy {
 		if len(q.Target) < 8 || !EqualFold(q.Target[:7], "http://") || !Token(q.Method) {
@@ -130,6 +137,7 @@ func (q *Request) Parse(br *bufio.Reader, proxy bool) error {
 		return ErrHandOff
 	}
 	q.ContentLength = 0
+	q.FromProxy, q.XRealIP = q.FromProxy[:0], nil
 	seenCL := false
 	pos := lineEnd + 1
 	for pos < len(head)-2 {
@@ -143,8 +151,10 @@ func (q *Request) Parse(br *bufio.Reader, proxy bool) error {
 			return ErrHandOff // obs-fold, spaces before the colon, bad names
 		}
 		name, value := l[:colon], bytes.Trim(l[colon+1:], " \t")
-		if bytes.IndexByte(value, 0) >= 0 || bytes.IndexByte(value, '\r') >= 0 {
-			return ErrHandOff
+		for _, c := range value {
+			if c < ' ' && c != '\t' || c == 0x7f {
+				return ErrHandOff // controls: net/http refuses them
+			}
 		}
 		forward := true
 		switch {
@@ -156,9 +166,9 @@ func (q *Request) Parse(br *bufio.Reader, proxy bool) error {
 		case proxy && EqualFold(name, "proxy-authorization"):
 			forward = false
 		case EqualFold(name, "content-length"):
-			n, err := strconv.ParseInt(string(value), 10, 64)
-			if err != nil || n < 0 || seenCL {
-				return ErrHandOff
+			n, ok := ParseLength(value)
+			if !ok || seenCL {
+				return ErrHandOff // net/http refuses +44, -0, 0x10, " 1 2"
 			}
 			q.ContentLength, seenCL = n, true
 		case EqualFold(name, "connection"):
@@ -193,6 +203,14 @@ func (q *Request) Parse(br *bufio.Reader, proxy bool) error {
 			q.XFP, forward = value, false
 		case EqualFold(name, "x-forwarded-host"):
 			q.XFH, forward = value, false
+		case !proxy && EqualFold(name, "forwarded"):
+			q.FromProxy, forward = append(q.FromProxy, [2]int{pos, end + 1}), false
+		case !proxy && EqualFold(name, "x-real-ip"):
+			if q.XRealIP != nil {
+				return ErrHandOff
+			}
+			q.FromProxy, forward = append(q.FromProxy, [2]int{pos, end + 1}), false
+			q.XRealIP = value
 		}
 		if forward {
 			q.Headers = append(q.Headers, [2]int{pos, end + 1})
@@ -203,6 +221,43 @@ func (q *Request) Parse(br *bufio.Reader, proxy bool) error {
 		return ErrHandOff
 	}
 	return nil
+}
+
+// validTarget is net/http's view of a request target: no spaces or
+// controls, and well-formed percent escapes in the path.
+func validTarget(t []byte) bool {
+	inPath := true
+	for i := 0; i < len(t); i++ {
+		switch c := t[i]; {
+		case c <= ' ' || c == 0x7f:
+			return false
+		case c == '?':
+			inPath = false
+		case c == '%' && inPath:
+			if i+2 >= len(t) || !isHex(t[i+1]) || !isHex(t[i+2]) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func isHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' }
+
+// ParseLength reads a Content-Length value as RFC 9110 has it: digits
+// only (no sign, no spaces, no base prefix), at most 18 of them.
+func ParseLength(v []byte) (int64, bool) {
+	if len(v) == 0 || len(v) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
 }
 
 // Conn is a pooled connection to a gear.
@@ -443,8 +498,8 @@ func (p *Response) Parse(head []byte, req *Request) error {
 		forward := true
 		switch {
 		case EqualFold(name, "content-length"):
-			n, err := strconv.ParseInt(string(value), 10, 64)
-			if err != nil || n < 0 || p.ContentLength >= 0 && n != p.ContentLength {
+			n, ok := ParseLength(value)
+			if !ok || p.ContentLength >= 0 && n != p.ContentLength {
 				return errors.New("bad Content-Length from the app")
 			}
 			p.ContentLength = n

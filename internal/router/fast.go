@@ -176,6 +176,16 @@ func (r *Router) requestHead(out []byte, req *httpfast.Request, clientIP, proto 
 	for _, h := range req.Headers {
 		out = append(out, req.Head[h[0]:h[1]]...)
 	}
+	if trusted { // Forwarded and X-Real-IP as the proxy we trust sent them
+		for _, h := range req.FromProxy {
+			out = append(out, req.Head[h[0]:h[1]]...)
+		}
+	}
+	if !trusted || req.XRealIP == nil {
+		out = append(out, "X-Real-IP: "...)
+		out = append(out, clientIP...)
+		out = append(out, "\r\n"...)
+	}
 	out = append(out, "X-Forwarded-For: "...)
 	if trusted && req.XFF != nil {
 		out = append(out, req.XFF...)

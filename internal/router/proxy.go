@@ -134,7 +134,11 @@ func (r *Router) rewrite(pr *httputil.ProxyRequest) {
 		proto = "https"
 	}
 	if r.trusted(client) {
-		// A proxy we trust: keep what it says, append the hop.
+		// A proxy we trust: keep what it says (Forwarded, X-Real-IP
+		// too), append the hop.
+		if pr.In.Header.Get("X-Real-IP") == "" {
+			pr.Out.Header.Set("X-Real-IP", client)
+		}
 		if prior := pr.In.Header.Values("X-Forwarded-For"); len(prior) > 0 {
 			client = strings.Join(prior, ", ") + ", " + client
 		}
@@ -147,8 +151,11 @@ func (r *Router) rewrite(pr *httputil.ProxyRequest) {
 			pr.Out.Header.Set("X-Forwarded-Host", pr.In.Host)
 		}
 	} else {
-		// Anyone else's X-Forwarded-* are replaced, not appended.
+		// Anyone else's X-Forwarded-*, X-Real-IP and Forwarded are
+		// replaced or dropped, never passed on.
 		pr.Out.Header.Set("X-Forwarded-Host", pr.In.Host)
+		pr.Out.Header.Set("X-Real-IP", client)
+		pr.Out.Header.Del("Forwarded")
 	}
 	pr.Out.Header.Set("X-Forwarded-For", client)
 	pr.Out.Header.Set("X-Forwarded-Proto", proto)
