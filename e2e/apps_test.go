@@ -5,6 +5,7 @@ package e2e
 // minimal RFC 6455 server with Node's standard library only.
 func nodeApp(version string) string {
 	return `if (process.env.CRASH) { console.error("CRASH is set"); process.exit(1); }
+if (process.env.CRASH_DIR && require("fs").existsSync(process.env.CRASH_DIR + "/" + process.env.PORT)) { console.error("crash file"); process.exit(3); }
 const http = require("http");
 const crypto = require("crypto");
 // A page that opens a WebSocket back to where it came from (wss on https)

@@ -277,3 +277,59 @@ func firstLine(s string) string {
 	}
 	return s
 }
+
+// TestCrashLoopingGearLeavesTheRoute: with two gears, one crashing at
+// every start (waiting in the shim's back-off between), no request fails:
+// the router sends the one that met the refusal to the other gear and
+// keeps the crashing gear out of the balancing.
+func TestCrashLoopingGearLeavesTheRoute(t *testing.T) {
+	h := newHostile(t)
+	deployNodeApp(t, h.alice, "alice", "web")
+	crashDir, err := os.MkdirTemp("", "gantry-crash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(crashDir)
+	os.Chmod(crashDir, 0o755)
+	h.alice.gantry("env", "set", "web", "CRASH_DIR="+crashDir)
+	h.alice.gantry("app", "scale", "web", "--gears", "2")
+	var a appJSON
+	h.alice.gantryJSON(&a, "app", "show", "web")
+	if len(a.Gears) != 2 {
+		t.Fatalf("gears %+v; want 2", a.Gears)
+	}
+	victim := a.Gears[0]
+	writeFile(t, filepath.Join(crashDir, fmt.Sprint(victim.Port)), "", 0o644)
+	// Kill the victim's process: it restarts into the crash file, again
+	// and again.
+	code, _, err := getFrom("127.0.0.1", net.JoinHostPort(victim.IP, fmt.Sprint(victim.Port)), "x", "/crash")
+	if err != nil || code != 200 {
+		t.Fatalf("crashing the gear: %d %v", code, err)
+	}
+	c := h.srv.httpClient()
+	failed := 0
+	var first string
+	for i := 0; i < 200; i++ {
+		resp, err := c.Get(h.srv.url("web-alice.localhost", "/"))
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				err = fmt.Errorf("status %d", resp.StatusCode)
+			}
+		}
+		if err != nil {
+			failed++
+			if first == "" {
+				first = err.Error()
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if failed > 0 {
+		t.Errorf("%d of 200 requests failed while a gear crash-looped (first: %s)", failed, first)
+	}
+	if !strings.Contains(h.srv.log.String(), "out of the route until it listens again") {
+		t.Errorf("the router did not say it took the gear out")
+	}
+}

@@ -105,7 +105,8 @@ func (r *Router) dialBackend(ep string, rt *Route) (*httpfast.Conn, error) {
 	}
 	c, err := net.DialTimeout("tcp", ep, d)
 	if err != nil {
-		return nil, err
+		r.markDown(ep, err)
+		return nil, &dialError{err}
 	}
 	return httpfast.NewConn(c), nil
 }
@@ -120,7 +121,7 @@ func (r *Router) proxyFast(c net.Conn, cbr *bufio.Reader, req *httpfast.Request,
 		r.obs.rawPage(c, rt.stats, start, nil, 503, "App not running", "The app at "+host+" has no running gears right now.")
 		return false, nil
 	}
-	defer cnt.Add(-1)
+	defer func() { cnt.Add(-1) }() // the gear finally used
 	st := rt2.stats
 	st.begin()
 	defer st.end()
@@ -136,6 +137,20 @@ func (r *Router) proxyFast(c net.Conn, cbr *bufio.Reader, req *httpfast.Request,
 
 	var resp httpfast.Response
 	bc, err := r.pool.Exchange(ep, func() (*httpfast.Conn, error) { return r.dialBackend(ep, rt2) }, out, cbr, req, &resp, rt2.ReadTimeout)
+	for tries := 1; err != nil && isDialError(err) && tries < 3; tries++ {
+		// Nothing was sent: another gear may take the request.
+		rt3, ep3, cnt3 := r.pick(host)
+		if ep3 == "" || ep3 == ep {
+			if cnt3 != nil {
+				cnt3.Add(-1)
+			}
+			break
+		}
+		cnt.Add(-1)
+		rt2, ep, cnt = rt3, ep3, cnt3
+		resp = httpfast.Response{}
+		bc, err = r.pool.Exchange(ep, func() (*httpfast.Conn, error) { return r.dialBackend(ep, rt2) }, out, cbr, req, &resp, rt2.ReadTimeout)
+	}
 	if err != nil {
 		status := 502
 		if errors.Is(err, errReadTimeout) {

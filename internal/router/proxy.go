@@ -30,7 +30,11 @@ func (r *Router) newProxy() {
 		if t, _ := ctx.Value(ctxKey{}).(*target); t != nil && t.rt.ConnectTimeout > 0 {
 			d = t.rt.ConnectTimeout
 		}
-		return (&net.Dialer{Timeout: d, KeepAlive: 30 * time.Second}).DialContext(ctx, network, addr)
+		c, err := (&net.Dialer{Timeout: d, KeepAlive: 30 * time.Second}).DialContext(ctx, network, addr)
+		if err != nil && ctx.Err() == nil {
+			r.markDown(addr, err)
+		}
+		return c, err
 	}
 	r.trans = &http.Transport{
 		Proxy:               nil,

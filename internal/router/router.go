@@ -119,6 +119,7 @@ type Router struct {
 	obs       *observer
 	certs     certCache
 	guard     *connguard.Guard
+	down      downSet // gears that refused a connection
 
 	connsMu sync.Mutex
 	conns   map[string]*atomic.Int64 // endpoint -> open requests
@@ -215,8 +216,9 @@ func (r *Router) Run(ctx context.Context) error {
 		servers = append(servers, tsrv)
 	}
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); r.healthLoop(ctx) }()
+	go func() { defer wg.Done(); r.probeLoop(ctx) }()
 	go func() { defer wg.Done(); r.pool.PruneLoop(ctx) }()
 	go func() { defer wg.Done(); r.obs.flushLoop(ctx) }()
 	defer wg.Wait()
@@ -368,10 +370,15 @@ func (r *Router) pick(host string) (rt *Route, ep string, c *atomic.Int64) {
 		if len(rt.Endpoints) > 1 {
 			start = int(r.rr.Add(1))
 		}
-		for i := range rt.Endpoints {
-			j := (start + i) % len(rt.Endpoints)
-			if n := rt.counters[j].Load(); bestN < 0 || n < bestN {
-				best, bestN = j, n
+		for pass := 0; pass < 2 && bestN < 0; pass++ {
+			for i := range rt.Endpoints {
+				j := (start + i) % len(rt.Endpoints)
+				if pass == 0 && r.isDown(rt.Endpoints[j]) {
+					continue // every gear down: the second pass tries them anyway
+				}
+				if n := rt.counters[j].Load(); bestN < 0 || n < bestN {
+					best, bestN = j, n
+				}
 			}
 		}
 		c = rt.counters[best]
