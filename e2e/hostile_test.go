@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"context"
+	"database/sql"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	_ "modernc.org/sqlite"
 )
 
 // The hostile-tenant tests: what a tenant (or anyone on the network) tried
@@ -332,4 +336,31 @@ func TestCrashLoopingGearLeavesTheRoute(t *testing.T) {
 	if !strings.Contains(h.srv.log.String(), "out of the route until it listens again") {
 		t.Errorf("the router did not say it took the gear out")
 	}
+}
+
+// TestLockedStore: while another process holds the server's database, API
+// calls end after a bounded wait with "busy" and what to do (never "invalid
+// API token", never a hang), and work again once it is released.
+func TestLockedStore(t *testing.T) {
+	h := newHostile(t)
+	h.alice.gantry("domain", "create", "alice")
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(h.data, "gantry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(context.Background(), "BEGIN EXCLUSIVE"); err != nil {
+		t.Fatal(err)
+	}
+	out := h.alice.gantryFails("app", "list")
+	conn.ExecContext(context.Background(), "ROLLBACK")
+	if !strings.Contains(out, "busy") || strings.Contains(out, "token") {
+		t.Errorf("while the database is locked: %q; want a store-busy answer", out)
+	}
+	h.alice.gantry("app", "list")
 }

@@ -224,6 +224,12 @@ func (a *API) authenticate(ctx huma.Context, next func(huma.Context)) {
 		return
 	}
 	user, err := a.userByToken(strings.TrimSpace(tok))
+	if errors.Is(err, store.ErrBusy) {
+		a.log.Error("checking an API token", "err", err)
+		ctx.SetHeader("Retry-After", "5")
+		huma.WriteErr(a.h, ctx, http.StatusServiceUnavailable, storeBusy().Detail)
+		return
+	}
 	if err != nil {
 		huma.WriteErr(a.h, ctx, http.StatusUnauthorized, "invalid API token: log in again with `gantry login --server URL --token TOKEN`")
 		return
@@ -290,6 +296,11 @@ func (a *API) docs(w http.ResponseWriter, r *http.Request) {
 func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 	tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	u, err := a.userByToken(strings.TrimSpace(tok))
+	if errors.Is(err, store.ErrBusy) {
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, storeBusy().Detail, http.StatusServiceUnavailable)
+		return
+	}
 	if err != nil || !u.Admin {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="gantry"`)
 		http.Error(w, "metrics need an admin API token", http.StatusUnauthorized)

@@ -98,6 +98,9 @@ func (r AppRef) key() string { return store.AppKey(r.Domain, r.App) }
 func (a *API) loadApp(ctx context.Context, r AppRef) (*store.App, error) {
 	var app store.App
 	err := a.o.Store.View(func(tx *store.Tx) error { return tx.Get(r.key(), &app) })
+	if errors.Is(err, store.ErrBusy) {
+		return nil, a.internal("loading an app", err)
+	}
 	if err != nil || app.Owner != userOf(ctx).Name {
 		return nil, notFound("app_not_found", fmt.Sprintf("you have no app %q in domain %q: see `gantry app list`", r.App, r.Domain))
 	}

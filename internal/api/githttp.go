@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/cgi"
@@ -48,6 +49,11 @@ func (a *API) gitHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	user, err := a.userByToken(tok)
+	if errors.Is(err, store.ErrBusy) {
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, storeBusy().Detail, http.StatusServiceUnavailable)
+		return
+	}
 	if err != nil {
 		w.Header().Set("WWW-Authenticate", `Basic realm="Gantry git (password: your API token)"`)
 		http.Error(w, "invalid API token", http.StatusUnauthorized)

@@ -42,7 +42,14 @@ const (
 	CodeDeployFailed   = "deploy_failed"
 	CodeNothingRunning = "nothing_deployed"
 	CodeInternal       = "internal_error"
+	CodeStoreBusy      = "store_busy"
 )
+
+// storeBusy is the answer when the store could not be had in time.
+func storeBusy() *Problem {
+	return problem(http.StatusServiceUnavailable, CodeStoreBusy,
+		"the server's database is busy (locked by another process, or slow): nothing was changed; try again in a few seconds, and if it lasts, an admin should look at the server log")
+}
 
 func codeFor(status int) string {
 	switch status {
@@ -90,6 +97,9 @@ func invalid(detail string) *Problem        { return problem(http.StatusBadReque
 // internal logs err and returns a problem that does not leak it.
 func (a *API) internal(op string, err error) *Problem {
 	a.log.Error(op, "err", err)
+	if errors.Is(err, store.ErrBusy) {
+		return storeBusy()
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return notFound(CodeNotFound, "it no longer exists")
 	}

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
@@ -26,9 +27,20 @@ var ErrNotFound = errors.New("not found")
 // ErrExists is returned by Create when the key is already present.
 var ErrExists = errors.New("already exists")
 
+// ErrBusy is returned when the database could not be had within the
+// store's wait (another transaction held it too long, or another process
+// locked the file): the caller should answer "try again", never guess.
+var ErrBusy = errors.New("the store is busy: the database is locked or slow; try again in a few seconds (the server log says more)")
+
+// DefaultWait bounds how long a transaction waits for the database.
+const DefaultWait = 5 * time.Second
+
 // Store is a transactional key/value store of JSON records.
 type Store struct {
 	db *sql.DB
+	// Wait bounds how long a transaction waits for the database
+	// (DefaultWait); past it, ErrBusy.
+	Wait time.Duration
 
 	mu   sync.Mutex
 	rev  int64
@@ -55,7 +67,7 @@ func Open(path string) (*Store, error) {
 			return nil, fmt.Errorf("initialising store %s: %w", path, err)
 		}
 	}
-	s := &Store{db: db, subs: map[chan int64]struct{}{}}
+	s := &Store{db: db, Wait: DefaultWait, subs: map[chan int64]struct{}{}}
 	if err := db.QueryRow(`SELECT value FROM meta WHERE name='rev'`).Scan(&s.rev); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("reading store revision: %w", err)
@@ -73,6 +85,36 @@ func (s *Store) Rev() int64 {
 	return s.rev
 }
 
+// begin starts a transaction on the one connection, waiting for it at
+// most s.Wait; the returned release gives the connection back.
+func (s *Store) begin(what string) (*sql.Tx, func(), error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.Wait)
+	defer cancel()
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil, fmt.Errorf("starting %s: waited %v for the database: %w", what, s.Wait, ErrBusy)
+		}
+		return nil, nil, fmt.Errorf("starting %s: %w", what, busy(err))
+	}
+	tx, err := conn.BeginTx(context.Background(), nil)
+	if err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("starting %s: %w", what, busy(err))
+	}
+	return tx, func() { conn.Close() }, nil
+}
+
+// busy turns SQLite's "database is locked" (SQLITE_BUSY, after the busy
+// timeout) and SQLITE_LOCKED into ErrBusy.
+func busy(err error) error {
+	var c interface{ Code() int }
+	if errors.As(err, &c) && (c.Code()&0xff == 5 || c.Code()&0xff == 6) {
+		return fmt.Errorf("%w (%v)", ErrBusy, err)
+	}
+	return err
+}
+
 // Tx is a transaction. It must not be used after the function given to View
 // or Update returns.
 type Tx struct {
@@ -83,10 +125,11 @@ type Tx struct {
 
 // View runs fn in a read-only transaction.
 func (s *Store) View(fn func(tx *Tx) error) error {
-	sqlTx, err := s.db.Begin()
+	sqlTx, release, err := s.begin("read")
 	if err != nil {
-		return fmt.Errorf("starting read: %w", err)
+		return err
 	}
+	defer release()
 	defer sqlTx.Rollback()
 	return fn(&Tx{tx: sqlTx})
 }
@@ -94,10 +137,11 @@ func (s *Store) View(fn func(tx *Tx) error) error {
 // Update runs fn in a read-write transaction and commits it if fn returns
 // nil. A commit that wrote anything bumps the revision and wakes watchers.
 func (s *Store) Update(fn func(tx *Tx) error) error {
-	sqlTx, err := s.db.Begin()
+	sqlTx, release, err := s.begin("write")
 	if err != nil {
-		return fmt.Errorf("starting write: %w", err)
+		return err
 	}
+	defer release()
 	defer sqlTx.Rollback()
 	tx := &Tx{tx: sqlTx, writable: true}
 	if err := fn(tx); err != nil {
@@ -108,10 +152,10 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 	}
 	var rev int64
 	if err := sqlTx.QueryRow(`UPDATE meta SET value = value + 1 WHERE name='rev' RETURNING value`).Scan(&rev); err != nil {
-		return fmt.Errorf("bumping revision: %w", err)
+		return fmt.Errorf("bumping revision: %w", busy(err))
 	}
 	if err := sqlTx.Commit(); err != nil {
-		return fmt.Errorf("committing: %w", err)
+		return fmt.Errorf("committing: %w", busy(err))
 	}
 	s.mu.Lock()
 	s.rev = rev

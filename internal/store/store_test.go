@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"path/filepath"
 	"testing"
@@ -119,4 +120,55 @@ func TestRevisionSurvivesReopen(t *testing.T) {
 	if s2.Rev() != rev {
 		t.Errorf("reopened rev: got %d; want %d", s2.Rev(), rev)
 	}
+}
+
+// TestBusy: a database locked by another process, or held by a slow
+// transaction, gives ErrBusy after a bounded wait, never a hang or an
+// error that looks like something else (not found, a bad token).
+func TestBusy(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.Update(func(tx *Tx) error { return tx.Put("k", "v") })
+
+	t.Run("held-by-a-transaction", func(t *testing.T) {
+		s.Wait = 100 * time.Millisecond
+		defer func() { s.Wait = DefaultWait }()
+		inside, release := make(chan struct{}), make(chan struct{})
+		go s.View(func(*Tx) error { close(inside); <-release; return nil })
+		<-inside
+		var v string
+		err := s.View(func(tx *Tx) error { return tx.Get("k", &v) })
+		close(release)
+		if !errors.Is(err, ErrBusy) {
+			t.Fatalf("read while the database is held: %v; want ErrBusy", err)
+		}
+	})
+	t.Run("locked-by-another-process", func(t *testing.T) {
+		other, err := sql.Open("sqlite", "file:"+path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		conn, err := other.Conn(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := conn.ExecContext(context.Background(), "BEGIN EXCLUSIVE"); err != nil {
+			t.Fatal(err)
+		}
+		err = s.Update(func(tx *Tx) error { return tx.Put("k", "w") })
+		conn.ExecContext(context.Background(), "ROLLBACK")
+		if !errors.Is(err, ErrBusy) {
+			t.Fatalf("write while another process locks the file: %v; want ErrBusy", err)
+		}
+		var v string
+		if err := s.View(func(tx *Tx) error { return tx.Get("k", &v) }); err != nil || v != "v" {
+			t.Fatalf("after the lock: %q %v; want v", v, err)
+		}
+	})
 }
