@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gantry-paas/gantry/internal/netplan"
 )
 
 type probeResult struct {
@@ -228,7 +230,7 @@ func TestIsolation(t *testing.T) {
 		u.gantry("app", "delete", "beta", "--yes")
 		prefix := iso[3]
 		for _, g := range b.Gears {
-			if _, err := os.Stat("/run/netns/" + prefix + "-" + g.ID); err == nil {
+			if _, err := os.Stat(netplan.NetnsPath(prefix + "-" + g.ID)); err == nil {
 				t.Errorf("namespace of gear %s left", g.ID)
 			}
 			for _, c := range []string{"memory", "pids", "cpu"} {

@@ -110,7 +110,7 @@ func (a *Agent) AddCartridge(ctx context.Context, appKey string, c store.Cartrid
 		bundle := filepath.Join(l.Gear(g.ID), "bundle")
 		ss := a.sandboxSpec(&app, g.ID, env, l.Data(app.ID))
 		ss.Args = []string{a.o.Exe, "gear-init", "--", "/bin/sh", "-c", command}
-		ss.NetnsPath = filepath.Join(netplan.NetnsDir, a.o.Network.Normalize().NetnsName(g.ID))
+		ss.NetnsPath = netplan.NetnsPath(a.o.Network.Normalize().NetnsName(g.ID))
 		ss.CgroupParent = cgroupParent(g.ID)
 		ss.Hostname = c.Name + "-" + app.Name + "-" + app.Domain
 		if err := sandbox.WriteBundle(bundle, ss); err != nil {

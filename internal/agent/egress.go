@@ -318,10 +318,10 @@ func (a *Agent) ApplyEgress(appKey string) error {
 
 // applyInNetns loads an nft script inside a named network namespace.
 func applyInNetns(netns, script string) error {
-	if _, err := os.Stat(netplan.NetnsDir + "/" + netns); err != nil {
+	if _, err := os.Stat(netplan.NetnsPath(netns)); err != nil {
 		return nil // the gear's network is gone (stopping)
 	}
-	cmd := exec.Command("ip", "netns", "exec", netns, "nft", "-f", "-")
+	cmd := exec.Command("nsenter", "--net="+netplan.NetnsPath(netns), "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(script)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("nft: %v: %s", err, strings.TrimSpace(string(out)))
@@ -398,7 +398,7 @@ func (a *Agent) EgressDestinations(appKey string) (refused, failed []egress.Refu
 	_, gears, _ := a.namespacedGears(appKey)
 	sums := map[string]map[[2]string]int64{egress.RefusedSet: {}, egress.FailedSet: {}}
 	for _, g := range gears {
-		out, err := exec.Command("ip", "netns", "exec", a.o.Network.Normalize().NetnsName(g.ID), "nft", "-j", "list", "sets", "table", "inet", egress.Table).Output()
+		out, err := exec.Command("nsenter", "--net="+netplan.NetnsPath(a.o.Network.Normalize().NetnsName(g.ID)), "nft", "-j", "list", "sets", "table", "inet", egress.Table).Output()
 		if err != nil {
 			continue
 		}

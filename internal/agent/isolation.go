@@ -249,7 +249,7 @@ func (a *Agent) prepareNamespaced(app *store.App, dep *store.Deployment, g *stor
 	bundle = filepath.Join(a.o.Layout.Gear(g.ID), "bundle")
 	spec := a.sandboxSpec(app, g.ID, env, dep.Dir)
 	spec.Args = []string{a.o.Exe, "gear-init", "--", "/bin/sh", "-c", dep.Command}
-	spec.NetnsPath = filepath.Join(netplan.NetnsDir, a.o.Network.Normalize().NetnsName(g.ID))
+	spec.NetnsPath = netplan.NetnsPath(a.o.Network.Normalize().NetnsName(g.ID))
 	spec.CgroupParent = cgroupParent(g.ID)
 	return bundle, limits, sandbox.WriteBundle(bundle, spec)
 }

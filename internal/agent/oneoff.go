@@ -28,7 +28,7 @@ func (a *Agent) runGearHook(ctx context.Context, app *store.App, g *store.Gear, 
 	if g.Isolation != Namespaces {
 		return a.o.RunHost(ctx, dir, env, out, 0, path)
 	}
-	netnsPath := filepath.Join(netplan.NetnsDir, a.o.Network.Normalize().NetnsName(g.ID))
+	netnsPath := netplan.NetnsPath(a.o.Network.Normalize().NetnsName(g.ID))
 	return a.runc(ctx, app, netnsPath, dir, env, out, 0, []string{path})
 }
 
@@ -66,7 +66,7 @@ func (a *Agent) runOneOff(ctx context.Context, appKey, dir string, env []string,
 	if err := a.ownTree(app.UID, dir); err != nil {
 		return err
 	}
-	netnsPath := filepath.Join(netplan.NetnsDir, a.o.Network.Normalize().NetnsName(g.ID))
+	netnsPath := netplan.NetnsPath(a.o.Network.Normalize().NetnsName(g.ID))
 	return a.runc(ctx, &app, netnsPath, dir, env, out, timeout, args)
 }
 

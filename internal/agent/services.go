@@ -97,7 +97,7 @@ func (a *Agent) Services(appKey, gearID string) ([]Service, error) {
 func (a *Agent) listening(g store.Gear) ([]*netlink.Socket, error) {
 	h := &netlink.Handle{}
 	if g.Isolation == Namespaces {
-		ns, err := netns.GetFromPath(filepath.Join(netplan.NetnsDir, a.o.Network.Normalize().NetnsName(g.ID)))
+		ns, err := netns.GetFromPath(netplan.NetnsPath(a.o.Network.Normalize().NetnsName(g.ID)))
 		if err != nil {
 			return nil, err
 		}
@@ -208,7 +208,7 @@ func (a *Agent) DialService(user, addr string) (net.Conn, *Service, error) {
 			}
 			var conn net.Conn
 			if g.Isolation == Namespaces {
-				conn, err = dialInNetns(filepath.Join(netplan.NetnsDir, a.o.Network.Normalize().NetnsName(g.ID)), target)
+				conn, err = dialInNetns(netplan.NetnsPath(a.o.Network.Normalize().NetnsName(g.ID)), target)
 			} else {
 				conn, err = net.DialTimeout("tcp", target, 5*time.Second)
 			}

@@ -36,7 +36,7 @@ func inNetns(t *testing.T, name string, f func()) {
 	defer runtime.UnlockOSThread()
 	orig, _ := netns.Get()
 	defer orig.Close()
-	ns, err := netns.GetFromName(name)
+	ns, err := netnsFromName(name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,4 +223,52 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestOtherToolsNamespacesDoNotPinOurs: `ip netns add` by anyone on the
+// host (which bind-mounts /run/netns recursively and shared) must not make
+// Gantry's namespaces undeletable, and namespaces an older Gantry left in
+// /run/netns are taken over, not lost.
+func TestOtherToolsNamespacesDoNotPinOurs(t *testing.T) {
+	needRoot(t)
+	prefix := fmt.Sprintf("gu%d", os.Getpid()%100000)
+	other := prefix + "x-other"
+	t.Cleanup(func() { RemoveAll(prefix); exec.Command("ip", "netns", "del", other).Run() })
+	p := testPlan(prefix)
+	if _, err := Reconcile(p); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("ip", "netns", "add", other).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	// A gear leaves: its namespace goes, with another tool's beside it.
+	p2 := p
+	p2.Gears = p.Gears[:1]
+	if _, err := Reconcile(p2); err != nil {
+		t.Fatalf("reconcile after another tool's `ip netns add`: %v", err)
+	}
+	if got := Namespaces(prefix); len(got) != 1 {
+		t.Fatalf("namespaces %v; want one", got)
+	}
+	if err := RemoveGears(p2, []string{p.Gears[0].ID}); err != nil {
+		t.Fatalf("removing a gear: %v", err)
+	}
+
+	// An older Gantry's namespace in /run/netns (made by ip netns here) is
+	// moved under NetnsDir, with the same namespace.
+	legacy := p.NetnsName(p.Gears[0].ID) // removed above
+	if out, err := exec.Command("ip", "netns", "add", legacy).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	before, _ := exec.Command("ip", "netns", "exec", legacy, "readlink", "/proc/self/ns/net").Output()
+	if _, err := Reconcile(p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("/run/netns/" + legacy); err == nil {
+		t.Errorf("/run/netns/%s is still there", legacy)
+	}
+	after, _ := exec.Command("nsenter", "--net="+NetnsPath(legacy), "readlink", "/proc/self/ns/net").Output()
+	if len(before) == 0 || string(after) != string(before) {
+		t.Errorf("the moved namespace is %q; want the old one, %q", after, before)
+	}
 }

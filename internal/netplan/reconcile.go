@@ -8,18 +8,12 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
-	"runtime"
 	"sort"
 	"strings"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
-
-// NetnsDir is where named network namespaces live (as with `ip netns`).
-const NetnsDir = "/run/netns"
 
 // Reconcile makes the kernel match the plan: bridge, forwarding, one netns
 // with a veth and address per gear, gear namespaces not in the plan
@@ -29,25 +23,29 @@ func Reconcile(p Plan) (changes []string, err error) {
 	if err != nil {
 		return changes, err
 	}
+	// One step failing never skips the others: every gear, every
+	// removal and the rules are tried, and the errors come back together.
+	var errs []error
 	want := map[string]bool{}
 	for _, g := range p.Gears {
 		want[p.NetnsName(g.ID)] = true
 		if err := ensureGear(p, br, g, changed); err != nil {
-			return changes, fmt.Errorf("gear %s: %w", g.ID, err)
+			errs = append(errs, fmt.Errorf("gear %s: %w", g.ID, err))
 		}
 	}
 	for _, name := range Namespaces(p.Prefix) {
 		if !want[name] {
 			if err := removeGear(p, strings.TrimPrefix(name, p.Prefix+"-")); err != nil {
-				return changes, err
+				errs = append(errs, err)
+				continue
 			}
 			changed("removed netns %s", name)
 		}
 	}
 	if err := ensureRules(p, changed, nil); err != nil {
-		return changes, err
+		errs = append(errs, err)
 	}
-	return changes, nil
+	return changes, errors.Join(errs...)
 }
 
 // Apply is the incremental form of Reconcile for the hot path (a gear
@@ -93,6 +91,9 @@ func begin(p Plan, changes *[]string) (Plan, func(string, ...any), netlink.Link,
 		return p, nil, nil, err
 	}
 	changed := func(format string, args ...any) { *changes = append(*changes, fmt.Sprintf(format, args...)) }
+	if err := ensureNetnsDir(p.Prefix); err != nil {
+		return p, nil, nil, fmt.Errorf("the namespace directory: %w", err)
+	}
 	br, err := ensureBase(p, changed)
 	return p, changed, br, err
 }
@@ -111,6 +112,7 @@ func ensureBase(p Plan, changed func(string, ...any)) (netlink.Link, error) {
 func RemoveAll(prefix string) error {
 	p := Plan{Prefix: prefix}.Normalize()
 	var errs []error
+	ensureNetnsDir(p.Prefix) // moves what an older version left in /run/netns
 	for _, name := range Namespaces(p.Prefix) {
 		errs = append(errs, removeGear(p, strings.TrimPrefix(name, p.Prefix+"-")))
 	}
@@ -194,33 +196,15 @@ func ensureSysctl(path, value string, changed func(string, ...any)) error {
 	return nil
 }
 
-// newNamedNetns creates a named netns without leaving this thread in it.
-func newNamedNetns(name string) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return err
-	}
-	defer orig.Close()
-	ns, err := netns.NewNamed(name)
-	if err != nil {
-		netns.Set(orig)
-		return err
-	}
-	ns.Close()
-	return netns.Set(orig)
-}
-
 func ensureGear(p Plan, br netlink.Link, g Gear, changed func(string, ...any)) error {
 	name := p.NetnsName(g.ID)
-	if _, err := os.Stat(filepath.Join(NetnsDir, name)); err != nil {
-		if err := newNamedNetns(name); err != nil {
+	if _, err := os.Stat(NetnsPath(name)); err != nil {
+		if err := newNamedNetns(p.Prefix, name); err != nil {
 			return fmt.Errorf("creating netns %s: %w", name, err)
 		}
 		changed("created netns %s", name)
 	}
-	ns, err := netns.GetFromName(name)
+	ns, err := netnsFromName(name)
 	if err != nil {
 		return err
 	}
@@ -330,7 +314,7 @@ func removeGear(p Plan, gearID string) error {
 	if l, err := netlink.LinkByName(p.HostVeth(gearID)); err == nil {
 		netlink.LinkDel(l)
 	}
-	err := netns.DeleteNamed(p.NetnsName(gearID))
+	err := deleteNamedNetns(p.NetnsName(gearID))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -400,7 +384,7 @@ func Dump(prefix string) string {
 			}
 		}
 		fmt.Fprintf(&b, "netns %s veth-master=%s\n", name, master)
-		ns, err := netns.GetFromName(name)
+		ns, err := netnsFromName(name)
 		if err != nil {
 			continue
 		}
