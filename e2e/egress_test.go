@@ -261,6 +261,28 @@ func TestEgress(t *testing.T) {
 	}
 	u.gantry("egress", "remove", "web", "1")
 
+	// What the policy refused itself is not also counted as refused by
+	// the destination (port-scan detection would count it twice).
+	var own struct {
+		Refused []struct {
+			Dest string `json:"destination"`
+		} `json:"refused"`
+		Failed []struct {
+			Dest string `json:"destination"`
+		} `json:"failed"`
+	}
+	u.gantryJSON(&own, "egress", "list", "web")
+	if len(own.Refused) == 0 {
+		t.Errorf("egress list shows no refused destination after the policy refused several")
+	}
+	for _, f := range own.Failed {
+		for _, r := range own.Refused {
+			if f.Dest == r.Dest {
+				t.Errorf("%s, refused by the policy, is also listed as refused by the destination", f.Dest)
+			}
+		}
+	}
+
 	// Port-scan detection: a client retrying one refused destination is
 	// not a scan; many distinct refused ports are, and cut the app off.
 	var retries []string

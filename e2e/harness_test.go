@@ -238,17 +238,23 @@ func killGears(data string) {
 	if out, err := exec.Command("runc", "--root", root, "list", "-q").Output(); err == nil {
 		for _, id := range strings.Fields(string(out)) {
 			exec.Command("runc", "--root", root, "delete", "-f", id).Run()
-			for _, c := range []string{"memory", "pids", "cpu", "cpuacct", "blkio", "devices", "freezer", "cpuset", "systemd", "unified", "net_cls", "perf_event", "hugetlb", "rdma", "misc", "net_prio"} {
-				os.Remove(filepath.Join("/sys/fs/cgroup", c, "gantry", id, "proc"))
-				os.Remove(filepath.Join("/sys/fs/cgroup", c, "gantry", id))
-			}
+			removeGearCgroups(id)
 		}
 	}
 	gears, _ := os.ReadDir(filepath.Join(data, "gears"))
 	for _, g := range gears {
-		for _, c := range []string{"memory", "pids", "cpu", "cpuacct", "blkio", "devices", "freezer", "cpuset", "systemd", "unified", "net_cls", "perf_event", "hugetlb", "rdma", "misc", "net_prio", ""} {
-			os.Remove(filepath.Join("/sys/fs/cgroup", c, "gantry", g.Name(), "proc"))
-			os.Remove(filepath.Join("/sys/fs/cgroup", c, "gantry", g.Name()))
+		removeGearCgroups(g.Name())
+	}
+}
+
+// removeGearCgroups removes a gear's cgroups in every hierarchy, under
+// whatever net prefix its server had.
+func removeGearCgroups(id string) {
+	for _, pattern := range []string{"/sys/fs/cgroup/*/*/" + id, "/sys/fs/cgroup/*/" + id} {
+		dirs, _ := filepath.Glob(pattern)
+		for _, d := range dirs {
+			os.Remove(filepath.Join(d, "proc"))
+			os.Remove(d)
 		}
 	}
 }

@@ -196,7 +196,7 @@ func routing(t *testing.T, isolation []string) {
 		m.gantry("login", "--server", "http://"+srv.httpAddr, "--token", mallory.Token)
 		m.gantry("domain", "create", "evil")
 		m.gantry("app", "create", "x", "--type", "static")
-		if out := m.gantryFails("alias", "add", "x", "www.shop.test"); !strings.Contains(out, "in use by another app") {
+		if out := m.gantryFails("alias", "add", "x", "www.shop.test"); !strings.Contains(out, "served by another user's app") {
 			t.Errorf("another user's alias: %q", out)
 		}
 		if out := m.gantryFails("alias", "list", "web", "--domain", "acme"); !strings.Contains(out, "no app") {

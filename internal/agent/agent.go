@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"net"
@@ -112,6 +113,21 @@ type Agent struct {
 	learned learnedCache // addresses the gears' lookups returned
 }
 
+// UIDRange is the block of 65,536 Unix user ids a server gives its apps:
+// 200000-265535 for the default net prefix, and a block of its own (from a
+// hash of the prefix) for any other, so that several servers on one host
+// never give two apps the same user.
+func UIDRange(prefix string) (lo, hi int) {
+	block := 0
+	if prefix != "gantry" {
+		h := fnv.New32a()
+		h.Write([]byte(prefix))
+		block = 1 + int(h.Sum32()%30000)
+	}
+	lo = 200000 + block*65536
+	return lo, lo + 65535
+}
+
 // New validates the options.
 func New(o Options) (*Agent, error) {
 	if o.Store == nil || o.Layout.Root == "" || o.Exe == "" || o.Env == nil || o.RunHost == nil {
@@ -142,7 +158,7 @@ func New(o Options) (*Agent, error) {
 		return nil, fmt.Errorf("agent: unknown isolation %q", o.Isolation)
 	}
 	if o.UIDMin == 0 {
-		o.UIDMin, o.UIDMax = 200000, 265535
+		o.UIDMin, o.UIDMax = UIDRange(o.Network.Normalize().Prefix)
 	}
 	if o.Isolation == Namespaces {
 		if err := o.Network.Normalize().Validate(); err != nil {

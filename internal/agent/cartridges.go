@@ -104,20 +104,20 @@ func (a *Agent) AddCartridge(ctx context.Context, appKey string, c store.Cartrid
 		if err != nil {
 			return fail(err)
 		}
-		if err := sandbox.SetLimits(cgroupParent(g.ID), limits); err != nil {
+		if err := sandbox.SetLimits(a.cgroupParent(g.ID), limits); err != nil {
 			return fail(err)
 		}
 		bundle := filepath.Join(l.Gear(g.ID), "bundle")
 		ss := a.sandboxSpec(&app, g.ID, env, l.Data(app.ID))
 		ss.Args = []string{a.o.Exe, "gear-init", "--", "/bin/sh", "-c", command}
 		ss.NetnsPath = netplan.NetnsPath(a.o.Network.Normalize().NetnsName(g.ID))
-		ss.CgroupParent = cgroupParent(g.ID)
+		ss.CgroupParent = a.cgroupParent(g.ID)
 		ss.Hostname = c.Name + "-" + app.Name + "-" + app.Domain
 		if err := sandbox.WriteBundle(bundle, ss); err != nil {
 			return fail(err)
 		}
 		spec.Runtime, spec.RuncRoot, spec.Bundle = "runc", l.RuncRoot(), bundle
-		spec.CgroupParent, spec.MemoryLimit = cgroupParent(g.ID), limits.MemoryBytes
+		spec.CgroupParent, spec.MemoryLimit = a.cgroupParent(g.ID), limits.MemoryBytes
 	}
 	if err := a.writeShimSpec(g.ID, spec); err != nil {
 		return fail(err)

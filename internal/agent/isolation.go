@@ -49,7 +49,12 @@ func (a *Agent) namespaced() bool { return a.o.Isolation == Namespaces }
 // Isolation is the mode in force.
 func (a *Agent) Isolation() string { return a.o.Isolation }
 
-func cgroupParent(gearID string) string { return "gantry/" + gearID }
+// cgroupParent is a gear's cgroup: under the server's net prefix, so that
+// several servers on one host (tests, a simulated cluster) never share
+// one ("gantry/ID" by default).
+func (a *Agent) cgroupParent(gearID string) string {
+	return a.o.Network.Normalize().Prefix + "/" + gearID
+}
 
 // plan is the desired network: every gear record with an address.
 func (a *Agent) plan(tx *store.Tx) (netplan.Plan, error) {
@@ -243,14 +248,14 @@ func (a *Agent) prepareNamespaced(app *store.App, dep *store.Deployment, g *stor
 	if err != nil {
 		return "", limits, err
 	}
-	if err := sandbox.SetLimits(cgroupParent(g.ID), limits); err != nil {
+	if err := sandbox.SetLimits(a.cgroupParent(g.ID), limits); err != nil {
 		return "", limits, fmt.Errorf("cgroup: %w", err)
 	}
 	bundle = filepath.Join(a.o.Layout.Gear(g.ID), "bundle")
 	spec := a.sandboxSpec(app, g.ID, env, dep.Dir)
 	spec.Args = []string{a.o.Exe, "gear-init", "--", "/bin/sh", "-c", dep.Command}
 	spec.NetnsPath = netplan.NetnsPath(a.o.Network.Normalize().NetnsName(g.ID))
-	spec.CgroupParent = cgroupParent(g.ID)
+	spec.CgroupParent = a.cgroupParent(g.ID)
 	return bundle, limits, sandbox.WriteBundle(bundle, spec)
 }
 
@@ -277,7 +282,7 @@ func (a *Agent) removeNamespaced(g store.Gear) {
 	if g.Isolation != Namespaces {
 		return
 	}
-	sandbox.RemoveCgroup(cgroupParent(g.ID))
+	sandbox.RemoveCgroup(a.cgroupParent(g.ID))
 }
 
 // RunSandboxed runs a one-off command of the app (a build step or hook)
@@ -325,7 +330,7 @@ func (a *Agent) Resize(ctx context.Context, appKey string) error {
 		return err
 	}
 	for _, g := range gears {
-		if err := sandbox.SetLimits(cgroupParent(g.ID), limits); err != nil {
+		if err := sandbox.SetLimits(a.cgroupParent(g.ID), limits); err != nil {
 			return fmt.Errorf("gear %s: %w", g.ID, err)
 		}
 	}

@@ -105,7 +105,7 @@ func (a *Agent) runc(ctx context.Context, app *store.App, netnsPath, dir string,
 	spec.Mounts = append(spec.Mounts, sandbox.Mount{Path: a.o.Layout.Cache(app.ID)})
 	spec.Args = append([]string{a.o.Exe, "gear-init", "--"}, args...)
 	spec.NetnsPath = netnsPath
-	spec.CgroupParent = cgroupParent(id)
+	spec.CgroupParent = a.cgroupParent(id)
 	limits, err := SizeOf(app.GearSize)
 	if err != nil {
 		return err

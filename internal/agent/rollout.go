@@ -317,7 +317,7 @@ func (a *Agent) writeSpec(app *store.App, dep *store.Deployment, g *store.Gear, 
 	}
 	if rt.bundle != "" {
 		spec.Runtime, spec.RuncRoot, spec.Bundle = "runc", a.o.Layout.RuncRoot(), rt.bundle
-		spec.CgroupParent, spec.MemoryLimit = cgroupParent(g.ID), rt.limits.MemoryBytes
+		spec.CgroupParent, spec.MemoryLimit = a.cgroupParent(g.ID), rt.limits.MemoryBytes
 	}
 	return a.writeShimSpec(g.ID, spec)
 }

@@ -24,11 +24,15 @@ func parentOf(host string) string {
 	return ""
 }
 
-// claims are the names an alias makes its app answer for, with how.
-func claims(alias string) map[string]string {
-	out := map[string]string{alias: "as an alias"}
+// claim is a name an alias makes its app answer for, with how.
+type claim struct{ name, how string }
+
+// claims are the names an alias makes its app answer for: itself, and the
+// apex of a www. alias.
+func claims(alias string) []claim {
+	out := []claim{{alias, "as an alias"}}
 	if apex, ok := strings.CutPrefix(alias, "www."); ok && strings.Contains(apex, ".") {
-		out[apex] = "as the domain that redirects to " + alias
+		out = append(out, claim{apex, "as the domain that redirects to " + alias})
 	}
 	return out
 }
@@ -58,14 +62,14 @@ func hostConflict(host, owner string, aliases []store.Alias) string {
 		if al.Owner == owner {
 			continue
 		}
-		for theirs, how := range claims(al.Host) {
-			for name := range mine {
-				if overlaps(name, theirs) {
+		for _, mc := range mine {
+			for _, tc := range claims(al.Host) {
+				if overlaps(mc.name, tc.name) {
 					what := "is served by another user's app"
-					if name != host {
-						what = "would make " + name + " redirect here, but " + name + " is served by another user's app"
+					if mc.name != host {
+						what = "would make " + mc.name + " redirect here, but " + mc.name + " is served by another user's app"
 					}
-					return fmt.Sprintf("%s %s (%s %s): a hostname belongs to one user; ask them to remove it, or the platform's admin if the domain is yours", host, what, theirs, how)
+					return fmt.Sprintf("%s %s (%s %s): a hostname belongs to one user; ask them to remove it, or the platform's admin if the domain is yours", host, what, tc.name, tc.how)
 				}
 			}
 		}

@@ -39,10 +39,14 @@ func (c *cli) scaleCmds() []*cobra.Command {
 				return err
 			}
 			return c.out(app, func(w io.Writer) {
+				serving, draining := gearCounts(app.Gears)
 				if app.MinGears == app.MaxGears {
-					fmt.Fprintf(w, "%s runs %d gears.\n", app.Name, len(app.Gears))
+					fmt.Fprintf(w, "%s runs %s.\n", app.Name, plural(serving, "gear"))
 				} else {
-					fmt.Fprintf(w, "%s scales between %d and %d gears at %d connections per gear (now %d).\n", app.Name, app.MinGears, app.MaxGears, app.TargetConns, len(app.Gears))
+					fmt.Fprintf(w, "%s scales between %d and %d gears at %d connections per gear (now %d).\n", app.Name, app.MinGears, app.MaxGears, app.TargetConns, serving)
+				}
+				if draining > 0 {
+					fmt.Fprintf(w, "%s finishing open requests before stopping.\n", plural(draining, "more gear")+map[bool]string{true: " is", false: " are"}[draining == 1])
 				}
 			})
 		}),
@@ -105,4 +109,24 @@ func (c *cli) scaleCmds() []*cobra.Command {
 		}),
 	}
 	return []*cobra.Command{scale, idle, events}
+}
+
+// gearCounts splits an app's gears into those that serve (or are about to)
+// and those draining away.
+func gearCounts(gears []api.GearView) (serving, draining int) {
+	for _, g := range gears {
+		if g.State == "draining" {
+			draining++
+		} else {
+			serving++
+		}
+	}
+	return serving, draining
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
 }

@@ -162,8 +162,8 @@ table inet gantry_egress {
 	}
 	chain input {
 		type filter hook input priority 0; policy accept;
-		meta nfproto ipv4 tcp flags rst ct direction reply ct status ! assured add @failed4 { ct original ip daddr . ct protocol . ct original proto-dst } comment "reset before established"
-		meta nfproto ipv4 icmp type { destination-unreachable, time-exceeded } ct state related add @failed4 { ct original ip daddr . ct protocol . ct original proto-dst } comment "unreachable"
+		meta nfproto ipv4 tcp flags rst ct direction reply ct status ! assured ct mark != 0x67616e74 add @failed4 { ct original ip daddr . ct protocol . ct original proto-dst } comment "reset before established"
+		meta nfproto ipv4 icmp type { destination-unreachable, time-exceeded } ct state related ct mark != 0x67616e74 add @failed4 { ct original ip daddr . ct protocol . ct original proto-dst } comment "unreachable"
 	}
 	set host4_0aeb3084 {
 		type ipv4_addr
@@ -204,7 +204,7 @@ table inet gantry_egress {
 		ip daddr { 192.0.2.53 } meta l4proto { tcp, udp } th dport 53 accept comment "DNS"
 		ip daddr 10.88.0.1 meta l4proto { tcp, udp } th dport 53 accept comment "DNS (the platform's forwarder)"
 		tcp dport { 25, 465, 587 } counter accept comment "1: allow smtp"
-		ip daddr 198.51.100.0/24 meta nfproto ipv4 meta l4proto { tcp, udp } add @refused4 { ip daddr . meta l4proto . th dport } comment "2: deny 198.51.100.0/24"
+		ip daddr 198.51.100.0/24 meta nfproto ipv4 meta l4proto { tcp, udp } ct mark set 0x67616e74 add @refused4 { ip daddr . meta l4proto . th dport } comment "2: deny 198.51.100.0/24"
 		ip daddr 198.51.100.0/24 meta l4proto tcp counter reject with tcp reset comment "2: deny 198.51.100.0/24"
 		ip daddr 198.51.100.0/24 counter reject with icmpx type admin-prohibited comment "2: deny 198.51.100.0/24"
 		ip daddr { 203.0.113.5 } counter accept comment "3: allow api.example.com"
@@ -216,7 +216,7 @@ table inet gantry_egress {
 		meta l4proto { tcp, udp } th dport 53 counter accept comment "5: allow 53"
 		ip daddr @host4_0f1b303d counter accept comment "6: allow *.partner.example"
 		ip6 daddr @host6_0f1b303d counter accept comment "6: allow *.partner.example"
-		meta nfproto ipv4 meta l4proto { tcp, udp } add @refused4 { ip daddr . meta l4proto . th dport } comment "default: deny"
+		meta nfproto ipv4 meta l4proto { tcp, udp } ct mark set 0x67616e74 add @refused4 { ip daddr . meta l4proto . th dport } comment "default: deny"
 		meta l4proto tcp counter reject with tcp reset comment "default: deny"
 		counter reject with icmpx type admin-prohibited comment "default: deny"
 	}

@@ -48,15 +48,21 @@ const RefusedSet = "refused4"
 // RefusedSet). Destinations that drop packets silently are not seen.
 const FailedSet = "failed4"
 
+// ownMark marks (in conntrack) the connections the policy itself refused:
+// the reset or ICMP error its reject sends back carries the same
+// conntrack entry, and must not be counted again as the destination's.
+const ownMark = "0x67616e74"
+
 // failed are the input chain's rules that fill FailedSet.
 var failed = []string{
-	"meta nfproto ipv4 tcp flags rst ct direction reply ct status ! assured add @" + FailedSet + " { ct original ip daddr . ct protocol . ct original proto-dst } comment \"reset before established\"",
-	"meta nfproto ipv4 icmp type { destination-unreachable, time-exceeded } ct state related add @" + FailedSet + " { ct original ip daddr . ct protocol . ct original proto-dst } comment \"unreachable\"",
+	"meta nfproto ipv4 tcp flags rst ct direction reply ct status ! assured ct mark != " + ownMark + " add @" + FailedSet + " { ct original ip daddr . ct protocol . ct original proto-dst } comment \"reset before established\"",
+	"meta nfproto ipv4 icmp type { destination-unreachable, time-exceeded } ct state related ct mark != " + ownMark + " add @" + FailedSet + " { ct original ip daddr . ct protocol . ct original proto-dst } comment \"unreachable\"",
 }
 
 // record is the statement that adds a refused TCP/UDP destination to the
-// set; it precedes every reject.
-const record = "meta nfproto ipv4 meta l4proto { tcp, udp } add @" + RefusedSet + " { ip daddr . meta l4proto . th dport }"
+// set and marks the connection as the policy's refusal; it precedes every
+// reject.
+const record = "meta nfproto ipv4 meta l4proto { tcp, udp } ct mark set " + ownMark + " add @" + RefusedSet + " { ip daddr . meta l4proto . th dport }"
 
 // Ruleset renders the policy as an nft script that replaces the rules
 // atomically (one transaction). Refused TCP connections get a reset and

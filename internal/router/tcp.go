@@ -39,6 +39,15 @@ func (t *tcpRoutes) closeAll() {
 	}
 }
 
+// tcpHost is the address TCP routes listen on: the router's own (all
+// interfaces when it listens on all of them).
+func (r *Router) tcpHost() string {
+	if a, ok := r.ln.Addr().(*net.TCPAddr); ok && !a.IP.IsUnspecified() {
+		return a.IP.String()
+	}
+	return ""
+}
+
 // syncTCP binds the ports of new TCP routes and closes those of removed
 // ones.
 func (r *Router) syncTCP(tb *Table) {
@@ -59,7 +68,7 @@ func (r *Router) syncTCP(tb *Table) {
 		if r.tcp.listeners[port] != nil {
 			continue
 		}
-		ln, err := net.Listen("tcp", ":"+strconv.Itoa(port))
+		ln, err := net.Listen("tcp", net.JoinHostPort(r.tcpHost(), strconv.Itoa(port)))
 		if err != nil {
 			if r.tcp.errs[port] == nil {
 				r.log.Error("binding TCP route", "app", tr.App, "port", port, "err", err)

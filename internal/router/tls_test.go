@@ -342,6 +342,11 @@ func TestTCPRouteFailover(t *testing.T) {
 	if seen["one"] != 5 || seen["two"] != 5 {
 		t.Errorf("round robin: %v; want 5 each", seen)
 	}
+	// The router listens on 127.0.0.1 only, and so does the route.
+	if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.2:%d", port)); err == nil {
+		c.Close()
+		t.Errorf("the TCP route answers on 127.0.0.2 while the router is bound to 127.0.0.1")
+	}
 
 	// A member dies mid-test: every later connection is served by the other.
 	deadAddr := two.ln.Addr().String()

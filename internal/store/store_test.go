@@ -137,12 +137,16 @@ func TestBusy(t *testing.T) {
 	t.Run("held-by-a-transaction", func(t *testing.T) {
 		s.Wait = 100 * time.Millisecond
 		defer func() { s.Wait = DefaultWait }()
-		inside, release := make(chan struct{}), make(chan struct{})
-		go s.View(func(*Tx) error { close(inside); <-release; return nil })
+		inside, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+		go func() {
+			s.View(func(*Tx) error { close(inside); <-release; return nil })
+			close(done)
+		}()
 		<-inside
 		var v string
 		err := s.View(func(tx *Tx) error { return tx.Get("k", &v) })
 		close(release)
+		<-done
 		if !errors.Is(err, ErrBusy) {
 			t.Fatalf("read while the database is held: %v; want ErrBusy", err)
 		}

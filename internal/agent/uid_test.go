@@ -1,0 +1,32 @@
+package agent
+
+import (
+	"testing"
+
+	"github.com/gantry-paas/gantry/internal/netplan"
+)
+
+// Several servers on one host (tests, a simulated cluster) get user ids
+// and cgroups of their own, from their net prefix.
+func TestServersOnOneHostDoNotShare(t *testing.T) {
+	lo, hi := UIDRange("gantry")
+	if lo != 200000 || hi != 265535 {
+		t.Errorf("default range %d-%d; want 200000-265535", lo, hi)
+	}
+	seen := map[int]string{lo: "gantry"}
+	for _, p := range []string{"ge1234", "gbe42", "gt99", "node2", "node3"} {
+		l, h := UIDRange(p)
+		if h-l != 65535 || l < 265536 || h > 1<<31-1 {
+			t.Errorf("%s: range %d-%d", p, l, h)
+		}
+		if other, ok := seen[l]; ok {
+			t.Errorf("%s and %s share uids from %d", p, other, l)
+		}
+		seen[l] = p
+	}
+	a := &Agent{o: Options{Network: netplan.Plan{Prefix: "node2"}}}
+	b := &Agent{}
+	if a.cgroupParent("g1") != "node2/g1" || b.cgroupParent("g1") != "gantry/g1" {
+		t.Errorf("cgroup parents %q, %q", a.cgroupParent("g1"), b.cgroupParent("g1"))
+	}
+}
