@@ -306,10 +306,20 @@ func TestCrashLoopingGearLeavesTheRoute(t *testing.T) {
 	writeFile(t, filepath.Join(crashDir, fmt.Sprint(victim.Port)), "", 0o644)
 	// Kill the victim's process: it restarts into the crash file, again
 	// and again.
-	code, _, err := getFrom("127.0.0.1", net.JoinHostPort(victim.IP, fmt.Sprint(victim.Port)), "x", "/crash")
+	victimAddr := net.JoinHostPort(victim.IP, fmt.Sprint(victim.Port))
+	code, _, err := getFrom("127.0.0.1", victimAddr, "x", "/crash")
 	if err != nil || code != 200 {
 		t.Fatalf("crashing the gear: %d %v", code, err)
 	}
+	// Requests in flight when a process dies fail with it (as with any
+	// proxy); what is measured starts once it is gone.
+	eventually(t, "the crashed gear's port refuses", 10*time.Second, func() error {
+		if c, err := net.Dial("tcp", victimAddr); err == nil {
+			c.Close()
+			return fmt.Errorf("%s still accepts", victimAddr)
+		}
+		return nil
+	})
 	c := h.srv.httpClient()
 	failed := 0
 	var first string

@@ -214,8 +214,8 @@ func TestIsolation(t *testing.T) {
 		u.gantry("app", "set", "beta", "--gear-size", "medium")
 		var b appJSON
 		u.gantryJSON(&b, "app", "show", "beta")
-		limit, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory/gantry", b.Gears[0].ID, "memory.limit_in_bytes"))
-		if v2 := filepath.Join("/sys/fs/cgroup/gantry", b.Gears[0].ID, "memory.max"); len(limit) == 0 {
+		limit, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", iso[3], b.Gears[0].ID, "memory.limit_in_bytes"))
+		if v2 := filepath.Join("/sys/fs/cgroup", iso[3], b.Gears[0].ID, "memory.max"); len(limit) == 0 {
 			limit, _ = os.ReadFile(v2)
 		}
 		if strings.TrimSpace(string(limit)) != fmt.Sprint(1<<30) {

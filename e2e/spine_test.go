@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"github.com/gantry-paas/gantry/internal/agent"
 	"net/http"
 	"net/url"
 	"os"
@@ -185,7 +186,14 @@ func spine(t *testing.T, isolation []string) {
 		if !strings.Contains(out, "app=blog") || !strings.Contains(out, "pwd="+data) {
 			t.Errorf("gantry ssh output: %q", out)
 		}
-		if namespaced(isolation) && (strings.Contains(out, "uid=0\n") || !strings.Contains(out, "uid=2")) {
+		var uid, lo, hi int
+		if i := strings.Index(out, "uid="); i >= 0 {
+			fmt.Sscanf(out[i:], "uid=%d", &uid)
+		}
+		if namespaced(isolation) {
+			lo, hi = agent.UIDRange(isolation[3])
+		}
+		if namespaced(isolation) && (uid < lo || uid > hi) {
 			t.Errorf("namespaced gear shell is not the gear's user: %q", out)
 		}
 		if _, err := u.exec("", gantryBin, "ssh", "blog", "--", "exit", "7"); exitStatus(err) != 7 {

@@ -37,6 +37,9 @@ func inNetns(t *testing.T, name string, f func()) {
 	orig, _ := netns.Get()
 	defer orig.Close()
 	ns, err := netnsFromName(name)
+	if strings.HasPrefix(name, "/") { // another tool's, by path
+		ns, err = netns.GetFromPath(name)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,5 +273,69 @@ func TestOtherToolsNamespacesDoNotPinOurs(t *testing.T) {
 	after, _ := exec.Command("nsenter", "--net="+NetnsPath(legacy), "readlink", "/proc/self/ns/net").Output()
 	if len(before) == 0 || string(after) != string(before) {
 		t.Errorf("the moved namespace is %q; want the old one, %q", after, before)
+	}
+}
+
+// TestPrivateNetworksForbidden: gears reach public destinations through
+// the host, but not link-local and private networks (cloud metadata, the
+// host's networks, other bridges) unless the operator allows it; DNS to the
+// host's resolvers stays allowed.
+func TestPrivateNetworksForbidden(t *testing.T) {
+	needRoot(t)
+	prefix := fmt.Sprintf("gp%d", os.Getpid()%100000)
+	out := func(name, hostAddr, nsAddr string) string {
+		ns := prefix + name
+		link := prefix + name
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run(); exec.Command("ip", "link", "del", link).Run() })
+		for _, args := range [][]string{
+			{"netns", "add", ns},
+			{"link", "add", link, "type", "veth", "peer", "name", link + "p"},
+			{"link", "set", link + "p", "netns", ns},
+			{"addr", "add", hostAddr + "/24", "dev", link},
+			{"link", "set", link, "up"},
+			{"netns", "exec", ns, "ip", "addr", "add", nsAddr + "/24", "dev", link + "p"},
+			{"netns", "exec", ns, "ip", "link", "set", link + "p", "up"},
+			{"netns", "exec", ns, "ip", "link", "set", "lo", "up"},
+		} {
+			if o, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+				t.Fatalf("ip %v: %v: %s", args, err, o)
+			}
+		}
+		return "/run/netns/" + ns
+	}
+	private := out("v", "192.168.77.1", "192.168.77.2")
+	public := out("u", "198.18.77.1", "198.18.77.2")
+	listenIn(t, private, "192.168.77.2:9000")
+	listenIn(t, private, "192.168.77.2:53")
+	listenIn(t, public, "198.18.77.2:9000")
+
+	t.Cleanup(func() { RemoveAll(prefix) })
+	p := testPlan(prefix)
+	p.Forbidden, p.Resolvers = PrivateNets, []netip.Addr{netip.MustParseAddr("192.168.77.2")}
+	if _, err := Reconcile(p); err != nil {
+		t.Fatal(err)
+	}
+	gear := prefix + "-a1"
+	if err := dialFrom(t, gear, "198.18.77.2:9000"); err != nil {
+		t.Errorf("gear to a public address: %v", err)
+	}
+	if err := dialFrom(t, gear, "192.168.77.2:9000"); err == nil {
+		t.Error("gear reached a private network")
+	}
+	if err := dialFrom(t, gear, "192.168.77.2:53"); err != nil {
+		t.Errorf("gear to the host's resolver: %v", err)
+	}
+	// The gear subnet is private too, and stays reachable (its own app).
+	listenIn(t, prefix+"-a2", "10.231.0.3:9000")
+	if err := dialFrom(t, gear, "10.231.0.3:9000"); err != nil {
+		t.Errorf("gear to a gear of its own app: %v", err)
+	}
+	// --egress-private: the operator allows them.
+	p.Forbidden = nil
+	if _, err := Reconcile(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := dialFrom(t, gear, "192.168.77.2:9000"); err != nil {
+		t.Errorf("with private networks allowed: %v", err)
 	}
 }

@@ -33,7 +33,25 @@ type Plan struct {
 	// refused.
 	HostTCPPorts []uint16
 	HostUDPPorts []uint16 // the same for UDP (the DNS forwarder)
-	Gears        []Gear
+	// Forbidden are networks gears never reach through the host, whatever
+	// their app's policy (link-local and private ranges: cloud metadata,
+	// the host's own networks, other bridges), but for DNS to Resolvers;
+	// the gear subnet itself is never in it. Empty: no such limit.
+	Forbidden []netip.Prefix
+	Resolvers []netip.Addr
+	Gears     []Gear
+}
+
+// PrivateNets are the networks gears may not reach unless the operator
+// allows it (--egress-private): link-local (cloud metadata at
+// 169.254.169.254), the private ranges of RFC 1918 and the shared range
+// of RFC 6598, where the host's own networks and other bridges live.
+var PrivateNets = []netip.Prefix{
+	netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("10.0.0.0/8"),
+	netip.MustParsePrefix("172.16.0.0/12"),
+	netip.MustParsePrefix("192.168.0.0/16"),
+	netip.MustParsePrefix("100.64.0.0/10"),
 }
 
 // Gear is one namespaced gear.
@@ -166,6 +184,29 @@ func rulesetBody(p Plan) string {
 	w("delete table ip %s", p.Prefix)
 	w("table ip %s {", p.Prefix)
 	w("\tcomment \"gantry:@HASH@\"")
+	if len(p.Forbidden) > 0 {
+		// Gears' traffic routed through the host to the platform's
+		// forbidden networks (DNS to the resolvers aside) is refused.
+		var nets []string
+		for _, n := range p.Forbidden {
+			if n.Addr().Is4() {
+				nets = append(nets, n.Masked().String())
+			}
+		}
+		w("\tchain forward {")
+		w("\t\ttype filter hook forward priority filter; policy accept;")
+		var res []string
+		for _, a := range p.Resolvers {
+			if a.Is4() {
+				res = append(res, a.String())
+			}
+		}
+		if len(res) > 0 {
+			w("\t\tiifname %q ip daddr { %s } meta l4proto { tcp, udp } th dport 53 accept", p.Bridge, strings.Join(res, ", "))
+		}
+		w("\t\tiifname %q ip daddr != %s ip daddr { %s } counter reject with icmp type admin-prohibited comment \"private networks: --egress-private\"", p.Bridge, p.Subnet, strings.Join(nets, ", "))
+		w("\t}")
+	}
 	w("\tchain postrouting {")
 	w("\t\ttype nat hook postrouting priority srcnat; policy accept;")
 	w("\t\tip saddr %s ip daddr != %s masquerade", p.Subnet, p.Subnet)

@@ -60,6 +60,7 @@ the CLI on this machine. SIGTERM stops the server; apps keep running.`,
 	f.StringVar(&o.EgressDefault, "egress-default", "allow", "outbound connections no rule of an app matches: allow or deny")
 	f.IntVar(&o.ScanDistinct, "egress-scan-distinct", 20, "a port scan is this many distinct refused destinations of one app...")
 	f.DurationVar(&o.ScanWindow, "egress-scan-window", time.Minute, "...within this window")
+	f.BoolVar(&o.EgressPrivate, "egress-private", false, "let gears reach link-local and private networks (169.254.0.0/16, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10) through the host; by default they never do, whatever an app's policy")
 	f.BoolVar(&o.ScanBlock, "egress-scan-block", false, "cut the outbound traffic of an app flagged for a port scan until `gantry admin egress clear APP`")
 	f.IntVar(&o.EgressProxyPort, "egress-proxy-port", 3128, "the egress router's HTTP proxy port on the gear network's gateway; its 16 redirect ports follow it")
 	f.IntVar(&o.EgressDNSPort, "egress-dns-port", 53, "the DNS forwarder's port on the gear network's gateway (apps with hostname egress rules resolve through it)")

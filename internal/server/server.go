@@ -100,6 +100,9 @@ type Options struct {
 	ScanDistinct int
 	ScanWindow   time.Duration
 	ScanBlock    bool
+	// EgressPrivate lets gears reach link-local and private networks
+	// through the host (by default they never do).
+	EgressPrivate bool
 	// EgressProxyPort is the egress router's HTTP proxy port (3128);
 	// redirect ports follow it.
 	EgressProxyPort int
@@ -308,6 +311,17 @@ func Run(ctx context.Context, o Options) error {
 			dnsOpts = &egressdns.Options{Addr: dnsAddr, Upstreams: upstreams, Log: log}
 		} else {
 			log.Warn("no DNS resolver in /etc/resolv.conf and no --egress-dns-upstream: hostname egress rules learn nothing from the apps' lookups")
+		}
+	}
+	if isolation == agent.Namespaces && !o.EgressPrivate {
+		network.Forbidden = netplan.PrivateNets
+		conf, _ := os.ReadFile("/etc/resolv.conf")
+		for _, u := range append(egressdns.Upstreams(string(conf)), upstreams...) {
+			if ap, err := netip.ParseAddrPort(u); err == nil {
+				network.Resolvers = append(network.Resolvers, ap.Addr().Unmap())
+			} else if a, err := netip.ParseAddr(u); err == nil {
+				network.Resolvers = append(network.Resolvers, a.Unmap())
+			}
 		}
 	}
 	env := envBuilder{lay: lay, cloud: o.CloudDomain, path: os.Getenv("PATH"), st: st}
