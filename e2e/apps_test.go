@@ -44,7 +44,7 @@ server.on("upgrade", (req, socket) => {
   });
   socket.on("error", () => {});
 });
-server.listen(process.env.PORT, process.env.IP, () => console.log("listening on " + process.env.PORT));
+setTimeout(() => server.listen(process.env.PORT, process.env.IP, () => console.log("listening on " + process.env.PORT)), +(process.env.START_DELAY_MS || 0));
 // A second service, on a port of the kernel's choosing: it answers only
 // after the client shuts down its write side (half-close).
 const net = require("net");

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -373,4 +374,115 @@ func TestLockedStore(t *testing.T) {
 		t.Errorf("while the database is locked: %q; want a store-busy answer", out)
 	}
 	h.alice.gantry("app", "list")
+}
+
+// TestCLIKeepsTokensOffPlainHTTP: the CLI does not send a token over
+// http:// to a server that is not on this machine, unless told --insecure.
+func TestCLIKeepsTokensOffPlainHTTP(t *testing.T) {
+	u := newEnv(t, filepath.Join(t.TempDir(), "cfg.json"))
+	// paas.test resolves nowhere: the CLI must refuse before any lookup.
+	out := u.gantryFails("login", "--server", "http://paas.test:8080", "--token", "gnt_secret")
+	if !strings.Contains(out, "plain HTTP") || strings.Contains(out, "cannot reach") {
+		t.Errorf("login over plain HTTP: %q; want a refusal before any connection", out)
+	}
+}
+
+// TestKillNineMidChange: the server killed with SIGKILL in the middle of a
+// push and of a scale-up. At the next start, the push's deployment
+// directory is gone, the gears the scale left "starting" are undone (the
+// app runs what it ran before), and later changes route only live gears.
+func TestKillNineMidChange(t *testing.T) {
+	h := newHostile(t)
+	_, repo := deployNodeApp(t, h.alice, "alice", "web")
+	host := "web-alice.localhost"
+	cfg := filepath.Join(h.root, "admin.json")
+	restart := func() {
+		t.Helper()
+		h.srv.cmd.Process.Kill()
+		<-h.srv.exited
+		h.srv = startServer(t, h.data, cfg, h.srv.httpAddr, h.srv.sshAddr, "--isolation", "process")
+	}
+	deployments := func() []string {
+		dirs, _ := filepath.Glob(filepath.Join(h.data, "apps", "*", "deployments", "*"))
+		return dirs
+	}
+
+	// A push whose build hook takes its time.
+	before := len(deployments())
+	writeFile(t, filepath.Join(repo, ".gantry", "action_hooks", "build"), "#!/bin/sh\nsleep 60\n", 0o755)
+	h.alice.runIn(repo, "git", "add", "-A")
+	h.alice.runIn(repo, "git", "commit", "-qm", "slow build")
+	push := exec.Command("git", "push", "-q")
+	push.Dir, push.Env = repo, h.alice.environ()
+	if err := push.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer push.Process.Kill()
+	eventually(t, "the push's deployment directory", 30*time.Second, func() error {
+		if n := len(deployments()); n <= before {
+			return fmt.Errorf("%d deployment directories", n)
+		}
+		return nil
+	})
+	restart()
+	push.Process.Kill()
+	if n := len(deployments()); n != before {
+		t.Errorf("after the restart: %d deployment directories; want %d (the interrupted push's removed)", n, before)
+	}
+	if code, body := get(t, h.srv.httpClient(), h.srv.url(host, "/")); code != 200 || !strings.HasPrefix(body, "v1") {
+		t.Errorf("after the interrupted push: %d %q; want v1", code, body)
+	}
+
+	// A scale-up whose gears take 1.5 s to listen.
+	h.alice.gantry("env", "set", "web", "START_DELAY_MS=1500")
+	scale := exec.Command(gantryBin, "app", "scale", "web", "--gears", "4")
+	scale.Env = h.alice.environ()
+	if err := scale.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer scale.Process.Kill()
+	eventually(t, "gears starting", 30*time.Second, func() error {
+		var a appJSON
+		h.alice.gantryJSON(&a, "app", "show", "web")
+		for _, g := range a.Gears {
+			if g.State == "starting" {
+				return nil
+			}
+		}
+		return fmt.Errorf("gears %+v", a.Gears)
+	})
+	restart()
+	scale.Process.Kill()
+	eventually(t, "the app back at its one running gear", 60*time.Second, func() error {
+		var a appJSON
+		h.alice.gantryJSON(&a, "app", "show", "web")
+		running := 0
+		for _, g := range a.Gears {
+			switch g.State {
+			case "running":
+				running++
+			case "draining":
+			default:
+				return fmt.Errorf("a gear is %s: %+v", g.State, a.Gears)
+			}
+		}
+		if running != 1 {
+			return fmt.Errorf("%d running: %+v", running, a.Gears)
+		}
+		return nil
+	})
+	c := h.srv.httpClient()
+	serve := func(when string) {
+		t.Helper()
+		for i := 0; i < 40; i++ {
+			if code, _ := get(t, c, h.srv.url(host, "/")); code != 200 {
+				t.Fatalf("request %d %s: %d", i, when, code)
+			}
+		}
+	}
+	serve("after the restart")
+	h.alice.gantry("app", "scale", "web", "--gears", "4")
+	serve("after scaling to 4")
+	h.alice.gantry("app", "restart", "web")
+	serve("after a restart of the app")
 }

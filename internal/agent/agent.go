@@ -15,13 +15,16 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/gantry-paas/gantry/internal/sandbox"
 	"hash/fnv"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -236,6 +239,15 @@ func (a *Agent) reattach(ctx context.Context) {
 			a.stopGear(ctx, g, io.Discard)
 			a.o.Store.Update(func(tx *store.Tx) error { return tx.Delete(store.GearKey(g.ID)) })
 			a.netRemove(g.ID)
+		case g.State == store.GearStarting:
+			// The change that started it (a deploy, a scale) died with the
+			// server before the gear was routed: undo it. The app's count
+			// is restored below, with gears that are checked before they
+			// serve.
+			a.log.Warn("gear left starting by an interrupted change: removing it", "gear", g.ID, "app", g.AppKey)
+			a.stopGear(ctx, g, io.Discard)
+			a.o.Store.Update(func(tx *store.Tx) error { return tx.Delete(store.GearKey(g.ID)) })
+			a.netRemove(g.ID)
 		case alive:
 			adopted++
 		default:
@@ -246,6 +258,69 @@ func (a *Agent) reattach(ctx context.Context) {
 		}
 	}
 	a.log.Info("re-attached to gears", "running", adopted, "total", len(gears))
+	a.cleanOneOffs()
+	a.restoreCounts(ctx)
+}
+
+// restoreCounts starts the web gears an app lacks after an interrupted
+// change (its recorded scale says how many it runs), in the background.
+func (a *Agent) restoreCounts(ctx context.Context) {
+	var apps []store.App
+	var gears []store.Gear
+	a.o.Store.View(func(tx *store.Tx) error {
+		var err error
+		if apps, err = store.List[store.App](tx, "apps/"); err != nil {
+			return err
+		}
+		gears, err = store.List[store.Gear](tx, "gears/")
+		return err
+	})
+	for _, app := range apps {
+		if app.ActiveDeployment == "" || app.Stopped || app.Idle || app.Scale <= 0 {
+			continue
+		}
+		running := 0
+		for _, g := range gears {
+			if g.AppKey == app.Key() && g.Service == "" && g.State == store.GearRunning {
+				running++
+			}
+		}
+		if running >= app.Scale {
+			continue
+		}
+		key, want := app.Key(), app.Scale
+		a.log.Info("restoring the app's gear count after an interrupted change", "app", key, "running", running, "scale", want)
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			if err := a.ScaleTo(ctx, key, want, io.Discard); err != nil {
+				a.log.Error("restoring the app's gear count", "app", key, "err", err)
+			}
+		}()
+	}
+}
+
+// cleanOneOffs removes the build and one-off containers (and their
+// cgroups and bundles) that a server killed in the middle of a build left
+// behind: none runs while the agent starts.
+func (a *Agent) cleanOneOffs() {
+	if !a.namespaced() {
+		return
+	}
+	root := a.o.Layout.RuncRoot()
+	out, err := exec.Command("runc", "--root", root, "list", "-q").Output()
+	if err != nil {
+		return
+	}
+	for _, id := range strings.Fields(string(out)) {
+		if !strings.HasPrefix(id, "x") {
+			continue // gears' containers are the shims' business
+		}
+		exec.Command("runc", "--root", root, "delete", "-f", id).Run()
+		sandbox.RemoveCgroup(a.cgroupParent(id))
+		os.RemoveAll(filepath.Join(a.o.Layout.RunDir(), "oneoff", id))
+		a.log.Info("removed a container left by an interrupted build", "container", id)
+	}
 }
 
 // supervise restarts shims that died (the shim itself restarts the app).

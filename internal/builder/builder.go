@@ -307,3 +307,38 @@ func (i *indenter) Write(p []byte) (int, error) {
 	_, err := i.w.Write(buf)
 	return len(p), err
 }
+
+// CleanStale removes deployment directories that no deployment record
+// names and that were made before `before` (the server's start): a server
+// killed in the middle of a push leaves them behind. Directories of builds
+// running now are younger and stay.
+func (b *Builder) CleanStale(before time.Time) {
+	var apps []store.App
+	var deps []store.Deployment
+	b.o.Store.View(func(tx *store.Tx) error {
+		var err error
+		if apps, err = store.List[store.App](tx, "apps/"); err != nil {
+			return err
+		}
+		deps, err = store.List[store.Deployment](tx, "deployments/")
+		return err
+	})
+	known := map[string]bool{}
+	for _, d := range deps {
+		known[d.Dir] = true
+	}
+	for _, app := range apps {
+		dir := b.o.Layout.Deployments(app.ID)
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			path := filepath.Join(dir, e.Name())
+			fi, err := e.Info()
+			if err != nil || known[path] || !fi.ModTime().Before(before) {
+				continue
+			}
+			if err := os.RemoveAll(path); err == nil {
+				b.log.Info("removed a deployment directory left by an interrupted push", "app", app.FullName(), "dir", path)
+			}
+		}
+	}
+}

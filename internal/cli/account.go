@@ -62,6 +62,7 @@ func (c *cli) loginCmd() *cobra.Command {
 				server = "https://" + server
 			}
 			cl := client.New(server, token)
+			cl.Insecure = c.insecure
 			info, err := cl.Info(cmd.Context())
 			if err != nil {
 				return err
@@ -70,7 +71,7 @@ func (c *cli) loginCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := clientconfig.Save(path, &clientconfig.Config{Server: strings.TrimRight(server, "/"), Token: token, User: info.User.Name}); err != nil {
+			if err := clientconfig.Save(path, &clientconfig.Config{Server: strings.TrimRight(server, "/"), Token: token, User: info.User.Name, Insecure: c.insecure}); err != nil {
 				return err
 			}
 			return c.out(map[string]any{"server": server, "user": info.User.Name, "config": path}, func(w io.Writer) {

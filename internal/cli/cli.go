@@ -34,10 +34,11 @@ type Options struct {
 }
 
 type cli struct {
-	o       Options
-	json    bool
-	domain  string
-	cfgPath string
+	o        Options
+	json     bool
+	insecure bool
+	domain   string
+	cfgPath  string
 }
 
 // Main runs the CLI with args and returns the exit code.
@@ -99,6 +100,7 @@ Start the server with 'gantry server', then:
 	root.SetOut(c.o.Stdout)
 	root.SetErr(c.o.Stderr)
 	root.PersistentFlags().BoolVar(&c.json, "json", false, "print JSON for scripts")
+	root.PersistentFlags().BoolVar(&c.insecure, "insecure", false, "allow sending the API token over plain HTTP to a server that is not on this machine")
 	root.PersistentFlags().StringVar(&c.cfgPath, "config", "", "client configuration file (default $GANTRY_CONFIG or ~/.config/gantry/config.json)")
 	root.AddGroup(&cobra.Group{ID: "apps", Title: "Apps:"}, &cobra.Group{ID: "account", Title: "Account:"}, &cobra.Group{ID: "platform", Title: "Platform:"})
 	for _, cmd := range []*cobra.Command{c.appCmd(), c.envCmd(), c.logsCmd(), c.deploymentCmd(), c.sshCmd(), c.portForwardCmd(), c.cartridgeCmd(), c.tailCmd(), c.aliasCmd(), c.routeCmd(), c.egressCmd()} {
@@ -129,7 +131,9 @@ func (c *cli) client() (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return client.New(cfg.Server, cfg.Token), nil
+	cl := client.New(cfg.Server, cfg.Token)
+	cl.Insecure = cfg.Insecure || c.insecure
+	return cl, nil
 }
 
 func (c *cli) configPath() (string, error) {

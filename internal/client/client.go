@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 
@@ -22,6 +23,29 @@ type Client struct {
 	Server string
 	Token  string
 	HTTP   *http.Client
+	// Insecure allows sending the token over plain HTTP to a server that
+	// is not on this machine.
+	Insecure bool
+}
+
+// ErrPlainHTTP is the refusal to send a token in the clear.
+var ErrPlainHTTP = errors.New("refusing to send your API token over plain HTTP to a server that is not on this machine: use its https:// URL (`gantry login --server https://…`), or pass --insecure on a network you trust")
+
+// PlainHTTP says whether a server URL would carry the token in the clear
+// over a network: http:// to anything but loopback.
+func PlainHTTP(server string) bool {
+	u, err := url.Parse(server)
+	if err != nil || u.Scheme != "http" {
+		return false
+	}
+	h := strings.ToLower(u.Hostname())
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return false
+	}
+	if ip, err := netip.ParseAddr(h); err == nil && ip.Unmap().IsLoopback() {
+		return false
+	}
+	return true
 }
 
 // New returns a client. Long operations (app create builds and deploys)
@@ -74,6 +98,9 @@ func (c *Client) send(ctx context.Context, method, path string, in any) (*http.R
 			return nil, err
 		}
 		body = bytes.NewReader(data)
+	}
+	if c.Token != "" && !c.Insecure && PlainHTTP(c.Server) {
+		return nil, fmt.Errorf("%s: %w", c.Server, ErrPlainHTTP)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.Server+path, body)
 	if err != nil {

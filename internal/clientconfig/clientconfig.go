@@ -18,6 +18,9 @@ type Config struct {
 	Token  string `json:"token"`
 	// User is informational, for `gantry login` output.
 	User string `json:"user,omitempty"`
+	// Insecure lets the CLI send the token over plain HTTP to a server
+	// that is not on this machine (`gantry login --insecure`).
+	Insecure bool `json:"insecure,omitempty"`
 }
 
 // EnvPath overrides the default location.

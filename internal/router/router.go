@@ -411,10 +411,48 @@ func hostOnly(h string) string {
 	return strings.TrimSuffix(strings.ToLower(h), ".")
 }
 
+// localOrTrusted says whether a client may use the platform (API, git
+// over HTTP) over plain HTTP: from this machine, or through a trusted
+// proxy (which terminated TLS itself).
+func (r *Router) localOrTrusted(remote string) bool {
+	ip, _, _ := net.SplitHostPort(remote)
+	a, err := netip.ParseAddr(ip)
+	return err == nil && (a.Unmap().IsLoopback() || r.trustedAddr(a))
+}
+
+// platformNeedsTLS answers a plain-HTTP platform request from elsewhere:
+// API tokens and git credentials travel over HTTPS only. A browser's GET
+// is sent there; anything else is refused with what to use.
+func (r *Router) platformNeedsTLS(w http.ResponseWriter, req *http.Request, host string) {
+	if r.tlsLn != nil && req.Method == http.MethodGet && req.Header.Get("Authorization") == "" {
+		r.redirect(w, req, true, host)
+		return
+	}
+	to := "the server's https:// address"
+	if r.tlsLn != nil {
+		to = "https://" + host + httpsPortSuffix(r.tlsLn.Addr()) + "/"
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(http.StatusForbidden)
+	fmt.Fprintf(w, `{"title":"Forbidden","status":403,"code":"https_required","detail":%q}`,
+		"this server takes API tokens and git credentials over HTTPS only, except from its own machine: use "+to+" (`gantry login --server "+to+"`)")
+}
+
+func httpsPortSuffix(a net.Addr) string {
+	if t, ok := a.(*net.TCPAddr); ok && t.Port != 443 {
+		return ":" + strconv.Itoa(t.Port)
+	}
+	return ""
+}
+
 // ServeHTTP routes one request.
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	host := hostOnly(req.Host)
 	if r.platform[host] && r.o.Platform != nil {
+		if req.TLS == nil && !r.localOrTrusted(req.RemoteAddr) {
+			r.platformNeedsTLS(w, req, host)
+			return
+		}
 		r.o.Platform.ServeHTTP(w, req)
 		return
 	}

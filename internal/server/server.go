@@ -191,6 +191,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	log := o.Log
+	started := time.Now()
 	if n, err := connguard.RaiseFileLimit(); err != nil {
 		log.Warn("raising the open-file limit", "err", err, "limit", n)
 	} else {
@@ -423,6 +424,9 @@ func Run(ctx context.Context, o Options) error {
 	bld, err := builder.New(builder.Options{Store: st, Layout: lay, Log: log, Deployer: ag, Run: ag.RunSandboxed,
 		StaticServer: shellQuote(exe) + " static-serve", Env: env.build,
 		URL: func(a *store.App) string { return appURL(a.Host) }})
+	if err == nil {
+		bld.CleanStale(started)
+	}
 	if err != nil {
 		return err
 	}
