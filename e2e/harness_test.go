@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -157,6 +158,9 @@ type server struct {
 	httpsAddr string
 	log       *bytes.Buffer
 	exited    chan struct{}
+	// servings counts "gantry is serving" lines: a SIGHUP hand-off's new
+	// process writes to the same stderr.
+	servings atomic.Int32
 }
 
 var servingRE = regexp.MustCompile(`msg="gantry is serving" http=(\S+) ssh=(\S+) https=(\S+)`)
@@ -184,7 +188,11 @@ func startServer(t *testing.T, data, cfg, httpAddr, sshAddr string, extra ...str
 			line := sc.Text()
 			s.log.WriteString(line + "\n")
 			if m := servingRE.FindStringSubmatch(line); m != nil {
-				ready <- [3]string{m[1], m[2], m[3]}
+				s.servings.Add(1)
+				select {
+				case ready <- [3]string{m[1], m[2], m[3]}:
+				default:
+				}
 			}
 		}
 		cmd.Wait()

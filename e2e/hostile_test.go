@@ -10,10 +10,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	_ "modernc.org/sqlite"
 )
 
@@ -485,4 +488,84 @@ func TestKillNineMidChange(t *testing.T) {
 	serve("after scaling to 4")
 	h.alice.gantry("app", "restart", "web")
 	serve("after a restart of the app")
+}
+
+// TestRestartUnderLoad: SIGHUP makes a new server process take over the
+// listening sockets; the old one stops accepting only once the new one
+// serves, then finishes its open requests and tunnels. Five restarts
+// under continuous load fail no request, and a WebSocket open at the
+// first one stays open on the old process until its client closes it.
+func TestRestartUnderLoad(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "gantry.pid")
+	h := newHostile(t, "--pid-file", pidFile, "--drain-timeout", "60s")
+	deployNodeApp(t, h.alice, "alice", "web")
+	h.alice.gantry("app", "scale", "web", "--gears", "2")
+	host := "web-alice.localhost"
+	readPID := func() int {
+		b, _ := os.ReadFile(pidFile)
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		return pid
+	}
+	gone := func(pid int) error {
+		if syscall.Kill(pid, 0) == nil {
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); !strings.Contains(string(b), ") Z ") {
+				return fmt.Errorf("process %d still runs", pid)
+			}
+		}
+		return nil
+	}
+	restart := func(i int) int {
+		t.Helper()
+		before, servings := readPID(), h.srv.servings.Load()
+		time.Sleep(300 * time.Millisecond) // load on the process about to hand over
+		if err := syscall.Kill(before, syscall.SIGHUP); err != nil {
+			t.Fatalf("restart %d: SIGHUP to %d: %v", i, before, err)
+		}
+		eventually(t, fmt.Sprintf("restart %d: a new process serving", i), 60*time.Second, func() error {
+			if pid := readPID(); pid == before || h.srv.servings.Load() == servings {
+				return fmt.Errorf("pid %d", pid)
+			}
+			return nil
+		})
+		return before
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws://"+host+":"+h.httpPort+"/ws", &websocket.DialOptions{HTTPClient: h.srv.httpClient()})
+	if err != nil {
+		t.Fatalf("websocket: %v", err)
+	}
+	ld := startLoad(h.srv.httpClient(), h.srv.url(host, "/"), 4)
+	first := restart(1)
+	// The WebSocket is still served by the first process, which waits for it.
+	time.Sleep(time.Second)
+	if err := ws.Write(ctx, websocket.MessageText, []byte("still there")); err != nil {
+		t.Fatalf("websocket after the hand-off: %v", err)
+	}
+	if _, msg, err := ws.Read(ctx); err != nil || string(msg) != "still there" {
+		t.Fatalf("websocket echo after the hand-off: %q %v", msg, err)
+	}
+	if err := gone(first); err == nil {
+		t.Fatalf("the first process exited with a WebSocket open")
+	}
+	ws.Close(websocket.StatusNormalClosure, "")
+	eventually(t, "the first process exits once its WebSocket closed", 20*time.Second, func() error { return gone(first) })
+	for i := 2; i <= 5; i++ {
+		old := restart(i)
+		eventually(t, fmt.Sprintf("restart %d: the old process finishes", i), 30*time.Second, func() error { return gone(old) })
+	}
+	time.Sleep(300 * time.Millisecond)
+	ld.Stop()
+	if ld.failed.Load() > 0 || ld.ok.Load() == 0 {
+		t.Errorf("%d requests served, %d failed across 5 restarts (first: %v)", ld.ok.Load(), ld.failed.Load(), ld.firstErr.Load())
+		t.Log(h.srv.log.String())
+	}
+	t.Logf("%d requests served across 5 restarts, %d failed", ld.ok.Load(), ld.failed.Load())
+	// The last process stops as any would.
+	syscall.Kill(readPID(), syscall.SIGTERM)
+	select {
+	case <-h.srv.exited:
+	case <-time.After(30 * time.Second):
+		t.Errorf("the last process did not stop on SIGTERM")
+	}
 }

@@ -95,6 +95,9 @@ func (b *Builder) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("builder: hook socket: %w", err)
 	}
+	// The path stays at close: after a hand-off it is the new process's
+	// socket (the next start replaces it anyway).
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	os.Chmod(path, 0o600)
 	var wg sync.WaitGroup
 	go func() {

@@ -42,6 +42,10 @@ type Options struct {
 	Learn   func(src netip.Addr, names []string, answers []Answer)
 	Timeout time.Duration // per upstream; default 3s
 	Log     *slog.Logger
+	// Listen and ListenPacket bind the sockets (default: net's); the
+	// server passes its hand-off's, so a restart keeps them.
+	Listen       func(network, addr string) (net.Listener, error)
+	ListenPacket func(network, addr string) (net.PacketConn, error)
 }
 
 // Forwarder is the DNS forwarder.
@@ -83,16 +87,25 @@ func (f *Forwarder) Start(ctx context.Context) error {
 	if len(f.o.Upstreams) == 0 {
 		return errors.New("the DNS forwarder has no upstream resolver: give --egress-dns-upstream or a nameserver in /etc/resolv.conf")
 	}
-	u, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(f.o.Addr))
+	listen, listenPacket := f.o.Listen, f.o.ListenPacket
+	if listen == nil {
+		listen = net.Listen
+	}
+	if listenPacket == nil {
+		listenPacket = net.ListenPacket
+	}
+	pc, err := listenPacket("udp", f.o.Addr.String())
 	if err != nil {
 		return fmt.Errorf("the DNS forwarder cannot listen on %s/udp: %w", f.o.Addr, err)
 	}
+	u := pc.(*net.UDPConn)
 	// The same port for TCP (port 0 picks the UDP one's).
-	t, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(u.LocalAddr().(*net.UDPAddr).AddrPort()))
+	ln, err := listen("tcp", u.LocalAddr().(*net.UDPAddr).AddrPort().String())
 	if err != nil {
 		u.Close()
 		return fmt.Errorf("the DNS forwarder cannot listen on %s/tcp: %w", f.o.Addr, err)
 	}
+	t := ln.(*net.TCPListener)
 	f.udp, f.tcp = u, t
 	f.wg.Add(2)
 	go func() { defer f.wg.Done(); f.serveUDP() }()

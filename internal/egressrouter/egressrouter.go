@@ -37,6 +37,7 @@ import (
 
 	"github.com/gantry-paas/gantry/internal/connguard"
 	"github.com/gantry-paas/gantry/internal/egress"
+	"github.com/gantry-paas/gantry/internal/handoff"
 	"github.com/gantry-paas/gantry/internal/health"
 	"github.com/gantry-paas/gantry/internal/httpfast"
 )
@@ -58,6 +59,9 @@ type Options struct {
 	DialTimeout time.Duration
 	// HealthInterval is the TCP proxies' health check period (2 s).
 	HealthInterval time.Duration
+	// ListenWith binds the proxy and redirect ports (default: lc.Listen);
+	// the server passes its hand-off's, so a restart keeps the sockets.
+	ListenWith func(lc *net.ListenConfig, network, addr string) (net.Listener, error)
 	// MaxConnsPerGear caps the connections one gear holds open through
 	// the router, all its ports together; over it a connection is reset,
 	// counted and logged. 0: no cap.
@@ -181,7 +185,11 @@ func (e *forbiddenError) Error() string {
 // ends.
 func (r *Router) Start(ctx context.Context) error {
 	listen := func(port int) (net.Listener, error) {
-		return listenTCP(netip.AddrPortFrom(r.o.Addr, uint16(port)))
+		addr := netip.AddrPortFrom(r.o.Addr, uint16(port))
+		if r.o.ListenWith != nil {
+			return r.o.ListenWith(&net.ListenConfig{KeepAlive: -1}, "tcp", addr.String())
+		}
+		return listenTCP(addr)
 	}
 	var err error
 	if r.proxyLn, err = listen(r.o.ProxyPort); err != nil {
@@ -318,7 +326,7 @@ func (r *Router) syncTCP() {
 		if r.tcpLns[port] != nil {
 			continue
 		}
-		ln, err := listenTCP(netip.AddrPortFrom(r.o.Addr, uint16(port)))
+		ln, err := handoff.ListenShared(net.ListenConfig{KeepAlive: -1}, "tcp", netip.AddrPortFrom(r.o.Addr, uint16(port)).String())
 		if err != nil {
 			r.tcpErrs[port] = err
 			r.log.Warn("egress router cannot listen for a TCP proxy", "port", port, "err", err)

@@ -41,6 +41,9 @@ type Options struct {
 	Log   *slog.Logger
 	// Listen is the HTTP address, e.g. ":80" or "127.0.0.1:0".
 	Listen string
+	// ListenFunc binds the HTTP and HTTPS ports (default net.Listen); the
+	// server passes its hand-off's, so a restart keeps the sockets.
+	ListenFunc func(network, addr string) (net.Listener, error)
 	// TLSListen is the HTTPS address (":443"); empty: no TLS.
 	TLSListen string
 	// Certs issues certificates for the cloud domain (the platform CA);
@@ -77,6 +80,10 @@ type Options struct {
 	AccessLog io.Writer
 	// Metrics, if set, gets the router's Prometheus collectors.
 	Metrics prometheus.Registerer
+	// DrainTimeout bounds how long Run, once ctx ends, waits for open
+	// requests, WebSockets and TCP connections to finish after it stopped
+	// accepting (default 5s); those still open then are closed.
+	DrainTimeout time.Duration
 	// Waker wakes an idle app; requests to it are held meanwhile, up to
 	// WakeTimeout (default 30s), then answered 503.
 	Waker       Waker
@@ -120,6 +127,8 @@ type Router struct {
 	certs     certCache
 	guard     *connguard.Guard
 	down      downSet // gears that refused a connection
+	// drainTimeout is Options.DrainTimeout, changeable while running.
+	drainTimeout atomic.Int64
 
 	connsMu sync.Mutex
 	conns   map[string]*atomic.Int64 // endpoint -> open requests
@@ -151,17 +160,21 @@ func New(o Options) (*Router, error) {
 	defaultDur(&o.HeaderTimeout, 10*time.Second)
 	defaultDur(&o.IdleTimeout, 120*time.Second)
 	defaultDur(&o.HealthInterval, 2*time.Second)
+	defaultDur(&o.DrainTimeout, 5*time.Second)
 	if o.MaxHeaderBytes == 0 {
 		o.MaxHeaderBytes = 64 << 10
 	}
-	ln, err := net.Listen("tcp", o.Listen)
+	if o.ListenFunc == nil {
+		o.ListenFunc = net.Listen
+	}
+	ln, err := o.ListenFunc("tcp", o.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("router: listening on %s: %w (another server running? choose another address with --http)", o.Listen, err)
 	}
 	r := &Router{o: o, log: o.Log.With("component", "router"), ln: ln,
 		conns: map[string]*atomic.Int64{}, applied: make(chan struct{}), platform: map[string]bool{}, stats: map[string]*appStats{}}
 	if o.TLSListen != "" {
-		if r.tlsLn, err = net.Listen("tcp", o.TLSListen); err != nil {
+		if r.tlsLn, err = o.ListenFunc("tcp", o.TLSListen); err != nil {
 			ln.Close()
 			return nil, fmt.Errorf("router: listening on %s: %w (another server running? choose another address with --https)", o.TLSListen, err)
 		}
@@ -169,6 +182,7 @@ func New(o Options) (*Router, error) {
 	for _, h := range o.PlatformHosts {
 		r.platform[strings.ToLower(h)] = true
 	}
+	r.drainTimeout.Store(int64(o.DrainTimeout))
 	r.table.Store(&Table{Routes: map[string]*Route{}, TCP: map[int]*TCPRoute{}, SNI: map[string]*TCPRoute{}})
 	r.tcp.init()
 	r.obs = newObserver(o.AccessLog, o.Metrics)
@@ -230,11 +244,13 @@ func (r *Router) Run(ctx context.Context) error {
 			if r.tlsLn != nil {
 				r.tlsLn.Close()
 			}
+			r.tcp.closeAll()
 			r.fastConns.CloseIdle()
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			sctx, cancel := context.WithTimeout(context.Background(), time.Duration(r.drainTimeout.Load()))
 			for _, s := range servers {
 				s.Shutdown(sctx)
 			}
+			r.drain(sctx) // tunnels and TCP connections, which Shutdown does not wait for
 			cancel()
 			for range servers {
 				<-errc
@@ -409,6 +425,34 @@ func hostOnly(h string) string {
 		h = host
 	}
 	return strings.TrimSuffix(strings.ToLower(h), ".")
+}
+
+// SetDrainTimeout changes how long Run waits for open connections once
+// ctx ends (a hand-off gives them longer than a plain stop).
+func (r *Router) SetDrainTimeout(d time.Duration) { r.drainTimeout.Store(int64(d)) }
+
+// drain waits until no request, WebSocket or TCP connection is open, or
+// ctx ends.
+func (r *Router) drain(ctx context.Context) {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		open := int64(0)
+		r.statsMu.Lock()
+		for _, s := range r.stats {
+			open += s.active.Load()
+		}
+		r.statsMu.Unlock()
+		if open == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			r.log.Info("closing connections still open after the drain time", "open", open)
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // localOrTrusted says whether a client may use the platform (API, git

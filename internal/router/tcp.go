@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/gantry-paas/gantry/internal/handoff"
 	"github.com/gantry-paas/gantry/internal/health"
 	"net"
 	"strconv"
@@ -68,7 +69,7 @@ func (r *Router) syncTCP(tb *Table) {
 		if r.tcp.listeners[port] != nil {
 			continue
 		}
-		ln, err := net.Listen("tcp", net.JoinHostPort(r.tcpHost(), strconv.Itoa(port)))
+		ln, err := handoff.ListenShared(net.ListenConfig{}, "tcp", net.JoinHostPort(r.tcpHost(), strconv.Itoa(port)))
 		if err != nil {
 			if r.tcp.errs[port] == nil {
 				r.log.Error("binding TCP route", "app", tr.App, "port", port, "err", err)

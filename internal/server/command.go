@@ -45,6 +45,8 @@ the CLI on this machine. SIGTERM stops the server; apps keep running.`,
 	f.DurationVar(&o.HeaderTimeout, "header-timeout", 10*time.Second, "time a client has to send its request headers (and TLS handshake)")
 	f.DurationVar(&o.TunnelTimeout, "tunnel-timeout", time.Hour, "idle WebSocket and TCP route connections are closed after this")
 	f.IntVar(&o.MaxHeaderBytes, "max-header-bytes", 64<<10, "largest request header accepted (431 above)")
+	f.DurationVar(&o.DrainTimeout, "drain-timeout", 30*time.Second, "after a SIGHUP hand-off, how long the old process lets open requests, WebSockets and TCP connections finish (a plain stop gives them 5s)")
+	f.StringVar(&o.PIDFile, "pid-file", "", "write the pid of the serving process here (it changes when SIGHUP hands over to a new process)")
 	f.IntVar(&o.MaxClientConns, "max-client-conns", 1000, "connections one client address may hold open on the router's ports at once (trusted proxies exempt; 0: no cap)")
 	f.IntVar(&o.MaxGearConns, "max-gear-conns", 1000, "connections one gear may hold open through the egress router at once (0: no cap)")
 	f.DurationVar(&o.HealthInterval, "health-interval", 2*time.Second, "how often TCP route members are health-checked")

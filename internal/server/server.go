@@ -16,10 +16,12 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
@@ -36,6 +38,7 @@ import (
 	"github.com/gantry-paas/gantry/internal/egressrouter"
 	"github.com/gantry-paas/gantry/internal/gearenv"
 	"github.com/gantry-paas/gantry/internal/gitrepo"
+	"github.com/gantry-paas/gantry/internal/handoff"
 	"github.com/gantry-paas/gantry/internal/layout"
 	"github.com/gantry-paas/gantry/internal/metrics"
 	"github.com/gantry-paas/gantry/internal/netplan"
@@ -69,6 +72,12 @@ type Options struct {
 	// (0: no cap).
 	MaxClientConns int
 	MaxGearConns   int
+	// DrainTimeout bounds how long a server a new process took over from
+	// waits for open requests and tunnels (a plain stop waits 5 s).
+	DrainTimeout time.Duration
+	// PIDFile, if set, holds the pid of the process that serves (it
+	// changes at a SIGHUP hand-off).
+	PIDFile string
 	// HealthInterval is how often TCP route members are checked (2s).
 	HealthInterval time.Duration
 	// ACMEDirectory, if set, is the ACME CA (e.g. Let's Encrypt's
@@ -192,6 +201,10 @@ func Run(ctx context.Context, o Options) error {
 	}
 	log := o.Log
 	started := time.Now()
+	// Every fixed listening socket goes through the hand-off, so that a
+	// restart (SIGHUP) passes it to the new process.
+	ho := handoff.New(o.PIDFile, log)
+	defer ho.Stop()
 	if n, err := connguard.RaiseFileLimit(); err != nil {
 		log.Warn("raising the open-file limit", "err", err, "limit", n)
 	} else {
@@ -233,7 +246,8 @@ func Run(ctx context.Context, o Options) error {
 	ropts := router.Options{Store: st, Log: log, Listen: o.HTTPListen, Waker: waker, WakeTimeout: o.WakeTimeout,
 		PlatformHosts: []string{o.Host, "127.0.0.1", "::1", "localhost"}, Platform: platform,
 		Certs: ca, HeaderTimeout: o.HeaderTimeout, TunnelTimeout: o.TunnelTimeout, MaxHeaderBytes: o.MaxHeaderBytes,
-		HealthInterval: o.HealthInterval, Metrics: mets.Registry, MaxConnsPerClient: o.MaxClientConns}
+		HealthInterval: o.HealthInterval, Metrics: mets.Registry, MaxConnsPerClient: o.MaxClientConns,
+		ListenFunc: ho.Listen}
 	if o.HTTPSListen != "off" {
 		ropts.TLSListen = o.HTTPSListen
 	}
@@ -309,7 +323,7 @@ func Run(ctx context.Context, o Options) error {
 			dnsAddr = netip.AddrPortFrom(network.Normalize().Gateway(), uint16(port))
 			network.HostTCPPorts = append(network.HostTCPPorts, uint16(port))
 			network.HostUDPPorts = append(network.HostUDPPorts, uint16(port))
-			dnsOpts = &egressdns.Options{Addr: dnsAddr, Upstreams: upstreams, Log: log}
+			dnsOpts = &egressdns.Options{Addr: dnsAddr, Upstreams: upstreams, Log: log, Listen: ho.Listen, ListenPacket: ho.ListenPacket}
 		} else {
 			log.Warn("no DNS resolver in /etc/resolv.conf and no --egress-dns-upstream: hostname egress rules learn nothing from the apps' lookups")
 		}
@@ -383,7 +397,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 		egr = &egressRole{st: st, log: log, r: egressrouter.New(egressrouter.Options{Addr: plan.Gateway(), ProxyPort: proxyPort,
 			Redirects: len(egrPorts.Redirects), Forbidden: forbiddenNets(plan.Subnet), AccessLog: egressLog, Registerer: mets.Registry, Log: log,
-			MaxConnsPerGear: o.MaxGearConns})}
+			MaxConnsPerGear: o.MaxGearConns, ListenWith: ho.ListenWith})}
 		env.egressGateway, env.egressSubnet = plan.Gateway(), plan.Subnet
 		env.egressProxy = netip.AddrPortFrom(plan.Gateway(), uint16(proxyPort))
 	}
@@ -430,7 +444,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	ssh, err := sshd.New(sshd.Options{Store: st, Layout: lay, Log: log, Listen: o.SSHListen, Builder: bld, Gears: ag, Services: serviceDialer{ag}})
+	ssh, err := sshd.New(sshd.Options{Store: st, Layout: lay, Log: log, Listen: o.SSHListen, ListenFunc: ho.Listen, Builder: bld, Gears: ag, Services: serviceDialer{ag}})
 	if err != nil {
 		return err
 	}
@@ -518,6 +532,36 @@ func Run(ctx context.Context, o Options) error {
 	if o.Ready != nil {
 		o.Ready(rt.Addr(), ssh.Addr())
 	}
+	if err := ho.Ready(); err != nil {
+		log.Error("telling the previous process this one serves", "err", err)
+	} else if ho.Inherited() {
+		log.Info("took over the listening sockets of the previous process")
+	}
+	// SIGHUP: a new process of the binary at the same path takes over
+	// the sockets; once it serves, this one stops accepting, finishes its
+	// open requests and tunnels (up to --drain-timeout) and exits. Gears
+	// run on, as at any stop.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP: starting a new process to take over")
+				if err := ho.Upgrade(ctx); err != nil {
+					log.Error("the new process did not take over; this one goes on serving", "err", err)
+				}
+			case <-ho.Done():
+				log.Info("a new process serves now: finishing open requests", "drain_timeout", o.DrainTimeout)
+				rt.SetDrainTimeout(o.DrainTimeout)
+				cancel()
+				return
+			}
+		}
+	}()
 	wg.Wait()
 	close(errc)
 	var errs []error

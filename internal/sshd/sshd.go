@@ -44,12 +44,15 @@ type GearExec interface {
 
 // Options configure the SSH server.
 type Options struct {
-	Store   *store.Store
-	Layout  layout.Layout
-	Log     *slog.Logger
-	Listen  string
-	Builder PushGranter
-	Gears   GearExec
+	Store  *store.Store
+	Layout layout.Layout
+	Log    *slog.Logger
+	Listen string
+	// ListenFunc binds Listen (default net.Listen); the server passes its
+	// hand-off's, so a restart keeps the socket.
+	ListenFunc func(network, addr string) (net.Listener, error)
+	Builder    PushGranter
+	Gears      GearExec
 	// Services authorises and dials port-forwards (direct-tcpip).
 	Services ServiceDialer
 }
@@ -77,7 +80,11 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sshd: host key: %w", err)
 	}
-	ln, err := net.Listen("tcp", o.Listen)
+	listen := o.ListenFunc
+	if listen == nil {
+		listen = net.Listen
+	}
+	ln, err := listen("tcp", o.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("sshd: listening on %s: %w (choose another address with --ssh)", o.Listen, err)
 	}
