@@ -63,6 +63,7 @@ func (a *API) registerEgress() {
 		return
 	}
 	a.registerEgressAdmin()
+	a.registerSecretsAdmin()
 	a.registerEgressRouter()
 	type rulesIn struct {
 		AppRef
@@ -336,4 +337,27 @@ func (a *API) testViaRouter(r *store.EgressRouter, host string, addrs []netip.Ad
 		return false, "no entry of the HTTP proxy's ACL allows it, and direct connections are refused (bound to the egress router)"
 	}
 	return false, "refused: the app is bound to the egress router and no redirect or proxy of it covers this destination"
+}
+
+// SecretsRotation is the answer of a platform key rotation.
+type SecretsRotation struct {
+	Resealed int    `json:"resealed" doc:"records whose secrets were sealed again with the new key"`
+	KeyFile  string `json:"key_file" doc:"where the platform key lives (keep a copy apart from database backups)"`
+}
+
+func (a *API) registerSecretsAdmin() {
+	huma.Register(a.h, huma.Operation{OperationID: "rotate-platform-key", Method: http.MethodPost, Path: "/v1/admin/secrets/rotate", Security: bearer,
+		Summary: "Seal every secret with a new platform key", Description: "Admins only. Env values, cartridge passwords and alias private keys are sealed at rest with the platform key (its own 0600 file beside the database); this makes a new key, reseals everything in one transaction and drops the old key.", Tags: []string{"admin"}},
+		func(ctx context.Context, in *struct{}) (*body[SecretsRotation], error) {
+			u := userOf(ctx)
+			if !u.Admin {
+				return nil, problem(http.StatusForbidden, CodeForbidden, "rotating the platform key needs an admin token")
+			}
+			n, err := a.o.Store.RotateKey()
+			if err != nil {
+				return nil, a.internal("rotating the platform key", err)
+			}
+			a.log.Info("platform key rotated", "resealed", n, "user", u.Name)
+			return &body[SecretsRotation]{Body: SecretsRotation{Resealed: n, KeyFile: a.o.Store.KeyFile()}}, nil
+		})
 }

@@ -142,6 +142,29 @@ func (c *cli) adminCmd() *cobra.Command {
 	}
 	eg.AddCommand(clear)
 	cmd.AddCommand(eg)
+	secrets := &cobra.Command{Use: "secrets", Short: "The platform key that seals secrets at rest"}
+	secrets.AddCommand(&cobra.Command{
+		Use:   "rotate",
+		Short: "Seal every secret (env values, cartridge passwords, alias keys) with a new platform key",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			var v api.SecretsRotation
+			stop := c.spinner("Rotating the platform key")
+			err = cl.Do(cmd.Context(), http.MethodPost, "/v1/admin/secrets/rotate", nil, &v)
+			stop()
+			if err != nil {
+				return err
+			}
+			return c.out(v, func(w io.Writer) {
+				fmt.Fprintf(w, "New platform key in %s; %d records sealed again, the old key dropped. Keep a copy of the key apart from database backups.\n", v.KeyFile, v.Resealed)
+			})
+		},
+	})
+	cmd.AddCommand(secrets)
 	return cmd
 }
 

@@ -45,6 +45,9 @@ type Store struct {
 	mu   sync.Mutex
 	rev  int64
 	subs map[chan int64]struct{}
+
+	keyMu sync.Mutex // rotation
+	keys  *keyring
 }
 
 // Open opens (creating if needed) the database at path.
@@ -72,8 +75,19 @@ func Open(path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("reading store revision: %w", err)
 	}
+	if s.keys, err = loadKeyring(KeyFile(path)); err != nil {
+		db.Close()
+		return nil, err
+	}
+	// Secrets written before they were sealed are sealed now.
+	if _, err := s.reseal(false); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sealing the secrets in the store: %w", err)
+	}
 	return s, nil
 }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
@@ -118,6 +132,7 @@ func busy(err error) error {
 // Tx is a transaction. It must not be used after the function given to View
 // or Update returns.
 type Tx struct {
+	keys     *keyring
 	tx       *sql.Tx
 	writable bool
 	wrote    bool
@@ -131,7 +146,7 @@ func (s *Store) View(fn func(tx *Tx) error) error {
 	}
 	defer release()
 	defer sqlTx.Rollback()
-	return fn(&Tx{tx: sqlTx})
+	return fn(&Tx{tx: sqlTx, keys: s.keys})
 }
 
 // Update runs fn in a read-write transaction and commits it if fn returns
@@ -143,7 +158,7 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 	}
 	defer release()
 	defer sqlTx.Rollback()
-	tx := &Tx{tx: sqlTx, writable: true}
+	tx := &Tx{tx: sqlTx, writable: true, keys: s.keys}
 	if err := fn(tx); err != nil {
 		return err
 	}
@@ -201,6 +216,16 @@ func (t *Tx) Get(key string, v any) error {
 	if err := json.Unmarshal(raw, v); err != nil {
 		return fmt.Errorf("decoding %s: %w", key, err)
 	}
+	return t.open(key, v)
+}
+
+// open opens the secret fields of a record just read.
+func (t *Tx) open(key string, v any) error {
+	if o, ok := v.(openable); ok && t.keys != nil {
+		if err := o.openSecrets(t.keys.open); err != nil {
+			return fmt.Errorf("reading %s: %w", key, err)
+		}
+	}
 	return nil
 }
 
@@ -218,6 +243,12 @@ func (t *Tx) Has(key string) (bool, error) {
 func (t *Tx) Put(key string, v any) error {
 	if !t.writable {
 		return fmt.Errorf("writing %s: read-only transaction", key)
+	}
+	if sv, ok := v.(sealable); ok && t.keys != nil {
+		var err error
+		if v, err = sv.sealed(t.keys.seal); err != nil {
+			return fmt.Errorf("sealing %s: %w", key, err)
+		}
 	}
 	raw, err := json.Marshal(v)
 	if err != nil {
@@ -292,6 +323,9 @@ func List[T any](t *Tx, prefix string) ([]T, error) {
 		var v T
 		if err := json.Unmarshal(raw, &v); err != nil {
 			return fmt.Errorf("decoding %s: %w", key, err)
+		}
+		if err := t.open(key, &v); err != nil {
+			return err
 		}
 		out = append(out, v)
 		return nil
