@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"fmt"
 	"io"
@@ -567,5 +568,75 @@ func TestRestartUnderLoad(t *testing.T) {
 	case <-h.srv.exited:
 	case <-time.After(30 * time.Second):
 		t.Errorf("the last process did not stop on SIGTERM")
+	}
+}
+
+// TestSecretsAtRest: env values, cartridge passwords and alias private
+// keys are not in the clear in the database file; the platform key lives
+// apart (0600) and rotates by command, the app still seeing its values.
+func TestSecretsAtRest(t *testing.T) {
+	h := newHostile(t)
+	deployNodeApp(t, h.alice, "alice", "web")
+	h.alice.gantry("env", "set", "web", "API_KEY=sk-live-TOPSECRET")
+	db, err := os.ReadFile(filepath.Join(h.data, "gantry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wal, _ := os.ReadFile(filepath.Join(h.data, "gantry.db-wal"))
+	if strings.Contains(string(db)+string(wal), "TOPSECRET") {
+		t.Error("the env value is in the clear in the database file")
+	}
+	key := filepath.Join(h.data, "secrets.key")
+	if fi, err := os.Stat(key); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("platform key %s: %v %v; want a 0600 file", key, fi, err)
+	}
+	before, _ := os.ReadFile(key)
+	out := h.admin.gantry("admin", "secrets", "rotate")
+	if after, _ := os.ReadFile(key); string(after) == string(before) || !strings.Contains(out, "sealed again") {
+		t.Errorf("rotation: %q; the key file changed: %v", out, string(after) != string(before))
+	}
+	if out := h.alice.gantryFails("admin", "secrets", "rotate"); !strings.Contains(out, "admin") {
+		t.Errorf("a user rotating the key: %q", out)
+	}
+	if got := mustGet(t, h.srv.httpClient(), h.srv.url("web-alice.localhost", "/env/API_KEY")); got != "sk-live-TOPSECRET" {
+		t.Errorf("the app sees API_KEY=%q after the rotation", got)
+	}
+	h.alice.gantry("app", "restart", "web")
+	if got := mustGet(t, h.srv.httpClient(), h.srv.url("web-alice.localhost", "/env/API_KEY")); got != "sk-live-TOPSECRET" {
+		t.Errorf("after a restart the app sees API_KEY=%q", got)
+	}
+}
+
+// TestPushSizeLimit: a push larger than --max-push-size is refused by git
+// before anything is stored, with git's own message, and the app runs on.
+func TestPushSizeLimit(t *testing.T) {
+	h := newHostile(t, "--max-push-size", "1048576")
+	_, repo := deployNodeApp(t, h.alice, "alice", "web")
+	big := make([]byte, 3<<20)
+	rand.Read(big)
+	if err := os.WriteFile(filepath.Join(repo, "big.bin"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.alice.runIn(repo, "git", "add", "big.bin")
+	h.alice.runIn(repo, "git", "commit", "-qm", "3 MiB")
+	out, err := h.alice.exec(repo, "git", "push")
+	if err == nil || !strings.Contains(out, "exceeds maximum allowed size") {
+		t.Fatalf("a 3 MiB push with a 1 MiB limit: %v\n%s", err, out)
+	}
+	if code, body := get(t, h.srv.httpClient(), h.srv.url("web-alice.localhost", "/")); code != 200 || !strings.HasPrefix(body, "v1") {
+		t.Errorf("after the refused push: %d %q", code, body)
+	}
+	// Over git's smart HTTP too.
+	var a appJSON
+	h.alice.gantryJSON(&a, "app", "show", "web")
+	tok := strings.TrimSpace(h.alice.run("sh", "-c", "grep -o '\"token\": *\"[^\"]*\"' "+filepath.Join(h.root, "alice.json")+" | cut -d'\"' -f4"))
+	u := strings.Replace(a.GitHTTPURL, "http://", "http://alice:"+tok+"@", 1)
+	// (git-http-backend answers 400 without git's message: refused all
+	// the same.)
+	if out, err = h.alice.exec(repo, "git", "push", u, "main"); err == nil {
+		t.Errorf("over HTTP the push was accepted:\n%s", out)
+	}
+	if code, body := get(t, h.srv.httpClient(), h.srv.url("web-alice.localhost", "/")); code != 200 || !strings.HasPrefix(body, "v1") {
+		t.Errorf("after the refused HTTP push: %d %q", code, body)
 	}
 }

@@ -70,7 +70,7 @@ type GearStatus struct {
 // Builder is what the API asks of the builder.
 type Builder interface {
 	Deploy(ctx context.Context, appKey, commit string, gitEnv []string, out io.Writer) error
-	GrantPush(user, appKey string) (token string, release func())
+	GrantPush(user, appKey string) (env []string, release func())
 }
 
 // Options configure the API.
@@ -91,9 +91,7 @@ type Options struct {
 	// SSHHostKeys are the SSH endpoint's public host keys in
 	// known_hosts form ("[host]:port type base64"), for clients to trust.
 	SSHHostKeys []string
-	// HookSocket is where receive-pack's hook reaches the builder.
-	HookSocket string
-	Version    string
+	Version     string
 	// Scaler, Router and MaxGears serve scaling; MaxGears is the most
 	// gears one app may have (default 16).
 	Scaler   Scaler

@@ -45,7 +45,7 @@ type fakeBuilder struct{}
 func (fakeBuilder) Deploy(ctx context.Context, appKey, commit string, gitEnv []string, out io.Writer) error {
 	return nil
 }
-func (fakeBuilder) GrantPush(user, appKey string) (string, func()) { return "t", func() {} }
+func (fakeBuilder) GrantPush(user, appKey string) ([]string, func()) { return nil, func() {} }
 
 type harness struct {
 	t     *testing.T

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/gantry-paas/gantry/internal/builder"
 	"github.com/gantry-paas/gantry/internal/store"
 )
 
@@ -70,7 +69,7 @@ func (a *API) gitHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "git is not installed on the server", http.StatusInternalServerError)
 		return
 	}
-	token, release := a.o.Builder.GrantPush(user.Name, app.Key())
+	penv, release := a.o.Builder.GrantPush(user.Name, app.Key())
 	defer release()
 	// git-http-backend finds the repository under GIT_PROJECT_ROOT by
 	// PATH_INFO, which the CGI handler derives from the URL below Root.
@@ -85,11 +84,10 @@ func (a *API) gitHTTP(w http.ResponseWriter, r *http.Request) {
 			"GIT_HTTP_EXPORT_ALL=1",
 			"REMOTE_USER=" + user.Name,
 			"PATH=" + os.Getenv("PATH"),
-			builder.EnvHookSocket + "=" + a.o.HookSocket,
-			builder.EnvPushToken + "=" + token,
 		},
 		Stderr: os.Stderr,
 	}
+	h.Env = append(h.Env, penv...)
 	h.ServeHTTP(w, r2)
 }
 

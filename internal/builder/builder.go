@@ -51,6 +51,8 @@ type Options struct {
 	URL func(app *store.App) string
 	// StepTimeout bounds each build step and hook.
 	StepTimeout time.Duration
+	// MaxPushBytes is the largest pack a push may send (DefaultMaxPush).
+	MaxPushBytes int64
 	// Run runs a build step or hook of an app (sandboxed when gears are);
 	// default: RunCommand on the host.
 	Run func(ctx context.Context, appKey, dir string, env []string, out io.Writer, timeout time.Duration, args ...string) error
@@ -77,6 +79,9 @@ func New(o Options) (*Builder, error) {
 	if o.StepTimeout == 0 {
 		o.StepTimeout = 15 * time.Minute
 	}
+	if o.MaxPushBytes == 0 {
+		o.MaxPushBytes = DefaultMaxPush
+	}
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
@@ -89,6 +94,9 @@ func New(o Options) (*Builder, error) {
 }
 
 func (b *Builder) appLock(key string) func() { return b.locks.Lock(key) }
+
+// DefaultMaxPush is the largest pack a push may send (100 MiB).
+const DefaultMaxPush = 100 << 20
 
 // ErrBuild marks a failure of the app's own build (its code, its hooks), as
 // opposed to a platform failure.

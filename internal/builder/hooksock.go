@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"strconv"
 
 	"fmt"
 	"io"
@@ -28,16 +29,22 @@ const (
 
 const zeroSHA = "0000000000000000000000000000000000000000"
 
-// GrantPush authorises one receive-pack run for user on an app and returns
-// the token to put in its environment, and a release function.
-func (b *Builder) GrantPush(user, appKey string) (token string, release func()) {
+// GrantPush authorises one receive-pack run for user on an app. It
+// returns the environment receive-pack runs with (the hook socket, the
+// one-time grant, the push size limit) and a release for when the run
+// ends.
+func (b *Builder) GrantPush(user, appKey string) (env []string, release func()) {
 	raw := make([]byte, 16)
 	rand.Read(raw)
-	token = hex.EncodeToString(raw)
+	token := hex.EncodeToString(raw)
+	env = []string{EnvHookSocket + "=" + b.o.Layout.HookSocket(), EnvPushToken + "=" + token,
+		// git itself refuses a larger pack, before anything is stored:
+		// "fatal: pack exceeds maximum allowed size".
+		"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=receive.maxInputSize", "GIT_CONFIG_VALUE_0=" + strconv.FormatInt(b.o.MaxPushBytes, 10)}
 	b.mu.Lock()
 	b.push[token] = pushGrant{user: user, appKey: appKey}
 	b.mu.Unlock()
-	return token, func() {
+	return env, func() {
 		b.mu.Lock()
 		delete(b.push, token)
 		b.mu.Unlock()

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"github.com/gantry-paas/gantry/internal/builder"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -47,6 +48,7 @@ the CLI on this machine. SIGTERM stops the server; apps keep running.`,
 	f.IntVar(&o.MaxHeaderBytes, "max-header-bytes", 64<<10, "largest request header accepted (431 above)")
 	f.DurationVar(&o.DrainTimeout, "drain-timeout", 30*time.Second, "after a SIGHUP hand-off, how long the old process lets open requests, WebSockets and TCP connections finish (a plain stop gives them 5s)")
 	f.StringVar(&o.PIDFile, "pid-file", "", "write the pid of the serving process here (it changes when SIGHUP hands over to a new process)")
+	f.Int64Var(&o.MaxPushBytes, "max-push-size", builder.DefaultMaxPush, "largest pack a git push may send, in bytes (git refuses a larger one before storing anything)")
 	f.IntVar(&o.MaxClientConns, "max-client-conns", 1000, "connections one client address may hold open on the router's ports at once (trusted proxies exempt; 0: no cap)")
 	f.IntVar(&o.MaxGearConns, "max-gear-conns", 1000, "connections one gear may hold open through the egress router at once (0: no cap)")
 	f.DurationVar(&o.HealthInterval, "health-interval", 2*time.Second, "how often TCP route members are health-checked")

@@ -72,6 +72,8 @@ type Options struct {
 	// (0: no cap).
 	MaxClientConns int
 	MaxGearConns   int
+	// MaxPushBytes is the largest pack a push may send (100 MiB).
+	MaxPushBytes int64
 	// DrainTimeout bounds how long a server a new process took over from
 	// waits for open requests and tunnels (a plain stop waits 5 s).
 	DrainTimeout time.Duration
@@ -435,7 +437,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	waker.set(scaler)
 	recordEvent = scaler.Record
-	bld, err := builder.New(builder.Options{Store: st, Layout: lay, Log: log, Deployer: ag, Run: ag.RunSandboxed,
+	bld, err := builder.New(builder.Options{Store: st, Layout: lay, Log: log, Deployer: ag, Run: ag.RunSandboxed, MaxPushBytes: o.MaxPushBytes,
 		StaticServer: shellQuote(exe) + " static-serve", Env: env.build,
 		URL: func(a *store.App) string { return appURL(a.Host) }})
 	if err == nil {
@@ -456,7 +458,7 @@ func Run(ctx context.Context, o Options) error {
 		knownHost = fmt.Sprintf("[%s]:%d", o.Host, sshPort)
 	}
 	apiHandler, err = api.New(api.Options{Store: st, Layout: lay, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld, Exe: exe,
-		CloudDomain: o.CloudDomain, AppURL: appURL, Version: o.Version, HookSocket: lay.HookSocket(),
+		CloudDomain: o.CloudDomain, AppURL: appURL, Version: o.Version,
 		GitSSHURL: func(d, a string) string {
 			return fmt.Sprintf("ssh://git@%s:%d/%s/%s.git", o.Host, sshPort, d, a)
 		},

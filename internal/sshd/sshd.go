@@ -26,7 +26,6 @@ import (
 	"charm.land/ssh"
 	gossh "golang.org/x/crypto/ssh"
 
-	"github.com/gantry-paas/gantry/internal/builder"
 	"github.com/gantry-paas/gantry/internal/layout"
 	"github.com/gantry-paas/gantry/internal/names"
 	"github.com/gantry-paas/gantry/internal/store"
@@ -34,7 +33,7 @@ import (
 
 // PushGranter authorises a receive-pack run (the builder).
 type PushGranter interface {
-	GrantPush(user, appKey string) (token string, release func())
+	GrantPush(user, appKey string) (env []string, release func())
 }
 
 // GearExec prepares a command inside an app's gear (the agent).
@@ -260,9 +259,9 @@ func (s *Server) runGit(sess ssh.Session, user string, app *store.App, gc *GitCo
 		}
 	}
 	if gc.Service == "git-receive-pack" {
-		token, release := s.o.Builder.GrantPush(user, app.Key())
+		penv, release := s.o.Builder.GrantPush(user, app.Key())
 		defer release()
-		env = append(env, builder.EnvHookSocket+"="+s.o.Layout.HookSocket(), builder.EnvPushToken+"="+token)
+		env = append(env, penv...)
 	}
 	c.Env = env
 	// An explicit pipe: Wait must not wait for the client to close its
