@@ -120,6 +120,8 @@ type Router struct {
 	health  map[string]*health.State
 	rr      atomic.Uint64
 	guard   *connguard.Guard
+
+	forbidden atomic.Pointer[[]netip.Prefix] // Options.Forbidden, then SetForbidden's
 }
 
 // New creates a router; Start listens.
@@ -140,6 +142,7 @@ func New(o Options) *Router {
 		tcpLns: map[int]net.Listener{}, tcpErrs: map[int]error{}, health: map[string]*health.State{}}
 	r.guard = connguard.New(connguard.Options{Name: "egress-router", PerSource: o.MaxConnsPerGear, Log: r.log, Refused: r.obs.refused})
 	r.cfg.Store(&config{})
+	r.SetForbidden(o.Forbidden)
 	// No TCP keep-alive probes (as HAProxy and squid by default): they
 	// cost three setsockopt calls a connection and the destinations'
 	// own timeouts end dead connections.
@@ -162,9 +165,18 @@ func (r *Router) control(network, address string, _ syscall.RawConn) error {
 	return nil
 }
 
+// SetForbidden replaces the networks the router never dials (the host's
+// addresses change: an interface comes up later, a DHCP lease changes).
+// It holds for the HTTP proxy, redirects and TCP proxies alike: they all
+// dial through the same check.
+func (r *Router) SetForbidden(nets []netip.Prefix) {
+	nets = append([]netip.Prefix(nil), nets...)
+	r.forbidden.Store(&nets)
+}
+
 // Forbidden says the router never dials addr.
 func (r *Router) Forbidden(addr netip.Addr) bool {
-	for _, p := range r.o.Forbidden {
+	for _, p := range *r.forbidden.Load() {
 		if p.Contains(addr.Unmap()) {
 			return true
 		}

@@ -6,6 +6,10 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/gantry-paas/gantry/internal/api"
 	"github.com/gantry-paas/gantry/internal/egress"
@@ -17,9 +21,10 @@ import (
 // keeps its configuration equal to the store's: which gear addresses
 // belong to which bound app, and what each app may do through it.
 type egressRole struct {
-	r   *egressrouter.Router
-	st  *store.Store
-	log *slog.Logger
+	r      *egressrouter.Router
+	st     *store.Store
+	log    *slog.Logger
+	subnet netip.Prefix
 }
 
 // forbiddenNets are the networks the egress router never dials: the
@@ -54,10 +59,17 @@ func (e *egressRole) Run(ctx context.Context) error {
 	if err := e.r.Start(ctx); err != nil {
 		return err
 	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		followHostAddrs(ctx, e.log, func() { e.r.SetForbidden(forbiddenNets(e.subnet)) })
+	}()
 	e.Sync()
 	for range e.st.Watch(ctx) {
 		e.Sync()
 	}
+	wg.Wait()
 	return nil
 }
 
@@ -141,4 +153,55 @@ func egressAPI(e *egressRole) api.EgressRouter {
 		return nil
 	}
 	return e
+}
+
+// followHostAddrs calls changed whenever an address is added to or removed
+// from this machine's interfaces (netlink), until ctx ends, and at every
+// (re)subscription: the egress router's forbidden networks follow the
+// host's addresses, interfaces that come up after the start included.
+func followHostAddrs(ctx context.Context, log *slog.Logger, changed func()) {
+	for ctx.Err() == nil {
+		followOnce(ctx, log, changed)
+		select { // the subscription ended (a netlink error): again shortly
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func followOnce(ctx context.Context, log *slog.Logger, changed func()) {
+	updates := make(chan netlink.AddrUpdate, 64)
+	done := make(chan struct{})
+	defer close(done)
+	if err := netlink.AddrSubscribeWithOptions(updates, done, netlink.AddrSubscribeOptions{
+		ErrorCallback: func(err error) {
+			if ctx.Err() == nil {
+				log.Debug("following the host's addresses", "err", err)
+			}
+		},
+	}); err != nil {
+		log.Warn("cannot follow the host's addresses; the egress router knows those of its start only", "err", err)
+		return
+	}
+	changed()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-updates:
+			if !ok {
+				return
+			}
+			// A burst of updates (an interface with several addresses)
+			// costs one recomputation.
+			for drained := false; !drained; {
+				select {
+				case <-updates:
+				default:
+					drained = true
+				}
+			}
+			changed()
+		}
+	}
 }

@@ -397,7 +397,7 @@ func Run(ctx context.Context, o Options) error {
 			defer f.Close()
 			egressLog = f
 		}
-		egr = &egressRole{st: st, log: log, r: egressrouter.New(egressrouter.Options{Addr: plan.Gateway(), ProxyPort: proxyPort,
+		egr = &egressRole{st: st, log: log, subnet: plan.Subnet, r: egressrouter.New(egressrouter.Options{Addr: plan.Gateway(), ProxyPort: proxyPort,
 			Redirects: len(egrPorts.Redirects), Forbidden: forbiddenNets(plan.Subnet), AccessLog: egressLog, Registerer: mets.Registry, Log: log,
 			MaxConnsPerGear: o.MaxGearConns, ListenWith: ho.ListenWith})}
 		env.egressGateway, env.egressSubnet = plan.Gateway(), plan.Subnet
