@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"database/sql"
 	"fmt"
 	"io"
@@ -13,11 +15,15 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	_ "modernc.org/sqlite"
 )
 
@@ -639,4 +645,86 @@ func TestPushSizeLimit(t *testing.T) {
 	if code, body := get(t, h.srv.httpClient(), h.srv.url("web-alice.localhost", "/")); code != 200 || !strings.HasPrefix(body, "v1") {
 		t.Errorf("after the refused HTTP push: %d %q", code, body)
 	}
+}
+
+// TestHostileH2RapidReset: HTTP/2 connections that open and reset streams
+// as fast as they can (CVE-2023-44487) are cut and their address waits a
+// penalty out, so the router's memory stays bounded (it grew by ~120 MiB in
+// 10 s before) and other clients are served.
+func TestHostileH2RapidReset(t *testing.T) {
+	h := newHostile(t)
+	deployNodeApp(t, h.alice, "alice", "web")
+	host := "web-alice.localhost"
+	before := processRSS(h.srv.cmd.Process.Pid)
+	var wg sync.WaitGroup
+	var sent atomic.Int64
+	for i := 0; i < 10; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for round := 0; round < 20; round++ {
+				sent.Add(h2ResetFlood(h.srv.httpsAddr, host, 5000))
+			}
+		}()
+	}
+	wg.Wait()
+	grown := processRSS(h.srv.cmd.Process.Pid) - before
+	t.Logf("%d streams opened and reset; the server's memory grew by %.1f MiB", sent.Load(), grown)
+	if grown > 60 {
+		t.Errorf("the server's memory grew by %.1f MiB under the flood; want it bounded (< 60 MiB)", grown)
+	}
+	if !strings.Contains(h.srv.log.String(), "rapid reset") {
+		t.Error("the cut connections were not logged")
+	}
+	if code, body, err := getFrom("127.0.0.2", h.srv.httpAddr, host, "/"); err != nil || code != 200 || !strings.HasPrefix(body, "v1") {
+		t.Errorf("another client after the flood: %d %q %v", code, body, err)
+	}
+}
+
+// h2ResetFlood opens one TLS h2 connection and writes up to n HEADERS +
+// RST_STREAM pairs; it returns how many it wrote before the server cut it.
+func h2ResetFlood(addr, host string, n int) int64 {
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}, ServerName: host})
+	if err != nil {
+		return 0
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		return 0
+	}
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings()
+	go func() {
+		for {
+			if _, err := fr.ReadFrame(); err != nil {
+				return
+			}
+		}
+	}()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", host}, {":path", "/"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	var sent int64
+	for id := uint32(1); sent < int64(n); id += 2 {
+		if fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}) != nil ||
+			fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
+			break
+		}
+		sent++
+	}
+	return sent
+}
+
+// processRSS is a process's resident memory in MiB.
+func processRSS(pid int) float64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.Atoi(f[1])
+			return float64(kb) / 1024
+		}
+	}
+	return 0
 }

@@ -43,17 +43,27 @@ func main() {
 	os.Exit(code)
 }
 
-// profile writes a CPU profile to $GANTRY_CPUPROFILE.PID when that is set
-// (for benchmarks: where the server's or the CLI's time goes).
+// profile writes a CPU profile to $GANTRY_CPUPROFILE.PID and a heap
+// profile (allocations since the start, and what is in use at the end) to
+// $GANTRY_MEMPROFILE.PID when they are set (for benchmarks: where the
+// server's or the CLI's time and memory go).
 func profile() func() {
-	path := os.Getenv("GANTRY_CPUPROFILE")
-	if path == "" {
-		return func() {}
+	stop := func() {}
+	if path := os.Getenv("GANTRY_CPUPROFILE"); path != "" {
+		if f, err := os.Create(fmt.Sprintf("%s.%d", path, os.Getpid())); err == nil {
+			pprof.StartCPUProfile(f)
+			stop = func() { pprof.StopCPUProfile(); f.Close() }
+		}
 	}
-	f, err := os.Create(fmt.Sprintf("%s.%d", path, os.Getpid()))
-	if err != nil {
-		return func() {}
+	if path := os.Getenv("GANTRY_MEMPROFILE"); path != "" {
+		cpu := stop
+		stop = func() {
+			cpu()
+			if f, err := os.Create(fmt.Sprintf("%s.%d", path, os.Getpid())); err == nil {
+				pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}
 	}
-	pprof.StartCPUProfile(f)
-	return func() { pprof.StopCPUProfile(); f.Close() }
+	return stop
 }

@@ -44,8 +44,9 @@ type Guard struct {
 	o   Options
 	log *slog.Logger
 
-	mu  sync.Mutex
-	per map[netip.Addr]int
+	mu      sync.Mutex
+	per     map[netip.Addr]int
+	penalty map[netip.Addr]time.Time // refused until then
 
 	refused  atomic.Int64
 	lastLog  atomic.Int64 // unix nanoseconds of the last refusal log line
@@ -62,7 +63,7 @@ func New(o Options) *Guard {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	return &Guard{o: o, log: o.Log.With("guard", o.Name), per: map[netip.Addr]int{}}
+	return &Guard{o: o, log: o.Log.With("guard", o.Name), per: map[netip.Addr]int{}, penalty: map[netip.Addr]time.Time{}}
 }
 
 // Refused is how many connections the guard refused so far.
@@ -108,21 +109,28 @@ func (g *Guard) Serve(ln net.Listener, listener string, serve func(net.Conn)) er
 // Close gives the slot back; over the cap it closes c (with a reset, so no
 // descriptor lingers in TIME_WAIT) and reports false.
 func (g *Guard) Admit(c net.Conn, listener string) (net.Conn, bool) {
-	if g.o.PerSource <= 0 {
-		return c, true
-	}
 	src := addrOf(c.RemoteAddr())
 	if g.o.Exempt != nil && g.o.Exempt(src) {
 		return c, true
 	}
 	g.mu.Lock()
+	if until, ok := g.penalty[src]; ok {
+		if time.Now().Before(until) {
+			g.mu.Unlock()
+			g.reset(c)
+			g.refuse(listener, "penalty", src)
+			return nil, false
+		}
+		delete(g.penalty, src)
+	}
+	if g.o.PerSource <= 0 {
+		g.mu.Unlock()
+		return c, true
+	}
 	n := g.per[src]
 	if n >= g.o.PerSource {
 		g.mu.Unlock()
-		if tc, ok := c.(*net.TCPConn); ok {
-			tc.SetLinger(0)
-		}
-		c.Close()
+		g.reset(c)
 		g.refuse(listener, "per-source", src)
 		return nil, false
 	}
@@ -141,13 +149,46 @@ func (g *Guard) Admit(c net.Conn, listener string) (net.Conn, bool) {
 	return &otherConn{Conn: c, release: release}, true
 }
 
+// Penalize refuses every new connection from src for d (a client caught
+// abusing a protocol, e.g. an HTTP/2 rapid reset); exempt sources are
+// never penalized.
+func (g *Guard) Penalize(src netip.Addr, d time.Duration) {
+	src = src.Unmap()
+	if g.o.Exempt != nil && g.o.Exempt(src) {
+		return
+	}
+	g.mu.Lock()
+	g.penalty[src] = time.Now().Add(d)
+	if len(g.penalty) > 100000 { // bounded: forget the expired ones
+		now := time.Now()
+		for a, t := range g.penalty {
+			if now.After(t) {
+				delete(g.penalty, a)
+			}
+		}
+	}
+	g.mu.Unlock()
+}
+
+// reset closes c with a reset, so no descriptor lingers in TIME_WAIT.
+func (g *Guard) reset(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
+}
+
 func (g *Guard) refuse(listener, reason string, src netip.Addr) {
 	g.refused.Add(1)
 	if g.o.Refused != nil {
 		g.o.Refused.WithLabelValues(listener, reason).Inc()
 	}
 	if g.every(&g.lastLog, 10*time.Second) {
-		g.log.Warn("connection refused: too many open connections from one address", "listener", listener,
+		why := "too many open connections from one address"
+		if reason == "penalty" {
+			why = "the address abused a protocol and waits out its penalty"
+		}
+		g.log.Warn("connection refused: "+why, "listener", listener, "reason", reason,
 			"source", src.String(), "limit", g.o.PerSource, "refused_total", g.refused.Load())
 	}
 }

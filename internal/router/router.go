@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/http2"
 
 	"github.com/gantry-paas/gantry/internal/connguard"
 	"github.com/gantry-paas/gantry/internal/store"
@@ -127,6 +128,7 @@ type Router struct {
 	certs     certCache
 	guard     *connguard.Guard
 	down      downSet // gears that refused a connection
+	h2        *http2.Server
 	// drainTimeout is Options.DrainTimeout, changeable while running.
 	drainTimeout atomic.Int64
 
@@ -224,6 +226,9 @@ func (r *Router) Run(ctx context.Context) error {
 	if r.tlsLn != nil {
 		tsrv := r.httpServer()
 		tsrv.TLSConfig = r.tlsConfig()
+		// h2 is served by serveH2 (rapid-reset guard), not net/http's own.
+		r.h2 = &http2.Server{IdleTimeout: r.o.IdleTimeout, MaxConcurrentStreams: 250}
+		tsrv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){http2.NextProtoTLS: r.serveH2}
 		q := httpfast.NewConnQueue(r.tlsLn.Addr())
 		go func() { errc <- tsrv.ServeTLS(q, "", "") }()
 		go r.acceptTLS(r.tlsLn, q)

@@ -25,7 +25,7 @@ import (
 // Env is a running server and a user's home beside it.
 type Env struct {
 	Root, Bin, Home, Data string
-	HTTPAddr              string
+	HTTPAddr, HTTPSAddr   string
 	netPrefix             string
 	env                   []string
 	srv                   *exec.Cmd
@@ -55,11 +55,11 @@ func Start(extra ...string) (*Env, error) {
 	if err := e.srv.Start(); err != nil {
 		return nil, err
 	}
-	re := regexp.MustCompile(`msg="gantry is serving" http=(\S+)`)
+	re := regexp.MustCompile(`msg="gantry is serving" http=(\S+) ssh=\S+ https=(\S+)`)
 	sc := bufio.NewScanner(stderr)
 	for sc.Scan() {
 		if m := re.FindStringSubmatch(sc.Text()); m != nil {
-			e.HTTPAddr = m[1]
+			e.HTTPAddr, e.HTTPSAddr = m[1], m[2]
 			go io.Copy(io.Discard, stderr)
 			break
 		}
@@ -122,6 +122,9 @@ func (e *Env) CreateApp(name, serverJS string, createArgs ...string) (string, er
 	return repo, nil
 }
 
+// ServerPID is the server process's pid.
+func (e *Env) ServerPID() int { return e.srv.Process.Pid }
+
 // Client sends every request to the router.
 func (e *Env) Client() *http.Client {
 	return &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256,
@@ -143,7 +146,7 @@ func (e *Env) Close() {
 	netplan.RemoveAll(e.netPrefix)
 	gears, _ := os.ReadDir(filepath.Join(e.Data, "gears"))
 	for _, g := range gears {
-		sandbox.RemoveCgroup("gantry/" + g.Name())
+		sandbox.RemoveCgroup(netplan.Plan{Prefix: e.netPrefix}.Normalize().Prefix + "/" + g.Name())
 	}
 	os.RemoveAll(e.Root)
 }
