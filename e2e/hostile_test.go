@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/gantry-paas/gantry/internal/egressdns/dnstest"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	_ "modernc.org/sqlite"
@@ -217,6 +218,9 @@ func TestHostilePush(t *testing.T) {
 func TestHostileHostnames(t *testing.T) {
 	h := newHostile(t)
 	deployNodeApp(t, h.alice, "alice", "web")
+	h.admin.gantry("admin", "alias", "grant", "alice", "alice.test")
+	h.admin.gantry("admin", "alias", "grant", "alice", "wild.test")
+	h.admin.gantry("admin", "alias", "grant", "bob", "bob.test")
 	h.alice.gantry("alias", "add", "web", "www.alice.test")
 	h.alice.gantry("alias", "add", "web", "*.wild.test")
 	h.bob.gantry("domain", "create", "bob")
@@ -727,4 +731,63 @@ func processRSS(pid int) float64 {
 		}
 	}
 	return 0
+}
+
+// TestAliasClaims: on a platform with several users, an alias must be
+// under a DNS name its user proved to control (a TXT record with a token
+// of theirs) or that an admin granted; a name belongs to one user.
+func TestAliasClaims(t *testing.T) {
+	dns, err := dnstest.Start(map[string][]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dns.Close()
+	h := newHostile(t, "--dns-resolver", dns.Addr)
+	deployNodeApp(t, h.alice, "alice", "web")
+	if out := h.alice.gantryFails("alias", "add", "web", "www.example.test"); !strings.Contains(out, "gantry alias claim example.test") {
+		t.Errorf("an alias under no claim: %q; want the command that claims it", out)
+	}
+	out := h.alice.gantryFails("alias", "claim", "example.test")
+	var ch struct {
+		Record string `json:"record"`
+		Value  string `json:"value"`
+	}
+	h.alice.gantryJSON(&ch, "alias", "challenge", "example.test")
+	if ch.Record != "_gantry-challenge.example.test" || !strings.Contains(out, ch.Value) {
+		t.Fatalf("claim without the record: %q; challenge %+v", out, ch)
+	}
+	// Bob publishes alice's token for his own claim: it proves nothing.
+	dns.Set(ch.Record, "txt:"+ch.Value)
+	h.bob.gantry("domain", "create", "bob")
+	h.bob.gantry("app", "create", "x", "--type", "static")
+	if out := h.bob.gantryFails("alias", "claim", "example.test"); !strings.Contains(out, "publish the TXT record") {
+		t.Errorf("bob claiming with alice's record: %q", out)
+	}
+	h.alice.gantry("alias", "claim", "example.test")
+	h.alice.gantry("alias", "add", "web", "www.example.test")
+	h.alice.gantry("alias", "add", "web", "*.shop.example.test")
+	// Now the name is alice's: bob's own record does not take it over.
+	var bobCh struct {
+		Value string `json:"value"`
+	}
+	h.bob.gantryJSON(&bobCh, "alias", "challenge", "example.test")
+	dns.Set(ch.Record, "txt:"+ch.Value, "txt:"+bobCh.Value)
+	if out := h.bob.gantryFails("alias", "claim", "example.test"); !strings.Contains(out, "claimed by another user") {
+		t.Errorf("bob claiming alice's name: %q", out)
+	}
+	if out := h.bob.gantryFails("alias", "claim", "sub.example.test"); !strings.Contains(out, "claimed by another user") && !strings.Contains(out, "publish") {
+		t.Errorf("bob claiming a name under alice's: %q", out)
+	}
+	if out := h.bob.gantryFails("alias", "add", "x", "api.other.test"); !strings.Contains(out, "claim") {
+		t.Errorf("bob's alias under no claim: %q", out)
+	}
+	h.admin.gantry("admin", "alias", "grant", "bob", "other.test")
+	h.bob.gantry("alias", "add", "x", "api.other.test")
+	var claims []struct {
+		Name, Owner, Method string
+	}
+	h.admin.gantryJSON(&claims, "alias", "claims")
+	if len(claims) != 2 {
+		t.Errorf("claims as the admin sees them: %+v", claims)
+	}
 }

@@ -75,11 +75,17 @@ type Builder interface {
 
 // Options configure the API.
 type Options struct {
-	Store   *store.Store
-	Layout  layout.Layout
-	Log     *slog.Logger
-	Agent   Agent
-	Builder Builder
+	// AliasVerification is when aliases need a claimed DNS name: auto
+	// (once the platform has several users), dns (always) or off.
+	AliasVerification string
+	// DNSResolver (HOST:PORT) answers the TXT lookups of claims; "" is the
+	// system's resolver.
+	DNSResolver string
+	Store       *store.Store
+	Layout      layout.Layout
+	Log         *slog.Logger
+	Agent       Agent
+	Builder     Builder
 	// Exe is the gantry binary (for repository hooks).
 	Exe string
 	// CloudDomain is the suffix of canonical app hostnames.
@@ -182,6 +188,7 @@ func New(o Options) (*API, error) {
 	a.registerServices()
 	a.registerCartridges()
 	a.registerRouting()
+	a.registerClaims()
 	a.registerEgress()
 	a.mux.HandleFunc("GET /docs", a.docs)
 	a.mux.Handle("GET /docs/", http.StripPrefix("/docs/", http.FileServerFS(mustSub(docsUI, "docsui"))))

@@ -99,6 +99,24 @@ func (a *API) registerRouting() {
 				if why := hostConflict(host, app.Owner, all); why != "" {
 					return problem(http.StatusConflict, CodeNameTaken, why)
 				}
+				u := userOf(ctx)
+				need, err := a.verificationRequired(tx, u)
+				if err != nil {
+					return err
+				}
+				if need {
+					c, err := claimFor(tx, u.Name, host)
+					if err != nil {
+						return err
+					}
+					if c == nil {
+						apex := strings.TrimPrefix(host, "*.")
+						if strings.Count(apex, ".") > 1 {
+							apex = apex[strings.IndexByte(apex, '.')+1:]
+						}
+						return problem(http.StatusForbidden, "name_not_claimed", fmt.Sprintf("%s is under no DNS name you have claimed: prove you control it with `gantry alias claim %s` (it says which TXT record to publish), or ask an admin to grant it", host, apex))
+					}
+				}
 				if err := tx.Create("hosts/"+host, &store.Host{Name: host, AppKey: app.Key()}); err != nil {
 					var h store.Host
 					if tx.Get("hosts/"+host, &h) == nil && h.AppKey == app.Key() {

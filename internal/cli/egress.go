@@ -165,6 +165,7 @@ func (c *cli) adminCmd() *cobra.Command {
 		},
 	})
 	cmd.AddCommand(secrets)
+	cmd.AddCommand(c.grantCmd())
 	return cmd
 }
 

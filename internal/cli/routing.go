@@ -139,6 +139,7 @@ private-CA chain needs --force. --remove drops the uploaded certificate.`,
 	cert.Flags().BoolVar(&force, "force", false, "accept a chain browsers will not trust (self-signed, private CA)")
 	cert.Flags().BoolVar(&removeCert, "remove", false, "remove the uploaded certificate")
 	cmd.AddCommand(add, list, remove, cert)
+	cmd.AddCommand(c.claimCmds()...)
 	return cmd
 }
 

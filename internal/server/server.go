@@ -72,6 +72,9 @@ type Options struct {
 	// (0: no cap).
 	MaxClientConns int
 	MaxGearConns   int
+	// AliasVerification and DNSResolver: see api.Options.
+	AliasVerification string
+	DNSResolver       string
 	// MaxPushBytes is the largest pack a push may send (100 MiB).
 	MaxPushBytes int64
 	// DrainTimeout bounds how long a server a new process took over from
@@ -345,6 +348,11 @@ func Run(ctx context.Context, o Options) error {
 	if isolation == agent.Namespaces {
 		env.path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/go/bin"
 	}
+	switch o.AliasVerification {
+	case "", api.VerifyAuto, api.VerifyDNS, api.VerifyOff:
+	default:
+		return fmt.Errorf("--alias-verification %q: use auto, dns or off", o.AliasVerification)
+	}
 	switch o.EgressDefault {
 	case "", egress.Allow, egress.Deny:
 	default:
@@ -458,7 +466,7 @@ func Run(ctx context.Context, o Options) error {
 		knownHost = fmt.Sprintf("[%s]:%d", o.Host, sshPort)
 	}
 	apiHandler, err = api.New(api.Options{Store: st, Layout: lay, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld, Exe: exe,
-		CloudDomain: o.CloudDomain, AppURL: appURL, Version: o.Version,
+		CloudDomain: o.CloudDomain, AppURL: appURL, Version: o.Version, AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver,
 		GitSSHURL: func(d, a string) string {
 			return fmt.Sprintf("ssh://git@%s:%d/%s/%s.git", o.Host, sshPort, d, a)
 		},

@@ -263,3 +263,16 @@ type EgressRule struct {
 	Action string `json:"action"` // allow or deny
 	Rule   string `json:"rule"`
 }
+
+// NameClaim says a user may use a DNS name and every name under it as
+// aliases: proven by a TXT record, or granted by an admin. Key:
+// claims/NAME.
+type NameClaim struct {
+	Name     string    `json:"name"`
+	Owner    string    `json:"owner"`
+	Method   string    `json:"method"` // dns or admin
+	Verified time.Time `json:"verified"`
+}
+
+// ClaimKey is the store key of a name claim.
+func ClaimKey(name string) string { return "claims/" + name }

@@ -16,8 +16,8 @@ import (
 )
 
 // Server answers from Records: a name ("api.example.test", or
-// "*.example.test" for every name under it) to addresses, or to
-// "cname:OTHER".
+// "*.example.test" for every name under it) to addresses, to "txt:TEXT"
+// records (TXT queries), or to "cname:OTHER".
 type Server struct {
 	Records map[string][]string
 	TTL     uint32
@@ -132,11 +132,17 @@ func (s *Server) answer(q []byte) []byte {
 			continue
 		}
 		for _, v := range vals {
+			h := dnsmessage.ResourceHeader{Name: owner, Class: dnsmessage.ClassINET, TTL: s.TTL}
+			if txt, ok := strings.CutPrefix(v, "txt:"); ok {
+				if question.Type == dnsmessage.TypeTXT {
+					m.Answers = append(m.Answers, dnsmessage.Resource{Header: h, Body: &dnsmessage.TXTResource{TXT: []string{txt}}})
+				}
+				continue
+			}
 			a, err := netip.ParseAddr(v)
 			if err != nil {
 				continue
 			}
-			h := dnsmessage.ResourceHeader{Name: owner, Class: dnsmessage.ClassINET, TTL: s.TTL}
 			switch {
 			case a.Is4() && question.Type == dnsmessage.TypeA:
 				m.Answers = append(m.Answers, dnsmessage.Resource{Header: h, Body: &dnsmessage.AResource{A: a.As4()}})
