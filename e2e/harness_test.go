@@ -249,9 +249,24 @@ func killGears(data string) {
 			removeGearCgroups(id)
 		}
 	}
+	unmountUnder(data)
 	gears, _ := os.ReadDir(filepath.Join(data, "gears"))
 	for _, g := range gears {
 		removeGearCgroups(g.Name())
+	}
+}
+
+// unmountUnder unmounts what is mounted below dir (the apps' disks).
+func unmountUnder(dir string) {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	var points []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			points = append(points, f[4])
+		}
+	}
+	for i := len(points) - 1; i >= 0; i-- {
+		syscall.Unmount(points[i], syscall.MNT_DETACH)
 	}
 }
 

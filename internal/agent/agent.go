@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/gantry-paas/gantry/internal/disk"
 	"github.com/gantry-paas/gantry/internal/sandbox"
 	"hash/fnv"
 	"io"
@@ -71,6 +72,9 @@ type Options struct {
 	// Network is the base plan of namespaced gears (prefix, subnet, host
 	// ports); the agent adds the gears.
 	Network netplan.Plan
+	// Disks, if set, gives each app a filesystem of its own sized by its
+	// gear size (disk limits).
+	Disks *disk.Images
 	// UIDMin..UIDMax are the Unix users given to apps.
 	UIDMin, UIDMax int
 	// EgressDefault is the platform's egress verdict when no rule of an
@@ -214,6 +218,7 @@ func (a *Agent) reattach(ctx context.Context) {
 		a.log.Error("listing gears", "err", err)
 		return
 	}
+	a.mountDisks() // after a reboot, before any gear starts
 	// Building gears belong to builds the stop interrupted.
 	a.o.Store.Update(func(tx *store.Tx) error {
 		for _, g := range gears {

@@ -59,7 +59,7 @@ func (a *Agent) AddCartridge(ctx context.Context, appKey string, c store.Cartrid
 		return nil, err
 	}
 	l := a.o.Layout
-	if err := l.EnsureApp(app.ID); err != nil {
+	if err := a.PrepareAppDir(&app); err != nil {
 		return fail(err)
 	}
 	uid := app.UID

@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"github.com/gantry-paas/gantry/internal/disk"
 	"io"
 	"io/fs"
 	"net/netip"
@@ -328,6 +330,16 @@ func (a *Agent) Resize(ctx context.Context, appKey string) error {
 	limits, err := SizeOf(app.GearSize)
 	if err != nil {
 		return err
+	}
+	if a.o.Disks != nil && a.o.Disks.Has(app.ID) {
+		// A larger size grows the disk at once; a smaller one keeps it
+		// (ext4 does not shrink while in use).
+		err := a.o.Disks.Grow(app.ID, a.o.Layout.AppDir(app.ID), diskSize(app.GearSize))
+		if errors.Is(err, disk.ErrGrowLater) {
+			a.log.Warn("the app's disk limit grows at its next mount", "app", app.FullName(), "why", err.Error())
+		} else if err != nil {
+			return err
+		}
 	}
 	for _, g := range gears {
 		if err := sandbox.SetLimits(a.cgroupParent(g.ID), limits); err != nil {

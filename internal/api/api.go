@@ -47,6 +47,12 @@ type Agent interface {
 	AddCartridge(ctx context.Context, appKey string, c store.Cartridge) (ip string, port int, err error)
 	RemoveCartridge(ctx context.Context, appKey, name string) error
 	CartridgeAddress(appKey, name string) (ip string, port int, ok bool)
+	// PrepareAppDir makes an app's directory (its own disk, when the
+	// platform limits disks); RemoveAppDir deletes it.
+	PrepareAppDir(app *store.App) error
+	RemoveAppDir(app *store.App) error
+	// DiskUsage is what the app stores and its limit (0: none).
+	DiskUsage(app *store.App) (used, limit int64)
 }
 
 // Scaler records scaling events (the autoscaler).

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,7 +19,10 @@ import (
 
 // fakeAgent and fakeBuilder stand in for the roles that run processes;
 // the end-to-end test drives the real ones.
-type fakeAgent struct{ rollouts []string }
+type fakeAgent struct {
+	rollouts []string
+	layout   layout.Layout
+}
 
 func (f *fakeAgent) Rollout(ctx context.Context, appKey, depID string, out io.Writer) error {
 	f.rollouts = append(f.rollouts, appKey+"@"+depID)
@@ -64,7 +68,7 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	ag := &fakeAgent{}
+	ag := &fakeAgent{layout: layout.Layout{Root: dir}}
 	a, err := New(Options{Store: st, Layout: layout.Layout{Root: dir}, Agent: ag, Builder: fakeBuilder{},
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Exe: "/bin/true", CloudDomain: "localhost", Version: "test",
@@ -283,3 +287,7 @@ func TestGitHTTPAuth(t *testing.T) {
 		t.Errorf("owner's token: %d; want 200", c)
 	}
 }
+
+func (f *fakeAgent) PrepareAppDir(app *store.App) error           { return f.layout.EnsureApp(app.ID) }
+func (f *fakeAgent) RemoveAppDir(app *store.App) error            { return os.RemoveAll(f.layout.AppDir(app.ID)) }
+func (f *fakeAgent) DiskUsage(app *store.App) (used, limit int64) { return 0, 0 }

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -61,6 +60,8 @@ type AppView struct {
 	IdleAfter        string          `json:"idle_after,omitempty" doc:"idle (zero gears) after this long without traffic"`
 	Idle             bool            `json:"idle" doc:"scaled to zero; the next request wakes it"`
 	Connections      int             `json:"connections" doc:"live connections: requests in flight, WebSockets, held requests"`
+	DiskUsed         int64           `json:"disk_used_bytes" doc:"what the app stores (repository, deployments, data, caches, logs)"`
+	DiskLimit        int64           `json:"disk_limit_bytes" doc:"its disk limit, by gear size (0: none on this platform)"`
 	Cartridges       []CartridgeView `json:"cartridges" doc:"add-on services with their connection URLs"`
 	HTTPSURL         string          `json:"https_url,omitempty"`
 	HTTPS            string          `json:"https" doc:"allow (http and https), redirect (http goes to https), off (https goes to http)"`
@@ -121,6 +122,7 @@ func (a *API) appView(app *store.App) AppView {
 	if a.o.Router != nil {
 		v.Connections = a.o.Router.Concurrency(app.Key())
 	}
+	v.DiskUsed, v.DiskLimit = a.o.Agent.DiskUsage(app)
 	v.Cartridges = a.cartridgeViews(app)
 	v.HTTPS = app.HTTPS
 	if v.HTTPS == "" {
@@ -335,7 +337,9 @@ func (a *API) registerApps() {
 			if err != nil {
 				return nil, a.internal("deleting app", err)
 			}
-			os.RemoveAll(a.o.Layout.AppDir(app.ID))
+			if err := a.o.Agent.RemoveAppDir(app); err != nil {
+				a.log.Error("removing the app's directory", "app", app.FullName(), "err", err)
+			}
 			a.log.Info("app deleted", "app", app.FullName(), "user", userOf(ctx).Name)
 			return nil, nil
 		})
@@ -580,13 +584,13 @@ func (a *API) createApp(ctx context.Context, domain, name, typ string, scale int
 	}
 	files, err := builder.Starter(typ, name)
 	if err == nil {
-		if err = a.o.Layout.EnsureApp(app.ID); err == nil {
+		if err = a.o.Agent.PrepareAppDir(&app); err == nil {
 			err = gitrepo.Init(ctx, a.o.Layout.Repo(app.ID), branch, files, a.o.Exe)
 		}
 	}
 	if err != nil {
 		a.o.Store.Update(func(tx *store.Tx) error { tx.Delete("hosts/" + host); return tx.Delete(app.Key()) })
-		os.RemoveAll(a.o.Layout.AppDir(app.ID))
+		a.o.Agent.RemoveAppDir(&app)
 		return nil, a.internal("creating repository", err)
 	}
 	a.log.Info("app created", "app", app.FullName(), "type", typ, "user", u.Name)

@@ -283,6 +283,7 @@ func printApp(w io.Writer, app *api.AppView) {
 		{"  Scaling:", scalingLine(app)},
 		{"  HTTPS:", httpsLine(app)},
 		{"  Connections:", strconv.Itoa(app.Connections) + " live (requests in flight, WebSockets, TCP)"},
+		{"  Disk:", diskLine(app)},
 		{"  Deployment:", orDash(app.ActiveDeployment)},
 		{"  Created:", app.Created.Local().Format(time.DateTime)},
 	})
@@ -499,4 +500,12 @@ func scalingLine(app *api.AppView) string {
 		s += " (idle now)"
 	}
 	return s
+}
+
+func diskLine(app *api.AppView) string {
+	if app.DiskLimit == 0 {
+		return "no limit on this platform"
+	}
+	mib := func(n int64) string { return strconv.FormatInt(n>>20, 10) + " MiB" }
+	return mib(app.DiskUsed) + " of " + mib(app.DiskLimit) + " used"
 }

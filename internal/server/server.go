@@ -33,6 +33,7 @@ import (
 	"github.com/gantry-paas/gantry/internal/cartridge"
 	"github.com/gantry-paas/gantry/internal/clientconfig"
 	"github.com/gantry-paas/gantry/internal/connguard"
+	"github.com/gantry-paas/gantry/internal/disk"
 	"github.com/gantry-paas/gantry/internal/egress"
 	"github.com/gantry-paas/gantry/internal/egressdns"
 	"github.com/gantry-paas/gantry/internal/egressrouter"
@@ -72,6 +73,9 @@ type Options struct {
 	// (0: no cap).
 	MaxClientConns int
 	MaxGearConns   int
+	// DiskLimits is "auto" (each app's directory a filesystem of its own,
+	// sized by its gear size, when root with loop devices) or "off".
+	DiskLimits string
 	// AliasVerification and DNSResolver: see api.Options.
 	AliasVerification string
 	DNSResolver       string
@@ -411,9 +415,21 @@ func Run(ctx context.Context, o Options) error {
 		env.egressGateway, env.egressSubnet = plan.Gateway(), plan.Subnet
 		env.egressProxy = netip.AddrPortFrom(plan.Gateway(), uint16(proxyPort))
 	}
+	var disks *disk.Images
+	switch o.DiskLimits {
+	case "", "auto":
+		if err := disk.Available(); err != nil {
+			log.Warn("apps have no disk limit", "why", err.Error())
+		} else {
+			disks = &disk.Images{Dir: filepath.Join(o.DataDir, "disks")}
+		}
+	case "off":
+	default:
+		return fmt.Errorf("--disk-limits %q: use auto or off", o.DiskLimits)
+	}
 	var recordEvent func(*store.App, store.Event) // the scaler's, once made
 	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Exe: exe, Env: env.gear, EgressDefault: o.EgressDefault, EgressLabels: labels,
-		Scan: scan, ScanBlock: o.ScanBlock,
+		Scan: scan, ScanBlock: o.ScanBlock, Disks: disks,
 		OnEgressEvent: func(a *store.App, kind, reason string) {
 			mets.PortScans.WithLabelValues(a.FullName()).Inc()
 			if recordEvent != nil {

@@ -144,6 +144,13 @@ func (e *Env) Close() {
 		exec.Command("runc", "--root", filepath.Join(e.Data, "run", "runc"), "delete", "-f", id).Run()
 	}
 	netplan.RemoveAll(e.netPrefix)
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil { // the apps' disks
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], e.Data+"/") {
+				syscall.Unmount(f[4], syscall.MNT_DETACH)
+			}
+		}
+	}
 	gears, _ := os.ReadDir(filepath.Join(e.Data, "gears"))
 	for _, g := range gears {
 		sandbox.RemoveCgroup(netplan.Plan{Prefix: e.netPrefix}.Normalize().Prefix + "/" + g.Name())
