@@ -169,11 +169,20 @@ var servingRE = regexp.MustCompile(`msg="gantry is serving" http=(\S+) ssh=(\S+)
 // fresh ports) and waits until it serves.
 func startServer(t *testing.T, data, cfg, httpAddr, sshAddr string, extra ...string) *server {
 	t.Helper()
+	return startServerVia(t, nil, data, cfg, httpAddr, sshAddr, extra...)
+}
+
+// startServerVia starts the server through a wrapper command (e.g. one
+// that gives it a mount namespace of its own), which must exec its
+// arguments.
+func startServerVia(t *testing.T, wrapper []string, data, cfg, httpAddr, sshAddr string, extra ...string) *server {
+	t.Helper()
 	args := []string{"server", "--data", data, "--http", httpAddr, "--ssh", sshAddr, "--client-config", cfg, "--start-timeout", "8s"}
 	if !slices.Contains(extra, "--https") {
 		args = append(args, "--https", "127.0.0.1:0")
 	}
-	cmd := exec.Command(gantryBin, append(args, extra...)...)
+	argv := append(append(append([]string(nil), wrapper...), gantryBin), append(args, extra...)...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), "GANTRY_CONFIG="+cfg)
 	stderr, _ := cmd.StderrPipe()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

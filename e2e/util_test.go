@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -232,3 +233,5 @@ func deployNodeApp(t *testing.T, u *env, domain, name string) (appJSON, string) 
 	u.runIn(repo, "git", "push", "-q")
 	return a, repo
 }
+
+func mustAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }

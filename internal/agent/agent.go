@@ -72,6 +72,11 @@ type Options struct {
 	// Network is the base plan of namespaced gears (prefix, subnet, host
 	// ports); the agent adds the gears.
 	Network netplan.Plan
+	// GearResolvConf, if set, is the resolv.conf namespaced gears see: the
+	// platform's DNS forwarder on the gateway (a host whose resolvers
+	// are on loopback, as systemd-resolved's stub, is unreachable from a
+	// gear's namespace).
+	GearResolvConf string
 	// Disks, if set, gives each app a filesystem of its own sized by its
 	// gear size (disk limits).
 	Disks *disk.Images

@@ -265,7 +265,7 @@ func (a *Agent) sandboxSpec(app *store.App, id string, env []string, dir string)
 	l := a.o.Layout
 	return sandbox.Spec{
 		ID: id, Env: env, Cwd: dir, UID: uint32(app.UID), GID: uint32(app.UID),
-		Hostname: app.Name + "-" + app.Domain,
+		Hostname: app.Name + "-" + app.Domain, ResolvConf: a.o.GearResolvConf,
 		Mounts: []sandbox.Mount{
 			{Path: dir},
 			{Path: l.Data(app.ID)},

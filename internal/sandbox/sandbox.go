@@ -33,6 +33,9 @@ type Spec struct {
 	// NetnsPath is the network namespace to join ("" for a new, empty one).
 	NetnsPath string
 	Mounts    []Mount
+	// ResolvConf, if set, is the host file the gear sees as
+	// /etc/resolv.conf (the platform's DNS forwarder on the gateway).
+	ResolvConf string
 	// CgroupParent is the cgroup (relative to the hierarchy root) under
 	// which runc creates the process's own; limits are set on the parent.
 	CgroupParent string
@@ -68,6 +71,9 @@ func OCI(s Spec) *specs.Spec {
 		{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755", "size=16m"}},
 		ro("/usr"),
 		ro("/etc"),
+	}
+	if s.ResolvConf != "" {
+		mounts = append(mounts, specs.Mount{Destination: "/etc/resolv.conf", Type: "bind", Source: s.ResolvConf, Options: []string{"bind", "ro", "nosuid", "nodev", "noexec"}})
 	}
 	for _, d := range []string{"/bin", "/sbin", "/lib", "/lib64", "/lib32", "/opt"} {
 		if fi, err := os.Lstat(d); err == nil && fi.IsDir() {

@@ -63,3 +63,24 @@ func TestOCIIsLockedDown(t *testing.T) {
 		t.Error("the whole data directory is mounted")
 	}
 }
+
+func TestResolvConfMount(t *testing.T) {
+	spec := OCI(Spec{ID: "g1", ResolvConf: "/var/lib/gantry/run/gear-resolv.conf"})
+	found := false
+	for _, m := range spec.Mounts {
+		if m.Destination == "/etc/resolv.conf" {
+			found = m.Source == "/var/lib/gantry/run/gear-resolv.conf" && m.Type == "bind"
+		}
+		if found && m.Destination == "/etc" {
+			t.Fatal("/etc is mounted after /etc/resolv.conf and hides it")
+		}
+	}
+	if !found {
+		t.Fatalf("no /etc/resolv.conf bind in %+v", spec.Mounts)
+	}
+	for _, m := range OCI(Spec{ID: "g1"}).Mounts {
+		if m.Destination == "/etc/resolv.conf" {
+			t.Fatal("a resolv.conf mount without ResolvConf")
+		}
+	}
+}

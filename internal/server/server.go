@@ -76,6 +76,9 @@ type Options struct {
 	// DiskLimits is "auto" (each app's directory a filesystem of its own,
 	// sized by its gear size, when root with loop devices) or "off".
 	DiskLimits string
+	// ResolvConf is the host's resolver configuration (/etc/resolv.conf):
+	// the DNS forwarder's upstreams, which gears reach through it.
+	ResolvConf string
 	// AliasVerification and DNSResolver: see api.Options.
 	AliasVerification string
 	DNSResolver       string
@@ -186,6 +189,9 @@ func (o *Options) defaults() error {
 	}
 	if o.Host == "" {
 		o.Host = "localhost"
+	}
+	if o.ResolvConf == "" {
+		o.ResolvConf = "/etc/resolv.conf"
 	}
 	if o.ClientConfig == "" {
 		p, err := clientconfig.Path()
@@ -312,6 +318,7 @@ func Run(ctx context.Context, o Options) error {
 	// through their policy.
 	var dnsOpts *egressdns.Options
 	var dnsAddr netip.AddrPort
+	var gearResolv string
 	var upstreams []string
 	if isolation == agent.Namespaces {
 		port := o.EgressDNSPort
@@ -320,7 +327,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 		upstreams = o.EgressDNSUpstream
 		if len(upstreams) == 0 {
-			conf, _ := os.ReadFile("/etc/resolv.conf")
+			conf, _ := os.ReadFile(o.ResolvConf)
 			upstreams = egressdns.Upstreams(string(conf))
 		}
 		for i, u := range upstreams {
@@ -333,13 +340,20 @@ func Run(ctx context.Context, o Options) error {
 			network.HostTCPPorts = append(network.HostTCPPorts, uint16(port))
 			network.HostUDPPorts = append(network.HostUDPPorts, uint16(port))
 			dnsOpts = &egressdns.Options{Addr: dnsAddr, Upstreams: upstreams, Log: log, Listen: ho.Listen, ListenPacket: ho.ListenPacket}
+			// Gears resolve through the forwarder: a host resolver on
+			// loopback (systemd-resolved's 127.0.0.53) is out of a gear's
+			// reach, the forwarder (in the host's namespace) is not.
+			if gearResolv, err = writeGearResolvConf(lay, o.ResolvConf, dnsAddr); err != nil {
+				return err
+			}
+			log.Info("gears resolve through the DNS forwarder", "forwarder", dnsAddr.String(), "upstreams", strings.Join(upstreams, ","), "resolv_conf", o.ResolvConf)
 		} else {
 			log.Warn("no DNS resolver in /etc/resolv.conf and no --egress-dns-upstream: hostname egress rules learn nothing from the apps' lookups")
 		}
 	}
 	if isolation == agent.Namespaces && !o.EgressPrivate {
 		network.Forbidden = netplan.PrivateNets
-		conf, _ := os.ReadFile("/etc/resolv.conf")
+		conf, _ := os.ReadFile(o.ResolvConf)
 		for _, u := range append(egressdns.Upstreams(string(conf)), upstreams...) {
 			if ap, err := netip.ParseAddrPort(u); err == nil {
 				network.Resolvers = append(network.Resolvers, ap.Addr().Unmap())
@@ -429,7 +443,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	var recordEvent func(*store.App, store.Event) // the scaler's, once made
 	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Exe: exe, Env: env.gear, EgressDefault: o.EgressDefault, EgressLabels: labels,
-		Scan: scan, ScanBlock: o.ScanBlock, Disks: disks,
+		Scan: scan, ScanBlock: o.ScanBlock, Disks: disks, GearResolvConf: gearResolv,
 		OnEgressEvent: func(a *store.App, kind, reason string) {
 			mets.PortScans.WithLabelValues(a.FullName()).Inc()
 			if recordEvent != nil {
@@ -886,4 +900,29 @@ func (a agentAdapter) Status(id string) api.GearStatus {
 
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// writeGearResolvConf writes the resolv.conf namespaced gears see: the
+// forwarder on the gateway, with the host's search domains and options.
+// resolv.conf has no port: a forwarder off port 53 is not usable there.
+func writeGearResolvConf(lay layout.Layout, hostConf string, fwd netip.AddrPort) (string, error) {
+	if fwd.Port() != 53 {
+		return "", nil
+	}
+	var b strings.Builder
+	b.WriteString("# Written by gantry: gears resolve through the platform's DNS forwarder.\n")
+	fmt.Fprintf(&b, "nameserver %s\n", fwd.Addr())
+	if conf, err := os.ReadFile(hostConf); err == nil {
+		for _, l := range strings.Split(string(conf), "\n") {
+			if f := strings.Fields(l); len(f) > 0 && (f[0] == "search" || f[0] == "domain" || f[0] == "options") {
+				b.WriteString(strings.TrimSpace(l) + "\n")
+			}
+		}
+	}
+	path := filepath.Join(lay.RunDir(), "gear-resolv.conf")
+	os.MkdirAll(lay.RunDir(), 0o700)
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		return "", fmt.Errorf("writing the gears' resolv.conf: %w", err)
+	}
+	return path, nil
 }
