@@ -339,3 +339,121 @@ func TestPrivateNetworksForbidden(t *testing.T) {
 		t.Errorf("with private networks allowed: %v", err)
 	}
 }
+
+// TestDockerForwardDrop: a host where Docker set the iptables FORWARD
+// policy to DROP (with its DOCKER-USER chain), or ufw did (without): the
+// gears still reach the outside, and the host its gears; the accepts go
+// when the platform's network does. The host's firewall is restored.
+func TestDockerForwardDrop(t *testing.T) {
+	needRoot(t)
+	ipt, err := exec.LookPath("iptables")
+	if err != nil {
+		t.Fatal("iptables is not installed: run scripts/install-deps")
+	}
+	if out, _ := exec.Command(ipt, "-S", "FORWARD").Output(); !strings.Contains(string(out), "-P FORWARD ACCEPT") || exec.Command(ipt, "-S", "DOCKER-USER").Run() == nil {
+		t.Skipf("this host's FORWARD is not the plain one this test assumes:\n%s", out)
+	}
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(ipt, args...).CombinedOutput(); err != nil {
+			t.Fatalf("iptables %v: %v: %s", args, err, out)
+		}
+	}
+	t.Cleanup(func() {
+		exec.Command(ipt, "-P", "FORWARD", "ACCEPT").Run()
+		exec.Command(ipt, "-D", "FORWARD", "-j", "DOCKER-USER").Run()
+		exec.Command(ipt, "-F", "DOCKER-USER").Run()
+		exec.Command(ipt, "-X", "DOCKER-USER").Run()
+	})
+	prefix := fmt.Sprintf("gd%d", os.Getpid()%100000)
+	out := func(name, hostAddr, nsAddr string) string {
+		ns := prefix + name
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run(); exec.Command("ip", "link", "del", ns).Run() })
+		for _, args := range [][]string{
+			{"netns", "add", ns},
+			{"link", "add", ns, "type", "veth", "peer", "name", ns + "p"},
+			{"link", "set", ns + "p", "netns", ns},
+			{"addr", "add", hostAddr + "/24", "dev", ns},
+			{"link", "set", ns, "up"},
+			{"netns", "exec", ns, "ip", "addr", "add", nsAddr + "/24", "dev", ns + "p"},
+			{"netns", "exec", ns, "ip", "link", "set", ns + "p", "up"},
+		} {
+			if o, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+				t.Fatalf("ip %v: %v: %s", args, err, o)
+			}
+		}
+		return "/run/netns/" + ns
+	}
+	outside := out("o", "198.18.78.1", "198.18.78.2")
+	listenIn(t, outside, "198.18.78.2:9000")
+	t.Cleanup(func() { RemoveAll(prefix) })
+	p := testPlan(prefix)
+	for _, docker := range []bool{true, false} {
+		name := map[bool]string{true: "docker", false: "ufw"}[docker]
+		if docker {
+			run("-N", "DOCKER-USER")
+			run("-A", "DOCKER-USER", "-j", "RETURN")
+			run("-I", "FORWARD", "-j", "DOCKER-USER")
+		}
+		run("-P", "FORWARD", "DROP")
+		if _, err := Reconcile(p); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		listenIn(t, prefix+"-b1", "10.231.0.4:9000")
+		if err := dialFrom(t, prefix+"-a1", "198.18.78.2:9000"); err != nil {
+			t.Errorf("%s: gear to the outside with FORWARD at DROP: %v", name, err)
+		}
+		if c, err := net.DialTimeout("tcp", "10.231.0.4:9000", 2*time.Second); err != nil {
+			t.Errorf("%s: host to gear: %v", name, err)
+		} else {
+			c.Close()
+		}
+		// The platform's network goes: so do its accepts.
+		if err := RemoveAll(prefix); err != nil {
+			t.Fatal(err)
+		}
+		for _, chain := range []string{"FORWARD", "DOCKER-USER"} {
+			if out, _ := exec.Command(ipt, "-S", chain).Output(); strings.Contains(string(out), "gantry:"+prefix) {
+				t.Errorf("%s: accepts left in %s after RemoveAll:\n%s", name, chain, out)
+			}
+		}
+		run("-P", "FORWARD", "ACCEPT")
+		if docker {
+			run("-D", "FORWARD", "-j", "DOCKER-USER")
+			run("-F", "DOCKER-USER")
+			run("-X", "DOCKER-USER")
+		}
+	}
+}
+
+// TestIsolationWithoutBrNetfilter: with bridge netfilter off (common on
+// hosts without Docker), and on, apps stay apart: the bridge family's own
+// table does it, not iptables.
+func TestIsolationWithoutBrNetfilter(t *testing.T) {
+	needRoot(t)
+	const knob = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+	old, err := os.ReadFile(knob)
+	if err != nil {
+		t.Skipf("no bridge netfilter on this kernel (%v): the other tests cover it off", err)
+	}
+	t.Cleanup(func() { os.WriteFile(knob, old, 0o644) })
+	prefix := fmt.Sprintf("gn%d", os.Getpid()%100000)
+	t.Cleanup(func() { RemoveAll(prefix) })
+	p := testPlan(prefix)
+	if _, err := Reconcile(p); err != nil {
+		t.Fatal(err)
+	}
+	listenIn(t, prefix+"-a2", "10.231.0.3:9000")
+	listenIn(t, prefix+"-b1", "10.231.0.4:9000")
+	for _, v := range []string{"0", "1"} {
+		if err := os.WriteFile(knob, []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := dialFrom(t, prefix+"-a1", "10.231.0.3:9000"); err != nil {
+			t.Errorf("bridge-nf-call-iptables=%s: a gear to its own app's: %v", v, err)
+		}
+		if err := dialFrom(t, prefix+"-a1", "10.231.0.4:9000"); err == nil {
+			t.Errorf("bridge-nf-call-iptables=%s: a gear reached another app's", v)
+		}
+	}
+}

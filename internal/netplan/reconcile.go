@@ -19,6 +19,7 @@ import (
 // with a veth and address per gear, gear namespaces not in the plan
 // removed, and the nftables ruleset. It returns what it changed.
 func Reconcile(p Plan) (changes []string, err error) {
+	forwardChecked.Delete(p.Normalize().Prefix) // a full reconcile looks again
 	p, changed, br, err := begin(p, &changes)
 	if err != nil {
 		return changes, err
@@ -104,6 +105,9 @@ func ensureBase(p Plan, changed func(string, ...any)) (netlink.Link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bridge %s: %w", p.Bridge, err)
 	}
+	if err := ensureForwardAccept(p, changed, false); err != nil {
+		return nil, err
+	}
 	return br, ensureSysctl("/proc/sys/net/ipv4/ip_forward", "1", changed)
 }
 
@@ -113,6 +117,7 @@ func RemoveAll(prefix string) error {
 	p := Plan{Prefix: prefix}.Normalize()
 	var errs []error
 	ensureNetnsDir(p.Prefix) // moves what an older version left in /run/netns
+	removeForwardAccept(p)
 	for _, name := range Namespaces(p.Prefix) {
 		errs = append(errs, removeGear(p, strings.TrimPrefix(name, p.Prefix+"-")))
 	}
