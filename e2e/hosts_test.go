@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -64,4 +66,88 @@ func TestDNSStubHost(t *testing.T) {
 		t.Errorf("node_modules after the build: %q", out)
 	}
 	_ = srv
+}
+
+// TestDoctor: `gantry admin doctor` reports every check on this machine,
+// and with a host trait broken (FORWARD at DROP, nothing accepting the
+// gear bridge) it names it and the fix.
+func TestDoctor(t *testing.T) {
+	need(t, "git", "ssh", "ssh-keygen")
+	type check struct{ Name, Status, Detail, Fix string }
+	doctor := func(u *env) ([]check, string, error) {
+		out, err := u.exec("", gantryBin, "admin", "doctor", "--json")
+		var cs []check
+		if i := strings.Index(out, "["); i >= 0 {
+			json.Unmarshal([]byte(out[i:strings.LastIndex(out, "]")+1]), &cs)
+		}
+		return cs, out, err
+	}
+	t.Run("namespaces", func(t *testing.T) {
+		iso := isolationArgs(t, "namespaces")
+		root := t.TempDir()
+		data := filepath.Join(root, "data")
+		t.Cleanup(func() { killGears(data); cleanupNetwork(iso) })
+		cfg := filepath.Join(root, "admin.json")
+		srv := startServer(t, data, cfg, "127.0.0.1:0", "127.0.0.1:0", iso...)
+		if !strings.Contains(srv.log.String(), "host: cgroups=") {
+			t.Errorf("no host summary at start:\n%s", srv.log.String())
+		}
+		u := newEnv(t, cfg)
+		cs, out, err := doctor(u)
+		if err != nil {
+			t.Fatalf("doctor on this machine: %v\n%s", err, out)
+		}
+		t.Logf("doctor:\n%s", u.run(gantryBin, "admin", "doctor"))
+		seen := map[string]string{}
+		for _, c := range cs {
+			seen[c.Name] = c.Status
+			if c.Status == "error" {
+				t.Errorf("%s: %s (%s)", c.Name, c.Detail, c.Fix)
+			}
+		}
+		for _, name := range []string{"kernel", "cgroups", "runc", "nft", "ip-forward", "bridge-netfilter", "forward-policy", "firewalls", "dns", "port-http", "port-https", "port-ssh", "disk"} {
+			if seen[name] == "" {
+				t.Errorf("doctor does not report %s: %s", name, out)
+			}
+		}
+		if seen["dns"] != "ok" {
+			t.Errorf("dns from gears: %q\n%s", seen["dns"], out)
+		}
+	})
+	t.Run("forward_drop", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("changes the host's iptables (CI runs as root)")
+		}
+		ipt, err := exec.LookPath("iptables")
+		if err != nil {
+			t.Fatal("iptables is not installed: run scripts/install-deps")
+		}
+		if out, _ := exec.Command(ipt, "-S", "FORWARD").Output(); !strings.Contains(string(out), "-P FORWARD ACCEPT") {
+			t.Skipf("this host's FORWARD already drops:\n%s", out)
+		}
+		root := t.TempDir()
+		data := filepath.Join(root, "data")
+		t.Cleanup(func() { killGears(data) })
+		cfg := filepath.Join(root, "admin.json")
+		startServer(t, data, cfg, "127.0.0.1:0", "127.0.0.1:0", "--isolation", "process")
+		u := newEnv(t, cfg)
+		t.Cleanup(func() { exec.Command(ipt, "-P", "FORWARD", "ACCEPT").Run() })
+		if out, err := exec.Command(ipt, "-P", "FORWARD", "DROP").CombinedOutput(); err != nil {
+			t.Fatalf("iptables -P FORWARD DROP: %v %s", err, out)
+		}
+		cs, out, err := doctor(u)
+		exec.Command(ipt, "-P", "FORWARD", "ACCEPT").Run()
+		if err == nil {
+			t.Errorf("doctor succeeded with FORWARD at DROP:\n%s", out)
+		}
+		found := false
+		for _, c := range cs {
+			if c.Name == "forward-policy" {
+				found = c.Status == "error" && strings.Contains(c.Fix, "iptables -I FORWARD 1 -i gantry0 -j ACCEPT")
+			}
+		}
+		if !found {
+			t.Errorf("doctor does not name the FORWARD drop and its fix:\n%s", out)
+		}
+	})
 }

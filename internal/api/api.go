@@ -87,11 +87,13 @@ type Options struct {
 	// DNSResolver (HOST:PORT) answers the TXT lookups of claims; "" is the
 	// system's resolver.
 	DNSResolver string
-	Store       *store.Store
-	Layout      layout.Layout
-	Log         *slog.Logger
-	Agent       Agent
-	Builder     Builder
+	// Doctor checks the host (gantry admin doctor); nil: not offered.
+	Doctor  func() []DoctorCheck
+	Store   *store.Store
+	Layout  layout.Layout
+	Log     *slog.Logger
+	Agent   Agent
+	Builder Builder
 	// Exe is the gantry binary (for repository hooks).
 	Exe string
 	// CloudDomain is the suffix of canonical app hostnames.

@@ -64,6 +64,7 @@ func (a *API) registerEgress() {
 	}
 	a.registerEgressAdmin()
 	a.registerSecretsAdmin()
+	a.registerDoctor()
 	a.registerEgressRouter()
 	type rulesIn struct {
 		AppRef
@@ -359,5 +360,28 @@ func (a *API) registerSecretsAdmin() {
 			}
 			a.log.Info("platform key rotated", "resealed", n, "user", u.Name)
 			return &body[SecretsRotation]{Body: SecretsRotation{Resealed: n, KeyFile: a.o.Store.KeyFile()}}, nil
+		})
+}
+
+// DoctorCheck is one finding of `gantry admin doctor` about the server's
+// host.
+type DoctorCheck struct {
+	Name   string `json:"name"`
+	Status string `json:"status" doc:"ok, warning or error"`
+	Detail string `json:"detail"`
+	Fix    string `json:"fix,omitempty" doc:"what to change, when not ok"`
+}
+
+func (a *API) registerDoctor() {
+	if a.o.Doctor == nil {
+		return
+	}
+	huma.Register(a.h, huma.Operation{OperationID: "doctor", Method: http.MethodGet, Path: "/v1/admin/doctor", Security: bearer,
+		Summary: "Check the server's host", Description: "Admins only. Kernel features, cgroups, runc and nft, IP forwarding, bridge netfilter, the iptables FORWARD policy (Docker, ufw), firewall managers, DNS for gears, ports and disk space, each ok, warning or error with the fix.", Tags: []string{"admin"}},
+		func(ctx context.Context, in *struct{}) (*body[[]DoctorCheck], error) {
+			if !userOf(ctx).Admin {
+				return nil, problem(http.StatusForbidden, CodeForbidden, "the host check needs an admin token")
+			}
+			return &body[[]DoctorCheck]{Body: a.o.Doctor()}, nil
 		})
 }

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -166,6 +167,41 @@ func (c *cli) adminCmd() *cobra.Command {
 	})
 	cmd.AddCommand(secrets)
 	cmd.AddCommand(c.grantCmd())
+	cmd.AddCommand(&cobra.Command{
+		Use:   "doctor",
+		Short: "Check the server's host: kernel, cgroups, runc, nftables, forwarding, firewalls (Docker, ufw, firewalld), DNS for gears, ports, disk",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			var checks []api.DoctorCheck
+			if err := cl.Do(cmd.Context(), http.MethodGet, "/v1/admin/doctor", nil, &checks); err != nil {
+				return err
+			}
+			bad := 0
+			err = c.out(checks, func(w io.Writer) {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				for _, ch := range checks {
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", ch.Status, ch.Name, ch.Detail)
+					if ch.Fix != "" && ch.Status != "ok" {
+						fmt.Fprintf(tw, "\t\tfix: %s\n", ch.Fix)
+					}
+				}
+				tw.Flush()
+			})
+			for _, ch := range checks {
+				if ch.Status == "error" {
+					bad++
+				}
+			}
+			if err == nil && bad > 0 {
+				return fmt.Errorf("%d check(s) failed: see the fixes above", bad)
+			}
+			return err
+		},
+	})
 	return cmd
 }
 

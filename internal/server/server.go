@@ -40,6 +40,7 @@ import (
 	"github.com/gantry-paas/gantry/internal/gearenv"
 	"github.com/gantry-paas/gantry/internal/gitrepo"
 	"github.com/gantry-paas/gantry/internal/handoff"
+	"github.com/gantry-paas/gantry/internal/hostcheck"
 	"github.com/gantry-paas/gantry/internal/layout"
 	"github.com/gantry-paas/gantry/internal/metrics"
 	"github.com/gantry-paas/gantry/internal/netplan"
@@ -441,6 +442,10 @@ func Run(ctx context.Context, o Options) error {
 	default:
 		return fmt.Errorf("--disk-limits %q: use auto or off", o.DiskLimits)
 	}
+	hostOpts := &hostcheck.Options{DataDir: o.DataDir, Namespaced: isolation == agent.Namespaces, ResolvConf: o.ResolvConf, DNS: dnsAddr}
+	if isolation == agent.Namespaces {
+		hostOpts.Bridge = network.Normalize().Bridge
+	}
 	var recordEvent func(*store.App, store.Event) // the scaler's, once made
 	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Exe: exe, Env: env.gear, EgressDefault: o.EgressDefault, EgressLabels: labels,
 		Scan: scan, ScanBlock: o.ScanBlock, Disks: disks, GearResolvConf: gearResolv,
@@ -497,6 +502,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	apiHandler, err = api.New(api.Options{Store: st, Layout: lay, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld, Exe: exe,
 		CloudDomain: o.CloudDomain, AppURL: appURL, Version: o.Version, AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver,
+		Doctor: func() []api.DoctorCheck { return doctor(hostOpts) },
 		GitSSHURL: func(d, a string) string {
 			return fmt.Sprintf("ssh://git@%s:%d/%s/%s.git", o.Host, sshPort, d, a)
 		},
@@ -565,6 +571,13 @@ func Run(ctx context.Context, o Options) error {
 			}
 		}()
 	}
+	hostOpts.Ports = map[string]string{"http": rt.Addr().String(), "ssh": ssh.Addr().String()}
+	if a := rt.TLSAddr(); a != nil {
+		hostOpts.Ports["https"] = a.String()
+	}
+	quick := *hostOpts
+	quick.Quick = true
+	log.Info(hostcheck.Summary(hostcheck.Run(quick)))
 	log.Info("gantry is serving",
 		"http", rt.Addr().String(), "ssh", ssh.Addr().String(), "https", addrOrOff(rt.TLSAddr()), "data", o.DataDir, "cloud_domain", o.CloudDomain,
 		"isolation", why,
@@ -925,4 +938,13 @@ func writeGearResolvConf(lay layout.Layout, hostConf string, fwd netip.AddrPort)
 		return "", fmt.Errorf("writing the gears' resolv.conf: %w", err)
 	}
 	return path, nil
+}
+
+// doctor runs the host checks for the API.
+func doctor(o *hostcheck.Options) []api.DoctorCheck {
+	var out []api.DoctorCheck
+	for _, c := range hostcheck.Run(*o) {
+		out = append(out, api.DoctorCheck(c))
+	}
+	return out
 }
