@@ -508,8 +508,17 @@ func TestKillNineMidChange(t *testing.T) {
 // under continuous load fail no request, and a WebSocket open at the
 // first one stays open on the old process until its client closes it.
 func TestRestartUnderLoad(t *testing.T) {
+	t.Run("process", func(t *testing.T) { restartUnderLoad(t, nil) })
+	t.Run("namespaces", func(t *testing.T) {
+		iso := isolationArgs(t, "namespaces")
+		t.Cleanup(func() { cleanupNetwork(iso) })
+		restartUnderLoad(t, iso)
+	})
+}
+
+func restartUnderLoad(t *testing.T, isolation []string) {
 	pidFile := filepath.Join(t.TempDir(), "gantry.pid")
-	h := newHostile(t, "--pid-file", pidFile, "--drain-timeout", "60s")
+	h := newHostile(t, append([]string{"--pid-file", pidFile, "--drain-timeout", "60s"}, isolation...)...)
 	deployNodeApp(t, h.alice, "alice", "web")
 	h.alice.gantry("app", "scale", "web", "--gears", "2")
 	host := "web-alice.localhost"
