@@ -855,3 +855,38 @@ func TestDiskLimit(t *testing.T) {
 		t.Errorf("images left after the app was deleted: %v", imgs)
 	}
 }
+
+// TestLoginOverHTTPS: a user elsewhere logs in over HTTPS, trusting the
+// platform root by the fingerprint the operator gives (the certificate
+// itself is public); a wrong fingerprint is refused.
+func TestLoginOverHTTPS(t *testing.T) {
+	h := newHostile(t)
+	var ca struct {
+		PEM    string `json:"pem"`
+		SHA256 string `json:"sha256"`
+	}
+	h.admin.gantryJSON(&ca, "ca", "show")
+	var carol struct {
+		Token string `json:"token"`
+	}
+	h.admin.gantryJSON(&carol, "user", "create", "carol")
+	_, port := splitPort(h.srv.httpsAddr)
+	server := "https://localhost:" + port
+	c := newEnv(t, filepath.Join(h.root, "carol.json"))
+	if out := c.gantryFails("login", "--server", server, "--token", carol.Token, "--ca-sha256", strings.Repeat("ab", 32)); !strings.Contains(out, "do not trust it") {
+		t.Errorf("login with a wrong fingerprint: %q", out)
+	}
+	c.gantry("login", "--server", server, "--token", carol.Token, "--ca-sha256", ca.SHA256)
+	c.gantry("domain", "create", "carol")
+	if out := c.gantry("domain", "list"); !strings.Contains(out, "carol") {
+		t.Errorf("over HTTPS: %q", out)
+	}
+	// With the certificate as a file, as `gantry ca show` prints it.
+	pemFile := filepath.Join(h.root, "root.pem")
+	writeFile(t, pemFile, ca.PEM, 0o644)
+	d := newEnv(t, filepath.Join(h.root, "carol2.json"))
+	d.gantry("login", "--server", server, "--token", carol.Token, "--ca", pemFile)
+	if out := d.gantry("domain", "list"); !strings.Contains(out, "carol") {
+		t.Errorf("over HTTPS with --ca: %q", out)
+	}
+}

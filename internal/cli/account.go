@@ -3,6 +3,12 @@ package cli
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -48,9 +54,9 @@ func (c *cli) spinner(msg string) func() {
 }
 
 func (c *cli) loginCmd() *cobra.Command {
-	var server, token string
+	var server, token, caFile, caSHA string
 	cmd := &cobra.Command{
-		Use:     "login --server URL --token TOKEN",
+		Use:     "login --server URL --token TOKEN [--ca FILE]",
 		Short:   "Point the CLI at a Gantry server",
 		Example: "  gantry login --server http://paas.example.com --token gnt_...",
 		Args:    cobra.NoArgs,
@@ -63,6 +69,26 @@ func (c *cli) loginCmd() *cobra.Command {
 			}
 			cl := client.New(server, token)
 			cl.Insecure = c.insecure
+			var ca string
+			if caSHA != "" && caFile == "" {
+				// Fetch the platform root (public) and keep it only if it is
+				// the one the operator named by its fingerprint.
+				pem, err := fetchCA(cmd.Context(), server, caSHA)
+				if err != nil {
+					return err
+				}
+				ca = pem
+				cl.TrustPEM(ca)
+			}
+			if caFile != "" {
+				b, err := os.ReadFile(caFile)
+				if err != nil {
+					return err
+				}
+				if ca = string(b); cl.TrustPEM(ca) != nil {
+					return fmt.Errorf("%s holds no PEM certificate: save the output of `gantry ca show` (or GET /v1/ca) and give that", caFile)
+				}
+			}
 			info, err := cl.Info(cmd.Context())
 			if err != nil {
 				return err
@@ -71,7 +97,7 @@ func (c *cli) loginCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := clientconfig.Save(path, &clientconfig.Config{Server: strings.TrimRight(server, "/"), Token: token, User: info.User.Name, Insecure: c.insecure}); err != nil {
+			if err := clientconfig.Save(path, &clientconfig.Config{Server: strings.TrimRight(server, "/"), Token: token, User: info.User.Name, Insecure: c.insecure, CA: ca}); err != nil {
 				return err
 			}
 			return c.out(map[string]any{"server": server, "user": info.User.Name, "config": path}, func(w io.Writer) {
@@ -81,6 +107,8 @@ func (c *cli) loginCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&server, "server", "", "server URL")
 	cmd.Flags().StringVar(&token, "token", "", "API token")
+	cmd.Flags().StringVar(&caFile, "ca", "", "PEM file of the platform root certificate (`gantry ca show` on the server) to trust for an https:// server")
+	cmd.Flags().StringVar(&caSHA, "ca-sha256", "", "fetch the platform root certificate from the server and trust it if its SHA-256 is this (`gantry ca show` prints it)")
 	return cmd
 }
 
@@ -343,4 +371,35 @@ func (c *cli) userCmd() *cobra.Command {
 	}
 	cmd.AddCommand(create, list)
 	return cmd
+}
+
+// fetchCA gets the platform root from the server (it is public; nothing is
+// trusted yet, so the TLS check is skipped for this one request) and
+// returns it only if its SHA-256 is want.
+func fetchCA(ctx context.Context, server, want string) (string, error) {
+	u, err := url.Parse(server)
+	if err != nil {
+		return "", err
+	}
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u.Scheme+"://"+u.Host+"/v1/ca", nil)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("fetching the platform root certificate: %w", err)
+	}
+	defer resp.Body.Close()
+	var v api.CAView
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || v.PEM == "" {
+		return "", fmt.Errorf("fetching the platform root certificate: the server sent none (%s)", resp.Status)
+	}
+	block, _ := pem.Decode([]byte(v.PEM))
+	if block == nil {
+		return "", errors.New("the platform root certificate the server sent is not PEM")
+	}
+	sum := sha256.Sum256(block.Bytes)
+	got := hex.EncodeToString(sum[:])
+	if !strings.EqualFold(strings.ReplaceAll(want, ":", ""), got) {
+		return "", fmt.Errorf("the server's root certificate has SHA-256 %s, not %s: do not trust it (ask the operator for `gantry ca show`'s fingerprint)", got, want)
+	}
+	return v.PEM, nil
 }

@@ -133,6 +133,11 @@ func (c *cli) client() (*client.Client, error) {
 	}
 	cl := client.New(cfg.Server, cfg.Token)
 	cl.Insecure = cfg.Insecure || c.insecure
+	if cfg.CA != "" {
+		if err := cl.TrustPEM(cfg.CA); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	}
 	return cl, nil
 }
 

@@ -6,6 +6,8 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +28,20 @@ type Client struct {
 	// Insecure allows sending the token over plain HTTP to a server that
 	// is not on this machine.
 	Insecure bool
+}
+
+// TrustPEM makes the client trust the PEM certificates in pem besides
+// the system's roots.
+func (c *Client) TrustPEM(pem string) error {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM([]byte(pem)) {
+		return errors.New("the CA file holds no PEM certificate: save the output of `gantry ca show` (or GET /v1/ca) and give that")
+	}
+	c.HTTP.Transport = &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: &tls.Config{RootCAs: pool}}
+	return nil
 }
 
 // ErrPlainHTTP is the refusal to send a token in the clear.

@@ -21,6 +21,10 @@ type Config struct {
 	// Insecure lets the CLI send the token over plain HTTP to a server
 	// that is not on this machine (`gantry login --insecure`).
 	Insecure bool `json:"insecure,omitempty"`
+	// CA is a PEM certificate (the platform root, `gantry ca show`) the
+	// CLI trusts besides the system's, for an https:// server whose
+	// certificate the platform CA issued.
+	CA string `json:"ca,omitempty"`
 }
 
 // EnvPath overrides the default location.

@@ -35,7 +35,15 @@ func TestPlatformOverPlainHTTP(t *testing.T) {
 			t.Errorf("from %s: %s", c.remote, w.Body.String())
 		}
 	}
-	if served != 2 {
-		t.Errorf("served %d; want 2", served)
+	// The platform root certificate is public, over plain HTTP too.
+	req := httptest.NewRequest("GET", "http://paas.example.com/v1/ca", nil)
+	req.RemoteAddr = "192.0.2.10:5000"
+	w := httptest.NewRecorder()
+	r.ServeHTTP(w, req)
+	if w.Code != 200 {
+		t.Errorf("GET /v1/ca from elsewhere: %d; want it served", w.Code)
+	}
+	if served != 3 {
+		t.Errorf("served %d; want 3", served)
 	}
 }

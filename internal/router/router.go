@@ -498,7 +498,10 @@ func httpsPortSuffix(a net.Addr) string {
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	host := hostOnly(req.Host)
 	if r.platform[host] && r.o.Platform != nil {
-		if req.TLS == nil && !r.localOrTrusted(req.RemoteAddr) {
+		// The platform root certificate is public: it is what a client
+		// fetches (and checks by its fingerprint) before it can use HTTPS.
+		public := req.Method == http.MethodGet && req.URL.Path == "/v1/ca" && req.Header.Get("Authorization") == ""
+		if req.TLS == nil && !public && !r.localOrTrusted(req.RemoteAddr) {
 			r.platformNeedsTLS(w, req, host)
 			return
 		}
