@@ -101,7 +101,7 @@ func TestEgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer names.Close()
-	names.TTL = 1 // hostname rules follow changes within the platform's floor (5 s)
+	names.SetTTL(1) // hostname rules follow changes within the platform's floor (5 s)
 	cfg := filepath.Join(root, "admin.json")
 	srv := startServer(t, data, cfg, "127.0.0.1:0", "127.0.0.1:0",
 		append(isolation, "--egress-scan-distinct", "10", "--egress-scan-window", "8s", "--egress-scan-block", "--egress-dns-upstream", names.Addr)...)

@@ -118,7 +118,8 @@ func (a *Agent) runc(ctx context.Context, app *store.App, netnsPath, dir string,
 		return err
 	}
 	root := a.o.Layout.RuncRoot()
-	ctx = withTimeout(ctx, timeout)
+	ctx, cancel := withTimeout(ctx, timeout)
+	defer cancel()
 	rargs := sandbox.RuncArgs(root, bundle, id)
 	cmd := exec.Command(rargs[0], rargs[1:]...)
 	cmd.Dir = bundle
@@ -149,11 +150,11 @@ func (a *Agent) runc(ctx context.Context, app *store.App, netnsPath, dir string,
 	return err
 }
 
-func withTimeout(ctx context.Context, d time.Duration) context.Context {
+// withTimeout bounds ctx by d (0: no bound); the caller cancels when done,
+// so nothing lingers until the timeout.
+func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	if d <= 0 {
-		return ctx
+		return context.WithCancel(ctx)
 	}
-	ctx, cancel := context.WithTimeout(ctx, d)
-	go func() { <-ctx.Done(); cancel() }()
-	return ctx
+	return context.WithTimeout(ctx, d)
 }

@@ -238,8 +238,7 @@ func TestServeSurvivesDescriptorExhaustion(t *testing.T) {
 	if served.Load() != 200 {
 		t.Fatalf("after descriptors came back: served %d of 200", served.Load())
 	}
-	close(held)
-	for c := range held {
-		c.Close()
+	for i := 0; i < 200; i++ {
+		(<-held).Close()
 	}
 }

@@ -140,7 +140,7 @@ func TestNoUpstream(t *testing.T) {
 
 func TestLookup(t *testing.T) {
 	_, up, _ := start(t)
-	up.TTL = 42
+	up.SetTTL(42)
 	got, err := Lookup(context.Background(), []string{"127.0.0.1:1", up.Addr}, "www.example.test")
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 // records (TXT queries), or to "cname:OTHER".
 type Server struct {
 	Records map[string][]string
+	// TTL of the answers; set it with SetTTL while the server runs.
 	TTL     uint32
 	Addr    string // HOST:PORT, UDP and TCP
 	Queries atomic.Int64
@@ -80,6 +81,13 @@ func Start(records map[string][]string) (*Server, error) {
 	return s, nil
 }
 
+// SetTTL changes the answers' TTL while the server runs.
+func (s *Server) SetTTL(ttl uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.TTL = ttl
+}
+
 // Set changes a name's answer while the server runs.
 func (s *Server) Set(name string, values ...string) {
 	s.mu.Lock()
@@ -116,6 +124,9 @@ func (s *Server) answer(q []byte) []byte {
 	}
 	m.Header.Response, m.Header.Authoritative = true, true
 	question := m.Questions[0]
+	s.mu.Lock()
+	ttl := s.TTL
+	s.mu.Unlock()
 	name := strings.ToLower(strings.TrimSuffix(question.Name.String(), "."))
 	found := false
 	for hops := 0; hops < 8; hops++ {
@@ -127,12 +138,12 @@ func (s *Server) answer(q []byte) []byte {
 		owner := dnsmessage.MustNewName(name + ".")
 		if len(vals) == 1 && strings.HasPrefix(vals[0], "cname:") {
 			name = strings.TrimPrefix(vals[0], "cname:")
-			m.Answers = append(m.Answers, dnsmessage.Resource{Header: dnsmessage.ResourceHeader{Name: owner, Class: dnsmessage.ClassINET, TTL: s.TTL},
+			m.Answers = append(m.Answers, dnsmessage.Resource{Header: dnsmessage.ResourceHeader{Name: owner, Class: dnsmessage.ClassINET, TTL: ttl},
 				Body: &dnsmessage.CNAMEResource{CNAME: dnsmessage.MustNewName(name + ".")}})
 			continue
 		}
 		for _, v := range vals {
-			h := dnsmessage.ResourceHeader{Name: owner, Class: dnsmessage.ClassINET, TTL: s.TTL}
+			h := dnsmessage.ResourceHeader{Name: owner, Class: dnsmessage.ClassINET, TTL: ttl}
 			if txt, ok := strings.CutPrefix(v, "txt:"); ok {
 				if question.Type == dnsmessage.TypeTXT {
 					m.Answers = append(m.Answers, dnsmessage.Resource{Header: h, Body: &dnsmessage.TXTResource{TXT: []string{txt}}})
