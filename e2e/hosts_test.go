@@ -89,7 +89,7 @@ func TestDoctor(t *testing.T) {
 		t.Cleanup(func() { killGears(data); cleanupNetwork(iso) })
 		cfg := filepath.Join(root, "admin.json")
 		srv := startServer(t, data, cfg, "127.0.0.1:0", "127.0.0.1:0", iso...)
-		if !strings.Contains(srv.log.String(), "host: cgroups=") {
+		if !strings.Contains(srv.log.String(), "host: isolation=full") || !strings.Contains(srv.log.String(), "cgroups=") {
 			t.Errorf("no host summary at start:\n%s", srv.log.String())
 		}
 		u := newEnv(t, cfg)
@@ -105,7 +105,7 @@ func TestDoctor(t *testing.T) {
 				t.Errorf("%s: %s (%s)", c.Name, c.Detail, c.Fix)
 			}
 		}
-		for _, name := range []string{"kernel", "cgroups", "runc", "nft", "ip-forward", "bridge-netfilter", "forward-policy", "firewalls", "dns", "port-http", "port-https", "port-ssh", "disk"} {
+		for _, name := range []string{"isolation", "kernel", "cgroups", "runc", "nft", "ip-forward", "bridge-netfilter", "forward-policy", "firewalls", "dns", "port-http", "port-https", "port-ssh", "disk"} {
 			if seen[name] == "" {
 				t.Errorf("doctor does not report %s: %s", name, out)
 			}

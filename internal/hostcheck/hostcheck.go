@@ -56,6 +56,11 @@ type Options struct {
 func Run(o Options) []Check {
 	var out []Check
 	add := func(c Check) { out = append(out, c) }
+	if o.Namespaced {
+		add(Check{"isolation", OK, "full (namespaces, cgroups, nftables)", ""})
+	} else {
+		add(Check{"isolation", Warning, "none: gears are plain processes", "run the server as root on Linux with runc and nftables (--isolation namespaces)"})
+	}
 	add(kernel())
 	add(cgroups())
 	add(tool("runc", "--version", o.Namespaced, "apt-get install runc (or run scripts/install-deps)"))
@@ -80,7 +85,7 @@ func Summary(checks []Check) string {
 	worst := OK
 	for _, c := range checks {
 		switch c.Name {
-		case "cgroups", "firewalls", "dns", "forward-policy":
+		case "isolation", "cgroups", "firewalls", "dns", "forward-policy":
 			parts = append(parts, c.Name+"="+c.Detail)
 		}
 		if c.Status == Error || c.Status == Warning && worst == OK {
