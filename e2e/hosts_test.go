@@ -151,3 +151,25 @@ func TestDoctor(t *testing.T) {
 		}
 	})
 }
+
+// TestGoAppNamespaced: a Go app builds and serves in a namespaced gear
+// with Go installed as usual in /usr/local/go (gear-init looked for its
+// command in /usr/local/bin, /usr/bin and /bin only, not in the gear's
+// PATH: "go could not be run in the gear (exit 127)").
+func TestGoAppNamespaced(t *testing.T) {
+	need(t, "git", "ssh", "ssh-keygen", "go")
+	iso := isolationArgs(t, "namespaces")
+	root := t.TempDir()
+	data := filepath.Join(root, "data")
+	t.Cleanup(func() { killGears(data); cleanupNetwork(iso) })
+	cfg := filepath.Join(root, "admin.json")
+	srv := startServer(t, data, cfg, "127.0.0.1:0", "127.0.0.1:0", iso...)
+	u := newEnv(t, cfg)
+	u.gantry("domain", "create", "acme")
+	if out := u.gantry("app", "create", "hello", "--type", "go"); strings.Contains(out, "did not deploy") {
+		t.Fatalf("a Go app in a namespaced gear:\n%s", out)
+	}
+	if code, body := get(t, srv.httpClient(), srv.url("hello-acme.localhost", "/")); code != 200 || body == "" {
+		t.Errorf("the Go app: %d %q", code, body)
+	}
+}

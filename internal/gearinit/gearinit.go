@@ -8,7 +8,10 @@ package gearinit
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 )
 
@@ -74,8 +77,13 @@ func Main(args []string) int {
 }
 
 func lookPath(file string) (string, error) {
-	if len(file) > 0 && file[0] == '/' {
+	if strings.Contains(file, "/") {
 		return file, nil
+	}
+	// The gear's PATH (its environment's: /usr/local/go/bin for Go, the
+	// app's node_modules/.bin…), then the usual places.
+	if p, err := exec.LookPath(file); err == nil && filepath.IsAbs(p) {
+		return p, nil
 	}
 	for _, dir := range []string{"/usr/local/bin", "/usr/bin", "/bin"} {
 		p := dir + "/" + file
