@@ -123,6 +123,7 @@ type Agent struct {
 
 	hosts   hostCache    // addresses of egress hostname rules
 	learned learnedCache // addresses the gears' lookups returned
+	byAddr  gearIndex    // namespaced gears by address (DNS learning)
 }
 
 // UIDRange is the block of 65,536 Unix user ids a server gives its apps:

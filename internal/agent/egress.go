@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -205,22 +204,11 @@ func learnTimeout(ttl time.Duration) time.Duration {
 // answer's names. It returns once they are in the gear's sets, before the
 // forwarder hands the answer to the gear.
 func (a *Agent) LearnEgressDNS(src netip.Addr, names []string, answers []egressdns.Answer) {
-	var gear store.Gear
-	var app store.App
-	err := a.o.Store.View(func(tx *store.Tx) error {
-		gears, err := store.List[store.Gear](tx, "gears/")
-		if err != nil {
-			return err
-		}
-		for _, g := range gears {
-			if g.IP == src.String() && g.State != store.GearStopped && g.Isolation == Namespaces {
-				gear = g
-				return tx.Get(g.AppKey, &app)
-			}
-		}
-		return errNoGear
-	})
-	if err != nil {
+	// Every namespaced gear's DNS goes through the forwarder: the gear
+	// and its app come from an index rebuilt when the store changes, not
+	// from a store scan per answer.
+	gear, app, ok := a.gearByAddr(src)
+	if !ok {
 		return
 	}
 	policy, err := a.EgressPolicy(&app)
@@ -278,7 +266,55 @@ func (a *Agent) LearnEgressDNS(src netip.Addr, names []string, answers []egressd
 	a.log.Debug("egress learned", "app", app.FullName(), "gear", gear.ID, "names", names, "answers", len(answers))
 }
 
-var errNoGear = errors.New("no gear has that address")
+// gearIndex maps namespaced gears' addresses to the gear and its app, as
+// of a store revision.
+type gearIndex struct {
+	mu   sync.Mutex
+	rev  int64
+	gear map[string]store.Gear // by IP
+	apps map[string]store.App  // by key
+}
+
+// gearByAddr is the running namespaced gear with address src and its
+// app.
+func (a *Agent) gearByAddr(src netip.Addr) (store.Gear, store.App, bool) {
+	x := &a.byAddr
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if rev := a.o.Store.Rev(); x.gear == nil || x.rev != rev {
+		gears := map[string]store.Gear{}
+		apps := map[string]store.App{}
+		err := a.o.Store.View(func(tx *store.Tx) error {
+			all, err := store.List[store.Gear](tx, "gears/")
+			if err != nil {
+				return err
+			}
+			for _, g := range all {
+				if g.State == store.GearStopped || g.Isolation != Namespaces {
+					continue
+				}
+				gears[g.IP] = g
+				if _, ok := apps[g.AppKey]; !ok {
+					var app store.App
+					if err := tx.Get(g.AppKey, &app); err == nil {
+						apps[g.AppKey] = app
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return store.Gear{}, store.App{}, false
+		}
+		x.rev, x.gear, x.apps = rev, gears, apps
+	}
+	g, ok := x.gear[src.String()]
+	if !ok {
+		return g, store.App{}, false
+	}
+	app, ok := x.apps[g.AppKey]
+	return g, app, ok
+}
 
 // EgressEnforced says whether policies are enforced (namespaced gears).
 func (a *Agent) EgressEnforced() bool { return a.namespaced() }
