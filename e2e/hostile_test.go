@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"database/sql"
 	"fmt"
 	"io"
@@ -23,8 +21,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/gantry-paas/gantry/internal/egressdns/dnstest"
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
+	"github.com/gantry-paas/gantry/internal/h2test"
 	_ "modernc.org/sqlite"
 )
 
@@ -677,7 +674,8 @@ func TestHostileH2RapidReset(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for round := 0; round < 20; round++ {
-				sent.Add(h2ResetFlood(h.srv.httpsAddr, host, 5000))
+				n, _ := h2test.ResetFlood(context.Background(), h.srv.httpsAddr, host, 5000)
+				sent.Add(n)
 			}
 		}()
 	}
@@ -693,42 +691,6 @@ func TestHostileH2RapidReset(t *testing.T) {
 	if code, body, err := getFrom("127.0.0.2", h.srv.httpAddr, host, "/"); err != nil || code != 200 || !strings.HasPrefix(body, "v1") {
 		t.Errorf("another client after the flood: %d %q %v", code, body, err)
 	}
-}
-
-// h2ResetFlood opens one TLS h2 connection and writes up to n HEADERS +
-// RST_STREAM pairs; it returns how many it wrote before the server cut it.
-func h2ResetFlood(addr, host string, n int) int64 {
-	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}, ServerName: host})
-	if err != nil {
-		return 0
-	}
-	defer c.Close()
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		return 0
-	}
-	fr := http2.NewFramer(c, c)
-	fr.WriteSettings()
-	go func() {
-		for {
-			if _, err := fr.ReadFrame(); err != nil {
-				return
-			}
-		}
-	}()
-	var hb bytes.Buffer
-	enc := hpack.NewEncoder(&hb)
-	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", host}, {":path", "/"}} {
-		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	var sent int64
-	for id := uint32(1); sent < int64(n); id += 2 {
-		if fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}) != nil ||
-			fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
-			break
-		}
-		sent++
-	}
-	return sent
 }
 
 // processRSS is a process's resident memory in MiB.

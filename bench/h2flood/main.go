@@ -9,12 +9,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -25,9 +23,9 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 
 	"github.com/gantry-paas/gantry/bench/internal/benchenv"
+	"github.com/gantry-paas/gantry/internal/h2test"
 )
 
 var (
@@ -67,7 +65,7 @@ func run() error {
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
-				n, err := flood(ctx, tlsAddr, host)
+				n, err := h2test.ResetFlood(ctx, tlsAddr, host, 0)
 				streams.Add(n)
 				if err != nil {
 					errs.Add(1)
@@ -85,46 +83,6 @@ func run() error {
 	time.Sleep(*after)
 	fmt.Printf("  RSS %v after:        %6.1f MiB\n", *after, rss(pid))
 	return nil
-}
-
-// flood opens one connection and resets streams on it until ctx ends or
-// the server closes it.
-func flood(ctx context.Context, addr, host string) (int64, error) {
-	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}, ServerName: host})
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	go func() { <-ctx.Done(); c.Close() }()
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		return 0, err
-	}
-	fr := http2.NewFramer(c, c)
-	fr.WriteSettings()
-	go func() { // read and drop what the server says
-		for {
-			if _, err := fr.ReadFrame(); err != nil {
-				return
-			}
-		}
-	}()
-	var hb bytes.Buffer
-	enc := hpack.NewEncoder(&hb)
-	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", host}, {":path", "/"}} {
-		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	block := hb.Bytes()
-	var n int64
-	for id := uint32(1); ctx.Err() == nil && id < 1<<30; id += 2 {
-		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndStream: true, EndHeaders: true}); err != nil {
-			return n, err
-		}
-		if err := fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
-			return n, err
-		}
-		n++
-	}
-	return n, nil
 }
 
 func probe(addr, host string) string {

@@ -276,16 +276,8 @@ func (a *Agent) reattach(ctx context.Context) {
 // restoreCounts starts the web gears an app lacks after an interrupted
 // change (its recorded scale says how many it runs), in the background.
 func (a *Agent) restoreCounts(ctx context.Context) {
-	var apps []store.App
-	var gears []store.Gear
-	a.o.Store.View(func(tx *store.Tx) error {
-		var err error
-		if apps, err = store.List[store.App](tx, "apps/"); err != nil {
-			return err
-		}
-		gears, err = store.List[store.Gear](tx, "gears/")
-		return err
-	})
+	apps := a.apps()
+	gears, _ := a.gears("")
 	for _, app := range apps {
 		if app.ActiveDeployment == "" || app.Stopped || app.Idle || app.Scale <= 0 {
 			continue

@@ -62,7 +62,7 @@ func (a *Agent) mountDisks() {
 	if a.o.Disks == nil {
 		return
 	}
-	apps, _ := a.allApps()
+	apps := a.apps()
 	for i := range apps {
 		if a.o.Disks.Has(apps[i].ID) && !disk.Mounted(a.o.Layout.AppDir(apps[i].ID)) {
 			if err := a.o.Disks.Ensure(apps[i].ID, a.o.Layout.AppDir(apps[i].ID), diskSize(apps[i].GearSize)); err != nil {
@@ -70,14 +70,4 @@ func (a *Agent) mountDisks() {
 			}
 		}
 	}
-}
-
-func (a *Agent) allApps() ([]store.App, error) {
-	var apps []store.App
-	err := a.o.Store.View(func(tx *store.Tx) error {
-		var err error
-		apps, err = store.List[store.App](tx, "apps/")
-		return err
-	})
-	return apps, err
 }

@@ -109,7 +109,7 @@ func (g *Guard) Serve(ln net.Listener, listener string, serve func(net.Conn)) er
 // Close gives the slot back; over the cap it closes c (with a reset, so no
 // descriptor lingers in TIME_WAIT) and reports false.
 func (g *Guard) Admit(c net.Conn, listener string) (net.Conn, bool) {
-	src := addrOf(c.RemoteAddr())
+	src := AddrOf(c.RemoteAddr())
 	if g.o.Exempt != nil && g.o.Exempt(src) {
 		return c, true
 	}
@@ -258,7 +258,8 @@ func (c *otherConn) Close() error {
 	return err
 }
 
-func addrOf(a net.Addr) netip.Addr {
+// AddrOf is the (unmapped) IP address of a connection's address.
+func AddrOf(a net.Addr) netip.Addr {
 	if t, ok := a.(*net.TCPAddr); ok {
 		return t.AddrPort().Addr().Unmap()
 	}

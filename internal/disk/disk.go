@@ -161,7 +161,7 @@ func (i *Images) Grow(appID, dir string, size int64) error {
 	if err := os.Truncate(img, size); err != nil {
 		return err
 	}
-	dev, err := loopOf(dir)
+	dev, err := mountSource(dir) // the loop device
 	if err != nil {
 		return err
 	}
@@ -208,8 +208,6 @@ func Mounted(dir string) bool {
 	_, err := mountSource(dir)
 	return err == nil
 }
-
-func loopOf(dir string) (string, error) { return mountSource(dir) }
 
 // mountSource is the device mounted at dir (from /proc/self/mountinfo).
 func mountSource(dir string) (string, error) {

@@ -350,21 +350,23 @@ func TestDockerForwardDrop(t *testing.T) {
 	if err != nil {
 		t.Fatal("iptables is not installed: run scripts/install-deps")
 	}
-	if out, _ := exec.Command(ipt, "-S", "FORWARD").Output(); !strings.Contains(string(out), "-P FORWARD ACCEPT") || exec.Command(ipt, "-S", "DOCKER-USER").Run() == nil {
-		t.Skipf("this host's FORWARD is not the plain one this test assumes:\n%s", out)
-	}
 	run := func(args ...string) {
 		t.Helper()
 		if out, err := exec.Command(ipt, args...).CombinedOutput(); err != nil {
 			t.Fatalf("iptables %v: %v: %s", args, err, out)
 		}
 	}
-	t.Cleanup(func() {
-		exec.Command(ipt, "-P", "FORWARD", "ACCEPT").Run()
-		exec.Command(ipt, "-D", "FORWARD", "-j", "DOCKER-USER").Run()
-		exec.Command(ipt, "-F", "DOCKER-USER").Run()
-		exec.Command(ipt, "-X", "DOCKER-USER").Run()
-	})
+	// The host's filter table as it is, put back at the end; meanwhile
+	// FORWARD starts plain (accept, no rules, no DOCKER-USER), whatever
+	// this host had, and each scenario builds its own.
+	restoreFilter := saveFilter(t, ipt)
+	t.Cleanup(restoreFilter)
+	run("-P", "FORWARD", "ACCEPT")
+	run("-F", "FORWARD")
+	if exec.Command(ipt, "-S", "DOCKER-USER").Run() == nil {
+		run("-F", "DOCKER-USER")
+		run("-X", "DOCKER-USER")
+	}
 	prefix := fmt.Sprintf("gd%d", os.Getpid()%100000)
 	out := func(name, hostAddr, nsAddr string) string {
 		ns := prefix + name
@@ -434,7 +436,10 @@ func TestIsolationWithoutBrNetfilter(t *testing.T) {
 	const knob = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 	old, err := os.ReadFile(knob)
 	if err != nil {
-		t.Skipf("no bridge netfilter on this kernel (%v): the other tests cover it off", err)
+		exec.Command("modprobe", "br_netfilter").Run()
+		if old, err = os.ReadFile(knob); err != nil {
+			t.Skipf("cannot run here: this kernel has no bridge netfilter (modprobe br_netfilter did not provide %s), so there is no setting to switch; with it absent, TestReconcileIsIdempotentAndIsolates shows apps kept apart", knob)
+		}
 	}
 	t.Cleanup(func() { os.WriteFile(knob, old, 0o644) })
 	prefix := fmt.Sprintf("gn%d", os.Getpid()%100000)
@@ -454,6 +459,23 @@ func TestIsolationWithoutBrNetfilter(t *testing.T) {
 		}
 		if err := dialFrom(t, prefix+"-a1", "10.231.0.4:9000"); err == nil {
 			t.Errorf("bridge-nf-call-iptables=%s: a gear reached another app's", v)
+		}
+	}
+}
+
+// saveFilter saves the host's iptables filter table and returns what puts
+// it back (iptables-restore flushes the table and reloads it).
+func saveFilter(t *testing.T, ipt string) func() {
+	t.Helper()
+	saved, err := exec.Command(ipt+"-save", "-t", "filter").Output()
+	if err != nil {
+		t.Fatalf("iptables-save: %v", err)
+	}
+	return func() {
+		cmd := exec.Command(ipt+"-restore", "-T", "filter")
+		cmd.Stdin = strings.NewReader(string(saved))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("putting the host's iptables filter table back: %v: %s", err, out)
 		}
 	}
 }

@@ -1,8 +1,11 @@
 package router
 
 import (
+	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,13 +19,17 @@ import (
 func TestRefusingGearLeavesTheRoute(t *testing.T) {
 	r, st := newRouter(t)
 	good := backend(t, "good", nil)
-	// A port that refuses: bound, then closed (the crashed gear's).
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// A port that refuses: a socket bound but not listening (the crashed
+	// gear's port, held so that nobody else takes it meanwhile).
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dead := ln.Addr().String()
-	ln.Close()
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := syscall.Getsockname(fd)
+	dead := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 	put(t, st, r, []store.App{blog}, map[string]string{"g1": good, "g2": dead})
 	c := client(r)
 	for i := 0; i < 40; i++ {
@@ -35,9 +42,12 @@ func TestRefusingGearLeavesTheRoute(t *testing.T) {
 		t.Fatal("the refusing gear is not marked down")
 	}
 	// The gear listens again: it is back within a few probes.
-	ln2, err := net.Listen("tcp", dead)
+	if err := syscall.Listen(fd, 128); err != nil {
+		t.Fatal(err)
+	}
+	ln2, err := net.FileListener(os.NewFile(uintptr(fd), "gear"))
 	if err != nil {
-		t.Skipf("the port was taken meanwhile: %v", err)
+		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("back")) })}
 	go srv.Serve(ln2)

@@ -3,12 +3,12 @@ package router
 import (
 	"crypto/tls"
 	"errors"
-	"net"
 	"net/http"
-	"net/netip"
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/gantry-paas/gantry/internal/connguard"
 )
 
 // HTTP/2 rapid reset (CVE-2023-44487): a client opens a stream and resets
@@ -97,17 +97,10 @@ func (c *h2Conn) scan(b []byte) bool {
 func (r *Router) serveH2(s *http.Server, c *tls.Conn, h http.Handler) {
 	gc := &h2Conn{Conn: c, preface: len(http2.ClientPreface), abuse: func() {
 		r.obs.refused.WithLabelValues("https", "h2-rapid-reset").Inc()
-		r.guard.Penalize(addrOfConn(c), h2Penalty)
+		r.guard.Penalize(connguard.AddrOf(c.RemoteAddr()), h2Penalty)
 		if r.logLimit.allow() {
 			r.log.Warn("HTTP/2 connection cut: the client reset too many streams (rapid reset)", "client", c.RemoteAddr().String(), "limit_per_second", h2ResetLimit)
 		}
 	}}
 	r.h2.ServeConn(gc, &http2.ServeConnOpts{BaseConfig: s, Handler: h})
-}
-
-func addrOfConn(c net.Conn) netip.Addr {
-	if t, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		return t.AddrPort().Addr().Unmap()
-	}
-	return netip.Addr{}
 }

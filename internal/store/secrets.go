@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -315,7 +316,7 @@ func hasPlainSecret(prefix string, raw []byte) bool {
 	} else {
 		o = &Cert{}
 	}
-	if jsonUnmarshal(raw, o) != nil {
+	if json.Unmarshal(raw, o) != nil {
 		return false
 	}
 	o.openSecrets(check)

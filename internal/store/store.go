@@ -87,8 +87,6 @@ func Open(path string) (*Store, error) {
 	return s, nil
 }
 
-func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
-
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
