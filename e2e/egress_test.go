@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gantry-paas/gantry/internal/egressdns/dnstest"
+	"github.com/gantry-paas/gantry/internal/egress/dns/dnstest"
 )
 
 // probe connects to each HOST:PORT and says ok, refused or timeout.

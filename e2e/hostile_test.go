@@ -20,9 +20,10 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/gantry-paas/gantry/internal/egressdns/dnstest"
-	"github.com/gantry-paas/gantry/internal/h2test"
 	_ "modernc.org/sqlite"
+
+	"github.com/gantry-paas/gantry/internal/egress/dns/dnstest"
+	"github.com/gantry-paas/gantry/internal/h2test"
 )
 
 // The hostile-tenant tests: what a tenant (or anyone on the network) tried

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gantry-paas/gantry/internal/egressdns"
+	"github.com/gantry-paas/gantry/internal/egress/dns"
 )
 
 // The hosts our users have (issue: Ubuntu, Docker beside Gantry...),
@@ -31,17 +31,17 @@ func TestDNSStubHost(t *testing.T) {
 	// The stub: the platform's own forwarder code on 127.0.0.53:53, with
 	// the machine's real resolvers behind it.
 	real, _ := os.ReadFile("/etc/resolv.conf")
-	ups := egressdns.Upstreams(string(real))
+	ups := dns.Upstreams(string(real))
 	if len(ups) == 0 {
 		t.Fatal("this machine's /etc/resolv.conf names no resolver")
 	}
-	stub := egressdns.New(egressdns.Options{Addr: mustAddrPort("127.0.0.53:53"), Upstreams: ups})
+	stub := dns.New(dns.Options{Addr: mustAddrPort("127.0.0.53:53"), Upstreams: ups})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if err := stub.Start(ctx); err != nil {
 		// Taken: this host has a stub there already (systemd-resolved),
 		// the very trait simulated here; it serves as the stub.
-		if _, lerr := egressdns.Lookup(ctx, []string{"127.0.0.53:53"}, "registry.npmjs.org"); lerr != nil {
+		if _, lerr := dns.Lookup(ctx, []string{"127.0.0.53:53"}, "registry.npmjs.org"); lerr != nil {
 			t.Fatalf("127.0.0.53:53 is taken (%v) by something that does not answer DNS (%v): free it for this test", err, lerr)
 		}
 	}

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gantry-paas/gantry/internal/netplan"
+	"github.com/gantry-paas/gantry/internal/node/runtime/netplan"
 )
 
 type probeResult struct {

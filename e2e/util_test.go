@@ -19,7 +19,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/gantry-paas/gantry/internal/netplan"
+	"github.com/gantry-paas/gantry/internal/node/runtime/netplan"
 )
 
 func io_ReadAll(resp *http.Response) ([]byte, error) {

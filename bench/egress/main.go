@@ -22,7 +22,7 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"github.com/gantry-paas/gantry/internal/egress"
+	"github.com/gantry-paas/gantry/internal/egress/policy"
 )
 
 var (
@@ -119,18 +119,18 @@ func run() error {
 // apply loads the ruleset of n non-matching deny rules (distinct /32s)
 // before the default allow, with the platform's own accepts in front.
 func apply(ns string, n int) error {
-	p := egress.Policy{Default: egress.Allow}
+	p := policy.Policy{Default: policy.Allow}
 	for i := 0; i < n; i++ {
-		r, err := egress.Parse(egress.Deny, fmt.Sprintf("100.64.%d.%d/32", i/250, i%250+1), egress.DefaultLabels)
+		r, err := policy.Parse(policy.Deny, fmt.Sprintf("100.64.%d.%d/32", i/250, i%250+1), policy.DefaultLabels)
 		if err != nil {
 			return err
 		}
 		p.Rules = append(p.Rules, r)
 	}
-	always := egress.Always{Gateway: netip.MustParseAddr("10.250.0.1"), HostPorts: []uint16{80, 443, 2222},
+	always := policy.Always{Gateway: netip.MustParseAddr("10.250.0.1"), HostPorts: []uint16{80, 443, 2222},
 		Peers: []netip.Addr{netip.MustParseAddr("10.250.0.1")}}
 	cmd := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(egress.Ruleset(p, nil, always))
+	cmd.Stdin = strings.NewReader(policy.Ruleset(p, nil, always))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("nft: %v: %s", err, out)
 	}

@@ -33,8 +33,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gantry-paas/gantry/internal/egress"
-	"github.com/gantry-paas/gantry/internal/egressrouter"
+	"github.com/gantry-paas/gantry/internal/egress/policy"
+	egressrouter "github.com/gantry-paas/gantry/internal/egress/router"
 )
 
 var (
@@ -235,7 +235,7 @@ func serveGantry(spec string) {
 	hp, _ := strconv.Atoi(f[0])
 	tp, _ := strconv.Atoi(f[1])
 	gp, _ := strconv.Atoi(f[3])
-	all, _ := egress.ParseACL("all")
+	all, _ := policy.ParseACL("all")
 	r := egressrouter.New(egressrouter.Options{Addr: netip.MustParseAddr("127.0.0.1"), ProxyPort: hp, Redirects: 1, RedirectBase: freePort()})
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer cancel()
@@ -249,7 +249,7 @@ func serveGantry(spec string) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	r.Apply([]egressrouter.App{{Name: "bench/app", Gears: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, Proxy: true, ACL: egress.ACL{all},
+	r.Apply([]egressrouter.App{{Name: "bench/app", Gears: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, Proxy: true, ACL: policy.ACL{all},
 		TCP: []egressrouter.TCPProxy{{Port: tp, Targets: []string{f[2]}}, {Port: gp, Targets: []string{f[4]}}}}})
 	<-ctx.Done()
 }

@@ -22,11 +22,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gantry-paas/gantry/internal/agent"
+	"github.com/gantry-paas/gantry/internal/control/store"
 	"github.com/gantry-paas/gantry/internal/layout"
-	"github.com/gantry-paas/gantry/internal/netplan"
-	"github.com/gantry-paas/gantry/internal/sandbox"
-	"github.com/gantry-paas/gantry/internal/store"
+	"github.com/gantry-paas/gantry/internal/node/agent"
+	"github.com/gantry-paas/gantry/internal/node/runtime/netplan"
+	"github.com/gantry-paas/gantry/internal/node/runtime/sandbox"
 )
 
 func main() {

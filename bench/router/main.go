@@ -44,9 +44,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/gantry-paas/gantry/internal/pki"
-	"github.com/gantry-paas/gantry/internal/router"
-	"github.com/gantry-paas/gantry/internal/store"
+	"github.com/gantry-paas/gantry/internal/control/store"
+	"github.com/gantry-paas/gantry/internal/edge/pki"
+	"github.com/gantry-paas/gantry/internal/edge/router"
 )
 
 var (

@@ -10,11 +10,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/gantry-paas/gantry/internal/builder"
-	"github.com/gantry-paas/gantry/internal/cli"
-	"github.com/gantry-paas/gantry/internal/gearinit"
+	"github.com/gantry-paas/gantry/internal/client/cli"
+	"github.com/gantry-paas/gantry/internal/control/builder"
+	"github.com/gantry-paas/gantry/internal/node/runtime/gearinit"
+	"github.com/gantry-paas/gantry/internal/node/shim"
 	"github.com/gantry-paas/gantry/internal/server"
-	"github.com/gantry-paas/gantry/internal/shim"
 	"github.com/gantry-paas/gantry/internal/staticsite"
 )
 

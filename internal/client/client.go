@@ -17,7 +17,7 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/gantry-paas/gantry/internal/api"
+	"github.com/gantry-paas/gantry/internal/control/apitypes"
 )
 
 // Client calls the API at Server with Token.
@@ -136,7 +136,7 @@ func (c *Client) send(ctx context.Context, method, path string, in any) (*http.R
 	if resp.StatusCode >= 400 {
 		defer resp.Body.Close()
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		var p api.Problem
+		var p apitypes.Problem
 		if json.Unmarshal(data, &p) == nil && p.Detail != "" {
 			return nil, &Error{Status: resp.StatusCode, Code: p.Code, Detail: p.Detail}
 		}
@@ -159,14 +159,14 @@ func AppPath(domain, app string) string {
 }
 
 // Info returns the platform info and the caller.
-func (c *Client) Info(ctx context.Context) (*api.InfoView, error) {
-	var v api.InfoView
+func (c *Client) Info(ctx context.Context) (*apitypes.InfoView, error) {
+	var v apitypes.InfoView
 	return &v, c.Do(ctx, http.MethodGet, "/v1/info", nil, &v)
 }
 
 // Apps lists the caller's apps, optionally by name.
-func (c *Client) Apps(ctx context.Context, name string) ([]api.AppView, error) {
-	var v []api.AppView
+func (c *Client) Apps(ctx context.Context, name string) ([]apitypes.AppView, error) {
+	var v []apitypes.AppView
 	path := "/v1/apps"
 	if name != "" {
 		path += "?name=" + url.QueryEscape(name)

@@ -18,9 +18,9 @@ import (
 	"github.com/letsencrypt/pebble/v2/va"
 	"github.com/letsencrypt/pebble/v2/wfe"
 
-	"github.com/gantry-paas/gantry/internal/pki"
-	"github.com/gantry-paas/gantry/internal/router"
-	"github.com/gantry-paas/gantry/internal/store"
+	"github.com/gantry-paas/gantry/internal/control/store"
+	"github.com/gantry-paas/gantry/internal/edge/pki"
+	"github.com/gantry-paas/gantry/internal/edge/router"
 )
 
 // startPebble runs Let's Encrypt's test ACME server in-process. It

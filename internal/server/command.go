@@ -2,12 +2,13 @@ package server
 
 import (
 	"context"
-	"github.com/gantry-paas/gantry/internal/builder"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/gantry-paas/gantry/internal/control/builder"
 
 	"github.com/spf13/cobra"
 )

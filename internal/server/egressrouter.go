@@ -11,10 +11,10 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/gantry-paas/gantry/internal/api"
-	"github.com/gantry-paas/gantry/internal/egress"
-	"github.com/gantry-paas/gantry/internal/egressrouter"
-	"github.com/gantry-paas/gantry/internal/store"
+	"github.com/gantry-paas/gantry/internal/control/api"
+	"github.com/gantry-paas/gantry/internal/control/store"
+	"github.com/gantry-paas/gantry/internal/egress/policy"
+	egressrouter "github.com/gantry-paas/gantry/internal/egress/router"
 )
 
 // egressRole runs the egress router on the gear network's gateway and
@@ -111,7 +111,7 @@ func compileEgress(apps []store.App, gears []store.Gear, log *slog.Logger) []egr
 		}
 		ea := egressrouter.App{Name: a.FullName(), Gears: byApp[a.Key()], Proxy: r.Proxy}
 		for _, s := range r.ACL {
-			e, err := egress.ParseACL(s)
+			e, err := policy.ParseACL(s)
 			if err != nil {
 				log.Warn("egress proxy ACL entry skipped", "app", a.FullName(), "err", err)
 				continue

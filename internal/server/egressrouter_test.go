@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gantry-paas/gantry/internal/egressrouter"
+	egressrouter "github.com/gantry-paas/gantry/internal/egress/router"
 )
 
 // TestEgressForbiddenFollowsHostAddresses: an address that comes up on

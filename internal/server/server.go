@@ -24,31 +24,33 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/control/apitypes"
+
 	gossh "golang.org/x/crypto/ssh"
 
-	"github.com/gantry-paas/gantry/internal/agent"
-	"github.com/gantry-paas/gantry/internal/api"
-	"github.com/gantry-paas/gantry/internal/autoscale"
-	"github.com/gantry-paas/gantry/internal/builder"
-	"github.com/gantry-paas/gantry/internal/cartridge"
-	"github.com/gantry-paas/gantry/internal/clientconfig"
-	"github.com/gantry-paas/gantry/internal/connguard"
-	"github.com/gantry-paas/gantry/internal/disk"
-	"github.com/gantry-paas/gantry/internal/egress"
-	"github.com/gantry-paas/gantry/internal/egressdns"
-	"github.com/gantry-paas/gantry/internal/egressrouter"
-	"github.com/gantry-paas/gantry/internal/gearenv"
-	"github.com/gantry-paas/gantry/internal/gitrepo"
+	"github.com/gantry-paas/gantry/internal/client/config"
+	"github.com/gantry-paas/gantry/internal/control/api"
+	"github.com/gantry-paas/gantry/internal/control/autoscale"
+	"github.com/gantry-paas/gantry/internal/control/builder"
+	"github.com/gantry-paas/gantry/internal/control/gitrepo"
+	"github.com/gantry-paas/gantry/internal/control/sshd"
+	"github.com/gantry-paas/gantry/internal/control/store"
+	"github.com/gantry-paas/gantry/internal/edge/connguard"
+	"github.com/gantry-paas/gantry/internal/edge/pki"
+	"github.com/gantry-paas/gantry/internal/edge/router"
+	"github.com/gantry-paas/gantry/internal/egress/dns"
+	"github.com/gantry-paas/gantry/internal/egress/policy"
+	egressrouter "github.com/gantry-paas/gantry/internal/egress/router"
 	"github.com/gantry-paas/gantry/internal/handoff"
-	"github.com/gantry-paas/gantry/internal/hostcheck"
 	"github.com/gantry-paas/gantry/internal/layout"
 	"github.com/gantry-paas/gantry/internal/metrics"
-	"github.com/gantry-paas/gantry/internal/netplan"
-	"github.com/gantry-paas/gantry/internal/pki"
-	"github.com/gantry-paas/gantry/internal/router"
-	"github.com/gantry-paas/gantry/internal/sandbox"
-	"github.com/gantry-paas/gantry/internal/sshd"
-	"github.com/gantry-paas/gantry/internal/store"
+	"github.com/gantry-paas/gantry/internal/node/agent"
+	"github.com/gantry-paas/gantry/internal/node/cartridge"
+	"github.com/gantry-paas/gantry/internal/node/disk"
+	"github.com/gantry-paas/gantry/internal/node/gearenv"
+	"github.com/gantry-paas/gantry/internal/node/hostcheck"
+	"github.com/gantry-paas/gantry/internal/node/runtime/netplan"
+	"github.com/gantry-paas/gantry/internal/node/runtime/sandbox"
 )
 
 // Options configure the server. The zero value of each field means its
@@ -195,7 +197,7 @@ func (o *Options) defaults() error {
 		o.ResolvConf = "/etc/resolv.conf"
 	}
 	if o.ClientConfig == "" {
-		p, err := clientconfig.Path()
+		p, err := config.Path()
 		if err != nil {
 			return err
 		}
@@ -317,7 +319,7 @@ func Run(ctx context.Context, o Options) error {
 	// The DNS forwarder, on the gateway (isolated gears only): apps with
 	// hostname rules resolve through it, and their answers are let
 	// through their policy.
-	var dnsOpts *egressdns.Options
+	var dnsOpts *dns.Options
 	var dnsAddr netip.AddrPort
 	var gearResolv string
 	var upstreams []string
@@ -329,7 +331,7 @@ func Run(ctx context.Context, o Options) error {
 		upstreams = o.EgressDNSUpstream
 		if len(upstreams) == 0 {
 			conf, _ := os.ReadFile(o.ResolvConf)
-			upstreams = egressdns.Upstreams(string(conf))
+			upstreams = dns.Upstreams(string(conf))
 		}
 		for i, u := range upstreams {
 			if _, _, err := net.SplitHostPort(u); err != nil {
@@ -340,7 +342,7 @@ func Run(ctx context.Context, o Options) error {
 			dnsAddr = netip.AddrPortFrom(network.Normalize().Gateway(), uint16(port))
 			network.HostTCPPorts = append(network.HostTCPPorts, uint16(port))
 			network.HostUDPPorts = append(network.HostUDPPorts, uint16(port))
-			dnsOpts = &egressdns.Options{Addr: dnsAddr, Upstreams: upstreams, Log: log, Listen: ho.Listen, ListenPacket: ho.ListenPacket}
+			dnsOpts = &dns.Options{Addr: dnsAddr, Upstreams: upstreams, Log: log, Listen: ho.Listen, ListenPacket: ho.ListenPacket}
 			// Gears resolve through the forwarder: a host resolver on
 			// loopback (systemd-resolved's 127.0.0.53) is out of a gear's
 			// reach, the forwarder (in the host's namespace) is not.
@@ -355,7 +357,7 @@ func Run(ctx context.Context, o Options) error {
 	if isolation == agent.Namespaces && !o.EgressPrivate {
 		network.Forbidden = netplan.PrivateNets
 		conf, _ := os.ReadFile(o.ResolvConf)
-		for _, u := range append(egressdns.Upstreams(string(conf)), upstreams...) {
+		for _, u := range append(dns.Upstreams(string(conf)), upstreams...) {
 			if ap, err := netip.ParseAddrPort(u); err == nil {
 				network.Resolvers = append(network.Resolvers, ap.Addr().Unmap())
 			} else if a, err := netip.ParseAddr(u); err == nil {
@@ -373,11 +375,11 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("--alias-verification %q: use auto, dns or off", o.AliasVerification)
 	}
 	switch o.EgressDefault {
-	case "", egress.Allow, egress.Deny:
+	case "", policy.Allow, policy.Deny:
 	default:
 		return fmt.Errorf("--egress-default %q: use allow or deny", o.EgressDefault)
 	}
-	var labels egress.Labels
+	var labels policy.Labels
 	if o.EgressLabels != "" {
 		raw, err := os.ReadFile(o.EgressLabels)
 		if err != nil {
@@ -387,11 +389,11 @@ func Run(ctx context.Context, o Options) error {
 		if err := json.Unmarshal(raw, &table); err != nil {
 			return fmt.Errorf("--egress-labels %s: %w (want {\"name\": [\"25/tcp\", \"8000-8100\"]})", o.EgressLabels, err)
 		}
-		if labels, err = egress.ParseLabels(table); err != nil {
+		if labels, err = policy.ParseLabels(table); err != nil {
 			return fmt.Errorf("--egress-labels %s: %w", o.EgressLabels, err)
 		}
 	}
-	scan := egress.DefaultScan
+	scan := policy.DefaultScan
 	if o.ScanDistinct > 0 {
 		scan.Distinct = o.ScanDistinct
 	}
@@ -502,7 +504,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	apiHandler, err = api.New(api.Options{Store: st, Layout: lay, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld, Exe: exe,
 		CloudDomain: o.CloudDomain, AppURL: appURL, Version: o.Version, AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver,
-		Doctor: func() []api.DoctorCheck { return doctor(hostOpts) },
+		Doctor: func() []apitypes.DoctorCheck { return doctor(hostOpts) },
 		GitSSHURL: func(d, a string) string {
 			return fmt.Sprintf("ssh://git@%s:%d/%s/%s.git", o.Host, sshPort, d, a)
 		},
@@ -556,7 +558,7 @@ func Run(ctx context.Context, o Options) error {
 	var late []interface{ Run(context.Context) error }
 	if dnsOpts != nil {
 		dnsOpts.Learn = ag.LearnEgressDNS
-		late = append(late, egressdns.New(*dnsOpts))
+		late = append(late, dns.New(*dnsOpts))
 	}
 	if egr != nil {
 		late = append(late, egr)
@@ -717,8 +719,8 @@ func bootstrap(st *store.Store, cfgPath, serverURL string, log *slog.Logger) err
 	}); err != nil {
 		return err
 	}
-	cfg, err := clientconfig.Load(cfgPath)
-	if err != nil && !errors.Is(err, clientconfig.ErrNone) {
+	cfg, err := config.Load(cfgPath)
+	if err != nil && !errors.Is(err, config.ErrNone) {
 		log.Warn("ignoring unreadable client config", "path", cfgPath, "err", err)
 		cfg = nil
 	}
@@ -728,14 +730,14 @@ func bootstrap(st *store.Store, cfgPath, serverURL string, log *slog.Logger) err
 			return err
 		}
 		log.Info("created the admin user; the CLI on this machine is configured", "client_config", cfgPath)
-		return clientconfig.Save(cfgPath, &clientconfig.Config{Server: serverURL, Token: tok, User: "admin"})
+		return config.Save(cfgPath, &config.Config{Server: serverURL, Token: tok, User: "admin"})
 	}
 	if cfg != nil {
 		var t store.Token
 		if st.View(func(tx *store.Tx) error { return tx.Get("tokens/"+api.HashToken(cfg.Token), &t) }) == nil {
 			if cfg.Server != serverURL {
 				cfg.Server = serverURL
-				return clientconfig.Save(cfgPath, cfg)
+				return config.Save(cfgPath, cfg)
 			}
 			return nil
 		}
@@ -751,7 +753,7 @@ func bootstrap(st *store.Store, cfgPath, serverURL string, log *slog.Logger) err
 		return err
 	}
 	log.Info("wrote a new admin token to the client config", "path", cfgPath)
-	return clientconfig.Save(cfgPath, &clientconfig.Config{Server: serverURL, Token: tok, User: "admin"})
+	return config.Save(cfgPath, &config.Config{Server: serverURL, Token: tok, User: "admin"})
 }
 
 func reinstallHooks(st *store.Store, lay layout.Layout, exe string, log *slog.Logger) {
@@ -876,11 +878,11 @@ type agentAdapter struct {
 	storeView func(func(*store.Tx) error) error
 }
 
-func (a agentAdapter) Services(appKey, gearID string) ([]api.ServiceView, error) {
+func (a agentAdapter) Services(appKey, gearID string) ([]apitypes.ServiceView, error) {
 	svcs, err := a.Agent.Services(appKey, gearID)
-	out := make([]api.ServiceView, len(svcs))
+	out := make([]apitypes.ServiceView, len(svcs))
 	for i, s := range svcs {
-		out[i] = api.ServiceView{Name: s.Name, Gear: s.Gear, IP: s.IP, Port: s.Port, Local: s.Local, Cartridge: s.Cartridge}
+		out[i] = apitypes.ServiceView{Name: s.Name, Gear: s.Gear, IP: s.IP, Port: s.Port, Local: s.Local, Cartridge: s.Cartridge}
 	}
 	return out, err
 }
@@ -941,10 +943,10 @@ func writeGearResolvConf(lay layout.Layout, hostConf string, fwd netip.AddrPort)
 }
 
 // doctor runs the host checks for the API.
-func doctor(o *hostcheck.Options) []api.DoctorCheck {
-	var out []api.DoctorCheck
+func doctor(o *hostcheck.Options) []apitypes.DoctorCheck {
+	var out []apitypes.DoctorCheck
 	for _, c := range hostcheck.Run(*o) {
-		out = append(out, api.DoctorCheck(c))
+		out = append(out, apitypes.DoctorCheck(c))
 	}
 	return out
 }

@@ -18,8 +18,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gantry-paas/gantry/internal/netplan"
-	"github.com/gantry-paas/gantry/internal/sandbox"
+	"github.com/gantry-paas/gantry/internal/node/runtime/netplan"
+	"github.com/gantry-paas/gantry/internal/node/runtime/sandbox"
 )
 
 // Env is a running server and a user's home beside it.

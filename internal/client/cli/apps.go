@@ -1,0 +1,511 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gantry-paas/gantry/internal/applog"
+	"github.com/gantry-paas/gantry/internal/client"
+	"github.com/gantry-paas/gantry/internal/control/apitypes"
+)
+
+// resolveApp turns "APP" or "DOMAIN/APP" into the app's domain and name.
+func (c *cli) resolveApp(ctx context.Context, cl *client.Client, arg string) (string, string, error) {
+	if d, a, ok := strings.Cut(arg, "/"); ok {
+		return d, a, nil
+	}
+	if c.domain != "" {
+		return c.domain, arg, nil
+	}
+	apps, err := cl.Apps(ctx, arg)
+	if err != nil {
+		return "", "", err
+	}
+	switch len(apps) {
+	case 0:
+		return "", "", fmt.Errorf("you have no app named %q: see `gantry app list`", arg)
+	case 1:
+		return apps[0].Domain, apps[0].Name, nil
+	}
+	var opts []string
+	for _, a := range apps {
+		opts = append(opts, a.Domain+"/"+a.Name)
+	}
+	return "", "", fmt.Errorf("several apps are named %q: say which with DOMAIN/APP (%s)", arg, strings.Join(opts, ", "))
+}
+
+// withApp runs fn with the client and the resolved app of args[0].
+func (c *cli) withApp(fn func(ctx context.Context, cl *client.Client, domain, app string, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		cl, err := c.client()
+		if err != nil {
+			return err
+		}
+		d, a, err := c.resolveApp(cmd.Context(), cl, args[0])
+		if err != nil {
+			return err
+		}
+		return fn(cmd.Context(), cl, d, a, args[1:])
+	}
+}
+
+func (c *cli) appCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "app", Short: "Create and manage apps"}
+	cmd.PersistentFlags().StringVarP(&c.domain, "domain", "n", "", "the app's domain (when you have several)")
+
+	var typ, size string
+	var scale int
+	var scalable bool
+	create := &cobra.Command{
+		Use:   "create NAME --type TYPE",
+		Short: "Create an app with starter code, and deploy it",
+		Example: `  gantry app create blog --type nodejs
+  gantry app create api --type python --domain acme`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			if typ == "" {
+				return fmt.Errorf("choose the app's type with --type: nodejs, python, go or static")
+			}
+			domain := c.domain
+			if domain == "" {
+				var ds []apitypes.DomainView
+				if err := cl.Do(cmd.Context(), http.MethodGet, "/v1/domains", nil, &ds); err != nil {
+					return err
+				}
+				switch len(ds) {
+				case 0:
+					return fmt.Errorf("you have no domain yet: create one with `gantry domain create NAME`")
+				case 1:
+					domain = ds[0].Name
+				default:
+					return fmt.Errorf("you have several domains: choose one with --domain")
+				}
+			}
+			var app apitypes.AppView
+			stop := c.spinner(fmt.Sprintf("Creating %s and deploying its starter code", args[0]))
+			req := map[string]any{"name": args[0], "type": typ}
+			if scale > 0 {
+				req["scale"] = scale
+			}
+			if size != "" {
+				req["gear_size"] = size
+			}
+			if scalable {
+				req["scalable"] = true
+			}
+			err = cl.Do(cmd.Context(), http.MethodPost, "/v1/domains/"+url.PathEscape(domain)+"/apps", req, &app)
+			stop()
+			if err != nil {
+				return err
+			}
+			return c.out(app, func(w io.Writer) {
+				fmt.Fprintf(w, "Application %s was created in domain %s.\n\n", app.Name, app.Domain)
+				table(w, nil, [][]string{
+					{"  URL:", app.URL},
+					{"  Git URL:", app.GitURL},
+					{"  Git over HTTP:", app.GitHTTPURL},
+					{"  Type:", app.Type},
+				})
+				if app.DeployError != "" {
+					fmt.Fprintf(w, "\nThe starter code did not deploy: %s\n", app.DeployError)
+				}
+				fmt.Fprintf(w, "\nGet the code, change it, and git push to deploy:\n  git clone %s %s\n", app.GitURL, app.Name)
+			})
+		},
+	}
+	create.Flags().StringVarP(&typ, "type", "t", "", "nodejs, python, go or static")
+	create.Flags().IntVar(&scale, "scale", 0, "gears to run (default 1)")
+	create.Flags().StringVarP(&size, "gear-size", "g", "", "small (512 MiB, 250 processes), medium (1 GiB) or large (2 GiB)")
+	create.Flags().BoolVar(&scalable, "scalable", false, "scale automatically between 1 and 3 gears on live connections")
+
+	var newSize, httpsMode, connectTO, readTO, tunnelTO string
+
+	var set *cobra.Command
+	set = &cobra.Command{
+		Use:   "set APP [--gear-size SIZE] [--https MODE] [--connect-timeout D] [--read-timeout D] [--tunnel-timeout D]",
+		Short: "Change an app's settings: gear size (applies at once), HTTPS mode and router timeouts",
+		Example: `  gantry app set blog --gear-size medium
+  gantry app set blog --https redirect
+  gantry app set blog --tunnel-timeout 4h --read-timeout 60s`,
+		Args: cobra.ExactArgs(1),
+		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
+			req := map[string]any{}
+			for flag, v := range map[string]string{"gear-size": newSize, "https": httpsMode, "connect-timeout": connectTO, "read-timeout": readTO, "tunnel-timeout": tunnelTO} {
+				if set.Flags().Changed(flag) {
+					req[strings.ReplaceAll(flag, "-", "_")] = v
+				}
+			}
+			if len(req) == 0 {
+				return fmt.Errorf("nothing to change: pass --gear-size, --https, --connect-timeout, --read-timeout or --tunnel-timeout")
+			}
+			var app apitypes.AppView
+			if err := cl.Do(ctx, http.MethodPatch, client.AppPath(d, a), req, &app); err != nil {
+				return err
+			}
+			return c.out(app, func(w io.Writer) {
+				if newSize != "" {
+					fmt.Fprintf(w, "%s now has %s gears.\n", app.Name, app.GearSize)
+					if app.Isolation != "namespaces" {
+						fmt.Fprintln(w, "Note: gears are plain processes on this server; sizes are recorded but not enforced.")
+					}
+				}
+				if httpsMode != "" || connectTO != "" || readTO != "" || tunnelTO != "" {
+					fmt.Fprintf(w, "%s: HTTPS %s, connect timeout %s, read timeout %s, tunnel timeout %s.\n", app.Name, app.HTTPS,
+						orDefault(app.ConnectTimeout, "5s"), orDefault(app.ReadTimeout, "none"), orDefault(app.TunnelTimeout, "1h"))
+				}
+			})
+		}),
+	}
+	set.Flags().StringVarP(&newSize, "gear-size", "g", "", "small, medium or large")
+	set.Flags().StringVar(&httpsMode, "https", "", "allow (http and https), redirect (http goes to https) or off (https goes to http)")
+	set.Flags().StringVar(&connectTO, "connect-timeout", "", "how long the router tries to reach a gear (default to reset)")
+	set.Flags().StringVar(&readTO, "read-timeout", "", "how long the app may take to start answering (default: no limit)")
+	set.Flags().StringVar(&tunnelTO, "tunnel-timeout", "", "idle WebSocket and TCP connections close after this (default 1h)")
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List your apps",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			apps, err := cl.Apps(cmd.Context(), "")
+			if err != nil {
+				return err
+			}
+			return c.out(apps, func(w io.Writer) {
+				if len(apps) == 0 {
+					fmt.Fprintln(w, "You have no apps yet: create one with `gantry app create NAME --type nodejs`.")
+					return
+				}
+				var rows [][]string
+				for _, a := range apps {
+					rows = append(rows, []string{a.Name, a.Domain, a.Type, a.State, strconv.Itoa(len(a.Gears)), a.URL})
+				}
+				table(w, []string{"NAME", "DOMAIN", "TYPE", "STATE", "GEARS", "URL"}, rows)
+			})
+		},
+	}
+
+	show := &cobra.Command{
+		Use:   "show APP",
+		Short: "Show an app, its addresses and its gears",
+		Args:  cobra.ExactArgs(1),
+		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
+			var app apitypes.AppView
+			if err := cl.Do(ctx, http.MethodGet, client.AppPath(d, a), nil, &app); err != nil {
+				return err
+			}
+			return c.out(app, func(w io.Writer) { printApp(w, &app) })
+		}),
+	}
+
+	action := func(name, short, doing string) *cobra.Command {
+		return &cobra.Command{
+			Use:   name + " APP",
+			Short: short,
+			Args:  cobra.ExactArgs(1),
+			RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
+				var app apitypes.AppView
+				stop := c.spinner(doing + " " + a)
+				err := cl.Do(ctx, http.MethodPost, client.AppPath(d, a)+"/"+name, nil, &app)
+				stop()
+				if err != nil {
+					return err
+				}
+				return c.out(app, func(w io.Writer) {
+					fmt.Fprintf(w, "%s is %s.\n", app.Name, app.State)
+				})
+			}),
+		}
+	}
+
+	var yes bool
+	del := &cobra.Command{
+		Use:   "delete APP",
+		Short: "Delete an app with its repository, deployments, data and logs",
+		Args:  cobra.ExactArgs(1),
+		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
+			if !yes {
+				if !c.isTerminal() {
+					return fmt.Errorf("deleting %s/%s removes its code, deployments and data: pass --yes to confirm", d, a)
+				}
+				fmt.Fprintf(c.o.Stderr, "This deletes %s/%s with its git repository, deployments, data and logs.\nType the app name to confirm: ", d, a)
+				line, _ := bufio.NewReader(c.o.Stdin).ReadString('\n')
+				if strings.TrimSpace(line) != a {
+					return fmt.Errorf("not deleted: the name did not match")
+				}
+			}
+			if err := cl.Do(ctx, http.MethodDelete, client.AppPath(d, a), nil, nil); err != nil {
+				return err
+			}
+			return c.out(map[string]any{"deleted": true, "name": a, "domain": d}, func(w io.Writer) {
+				fmt.Fprintf(w, "Deleted %s/%s.\n", d, a)
+			})
+		}),
+	}
+	del.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+
+	cmd.AddCommand(c.scaleCmds()...)
+	cmd.AddCommand(create, list, show, set,
+		action("start", "Start an app", "Starting"),
+		action("stop", "Stop an app (the router answers 503)", "Stopping"),
+		action("restart", "Restart an app without dropping requests", "Restarting"),
+		del)
+	return cmd
+}
+
+func printApp(w io.Writer, app *apitypes.AppView) {
+	fmt.Fprintf(w, "%s (%s) in domain %s: %s\n\n", app.Name, app.Type, app.Domain, app.State)
+	table(w, nil, [][]string{
+		{"  URL:", app.URL},
+		{"  Git URL:", app.GitURL},
+		{"  Git over HTTP:", app.GitHTTPURL},
+		{"  Deploys branch:", app.Branch},
+		{"  Gear size:", app.GearSize + " (isolation: " + app.Isolation + ")"},
+		{"  Scaling:", scalingLine(app)},
+		{"  HTTPS:", httpsLine(app)},
+		{"  Connections:", strconv.Itoa(app.Connections) + " live (requests in flight, WebSockets, TCP)"},
+		{"  Disk:", diskLine(app)},
+		{"  Deployment:", orDash(app.ActiveDeployment)},
+		{"  Created:", app.Created.Local().Format(time.DateTime)},
+	})
+	fmt.Fprintln(w)
+	if len(app.Aliases) > 0 {
+		printAliases(w, app.Aliases)
+		fmt.Fprintln(w)
+	}
+	if len(app.TCPRoutes) > 0 {
+		printTCPRoutes(w, app.TCPRoutes)
+		fmt.Fprintln(w)
+	}
+	for _, cart := range app.Cartridges {
+		printCartridge(w, cart)
+	}
+	if len(app.Gears) == 0 {
+		fmt.Fprintln(w, "No gears are running.")
+		return
+	}
+	var rows [][]string
+	for _, g := range app.Gears {
+		last := g.LastExit
+		if g.Restarts > 0 {
+			last = fmt.Sprintf("%d restarts, last: %s", g.Restarts, g.LastExit)
+		}
+		rows = append(rows, []string{g.ID, g.IP + ":" + strconv.Itoa(g.Port), g.State, g.Process, strconv.Itoa(g.PID), g.Deployment, g.Isolation, orDash(last)})
+	}
+	table(w, []string{"GEAR", "ENDPOINT", "STATE", "PROCESS", "PID", "DEPLOYMENT", "ISOLATION", "RESTARTS"}, rows)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func (c *cli) envCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "env", Short: "Set, unset and list an app's environment variables"}
+	cmd.PersistentFlags().StringVarP(&c.domain, "domain", "n", "", "the app's domain (when you have several)")
+	patch := func(ctx context.Context, cl *client.Client, d, a string, body map[string]any) error {
+		var env map[string]string
+		stop := c.spinner("Updating the environment and restarting " + a)
+		err := cl.Do(ctx, http.MethodPatch, client.AppPath(d, a)+"/env", body, &env)
+		stop()
+		if err != nil {
+			return err
+		}
+		return c.out(env, func(w io.Writer) { printEnv(w, env) })
+	}
+	set := &cobra.Command{
+		Use:     "set APP KEY=VALUE...",
+		Short:   "Set variables; a running app restarts without downtime",
+		Example: "  gantry env set blog GREETING=hello DEBUG=1",
+		Args:    cobra.MinimumNArgs(2),
+		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, args []string) error {
+			vars := map[string]string{}
+			for _, kv := range args {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok {
+					return fmt.Errorf("%q is not KEY=VALUE", kv)
+				}
+				vars[k] = v
+			}
+			return patch(ctx, cl, d, a, map[string]any{"set": vars})
+		}),
+	}
+	unset := &cobra.Command{
+		Use:   "unset APP KEY...",
+		Short: "Remove variables",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, args []string) error {
+			return patch(ctx, cl, d, a, map[string]any{"unset": args})
+		}),
+	}
+	list := &cobra.Command{
+		Use:   "list APP",
+		Short: "List variables",
+		Args:  cobra.ExactArgs(1),
+		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
+			var env map[string]string
+			if err := cl.Do(ctx, http.MethodGet, client.AppPath(d, a)+"/env", nil, &env); err != nil {
+				return err
+			}
+			return c.out(env, func(w io.Writer) { printEnv(w, env) })
+		}),
+	}
+	cmd.AddCommand(set, unset, list)
+	return cmd
+}
+
+func printEnv(w io.Writer, env map[string]string) {
+	if len(env) == 0 {
+		fmt.Fprintln(w, "No variables set.")
+		return
+	}
+	var keys []string
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var rows [][]string
+	for _, k := range keys {
+		rows = append(rows, []string{k, env[k]})
+	}
+	table(w, []string{"NAME", "VALUE"}, rows)
+}
+
+func (c *cli) logsCmd() *cobra.Command {
+	return c.logsCommand("logs APP", "Show an app's logs (-f to follow)", false)
+}
+
+func (c *cli) tailCmd() *cobra.Command {
+	return c.logsCommand("tail APP", "Stream the logs of all the app's gears and cartridges, prefixed by gear and process", true)
+}
+
+func (c *cli) logsCommand(use, short string, tail bool) *cobra.Command {
+	var follow bool
+	lines := 100
+	if tail {
+		follow, lines = true, 10
+	}
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
+			body, err := cl.Stream(ctx, fmt.Sprintf("%s/logs?lines=%d&follow=%t", client.AppPath(d, a), lines, follow))
+			if err != nil {
+				return err
+			}
+			defer body.Close()
+			sc := bufio.NewScanner(body)
+			sc.Buffer(make([]byte, 64<<10), 1<<20)
+			for sc.Scan() {
+				if c.json {
+					fmt.Fprintln(c.o.Stdout, sc.Text())
+					continue
+				}
+				var l applog.Line
+				if json.Unmarshal(sc.Bytes(), &l) == nil {
+					fmt.Fprintf(c.o.Stdout, "%s %s/%s[%s]: %s\n", l.Time.Local().Format("2006-01-02 15:04:05.000"), l.Process, l.Gear, l.Stream, l.Text)
+				}
+			}
+			if ctx.Err() != nil {
+				return nil // Ctrl-C
+			}
+			return sc.Err()
+		}),
+	}
+	cmd.Flags().StringVarP(&c.domain, "domain", "n", "", "the app's domain (when you have several)")
+	if !tail {
+		cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep streaming new lines")
+	}
+	cmd.Flags().IntVar(&lines, "lines", lines, "how many past lines")
+	return cmd
+}
+
+func (c *cli) deploymentCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "deployment", Short: "List deployments and roll back"}
+	cmd.PersistentFlags().StringVarP(&c.domain, "domain", "n", "", "the app's domain (when you have several)")
+	list := &cobra.Command{
+		Use:   "list APP",
+		Short: "List an app's deployments, newest first",
+		Args:  cobra.ExactArgs(1),
+		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
+			var deps []apitypes.DeploymentView
+			if err := cl.Do(ctx, http.MethodGet, client.AppPath(d, a)+"/deployments", nil, &deps); err != nil {
+				return err
+			}
+			return c.out(deps, func(w io.Writer) {
+				var rows [][]string
+				for _, dp := range deps {
+					active := ""
+					if dp.Active {
+						active = "*"
+					}
+					rows = append(rows, []string{active, dp.ID, dp.Commit[:min(10, len(dp.Commit))], dp.Cartridge, dp.Created.Local().Format(time.DateTime)})
+				}
+				table(w, []string{"ACTIVE", "ID", "COMMIT", "TYPE", "CREATED"}, rows)
+			})
+		}),
+	}
+	activate := &cobra.Command{
+		Use:   "activate APP ID",
+		Short: "Make a deployment live again (rollback), without downtime",
+		Args:  cobra.ExactArgs(2),
+		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, args []string) error {
+			var app apitypes.AppView
+			stop := c.spinner("Activating deployment " + args[0])
+			err := cl.Do(ctx, http.MethodPost, client.AppPath(d, a)+"/deployments/"+url.PathEscape(args[0])+"/activate", nil, &app)
+			stop()
+			if err != nil {
+				return err
+			}
+			return c.out(app, func(w io.Writer) {
+				fmt.Fprintf(w, "Deployment %s of %s is live at %s\n", app.ActiveDeployment, app.Name, app.URL)
+			})
+		}),
+	}
+	cmd.AddCommand(list, activate)
+	return cmd
+}
+
+func scalingLine(app *apitypes.AppView) string {
+	s := fmt.Sprintf("fixed, %d gears", app.MinGears)
+	if app.MaxGears > app.MinGears {
+		s = fmt.Sprintf("automatic, %d to %d gears at %d connections per gear", app.MinGears, app.MaxGears, app.TargetConns)
+	}
+	if app.IdleAfter != "" {
+		s += ", idles after " + app.IdleAfter
+	}
+	if app.Idle {
+		s += " (idle now)"
+	}
+	return s
+}
+
+func diskLine(app *apitypes.AppView) string {
+	if app.DiskLimit == 0 {
+		return "no limit on this platform"
+	}
+	mib := func(n int64) string { return strconv.FormatInt(n>>20, 10) + " MiB" }
+	return mib(app.DiskUsed) + " of " + mib(app.DiskLimit) + " used"
+}

@@ -1,0 +1,69 @@
+package apitypes
+
+import "time"
+
+// DomainView is a domain as the API shows it.
+type DomainView struct {
+	Name    string    `json:"name"`
+	Owner   string    `json:"owner"`
+	Apps    int       `json:"apps"`
+	Created time.Time `json:"created"`
+}
+
+// GearView is one gear of an app.
+type GearView struct {
+	ID         string `json:"id"`
+	IP         string `json:"ip"`
+	Port       int    `json:"port"`
+	State      string `json:"state" doc:"starting, running, draining, stopped"`
+	Process    string `json:"process" doc:"running, backoff (crashed, restarting), stopped, lost"`
+	PID        int    `json:"pid,omitempty"`
+	Restarts   int    `json:"restarts"`
+	LastExit   string `json:"last_exit,omitempty" doc:"why the process last stopped"`
+	Deployment string `json:"deployment"`
+	Isolation  string `json:"isolation" doc:"process: a plain process on loopback, without namespaces"`
+}
+
+// AppView is an app as the API shows it.
+type AppView struct {
+	Name             string          `json:"name"`
+	Domain           string          `json:"domain"`
+	Type             string          `json:"type"`
+	URL              string          `json:"url"`
+	GitURL           string          `json:"git_url" doc:"SSH clone URL"`
+	GitHTTPURL       string          `json:"git_http_url" doc:"HTTP clone URL (password: your API token)"`
+	State            string          `json:"state" doc:"running, stopped, or not_deployed"`
+	Scale            int             `json:"scale"`
+	GearSize         string          `json:"gear_size" doc:"small (512 MiB, 250 processes), medium (1 GiB), large (2 GiB)"`
+	MinGears         int             `json:"min_gears" doc:"automatic scaling: fewest gears"`
+	MaxGears         int             `json:"max_gears" doc:"automatic scaling: most gears (equal to min_gears: fixed)"`
+	TargetConns      int             `json:"target_connections" doc:"concurrent connections per gear the autoscaler aims at"`
+	IdleAfter        string          `json:"idle_after,omitempty" doc:"idle (zero gears) after this long without traffic"`
+	Idle             bool            `json:"idle" doc:"scaled to zero; the next request wakes it"`
+	Connections      int             `json:"connections" doc:"live connections: requests in flight, WebSockets, held requests"`
+	DiskUsed         int64           `json:"disk_used_bytes" doc:"what the app stores (repository, deployments, data, caches, logs)"`
+	DiskLimit        int64           `json:"disk_limit_bytes" doc:"its disk limit, by gear size (0: none on this platform)"`
+	Cartridges       []CartridgeView `json:"cartridges" doc:"add-on services with their connection URLs"`
+	HTTPSURL         string          `json:"https_url,omitempty"`
+	HTTPS            string          `json:"https" doc:"allow (http and https), redirect (http goes to https), off (https goes to http)"`
+	Aliases          []AliasView     `json:"aliases"`
+	TCPRoutes        []TCPRouteView  `json:"tcp_routes"`
+	ConnectTimeout   string          `json:"connect_timeout,omitempty"`
+	ReadTimeout      string          `json:"read_timeout,omitempty"`
+	TunnelTimeout    string          `json:"tunnel_timeout,omitempty"`
+	Isolation        string          `json:"isolation" doc:"namespaces, or process (plain processes: sizes are not enforced)"`
+	Branch           string          `json:"branch"`
+	ActiveDeployment string          `json:"active_deployment,omitempty"`
+	Gears            []GearView      `json:"gears"`
+	Created          time.Time       `json:"created"`
+	DeployError      string          `json:"deploy_error,omitempty" doc:"set when creating the app could not deploy its starter code"`
+}
+
+// DeploymentView is one deployment.
+type DeploymentView struct {
+	ID        string    `json:"id"`
+	Commit    string    `json:"commit"`
+	Cartridge string    `json:"cartridge"`
+	Created   time.Time `json:"created"`
+	Active    bool      `json:"active"`
+}

@@ -1,0 +1,23 @@
+package apitypes
+
+import "time"
+
+// ServiceView is something listening in a gear that can be forwarded.
+type ServiceView struct {
+	Name  string `json:"name" doc:"web, postgresql, redis… or tcp-PORT"`
+	Gear  string `json:"gear"`
+	IP    string `json:"ip" doc:"the gear's address; forwards connect to IP:PORT"`
+	Port  int    `json:"port"`
+	Local bool   `json:"local,omitempty" doc:"listens only on the gear's loopback"`
+	// Cartridge marks an add-on service's gear (postgresql, redis).
+	Cartridge bool `json:"cartridge,omitempty"`
+}
+
+// EventView is one event of an app: a scaling decision, idle or wake.
+type EventView struct {
+	Time   time.Time `json:"time"`
+	Kind   string    `json:"kind"`
+	From   int       `json:"from"`
+	To     int       `json:"to"`
+	Reason string    `json:"reason"`
+}

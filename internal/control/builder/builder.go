@@ -1,0 +1,352 @@
+// Package builder turns a pushed commit into a running deployment: it checks
+// the commit out, detects the cartridge, runs the build and the app's action
+// hooks in OpenShift order, records the deployment and hands it to the
+// deployer (the agent) for a zero-downtime rollout. Output streams to the
+// pusher as it happens.
+//
+// Pushes reach the builder through the repositories' pre-receive hook, which
+// connects to the builder's Unix socket: a failed build rejects the push, so
+// the branch never moves to a commit that is not running. The builder must
+// not start or stop processes itself other than build steps and hooks.
+package builder
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gantry-paas/gantry/internal/control/store"
+	"github.com/gantry-paas/gantry/internal/keylock"
+	"github.com/gantry-paas/gantry/internal/layout"
+)
+
+// Deployer rolls a recorded deployment out.
+type Deployer interface {
+	Rollout(ctx context.Context, appKey, depID string, out io.Writer) error
+}
+
+// Options configure a Builder.
+type Options struct {
+	Store    *store.Store
+	Layout   layout.Layout
+	Log      *slog.Logger
+	Deployer Deployer
+	// StaticServer is the command that serves a static site on $PORT.
+	StaticServer string
+	// Env is the environment of build steps and hooks for an app.
+	Env func(app *store.App, dir, cartridge string) []string
+	// URL is the public URL of an app, printed at the end of a deploy.
+	URL func(app *store.App) string
+	// StepTimeout bounds each build step and hook.
+	StepTimeout time.Duration
+	// MaxPushBytes is the largest pack a push may send (DefaultMaxPush).
+	MaxPushBytes int64
+	// Run runs a build step or hook of an app (sandboxed when gears are);
+	// default: RunCommand on the host.
+	Run func(ctx context.Context, appKey, dir string, env []string, out io.Writer, timeout time.Duration, args ...string) error
+}
+
+// Builder builds and deploys commits.
+type Builder struct {
+	o     Options
+	log   *slog.Logger
+	locks keylock.Locks // one per app
+	mu    sync.Mutex    // guards push
+	push  map[string]pushGrant
+}
+
+type pushGrant struct {
+	user, appKey string
+}
+
+// New validates the options.
+func New(o Options) (*Builder, error) {
+	if o.Store == nil || o.Layout.Root == "" || o.Deployer == nil || o.Env == nil || o.URL == nil {
+		return nil, errors.New("builder: Store, Layout, Deployer, Env and URL are required")
+	}
+	if o.StepTimeout == 0 {
+		o.StepTimeout = 15 * time.Minute
+	}
+	if o.MaxPushBytes == 0 {
+		o.MaxPushBytes = DefaultMaxPush
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Run == nil {
+		o.Run = func(ctx context.Context, _ string, dir string, env []string, out io.Writer, timeout time.Duration, args ...string) error {
+			return RunCommand(ctx, dir, env, out, timeout, args...)
+		}
+	}
+	return &Builder{o: o, log: o.Log.With("component", "builder"), push: map[string]pushGrant{}}, nil
+}
+
+func (b *Builder) appLock(key string) func() { return b.locks.Lock(key) }
+
+// DefaultMaxPush is the largest pack a push may send (100 MiB).
+const DefaultMaxPush = 100 << 20
+
+// ErrBuild marks a failure of the app's own build (its code, its hooks), as
+// opposed to a platform failure.
+var ErrBuild = errors.New("build failed")
+
+// Deploy builds commit of the app and rolls it out. gitEnv carries the
+// variables a pre-receive hook sees (the quarantine object directory), so
+// that a commit not yet accepted can be read.
+func (b *Builder) Deploy(ctx context.Context, appKey, commit string, gitEnv []string, out io.Writer) (err error) {
+	unlock := b.appLock(appKey)
+	defer unlock()
+	var app store.App
+	if err := b.o.Store.View(func(tx *store.Tx) error { return tx.Get(appKey, &app) }); err != nil {
+		return fmt.Errorf("the app no longer exists: %w", err)
+	}
+	started := time.Now()
+	depID := newDeploymentID()
+	dir := b.o.Layout.Deployment(app.ID, depID)
+	fmt.Fprintf(out, "-----> Deploying %s (commit %s) as deployment %s\n", app.FullName(), short(commit), depID)
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
+	if err := b.checkout(ctx, app.ID, commit, gitEnv, dir); err != nil {
+		return fmt.Errorf("checking out %s: %w", short(commit), err)
+	}
+	plan, err := Detect(dir, app.Type, b.o.StaticServer)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBuild, err)
+	}
+	fmt.Fprintf(out, "-----> %s app detected\n", plan.Cartridge)
+	for _, n := range plan.Notes {
+		fmt.Fprintf(out, "       note: %s\n", n)
+	}
+	hooks, err := FindHooks(dir)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBuild, err)
+	}
+	for _, w := range hooks.Warnings {
+		fmt.Fprintf(out, "       warning: %s\n", w)
+	}
+	env := b.o.Env(&app, dir, plan.Cartridge)
+	run := func(title string, args ...string) error {
+		fmt.Fprintf(out, "-----> %s\n", title)
+		if err := b.o.Run(ctx, appKey, dir, env, indent(out), b.o.StepTimeout, args...); err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrBuild, title, err)
+		}
+		return nil
+	}
+	hook := func(name string) error {
+		if p := hooks.Paths[name]; p != "" {
+			return run(fmt.Sprintf("Running %s hook (%s/%s)", name, hooks.Dir, name), p)
+		}
+		return nil
+	}
+	if err := hook("pre_build"); err != nil {
+		return err
+	}
+	for _, s := range plan.Steps {
+		if err := run("Building: "+s.Title, s.Args...); err != nil {
+			return err
+		}
+	}
+	if err := hook("build"); err != nil {
+		return err
+	}
+	if err := hook("deploy"); err != nil {
+		return err
+	}
+	dep := store.Deployment{ID: depID, AppID: app.ID, Commit: commit, Cartridge: plan.Cartridge,
+		Command: plan.Start, Health: HealthPath(dir), Dir: dir, Created: time.Now().UTC()}
+	if err := b.o.Store.Update(func(tx *store.Tx) error { return tx.Create(store.DeploymentKey(app.ID, depID), &dep) }); err != nil {
+		return fmt.Errorf("recording deployment: %w", err)
+	}
+	built := time.Now()
+	fmt.Fprintf(out, "-----> Build finished in %s; starting gears\n", built.Sub(started).Round(time.Millisecond))
+	if err := b.o.Deployer.Rollout(ctx, appKey, depID, out); err != nil {
+		b.o.Store.Update(func(tx *store.Tx) error { return tx.Delete(store.DeploymentKey(app.ID, depID)) })
+		return fmt.Errorf("%w: %v", ErrBuild, err)
+	}
+	fmt.Fprintf(out, "-----> Released in %s\n", time.Since(built).Round(time.Millisecond))
+	if err := hook("post_deploy"); err != nil {
+		// The new deployment is live; a failing post_deploy is reported, not undone.
+		fmt.Fprintf(out, "       warning: %v\n", err)
+	}
+	b.prune(&app)
+	fmt.Fprintf(out, "-----> %s deployed to %s\n", app.FullName(), b.o.URL(&app))
+	return nil
+}
+
+// checkout extracts commit's tree into dir with `git archive`, keeping file
+// modes (hooks must stay executable).
+func (b *Builder) checkout(ctx context.Context, appID, commit string, gitEnv []string, dir string) error {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "git", "archive", "--format=tar", commit)
+	cmd.Dir = b.o.Layout.Repo(appID)
+	cmd.Env = append(os.Environ(), gitEnv...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	xerr := untar(stdout, dir)
+	io.Copy(io.Discard, stdout)
+	if err := cmd.Wait(); err != nil {
+		return fmt.Errorf("git archive: %v: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return xerr
+}
+
+func untar(r io.Reader, dir string) error {
+	tr := tar.NewReader(r)
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		name := filepath.Clean(h.Name)
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := root.MkdirAll(name, 0o755); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			root.MkdirAll(filepath.Dir(name), 0o755)
+			f, err := root.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, os.FileMode(h.Mode)&0o755|0o644)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(f, tr)
+			f.Close()
+			if err != nil {
+				return err
+			}
+		case tar.TypeSymlink:
+			root.MkdirAll(filepath.Dir(name), 0o755)
+			if err := root.Symlink(h.Linkname, name); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// prune removes deployments beyond the app's keep count, never the active one.
+func (b *Builder) prune(app *store.App) {
+	keep := app.KeepDeployments
+	if keep <= 0 {
+		keep = 3
+	}
+	var cur store.App
+	var deps []store.Deployment
+	b.o.Store.View(func(tx *store.Tx) error {
+		tx.Get(app.Key(), &cur)
+		var err error
+		deps, err = store.List[store.Deployment](tx, "deployments/"+app.ID+"/")
+		return err
+	})
+	sort.Slice(deps, func(i, j int) bool { return deps[i].Created.After(deps[j].Created) })
+	for i, d := range deps {
+		if i < keep || d.ID == cur.ActiveDeployment {
+			continue
+		}
+		b.o.Store.Update(func(tx *store.Tx) error { return tx.Delete(store.DeploymentKey(app.ID, d.ID)) })
+		os.RemoveAll(d.Dir)
+	}
+}
+
+func newDeploymentID() string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func short(commit string) string {
+	if len(commit) > 10 {
+		return commit[:10]
+	}
+	return commit
+}
+
+// indent prefixes every line of build output, as Heroku does.
+func indent(w io.Writer) io.Writer { return &indenter{w: w, bol: true} }
+
+type indenter struct {
+	w   io.Writer
+	bol bool
+}
+
+func (i *indenter) Write(p []byte) (int, error) {
+	var buf []byte
+	for _, c := range p {
+		if i.bol {
+			buf = append(buf, "       "...)
+			i.bol = false
+		}
+		buf = append(buf, c)
+		if c == '\n' {
+			i.bol = true
+		}
+	}
+	_, err := i.w.Write(buf)
+	return len(p), err
+}
+
+// CleanStale removes deployment directories that no deployment record
+// names and that were made before `before` (the server's start): a server
+// killed in the middle of a push leaves them behind. Directories of builds
+// running now are younger and stay.
+func (b *Builder) CleanStale(before time.Time) {
+	var apps []store.App
+	var deps []store.Deployment
+	b.o.Store.View(func(tx *store.Tx) error {
+		var err error
+		if apps, err = store.List[store.App](tx, "apps/"); err != nil {
+			return err
+		}
+		deps, err = store.List[store.Deployment](tx, "deployments/")
+		return err
+	})
+	known := map[string]bool{}
+	for _, d := range deps {
+		known[d.Dir] = true
+	}
+	for _, app := range apps {
+		dir := b.o.Layout.Deployments(app.ID)
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			path := filepath.Join(dir, e.Name())
+			fi, err := e.Info()
+			if err != nil || known[path] || !fi.ModTime().Before(before) {
+				continue
+			}
+			if err := os.RemoveAll(path); err == nil {
+				b.log.Info("removed a deployment directory left by an interrupted push", "app", app.FullName(), "dir", path)
+			}
+		}
+	}
+}

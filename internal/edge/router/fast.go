@@ -1,0 +1,228 @@
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"github.com/gantry-paas/gantry/internal/edge/httpfast"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/gantry-paas/gantry/internal/control/store"
+)
+
+// The fast path proxies plain HTTP/1.1 requests to running apps without
+// net/http: it parses the request head in place, writes it to a pooled
+// connection to the gear with the X-Forwarded-* headers set, and copies the
+// response back, framing by Content-Length or chunks. Everything else (the
+// platform host, redirects, pages, idle apps, upgrades, Expect, chunked
+// request bodies, HTTP/1.0, anything unusual) is handed, with the bytes
+// already read, to the net/http server, at a request boundary. The two
+// paths count, log and measure requests the same way.
+
+// acceptHTTP serves the HTTP port: each connection starts on the fast path.
+func (r *Router) acceptHTTP(ln net.Listener, q *httpfast.ConnQueue) {
+	defer q.Close()
+	r.guard.Serve(ln, "http", func(c net.Conn) { r.serveFast(c, q) })
+}
+
+// serveFast serves requests on c until one needs net/http, which then
+// gets the connection with the unread bytes.
+func (r *Router) serveFast(c net.Conn, q *httpfast.ConnQueue) {
+	br := httpfast.Readers.Get().(*bufio.Reader)
+	br.Reset(c)
+	handOff, owned := false, false
+	defer func() {
+		switch {
+		case handOff:
+			q.HandOff(c, br)
+		case !owned:
+			c.Close()
+		}
+		br.Reset(nil)
+		httpfast.Readers.Put(br)
+	}()
+	if !r.fastConns.Add(c) {
+		return // shutting down
+	}
+	defer r.fastConns.Remove(c)
+	remote := c.RemoteAddr().String()
+	clientIP, _, _ := net.SplitHostPort(remote)
+	trusted := r.trusted(clientIP)
+	// A new connection must send its first byte within the header timeout;
+	// between requests it may idle for the idle timeout.
+	wait := r.o.HeaderTimeout
+	for {
+		c.SetReadDeadline(time.Now().Add(wait))
+		wait = r.o.IdleTimeout
+		if r.fastConns.Closing() {
+			return
+		}
+		if _, err := br.Peek(1); err != nil {
+			return
+		}
+		c.SetReadDeadline(time.Now().Add(r.o.HeaderTimeout))
+		var req httpfast.Request
+		err := req.Parse(br, false)
+		if err == httpfast.ErrHandOff {
+			handOff = true
+			return
+		}
+		if err != nil {
+			return
+		}
+		host := hostOnly(string(req.Host))
+		if r.platform[host] {
+			handOff = true
+			return
+		}
+		rt := r.table.Load().Lookup(host)
+		if rt == nil || rt.RedirectTo != "" || rt.HTTPS == store.HTTPSRedirect && r.tlsLn != nil || len(rt.Endpoints) == 0 ||
+			r.o.ACME != nil && bytes.HasPrefix(req.Target, []byte("/.well-known/acme-challenge/")) {
+			handOff = true
+			return
+		}
+		br.Discard(len(req.Head)) // the fast path takes this request
+		if req.ContentLength > 0 {
+			c.SetReadDeadline(time.Time{}) // the body may take its time
+		}
+		keep, err := r.proxyFast(c, br, &req, rt, host, clientIP, remote, trusted)
+		if err == errTunnelOwned {
+			owned = true
+			return
+		}
+		if err != nil || !keep {
+			return
+		}
+	}
+}
+
+func (r *Router) dialBackend(ep string, rt *Route) (*httpfast.Conn, error) {
+	d := r.o.DialTimeout
+	if rt.ConnectTimeout > 0 {
+		d = rt.ConnectTimeout
+	}
+	c, err := net.DialTimeout("tcp", ep, d)
+	if err != nil {
+		r.markDown(ep, err)
+		return nil, &dialError{err}
+	}
+	return httpfast.NewConn(c), nil
+}
+
+// proxyFast sends one parsed request to a gear and its response back. It
+// reports whether the client connection may serve another request.
+func (r *Router) proxyFast(c net.Conn, cbr *bufio.Reader, req *httpfast.Request, rt *Route, host, clientIP, remote string, trusted bool) (bool, error) {
+	start := time.Now()
+	rt2, ep, cnt := r.pick(host)
+	if ep == "" {
+		// The route lost its gears meanwhile: answer as net/http would.
+		r.obs.rawPage(c, rt.stats, start, nil, 503, "App not running", "The app at "+host+" has no running gears right now.")
+		return false, nil
+	}
+	defer func() { cnt.Add(-1) }() // the gear finally used
+	st := rt2.stats
+	st.begin()
+	defer st.end()
+
+	hb := httpfast.HeadBufs.Get().(*[]byte)
+	defer httpfast.HeadBufs.Put(hb)
+	out := r.requestHead((*hb)[:0], req, clientIP, "http", trusted)
+	*hb = out
+	var entry *accessEntry
+	if r.obs.w != nil { // the head's bytes are not kept past the body
+		entry = &accessEntry{host: string(req.Host), method: string(req.Method), path: httpfast.PathOf(req.Target), proto: "HTTP/1.1", remote: remote}
+	}
+
+	var resp httpfast.Response
+	bc, err := r.pool.Exchange(ep, func() (*httpfast.Conn, error) { return r.dialBackend(ep, rt2) }, out, cbr, req, &resp, rt2.ReadTimeout)
+	for tries := 1; err != nil && isDialError(err) && tries < 3; tries++ {
+		// Nothing was sent: another gear may take the request.
+		rt3, ep3, cnt3 := r.pick(host)
+		if ep3 == "" || ep3 == ep {
+			if cnt3 != nil {
+				cnt3.Add(-1)
+			}
+			break
+		}
+		cnt.Add(-1)
+		rt2, ep, cnt = rt3, ep3, cnt3
+		resp = httpfast.Response{}
+		bc, err = r.pool.Exchange(ep, func() (*httpfast.Conn, error) { return r.dialBackend(ep, rt2) }, out, cbr, req, &resp, rt2.ReadTimeout)
+	}
+	if err != nil {
+		status := 502
+		if errors.Is(err, errReadTimeout) {
+			status = 504
+		}
+		if r.logLimit.allow() {
+			r.log.Warn("proxy error", "host", host, "gear", ep, "err", err)
+		}
+		title, msg := "App not responding", "The app at "+host+" did not answer. Its owner can look at `gantry logs`."
+		if status == 504 {
+			title, msg = "App too slow", "The app at "+host+" did not start its answer within "+rt2.ReadTimeout.String()+"."
+		}
+		r.obs.rawPage(c, st, start, entry, status, title, msg)
+		return false, nil
+	}
+	if resp.Status == http.StatusSwitchingProtocols {
+		return false, r.tunnelFast(c, cbr, bc, &resp, rt2, st, entry, start, ep)
+	}
+	keep, n, err := httpfast.SendResponse(c, bc, &resp, req)
+	if req.Upgrade != nil {
+		resp.Reusable = false
+	}
+	if err != nil || !resp.Reusable {
+		bc.Drop()
+	} else {
+		r.pool.Put(ep, bc)
+	}
+	r.obs.recordEntry(st, entry, start, resp.Status, req.ContentLength, n, ep)
+	return keep && err == nil, err
+}
+
+// requestHead renders the head sent to the gear.
+func (r *Router) requestHead(out []byte, req *httpfast.Request, clientIP, proto string, trusted bool) []byte {
+	out = append(out, req.Method...)
+	out = append(out, ' ')
+	out = append(out, req.Target...)
+	out = append(out, " HTTP/1.1\r\n"...)
+	for _, h := range req.Headers {
+		out = append(out, req.Head[h[0]:h[1]]...)
+	}
+	if trusted { // Forwarded and X-Real-IP as the proxy we trust sent them
+		for _, h := range req.FromProxy {
+			out = append(out, req.Head[h[0]:h[1]]...)
+		}
+	}
+	if !trusted || req.XRealIP == nil {
+		out = append(out, "X-Real-IP: "...)
+		out = append(out, clientIP...)
+		out = append(out, "\r\n"...)
+	}
+	out = append(out, "X-Forwarded-For: "...)
+	if trusted && req.XFF != nil {
+		out = append(out, req.XFF...)
+		out = append(out, ", "...)
+	}
+	out = append(out, clientIP...)
+	out = append(out, "\r\nX-Forwarded-Host: "...)
+	if trusted && req.XFH != nil {
+		out = append(out, req.XFH...)
+	} else {
+		out = append(out, req.Host...)
+	}
+	out = append(out, "\r\nX-Forwarded-Proto: "...)
+	if trusted && req.XFP != nil {
+		out = append(out, req.XFP...)
+	} else {
+		out = append(out, proto...)
+	}
+	if req.Upgrade != nil {
+		out = append(out, "\r\nConnection: Upgrade\r\nUpgrade: "...)
+		out = append(out, req.Upgrade...)
+	}
+	out = append(out, "\r\n\r\n"...)
+	return out
+}

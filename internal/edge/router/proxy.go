@@ -1,0 +1,238 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"github.com/gantry-paas/gantry/internal/edge/httpfast"
+	"html"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// target is what the proxy needs to know about one request: the gear and
+// the route's timeouts.
+type target struct {
+	ep string
+	rt *Route
+}
+
+var errReadTimeout = httpfast.ErrReadTimeout
+
+func (r *Router) newProxy() {
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d := r.o.DialTimeout
+		if t, _ := ctx.Value(ctxKey{}).(*target); t != nil && t.rt.ConnectTimeout > 0 {
+			d = t.rt.ConnectTimeout
+		}
+		c, err := (&net.Dialer{Timeout: d, KeepAlive: 30 * time.Second}).DialContext(ctx, network, addr)
+		if err != nil && ctx.Err() == nil {
+			r.markDown(addr, err)
+		}
+		return c, err
+	}
+	r.trans = &http.Transport{
+		Proxy:               nil,
+		DialContext:         dial,
+		MaxIdleConns:        4096,
+		MaxIdleConnsPerHost: 1024,
+		// Below Node.js's 5 s keep-alive: a pooled connection is never
+		// reused just as the app closes it.
+		IdleConnTimeout:   4 * time.Second,
+		ForceAttemptHTTP2: false,
+		// The router passes what the client sent (gzip included) as is.
+		DisableCompression: true,
+	}
+	// Upgrades (WebSockets) get connections of their own, closed when
+	// idle for the tunnel timeout (either direction counts as activity).
+	tunnels := &http.Transport{
+		Proxy: nil,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			idle := r.o.TunnelTimeout
+			if t, _ := ctx.Value(ctxKey{}).(*target); t != nil && t.rt.TunnelTimeout > 0 {
+				idle = t.rt.TunnelTimeout
+			}
+			return newIdleConn(c, idle), nil
+		},
+		DisableKeepAlives:  true,
+		DisableCompression: true,
+	}
+	r.proxy = &httputil.ReverseProxy{
+		Rewrite:       r.rewrite,
+		Transport:     roundTripper{pool: r.trans, tunnels: tunnels},
+		FlushInterval: -1, // stream: server-sent events and long polls work
+		ErrorHandler:  r.proxyError,
+		ErrorLog:      slog.NewLogLogger(r.log.Handler(), slog.LevelDebug),
+		BufferPool:    bufferPool{},
+	}
+}
+
+// forward proxies one request to ep and records it.
+func (r *Router) forward(w http.ResponseWriter, req *http.Request, rt *Route, ep string, st *appStats, start time.Time) {
+	rec := recorders.Get().(*recorder)
+	rec.ResponseWriter, rec.status, rec.bytes = w, 0, 0
+	var body *countingBody
+	if req.Body != nil && req.Body != http.NoBody {
+		body = &countingBody{ReadCloser: req.Body}
+		req.Body = body
+	}
+	ws := isUpgrade(req)
+	if ws {
+		st.websockets.Inc()
+	}
+	r.proxy.ServeHTTP(rec, req.WithContext(context.WithValue(req.Context(), ctxKey{}, &target{ep: ep, rt: rt})))
+	if ws {
+		st.websockets.Dec()
+	}
+	var in int64
+	if body != nil {
+		in = body.n.Load()
+	}
+	r.obs.record(req, st, start, rec.status, in, rec.bytes, ep)
+	rec.ResponseWriter = nil
+	recorders.Put(rec)
+}
+
+func isUpgrade(req *http.Request) bool {
+	return req.Header.Get("Upgrade") != "" && strings.Contains(strings.ToLower(req.Header.Get("Connection")), "upgrade")
+}
+
+type roundTripper struct{ pool, tunnels *http.Transport }
+
+func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Header.Get("Upgrade") != "" {
+		return rt.tunnels.RoundTrip(req)
+	}
+	t, _ := req.Context().Value(ctxKey{}).(*target)
+	if t == nil || t.rt.ReadTimeout <= 0 {
+		return rt.pool.RoundTrip(req)
+	}
+	// The app must start its response within its read timeout; the body
+	// may then stream for as long as it takes.
+	ctx, cancel := context.WithCancelCause(req.Context())
+	timer := time.AfterFunc(t.rt.ReadTimeout, func() { cancel(errReadTimeout) })
+	resp, err := rt.pool.RoundTrip(req.WithContext(ctx))
+	if !timer.Stop() && err != nil {
+		return nil, errReadTimeout
+	}
+	return resp, err
+}
+
+func (r *Router) rewrite(pr *httputil.ProxyRequest) {
+	t, _ := pr.In.Context().Value(ctxKey{}).(*target)
+	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Host = t.ep
+	pr.Out.Host = pr.In.Host
+	client, _, _ := net.SplitHostPort(pr.In.RemoteAddr)
+	proto := "http"
+	if pr.In.TLS != nil {
+		proto = "https"
+	}
+	if r.trusted(client) {
+		// A proxy we trust: keep what it says (Forwarded, X-Real-IP
+		// too), append the hop.
+		if pr.In.Header.Get("X-Real-IP") == "" {
+			pr.Out.Header.Set("X-Real-IP", client)
+		}
+		if prior := pr.In.Header.Values("X-Forwarded-For"); len(prior) > 0 {
+			client = strings.Join(prior, ", ") + ", " + client
+		}
+		if p := pr.In.Header.Get("X-Forwarded-Proto"); p != "" {
+			proto = p
+		}
+		if h := pr.In.Header.Get("X-Forwarded-Host"); h != "" {
+			pr.Out.Header.Set("X-Forwarded-Host", h)
+		} else {
+			pr.Out.Header.Set("X-Forwarded-Host", pr.In.Host)
+		}
+	} else {
+		// Anyone else's X-Forwarded-*, X-Real-IP and Forwarded are
+		// replaced or dropped, never passed on.
+		pr.Out.Header.Set("X-Forwarded-Host", pr.In.Host)
+		pr.Out.Header.Set("X-Real-IP", client)
+		pr.Out.Header.Del("Forwarded")
+	}
+	pr.Out.Header.Set("X-Forwarded-For", client)
+	pr.Out.Header.Set("X-Forwarded-Proto", proto)
+}
+
+func (r *Router) trusted(ip string) bool {
+	if len(r.o.TrustedProxies) == 0 {
+		return false
+	}
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false
+	}
+	return r.trustedAddr(a)
+}
+
+// trustedAddr says whether a is one of the trusted proxies.
+func (r *Router) trustedAddr(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range r.o.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Router) proxyError(w http.ResponseWriter, req *http.Request, err error) {
+	if errors.Is(err, context.Canceled) && req.Context().Err() != nil {
+		return // the client went away
+	}
+	t, _ := req.Context().Value(ctxKey{}).(*target)
+	if r.logLimit.allow() {
+		r.log.Warn("proxy error", "host", req.Host, "gear", t.ep, "err", err)
+	}
+	if errors.Is(err, errReadTimeout) {
+		page(w, req, http.StatusGatewayTimeout, "App too slow", fmt.Sprintf("The app at %s did not start its answer within %s. Its owner can raise it with `gantry app set %s --read-timeout`.", hostOnly(req.Host), t.rt.ReadTimeout, t.rt.App))
+		return
+	}
+	page(w, req, http.StatusBadGateway, "App not responding", fmt.Sprintf("The app at %s did not answer. Its owner can look at `gantry logs`.", hostOnly(req.Host)))
+}
+
+// page writes one of the router's own pages and returns its size.
+func page(w http.ResponseWriter, req *http.Request, status int, title, msg string) int {
+	w.Header().Set("Cache-Control", "no-store")
+	if !strings.Contains(req.Header.Get("Accept"), "text/html") {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(status)
+		n, _ := fmt.Fprintf(w, "%d %s: %s\n", status, title, msg)
+		return n
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	n, _ := fmt.Fprintf(w, `<!doctype html><html><head><meta charset="utf-8"><title>%d %s</title>
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:4em auto;color:#222}h1{font-size:1.6em}code{background:#eee;padding:0 .2em}</style>
+</head><body><h1>%s</h1><p>%s</p><p><small>Gantry · %d</small></p></body></html>
+`, status, html.EscapeString(title), html.EscapeString(title), codeSpans(html.EscapeString(msg)), status)
+	return n
+}
+
+// codeSpans turns `x` into <code>x</code> in an already escaped string.
+func codeSpans(s string) string {
+	parts := strings.Split(s, "`")
+	var b strings.Builder
+	for i, p := range parts {
+		if i%2 == 1 && i < len(parts)-1 {
+			b.WriteString("<code>" + p + "</code>")
+		} else {
+			if i%2 == 1 {
+				b.WriteString("`")
+			}
+			b.WriteString(p)
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,445 @@
+// Package agent runs an app's gears on this machine and keeps them running:
+// it starts each gear under a shim (see package shim), rolls out new
+// deployments without dropping requests (start, health-check, switch the
+// route, drain, stop the old gears), and on start re-attaches to the gears
+// that are already running instead of restarting them.
+//
+// Concurrency: one mutex per app serialises rollouts, stops and deletes of
+// that app. Draining old gears runs in goroutines that Run waits for. The
+// agent writes gear records to the store; the router follows the store.
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"github.com/gantry-paas/gantry/internal/node/disk"
+	"github.com/gantry-paas/gantry/internal/node/runtime/sandbox"
+	"hash/fnv"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gantry-paas/gantry/internal/control/store"
+	"github.com/gantry-paas/gantry/internal/egress/policy"
+	"github.com/gantry-paas/gantry/internal/keylock"
+	"github.com/gantry-paas/gantry/internal/layout"
+	"github.com/gantry-paas/gantry/internal/node/runtime/netplan"
+	"github.com/gantry-paas/gantry/internal/node/shim"
+)
+
+// Drainer is what the agent needs from the router: to know when a store
+// revision is in force, and how many connections a gear still has.
+type Drainer interface {
+	WaitApplied(ctx context.Context, rev int64) error
+	ActiveConns(endpoint string) int
+}
+
+// Options configure an Agent.
+type Options struct {
+	Store  *store.Store
+	Layout layout.Layout
+	Log    *slog.Logger
+	Router Drainer
+	// Exe is the gantry binary, run as "EXE shim DIR" for each gear.
+	Exe string
+	// IP gears listen on (plain-process mode: loopback).
+	IP string
+	// Ports gears are given, [PortMin, PortMax].
+	PortMin, PortMax int
+	// StartTimeout is how long a new gear has to accept connections.
+	StartTimeout time.Duration
+	// DrainTimeout bounds how long old gears keep open connections.
+	DrainTimeout time.Duration
+	// Env builds a gear's environment (see Env).
+	Env func(app *store.App, dep *store.Deployment, g *store.Gear) []string
+	// Hooks returns the path of a deployment's action hook, or "".
+	Hook func(dep *store.Deployment, name string) string
+	// RunHost runs a command on the host, streaming to out (process mode
+	// hooks and build steps).
+	RunHost func(ctx context.Context, dir string, env []string, out io.Writer, timeout time.Duration, args ...string) error
+	// Isolation is Process or Namespaces.
+	Isolation string
+	// Network is the base plan of namespaced gears (prefix, subnet, host
+	// ports); the agent adds the gears.
+	Network netplan.Plan
+	// GearResolvConf, if set, is the resolv.conf namespaced gears see: the
+	// platform's DNS forwarder on the gateway (a host whose resolvers
+	// are on loopback, as systemd-resolved's stub, is unreachable from a
+	// gear's namespace).
+	GearResolvConf string
+	// Disks, if set, gives each app a filesystem of its own sized by its
+	// gear size (disk limits).
+	Disks *disk.Images
+	// UIDMin..UIDMax are the Unix users given to apps.
+	UIDMin, UIDMax int
+	// EgressDefault is the platform's egress verdict when no rule of an
+	// app matches (allow unless set); EgressLabels the port labels
+	// (policy.DefaultLabels unless set).
+	EgressDefault string
+	EgressLabels  policy.Labels
+	// Scan is when refusals look like a port scan (policy.DefaultScan
+	// unless set); ScanBlock cuts a flagged app's outbound traffic.
+	Scan      policy.ScanPolicy
+	ScanBlock bool
+	// OnEgressEvent is told of port scans; OnEgressRefused of refused
+	// destinations (for metrics).
+	OnEgressEvent   func(app *store.App, kind, reason string)
+	OnEgressRefused func(app *store.App, destinations int)
+	// EgressRouter is where the egress router listens on the gateway
+	// (nil: no router); a bound app's gears may leave only for it.
+	EgressRouter *EgressRouterPorts
+	// EgressDNS is the platform's DNS forwarder on the gateway (invalid:
+	// none). Apps with hostname rules send their DNS there, and what their
+	// lookups return is let through (LearnEgressDNS).
+	EgressDNS netip.AddrPort
+	// DNSUpstreams resolve hostname rules, with their TTLs (the
+	// forwarder's upstreams; none: Go's resolver, refreshed every 30 s).
+	DNSUpstreams []string
+}
+
+// Agent supervises gears.
+type Agent struct {
+	o         Options
+	log       *slog.Logger
+	locks     keylock.Locks // one per app
+	wg        sync.WaitGroup
+	ctx       context.Context // the agent's own lifetime, set by Run
+	ready     chan struct{}
+	netMu     sync.Mutex // serialises network changes
+	rulesHash string     // nftables ruleset in the kernel, guarded by netMu
+
+	svcMu    sync.Mutex // guards svcCache
+	svcCache map[string]serviceCache
+
+	hosts   hostCache    // addresses of egress hostname rules
+	learned learnedCache // addresses the gears' lookups returned
+	byAddr  gearIndex    // namespaced gears by address (DNS learning)
+}
+
+// UIDRange is the block of 65,536 Unix user ids a server gives its apps:
+// 200000-265535 for the default net prefix, and a block of its own (from a
+// hash of the prefix) for any other, so that several servers on one host
+// never give two apps the same user.
+func UIDRange(prefix string) (lo, hi int) {
+	block := 0
+	if prefix != "gantry" {
+		h := fnv.New32a()
+		h.Write([]byte(prefix))
+		block = 1 + int(h.Sum32()%30000)
+	}
+	lo = 200000 + block*65536
+	return lo, lo + 65535
+}
+
+// New validates the options.
+func New(o Options) (*Agent, error) {
+	if o.Store == nil || o.Layout.Root == "" || o.Exe == "" || o.Env == nil || o.RunHost == nil {
+		return nil, errors.New("agent: Store, Layout, Exe, Env and RunHost are required")
+	}
+	if o.IP == "" {
+		o.IP = "127.0.0.1"
+	}
+	if o.PortMin == 0 {
+		o.PortMin, o.PortMax = 20000, 29999
+	}
+	if o.PortMax < o.PortMin {
+		return nil, fmt.Errorf("agent: port range %d-%d is empty", o.PortMin, o.PortMax)
+	}
+	if o.StartTimeout == 0 {
+		o.StartTimeout = 60 * time.Second
+	}
+	if o.DrainTimeout == 0 {
+		o.DrainTimeout = 30 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Isolation == "" {
+		o.Isolation = Process
+	}
+	if o.Isolation != Process && o.Isolation != Namespaces {
+		return nil, fmt.Errorf("agent: unknown isolation %q", o.Isolation)
+	}
+	if o.UIDMin == 0 {
+		o.UIDMin, o.UIDMax = UIDRange(o.Network.Normalize().Prefix)
+	}
+	if o.Isolation == Namespaces {
+		if err := o.Network.Normalize().Validate(); err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+		if err := os.MkdirAll(o.Layout.RuncRoot(), 0o700); err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+	}
+	if err := os.MkdirAll(o.Layout.GearsDir(), 0o750); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	return &Agent{o: o, log: o.Log.With("component", "agent"), ready: make(chan struct{})}, nil
+}
+
+func (a *Agent) appLock(appKey string) func() { return a.locks.Lock(appKey) }
+
+// Run re-attaches to running gears, then supervises them until ctx ends.
+// Gears keep running after Run returns: stopping the server is not
+// stopping the apps.
+func (a *Agent) Run(ctx context.Context) error {
+	a.ctx = ctx
+	a.reattach(ctx)
+	close(a.ready)
+	a.wg.Add(2)
+	go func() { defer a.wg.Done(); a.egressLoop(ctx) }()
+	go func() { defer a.wg.Done(); a.scanLoop(ctx) }()
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			a.wg.Wait()
+			return nil
+		case <-t.C:
+			a.supervise(ctx)
+		}
+	}
+}
+
+// Ready is closed once Run has re-attached to existing gears.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// reattach adopts the gears recorded in the store: a live shim is left
+// alone; a gear whose shim is gone (the machine rebooted) is started again;
+// a gear that was draining when the server stopped is stopped now.
+func (a *Agent) reattach(ctx context.Context) {
+	gears, err := a.gears("")
+	if err != nil {
+		a.log.Error("listing gears", "err", err)
+		return
+	}
+	a.mountDisks() // after a reboot, before any gear starts
+	// Building gears belong to builds the stop interrupted.
+	a.o.Store.Update(func(tx *store.Tx) error {
+		for _, g := range gears {
+			if g.State == GearBuilding {
+				tx.Delete(store.GearKey(g.ID))
+			}
+		}
+		return nil
+	})
+	if err := a.syncNetwork(); err != nil {
+		a.log.Error("reconciling the gear network", "err", err)
+	}
+	adopted := 0
+	for _, g := range gears {
+		if g.State == GearBuilding {
+			continue
+		}
+		dir := a.o.Layout.Gear(g.ID)
+		st, _ := shim.ReadState(dir)
+		alive := shim.Alive(dir, st)
+		switch {
+		case g.State == store.GearDraining || g.State == store.GearStopped:
+			a.stopGear(ctx, g, io.Discard)
+			a.o.Store.Update(func(tx *store.Tx) error { return tx.Delete(store.GearKey(g.ID)) })
+			a.netRemove(g.ID)
+		case g.State == store.GearStarting:
+			// The change that started it (a deploy, a scale) died with the
+			// server before the gear was routed: undo it. The app's count
+			// is restored below, with gears that are checked before they
+			// serve.
+			a.log.Warn("gear left starting by an interrupted change: removing it", "gear", g.ID, "app", g.AppKey)
+			a.stopGear(ctx, g, io.Discard)
+			a.o.Store.Update(func(tx *store.Tx) error { return tx.Delete(store.GearKey(g.ID)) })
+			a.netRemove(g.ID)
+		case alive:
+			adopted++
+		default:
+			a.log.Warn("gear not running, starting it", "gear", g.ID, "app", g.AppKey)
+			if err := a.spawn(g.ID); err != nil {
+				a.log.Error("restarting gear", "gear", g.ID, "err", err)
+			}
+		}
+	}
+	a.log.Info("re-attached to gears", "running", adopted, "total", len(gears))
+	a.cleanOneOffs()
+	a.restoreCounts(ctx)
+}
+
+// restoreCounts starts the web gears an app lacks after an interrupted
+// change (its recorded scale says how many it runs), in the background.
+func (a *Agent) restoreCounts(ctx context.Context) {
+	apps := a.apps()
+	gears, _ := a.gears("")
+	for _, app := range apps {
+		if app.ActiveDeployment == "" || app.Stopped || app.Idle || app.Scale <= 0 {
+			continue
+		}
+		running := 0
+		for _, g := range gears {
+			if g.AppKey == app.Key() && g.Service == "" && g.State == store.GearRunning {
+				running++
+			}
+		}
+		if running >= app.Scale {
+			continue
+		}
+		key, want := app.Key(), app.Scale
+		a.log.Info("restoring the app's gear count after an interrupted change", "app", key, "running", running, "scale", want)
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			if err := a.ScaleTo(ctx, key, want, io.Discard); err != nil {
+				a.log.Error("restoring the app's gear count", "app", key, "err", err)
+			}
+		}()
+	}
+}
+
+// cleanOneOffs removes the build and one-off containers (and their
+// cgroups and bundles) that a server killed in the middle of a build left
+// behind: none runs while the agent starts.
+func (a *Agent) cleanOneOffs() {
+	if !a.namespaced() {
+		return
+	}
+	root := a.o.Layout.RuncRoot()
+	out, err := exec.Command("runc", "--root", root, "list", "-q").Output()
+	if err != nil {
+		return
+	}
+	for _, id := range strings.Fields(string(out)) {
+		if !strings.HasPrefix(id, "x") {
+			continue // gears' containers are the shims' business
+		}
+		exec.Command("runc", "--root", root, "delete", "-f", id).Run()
+		sandbox.RemoveCgroup(a.cgroupParent(id))
+		os.RemoveAll(filepath.Join(a.o.Layout.RunDir(), "oneoff", id))
+		a.log.Info("removed a container left by an interrupted build", "container", id)
+	}
+}
+
+// supervise restarts shims that died (the shim itself restarts the app).
+func (a *Agent) supervise(ctx context.Context) {
+	gears, err := a.gears("")
+	if err != nil {
+		return
+	}
+	for _, g := range gears {
+		if g.State != store.GearRunning {
+			continue
+		}
+		dir := a.o.Layout.Gear(g.ID)
+		st, err := shim.ReadState(dir)
+		if err != nil || st.Status == shim.Stopped || shim.Alive(dir, st) {
+			continue
+		}
+		a.log.Warn("gear supervisor died, starting it again", "gear", g.ID, "app", g.AppKey)
+		a.spawn(g.ID)
+	}
+}
+
+func (a *Agent) gears(appID string) ([]store.Gear, error) {
+	var out []store.Gear
+	err := a.o.Store.View(func(tx *store.Tx) error {
+		all, err := store.List[store.Gear](tx, "gears/")
+		for _, g := range all {
+			if appID == "" || g.AppID == appID {
+				out = append(out, g)
+			}
+		}
+		return err
+	})
+	return out, err
+}
+
+// GearStatus is what the agent knows about a gear's process.
+type GearStatus struct {
+	PID      int    `json:"pid"`
+	Status   string `json:"status"`
+	Restarts int    `json:"restarts"`
+	LastExit string `json:"last_exit,omitempty"`
+}
+
+// Status reads a gear's process status.
+func (a *Agent) Status(gearID string) GearStatus {
+	dir := a.o.Layout.Gear(gearID)
+	st, err := shim.ReadState(dir)
+	if err != nil {
+		return GearStatus{Status: "unknown"}
+	}
+	s := GearStatus{PID: st.PID, Status: st.Status, Restarts: st.Restarts, LastExit: st.LastExit}
+	if st.Status != shim.Stopped && !shim.Alive(dir, st) {
+		s.Status, s.PID = "lost", 0
+	}
+	return s
+}
+
+func newID() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// allocPort picks a port no gear record holds and nothing on the host uses.
+func (a *Agent) allocPort(tx *store.Tx, taken map[int]bool) (int, error) {
+	gears, err := store.List[store.Gear](tx, "gears/")
+	if err != nil {
+		return 0, err
+	}
+	for _, g := range gears {
+		taken[g.Port] = true
+	}
+	n := a.o.PortMax - a.o.PortMin + 1
+	start := int(time.Now().UnixNano() % int64(n))
+	for i := 0; i < n; i++ {
+		p := a.o.PortMin + (start+i)%n
+		if taken[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(a.o.IP, fmt.Sprint(p)))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		taken[p] = true
+		return p, nil
+	}
+	return 0, fmt.Errorf("no free port in %d-%d for a new gear", a.o.PortMin, a.o.PortMax)
+}
+
+// cleanLogs keeps the log files of the newest keep gears of an app.
+func cleanLogs(dir string, keep int) {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	if len(files) <= keep {
+		return
+	}
+	type f struct {
+		p string
+		t time.Time
+	}
+	var fs []f
+	for _, p := range files {
+		if fi, err := os.Stat(p); err == nil {
+			fs = append(fs, f{p, fi.ModTime()})
+		}
+	}
+	for len(fs) > keep {
+		oldest := 0
+		for i := range fs {
+			if fs[i].t.Before(fs[oldest].t) {
+				oldest = i
+			}
+		}
+		os.Remove(fs[oldest].p)
+		os.Remove(fs[oldest].p + ".1")
+		fs = append(fs[:oldest], fs[oldest+1:]...)
+	}
+}

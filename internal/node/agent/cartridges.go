@@ -1,0 +1,204 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/gantry-paas/gantry/internal/control/store"
+	"github.com/gantry-paas/gantry/internal/node/cartridge"
+	"github.com/gantry-paas/gantry/internal/node/runtime/netplan"
+	"github.com/gantry-paas/gantry/internal/node/runtime/sandbox"
+	"github.com/gantry-paas/gantry/internal/node/shim"
+)
+
+// AddCartridge starts an add-on service of the app in a gear of its own:
+// the app's user and isolation, its data under the app's data directory
+// (kept across restarts), not routed, not scaled, not replaced by deploys.
+func (a *Agent) AddCartridge(ctx context.Context, appKey string, c store.Cartridge) (*store.Gear, error) {
+	unlock := a.appLock(appKey)
+	defer unlock()
+	var app store.App
+	g := store.Gear{ID: newID(), AppKey: appKey, Service: c.Name, State: store.GearRunning, Isolation: a.o.Isolation, Created: time.Now().UTC()}
+	err := a.o.Store.Update(func(tx *store.Tx) error {
+		if err := tx.Get(appKey, &app); err != nil {
+			return err
+		}
+		g.AppID = app.ID
+		if a.namespaced() || os.Geteuid() == 0 {
+			if err := a.ensureUID(tx, &app); err != nil {
+				return err
+			}
+		}
+		if a.namespaced() {
+			ip, err := a.allocIP(tx, map[netip.Addr]bool{})
+			if err != nil {
+				return err
+			}
+			g.IP, g.Port = ip, cartridge.DefaultPort(c.Name)
+		} else {
+			port, err := a.allocPort(tx, map[int]bool{})
+			if err != nil {
+				return err
+			}
+			g.IP, g.Port = a.o.IP, port
+		}
+		return tx.Create(store.GearKey(g.ID), &g)
+	})
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*store.Gear, error) {
+		a.stopGear(context.WithoutCancel(ctx), g, io.Discard)
+		a.o.Store.Update(func(tx *store.Tx) error { return tx.Delete(store.GearKey(g.ID)) })
+		a.netRemove(g.ID)
+		return nil, err
+	}
+	l := a.o.Layout
+	if err := a.PrepareAppDir(&app); err != nil {
+		return fail(err)
+	}
+	uid := app.UID
+	for _, d := range []string{l.Data(app.ID), l.Tmp(app.ID), l.Home(app.ID)} {
+		os.Chmod(d, 0o700)
+		if uid > 0 {
+			os.Chown(d, uid, uid)
+		}
+	}
+	if uid > 0 {
+		os.Chown(l.AppDir(app.ID), 0, uid)
+		os.Chmod(l.AppDir(app.ID), 0o710)
+	}
+	// The password, for initdb and redis: in the app's private tmp.
+	secret := filepath.Join(l.Tmp(app.ID), "."+c.Name+".secret")
+	if err := os.WriteFile(secret, []byte(c.Password+"\n"), 0o600); err != nil {
+		return fail(err)
+	}
+	if uid > 0 {
+		os.Chown(secret, uid, uid)
+	}
+	creds := cartridge.Credentials{User: c.User, Password: c.Password, Database: c.Database}
+	command, err := cartridge.Start(c.Name, g.IP, g.Port, filepath.Join(l.Data(app.ID), c.Name), secret, creds)
+	if err != nil {
+		return fail(err)
+	}
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + l.Home(app.ID), "LANG=C.UTF-8", "TMPDIR=" + l.Tmp(app.ID)}
+	if uid > 0 {
+		nss, err := a.nssWrapper(&app)
+		if err != nil {
+			return fail(err)
+		}
+		env = append(env, nss...)
+	}
+	spec := shim.Spec{GearID: g.ID, Command: command, Dir: l.Data(app.ID), Env: env,
+		LogFile: filepath.Join(l.Logs(app.ID), g.ID+".log"), LogMax: 10 << 20, UID: uid, GID: uid}
+	if a.namespaced() {
+		if err := a.netAdd(g.ID); err != nil {
+			return fail(fmt.Errorf("network: %w", err))
+		}
+		limits, err := SizeOf(app.GearSize)
+		if err != nil {
+			return fail(err)
+		}
+		if err := sandbox.SetLimits(a.cgroupParent(g.ID), limits); err != nil {
+			return fail(err)
+		}
+		bundle := filepath.Join(l.Gear(g.ID), "bundle")
+		ss := a.sandboxSpec(&app, g.ID, env, l.Data(app.ID))
+		ss.Args = []string{a.o.Exe, "gear-init", "--", "/bin/sh", "-c", command}
+		ss.NetnsPath = netplan.NetnsPath(a.o.Network.Normalize().NetnsName(g.ID))
+		ss.CgroupParent = a.cgroupParent(g.ID)
+		ss.Hostname = c.Name + "-" + app.Name + "-" + app.Domain
+		if err := sandbox.WriteBundle(bundle, ss); err != nil {
+			return fail(err)
+		}
+		spec.Runtime, spec.RuncRoot, spec.Bundle = "runc", l.RuncRoot(), bundle
+		spec.CgroupParent, spec.MemoryLimit = a.cgroupParent(g.ID), limits.MemoryBytes
+	}
+	if err := a.writeShimSpec(g.ID, spec); err != nil {
+		return fail(err)
+	}
+	if err := a.spawn(g.ID); err != nil {
+		return fail(err)
+	}
+	if err := a.waitReady(ctx, &g, ""); err != nil {
+		return fail(fmt.Errorf("%s did not start: %v\n%s", c.Name, err, a.logTail(app.ID, g.ID, 20)))
+	}
+	return &g, nil
+}
+
+// RemoveCartridge stops an app's cartridge gear and deletes its data.
+func (a *Agent) RemoveCartridge(ctx context.Context, appKey, name string) error {
+	unlock := a.appLock(appKey)
+	defer unlock()
+	var gears []store.Gear
+	var app store.App
+	err := a.o.Store.Update(func(tx *store.Tx) error {
+		if err := tx.Get(appKey, &app); err != nil {
+			return err
+		}
+		all, err := store.List[store.Gear](tx, "gears/")
+		for _, g := range all {
+			if g.AppKey == appKey && g.Service == name {
+				gears = append(gears, g)
+				tx.Delete(store.GearKey(g.ID))
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for _, g := range gears {
+		a.stopGear(ctx, g, io.Discard)
+	}
+	a.netRemove(gearIDs(gears)...)
+	os.RemoveAll(filepath.Join(a.o.Layout.Data(app.ID), name))
+	os.Remove(filepath.Join(a.o.Layout.Tmp(app.ID), "."+name+".secret"))
+	return nil
+}
+
+// CartridgeGear returns the running gear of an app's cartridge.
+func CartridgeGear(tx *store.Tx, appKey, name string) (*store.Gear, error) {
+	gears, err := store.List[store.Gear](tx, "gears/")
+	if err != nil {
+		return nil, err
+	}
+	for _, g := range gears {
+		if g.AppKey == appKey && g.Service == name {
+			return &g, nil
+		}
+	}
+	return nil, fmt.Errorf("no gear for cartridge %s", name)
+}
+
+// nssWrapper gives the app's user a name (databases look themselves up)
+// without touching the host's /etc/passwd: nss_wrapper with passwd and
+// group files in the app's home, as OpenShift did for arbitrary uids.
+func (a *Agent) nssWrapper(app *store.App) ([]string, error) {
+	libs, _ := filepath.Glob("/usr/lib/*/libnss_wrapper.so")
+	if len(libs) == 0 {
+		libs, _ = filepath.Glob("/usr/lib*/libnss_wrapper.so")
+	}
+	if len(libs) == 0 {
+		return nil, fmt.Errorf("nss_wrapper is not installed on the server (scripts/install-deps installs libnss-wrapper)")
+	}
+	home := a.o.Layout.Home(app.ID)
+	name := "gantry-" + app.ID[:min(8, len(app.ID))]
+	passwd := filepath.Join(home, ".gantry-passwd")
+	group := filepath.Join(home, ".gantry-group")
+	hostPasswd, _ := os.ReadFile("/etc/passwd")
+	hostGroup, _ := os.ReadFile("/etc/group")
+	pw := fmt.Sprintf("%s%s:x:%d:%d:%s:%s:/bin/sh\n", hostPasswd, name, app.UID, app.UID, app.FullName(), home)
+	gr := fmt.Sprintf("%s%s:x:%d:\n", hostGroup, name, app.UID)
+	for path, body := range map[string]string{passwd: pw, group: gr} {
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	return []string{"LD_PRELOAD=" + libs[0], "NSS_WRAPPER_PASSWD=" + passwd, "NSS_WRAPPER_GROUP=" + group}, nil
+}

@@ -1,0 +1,350 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"github.com/gantry-paas/gantry/internal/node/disk"
+	"io"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/gantry-paas/gantry/internal/control/store"
+	"github.com/gantry-paas/gantry/internal/node/runtime/netplan"
+	"github.com/gantry-paas/gantry/internal/node/runtime/sandbox"
+)
+
+// Isolation modes.
+const (
+	Process    = "process"    // plain processes on loopback
+	Namespaces = "namespaces" // runc, own netns and IP, own user, cgroup limits
+)
+
+// GearPort is the port every namespaced gear listens on, on its own IP.
+const GearPort = 8080
+
+// Sizes are the gear sizes users choose from.
+var Sizes = map[string]sandbox.Limits{
+	"small":  {MemoryBytes: 512 << 20, Pids: 250, CPUShares: 1024},
+	"medium": {MemoryBytes: 1 << 30, Pids: 500, CPUShares: 2048},
+	"large":  {MemoryBytes: 2 << 30, Pids: 1000, CPUShares: 4096},
+}
+
+// SizeOf returns the limits of a size name ("" is small).
+func SizeOf(name string) (sandbox.Limits, error) {
+	if name == "" {
+		name = "small"
+	}
+	l, ok := Sizes[name]
+	if !ok {
+		return l, fmt.Errorf("unknown gear size %q: choose small, medium or large", name)
+	}
+	return l, nil
+}
+
+func (a *Agent) namespaced() bool { return a.o.Isolation == Namespaces }
+
+// Isolation is the mode in force.
+func (a *Agent) Isolation() string { return a.o.Isolation }
+
+// cgroupParent is a gear's cgroup: under the server's net prefix, so that
+// several servers on one host (tests, a simulated cluster) never share
+// one ("gantry/ID" by default).
+func (a *Agent) cgroupParent(gearID string) string {
+	return a.o.Network.Normalize().Prefix + "/" + gearID
+}
+
+// plan is the desired network: every gear record with an address.
+func (a *Agent) plan(tx *store.Tx) (netplan.Plan, error) {
+	p := a.o.Network
+	p.Gears = nil
+	gears, err := store.List[store.Gear](tx, "gears/")
+	if err != nil {
+		return p, err
+	}
+	for _, g := range gears {
+		if g.Isolation != Namespaces {
+			continue
+		}
+		ip, err := netip.ParseAddr(g.IP)
+		if err != nil {
+			continue
+		}
+		p.Gears = append(p.Gears, netplan.Gear{ID: g.ID, App: g.AppID, IP: ip})
+	}
+	// The egress router's ports are open on the gateway to every gear;
+	// each gear's own ruleset lets only bound apps use them.
+	if r := a.o.EgressRouter; r != nil {
+		p.HostTCPPorts = append(append(append([]uint16(nil), p.HostTCPPorts...), r.Proxy), r.Redirects...)
+		apps, err := store.List[store.App](tx, "apps/")
+		if err != nil {
+			return p, err
+		}
+		for _, app := range apps {
+			if app.EgressRouter != nil {
+				for _, t := range app.EgressRouter.TCP {
+					p.HostTCPPorts = append(p.HostTCPPorts, uint16(t.Port))
+				}
+			}
+		}
+	}
+	return p, nil
+}
+
+// ApplyEgressRouterPorts opens the gateway to the egress router's ports
+// as they are now (TCP proxy ports come and go).
+func (a *Agent) ApplyEgressRouterPorts() error {
+	return a.network(func(p netplan.Plan) ([]string, error) { return netplan.Apply(p, nil, &a.rulesHash) })
+}
+
+// syncNetwork reconciles the whole network with the gears in the store:
+// at start, and whenever the incremental path is in doubt.
+func (a *Agent) syncNetwork() error {
+	return a.network(func(p netplan.Plan) ([]string, error) {
+		changes, err := netplan.Reconcile(p)
+		a.rulesHash = "" // Reconcile asked the kernel; the next Apply re-checks once
+		return changes, err
+	})
+}
+
+// netAdd gives new gears their network (the hot path of a gear start).
+func (a *Agent) netAdd(ids ...string) error {
+	return a.network(func(p netplan.Plan) ([]string, error) { return netplan.Apply(p, ids, &a.rulesHash) })
+}
+
+// netRemove takes removed gears' network away and updates the rules.
+func (a *Agent) netRemove(ids ...string) error {
+	return a.network(func(p netplan.Plan) ([]string, error) {
+		if err := netplan.RemoveGears(p, ids); err != nil {
+			return nil, err
+		}
+		return netplan.Apply(p, nil, &a.rulesHash)
+	})
+}
+
+func (a *Agent) network(f func(netplan.Plan) ([]string, error)) error {
+	if !a.namespaced() {
+		return nil
+	}
+	a.netMu.Lock()
+	defer a.netMu.Unlock()
+	var p netplan.Plan
+	if err := a.o.Store.View(func(tx *store.Tx) error {
+		var err error
+		p, err = a.plan(tx)
+		return err
+	}); err != nil {
+		return err
+	}
+	changes, err := f(p)
+	for _, c := range changes {
+		a.log.Debug("network", "change", c)
+	}
+	return err
+}
+
+func gearIDs(gears []store.Gear) []string {
+	ids := make([]string, len(gears))
+	for i, g := range gears {
+		ids[i] = g.ID
+	}
+	return ids
+}
+
+// allocIP picks a free gear address.
+func (a *Agent) allocIP(tx *store.Tx, taken map[netip.Addr]bool) (string, error) {
+	gears, err := store.List[store.Gear](tx, "gears/")
+	if err != nil {
+		return "", err
+	}
+	for _, g := range gears {
+		if ip, err := netip.ParseAddr(g.IP); err == nil {
+			taken[ip] = true
+		}
+	}
+	var last struct{ IP string }
+	tx.Get("ipam/last", &last)
+	lastIP, _ := netip.ParseAddr(last.IP)
+	ip, err := netplan.Allocate(a.o.Network.Normalize().Subnet, taken, lastIP)
+	if err != nil {
+		return "", err
+	}
+	taken[ip] = true
+	last.IP = ip.String()
+	return ip.String(), tx.Put("ipam/last", &last)
+}
+
+// ensureUID gives the app a Unix user id from the configured range.
+func (a *Agent) ensureUID(tx *store.Tx, app *store.App) error {
+	if app.UID != 0 {
+		return nil
+	}
+	apps, err := store.List[store.App](tx, "apps/")
+	if err != nil {
+		return err
+	}
+	used := map[int]bool{}
+	for _, o := range apps {
+		used[o.UID] = true
+	}
+	for uid := a.o.UIDMin; uid <= a.o.UIDMax; uid++ {
+		if !used[uid] {
+			app.UID = uid
+			return tx.Put(app.Key(), app)
+		}
+	}
+	return fmt.Errorf("no free user id in %d-%d for a new app", a.o.UIDMin, a.o.UIDMax)
+}
+
+// ownAppDirs gives the app's user its writable directories (0700, so no
+// other gear can read them) and its deployment tree.
+func (a *Agent) ownAppDirs(app *store.App, dep *store.Deployment) error {
+	uid := app.UID
+	for _, d := range []string{a.o.Layout.Data(app.ID), a.o.Layout.Tmp(app.ID), a.o.Layout.Home(app.ID)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+		if err := os.Chown(d, uid, uid); err != nil {
+			return err
+		}
+		os.Chmod(d, 0o700)
+	}
+	// The app's directory is traversable only by its user (and root).
+	appDir := a.o.Layout.AppDir(app.ID)
+	os.Chown(appDir, 0, uid)
+	os.Chmod(appDir, 0o710)
+	os.Chown(filepath.Dir(dep.Dir), 0, uid)
+	os.Chmod(filepath.Dir(dep.Dir), 0o710)
+	if fi, err := os.Stat(dep.Dir); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) == uid {
+			return nil // already given
+		}
+	}
+	return filepath.WalkDir(dep.Dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(path, uid, uid)
+	})
+}
+
+// prepareNamespaced sets up everything a namespaced gear needs before its
+// shim starts: network, directories, cgroup limits, the OCI bundle.
+func (a *Agent) prepareNamespaced(app *store.App, dep *store.Deployment, g *store.Gear, env []string) (bundle string, limits sandbox.Limits, err error) {
+	if err := a.netAdd(g.ID); err != nil {
+		return "", limits, fmt.Errorf("network: %w", err)
+	}
+	// The egress policy is in place before the app runs (and the app's
+	// other gears learn the new peer).
+	if err := a.ApplyEgress(app.Key()); err != nil {
+		return "", limits, err
+	}
+	if err := a.ownAppDirs(app, dep); err != nil {
+		return "", limits, fmt.Errorf("directories: %w", err)
+	}
+	limits, err = SizeOf(app.GearSize)
+	if err != nil {
+		return "", limits, err
+	}
+	if err := sandbox.SetLimits(a.cgroupParent(g.ID), limits); err != nil {
+		return "", limits, fmt.Errorf("cgroup: %w", err)
+	}
+	bundle = filepath.Join(a.o.Layout.Gear(g.ID), "bundle")
+	spec := a.sandboxSpec(app, g.ID, env, dep.Dir)
+	spec.Args = []string{a.o.Exe, "gear-init", "--", "/bin/sh", "-c", dep.Command}
+	spec.NetnsPath = netplan.NetnsPath(a.o.Network.Normalize().NetnsName(g.ID))
+	spec.CgroupParent = a.cgroupParent(g.ID)
+	return bundle, limits, sandbox.WriteBundle(bundle, spec)
+}
+
+func (a *Agent) sandboxSpec(app *store.App, id string, env []string, dir string) sandbox.Spec {
+	l := a.o.Layout
+	return sandbox.Spec{
+		ID: id, Env: env, Cwd: dir, UID: uint32(app.UID), GID: uint32(app.UID),
+		Hostname: app.Name + "-" + app.Domain, ResolvConf: a.o.GearResolvConf,
+		Mounts: []sandbox.Mount{
+			{Path: dir},
+			{Path: l.Data(app.ID)},
+			{Path: l.Tmp(app.ID)},
+			{Path: l.Home(app.ID)},
+			{Path: l.Logs(app.ID), ReadOnly: true},
+			// The static cartridge's server is Gantry itself.
+			{Path: a.o.Exe, ReadOnly: true},
+		},
+	}
+}
+
+// removeNamespaced removes a stopped gear's cgroup; its network goes with
+// the next reconcile.
+func (a *Agent) removeNamespaced(g store.Gear) {
+	if g.Isolation != Namespaces {
+		return
+	}
+	sandbox.RemoveCgroup(a.cgroupParent(g.ID))
+}
+
+// RunSandboxed runs a one-off command of the app (a build step or hook)
+// sandboxed like its gears, in the network namespace of a build gear, and
+// streams its output to out. In process mode it runs on the host.
+func (a *Agent) RunSandboxed(ctx context.Context, appKey, dir string, env []string, out io.Writer, timeout time.Duration, args ...string) error {
+	return a.runOneOff(ctx, appKey, dir, env, out, timeout, args)
+}
+
+// AllowHostPort lets gears reach a port of the host on the bridge (the SSH
+// endpoint, bound after the agent was made). Call before Run.
+func (a *Agent) AllowHostPort(port uint16) {
+	a.o.Network.HostTCPPorts = append(a.o.Network.HostTCPPorts, port)
+}
+
+// namespacedGears reads an app and its namespaced gears (cartridges
+// included).
+func (a *Agent) namespacedGears(appKey string) (store.App, []store.Gear, error) {
+	var app store.App
+	var gears []store.Gear
+	err := a.o.Store.View(func(tx *store.Tx) error {
+		if err := tx.Get(appKey, &app); err != nil {
+			return err
+		}
+		all, err := store.List[store.Gear](tx, "gears/")
+		for _, g := range all {
+			if g.AppKey == appKey && g.Isolation == Namespaces {
+				gears = append(gears, g)
+			}
+		}
+		return err
+	})
+	return app, gears, err
+}
+
+// Resize applies the app's gear size to its running gears, live. In
+// process mode sizes are recorded but not enforced.
+func (a *Agent) Resize(ctx context.Context, appKey string) error {
+	app, gears, err := a.namespacedGears(appKey)
+	if err != nil {
+		return err
+	}
+	limits, err := SizeOf(app.GearSize)
+	if err != nil {
+		return err
+	}
+	if a.o.Disks != nil && a.o.Disks.Has(app.ID) {
+		// A larger size grows the disk at once; a smaller one keeps it
+		// (ext4 does not shrink while in use).
+		err := a.o.Disks.Grow(app.ID, a.o.Layout.AppDir(app.ID), diskSize(app.GearSize))
+		if errors.Is(err, disk.ErrGrowLater) {
+			a.log.Warn("the app's disk limit grows at its next mount", "app", app.FullName(), "why", err.Error())
+		} else if err != nil {
+			return err
+		}
+	}
+	for _, g := range gears {
+		if err := sandbox.SetLimits(a.cgroupParent(g.ID), limits); err != nil {
+			return fmt.Errorf("gear %s: %w", g.ID, err)
+		}
+	}
+	return nil
+}

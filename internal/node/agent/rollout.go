@@ -1,0 +1,449 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gantry-paas/gantry/internal/applog"
+	"github.com/gantry-paas/gantry/internal/control/store"
+	"github.com/gantry-paas/gantry/internal/node/runtime/sandbox"
+	"github.com/gantry-paas/gantry/internal/node/shim"
+)
+
+// ErrStartFailed marks a rollout whose new gears never became ready; the
+// gears that were serving before are untouched.
+var ErrStartFailed = errors.New("the new gears did not start")
+
+// Rollout makes deployment depID the app's running deployment with zero
+// downtime: it starts app.Scale new gears, waits until each accepts
+// connections (and answers the health path, if any), switches the route to
+// them in one store write, then drains and stops the old gears in the
+// background. If the new gears fail, they are removed and nothing else
+// changes. Progress goes to out.
+func (a *Agent) Rollout(ctx context.Context, appKey, depID string, out io.Writer) error {
+	unlock := a.appLock(appKey)
+	defer unlock()
+	var app store.App
+	var dep store.Deployment
+	err := a.o.Store.View(func(tx *store.Tx) error {
+		if err := tx.Get(appKey, &app); err != nil {
+			return err
+		}
+		return tx.Get(store.DeploymentKey(app.ID, depID), &dep)
+	})
+	if err != nil {
+		return fmt.Errorf("loading app and deployment: %w", err)
+	}
+	_, fail, err := a.startGears(ctx, &app, &dep, max(app.Scale, 1), out)
+	if err != nil {
+		return err
+	}
+
+	// Switch: new gears routed, old ones draining, in one write.
+	var old []store.Gear
+	err = a.o.Store.Update(func(tx *store.Tx) error {
+		var cur store.App
+		if err := tx.Get(appKey, &cur); err != nil {
+			return err
+		}
+		gears, err := store.List[store.Gear](tx, "gears/")
+		if err != nil {
+			return err
+		}
+		for _, g := range gears {
+			if g.AppID != app.ID || g.Service != "" {
+				continue
+			}
+			if g.Deployment == dep.ID && g.State == store.GearStarting {
+				g.State = store.GearRunning
+			} else if g.State == store.GearRunning || g.State == store.GearStarting {
+				g.State = store.GearDraining
+				old = append(old, g)
+			} else {
+				continue
+			}
+			if err := tx.Put(store.GearKey(g.ID), &g); err != nil {
+				return err
+			}
+		}
+		cur.ActiveDeployment = dep.ID
+		cur.Stopped = false
+		if cur.Idle || cur.Scale == 0 {
+			// A deploy wakes an idle app and leaves it awake.
+			cur.Idle, cur.Scale = false, max(cur.MinGears, 1)
+		}
+		return tx.Put(appKey, &cur)
+	})
+	if err != nil {
+		return fail(fmt.Errorf("switching route: %w", err))
+	}
+	if a.o.Router != nil {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		a.o.Router.WaitApplied(wctx, a.o.Store.Rev())
+		cancel()
+	}
+	a.drainAndStop(old)
+	return nil
+}
+
+// startGears reserves, starts and health-checks n new gears of dep. They
+// are left in state starting (not routed); fail removes them.
+func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deployment, n int, out io.Writer) ([]store.Gear, func(error) error, error) {
+	// Record the new gears first: their ports are then reserved.
+	var fresh []store.Gear
+	err := a.o.Store.Update(func(tx *store.Tx) error {
+		taken := map[int]bool{}
+		takenIP := map[netip.Addr]bool{}
+		if a.namespaced() {
+			if err := a.ensureUID(tx, app); err != nil {
+				return err
+			}
+		}
+		for i := 0; i < n; i++ {
+			g := store.Gear{ID: newID(), AppID: app.ID, AppKey: app.Key(), Deployment: dep.ID,
+				State: store.GearStarting, Isolation: a.o.Isolation, Created: time.Now().UTC()}
+			if a.namespaced() {
+				ip, err := a.allocIP(tx, takenIP)
+				if err != nil {
+					return err
+				}
+				g.IP, g.Port = ip, GearPort
+			} else {
+				port, err := a.allocPort(tx, taken)
+				if err != nil {
+					return err
+				}
+				g.IP, g.Port = a.o.IP, port
+			}
+			if err := tx.Create(store.GearKey(g.ID), &g); err != nil {
+				return err
+			}
+			fresh = append(fresh, g)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("reserving gears: %w", err)
+	}
+	fail := func(err error) error {
+		for _, g := range fresh {
+			a.stopGear(context.WithoutCancel(ctx), g, io.Discard)
+		}
+		a.o.Store.Update(func(tx *store.Tx) error {
+			for _, g := range fresh {
+				tx.Delete(store.GearKey(g.ID))
+			}
+			return nil
+		})
+		a.netRemove(gearIDs(fresh)...)
+		return err
+	}
+
+	for i := range fresh {
+		g := &fresh[i]
+		env := a.o.Env(app, dep, g)
+		var rt runtimeSpec
+		if a.namespaced() {
+			bundle, limits, err := a.prepareNamespaced(app, dep, g, env)
+			if err != nil {
+				return nil, nil, fail(fmt.Errorf("preparing gear %s: %w", g.ID, err))
+			}
+			rt = runtimeSpec{bundle: bundle, limits: limits}
+		}
+		if hook := a.hook(dep, "pre_start"); hook != "" {
+			fmt.Fprintf(out, "-----> Running pre_start hook (gear %s)\n", g.ID)
+			if err := a.runGearHook(ctx, app, g, hook, dep.Dir, env, out); err != nil {
+				return nil, nil, fail(fmt.Errorf("pre_start hook: %w", err))
+			}
+		}
+		if err := a.writeSpec(app, dep, g, env, rt); err != nil {
+			return nil, nil, fail(err)
+		}
+		if err := a.spawn(g.ID); err != nil {
+			return nil, nil, fail(fmt.Errorf("starting gear %s: %w", g.ID, err))
+		}
+	}
+	for i := range fresh {
+		g := &fresh[i]
+		if err := a.waitReady(ctx, g, dep.Health); err != nil {
+			tail := a.logTail(app.ID, g.ID, 20)
+			return nil, nil, fail(fmt.Errorf("%w: gear %s: %v\n%s", ErrStartFailed, g.ID, err, tail))
+		}
+		fmt.Fprintf(out, "-----> Gear %s is up on %s\n", g.ID, g.Endpoint())
+		if hook := a.hook(dep, "post_start"); hook != "" {
+			fmt.Fprintf(out, "-----> Running post_start hook (gear %s)\n", g.ID)
+			if err := a.runGearHook(ctx, app, g, hook, dep.Dir, a.o.Env(app, dep, g), out); err != nil {
+				return nil, nil, fail(fmt.Errorf("post_start hook: %w", err))
+			}
+		}
+	}
+
+	return fresh, fail, nil
+}
+
+// drainAndStop waits, in the background, until the router has no open
+// connections to old gears (or the drain timeout), then stops them.
+func (a *Agent) drainAndStop(old []store.Gear) {
+	if len(old) == 0 {
+		return
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		ctx := context.Background()
+		deadline := time.Now().Add(a.o.DrainTimeout)
+		var wg sync.WaitGroup
+		for _, g := range old {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for a.o.Router != nil && a.o.Router.ActiveConns(g.Endpoint()) > 0 && time.Now().Before(deadline) {
+					time.Sleep(50 * time.Millisecond)
+				}
+				a.stopGear(ctx, g, io.Discard)
+				a.o.Store.Update(func(tx *store.Tx) error { return tx.Delete(store.GearKey(g.ID)) })
+			}()
+		}
+		wg.Wait()
+		a.netRemove(gearIDs(old)...)
+		if len(old) > 0 {
+			cleanLogs(a.o.Layout.Logs(old[0].AppID), 10)
+		}
+	}()
+}
+
+// Stop stops all of an app's gears: unrouted first, then stopped.
+func (a *Agent) Stop(ctx context.Context, appKey string) error {
+	unlock := a.appLock(appKey)
+	defer unlock()
+	return a.stopAll(ctx, appKey, false)
+}
+
+// Delete stops an app's gears and removes the app's gear records; the
+// caller removes the app itself.
+func (a *Agent) Delete(ctx context.Context, appKey string) error {
+	unlock := a.appLock(appKey)
+	defer unlock()
+	return a.stopAll(ctx, appKey, true)
+}
+
+func (a *Agent) stopAll(ctx context.Context, appKey string, deleting bool) error {
+	var gears []store.Gear
+	err := a.o.Store.Update(func(tx *store.Tx) error {
+		var app store.App
+		if err := tx.Get(appKey, &app); err != nil {
+			return err
+		}
+		all, err := store.List[store.Gear](tx, "gears/")
+		if err != nil {
+			return err
+		}
+		for _, g := range all {
+			if g.AppKey == appKey && (deleting || g.Service == "") {
+				g.State = store.GearStopped
+				gears = append(gears, g)
+				tx.Put(store.GearKey(g.ID), &g)
+			}
+		}
+		if !deleting {
+			app.Stopped = true
+			return tx.Put(appKey, &app)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if a.o.Router != nil {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		a.o.Router.WaitApplied(wctx, a.o.Store.Rev())
+		cancel()
+	}
+	for _, g := range gears {
+		a.stopGear(ctx, g, io.Discard)
+	}
+	err = a.o.Store.Update(func(tx *store.Tx) error {
+		for _, g := range gears {
+			if err := tx.Delete(store.GearKey(g.ID)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return a.netRemove(gearIDs(gears)...)
+}
+
+func (a *Agent) hook(dep *store.Deployment, name string) string {
+	if a.o.Hook == nil {
+		return ""
+	}
+	return a.o.Hook(dep, name)
+}
+
+type runtimeSpec struct {
+	bundle string
+	limits sandbox.Limits
+}
+
+func (a *Agent) writeSpec(app *store.App, dep *store.Deployment, g *store.Gear, env []string, rt runtimeSpec) error {
+	dir := a.o.Layout.Gear(g.ID)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	spec := shim.Spec{
+		GearID:  g.ID,
+		Command: dep.Command,
+		Dir:     dep.Dir,
+		Env:     env,
+		LogFile: filepath.Join(a.o.Layout.Logs(app.ID), g.ID+".log"),
+		LogMax:  10 << 20,
+	}
+	if rt.bundle != "" {
+		spec.Runtime, spec.RuncRoot, spec.Bundle = "runc", a.o.Layout.RuncRoot(), rt.bundle
+		spec.CgroupParent, spec.MemoryLimit = a.cgroupParent(g.ID), rt.limits.MemoryBytes
+	}
+	return a.writeShimSpec(g.ID, spec)
+}
+
+func (a *Agent) writeShimSpec(gearID string, spec shim.Spec) error {
+	dir := a.o.Layout.Gear(gearID)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	data, _ := json.MarshalIndent(spec, "", "  ")
+	return os.WriteFile(filepath.Join(dir, shim.SpecFile), data, 0o640)
+}
+
+// spawn starts the shim of a gear whose spec is written. The shim gets its
+// own session so that it survives the server.
+func (a *Agent) spawn(gearID string) error {
+	dir := a.o.Layout.Gear(gearID)
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer devnull.Close()
+	cmd := exec.Command(a.o.Exe, "shim", dir)
+	cmd.Dir = dir
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	// Reap it if it exits while we run; after a server restart init does.
+	go cmd.Wait()
+	return nil
+}
+
+// waitReady waits until the gear accepts TCP connections and, with a health
+// path, answers it with a status below 500. It gives up early when the
+// process exits.
+func (a *Agent) waitReady(ctx context.Context, g *store.Gear, health string) error {
+	ctx, cancel := context.WithTimeout(ctx, a.o.StartTimeout)
+	defer cancel()
+	dir := a.o.Layout.Gear(g.ID)
+	client := &http.Client{Timeout: 2 * time.Second}
+	for delay := 2 * time.Millisecond; ; delay = min(delay*2, 20*time.Millisecond) {
+		if st, err := shim.ReadState(dir); err == nil && st.Restarts > 0 {
+			return fmt.Errorf("the gear's process %s before it listened on port %d", st.LastExit, g.Port)
+		}
+		c, err := net.DialTimeout("tcp", g.Endpoint(), time.Second)
+		if err == nil {
+			c.Close()
+			if health == "" {
+				return nil
+			}
+			resp, err := client.Get("http://" + g.Endpoint() + health)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode < 500 {
+					return nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if health != "" {
+				return fmt.Errorf("the app did not answer its health path %s on $PORT (%d) within %s", health, g.Port, a.o.StartTimeout)
+			}
+			return fmt.Errorf("the app did not listen on $PORT (%d) within %s: make the web process listen on the port in $PORT", g.Port, a.o.StartTimeout)
+		case <-time.After(delay):
+		}
+	}
+}
+
+func (a *Agent) logTail(appID, gearID string, n int) string {
+	data, _ := os.ReadFile(filepath.Join(a.o.Layout.Logs(appID), gearID+".log"))
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	var b bytes.Buffer
+	if len(lines) > 0 && lines[0] != "" {
+		b.WriteString("last lines of its log:\n")
+	}
+	for _, s := range lines {
+		if l, ok := applog.Parse(gearID, s); ok {
+			fmt.Fprintf(&b, "  %s\n", l.Text)
+		}
+	}
+	return b.String()
+}
+
+// stopGear runs pre_stop, stops the shim (which stops the app's process
+// group), runs post_stop and removes the gear's runtime directory.
+func (a *Agent) stopGear(ctx context.Context, g store.Gear, out io.Writer) {
+	dir := a.o.Layout.Gear(g.ID)
+	var dep store.Deployment
+	var app store.App
+	haveDep := a.o.Store.View(func(tx *store.Tx) error {
+		if err := tx.Get(g.AppKey, &app); err != nil {
+			return err
+		}
+		return tx.Get(store.DeploymentKey(g.AppID, g.Deployment), &dep)
+	}) == nil
+	run := func(name string) {
+		if !haveDep {
+			return
+		}
+		if hook := a.hook(&dep, name); hook != "" {
+			hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			if err := a.runGearHook(hctx, &app, &g, hook, dep.Dir, a.o.Env(&app, &dep, &g), out); err != nil {
+				a.log.Warn("hook failed", "hook", name, "gear", g.ID, "err", err)
+			}
+			cancel()
+		}
+	}
+	run("pre_stop")
+	st, err := shim.ReadState(dir)
+	if err == nil && shim.Alive(dir, st) {
+		syscall.Kill(st.ShimPID, syscall.SIGTERM)
+		deadline := time.Now().Add(15 * time.Second)
+		for shim.Alive(dir, st) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if shim.Alive(dir, st) {
+			syscall.Kill(st.ShimPID, syscall.SIGKILL)
+		}
+	}
+	run("post_stop")
+	a.removeNamespaced(g)
+	os.RemoveAll(dir)
+}

@@ -1,0 +1,275 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/gantry-paas/gantry/internal/control/store"
+	"github.com/gantry-paas/gantry/internal/node/runtime/netplan"
+	"github.com/gantry-paas/gantry/internal/node/shim"
+)
+
+// Service is something listening in a gear.
+type Service struct {
+	Name string `json:"name"` // web, postgresql, redis… or tcp-PORT
+	Gear string `json:"gear"`
+	IP   string `json:"ip"` // the gear's address: where forwards connect
+	Port int    `json:"port"`
+	// Local is true when the service listens only on the gear's loopback.
+	Local bool `json:"local,omitempty"`
+	// Cartridge is true for an add-on service's gear.
+	Cartridge bool `json:"cartridge,omitempty"`
+}
+
+var wellKnown = map[int]string{5432: "postgresql", 6379: "redis", 3306: "mysql", 27017: "mongodb", 5672: "amqp", 11211: "memcached", 9229: "node-inspect"}
+
+const tcpListen = 10
+
+// Services lists what listens in the app's running gears (one gear if
+// gearID is set): the web process, databases, anything the app opened.
+func (a *Agent) Services(appKey, gearID string) ([]Service, error) {
+	var gears []store.Gear
+	err := a.o.Store.View(func(tx *store.Tx) error {
+		all, err := store.List[store.Gear](tx, "gears/")
+		for _, g := range all {
+			if g.AppKey == appKey && g.State == store.GearRunning && (gearID == "" || g.ID == gearID) {
+				gears = append(gears, g)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if gearID != "" && len(gears) == 0 {
+		return nil, fmt.Errorf("the app has no running gear %s", gearID)
+	}
+	var out []Service
+	for _, g := range gears {
+		socks, err := a.listening(g)
+		if err != nil {
+			return nil, fmt.Errorf("gear %s: %w", g.ID, err)
+		}
+		seen := map[int]bool{}
+		for _, s := range socks {
+			port := int(s.ID.SourcePort)
+			if seen[port] {
+				continue
+			}
+			seen[port] = true
+			name := wellKnown[port]
+			switch {
+			case g.Service != "":
+				name = g.Service
+			case port == g.Port:
+				name = "web"
+			}
+			if name == "" {
+				name = "tcp-" + strconv.Itoa(port)
+			}
+			out = append(out, Service{Name: name, Gear: g.ID, IP: g.IP, Port: port, Local: s.ID.Source.IsLoopback(), Cartridge: g.Service != ""})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Gear != out[j].Gear {
+			return out[i].Gear < out[j].Gear
+		}
+		return out[i].Port < out[j].Port
+	})
+	return out, nil
+}
+
+// listening returns a gear's listening TCP sockets: all of its network
+// namespace's, or for a plain gear those of its own processes.
+func (a *Agent) listening(g store.Gear) ([]*netlink.Socket, error) {
+	h := &netlink.Handle{}
+	if g.Isolation == Namespaces {
+		ns, err := netns.GetFromPath(netplan.NetnsPath(a.o.Network.Normalize().NetnsName(g.ID)))
+		if err != nil {
+			return nil, err
+		}
+		defer ns.Close()
+		// Ask for sock_diag explicitly: a handle made without it would fall
+		// back to the caller's namespace and list the host's sockets.
+		if h, err = netlink.NewHandleAt(ns, unix.NETLINK_INET_DIAG); err != nil {
+			return nil, err
+		}
+		defer h.Close()
+	}
+	var socks []*netlink.Socket
+	for _, fam := range []uint8{syscall.AF_INET, syscall.AF_INET6} {
+		var ss []*netlink.Socket
+		var err error
+		for try := 0; try < 3; try++ { // dumps can be interrupted
+			if ss, err = h.SocketDiagTCP(fam); !errors.Is(err, netlink.ErrDumpInterrupted) {
+				break
+			}
+		}
+		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return nil, err
+		}
+		for _, s := range ss {
+			if s.State == tcpListen {
+				socks = append(socks, s)
+			}
+		}
+	}
+	if g.Isolation == Namespaces {
+		return socks, nil
+	}
+	owned := a.socketInodes(g)
+	var mine []*netlink.Socket
+	for _, s := range socks {
+		if owned[s.INode] {
+			mine = append(mine, s)
+		}
+	}
+	return mine, nil
+}
+
+// socketInodes are the sockets held by a plain gear's process group.
+func (a *Agent) socketInodes(g store.Gear) map[uint32]bool {
+	out := map[uint32]bool{}
+	st, err := shim.ReadState(a.o.Layout.Gear(g.ID))
+	if err != nil || st.PID <= 0 {
+		return out
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if pgid, err := syscall.Getpgid(pid); err != nil || pgid != st.PID {
+			continue
+		}
+		fds, _ := os.ReadDir(filepath.Join("/proc", e.Name(), "fd"))
+		for _, fd := range fds {
+			link, err := os.Readlink(filepath.Join("/proc", e.Name(), "fd", fd.Name()))
+			if n, ok := strings.CutPrefix(link, "socket:["); err == nil && ok {
+				if v, err := strconv.ParseUint(strings.TrimSuffix(n, "]"), 10, 32); err == nil {
+					out[uint32(v)] = true
+				}
+			}
+		}
+	}
+	return out
+}
+
+// DialService connects to a service of one of the caller's gears: addr is
+// GEARIP:PORT as Services lists it. It refuses anything else. A namespaced
+// gear is dialled from inside its namespace, so services listening on the
+// gear's loopback are reachable too.
+func (a *Agent) DialService(user, addr string) (net.Conn, *Service, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%q is not HOST:PORT", addr)
+	}
+	port, _ := strconv.Atoi(portStr)
+	var candidates []store.Gear
+	a.o.Store.View(func(tx *store.Tx) error {
+		gears, err := store.List[store.Gear](tx, "gears/")
+		for _, g := range gears {
+			if g.IP != host || g.State != store.GearRunning {
+				continue
+			}
+			var app store.App
+			if tx.Get(g.AppKey, &app) == nil && app.Owner == user {
+				candidates = append(candidates, g)
+			}
+		}
+		return err
+	})
+	for _, g := range candidates {
+		svcs, err := a.cachedServices(g, port)
+		if err != nil {
+			continue
+		}
+		for _, s := range svcs {
+			if s.Port != port {
+				continue
+			}
+			target := net.JoinHostPort(g.IP, portStr)
+			if s.Local {
+				target = net.JoinHostPort("127.0.0.1", portStr)
+			}
+			var conn net.Conn
+			if g.Isolation == Namespaces {
+				conn, err = dialInNetns(netplan.NetnsPath(a.o.Network.Normalize().NetnsName(g.ID)), target)
+			} else {
+				conn, err = net.DialTimeout("tcp", target, 5*time.Second)
+			}
+			if err != nil {
+				return nil, nil, fmt.Errorf("connecting to %s in gear %s: %w", s.Name, g.ID, err)
+			}
+			return conn, &s, nil
+		}
+	}
+	return nil, nil, fmt.Errorf("%s is not a service of one of your gears: see `gantry port-forward APP` for what can be forwarded", addr)
+}
+
+// dialInNetns opens a TCP connection from inside a network namespace.
+func dialInNetns(path, addr string) (net.Conn, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return nil, err
+	}
+	defer orig.Close()
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, err
+	}
+	defer ns.Close()
+	if err := netns.Set(ns); err != nil {
+		return nil, err
+	}
+	defer netns.Set(orig)
+	return net.DialTimeout("tcp", addr, 5*time.Second)
+}
+
+type serviceCache struct {
+	at   time.Time
+	svcs []Service
+}
+
+// cachedServices lists a gear's services, from a cache younger than 2 s
+// that has the port asked for (a miss always asks the kernel again, so a
+// service that just started is never refused).
+func (a *Agent) cachedServices(g store.Gear, port int) ([]Service, error) {
+	a.svcMu.Lock()
+	c, ok := a.svcCache[g.ID]
+	a.svcMu.Unlock()
+	if ok && time.Since(c.at) < 2*time.Second {
+		for _, s := range c.svcs {
+			if s.Port == port {
+				return c.svcs, nil
+			}
+		}
+	}
+	svcs, err := a.Services(g.AppKey, g.ID)
+	if err != nil {
+		return nil, err
+	}
+	a.svcMu.Lock()
+	if a.svcCache == nil || len(a.svcCache) > 10000 {
+		a.svcCache = map[string]serviceCache{}
+	}
+	a.svcCache[g.ID] = serviceCache{at: time.Now(), svcs: svcs}
+	a.svcMu.Unlock()
+	return svcs, nil
+}
