@@ -42,6 +42,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/control/routes"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/gantry-paas/gantry/internal/control/store"
@@ -740,7 +742,7 @@ func serveGantry(spec string) {
 		panic(err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	rt, err := router.New(router.Options{Store: st, Log: log, Listen: httpAddr, TLSListen: tlsAddr, Certs: ca})
+	rt, err := router.New(router.Options{Log: log, Listen: httpAddr, TLSListen: tlsAddr, Certs: ca})
 	if err != nil {
 		panic(err)
 	}
@@ -759,6 +761,9 @@ func serveGantry(spec string) {
 		return tx.Put(store.GearKey("w1"), &store.Gear{ID: "w1", AppKey: ws.Key(), IP: whost, Port: wp, State: store.GearRunning})
 	})
 	if err != nil {
+		panic(err)
+	}
+	if err := routes.New(st, rt, log).Sync(); err != nil {
 		panic(err)
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)

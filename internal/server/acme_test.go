@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/control/routes"
+
 	"github.com/letsencrypt/pebble/v2/ca"
 	"github.com/letsencrypt/pebble/v2/db"
 	"github.com/letsencrypt/pebble/v2/va"
@@ -62,15 +64,16 @@ func TestACMEIssuesAndRenewsForAliases(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, err := router.New(router.Options{Store: st, Listen: "127.0.0.1:0", TLSListen: "127.0.0.1:0", Certs: platformCA, ACME: acme, Log: logger})
+	rt, err := router.New(router.Options{Listen: "127.0.0.1:0", TLSListen: "127.0.0.1:0", Certs: platformCA, ACME: acme, Log: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, 2)
+	done := make(chan struct{}, 3)
 	go func() { rt.Run(ctx); done <- struct{}{} }()
 	go func() { acme.Run(ctx); done <- struct{}{} }()
-	defer func() { cancel(); <-done; <-done }()
+	go func() { routes.New(st, rt, logger).Run(ctx); done <- struct{}{} }()
+	defer func() { cancel(); <-done; <-done; <-done }()
 
 	app := store.App{Name: "blog", Domain: "acme", Host: "blog-acme.localhost"}
 	err = st.Update(func(tx *store.Tx) error {

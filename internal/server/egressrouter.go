@@ -79,10 +79,10 @@ func (e *egressRole) Sync() {
 	var gears []store.Gear
 	err := e.st.View(func(tx *store.Tx) error {
 		var err error
-		if apps, err = store.List[store.App](tx, "apps/"); err != nil {
+		if apps, err = store.ListApps(tx); err != nil {
 			return err
 		}
-		gears, err = store.List[store.Gear](tx, "gears/")
+		gears, err = store.ListGears(tx)
 		return err
 	})
 	if err != nil {

@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/control/routes"
+
 	"github.com/gantry-paas/gantry/internal/control/apitypes"
 
 	gossh "golang.org/x/crypto/ssh"
@@ -261,7 +263,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	mets := metrics.New()
-	ropts := router.Options{Store: st, Log: log, Listen: o.HTTPListen, Waker: waker, WakeTimeout: o.WakeTimeout,
+	ropts := router.Options{Log: log, Listen: o.HTTPListen, Waker: waker, WakeTimeout: o.WakeTimeout,
 		PlatformHosts: []string{o.Host, "127.0.0.1", "::1", "localhost"}, Platform: platform,
 		Certs: ca, HeaderTimeout: o.HeaderTimeout, TunnelTimeout: o.TunnelTimeout, MaxHeaderBytes: o.MaxHeaderBytes,
 		HealthInterval: o.HealthInterval, Metrics: mets.Registry, MaxConnsPerClient: o.MaxClientConns,
@@ -517,7 +519,7 @@ func Run(ctx context.Context, o Options) error {
 	mets.AppGauge("gantry_app_connections", "Live connections per app: requests in flight, WebSockets, held requests.", func() map[string]float64 {
 		out := map[string]float64{}
 		st.View(func(tx *store.Tx) error {
-			apps, err := store.List[store.App](tx, "apps/")
+			apps, err := store.ListApps(tx)
 			for _, a := range apps {
 				out[a.FullName()] = float64(rt.Concurrency(a.Key()))
 			}
@@ -539,7 +541,11 @@ func Run(ctx context.Context, o Options) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, 8)
-	roles := []interface{ Run(context.Context) error }{rt, ag, bld, ssh, scaler}
+	routesPub := routes.New(st, rt, log)
+	if err := routesPub.Sync(); err != nil { // routes before the router serves
+		return err
+	}
+	roles := []interface{ Run(context.Context) error }{routesPub, rt, ag, bld, ssh, scaler}
 	if acme != nil {
 		roles = append(roles, acme)
 	}
@@ -714,7 +720,7 @@ func bootstrap(st *store.Store, cfgPath, serverURL string, log *slog.Logger) err
 	var users []store.User
 	if err := st.View(func(tx *store.Tx) error {
 		var err error
-		users, err = store.List[store.User](tx, "users/")
+		users, err = store.ListUsers(tx)
 		return err
 	}); err != nil {
 		return err
@@ -734,7 +740,7 @@ func bootstrap(st *store.Store, cfgPath, serverURL string, log *slog.Logger) err
 	}
 	if cfg != nil {
 		var t store.Token
-		if st.View(func(tx *store.Tx) error { return tx.Get("tokens/"+api.HashToken(cfg.Token), &t) }) == nil {
+		if st.View(func(tx *store.Tx) error { return tx.Get(store.TokenKey(api.HashToken(cfg.Token)), &t) }) == nil {
 			if cfg.Server != serverURL {
 				cfg.Server = serverURL
 				return config.Save(cfgPath, cfg)
@@ -747,7 +753,7 @@ func bootstrap(st *store.Store, cfgPath, serverURL string, log *slog.Logger) err
 	// The local configuration went missing: give the admin a new token.
 	tok := api.NewToken()
 	err = st.Update(func(tx *store.Tx) error {
-		return tx.Create("tokens/"+api.HashToken(tok), &store.Token{User: "admin"})
+		return tx.Create(store.TokenKey(api.HashToken(tok)), &store.Token{User: "admin"})
 	})
 	if err != nil {
 		return err
@@ -760,7 +766,7 @@ func reinstallHooks(st *store.Store, lay layout.Layout, exe string, log *slog.Lo
 	var apps []store.App
 	st.View(func(tx *store.Tx) error {
 		var err error
-		apps, err = store.List[store.App](tx, "apps/")
+		apps, err = store.ListApps(tx)
 		return err
 	})
 	for _, a := range apps {

@@ -256,10 +256,10 @@ func (a *API) userByToken(tok string) (*store.User, error) {
 	var t store.Token
 	var u store.User
 	err := a.o.Store.View(func(tx *store.Tx) error {
-		if err := tx.Get("tokens/"+HashToken(tok), &t); err != nil {
+		if err := tx.Get(store.TokenKey(HashToken(tok)), &t); err != nil {
 			return err
 		}
-		return tx.Get("users/"+t.User, &u)
+		return tx.Get(store.UserKey(t.User), &u)
 	})
 	if err != nil {
 		return nil, err

@@ -88,7 +88,7 @@ func (a *API) appView(app *store.App) apitypes.AppView {
 		v.State = "running"
 	}
 	a.o.Store.View(func(tx *store.Tx) error {
-		gears, _ := store.List[store.Gear](tx, "gears/")
+		gears, _ := store.ListGears(tx)
 		for _, g := range gears {
 			if g.AppID != app.ID || g.Service != "" {
 				continue // cartridges are listed apart
@@ -109,7 +109,7 @@ func (a *API) registerDomains() {
 			u := userOf(ctx)
 			out := []apitypes.DomainView{}
 			err := a.o.Store.View(func(tx *store.Tx) error {
-				ds, err := store.List[store.Domain](tx, "domains/")
+				ds, err := store.ListDomains(tx)
 				if err != nil {
 					return err
 				}
@@ -117,7 +117,7 @@ func (a *API) registerDomains() {
 					if d.Owner != u.Name {
 						continue
 					}
-					apps, _ := store.List[store.App](tx, "apps/"+d.Name+"/")
+					apps, _ := store.ListDomainApps(tx, d.Name)
 					out = append(out, apitypes.DomainView{Name: d.Name, Owner: d.Owner, Apps: len(apps), Created: d.Created})
 				}
 				return nil
@@ -141,7 +141,7 @@ func (a *API) registerDomains() {
 				return nil, invalid(err.Error())
 			}
 			d := store.Domain{Name: in.Body.Name, Owner: u.Name, Created: time.Now().UTC()}
-			err := a.o.Store.Update(func(tx *store.Tx) error { return tx.Create("domains/"+d.Name, &d) })
+			err := a.o.Store.Update(func(tx *store.Tx) error { return tx.Create(store.DomainKey(d.Name), &d) })
 			if errors.Is(err, store.ErrExists) {
 				return nil, problem(http.StatusConflict, apitypes.CodeNameTaken, fmt.Sprintf("domain %q is taken: choose another name", d.Name))
 			}
@@ -160,17 +160,17 @@ func (a *API) registerDomains() {
 			u := userOf(ctx)
 			err := a.o.Store.Update(func(tx *store.Tx) error {
 				var d store.Domain
-				if err := tx.Get("domains/"+in.Domain, &d); err != nil || d.Owner != u.Name {
+				if err := tx.Get(store.DomainKey(in.Domain), &d); err != nil || d.Owner != u.Name {
 					return notFound("domain_not_found", fmt.Sprintf("you have no domain %q: see `gantry domain list`", in.Domain))
 				}
-				apps, err := store.List[store.App](tx, "apps/"+in.Domain+"/")
+				apps, err := store.ListDomainApps(tx, in.Domain)
 				if err != nil {
 					return err
 				}
 				if len(apps) > 0 {
 					return problem(http.StatusConflict, apitypes.CodeConflict, fmt.Sprintf("domain %q still has %d apps: delete them first", in.Domain, len(apps)))
 				}
-				return tx.Delete("domains/" + in.Domain)
+				return tx.Delete(store.DomainKey(in.Domain))
 			})
 			return nil, asProblem(a, "deleting domain", err)
 		})
@@ -199,7 +199,7 @@ func (a *API) registerApps() {
 			var apps []store.App
 			err := a.o.Store.View(func(tx *store.Tx) error {
 				var err error
-				apps, err = store.List[store.App](tx, "apps/")
+				apps, err = store.ListApps(tx)
 				return err
 			})
 			if err != nil {
@@ -257,7 +257,7 @@ func (a *API) registerApps() {
 				return nil, a.internal("stopping gears", err)
 			}
 			err = a.o.Store.Update(func(tx *store.Tx) error {
-				deps, err := store.List[store.Deployment](tx, "deployments/"+app.ID+"/")
+				deps, err := store.ListDeployments(tx, app.ID)
 				if err != nil {
 					return err
 				}
@@ -504,7 +504,7 @@ func (a *API) createApp(ctx context.Context, domain, name, typ string, scale int
 	}
 	err = a.o.Store.Update(func(tx *store.Tx) error {
 		var d store.Domain
-		if err := tx.Get("domains/"+domain, &d); err != nil || d.Owner != u.Name {
+		if err := tx.Get(store.DomainKey(domain), &d); err != nil || d.Owner != u.Name {
 			return notFound("domain_not_found", fmt.Sprintf("you have no domain %q: create it with `gantry domain create %s`", domain, domain))
 		}
 		if ok, _ := tx.Has(app.Key()); ok {
@@ -556,7 +556,7 @@ func (a *API) registerDeployments() {
 			}
 			var deps []store.Deployment
 			a.o.Store.View(func(tx *store.Tx) error {
-				deps, err = store.List[store.Deployment](tx, "deployments/"+app.ID+"/")
+				deps, err = store.ListDeployments(tx, app.ID)
 				return err
 			})
 			sort.Slice(deps, func(i, j int) bool { return deps[i].Created.After(deps[j].Created) })

@@ -54,7 +54,7 @@ func (a *API) verificationRequired(tx *store.Tx, u *store.User) (bool, error) {
 	case VerifyDNS:
 		return true, nil
 	}
-	users, err := store.List[store.User](tx, "users/")
+	users, err := store.ListUsers(tx)
 	return len(users) > 1, err
 }
 
@@ -78,7 +78,7 @@ func claimFor(tx *store.Tx, user, host string) (*store.NameClaim, error) {
 // claimConflict is the reason user may not claim name: someone else claims
 // it, a name above it or one under it.
 func claimConflict(tx *store.Tx, user, name string) (string, error) {
-	claims, err := store.List[store.NameClaim](tx, "claims/")
+	claims, err := store.ListClaims(tx)
 	if err != nil {
 		return "", err
 	}
@@ -155,7 +155,7 @@ func (a *API) registerClaims() {
 			var claims []store.NameClaim
 			if err := a.o.Store.View(func(tx *store.Tx) error {
 				var err error
-				claims, err = store.List[store.NameClaim](tx, "claims/")
+				claims, err = store.ListClaims(tx)
 				return err
 			}); err != nil {
 				return nil, a.internal("listing claims", err)
@@ -186,7 +186,7 @@ func (a *API) registerClaims() {
 				return nil, invalid(fmt.Sprintf("%q: give a DNS name such as example.com", in.Body.Name))
 			}
 			var target store.User
-			if err := a.o.Store.View(func(tx *store.Tx) error { return tx.Get("users/"+in.Body.User, &target) }); err != nil {
+			if err := a.o.Store.View(func(tx *store.Tx) error { return tx.Get(store.UserKey(in.Body.User), &target) }); err != nil {
 				return nil, notFound("user_not_found", fmt.Sprintf("no user %q: see `gantry user list`", in.Body.User))
 			}
 			c := store.NameClaim{Name: name, Owner: target.Name, Method: "admin", Verified: time.Now().UTC()}

@@ -208,7 +208,7 @@ func (a *API) registerEgressRouter() {
 			// A port no app uses yet must be free on the gateway.
 			inUse := false
 			a.o.Store.View(func(tx *store.Tx) error {
-				apps, _ := store.List[store.App](tx, "apps/")
+				apps, _ := store.ListApps(tx)
 				for _, o := range apps {
 					if o.EgressRouter != nil && slices.ContainsFunc(o.EgressRouter.TCP, func(t store.EgressTCP) bool { return t.Port == in.Port }) {
 						inUse = true

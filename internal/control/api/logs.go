@@ -80,7 +80,7 @@ func (a *API) registerLogs() {
 func (a *API) gearProcesses(app *store.App) map[string]string {
 	out := map[string]string{}
 	a.o.Store.View(func(tx *store.Tx) error {
-		gears, err := store.List[store.Gear](tx, "gears/")
+		gears, err := store.ListGears(tx)
 		for _, g := range gears {
 			if g.AppID == app.ID {
 				out[g.ID] = "web"

@@ -57,7 +57,7 @@ func (a *API) registerRouting() {
 				return nil, invalid(fmt.Sprintf("%s is the platform's own address: use a hostname of your own", host))
 			}
 			err = a.o.Store.Update(func(tx *store.Tx) error {
-				all, err := store.List[store.Alias](tx, "aliases/")
+				all, err := store.ListAliases(tx)
 				if err != nil {
 					return err
 				}
@@ -261,7 +261,7 @@ func (a *API) registerRouting() {
 			}
 			err = a.o.Store.Update(func(tx *store.Tx) error {
 				if ok, _ := tx.Has(r.Key()); ok {
-					return problem(http.StatusConflict, apitypes.CodeNameTaken, fmt.Sprintf("%s is already routed: choose another", strings.TrimPrefix(r.Key(), "tcproutes/")))
+					return problem(http.StatusConflict, apitypes.CodeNameTaken, fmt.Sprintf("%s is already routed: choose another", r.ID()))
 				}
 				if r.SNI != "" {
 					if err := tx.Create("hosts/"+r.SNI, &store.Host{Name: r.SNI, AppKey: app.Key()}); err != nil {
@@ -299,10 +299,7 @@ func (a *API) registerRouting() {
 			if err != nil {
 				return nil, err
 			}
-			key := "tcproutes/" + in.ID
-			if _, err := strconv.Atoi(in.ID); err == nil {
-				key = "tcproutes/port-" + in.ID
-			}
+			key := store.TCPRouteKey(in.ID)
 			err = a.o.Store.Update(func(tx *store.Tx) error {
 				var r store.TCPRoute
 				if err := tx.Get(key, &r); err != nil || r.AppKey != app.Key() {
@@ -325,7 +322,7 @@ func (a *API) registerRouting() {
 func (a *API) aliasViews(app *store.App, only string) ([]apitypes.AliasView, error) {
 	var out []apitypes.AliasView
 	err := a.o.Store.View(func(tx *store.Tx) error {
-		als, err := store.List[store.Alias](tx, "aliases/")
+		als, err := store.ListAliases(tx)
 		if err != nil {
 			return err
 		}
@@ -363,7 +360,7 @@ func (a *API) aliasViews(app *store.App, only string) ([]apitypes.AliasView, err
 func (a *API) tcpViews(app *store.App) []apitypes.TCPRouteView {
 	out := []apitypes.TCPRouteView{}
 	a.o.Store.View(func(tx *store.Tx) error {
-		rs, err := store.List[store.TCPRoute](tx, "tcproutes/")
+		rs, err := store.ListTCPRoutes(tx)
 		for _, r := range rs {
 			if r.AppKey == app.Key() {
 				out = append(out, a.tcpView(r))
@@ -375,7 +372,7 @@ func (a *API) tcpViews(app *store.App) []apitypes.TCPRouteView {
 }
 
 func (a *API) tcpView(r store.TCPRoute) apitypes.TCPRouteView {
-	v := apitypes.TCPRouteView{ID: strings.TrimPrefix(r.Key(), "tcproutes/"), Port: r.Port, SNI: r.SNI, TargetPort: r.TargetPort}
+	v := apitypes.TCPRouteView{ID: r.ID(), Port: r.Port, SNI: r.SNI, TargetPort: r.TargetPort}
 	host := a.o.PublicHost
 	if host == "" {
 		host = "localhost"
@@ -403,7 +400,7 @@ func NewCAView(ca *pki.CA) *apitypes.CAView {
 // deleteRoutes removes an app's aliases, certificates and TCP routes with
 // their host reservations.
 func deleteRoutes(tx *store.Tx, appKey string) error {
-	als, err := store.List[store.Alias](tx, "aliases/")
+	als, err := store.ListAliases(tx)
 	if err != nil {
 		return err
 	}
@@ -414,7 +411,7 @@ func deleteRoutes(tx *store.Tx, appKey string) error {
 			tx.Delete(store.AliasKey(al.Host))
 		}
 	}
-	rs, err := store.List[store.TCPRoute](tx, "tcproutes/")
+	rs, err := store.ListTCPRoutes(tx)
 	if err != nil {
 		return err
 	}

@@ -42,10 +42,10 @@ func CreateUser(st *store.Store, name string, admin bool) (string, error) {
 	tok := NewToken()
 	now := time.Now().UTC()
 	err := st.Update(func(tx *store.Tx) error {
-		if err := tx.Create("users/"+name, &store.User{Name: name, Admin: admin, Created: now}); err != nil {
+		if err := tx.Create(store.UserKey(name), &store.User{Name: name, Admin: admin, Created: now}); err != nil {
 			return err
 		}
-		return tx.Create("tokens/"+HashToken(tok), &store.Token{User: name, Created: now})
+		return tx.Create(store.TokenKey(HashToken(tok)), &store.Token{User: name, Created: now})
 	})
 	if err != nil {
 		return "", err
@@ -75,7 +75,7 @@ func (a *API) registerUsers() {
 			}
 			var out []apitypes.UserView
 			err := a.o.Store.View(func(tx *store.Tx) error {
-				us, err := store.List[store.User](tx, "users/")
+				us, err := store.ListUsers(tx)
 				for i := range us {
 					out = append(out, userView(&us[i]))
 				}
@@ -141,13 +141,13 @@ func (a *API) registerUsers() {
 			k.User = u.Name
 			err = a.o.Store.Update(func(tx *store.Tx) error {
 				var other store.SSHKey
-				if tx.Get("sshkeys/"+k.Fingerprint, &other) == nil {
+				if tx.Get(store.SSHKeyKey(k.Fingerprint), &other) == nil {
 					if other.User == u.Name {
 						return problem(http.StatusConflict, apitypes.CodeConflict, fmt.Sprintf("you already added this key as %q", other.Name))
 					}
 					return problem(http.StatusConflict, apitypes.CodeConflict, "this key belongs to another user: generate your own with `ssh-keygen -t ed25519`")
 				}
-				mine, err := store.List[store.SSHKey](tx, "sshkeys/")
+				mine, err := store.ListSSHKeys(tx)
 				if err != nil {
 					return err
 				}
@@ -156,7 +156,7 @@ func (a *API) registerUsers() {
 						return problem(http.StatusConflict, apitypes.CodeNameTaken, fmt.Sprintf("you already have a key named %q: choose another name with --name", k.Name))
 					}
 				}
-				return tx.Create("sshkeys/"+k.Fingerprint, k)
+				return tx.Create(store.SSHKeyKey(k.Fingerprint), k)
 			})
 			var p *apitypes.Problem
 			if errors.As(err, &p) {
@@ -182,7 +182,7 @@ func (a *API) registerUsers() {
 			}
 			for _, k := range keys {
 				if k.Name == in.Name || k.Fingerprint == in.Name {
-					if err := a.o.Store.Update(func(tx *store.Tx) error { return tx.Delete("sshkeys/" + k.Fingerprint) }); err != nil {
+					if err := a.o.Store.Update(func(tx *store.Tx) error { return tx.Delete(store.SSHKeyKey(k.Fingerprint)) }); err != nil {
 						return nil, a.internal("removing key", err)
 					}
 					return nil, nil
@@ -195,7 +195,7 @@ func (a *API) registerUsers() {
 func (a *API) userKeys(user string) ([]store.SSHKey, error) {
 	var out []store.SSHKey
 	err := a.o.Store.View(func(tx *store.Tx) error {
-		all, err := store.List[store.SSHKey](tx, "sshkeys/")
+		all, err := store.ListSSHKeys(tx)
 		for _, k := range all {
 			if k.User == user {
 				out = append(out, k)

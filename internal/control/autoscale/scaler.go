@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sort"
 	"sync"
 	"time"
 
@@ -94,7 +93,7 @@ func (s *Scaler) tick(now time.Time) {
 	var apps []store.App
 	if err := s.o.Store.View(func(tx *store.Tx) error {
 		var err error
-		apps, err = store.List[store.App](tx, "apps/")
+		apps, err = store.ListApps(tx)
 		return err
 	}); err != nil {
 		s.log.Error("listing apps", "err", err)
@@ -211,14 +210,7 @@ func (s *Scaler) Record(app *store.App, e store.Event) {
 		if err := tx.Put(store.EventKey(app.ID, e.Time), &e); err != nil {
 			return err
 		}
-		var keys []string
-		tx.Scan("events/"+app.ID+"/", func(k string, _ []byte) error { keys = append(keys, k); return nil })
-		sort.Strings(keys)
-		for len(keys) > 100 {
-			tx.Delete(keys[0])
-			keys = keys[1:]
-		}
-		return nil
+		return store.TrimEvents(tx, app.ID, 100)
 	})
 	if err != nil {
 		s.log.Error("recording event", "app", app.FullName(), "err", err)
@@ -233,7 +225,7 @@ func Events(st *store.Store, appID string) ([]store.Event, error) {
 	var out []store.Event
 	err := st.View(func(tx *store.Tx) error {
 		var err error
-		out, err = store.List[store.Event](tx, "events/"+appID+"/")
+		out, err = store.ListEvents(tx, appID)
 		return err
 	})
 	return out, err

@@ -266,7 +266,7 @@ func (b *Builder) prune(app *store.App) {
 	b.o.Store.View(func(tx *store.Tx) error {
 		tx.Get(app.Key(), &cur)
 		var err error
-		deps, err = store.List[store.Deployment](tx, "deployments/"+app.ID+"/")
+		deps, err = store.ListDeployments(tx, app.ID)
 		return err
 	})
 	sort.Slice(deps, func(i, j int) bool { return deps[i].Created.After(deps[j].Created) })
@@ -325,10 +325,10 @@ func (b *Builder) CleanStale(before time.Time) {
 	var deps []store.Deployment
 	b.o.Store.View(func(tx *store.Tx) error {
 		var err error
-		if apps, err = store.List[store.App](tx, "apps/"); err != nil {
+		if apps, err = store.ListApps(tx); err != nil {
 			return err
 		}
-		deps, err = store.List[store.Deployment](tx, "deployments/")
+		deps, err = store.ListAllDeployments(tx)
 		return err
 	})
 	known := map[string]bool{}

@@ -157,7 +157,7 @@ func (b *Builder) serveHook(ctx context.Context, c net.Conn) {
 func (b *Builder) receive(ctx context.Context, grant pushGrant, req hookRequest, out io.Writer) error {
 	var app store.App
 	if err := b.o.Store.View(func(tx *store.Tx) error { return tx.Get(grant.appKey, &app) }); err != nil {
-		return fmt.Errorf("app %s no longer exists", strings.TrimPrefix(grant.appKey, "apps/"))
+		return fmt.Errorf("app %s no longer exists", store.AppName(grant.appKey))
 	}
 	branch := "refs/heads/" + app.Branch
 	deployed := false

@@ -154,7 +154,7 @@ func hostKey(path string) (gossh.Signer, error) {
 // later from the key that completed authentication.
 func (s *Server) knownKey(ctx ssh.Context, key ssh.PublicKey) bool {
 	var k store.SSHKey
-	err := s.o.Store.View(func(tx *store.Tx) error { return tx.Get("sshkeys/"+gossh.FingerprintSHA256(key), &k) })
+	err := s.o.Store.View(func(tx *store.Tx) error { return tx.Get(store.SSHKeyKey(gossh.FingerprintSHA256(key)), &k) })
 	return err == nil
 }
 
@@ -168,7 +168,7 @@ func (s *Server) userOf(sess ssh.Session) (string, bool) {
 
 func (s *Server) userByKey(pk gossh.PublicKey) (string, bool) {
 	var k store.SSHKey
-	err := s.o.Store.View(func(tx *store.Tx) error { return tx.Get("sshkeys/"+gossh.FingerprintSHA256(pk), &k) })
+	err := s.o.Store.View(func(tx *store.Tx) error { return tx.Get(store.SSHKeyKey(gossh.FingerprintSHA256(pk)), &k) })
 	if err != nil {
 		return "", false
 	}

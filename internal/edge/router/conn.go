@@ -2,11 +2,12 @@ package router
 
 import (
 	"errors"
-	"github.com/gantry-paas/gantry/internal/edge/httpfast"
 	"io"
 	"net"
 	"sync"
 	"time"
+
+	"github.com/gantry-paas/gantry/internal/edge/httpfast"
 )
 
 // idleConn closes a tunnel that carried nothing either way for its idle

@@ -4,12 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"github.com/gantry-paas/gantry/internal/edge/httpfast"
 	"net"
 	"net/http"
 	"time"
 
-	"github.com/gantry-paas/gantry/internal/control/store"
+	"github.com/gantry-paas/gantry/internal/edge/httpfast"
 )
 
 // The fast path proxies plain HTTP/1.1 requests to running apps without
@@ -78,7 +77,7 @@ func (r *Router) serveFast(c net.Conn, q *httpfast.ConnQueue) {
 			return
 		}
 		rt := r.table.Load().Lookup(host)
-		if rt == nil || rt.RedirectTo != "" || rt.HTTPS == store.HTTPSRedirect && r.tlsLn != nil || len(rt.Endpoints) == 0 ||
+		if rt == nil || rt.RedirectTo != "" || rt.HTTPS == HTTPSRedirect && r.tlsLn != nil || len(rt.Endpoints) == 0 ||
 			r.o.ACME != nil && bytes.HasPrefix(req.Target, []byte("/.well-known/acme-challenge/")) {
 			handOff = true
 			return

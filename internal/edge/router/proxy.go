@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/gantry-paas/gantry/internal/edge/httpfast"
 	"html"
 	"log/slog"
 	"net"
@@ -13,6 +12,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/gantry-paas/gantry/internal/edge/httpfast"
 )
 
 // target is what the proxy needs to know about one request: the gear and

@@ -15,7 +15,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/gantry-paas/gantry/internal/edge/httpfast"
 	"io"
 	"log/slog"
 	"net"
@@ -29,17 +28,17 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/edge/httpfast"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/http2"
 
-	"github.com/gantry-paas/gantry/internal/control/store"
 	"github.com/gantry-paas/gantry/internal/edge/connguard"
 )
 
 // Options configure a Router.
 type Options struct {
-	Store *store.Store
-	Log   *slog.Logger
+	Log *slog.Logger
 	// Listen is the HTTP address, e.g. ":80" or "127.0.0.1:0".
 	Listen string
 	// ListenFunc binds the HTTP and HTTPS ports (default net.Listen); the
@@ -150,8 +149,8 @@ type ctxKey struct{}
 
 // New validates the options and binds the listener.
 func New(o Options) (*Router, error) {
-	if o.Store == nil || o.Listen == "" {
-		return nil, errors.New("router: Store and Listen are required")
+	if o.Listen == "" {
+		return nil, errors.New("router: Listen is required")
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
@@ -211,12 +210,8 @@ func (r *Router) TLSAddr() net.Addr {
 // Addr is the bound HTTP address.
 func (r *Router) Addr() net.Addr { return r.ln.Addr() }
 
-// Run serves until ctx ends, following the store's changes.
+// Run serves until ctx ends; the routes are what Set last gave it.
 func (r *Router) Run(ctx context.Context) error {
-	watch := r.o.Store.Watch(ctx)
-	if err := r.reload(); err != nil {
-		return err
-	}
 	srv := r.httpServer()
 	errc := make(chan error, 2)
 	hq := httpfast.NewConnQueue(r.ln.Addr())
@@ -263,10 +258,6 @@ func (r *Router) Run(ctx context.Context) error {
 			return nil
 		case err := <-errc:
 			return fmt.Errorf("router: %w", err)
-		case <-watch:
-			if err := r.reload(); err != nil {
-				r.log.Error("reloading routes", "err", err)
-			}
 		}
 	}
 }
@@ -281,30 +272,9 @@ func (r *Router) httpServer() *http.Server {
 	}
 }
 
-func (r *Router) reload() error {
-	var s State
-	var rev int64
-	err := r.o.Store.View(func(tx *store.Tx) error {
-		rev = r.o.Store.Rev()
-		var err error
-		if s.Apps, err = store.List[store.App](tx, "apps/"); err != nil {
-			return err
-		}
-		if s.Aliases, err = store.List[store.Alias](tx, "aliases/"); err != nil {
-			return err
-		}
-		if s.Certs, err = store.List[store.Cert](tx, "certs/"); err != nil {
-			return err
-		}
-		if s.TCPRoutes, err = store.List[store.TCPRoute](tx, "tcproutes/"); err != nil {
-			return err
-		}
-		s.Gears, err = store.List[store.Gear](tx, "gears/")
-		return err
-	})
-	if err != nil {
-		return err
-	}
+// Set compiles the state of revision rev into a route table and swaps it
+// in; the control side calls it on every change of the store.
+func (r *Router) Set(rev int64, s State) {
 	t := Compile(rev, s, r.certs.parse)
 	r.Apply(t)
 	if r.o.ACME != nil {
@@ -317,7 +287,6 @@ func (r *Router) reload() error {
 		sort.Strings(need)
 		r.o.ACME.Manage(need)
 	}
-	return nil
 }
 
 // Apply swaps in a new route table.
@@ -514,12 +483,12 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if rt := r.table.Load().Lookup(host); rt != nil {
 		switch {
 		case rt.RedirectTo != "":
-			r.redirect(w, req, req.TLS != nil || rt.HTTPS == store.HTTPSRedirect && r.tlsLn != nil, rt.RedirectTo)
+			r.redirect(w, req, req.TLS != nil || rt.HTTPS == HTTPSRedirect && r.tlsLn != nil, rt.RedirectTo)
 			return
-		case req.TLS == nil && rt.HTTPS == store.HTTPSRedirect && r.tlsLn != nil:
+		case req.TLS == nil && rt.HTTPS == HTTPSRedirect && r.tlsLn != nil:
 			r.redirect(w, req, true, host)
 			return
-		case req.TLS != nil && rt.HTTPS == store.HTTPSOff:
+		case req.TLS != nil && rt.HTTPS == HTTPSOff:
 			r.redirect(w, req, false, host)
 			return
 		}

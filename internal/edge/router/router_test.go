@@ -18,31 +18,6 @@ import (
 	"github.com/gantry-paas/gantry/internal/control/store"
 )
 
-func TestCompile(t *testing.T) {
-	apps := []store.App{
-		{Name: "blog", Domain: "acme", Host: "blog-acme.localhost"},
-		{Name: "off", Domain: "acme", Host: "off-acme.localhost", Stopped: true},
-	}
-	gears := []store.Gear{
-		{ID: "g2", AppKey: "apps/acme/blog", IP: "127.0.0.1", Port: 2, State: store.GearRunning},
-		{ID: "g1", AppKey: "apps/acme/blog", IP: "127.0.0.1", Port: 1, State: store.GearRunning},
-		{ID: "g3", AppKey: "apps/acme/blog", IP: "127.0.0.1", Port: 3, State: store.GearStarting},
-		{ID: "g4", AppKey: "apps/acme/blog", IP: "127.0.0.1", Port: 4, State: store.GearDraining},
-		{ID: "g5", AppKey: "apps/other/x", IP: "127.0.0.1", Port: 5, State: store.GearRunning},
-	}
-	tbl := Compile(7, State{Apps: apps, Gears: gears}, nil)
-	var b strings.Builder
-	for _, h := range []string{"blog-acme.localhost", "off-acme.localhost"} {
-		r := tbl.Routes[h]
-		fmt.Fprintf(&b, "%s -> %s stopped=%v %v\n", h, r.App, r.Stopped, r.Endpoints)
-	}
-	want := "blog-acme.localhost -> acme/blog stopped=false [127.0.0.1:1 127.0.0.1:2]\n" +
-		"off-acme.localhost -> acme/off stopped=true []\n"
-	if b.String() != want || tbl.Rev != 7 || len(tbl.Routes) != 2 {
-		t.Errorf("got\n%s; want\n%s", b.String(), want)
-	}
-}
-
 func newRouter(t *testing.T) (*Router, *store.Store) {
 	return newRouterWith(t, nil)
 }
@@ -55,7 +30,7 @@ func newRouterWith(t *testing.T, opt func(*Options)) (*Router, *store.Store) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	o := Options{Store: st, Listen: "127.0.0.1:0"}
+	o := Options{Listen: "127.0.0.1:0"}
 	if opt != nil {
 		opt(&o)
 	}
@@ -65,6 +40,7 @@ func newRouterWith(t *testing.T, opt func(*Options)) (*Router, *store.Store) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	follow(ctx, t, st, r)
 	go func() { r.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return r, st
@@ -278,7 +254,7 @@ func TestRouteChangeKeepsOpenConnections(t *testing.T) {
 func TestPlatformHost(t *testing.T) {
 	st, _ := store.Open(filepath.Join(t.TempDir(), "s.db"))
 	defer st.Close()
-	r, err := New(Options{Store: st, Listen: "127.0.0.1:0", PlatformHosts: []string{"localhost"},
+	r, err := New(Options{Listen: "127.0.0.1:0", PlatformHosts: []string{"localhost"},
 		Platform: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "api") })})
 	if err != nil {
 		t.Fatal(err)

@@ -3,11 +3,10 @@ package router
 import (
 	"crypto/tls"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
-
-	"github.com/gantry-paas/gantry/internal/control/store"
 )
 
 // Route is what the router knows about one hostname.
@@ -54,40 +53,79 @@ type Table struct {
 	SNI    map[string]*TCPRoute // TLS passthrough by server name
 }
 
-// State is what the table is compiled from: store records.
+// State is what the table is compiled from, as the control side hands it
+// over: the apps, their routed gears, aliases, certificates, TCP routes.
 type State struct {
-	Apps      []store.App
-	Gears     []store.Gear
-	Aliases   []store.Alias
-	Certs     []store.Cert
-	TCPRoutes []store.TCPRoute
+	Apps      []App
+	Gears     []Gear
+	Aliases   []Alias
+	Certs     []Cert
+	TCPRoutes []TCPSpec
 }
 
+// App is an app as the router sees it.
+type App struct {
+	Key, Name, Host string // Name is DOMAIN/NAME, for logs
+	Stopped, Idle   bool
+	HTTPS           string // HTTPSAllow, HTTPSRedirect or HTTPSOff; "" is allow
+	// Timeouts of the app; zero: the router's defaults.
+	ConnectTimeout, ReadTimeout, TunnelTimeout time.Duration
+}
+
+// Gear is one gear that takes requests (running, not a cartridge).
+type Gear struct {
+	AppKey string
+	IP     string
+	Port   int
+}
+
+// Endpoint is the gear's IP:port.
+func (g Gear) Endpoint() string { return g.IP + ":" + strconv.Itoa(g.Port) }
+
+// Alias is a custom hostname of an app.
+type Alias struct{ Host, AppKey string }
+
+// Cert is an alias's own certificate, PEM encoded.
+type Cert struct{ Host, CertPEM, KeyPEM string }
+
+// TCPSpec is a TCP route: a platform port, or an SNI name on the TLS port,
+// to the app's gears at TargetPort (0: the gear's own port).
+type TCPSpec struct {
+	Port       int
+	SNI        string
+	AppKey     string
+	TargetPort int
+}
+
+// HTTPS modes of an app.
+const (
+	HTTPSAllow    = "allow"    // http and https both served (default)
+	HTTPSRedirect = "redirect" // http redirects to https
+	HTTPSOff      = "off"      // https redirects to http
+)
+
 // Compile builds the route table: each app's canonical host and aliases
-// route to its gears in state running; the apex of a www. alias redirects
+// route to its gears; the apex of a www. alias redirects
 // to it unless the apex is itself routed; TCP routes reach the gears'
 // target port. parseCert turns a stored certificate into a pair (nil if
 // unusable); with it, Compile is a pure function.
-func Compile(rev int64, s State, parseCert func(*store.Cert) *tls.Certificate) *Table {
+func Compile(rev int64, s State, parseCert func(*Cert) *tls.Certificate) *Table {
 	t := &Table{Rev: rev, Routes: map[string]*Route{}, TCP: map[int]*TCPRoute{}, SNI: map[string]*TCPRoute{}}
 	byKey := map[string]*Route{}
-	apps := map[string]*store.App{}
+	apps := map[string]*App{}
 	for i := range s.Apps {
 		a := &s.Apps[i]
-		apps[a.Key()] = a
-		r := &Route{Host: a.Host, AppKey: a.Key(), App: a.FullName(), Stopped: a.Stopped, Idle: a.Idle && !a.Stopped,
+		apps[a.Key] = a
+		r := &Route{Host: a.Host, AppKey: a.Key, App: a.Name, Stopped: a.Stopped, Idle: a.Idle && !a.Stopped,
 			HTTPS: a.HTTPS, ConnectTimeout: a.ConnectTimeout, ReadTimeout: a.ReadTimeout, TunnelTimeout: a.TunnelTimeout}
 		if r.HTTPS == "" {
-			r.HTTPS = store.HTTPSAllow
+			r.HTTPS = HTTPSAllow
 		}
 		t.Routes[a.Host] = r
-		byKey[a.Key()] = r
+		byKey[a.Key] = r
 	}
-	gears := map[string][]store.Gear{}
+	gears := map[string][]Gear{}
 	for _, g := range s.Gears {
-		if g.State != store.GearRunning || g.Service != "" {
-			continue // only web gears take requests
-		}
 		if r := byKey[g.AppKey]; r != nil {
 			r.Endpoints = append(r.Endpoints, g.Endpoint())
 			gears[g.AppKey] = append(gears[g.AppKey], g)
@@ -96,7 +134,7 @@ func Compile(rev int64, s State, parseCert func(*store.Cert) *tls.Certificate) *
 	for _, r := range t.Routes {
 		sort.Strings(r.Endpoints)
 	}
-	certs := map[string]*store.Cert{}
+	certs := map[string]*Cert{}
 	for i := range s.Certs {
 		certs[s.Certs[i].Host] = &s.Certs[i]
 	}
@@ -131,13 +169,13 @@ func Compile(rev int64, s State, parseCert func(*store.Cert) *tls.Certificate) *
 		if a == nil {
 			continue
 		}
-		r := &TCPRoute{Port: tr.Port, SNI: tr.SNI, AppKey: a.Key(), App: a.FullName(), Idle: a.Idle && !a.Stopped, Tunnel: a.TunnelTimeout}
-		for _, g := range gears[a.Key()] {
+		r := &TCPRoute{Port: tr.Port, SNI: tr.SNI, AppKey: a.Key, App: a.Name, Idle: a.Idle && !a.Stopped, Tunnel: a.TunnelTimeout}
+		for _, g := range gears[a.Key] {
 			port := tr.TargetPort
 			if port == 0 {
 				port = g.Port
 			}
-			r.Members = append(r.Members, (&store.Gear{IP: g.IP, Port: port}).Endpoint())
+			r.Members = append(r.Members, Gear{IP: g.IP, Port: port}.Endpoint())
 		}
 		sort.Strings(r.Members)
 		if tr.SNI != "" {

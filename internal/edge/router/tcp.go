@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/gantry-paas/gantry/internal/edge/health"
-	"github.com/gantry-paas/gantry/internal/handoff"
 	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gantry-paas/gantry/internal/edge/health"
+	"github.com/gantry-paas/gantry/internal/handoff"
 )
 
 // tcpRoutes holds the platform-port listeners of TCP routes and the health

@@ -5,14 +5,13 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"fmt"
-	"github.com/gantry-paas/gantry/internal/edge/httpfast"
 	"io"
 	"net"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/gantry-paas/gantry/internal/control/store"
+	"github.com/gantry-paas/gantry/internal/edge/httpfast"
 )
 
 func (r *Router) tlsConfig() *tls.Config {
@@ -134,7 +133,7 @@ type certCache struct {
 	pairs map[[32]byte]*tls.Certificate
 }
 
-func (c *certCache) parse(sc *store.Cert) *tls.Certificate {
+func (c *certCache) parse(sc *Cert) *tls.Certificate {
 	h := sha256.Sum256([]byte(sc.CertPEM + "\x00" + sc.KeyPEM))
 	c.mu.Lock()
 	defer c.mu.Unlock()

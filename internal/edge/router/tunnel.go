@@ -3,7 +3,6 @@ package router
 import (
 	"bufio"
 	"errors"
-	"github.com/gantry-paas/gantry/internal/edge/httpfast"
 	"io"
 	"net"
 	"net/http"
@@ -11,6 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/gantry-paas/gantry/internal/edge/httpfast"
 )
 
 // tunnelFast relays an upgraded connection (a WebSocket) between client and

@@ -15,8 +15,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/gantry-paas/gantry/internal/node/disk"
-	"github.com/gantry-paas/gantry/internal/node/runtime/sandbox"
 	"hash/fnv"
 	"io"
 	"log/slog"
@@ -28,6 +26,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/gantry-paas/gantry/internal/node/disk"
+	"github.com/gantry-paas/gantry/internal/node/runtime/sandbox"
 
 	"github.com/gantry-paas/gantry/internal/control/store"
 	"github.com/gantry-paas/gantry/internal/egress/policy"
@@ -349,7 +350,7 @@ func (a *Agent) supervise(ctx context.Context) {
 func (a *Agent) gears(appID string) ([]store.Gear, error) {
 	var out []store.Gear
 	err := a.o.Store.View(func(tx *store.Tx) error {
-		all, err := store.List[store.Gear](tx, "gears/")
+		all, err := store.ListGears(tx)
 		for _, g := range all {
 			if appID == "" || g.AppID == appID {
 				out = append(out, g)
@@ -390,7 +391,7 @@ func newID() string {
 
 // allocPort picks a port no gear record holds and nothing on the host uses.
 func (a *Agent) allocPort(tx *store.Tx, taken map[int]bool) (int, error) {
-	gears, err := store.List[store.Gear](tx, "gears/")
+	gears, err := store.ListGears(tx)
 	if err != nil {
 		return 0, err
 	}

@@ -141,7 +141,7 @@ func (a *Agent) RemoveCartridge(ctx context.Context, appKey, name string) error 
 		if err := tx.Get(appKey, &app); err != nil {
 			return err
 		}
-		all, err := store.List[store.Gear](tx, "gears/")
+		all, err := store.ListGears(tx)
 		for _, g := range all {
 			if g.AppKey == appKey && g.Service == name {
 				gears = append(gears, g)
@@ -164,7 +164,7 @@ func (a *Agent) RemoveCartridge(ctx context.Context, appKey, name string) error 
 
 // CartridgeGear returns the running gear of an app's cartridge.
 func CartridgeGear(tx *store.Tx, appKey, name string) (*store.Gear, error) {
-	gears, err := store.List[store.Gear](tx, "gears/")
+	gears, err := store.ListGears(tx)
 	if err != nil {
 		return nil, err
 	}

@@ -285,7 +285,7 @@ func (a *Agent) gearByAddr(src netip.Addr) (store.Gear, store.App, bool) {
 		gears := map[string]store.Gear{}
 		apps := map[string]store.App{}
 		err := a.o.Store.View(func(tx *store.Tx) error {
-			all, err := store.List[store.Gear](tx, "gears/")
+			all, err := store.ListGears(tx)
 			if err != nil {
 				return err
 			}
@@ -619,7 +619,7 @@ func (a *Agent) apps() []store.App {
 	var apps []store.App
 	a.o.Store.View(func(tx *store.Tx) error {
 		var err error
-		apps, err = store.List[store.App](tx, "apps/")
+		apps, err = store.ListApps(tx)
 		return err
 	})
 	return apps

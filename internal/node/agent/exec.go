@@ -20,7 +20,7 @@ import (
 func (a *Agent) ExecCommand(appKey, gearID, command string, tty bool, term string) (*exec.Cmd, string, error) {
 	var gears []store.Gear
 	if err := a.o.Store.View(func(tx *store.Tx) error {
-		all, err := store.List[store.Gear](tx, "gears/")
+		all, err := store.ListGears(tx)
 		for _, g := range all {
 			if g.AppKey == appKey && g.State == store.GearRunning && (g.ID == gearID || gearID == "" && g.Service == "") {
 				gears = append(gears, g)

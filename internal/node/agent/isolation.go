@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/gantry-paas/gantry/internal/node/disk"
 	"io"
 	"io/fs"
 	"net/netip"
@@ -12,6 +11,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/gantry-paas/gantry/internal/node/disk"
 
 	"github.com/gantry-paas/gantry/internal/control/store"
 	"github.com/gantry-paas/gantry/internal/node/runtime/netplan"
@@ -62,7 +63,7 @@ func (a *Agent) cgroupParent(gearID string) string {
 func (a *Agent) plan(tx *store.Tx) (netplan.Plan, error) {
 	p := a.o.Network
 	p.Gears = nil
-	gears, err := store.List[store.Gear](tx, "gears/")
+	gears, err := store.ListGears(tx)
 	if err != nil {
 		return p, err
 	}
@@ -80,7 +81,7 @@ func (a *Agent) plan(tx *store.Tx) (netplan.Plan, error) {
 	// each gear's own ruleset lets only bound apps use them.
 	if r := a.o.EgressRouter; r != nil {
 		p.HostTCPPorts = append(append(append([]uint16(nil), p.HostTCPPorts...), r.Proxy), r.Redirects...)
-		apps, err := store.List[store.App](tx, "apps/")
+		apps, err := store.ListApps(tx)
 		if err != nil {
 			return p, err
 		}
@@ -157,7 +158,7 @@ func gearIDs(gears []store.Gear) []string {
 
 // allocIP picks a free gear address.
 func (a *Agent) allocIP(tx *store.Tx, taken map[netip.Addr]bool) (string, error) {
-	gears, err := store.List[store.Gear](tx, "gears/")
+	gears, err := store.ListGears(tx)
 	if err != nil {
 		return "", err
 	}
@@ -183,7 +184,7 @@ func (a *Agent) ensureUID(tx *store.Tx, app *store.App) error {
 	if app.UID != 0 {
 		return nil
 	}
-	apps, err := store.List[store.App](tx, "apps/")
+	apps, err := store.ListApps(tx)
 	if err != nil {
 		return err
 	}
@@ -309,7 +310,7 @@ func (a *Agent) namespacedGears(appKey string) (store.App, []store.Gear, error) 
 		if err := tx.Get(appKey, &app); err != nil {
 			return err
 		}
-		all, err := store.List[store.Gear](tx, "gears/")
+		all, err := store.ListGears(tx)
 		for _, g := range all {
 			if g.AppKey == appKey && g.Isolation == Namespaces {
 				gears = append(gears, g)

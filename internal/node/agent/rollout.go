@@ -60,7 +60,7 @@ func (a *Agent) Rollout(ctx context.Context, appKey, depID string, out io.Writer
 		if err := tx.Get(appKey, &cur); err != nil {
 			return err
 		}
-		gears, err := store.List[store.Gear](tx, "gears/")
+		gears, err := store.ListGears(tx)
 		if err != nil {
 			return err
 		}
@@ -248,7 +248,7 @@ func (a *Agent) stopAll(ctx context.Context, appKey string, deleting bool) error
 		if err := tx.Get(appKey, &app); err != nil {
 			return err
 		}
-		all, err := store.List[store.Gear](tx, "gears/")
+		all, err := store.ListGears(tx)
 		if err != nil {
 			return err
 		}

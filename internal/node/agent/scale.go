@@ -34,7 +34,7 @@ func (a *Agent) ScaleTo(ctx context.Context, appKey string, n int, out io.Writer
 		if err := tx.Get(store.DeploymentKey(app.ID, app.ActiveDeployment), &dep); err != nil {
 			return err
 		}
-		gears, err := store.List[store.Gear](tx, "gears/")
+		gears, err := store.ListGears(tx)
 		for _, g := range gears {
 			if g.AppKey == appKey && g.State == store.GearRunning && g.Service == "" {
 				running = append(running, g)

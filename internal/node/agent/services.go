@@ -43,7 +43,7 @@ const tcpListen = 10
 func (a *Agent) Services(appKey, gearID string) ([]Service, error) {
 	var gears []store.Gear
 	err := a.o.Store.View(func(tx *store.Tx) error {
-		all, err := store.List[store.Gear](tx, "gears/")
+		all, err := store.ListGears(tx)
 		for _, g := range all {
 			if g.AppKey == appKey && g.State == store.GearRunning && (gearID == "" || g.ID == gearID) {
 				gears = append(gears, g)
@@ -181,7 +181,7 @@ func (a *Agent) DialService(user, addr string) (net.Conn, *Service, error) {
 	port, _ := strconv.Atoi(portStr)
 	var candidates []store.Gear
 	a.o.Store.View(func(tx *store.Tx) error {
-		gears, err := store.List[store.Gear](tx, "gears/")
+		gears, err := store.ListGears(tx)
 		for _, g := range gears {
 			if g.IP != host || g.State != store.GearRunning {
 				continue

@@ -1,0 +1,96 @@
+package store
+
+import (
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// The store's key layout lives here and in the records' Key methods: no
+// other package spells a key (the architecture test holds them to it).
+
+// UserKey is the store key of a user.
+func UserKey(name string) string { return "users/" + name }
+
+// TokenKey is the store key of an API token, by its hash.
+func TokenKey(hash string) string { return "tokens/" + hash }
+
+// DomainKey is the store key of a domain.
+func DomainKey(name string) string { return "domains/" + name }
+
+// SSHKeyKey is the store key of an SSH key, by its SHA256 fingerprint.
+func SSHKeyKey(fingerprint string) string { return "sshkeys/" + fingerprint }
+
+// TCPRouteKey is the store key of a TCP route by its ID (port-N, sni-HOST,
+// or a bare port number).
+func TCPRouteKey(id string) string {
+	if _, err := strconv.Atoi(id); err == nil {
+		return "tcproutes/port-" + id
+	}
+	return "tcproutes/" + id
+}
+
+// ID is the route's ID as users see it: port-N or sni-HOST.
+func (r *TCPRoute) ID() string { return strings.TrimPrefix(r.Key(), "tcproutes/") }
+
+// AppName is DOMAIN/NAME of an app's key.
+func AppName(appKey string) string { return strings.TrimPrefix(appKey, "apps/") }
+
+// ListApps lists every app.
+func ListApps(tx *Tx) ([]App, error) { return List[App](tx, "apps/") }
+
+// ListDomainApps lists the apps of one domain.
+func ListDomainApps(tx *Tx, domain string) ([]App, error) {
+	return List[App](tx, "apps/"+domain+"/")
+}
+
+// ListGears lists every gear.
+func ListGears(tx *Tx) ([]Gear, error) { return List[Gear](tx, "gears/") }
+
+// ListDeployments lists an app's deployments, oldest first.
+func ListDeployments(tx *Tx, appID string) ([]Deployment, error) {
+	return List[Deployment](tx, "deployments/"+appID+"/")
+}
+
+// ListAllDeployments lists every app's deployments.
+func ListAllDeployments(tx *Tx) ([]Deployment, error) { return List[Deployment](tx, "deployments/") }
+
+// ListDomains lists every domain.
+func ListDomains(tx *Tx) ([]Domain, error) { return List[Domain](tx, "domains/") }
+
+// ListUsers lists every user.
+func ListUsers(tx *Tx) ([]User, error) { return List[User](tx, "users/") }
+
+// ListSSHKeys lists every user's SSH keys.
+func ListSSHKeys(tx *Tx) ([]SSHKey, error) { return List[SSHKey](tx, "sshkeys/") }
+
+// ListAliases lists every alias.
+func ListAliases(tx *Tx) ([]Alias, error) { return List[Alias](tx, "aliases/") }
+
+// ListCerts lists every alias certificate.
+func ListCerts(tx *Tx) ([]Cert, error) { return List[Cert](tx, "certs/") }
+
+// ListTCPRoutes lists every TCP route.
+func ListTCPRoutes(tx *Tx) ([]TCPRoute, error) { return List[TCPRoute](tx, "tcproutes/") }
+
+// ListClaims lists every DNS-name claim.
+func ListClaims(tx *Tx) ([]NameClaim, error) { return List[NameClaim](tx, "claims/") }
+
+// ListEvents lists an app's events, oldest first.
+func ListEvents(tx *Tx, appID string) ([]Event, error) { return List[Event](tx, "events/"+appID+"/") }
+
+// TrimEvents deletes an app's oldest events beyond keep.
+func TrimEvents(tx *Tx, appID string, keep int) error {
+	var keys []string
+	if err := tx.Scan("events/"+appID+"/", func(k string, _ []byte) error { keys = append(keys, k); return nil }); err != nil {
+		return err
+	}
+	sort.Strings(keys)
+	for len(keys) > keep {
+		if err := tx.Delete(keys[0]); err != nil {
+			return err
+		}
+		keys = keys[1:]
+	}
+	return nil
+}
