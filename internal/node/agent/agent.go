@@ -27,6 +27,8 @@ import (
 	"sync"
 	"time"
 
+	gearrt "github.com/gantry-paas/gantry/internal/node/runtime"
+
 	"github.com/gantry-paas/gantry/internal/node/disk"
 	"github.com/gantry-paas/gantry/internal/node/runtime/sandbox"
 
@@ -70,6 +72,9 @@ type Options struct {
 	RunHost func(ctx context.Context, dir string, env []string, out io.Writer, timeout time.Duration, args ...string) error
 	// Isolation is Process or Namespaces.
 	Isolation string
+	// Runtime starts and stops the gears' supervisors (nil: the real
+	// driver of the isolation mode; tests pass a runtime.Recorder).
+	Runtime gearrt.Driver
 	// Network is the base plan of namespaced gears (prefix, subnet, host
 	// ports); the agent adds the gears.
 	Network netplan.Plan
@@ -112,6 +117,7 @@ type Options struct {
 type Agent struct {
 	o         Options
 	log       *slog.Logger
+	rt        gearrt.Driver // the gears' supervisors
 	locks     keylock.Locks // one per app
 	wg        sync.WaitGroup
 	ctx       context.Context // the agent's own lifetime, set by Run
@@ -185,7 +191,15 @@ func New(o Options) (*Agent, error) {
 	if err := os.MkdirAll(o.Layout.GearsDir(), 0o750); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	return &Agent{o: o, log: o.Log.With("component", "agent"), ready: make(chan struct{})}, nil
+	a := &Agent{o: o, log: o.Log.With("component", "agent"), ready: make(chan struct{}), rt: o.Runtime}
+	if a.rt == nil {
+		proc := gearrt.Process{Exe: o.Exe, Dir: o.Layout.Gear}
+		a.rt = &proc
+		if o.Isolation == Namespaces {
+			a.rt = &gearrt.Namespaces{Process: proc, Cgroup: a.cgroupParent}
+		}
+	}
+	return a, nil
 }
 
 func (a *Agent) appLock(appKey string) func() { return a.locks.Lock(appKey) }
@@ -243,9 +257,8 @@ func (a *Agent) reattach(ctx context.Context) {
 		if g.State == GearBuilding {
 			continue
 		}
-		dir := a.o.Layout.Gear(g.ID)
-		st, _ := shim.ReadState(dir)
-		alive := shim.Alive(dir, st)
+		st, _ := a.rt.State(g.ID)
+		alive := st.Alive
 		switch {
 		case g.State == store.GearDraining || g.State == store.GearStopped:
 			a.stopGear(ctx, g, io.Discard)
@@ -264,7 +277,7 @@ func (a *Agent) reattach(ctx context.Context) {
 			adopted++
 		default:
 			a.log.Warn("gear not running, starting it", "gear", g.ID, "app", g.AppKey)
-			if err := a.spawn(g.ID); err != nil {
+			if err := a.rt.Start(g.ID); err != nil {
 				a.log.Error("restarting gear", "gear", g.ID, "err", err)
 			}
 		}
@@ -337,13 +350,14 @@ func (a *Agent) supervise(ctx context.Context) {
 		if g.State != store.GearRunning {
 			continue
 		}
-		dir := a.o.Layout.Gear(g.ID)
-		st, err := shim.ReadState(dir)
-		if err != nil || st.Status == shim.Stopped || shim.Alive(dir, st) {
+		st, err := a.rt.State(g.ID)
+		if err != nil || st.Status == shim.Stopped || st.Alive {
 			continue
 		}
 		a.log.Warn("gear supervisor died, starting it again", "gear", g.ID, "app", g.AppKey)
-		a.spawn(g.ID)
+		if err := a.rt.Start(g.ID); err != nil {
+			a.log.Error("restarting gear", "gear", g.ID, "err", err)
+		}
 	}
 }
 
@@ -371,13 +385,12 @@ type GearStatus struct {
 
 // Status reads a gear's process status.
 func (a *Agent) Status(gearID string) GearStatus {
-	dir := a.o.Layout.Gear(gearID)
-	st, err := shim.ReadState(dir)
+	st, err := a.rt.State(gearID)
 	if err != nil {
 		return GearStatus{Status: "unknown"}
 	}
 	s := GearStatus{PID: st.PID, Status: st.Status, Restarts: st.Restarts, LastExit: st.LastExit}
-	if st.Status != shim.Stopped && !shim.Alive(dir, st) {
+	if st.Status != shim.Stopped && !st.Alive {
 		s.Status, s.PID = "lost", 0
 	}
 	return s

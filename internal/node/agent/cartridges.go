@@ -122,7 +122,7 @@ func (a *Agent) AddCartridge(ctx context.Context, appKey string, c store.Cartrid
 	if err := a.writeShimSpec(g.ID, spec); err != nil {
 		return fail(err)
 	}
-	if err := a.spawn(g.ID); err != nil {
+	if err := a.rt.Start(g.ID); err != nil {
 		return fail(err)
 	}
 	if err := a.waitReady(ctx, &g, ""); err != nil {

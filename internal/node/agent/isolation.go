@@ -285,7 +285,7 @@ func (a *Agent) removeNamespaced(g store.Gear) {
 	if g.Isolation != Namespaces {
 		return
 	}
-	sandbox.RemoveCgroup(a.cgroupParent(g.ID))
+	a.rt.Release(g.ID)
 }
 
 // RunSandboxed runs a one-off command of the app (a build step or hook)

@@ -11,11 +11,9 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/gantry-paas/gantry/internal/applog"
@@ -173,7 +171,7 @@ func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deplo
 		if err := a.writeSpec(app, dep, g, env, rt); err != nil {
 			return nil, nil, fail(err)
 		}
-		if err := a.spawn(g.ID); err != nil {
+		if err := a.rt.Start(g.ID); err != nil {
 			return nil, nil, fail(fmt.Errorf("starting gear %s: %w", g.ID, err))
 		}
 	}
@@ -331,37 +329,15 @@ func (a *Agent) writeShimSpec(gearID string, spec shim.Spec) error {
 	return os.WriteFile(filepath.Join(dir, shim.SpecFile), data, 0o640)
 }
 
-// spawn starts the shim of a gear whose spec is written. The shim gets its
-// own session so that it survives the server.
-func (a *Agent) spawn(gearID string) error {
-	dir := a.o.Layout.Gear(gearID)
-	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	defer devnull.Close()
-	cmd := exec.Command(a.o.Exe, "shim", dir)
-	cmd.Dir = dir
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	// Reap it if it exits while we run; after a server restart init does.
-	go cmd.Wait()
-	return nil
-}
-
 // waitReady waits until the gear accepts TCP connections and, with a health
 // path, answers it with a status below 500. It gives up early when the
 // process exits.
 func (a *Agent) waitReady(ctx context.Context, g *store.Gear, health string) error {
 	ctx, cancel := context.WithTimeout(ctx, a.o.StartTimeout)
 	defer cancel()
-	dir := a.o.Layout.Gear(g.ID)
 	client := &http.Client{Timeout: 2 * time.Second}
 	for delay := 2 * time.Millisecond; ; delay = min(delay*2, 20*time.Millisecond) {
-		if st, err := shim.ReadState(dir); err == nil && st.Restarts > 0 {
+		if st, err := a.rt.State(g.ID); err == nil && st.Restarts > 0 {
 			return fmt.Errorf("the gear's process %s before it listened on port %d", st.LastExit, g.Port)
 		}
 		c, err := net.DialTimeout("tcp", g.Endpoint(), time.Second)
@@ -432,17 +408,7 @@ func (a *Agent) stopGear(ctx context.Context, g store.Gear, out io.Writer) {
 		}
 	}
 	run("pre_stop")
-	st, err := shim.ReadState(dir)
-	if err == nil && shim.Alive(dir, st) {
-		syscall.Kill(st.ShimPID, syscall.SIGTERM)
-		deadline := time.Now().Add(15 * time.Second)
-		for shim.Alive(dir, st) && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if shim.Alive(dir, st) {
-			syscall.Kill(st.ShimPID, syscall.SIGKILL)
-		}
-	}
+	a.rt.Stop(g.ID, 15*time.Second)
 	run("post_stop")
 	a.removeNamespaced(g)
 	os.RemoveAll(dir)

@@ -19,7 +19,6 @@ import (
 
 	"github.com/gantry-paas/gantry/internal/control/store"
 	"github.com/gantry-paas/gantry/internal/node/runtime/netplan"
-	"github.com/gantry-paas/gantry/internal/node/shim"
 )
 
 // Service is something listening in a gear.
@@ -143,7 +142,7 @@ func (a *Agent) listening(g store.Gear) ([]*netlink.Socket, error) {
 // socketInodes are the sockets held by a plain gear's process group.
 func (a *Agent) socketInodes(g store.Gear) map[uint32]bool {
 	out := map[uint32]bool{}
-	st, err := shim.ReadState(a.o.Layout.Gear(g.ID))
+	st, err := a.rt.State(g.ID)
 	if err != nil || st.PID <= 0 {
 		return out
 	}

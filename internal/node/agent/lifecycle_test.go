@@ -1,0 +1,319 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gantry-paas/gantry/internal/control/store"
+	"github.com/gantry-paas/gantry/internal/layout"
+	gearrt "github.com/gantry-paas/gantry/internal/node/runtime"
+)
+
+// These tests drive the gear lifecycle (rollout, drain, crash restart,
+// re-attach) against a recording runtime: no process starts, but a started
+// gear listens on its port, so readiness is checked for real.
+
+// fakeRouter applies every revision at once and reports the connections a
+// test sets.
+type fakeRouter struct {
+	mu    sync.Mutex
+	conns map[string]int
+}
+
+func (r *fakeRouter) WaitApplied(context.Context, int64) error { return nil }
+func (r *fakeRouter) ActiveConns(ep string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.conns[ep]
+}
+func (r *fakeRouter) set(ep string, n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.conns[ep] = n
+}
+
+type lifecycle struct {
+	t   *testing.T
+	st  *store.Store
+	rec *gearrt.Recorder
+	rt  *fakeRouter
+	a   *Agent
+	app store.App
+}
+
+func newLifecycle(t *testing.T) *lifecycle {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := store.Open(filepath.Join(dir, "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	l := &lifecycle{t: t, st: st, rec: &gearrt.Recorder{}, rt: &fakeRouter{conns: map[string]int{}}}
+	l.rec.OnStart = l.listen
+	l.a, err = New(Options{Store: st, Layout: layout.Layout{Root: dir}, Exe: "/nonexistent/gantry", Router: l.rt, Runtime: l.rec,
+		Env:          func(*store.App, *store.Deployment, *store.Gear) []string { return nil },
+		RunHost:      func(context.Context, string, []string, io.Writer, time.Duration, ...string) error { return nil },
+		StartTimeout: 5 * time.Second, DrainTimeout: time.Minute, Log: discardLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.app = store.App{ID: "a1", Name: "blog", Domain: "acme", Host: "blog-acme.localhost", Scale: 2}
+	l.put(l.app.Key(), &l.app)
+	l.deployment("d1")
+	return l
+}
+
+// listen makes a started gear accept connections on its port.
+func (l *lifecycle) listen(gearID string) error {
+	var g store.Gear
+	if err := l.st.View(func(tx *store.Tx) error { return tx.Get(store.GearKey(gearID), &g) }); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", g.Endpoint())
+	if err != nil {
+		return err
+	}
+	l.t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return nil
+}
+
+func (l *lifecycle) put(key string, v any) {
+	l.t.Helper()
+	if err := l.st.Update(func(tx *store.Tx) error { return tx.Put(key, v) }); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+func (l *lifecycle) deployment(id string) {
+	l.put(store.DeploymentKey(l.app.ID, id), &store.Deployment{ID: id, AppID: l.app.ID, Command: "serve", Dir: l.t.TempDir()})
+}
+
+// gears lists the app's gears as "deployment state" lines with their IDs.
+func (l *lifecycle) gears() (map[string][]string, []store.Gear) {
+	l.t.Helper()
+	gs, err := l.a.gears(l.app.ID)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	by := map[string][]string{}
+	for _, g := range gs {
+		k := g.Deployment + " " + g.State
+		by[k] = append(by[k], g.ID)
+	}
+	for _, ids := range by {
+		sort.Strings(ids)
+	}
+	return by, gs
+}
+
+// calls are the recorder's calls, sorted (gears start and stop in
+// parallel), with gear IDs replaced by names.
+func (l *lifecycle) calls(names map[string]string) string {
+	lines := strings.Split(l.rec.Calls(), "\n")
+	for i, s := range lines {
+		for id, n := range names {
+			s = strings.ReplaceAll(s, id, n)
+		}
+		lines[i] = s
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
+
+func (l *lifecycle) waitFor(what string, cond func() bool) {
+	l.t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			l.t.Fatalf("timed out waiting until %s", what)
+		}
+	}
+}
+
+func names(prefix string, ids []string) map[string]string {
+	m := map[string]string{}
+	for i, id := range ids {
+		m[id] = fmt.Sprintf("%s%d", prefix, i+1)
+	}
+	return m
+}
+
+func merge(ms ...map[string]string) map[string]string {
+	out := map[string]string{}
+	for _, m := range ms {
+		for k, v := range m {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// A rollout starts the app's scale of gears, routes them in one write, and
+// stops the old gears only when the router says they are drained.
+func TestRolloutDrainsOldGears(t *testing.T) {
+	l := newLifecycle(t)
+	ctx := context.Background()
+	if err := l.a.Rollout(ctx, l.app.Key(), "d1", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	by, _ := l.gears()
+	first := by["d1 running"]
+	if len(first) != 2 || len(by) != 1 {
+		t.Fatalf("after the first rollout: %v; want two running gears of d1", by)
+	}
+	old := names("old", first)
+	if got, want := l.calls(old), "start old1\nstart old2"; got != want {
+		t.Errorf("calls:\n%s\nwant:\n%s", got, want)
+	}
+
+	// One old gear still has a connection open.
+	_, gs := l.gears()
+	busy := gs[0]
+	l.rt.set(busy.Endpoint(), 1)
+	l.deployment("d2")
+	if err := l.a.Rollout(ctx, l.app.Key(), "d2", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	by, _ = l.gears()
+	fresh := names("new", by["d2 running"])
+	if len(fresh) != 2 || len(by["d1 draining"]) != 2 {
+		t.Fatalf("after the second rollout: %v; want d2 running and d1 draining", by)
+	}
+	// The idle old gear goes; the busy one waits for its connection.
+	l.waitFor("the idle old gear is removed", func() bool { by, _ := l.gears(); return len(by["d1 draining"]) == 1 })
+	if by, _ := l.gears(); by["d1 draining"][0] != busy.ID {
+		t.Fatalf("the busy gear was stopped first: %v", by)
+	}
+	l.rt.set(busy.Endpoint(), 0)
+	l.waitFor("the busy old gear is removed once drained", func() bool { by, _ := l.gears(); return len(by["d1 draining"]) == 0 })
+	l.a.wg.Wait()
+	if got, want := l.calls(merge(old, fresh)), "start new1\nstart new2\nstop old1\nstop old2"; got != want {
+		t.Errorf("calls:\n%s\nwant:\n%s", got, want)
+	}
+	var app store.App
+	l.st.View(func(tx *store.Tx) error { return tx.Get(l.app.Key(), &app) })
+	if app.ActiveDeployment != "d2" {
+		t.Errorf("active deployment %q; want d2", app.ActiveDeployment)
+	}
+}
+
+// A gear that never listens fails the rollout: its gears are stopped and
+// removed, and the gears that served before are untouched.
+func TestRolloutFailureKeepsOldGears(t *testing.T) {
+	l := newLifecycle(t)
+	ctx := context.Background()
+	if err := l.a.Rollout(ctx, l.app.Key(), "d1", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	by, _ := l.gears()
+	old := names("old", by["d1 running"])
+	l.rec.Calls()
+	l.rec.OnStart = func(string) error { return nil } // starts, never listens
+	l.a.o.StartTimeout = 200 * time.Millisecond
+	l.deployment("d2")
+	err := l.a.Rollout(ctx, l.app.Key(), "d2", io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "did not listen") {
+		t.Fatalf("rollout of a gear that never listens: %v", err)
+	}
+	by, _ = l.gears()
+	if len(by) != 1 || len(by["d1 running"]) != 2 {
+		t.Errorf("after the failed rollout: %v; want only the two d1 gears, running", by)
+	}
+	if got := l.calls(old); strings.Contains(got, "old") || strings.Count(got, "start") != 2 || strings.Count(got, "stop") != 2 {
+		t.Errorf("calls:\n%s\nwant two new gears started and stopped, the old ones untouched", got)
+	}
+}
+
+// The supervise loop starts a gear's supervisor again when it died (the
+// supervisor itself restarts a crashed app); a stopped gear stays down.
+func TestSuperviseRestartsDeadSupervisor(t *testing.T) {
+	l := newLifecycle(t)
+	ctx := context.Background()
+	if err := l.a.Rollout(ctx, l.app.Key(), "d1", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	_, gs := l.gears()
+	n := names("g", []string{gs[0].ID, gs[1].ID})
+	l.rec.Calls()
+	l.rec.Crash(gs[0].ID)
+	l.a.supervise(ctx)
+	if got, want := l.calls(n), "start g1"; got != want {
+		t.Errorf("calls:\n%s\nwant:\n%s", got, want)
+	}
+	if s := l.a.Status(gs[0].ID); s.Status != "running" {
+		t.Errorf("status after the restart: %+v", s)
+	}
+	l.a.supervise(ctx)
+	if got := l.calls(n); got != "" {
+		t.Errorf("a second pass with every supervisor alive did: %s", got)
+	}
+}
+
+// At start the agent adopts live gears untouched, starts gears whose
+// supervisor is gone, removes gears left draining or starting by a killed
+// server, and brings the app back to its recorded scale.
+func TestReattach(t *testing.T) {
+	l := newLifecycle(t)
+	l.app.ActiveDeployment = "d1"
+	l.app.Scale = 3
+	l.put(l.app.Key(), &l.app)
+	gear := func(id, state string, port int) store.Gear {
+		g := store.Gear{ID: id, AppID: l.app.ID, AppKey: l.app.Key(), Deployment: "d1", State: state, IP: "127.0.0.1", Port: port, Isolation: Process}
+		l.put(store.GearKey(id), &g)
+		return g
+	}
+	live := gear("live", store.GearRunning, 1)
+	l.rec.Adopt(live.ID)
+	gear("gone", store.GearRunning, freePort(t))
+	gear("draining", store.GearDraining, 3)
+	gear("starting", store.GearStarting, 4)
+	gear("building", GearBuilding, 5)
+
+	l.a.reattach(context.Background())
+	l.waitFor("the app is back to 3 running gears", func() bool { by, _ := l.gears(); return len(by["d1 running"]) == 3 })
+	l.a.wg.Wait()
+	by, _ := l.gears()
+	var added []string
+	for _, id := range by["d1 running"] {
+		if id != "live" && id != "gone" {
+			added = append(added, id)
+		}
+	}
+	if len(by) != 1 || len(added) != 1 {
+		t.Fatalf("gears after re-attach: %v; want live, gone and one new gear running", by)
+	}
+	got := l.calls(names("new", added))
+	want := "start gone\nstart new1\nstop draining\nstop starting"
+	if got != want {
+		t.Errorf("calls:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
