@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/control/events"
 	"github.com/gantry-paas/gantry/internal/control/routes"
 
 	"github.com/gantry-paas/gantry/internal/control/apitypes"
@@ -450,15 +451,16 @@ func Run(ctx context.Context, o Options) error {
 	if isolation == agent.Namespaces {
 		hostOpts.Bridge = network.Normalize().Bridge
 	}
-	var recordEvent func(*store.App, store.Event) // the scaler's, once made
+	evlog := events.New(st, log, func(a *store.App, e store.Event) {
+		if e.Kind == events.PortScan {
+			mets.PortScans.WithLabelValues(a.FullName()).Inc()
+		} else {
+			mets.ScaleEvents.WithLabelValues(a.FullName(), e.Kind).Inc()
+		}
+	})
 	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Exe: exe, Env: env.gear, EgressDefault: o.EgressDefault, EgressLabels: labels,
 		Scan: scan, ScanBlock: o.ScanBlock, Disks: disks, GearResolvConf: gearResolv,
-		OnEgressEvent: func(a *store.App, kind, reason string) {
-			mets.PortScans.WithLabelValues(a.FullName()).Inc()
-			if recordEvent != nil {
-				recordEvent(a, store.Event{Kind: kind, Reason: reason})
-			}
-		},
+		OnEgressEvent:   func(a *store.App, kind, reason string) { evlog.Record(a, store.Event{Kind: kind, Reason: reason}) },
 		OnEgressRefused: func(a *store.App, n int) { mets.EgressRefused.WithLabelValues(a.FullName()).Add(float64(n)) },
 		StartTimeout:    o.StartTimeout, Isolation: isolation, Network: network, EgressRouter: egrPorts, EgressDNS: dnsAddr, DNSUpstreams: upstreams,
 		Hook: func(dep *store.Deployment, name string) string {
@@ -477,13 +479,11 @@ func Run(ctx context.Context, o Options) error {
 	if o.ScaleDownAfter > 0 {
 		policy.DownWindow, policy.Cooldown = o.ScaleDownAfter, o.ScaleDownAfter
 	}
-	scaler, err := autoscale.New(autoscale.Options{Store: st, Router: rt, Agent: ag, Log: log, Policy: policy,
-		OnEvent: func(a *store.App, e store.Event) { mets.ScaleEvents.WithLabelValues(a.FullName(), e.Kind).Inc() }})
+	scaler, err := autoscale.New(autoscale.Options{Store: st, Router: rt, Agent: ag, Log: log, Policy: policy, Events: evlog})
 	if err != nil {
 		return err
 	}
 	waker.set(scaler)
-	recordEvent = scaler.Record
 	bld, err := builder.New(builder.Options{Store: st, Layout: lay, Log: log, Deployer: ag, Run: ag.RunSandboxed, MaxPushBytes: o.MaxPushBytes,
 		StaticServer: shellQuote(exe) + " static-serve", Env: env.build,
 		URL: func(a *store.App) string { return appURL(a.Host) }})
@@ -512,7 +512,7 @@ func Run(ctx context.Context, o Options) error {
 		},
 		GitHTTPURL:  func(d, a string) string { return fmt.Sprintf("%s/git/%s/%s.git", serverURL, d, a) },
 		SSHHostKeys: []string{knownHost + " " + hostKey},
-		Scaler:      scaler, Router: rt, MaxGears: o.MaxGears, Metrics: mets.Handler(), Tunnels: serviceDialer{ag},
+		Events:      evlog, Router: rt, MaxGears: o.MaxGears, Metrics: mets.Handler(), Tunnels: serviceDialer{ag},
 		CAView: api.NewCAView(ca), HTTPSPort: httpsPort, PlatformHosts: []string{o.Host, "localhost"}, PublicHost: o.Host,
 		ReservedPorts: []int{httpPort, httpsPort, sshPort}, ACME: acme != nil, TCPPorts: rt, Egress: ag, Applied: rt, EgressRouter: egressAPI(egr),
 	})

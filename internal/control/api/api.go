@@ -26,6 +26,7 @@ import (
 	"sync"
 
 	"github.com/gantry-paas/gantry/internal/control/apitypes"
+	"github.com/gantry-paas/gantry/internal/control/events"
 
 	"github.com/coder/websocket"
 	"github.com/danielgtaylor/huma/v2"
@@ -55,11 +56,6 @@ type Agent interface {
 	RemoveAppDir(app *store.App) error
 	// DiskUsage is what the app stores and its limit (0: none).
 	DiskUsage(app *store.App) (used, limit int64)
-}
-
-// Scaler records scaling events (the autoscaler).
-type Scaler interface {
-	Record(app *store.App, e store.Event)
 }
 
 // Concurrency reads an app's live connections (the router).
@@ -108,9 +104,9 @@ type Options struct {
 	// known_hosts form ("[host]:port type base64"), for clients to trust.
 	SSHHostKeys []string
 	Version     string
-	// Scaler, Router and MaxGears serve scaling; MaxGears is the most
+	// Events is the apps' event log; Router and MaxGears serve scaling; MaxGears is the most
 	// gears one app may have (default 16).
-	Scaler   Scaler
+	Events   *events.Log
 	Router   Concurrency
 	MaxGears int
 	// Metrics, if set, is served at /metrics to admins.

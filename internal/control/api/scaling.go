@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gantry-paas/gantry/internal/control/apitypes"
+	"github.com/gantry-paas/gantry/internal/control/events"
 
 	"github.com/danielgtaylor/huma/v2"
 
@@ -139,13 +140,13 @@ func (a *API) registerScaling() {
 		})
 
 	huma.Register(a.h, huma.Operation{OperationID: "app-events", Method: http.MethodGet, Path: "/v1/domains/{domain}/apps/{app}/events", Security: bearer,
-		Summary: "An app's scaling events", Description: "Every scale, idle and wake decision with its reason, oldest first (the last 100).", Tags: []string{"scaling"}},
+		Summary: "An app's events", Description: "Every scale, idle and wake decision and every port scan detected, with its reason, oldest first (the last 100).", Tags: []string{"scaling"}},
 		func(ctx context.Context, in *AppRef) (*body[[]apitypes.EventView], error) {
 			app, err := a.loadApp(ctx, *in)
 			if err != nil {
 				return nil, err
 			}
-			evs, err := autoscale.Events(a.o.Store, app.ID)
+			evs, err := events.List(a.o.Store, app.ID)
 			if err != nil {
 				return nil, a.internal("reading events", err)
 			}
@@ -178,7 +179,7 @@ func (a *API) registerServices() {
 }
 
 func (a *API) record(app *store.App, e store.Event) {
-	if a.o.Scaler != nil {
-		a.o.Scaler.Record(app, e)
+	if a.o.Events != nil {
+		a.o.Events.Record(app, e)
 	}
 }

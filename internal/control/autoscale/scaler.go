@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/control/events"
 	"github.com/gantry-paas/gantry/internal/control/store"
 )
 
@@ -32,8 +33,8 @@ type Options struct {
 	Policy Policy
 	// Interval between samples (default 1s).
 	Interval time.Duration
-	// OnEvent, if set, sees every recorded event (metrics).
-	OnEvent func(app *store.App, e store.Event)
+	// Events records the scaler's decisions (nil: a log of its own).
+	Events *events.Log
 }
 
 // Scaler samples every app's concurrency, scales autoscaled apps, idles
@@ -66,6 +67,9 @@ func New(o Options) (*Scaler, error) {
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
+	}
+	if o.Events == nil {
+		o.Events = events.New(o.Store, o.Log, nil)
 	}
 	return &Scaler{o: o, log: o.Log.With("component", "autoscale"), samples: map[string][]float64{},
 		lastChange: map[string]time.Time{}, busy: map[string]bool{}, ctx: context.Background()}, nil
@@ -200,33 +204,5 @@ func (s *Scaler) Wake(appKey string) {
 	s.act(&app, max(app.MinGears, 1), "wake", "a request arrived while the app was idle")
 }
 
-// Record stores an event (keeping the last 100 per app) and logs it.
-func (s *Scaler) Record(app *store.App, e store.Event) {
-	if e.Time.IsZero() {
-		e.Time = time.Now().UTC()
-	}
-	s.log.Info("scaling event", "app", app.FullName(), "kind", e.Kind, "from", e.From, "to", e.To, "reason", e.Reason)
-	err := s.o.Store.Update(func(tx *store.Tx) error {
-		if err := tx.Put(store.EventKey(app.ID, e.Time), &e); err != nil {
-			return err
-		}
-		return store.TrimEvents(tx, app.ID, 100)
-	})
-	if err != nil {
-		s.log.Error("recording event", "app", app.FullName(), "err", err)
-	}
-	if s.o.OnEvent != nil {
-		s.o.OnEvent(app, e)
-	}
-}
-
-// Events returns an app's recorded events, oldest first.
-func Events(st *store.Store, appID string) ([]store.Event, error) {
-	var out []store.Event
-	err := st.View(func(tx *store.Tx) error {
-		var err error
-		out, err = store.ListEvents(tx, appID)
-		return err
-	})
-	return out, err
-}
+// Record records one of the scaler's decisions in the app's events.
+func (s *Scaler) Record(app *store.App, e store.Event) { s.o.Events.Record(app, e) }

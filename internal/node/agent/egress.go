@@ -590,7 +590,7 @@ func (a *Agent) scanLoop(ctx context.Context) {
 			}
 			a.log.Warn("port scan suspected", "app", app.FullName(), "reason", reason)
 			if a.o.OnEgressEvent != nil {
-				a.o.OnEgressEvent(app, "port_scan", reason)
+				a.o.OnEgressEvent(app, "port_scan", reason) // events.PortScan
 			}
 		}
 	}
