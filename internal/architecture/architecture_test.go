@@ -29,6 +29,8 @@ var layers = []struct {
 	{"control/apitypes", 1}, {"egress/policy", 1}, {"node/cartridge", 1},
 	// the store, and the edge (which never sees the store)
 	{"control/store", 2}, {"edge/", 2},
+	// the policies' enforcement runs on a node, in its gears' namespaces
+	{"egress/enforce", 4},
 	// the egress router and DNS forwarder (built on the edge's pieces)
 	{"egress/", 3},
 	// a machine's gears

@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/egress/enforce"
+
 	"github.com/gantry-paas/gantry/internal/control/events"
 	"github.com/gantry-paas/gantry/internal/control/routes"
 
@@ -409,14 +411,14 @@ func Run(ctx context.Context, o Options) error {
 	// The egress router, on the gear network's gateway (isolated gears
 	// only: it knows apps by their gears' addresses).
 	var egr *egressRole
-	var egrPorts *agent.EgressRouterPorts
+	var egrPorts *enforce.RouterPorts
 	if isolation == agent.Namespaces {
 		plan := network.Normalize()
 		proxyPort := o.EgressProxyPort
 		if proxyPort == 0 {
 			proxyPort = 3128
 		}
-		egrPorts = &agent.EgressRouterPorts{Proxy: uint16(proxyPort)}
+		egrPorts = &enforce.RouterPorts{Proxy: uint16(proxyPort)}
 		for k := 1; k <= 16; k++ {
 			egrPorts.Redirects = append(egrPorts.Redirects, uint16(proxyPort+k))
 		}
@@ -458,11 +460,17 @@ func Run(ctx context.Context, o Options) error {
 			mets.ScaleEvents.WithLabelValues(a.FullName(), e.Kind).Inc()
 		}
 	})
-	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Exe: exe, Env: env.gear, EgressDefault: o.EgressDefault, EgressLabels: labels,
-		Scan: scan, ScanBlock: o.ScanBlock, Disks: disks, GearResolvConf: gearResolv,
-		OnEgressEvent:   func(a *store.App, kind, reason string) { evlog.Record(a, store.Event{Kind: kind, Reason: reason}) },
-		OnEgressRefused: func(a *store.App, n int) { mets.EgressRefused.WithLabelValues(a.FullName()).Add(float64(n)) },
-		StartTimeout:    o.StartTimeout, Isolation: isolation, Network: network, EgressRouter: egrPorts, EgressDNS: dnsAddr, DNSUpstreams: upstreams,
+	enf, err := enforce.New(enforce.Options{Store: st, Log: log, Enabled: isolation == agent.Namespaces, Network: network,
+		Default: o.EgressDefault, Labels: labels, Scan: scan, ScanBlock: o.ScanBlock,
+		OnEvent:   func(a *store.App, kind, reason string) { evlog.Record(a, store.Event{Kind: kind, Reason: reason}) },
+		OnRefused: func(a *store.App, n int) { mets.EgressRefused.WithLabelValues(a.FullName()).Add(float64(n)) },
+		Router:    egrPorts, DNS: dnsAddr, DNSUpstreams: upstreams})
+	if err != nil {
+		return err
+	}
+	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Exe: exe, Env: env.gear, Egress: enf,
+		Disks: disks, GearResolvConf: gearResolv,
+		StartTimeout: o.StartTimeout, Isolation: isolation, Network: network, EgressRouter: egrPorts,
 		Hook: func(dep *store.Deployment, name string) string {
 			h, err := builder.FindHooks(dep.Dir)
 			if err != nil {
@@ -514,7 +522,7 @@ func Run(ctx context.Context, o Options) error {
 		SSHHostKeys: []string{knownHost + " " + hostKey},
 		Events:      evlog, Router: rt, MaxGears: o.MaxGears, Metrics: mets.Handler(), Tunnels: serviceDialer{ag},
 		CAView: api.NewCAView(ca), HTTPSPort: httpsPort, PlatformHosts: []string{o.Host, "localhost"}, PublicHost: o.Host,
-		ReservedPorts: []int{httpPort, httpsPort, sshPort}, ACME: acme != nil, TCPPorts: rt, Egress: ag, Applied: rt, EgressRouter: egressAPI(egr),
+		ReservedPorts: []int{httpPort, httpsPort, sshPort}, ACME: acme != nil, TCPPorts: rt, Egress: enf, Applied: rt, EgressRouter: egressAPI(egr), EgressPorts: ag.ApplyEgressRouterPorts,
 	})
 	mets.AppGauge("gantry_app_connections", "Live connections per app: requests in flight, WebSockets, held requests.", func() map[string]float64 {
 		out := map[string]float64{}
@@ -545,7 +553,7 @@ func Run(ctx context.Context, o Options) error {
 	if err := routesPub.Sync(); err != nil { // routes before the router serves
 		return err
 	}
-	roles := []interface{ Run(context.Context) error }{routesPub, rt, ag, bld, ssh, scaler}
+	roles := []interface{ Run(context.Context) error }{routesPub, rt, ag, enf, bld, ssh, scaler}
 	if acme != nil {
 		roles = append(roles, acme)
 	}
@@ -563,7 +571,7 @@ func Run(ctx context.Context, o Options) error {
 	// After the agent: the gateway's address is on the bridge now.
 	var late []interface{ Run(context.Context) error }
 	if dnsOpts != nil {
-		dnsOpts.Learn = ag.LearnEgressDNS
+		dnsOpts.Learn = enf.LearnDNS
 		late = append(late, dns.New(*dnsOpts))
 	}
 	if egr != nil {

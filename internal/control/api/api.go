@@ -131,6 +131,9 @@ type Options struct {
 	TCPPorts TCPPorts
 	// Egress, if set, serves the apps' outbound policies.
 	Egress Egress
+	// EgressPorts opens the gateway to the egress router's ports as they
+	// are now (its TCP proxy ports come and go).
+	EgressPorts func() error
 	// EgressRouter, if set, is the egress router (isolated gears only).
 	EgressRouter EgressRouter
 	// Applied, if set, is the router: route changes return once served.

@@ -19,14 +19,13 @@ import (
 
 // Egress is what the API asks of the agent about outbound policies.
 type Egress interface {
-	EgressPolicy(app *store.App) (policy.Policy, error)
-	ResolveEgressHosts(p policy.Policy) map[string][]netip.Addr
-	ApplyEgress(appKey string) error
-	EgressEnforced() bool
-	EgressLabelTable() policy.Labels
-	EgressDestinations(appKey string) (refused, failed []policy.Refusal)
-	ClearEgressBlock(appKey string) error
-	ApplyEgressRouterPorts() error
+	Policy(app *store.App) (policy.Policy, error)
+	ResolveHosts(p policy.Policy) map[string][]netip.Addr
+	Apply(appKey string) error
+	Enforced() bool
+	Labels() policy.Labels
+	Destinations(appKey string) (refused, failed []policy.Refusal)
+	ClearBlock(appKey string) error
 	LookupHost(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
@@ -61,7 +60,7 @@ func (a *API) registerEgress() {
 				r := store.EgressRule{Action: in.Body.Action, Rule: text}
 				trial := *app
 				trial.Egress = []store.EgressRule{r}
-				p, err := a.o.Egress.EgressPolicy(&trial)
+				p, err := a.o.Egress.Policy(&trial)
 				if err != nil {
 					return nil, invalid(err.Error())
 				}
@@ -81,7 +80,7 @@ func (a *API) registerEgress() {
 				return nil, a.internal("saving egress rules", err)
 			}
 			a.log.Info("egress rules added", "app", app.FullName(), "action", in.Body.Action, "rules", strings.Join(in.Body.Rules, " "), "user", userOf(ctx).Name)
-			if err := a.o.Egress.ApplyEgress(app.Key()); err != nil {
+			if err := a.o.Egress.Apply(app.Key()); err != nil {
 				return nil, a.internal("applying egress policy", err)
 			}
 			return a.egressView(app)
@@ -121,7 +120,7 @@ func (a *API) registerEgress() {
 			if err != nil {
 				return nil, asProblem(a, "removing egress rule", err)
 			}
-			if err := a.o.Egress.ApplyEgress(app.Key()); err != nil {
+			if err := a.o.Egress.Apply(app.Key()); err != nil {
 				return nil, a.internal("applying egress policy", err)
 			}
 			return a.egressView(app)
@@ -150,7 +149,7 @@ func (a *API) registerEgress() {
 			if proto == "" {
 				proto = "tcp"
 			}
-			p, err := a.o.Egress.EgressPolicy(app)
+			p, err := a.o.Egress.Policy(app)
 			if err != nil {
 				return nil, a.internal("reading egress policy", err)
 			}
@@ -172,7 +171,7 @@ func (a *API) registerEgress() {
 				v.Allowed, v.Reason = a.testViaRouter(app.EgressRouter, strings.ToLower(host), addrs, uint16(port), proto)
 				return &body[apitypes.EgressTestView]{Body: v}, nil
 			}
-			hosts := a.o.Egress.ResolveEgressHosts(p)
+			hosts := a.o.Egress.ResolveHosts(p)
 			// The app looking the name up itself: hostname rules that
 			// cover it learn its addresses.
 			for _, h := range p.HostRules() {
@@ -213,7 +212,7 @@ func (a *API) registerEgressAdmin() {
 			if err := a.o.Store.View(func(tx *store.Tx) error { return tx.Get(in.key(), &app) }); err != nil {
 				return nil, notFound("app_not_found", fmt.Sprintf("no app %s/%s", in.Domain, in.App))
 			}
-			if err := a.o.Egress.ClearEgressBlock(app.Key()); err != nil {
+			if err := a.o.Egress.ClearBlock(app.Key()); err != nil {
 				return nil, a.internal("clearing egress block", err)
 			}
 			a.log.Info("egress block cleared", "app", app.FullName(), "user", u.Name)
@@ -223,13 +222,13 @@ func (a *API) registerEgressAdmin() {
 }
 
 func (a *API) egressView(app *store.App) (*body[apitypes.EgressView], error) {
-	p, err := a.o.Egress.EgressPolicy(app)
+	p, err := a.o.Egress.Policy(app)
 	if err != nil {
 		return nil, a.internal("reading egress policy", err)
 	}
-	v := apitypes.EgressView{Rules: []apitypes.EgressRuleView{}, Default: p.Default, Enforced: a.o.Egress.EgressEnforced(), Labels: map[string]string{},
+	v := apitypes.EgressView{Rules: []apitypes.EgressRuleView{}, Default: p.Default, Enforced: a.o.Egress.Enforced(), Labels: map[string]string{},
 		Blocked: app.EgressBlocked, Router: a.egressRouterView(app)}
-	refused, failed := a.o.Egress.EgressDestinations(app.Key())
+	refused, failed := a.o.Egress.Destinations(app.Key())
 	v.Refused, v.Failed = refusalViews(refused), refusalViews(failed)
 	shadow := p.Shadowed()
 	for i, r := range p.Rules {
@@ -239,7 +238,7 @@ func (a *API) egressView(app *store.App) (*body[apitypes.EgressView], error) {
 		}
 		v.Rules = append(v.Rules, rv)
 	}
-	labels := a.o.Egress.EgressLabelTable()
+	labels := a.o.Egress.Labels()
 	for _, name := range labels.Names() {
 		var ports []string
 		for _, pr := range labels[name] {

@@ -300,11 +300,11 @@ func (a *API) changeEgressRouter(ctx context.Context, ref AppRef, what string, c
 		return nil, asProblem(a, "saving the egress router configuration", err)
 	}
 	a.log.Info("egress router changed", "app", app.FullName(), "change", what, "user", userOf(ctx).Name)
-	if err := a.o.Egress.ApplyEgressRouterPorts(); err != nil {
+	if err := a.o.EgressPorts(); err != nil {
 		return nil, a.internal("opening the egress router's ports", err)
 	}
 	a.o.EgressRouter.Sync()
-	if err := a.o.Egress.ApplyEgress(app.Key()); err != nil {
+	if err := a.o.Egress.Apply(app.Key()); err != nil {
 		return nil, a.internal("applying egress policy", err)
 	}
 	if restart && app.ActiveDeployment != "" && !app.Stopped {

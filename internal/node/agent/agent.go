@@ -19,7 +19,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,13 +26,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/egress/enforce"
+
 	gearrt "github.com/gantry-paas/gantry/internal/node/runtime"
 
 	"github.com/gantry-paas/gantry/internal/node/disk"
 	"github.com/gantry-paas/gantry/internal/node/runtime/sandbox"
 
 	"github.com/gantry-paas/gantry/internal/control/store"
-	"github.com/gantry-paas/gantry/internal/egress/policy"
 	"github.com/gantry-paas/gantry/internal/keylock"
 	"github.com/gantry-paas/gantry/internal/layout"
 	"github.com/gantry-paas/gantry/internal/node/runtime/netplan"
@@ -88,29 +88,12 @@ type Options struct {
 	Disks *disk.Images
 	// UIDMin..UIDMax are the Unix users given to apps.
 	UIDMin, UIDMax int
-	// EgressDefault is the platform's egress verdict when no rule of an
-	// app matches (allow unless set); EgressLabels the port labels
-	// (policy.DefaultLabels unless set).
-	EgressDefault string
-	EgressLabels  policy.Labels
-	// Scan is when refusals look like a port scan (policy.DefaultScan
-	// unless set); ScanBlock cuts a flagged app's outbound traffic.
-	Scan      policy.ScanPolicy
-	ScanBlock bool
-	// OnEgressEvent is told of port scans; OnEgressRefused of refused
-	// destinations (for metrics).
-	OnEgressEvent   func(app *store.App, kind, reason string)
-	OnEgressRefused func(app *store.App, destinations int)
 	// EgressRouter is where the egress router listens on the gateway
-	// (nil: no router); a bound app's gears may leave only for it.
-	EgressRouter *EgressRouterPorts
-	// EgressDNS is the platform's DNS forwarder on the gateway (invalid:
-	// none). Apps with hostname rules send their DNS there, and what their
-	// lookups return is let through (LearnEgressDNS).
-	EgressDNS netip.AddrPort
-	// DNSUpstreams resolve hostname rules, with their TTLs (the
-	// forwarder's upstreams; none: Go's resolver, refreshed every 30 s).
-	DNSUpstreams []string
+	// (nil: no router): its ports are open to the gears on the bridge.
+	EgressRouter *enforce.RouterPorts
+	// Egress applies an app's outbound policy in its gears' namespaces
+	// (nil: none); the agent calls it before a namespaced gear starts.
+	Egress interface{ Apply(appKey string) error }
 }
 
 // Agent supervises gears.
@@ -127,10 +110,6 @@ type Agent struct {
 
 	svcMu    sync.Mutex // guards svcCache
 	svcCache map[string]serviceCache
-
-	hosts   hostCache    // addresses of egress hostname rules
-	learned learnedCache // addresses the gears' lookups returned
-	byAddr  gearIndex    // namespaced gears by address (DNS learning)
 }
 
 // UIDRange is the block of 65,536 Unix user ids a server gives its apps:
@@ -211,9 +190,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.ctx = ctx
 	a.reattach(ctx)
 	close(a.ready)
-	a.wg.Add(2)
-	go func() { defer a.wg.Done(); a.egressLoop(ctx) }()
-	go func() { defer a.wg.Done(); a.scanLoop(ctx) }()
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	for {
@@ -456,4 +432,15 @@ func cleanLogs(dir string, keep int) {
 		os.Remove(fs[oldest].p + ".1")
 		fs = append(fs[:oldest], fs[oldest+1:]...)
 	}
+}
+
+// apps lists every app (nil when the store cannot be read).
+func (a *Agent) apps() []store.App {
+	var apps []store.App
+	a.o.Store.View(func(tx *store.Tx) error {
+		var err error
+		apps, err = store.ListApps(tx)
+		return err
+	})
+	return apps
 }

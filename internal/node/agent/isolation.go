@@ -241,8 +241,10 @@ func (a *Agent) prepareNamespaced(app *store.App, dep *store.Deployment, g *stor
 	}
 	// The egress policy is in place before the app runs (and the app's
 	// other gears learn the new peer).
-	if err := a.ApplyEgress(app.Key()); err != nil {
-		return "", limits, err
+	if a.o.Egress != nil {
+		if err := a.o.Egress.Apply(app.Key()); err != nil {
+			return "", limits, err
+		}
 	}
 	if err := a.ownAppDirs(app, dep); err != nil {
 		return "", limits, fmt.Errorf("directories: %w", err)

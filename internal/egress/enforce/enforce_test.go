@@ -1,7 +1,11 @@
-package agent
+package enforce
 
 import (
+	"net/netip"
+	"path/filepath"
 	"testing"
+
+	"github.com/gantry-paas/gantry/internal/control/store"
 )
 
 // What `nft -j list sets table inet gantry_egress` prints in a gear: the
@@ -20,5 +24,34 @@ func TestParseDestinations(t *testing.T) {
 	}
 	if len(got["host4_0f1b303d"]) != 0 {
 		t.Errorf("learned addresses read as destinations: %+v", got["host4_0f1b303d"])
+	}
+}
+
+// The DNS-learning index finds a namespaced gear and its app by address,
+// and follows the store.
+func TestGearByAddr(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	a := &Enforcer{o: Options{Store: st}}
+	app := store.App{Name: "web", Domain: "acme"}
+	put := func(g store.Gear) {
+		st.Update(func(tx *store.Tx) error {
+			tx.Put(app.Key(), &app)
+			return tx.Put(store.GearKey(g.ID), &g)
+		})
+	}
+	put(store.Gear{ID: "g1", AppKey: app.Key(), IP: "10.88.0.2", State: store.GearRunning, Isolation: namespaces})
+	if g, got, ok := a.gearByAddr(netip.MustParseAddr("10.88.0.2")); !ok || g.ID != "g1" || got.Name != "web" {
+		t.Fatalf("gearByAddr: %+v %+v %v", g, got, ok)
+	}
+	if _, _, ok := a.gearByAddr(netip.MustParseAddr("10.88.0.3")); ok {
+		t.Fatal("found a gear at an address nobody has")
+	}
+	put(store.Gear{ID: "g2", AppKey: app.Key(), IP: "10.88.0.3", State: store.GearRunning, Isolation: namespaces})
+	if g, _, ok := a.gearByAddr(netip.MustParseAddr("10.88.0.3")); !ok || g.ID != "g2" {
+		t.Fatalf("after a new gear: %+v %v", g, ok)
 	}
 }

@@ -1,4 +1,4 @@
-package agent
+package enforce
 
 import (
 	"bufio"
@@ -85,41 +85,41 @@ func (c *hostCache) lookup(upstreams []string, host string) []netip.Addr {
 	return addrs
 }
 
-// EgressPolicy is an app's outbound policy: its rules, then the platform
+// Policy is an app's outbound policy: its rules, then the platform
 // default.
-func (a *Agent) EgressPolicy(app *store.App) (policy.Policy, error) {
-	p := policy.Policy{Default: a.o.EgressDefault, Blocked: app.EgressBlocked}
+func (e *Enforcer) Policy(app *store.App) (policy.Policy, error) {
+	p := policy.Policy{Default: e.o.Default, Blocked: app.EgressBlocked}
 	if p.Default == "" {
 		p.Default = policy.Allow
 	}
 	for _, r := range app.Egress {
-		rule, err := policy.Parse(r.Action, r.Rule, a.EgressLabelTable())
+		rule, err := policy.Parse(r.Action, r.Rule, e.Labels())
 		if err != nil {
 			return p, err
 		}
 		p.Rules = append(p.Rules, rule)
 	}
-	via, err := a.egressVia(app.EgressRouter)
+	via, err := e.via(app.EgressRouter)
 	p.Via = via
 	return p, err
 }
 
-// EgressRouterPorts are the egress router's fixed ports on the gateway.
-type EgressRouterPorts struct {
+// RouterPorts are the egress router's fixed ports on the gateway.
+type RouterPorts struct {
 	Proxy     uint16
 	Redirects []uint16 // redirect k of an app arrives on Redirects[k]
 }
 
-// EgressRouterPorts says where the router listens (nil: no router).
-func (a *Agent) EgressRouterPorts() *EgressRouterPorts { return a.o.EgressRouter }
+// RouterPorts says where the router listens (nil: no router).
+func (e *Enforcer) RouterPorts() *RouterPorts { return e.o.Router }
 
-// egressVia binds an app that uses the egress router to it: the router's
+// via binds an app that uses the egress router to it: the router's
 // ports that the app uses, and its redirects.
-func (a *Agent) egressVia(r *store.EgressRouter) (*policy.Via, error) {
-	if r.Empty() || a.o.EgressRouter == nil {
+func (e *Enforcer) via(r *store.EgressRouter) (*policy.Via, error) {
+	if r.Empty() || e.o.Router == nil {
 		return nil, nil
 	}
-	ports := a.o.EgressRouter
+	ports := e.o.Router
 	v := &policy.Via{}
 	if r.Proxy {
 		v.Ports = append(v.Ports, ports.Proxy)
@@ -141,25 +141,25 @@ func (a *Agent) egressVia(r *store.EgressRouter) (*policy.Via, error) {
 	return v, nil
 }
 
-func (a *Agent) EgressLabelTable() policy.Labels {
-	if a.o.EgressLabels != nil {
-		return a.o.EgressLabels
+func (e *Enforcer) Labels() policy.Labels {
+	if e.o.Labels != nil {
+		return e.o.Labels
 	}
 	return policy.DefaultLabels
 }
 
-// ResolveEgressHosts resolves the policy's hostname rules.
-func (a *Agent) ResolveEgressHosts(p policy.Policy) map[string][]netip.Addr {
+// ResolveHosts resolves the policy's hostname rules.
+func (e *Enforcer) ResolveHosts(p policy.Policy) map[string][]netip.Addr {
 	hosts := map[string][]netip.Addr{}
 	for _, r := range p.Rules {
 		if r.Host != "" && !r.Wildcard {
-			hosts[r.Host] = a.hosts.lookup(a.o.DNSUpstreams, r.Host)
+			hosts[r.Host] = e.hosts.lookup(e.o.DNSUpstreams, r.Host)
 		}
 	}
 	if p.Via != nil {
 		for _, n := range p.Via.Redirects {
 			if n.Match.Host != "" {
-				hosts[n.Match.Host] = a.hosts.lookup(a.o.DNSUpstreams, n.Match.Host)
+				hosts[n.Match.Host] = e.hosts.lookup(e.o.DNSUpstreams, n.Match.Host)
 			}
 		}
 	}
@@ -167,15 +167,15 @@ func (a *Agent) ResolveEgressHosts(p policy.Policy) map[string][]netip.Addr {
 }
 
 // LookupHost resolves a name as the platform does for hostname rules.
-func (a *Agent) LookupHost(ctx context.Context, host string) ([]netip.Addr, error) {
-	if len(a.o.DNSUpstreams) == 0 {
+func (e *Enforcer) LookupHost(ctx context.Context, host string) ([]netip.Addr, error) {
+	if len(e.o.DNSUpstreams) == 0 {
 		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 		for i := range addrs {
 			addrs[i] = addrs[i].Unmap()
 		}
 		return addrs, err
 	}
-	answers, err := dns.Lookup(ctx, a.o.DNSUpstreams, host)
+	answers, err := dns.Lookup(ctx, e.o.DNSUpstreams, host)
 	var addrs []netip.Addr
 	for _, ans := range answers {
 		if !slices.Contains(addrs, ans.Addr) {
@@ -199,28 +199,28 @@ func learnTimeout(ttl time.Duration) time.Duration {
 	return max(ttl, time.Minute) + 2*time.Minute
 }
 
-// LearnEgressDNS lets the addresses of a DNS answer through the policy
+// LearnDNS lets the addresses of a DNS answer through the policy
 // of the gear that asked, for each hostname rule that covers one of the
 // answer's names. It returns once they are in the gear's sets, before the
 // forwarder hands the answer to the gear.
-func (a *Agent) LearnEgressDNS(src netip.Addr, names []string, answers []dns.Answer) {
+func (e *Enforcer) LearnDNS(src netip.Addr, names []string, answers []dns.Answer) {
 	// Every namespaced gear's DNS goes through the forwarder: the gear
 	// and its app come from an index rebuilt when the store changes, not
 	// from a store scan per answer.
-	gear, app, ok := a.gearByAddr(src)
+	gear, app, ok := e.gearByAddr(src)
 	if !ok {
 		return
 	}
-	pol, err := a.EgressPolicy(&app)
+	pol, err := e.Policy(&app)
 	if err != nil || pol.Via != nil {
 		return
 	}
 	now := time.Now()
 	var script strings.Builder
 	var added []string
-	a.learned.mu.Lock()
-	if a.learned.until == nil {
-		a.learned.until = map[string]time.Time{}
+	e.learned.mu.Lock()
+	if e.learned.until == nil {
+		e.learned.until = map[string]time.Time{}
 	}
 	for _, host := range pol.HostRules() {
 		hit := false
@@ -234,36 +234,36 @@ func (a *Agent) LearnEgressDNS(src netip.Addr, names []string, answers []dns.Ans
 			set := policy.LearnedSet(host, ans.Addr.Is6())
 			key := gear.ID + " " + set + " " + ans.Addr.String()
 			timeout := learnTimeout(ans.TTL)
-			if until, ok := a.learned.until[key]; ok && until.Sub(now) > timeout/2 {
+			if until, ok := e.learned.until[key]; ok && until.Sub(now) > timeout/2 {
 				continue // in the set for long enough
 			}
 			// add, delete, add: a fresh timeout whether or not it was there.
 			elem := fmt.Sprintf("inet %s %s { %s", policy.Table, set, ans.Addr)
 			fmt.Fprintf(&script, "add element %s timeout %ds }\ndelete element %s }\nadd element %s timeout %ds }\n",
 				elem, int(timeout.Seconds()), elem, elem, int(timeout.Seconds()))
-			a.learned.until[key] = now.Add(timeout)
+			e.learned.until[key] = now.Add(timeout)
 			added = append(added, key)
 		}
 	}
-	for k, until := range a.learned.until {
+	for k, until := range e.learned.until {
 		if until.Before(now) {
-			delete(a.learned.until, k)
+			delete(e.learned.until, k)
 		}
 	}
-	a.learned.mu.Unlock()
+	e.learned.mu.Unlock()
 	if script.Len() == 0 {
 		return
 	}
-	if err := applyInNetns(a.o.Network.Normalize().NetnsName(gear.ID), script.String()); err != nil {
-		a.log.Warn("letting a DNS answer through the egress policy", "app", app.FullName(), "gear", gear.ID, "names", names, "err", err)
-		a.learned.mu.Lock()
+	if err := applyInNetns(e.o.Network.Normalize().NetnsName(gear.ID), script.String()); err != nil {
+		e.log.Warn("letting a DNS answer through the egress policy", "app", app.FullName(), "gear", gear.ID, "names", names, "err", err)
+		e.learned.mu.Lock()
 		for _, k := range added {
-			delete(a.learned.until, k)
+			delete(e.learned.until, k)
 		}
-		a.learned.mu.Unlock()
+		e.learned.mu.Unlock()
 		return
 	}
-	a.log.Debug("egress learned", "app", app.FullName(), "gear", gear.ID, "names", names, "answers", len(answers))
+	e.log.Debug("egress learned", "app", app.FullName(), "gear", gear.ID, "names", names, "answers", len(answers))
 }
 
 // gearIndex maps namespaced gears' addresses to the gear and its app, as
@@ -277,20 +277,20 @@ type gearIndex struct {
 
 // gearByAddr is the running namespaced gear with address src and its
 // app.
-func (a *Agent) gearByAddr(src netip.Addr) (store.Gear, store.App, bool) {
-	x := &a.byAddr
+func (e *Enforcer) gearByAddr(src netip.Addr) (store.Gear, store.App, bool) {
+	x := &e.byAddr
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if rev := a.o.Store.Rev(); x.gear == nil || x.rev != rev {
+	if rev := e.o.Store.Rev(); x.gear == nil || x.rev != rev {
 		gears := map[string]store.Gear{}
 		apps := map[string]store.App{}
-		err := a.o.Store.View(func(tx *store.Tx) error {
+		err := e.o.Store.View(func(tx *store.Tx) error {
 			all, err := store.ListGears(tx)
 			if err != nil {
 				return err
 			}
 			for _, g := range all {
-				if g.State == store.GearStopped || g.Isolation != Namespaces {
+				if g.State == store.GearStopped || g.Isolation != namespaces {
 					continue
 				}
 				gears[g.IP] = g
@@ -316,33 +316,33 @@ func (a *Agent) gearByAddr(src netip.Addr) (store.Gear, store.App, bool) {
 	return g, app, ok
 }
 
-// EgressEnforced says whether policies are enforced (namespaced gears).
-func (a *Agent) EgressEnforced() bool { return a.namespaced() }
+// Enforced says whether policies are enforced (namespaced gears).
+func (e *Enforcer) Enforced() bool { return e.o.Enabled }
 
-// ApplyEgress renders the app's policy and applies it in the network
+// Apply renders the app's policy and applies it in the network
 // namespace of each of its gears, atomically per gear, while they run.
-func (a *Agent) ApplyEgress(appKey string) error {
-	if !a.namespaced() {
+func (e *Enforcer) Apply(appKey string) error {
+	if !e.o.Enabled {
 		return nil
 	}
-	app, gears, err := a.namespacedGears(appKey)
+	app, gears, err := e.namespacedGears(appKey)
 	if err != nil {
 		return err
 	}
-	pol, err := a.EgressPolicy(&app)
+	pol, err := e.Policy(&app)
 	if err != nil {
 		return err
 	}
-	always := policy.Always{Gateway: a.o.Network.Normalize().Gateway(), HostPorts: a.o.Network.HostTCPPorts, Resolvers: resolvers(), DNS: a.o.EgressDNS}
+	always := policy.Always{Gateway: e.o.Network.Normalize().Gateway(), HostPorts: e.o.Network.HostTCPPorts, Resolvers: resolvers(), DNS: e.o.DNS}
 	for _, g := range gears {
 		if ip, err := netip.ParseAddr(g.IP); err == nil {
 			always.Peers = append(always.Peers, ip)
 		}
 	}
-	ruleset := policy.Ruleset(pol, a.ResolveEgressHosts(pol), always)
+	ruleset := policy.Ruleset(pol, e.ResolveHosts(pol), always)
 	var errs []string
 	for _, g := range gears {
-		if err := applyInNetns(a.o.Network.Normalize().NetnsName(g.ID), ruleset); err != nil {
+		if err := applyInNetns(e.o.Network.Normalize().NetnsName(g.ID), ruleset); err != nil {
 			errs = append(errs, fmt.Sprintf("gear %s: %v", g.ID, err))
 		}
 	}
@@ -386,11 +386,11 @@ func resolvers() []netip.Addr {
 	return out
 }
 
-// egressLoop re-applies the policies with hostname rules when their
+// refreshLoop re-applies the policies with hostname rules when their
 // addresses change (looked up again as their TTLs run out), until ctx
 // ends.
-func (a *Agent) egressLoop(ctx context.Context) {
-	if !a.namespaced() {
+func (e *Enforcer) refreshLoop(ctx context.Context) {
+	if !e.o.Enabled {
 		return
 	}
 	tick := time.NewTicker(hostMinTTL)
@@ -402,13 +402,13 @@ func (a *Agent) egressLoop(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		apps := a.apps()
+		apps := e.apps()
 		for i := range apps {
-			p, err := a.EgressPolicy(&apps[i])
+			p, err := e.Policy(&apps[i])
 			if err != nil {
 				continue
 			}
-			hosts := a.ResolveEgressHosts(p)
+			hosts := e.ResolveHosts(p)
 			if len(hosts) == 0 {
 				continue
 			}
@@ -417,24 +417,24 @@ func (a *Agent) egressLoop(ctx context.Context) {
 				continue
 			}
 			last[apps[i].Key()] = sig
-			if err := a.ApplyEgress(apps[i].Key()); err != nil {
-				a.log.Warn("refreshing egress hostnames", "app", apps[i].FullName(), "err", err)
+			if err := e.Apply(apps[i].Key()); err != nil {
+				e.log.Warn("refreshing egress hostnames", "app", apps[i].FullName(), "err", err)
 			}
 		}
 	}
 }
 
-// EgressDestinations reads, from each of the app's gears (one nft run
+// Destinations reads, from each of the app's gears (one nft run
 // each), the destinations the policy refused and those that refused the
 // gears at the remote end or were unreachable, summed over the gears.
-func (a *Agent) EgressDestinations(appKey string) (refused, failed []policy.Refusal) {
-	if !a.namespaced() {
+func (e *Enforcer) Destinations(appKey string) (refused, failed []policy.Refusal) {
+	if !e.o.Enabled {
 		return nil, nil
 	}
-	_, gears, _ := a.namespacedGears(appKey)
+	_, gears, _ := e.namespacedGears(appKey)
 	sums := map[string]map[[2]string]int64{policy.RefusedSet: {}, policy.FailedSet: {}}
 	for _, g := range gears {
-		out, err := exec.Command("nsenter", "--net="+netplan.NetnsPath(a.o.Network.Normalize().NetnsName(g.ID)), "nft", "-j", "list", "sets", "table", "inet", policy.Table).Output()
+		out, err := exec.Command("nsenter", "--net="+netplan.NetnsPath(e.o.Network.Normalize().NetnsName(g.ID)), "nft", "-j", "list", "sets", "table", "inet", policy.Table).Output()
 		if err != nil {
 			continue
 		}
@@ -507,12 +507,12 @@ func parseDestinations(out []byte) map[string][]policy.Refusal {
 
 // scanLoop watches each app's refusals for port scans until ctx ends. A
 // flagged app gets an event (OnEgressEvent) and, with ScanBlock, its
-// outbound traffic cut until ClearEgressBlock.
-func (a *Agent) scanLoop(ctx context.Context) {
-	if !a.namespaced() {
+// outbound traffic cut until ClearBlock.
+func (e *Enforcer) scanLoop(ctx context.Context) {
+	if !e.o.Enabled {
 		return
 	}
-	scan := a.o.Scan
+	scan := e.o.Scan
 	if scan.Distinct == 0 {
 		scan = policy.DefaultScan
 	}
@@ -531,7 +531,7 @@ func (a *Agent) scanLoop(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		apps := a.apps()
+		apps := e.apps()
 		for i := range apps {
 			app := &apps[i]
 			st := states[app.Key()]
@@ -547,7 +547,7 @@ func (a *Agent) scanLoop(ctx context.Context) {
 			// remote end: a destination counts once, whichever it was.
 			var fresh, refused, failed []string
 			now := map[string]int64{}
-			refusedNow, failedNow := a.EgressDestinations(app.Key())
+			refusedNow, failedNow := e.Destinations(app.Key())
 			for i, set := range [][]policy.Refusal{refusedNow, failedNow} {
 				for _, r := range set {
 					key := r.Proto + " " + r.Dest
@@ -568,13 +568,13 @@ func (a *Agent) scanLoop(ctx context.Context) {
 			}
 			st.last = now
 			if len(refused) > 0 {
-				a.log.Info("egress refused", "app", app.FullName(), "destinations", strings.Join(refused, ", "))
-				if a.o.OnEgressRefused != nil {
-					a.o.OnEgressRefused(app, len(refused))
+				e.log.Info("egress refused", "app", app.FullName(), "destinations", strings.Join(refused, ", "))
+				if e.o.OnRefused != nil {
+					e.o.OnRefused(app, len(refused))
 				}
 			}
 			if len(failed) > 0 {
-				a.log.Info("egress failed at the remote end", "app", app.FullName(), "destinations", strings.Join(failed, ", "))
+				e.log.Info("egress failed at the remote end", "app", app.FullName(), "destinations", strings.Join(failed, ", "))
 			}
 			flagged, n := st.det.Observe(scan, time.Now(), fresh)
 			if !flagged || st.flagged {
@@ -582,22 +582,22 @@ func (a *Agent) scanLoop(ctx context.Context) {
 			}
 			st.flagged = true
 			reason := fmt.Sprintf("%d distinct destinations refused or unreachable within %s (threshold %d)", n, scan.Window, scan.Distinct)
-			if a.o.ScanBlock {
+			if e.o.ScanBlock {
 				reason += "; outbound traffic cut until `gantry admin egress clear " + app.FullName() + "`"
-				if err := a.setEgressBlocked(app.Key(), true); err != nil {
-					a.log.Error("blocking egress", "app", app.FullName(), "err", err)
+				if err := e.setBlocked(app.Key(), true); err != nil {
+					e.log.Error("blocking egress", "app", app.FullName(), "err", err)
 				}
 			}
-			a.log.Warn("port scan suspected", "app", app.FullName(), "reason", reason)
-			if a.o.OnEgressEvent != nil {
-				a.o.OnEgressEvent(app, "port_scan", reason) // events.PortScan
+			e.log.Warn("port scan suspected", "app", app.FullName(), "reason", reason)
+			if e.o.OnEvent != nil {
+				e.o.OnEvent(app, "port_scan", reason) // events.PortScan
 			}
 		}
 	}
 }
 
-func (a *Agent) setEgressBlocked(appKey string, blocked bool) error {
-	err := a.o.Store.Update(func(tx *store.Tx) error {
+func (e *Enforcer) setBlocked(appKey string, blocked bool) error {
+	err := e.o.Store.Update(func(tx *store.Tx) error {
 		var app store.App
 		if err := tx.Get(appKey, &app); err != nil {
 			return err
@@ -608,16 +608,16 @@ func (a *Agent) setEgressBlocked(appKey string, blocked bool) error {
 	if err != nil {
 		return err
 	}
-	return a.ApplyEgress(appKey)
+	return e.Apply(appKey)
 }
 
-// ClearEgressBlock lets a flagged app's traffic out again.
-func (a *Agent) ClearEgressBlock(appKey string) error { return a.setEgressBlocked(appKey, false) }
+// ClearBlock lets a flagged app's traffic out again.
+func (e *Enforcer) ClearBlock(appKey string) error { return e.setBlocked(appKey, false) }
 
 // apps lists every app (nil when the store cannot be read).
-func (a *Agent) apps() []store.App {
+func (e *Enforcer) apps() []store.App {
 	var apps []store.App
-	a.o.Store.View(func(tx *store.Tx) error {
+	e.o.Store.View(func(tx *store.Tx) error {
 		var err error
 		apps, err = store.ListApps(tx)
 		return err
