@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
 
@@ -127,24 +126,6 @@ func compileEgress(apps []store.App, gears []store.Gear, log *slog.Logger) []egr
 		out = append(out, ea)
 	}
 	return out
-}
-
-// proxyEnv is what a bound app's gears are told: the router's address
-// and, with the HTTP proxy, the proxy variables every HTTP client reads.
-func proxyEnv(r *store.EgressRouter, gateway netip.Addr, proxy netip.AddrPort, subnet netip.Prefix) map[string]string {
-	if r.Empty() || !gateway.IsValid() {
-		return nil
-	}
-	env := map[string]string{"GANTRY_EGRESS_ROUTER": gateway.String()}
-	if r.Proxy {
-		u := "http://" + proxy.String()
-		no := strings.Join([]string{"localhost", "127.0.0.1", "::1", gateway.String(), subnet.Masked().String()}, ",")
-		for _, k := range []string{"HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"} {
-			env[k] = u
-		}
-		env["NO_PROXY"], env["no_proxy"] = no, no
-	}
-	return env
 }
 
 // egressAPI is the router for the API (a nil interface when there is none).

@@ -50,7 +50,6 @@ import (
 	"github.com/gantry-paas/gantry/internal/layout"
 	"github.com/gantry-paas/gantry/internal/metrics"
 	"github.com/gantry-paas/gantry/internal/node/agent"
-	"github.com/gantry-paas/gantry/internal/node/cartridge"
 	"github.com/gantry-paas/gantry/internal/node/disk"
 	"github.com/gantry-paas/gantry/internal/node/gearenv"
 	"github.com/gantry-paas/gantry/internal/node/hostcheck"
@@ -370,9 +369,9 @@ func Run(ctx context.Context, o Options) error {
 			}
 		}
 	}
-	env := envBuilder{lay: lay, cloud: o.CloudDomain, path: os.Getenv("PATH"), st: st}
+	env := &gearenv.Builder{Layout: lay, Path: os.Getenv("PATH"), Store: st}
 	if isolation == agent.Namespaces {
-		env.path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/go/bin"
+		env.Path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/go/bin"
 	}
 	switch o.AliasVerification {
 	case "", api.VerifyAuto, api.VerifyDNS, api.VerifyOff:
@@ -434,8 +433,8 @@ func Run(ctx context.Context, o Options) error {
 		egr = &egressRole{st: st, log: log, subnet: plan.Subnet, r: egressrouter.New(egressrouter.Options{Addr: plan.Gateway(), ProxyPort: proxyPort,
 			Redirects: len(egrPorts.Redirects), Forbidden: forbiddenNets(plan.Subnet), AccessLog: egressLog, Registerer: mets.Registry, Log: log,
 			MaxConnsPerGear: o.MaxGearConns, ListenWith: ho.ListenWith})}
-		env.egressGateway, env.egressSubnet = plan.Gateway(), plan.Subnet
-		env.egressProxy = netip.AddrPortFrom(plan.Gateway(), uint16(proxyPort))
+		env.EgressGateway, env.EgressSubnet = plan.Gateway(), plan.Subnet
+		env.EgressProxy = netip.AddrPortFrom(plan.Gateway(), uint16(proxyPort))
 	}
 	var disks *disk.Images
 	switch o.DiskLimits {
@@ -468,7 +467,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Exe: exe, Env: env.gear, Egress: enf,
+	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Exe: exe, Env: env.ForGear, Egress: enf,
 		Disks: disks, GearResolvConf: gearResolv,
 		StartTimeout: o.StartTimeout, Isolation: isolation, Network: network, EgressRouter: egrPorts,
 		Hook: func(dep *store.Deployment, name string) string {
@@ -493,7 +492,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	waker.set(scaler)
 	bld, err := builder.New(builder.Options{Store: st, Layout: lay, Log: log, Deployer: ag, Run: ag.RunSandboxed, MaxPushBytes: o.MaxPushBytes,
-		StaticServer: shellQuote(exe) + " static-serve", Env: env.build,
+		StaticServer: shellQuote(exe) + " static-serve", Env: env.ForBuild,
 		URL: func(a *store.App) string { return appURL(a.Host) }})
 	if err == nil {
 		bld.CleanStale(started)
@@ -784,70 +783,6 @@ func reinstallHooks(st *store.Store, lay layout.Layout, exe string, log *slog.Lo
 	}
 }
 
-// envBuilder assembles gear and build environments from the layout.
-type envBuilder struct {
-	lay   layout.Layout
-	cloud string
-	path  string
-	st    *store.Store
-	// The egress router, when there is one.
-	egressGateway netip.Addr
-	egressProxy   netip.AddrPort
-	egressSubnet  netip.Prefix
-}
-
-// passEnv are server variables that builds need to reach package registries.
-var passEnv = []string{"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
-	"GOPROXY", "GOFLAGS", "GONOSUMDB", "GONOSUMCHECK", "GOPRIVATE", "GOSUMDB", "GOTOOLCHAIN", "npm_config_registry", "PIP_INDEX_URL"}
-
-func (e envBuilder) params(app *store.App, dir, cart string) gearenv.Params {
-	// Cartridges' variables first; the user's own win on a clash.
-	user := map[string]string{}
-	if len(app.Cartridges) > 0 {
-		e.st.View(func(tx *store.Tx) error {
-			for _, c := range app.Cartridges {
-				if g, err := agent.CartridgeGear(tx, app.Key(), c.Name); err == nil {
-					for k, v := range cartridge.Env(c.Name, g.IP, g.Port, cartridge.Credentials{User: c.User, Password: c.Password, Database: c.Database}) {
-						user[k] = v
-					}
-				}
-			}
-			return nil
-		})
-	}
-	for k, v := range app.Env {
-		user[k] = v
-	}
-	for k, v := range proxyEnv(app.EgressRouter, e.egressGateway, e.egressProxy, e.egressSubnet) {
-		user[k] = v // a bound app can only leave through the router
-	}
-	return gearenv.Params{App: app.Name, Domain: app.Domain, AppID: app.ID, Host: app.Host, Cartridge: cart,
-		DataDir: e.lay.Data(app.ID), RepoDir: dir, LogDir: e.lay.Logs(app.ID), TmpDir: e.lay.Tmp(app.ID),
-		HomeDir: e.lay.Home(app.ID), User: user, BasePath: e.path,
-		PathPrefix: []string{dir + "/node_modules/.bin", dir + "/.venv/bin", dir + "/.gantry/bin"}}
-}
-
-func (e envBuilder) gear(app *store.App, dep *store.Deployment, g *store.Gear) []string {
-	p := e.params(app, dep.Dir, dep.Cartridge)
-	p.GearID, p.IP, p.Port = g.ID, g.IP, g.Port
-	return gearenv.Build(p)
-}
-
-func (e envBuilder) build(app *store.App, dir, cart string) []string {
-	p := e.params(app, dir, cart)
-	p.GearID = "build"
-	env := gearenv.Build(p)
-	cache := e.lay.Cache(app.ID)
-	env = append(env, "GOCACHE="+cache+"/go-build", "GOPATH="+cache+"/go", "GOMODCACHE="+cache+"/go/pkg/mod",
-		"npm_config_cache="+cache+"/npm", "PIP_CACHE_DIR="+cache+"/pip", "CI=true")
-	for _, k := range passEnv {
-		if v, ok := os.LookupEnv(k); ok {
-			env = append(env, k+"="+v)
-		}
-	}
-	return env
-}
-
 type lateHandler struct {
 	mu sync.RWMutex
 	h  *api.API
@@ -914,7 +849,7 @@ func (a agentAdapter) CartridgeAddress(appKey, name string) (string, int, bool) 
 	var port int
 	var found bool
 	a.storeView(func(tx *store.Tx) error {
-		if g, err := agent.CartridgeGear(tx, appKey, name); err == nil {
+		if g, err := store.ServiceGear(tx, appKey, name); err == nil {
 			ip, port, found = g.IP, g.Port, true
 		}
 		return nil

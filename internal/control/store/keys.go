@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"sort"
 	"strconv"
 	"strings"
@@ -93,4 +94,18 @@ func TrimEvents(tx *Tx, appID string, keep int) error {
 		keys = keys[1:]
 	}
 	return nil
+}
+
+// ServiceGear is the gear of an app's cartridge (service) name.
+func ServiceGear(tx *Tx, appKey, service string) (*Gear, error) {
+	gears, err := ListGears(tx)
+	if err != nil {
+		return nil, err
+	}
+	for _, g := range gears {
+		if g.AppKey == appKey && g.Service == service {
+			return &g, nil
+		}
+	}
+	return nil, fmt.Errorf("no gear for cartridge %s: %w", service, ErrNotFound)
 }

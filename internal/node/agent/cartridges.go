@@ -162,20 +162,6 @@ func (a *Agent) RemoveCartridge(ctx context.Context, appKey, name string) error 
 	return nil
 }
 
-// CartridgeGear returns the running gear of an app's cartridge.
-func CartridgeGear(tx *store.Tx, appKey, name string) (*store.Gear, error) {
-	gears, err := store.ListGears(tx)
-	if err != nil {
-		return nil, err
-	}
-	for _, g := range gears {
-		if g.AppKey == appKey && g.Service == name {
-			return &g, nil
-		}
-	}
-	return nil, fmt.Errorf("no gear for cartridge %s", name)
-}
-
 // nssWrapper gives the app's user a name (databases look themselves up)
 // without touching the host's /etc/passwd: nss_wrapper with passwd and
 // group files in the app's home, as OpenShift did for arbitrary uids.

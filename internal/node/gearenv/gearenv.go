@@ -1,7 +1,9 @@
 // Package gearenv assembles the environment of a gear's processes and of the
 // build steps and hooks that run for it: the user's variables, Gantry's own
 // (GANTRY_*) and the OpenShift names beside them so that apps written for
-// OpenShift run unmodified. It is a pure function of its parameters.
+// OpenShift run unmodified. Build is a pure function of its parameters;
+// Builder gathers them from the layout and the store (the app, its
+// cartridges' gears, the egress router it is bound to).
 package gearenv
 
 import (
