@@ -20,8 +20,8 @@ func TestBuilderForGear(t *testing.T) {
 	}
 	defer st.Close()
 	app := store.App{ID: "a1", Name: "blog", Domain: "acme", Host: "blog-acme.localhost",
-		Cartridges: []store.Cartridge{{Name: "postgresql", User: "u", Password: "p", Database: "blog"}},
-		Env:        map[string]string{"PGPORT": "6000", "GREETING": "hi"},
+		Cartridges:   []store.Cartridge{{Name: "postgresql", User: "u", Password: "p", Database: "blog"}},
+		Env:          map[string]string{"PGPORT": "6000", "GREETING": "hi"},
 		EgressRouter: &store.EgressRouter{Proxy: true}}
 	st.Update(func(tx *store.Tx) error {
 		tx.Put(app.Key(), &app)
