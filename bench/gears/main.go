@@ -106,7 +106,7 @@ func measure(exe, mode string, n, idle int) (result, error) {
 		if err := copyDir(site, dir); err != nil {
 			return "", err
 		}
-		dep := store.Deployment{ID: "d1", AppID: app.ID, Cartridge: "static", Command: "exec '" + exe + "' static-serve", Dir: dir}
+		dep := store.Deployment{ID: "d1", AppID: app.ID, Type: "static", Command: "exec '" + exe + "' static-serve", Dir: dir}
 		return app.Key(), st.Update(func(tx *store.Tx) error {
 			tx.Put(app.Key(), &app)
 			return tx.Put(store.DeploymentKey(app.ID, "d1"), &dep)

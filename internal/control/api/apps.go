@@ -562,7 +562,7 @@ func (a *API) registerDeployments() {
 			sort.Slice(deps, func(i, j int) bool { return deps[i].Created.After(deps[j].Created) })
 			out := []apitypes.DeploymentView{}
 			for _, d := range deps {
-				out = append(out, apitypes.DeploymentView{ID: d.ID, Commit: d.Commit, Cartridge: d.Cartridge, Created: d.Created, Active: d.ID == app.ActiveDeployment})
+				out = append(out, apitypes.DeploymentView{ID: d.ID, Commit: d.Commit, Cartridge: d.Type, Created: d.Created, Active: d.ID == app.ActiveDeployment})
 			}
 			return &body[[]apitypes.DeploymentView]{Body: out}, nil
 		})

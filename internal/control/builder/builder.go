@@ -1,5 +1,5 @@
 // Package builder turns a pushed commit into a running deployment: it checks
-// the commit out, detects the cartridge, runs the build and the app's action
+// the commit out, detects the app type, runs the build and the app's action
 // hooks in OpenShift order, records the deployment and hands it to the
 // deployer (the agent) for a zero-downtime rollout. Output streams to the
 // pusher as it happens.
@@ -46,7 +46,7 @@ type Options struct {
 	// StaticServer is the command that serves a static site on $PORT.
 	StaticServer string
 	// Env is the environment of build steps and hooks for an app.
-	Env func(app *store.App, dir, cartridge string) []string
+	Env func(app *store.App, dir, appType string) []string
 	// URL is the public URL of an app, printed at the end of a deploy.
 	URL func(app *store.App) string
 	// StepTimeout bounds each build step and hook.
@@ -128,7 +128,7 @@ func (b *Builder) Deploy(ctx context.Context, appKey, commit string, gitEnv []st
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrBuild, err)
 	}
-	fmt.Fprintf(out, "-----> %s app detected\n", plan.Cartridge)
+	fmt.Fprintf(out, "-----> %s app detected\n", plan.Type)
 	for _, n := range plan.Notes {
 		fmt.Fprintf(out, "       note: %s\n", n)
 	}
@@ -139,7 +139,7 @@ func (b *Builder) Deploy(ctx context.Context, appKey, commit string, gitEnv []st
 	for _, w := range hooks.Warnings {
 		fmt.Fprintf(out, "       warning: %s\n", w)
 	}
-	env := b.o.Env(&app, dir, plan.Cartridge)
+	env := b.o.Env(&app, dir, plan.Type)
 	run := func(title string, args ...string) error {
 		fmt.Fprintf(out, "-----> %s\n", title)
 		if err := b.o.Run(ctx, appKey, dir, env, indent(out), b.o.StepTimeout, args...); err != nil {
@@ -167,7 +167,7 @@ func (b *Builder) Deploy(ctx context.Context, appKey, commit string, gitEnv []st
 	if err := hook("deploy"); err != nil {
 		return err
 	}
-	dep := store.Deployment{ID: depID, AppID: app.ID, Commit: commit, Cartridge: plan.Cartridge,
+	dep := store.Deployment{ID: depID, AppID: app.ID, Commit: commit, Type: plan.Type,
 		Command: plan.Start, Health: HealthPath(dir), Dir: dir, Created: time.Now().UTC()}
 	if err := b.o.Store.Update(func(tx *store.Tx) error { return tx.Create(store.DeploymentKey(app.ID, depID), &dep) }); err != nil {
 		return fmt.Errorf("recording deployment: %w", err)

@@ -132,8 +132,8 @@ func TestDetect(t *testing.T) {
 			for _, s := range p.Steps {
 				steps = append(steps, s.Title)
 			}
-			if p.Cartridge != tc.cart || p.Start != tc.start || !reflect.DeepEqual(steps, tc.steps) {
-				t.Errorf("got %s %q %v; want %s %q %v", p.Cartridge, p.Start, steps, tc.cart, tc.start, tc.steps)
+			if p.Type != tc.cart || p.Start != tc.start || !reflect.DeepEqual(steps, tc.steps) {
+				t.Errorf("got %s %q %v; want %s %q %v", p.Type, p.Start, steps, tc.cart, tc.start, tc.steps)
 			}
 		})
 	}

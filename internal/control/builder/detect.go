@@ -11,7 +11,8 @@ import (
 	"strings"
 )
 
-// Cartridges that build and run an app's web process.
+// App types: what builds and runs an app's web process (OpenShift's web
+// cartridges; "cartridge" in Gantry's code means an add-on service).
 const (
 	NodeJS   = "nodejs"
 	Python   = "python"
@@ -20,7 +21,7 @@ const (
 	Procfile = "procfile" // no build: only a Procfile
 )
 
-// Types are the cartridge types a user may choose at app creation.
+// Types are the app types a user may choose at app creation.
 var Types = []string{NodeJS, Python, Go, Static}
 
 // Step is one build command, run in the source tree.
@@ -32,10 +33,10 @@ type Step struct {
 // Plan is what the builder does with a source tree: build steps, then the
 // command that starts the web process (run with sh -c).
 type Plan struct {
-	Cartridge string
-	Steps     []Step
-	Start     string
-	Notes     []string
+	Type  string
+	Steps []Step
+	Start string
+	Notes []string
 }
 
 var markers = []struct {
@@ -49,7 +50,7 @@ var markers = []struct {
 }
 
 // Detect decides how to build and start the tree in dir. preferred is the
-// app's type: when the tree matches several cartridges, it wins.
+// app's type: when the tree matches several types, it wins.
 // staticServer is the command that serves a directory (Gantry's own).
 func Detect(dir, preferred, staticServer string) (*Plan, error) {
 	t, err := openTree(dir)
@@ -93,11 +94,11 @@ func Detect(dir, preferred, staticServer string) (*Plan, error) {
 	case Python:
 		p, err = planPython(t)
 	case Go:
-		p = &Plan{Cartridge: Go, Steps: []Step{{"go build", []string{"go", "build", "-o", ".gantry/bin/web", "."}}}, Start: "exec ./.gantry/bin/web"}
+		p = &Plan{Type: Go, Steps: []Step{{"go build", []string{"go", "build", "-o", ".gantry/bin/web", "."}}}, Start: "exec ./.gantry/bin/web"}
 	case Static:
-		p = &Plan{Cartridge: Static, Start: "exec " + staticServer}
+		p = &Plan{Type: Static, Start: "exec " + staticServer}
 	case Procfile:
-		p = &Plan{Cartridge: Procfile}
+		p = &Plan{Type: Procfile}
 	default:
 		return nil, errors.New("could not tell what kind of app this is: add package.json (Node.js), requirements.txt or app.py (Python), go.mod (Go), index.html (static site), or a Procfile with a web: line")
 	}
@@ -153,7 +154,7 @@ func planNode(t *tree) (*Plan, error) {
 	if err := json.Unmarshal(data, &pkg); err != nil {
 		return nil, fmt.Errorf("package.json is not valid JSON: %v", jsonErrorAt(err))
 	}
-	p := &Plan{Cartridge: NodeJS}
+	p := &Plan{Type: NodeJS}
 	if len(pkg.Dependencies)+len(pkg.DevDependencies) > 0 {
 		if t.exists("package-lock.json") || t.exists("npm-shrinkwrap.json") {
 			p.Steps = append(p.Steps, Step{"npm ci", []string{"npm", "ci", "--no-audit", "--no-fund"}})
@@ -185,7 +186,7 @@ func planNode(t *tree) (*Plan, error) {
 }
 
 func planPython(t *tree) (*Plan, error) {
-	p := &Plan{Cartridge: Python}
+	p := &Plan{Type: Python}
 	reqs, err := requirements(t)
 	if err != nil {
 		return nil, err

@@ -27,12 +27,12 @@ Remember to make hooks executable: chmod +x .gantry/action_hooks/deploy
 `
 
 // Starter returns the files of a new app's first commit for its type.
-func Starter(cartridge, app string) (map[string]gitrepo.File, error) {
+func Starter(appType, app string) (map[string]gitrepo.File, error) {
 	files := map[string]gitrepo.File{".gantry/action_hooks/README.md": {Body: hooksReadme}}
 	page := func(lang string) string {
 		return fmt.Sprintf("<!doctype html><title>%s</title><h1>Welcome to %s</h1><p>This %s app runs on Gantry. Edit it, commit, and <code>git push</code>.</p>", app, app, lang)
 	}
-	switch cartridge {
+	switch appType {
 	case NodeJS:
 		files["package.json"] = gitrepo.File{Body: fmt.Sprintf(`{
   "name": %q,
@@ -96,7 +96,7 @@ func main() {
 	case Static:
 		files["index.html"] = gitrepo.File{Body: page("static") + "\n"}
 	default:
-		return nil, fmt.Errorf("unknown app type %q: choose one of %s", cartridge, strings.Join(Types, ", "))
+		return nil, fmt.Errorf("unknown app type %q: choose one of %s", appType, strings.Join(Types, ", "))
 	}
 	return files, nil
 }

@@ -111,14 +111,14 @@ type Host struct {
 
 // Deployment is one build of one commit. Key: deployments/APPID/ID.
 type Deployment struct {
-	ID        string    `json:"id"`
-	AppID     string    `json:"app_id"`
-	Commit    string    `json:"commit"`
-	Cartridge string    `json:"cartridge"`
-	Command   string    `json:"command"`     // the web process command
-	Health    string    `json:"health_path"` // optional HTTP path checked before routing
-	Dir       string    `json:"dir"`         // built tree on disk
-	Created   time.Time `json:"created"`
+	ID      string    `json:"id"`
+	AppID   string    `json:"app_id"`
+	Commit  string    `json:"commit"`
+	Type    string    `json:"cartridge"`   // the app type (nodejs, go…); the key predates the word
+	Command string    `json:"command"`     // the web process command
+	Health  string    `json:"health_path"` // optional HTTP path checked before routing
+	Dir     string    `json:"dir"`         // built tree on disk
+	Created time.Time `json:"created"`
 }
 
 // DeploymentKey is the store key of a deployment.

@@ -27,7 +27,7 @@ type Builder struct {
 var passEnv = []string{"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
 	"GOPROXY", "GOFLAGS", "GONOSUMDB", "GONOSUMCHECK", "GOPRIVATE", "GOSUMDB", "GOTOOLCHAIN", "npm_config_registry", "PIP_INDEX_URL"}
 
-func (e *Builder) params(app *store.App, dir, cart string) Params {
+func (e *Builder) params(app *store.App, dir, appType string) Params {
 	// Cartridges' variables first; the user's own win on a clash.
 	user := map[string]string{}
 	if len(app.Cartridges) > 0 {
@@ -48,7 +48,7 @@ func (e *Builder) params(app *store.App, dir, cart string) Params {
 	for k, v := range proxyEnv(app.EgressRouter, e.EgressGateway, e.EgressProxy, e.EgressSubnet) {
 		user[k] = v // a bound app can only leave through the router
 	}
-	return Params{App: app.Name, Domain: app.Domain, AppID: app.ID, Host: app.Host, Cartridge: cart,
+	return Params{App: app.Name, Domain: app.Domain, AppID: app.ID, Host: app.Host, Type: appType,
 		DataDir: e.Layout.Data(app.ID), RepoDir: dir, LogDir: e.Layout.Logs(app.ID), TmpDir: e.Layout.Tmp(app.ID),
 		HomeDir: e.Layout.Home(app.ID), User: user, BasePath: e.Path,
 		PathPrefix: []string{dir + "/node_modules/.bin", dir + "/.venv/bin", dir + "/.gantry/bin"}}
@@ -56,15 +56,15 @@ func (e *Builder) params(app *store.App, dir, cart string) Params {
 
 // ForGear is a gear's environment.
 func (e *Builder) ForGear(app *store.App, dep *store.Deployment, g *store.Gear) []string {
-	p := e.params(app, dep.Dir, dep.Cartridge)
+	p := e.params(app, dep.Dir, dep.Type)
 	p.GearID, p.IP, p.Port = g.ID, g.IP, g.Port
 	return Build(p)
 }
 
 // ForBuild is the environment of a build step or hook of the app,
 // with the build caches and the server's proxy and registry variables.
-func (e *Builder) ForBuild(app *store.App, dir, cart string) []string {
-	p := e.params(app, dir, cart)
+func (e *Builder) ForBuild(app *store.App, dir, appType string) []string {
+	p := e.params(app, dir, appType)
 	p.GearID = "build"
 	env := Build(p)
 	cache := e.Layout.Cache(app.ID)

@@ -29,7 +29,7 @@ func TestBuilderForGear(t *testing.T) {
 	})
 	b := &Builder{Layout: layout.Layout{Root: dir}, Store: st, Path: "/usr/bin:/bin",
 		EgressGateway: netip.MustParseAddr("10.9.0.1"), EgressProxy: netip.MustParseAddrPort("10.9.0.1:3128"), EgressSubnet: netip.MustParsePrefix("10.9.0.0/16")}
-	env := b.ForGear(&app, &store.Deployment{Dir: "/srv/d1", Cartridge: "nodejs"}, &store.Gear{ID: "g1", IP: "10.9.0.5", Port: 8080})
+	env := b.ForGear(&app, &store.Deployment{Dir: "/srv/d1", Type: "nodejs"}, &store.Gear{ID: "g1", IP: "10.9.0.5", Port: 8080})
 	for _, want := range []string{"GANTRY_POSTGRESQL_IP=10.9.0.7", "PGDATABASE=blog", "PGPORT=6000", "GREETING=hi", "HTTP_PROXY=http://10.9.0.1:3128", "GANTRY_EGRESS_ROUTER=10.9.0.1",
 		"GANTRY_GEAR_ID=g1", "PORT=8080", "PATH=/srv/d1/node_modules/.bin:/srv/d1/.venv/bin:/srv/d1/.gantry/bin:/usr/bin:/bin"} {
 		if !slices.Contains(env, want) {

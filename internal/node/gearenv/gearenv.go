@@ -15,7 +15,7 @@ import (
 // Params describe one gear (or one build, with GearID "build" and no port).
 type Params struct {
 	App, Domain, AppID, Host string
-	Cartridge                string
+	Type                     string // the app type: nodejs, go…
 	GearID, IP               string
 	Port                     int
 	DataDir, RepoDir         string
@@ -34,7 +34,7 @@ func Build(p Params) []string {
 	for k, v := range p.User {
 		env[k] = v
 	}
-	cart := strings.ToUpper(p.Cartridge)
+	cart := strings.ToUpper(p.Type)
 	if cart == "" || cart == "PROCFILE" {
 		cart = "WEB"
 	}
@@ -58,7 +58,7 @@ func Build(p Params) []string {
 	set("GANTRY_LOG_DIR", p.LogDir)
 	set("GANTRY_TMP_DIR", p.TmpDir)
 	set("GANTRY_GEAR_ID", p.GearID)
-	set("GANTRY_CARTRIDGE", p.Cartridge)
+	set("GANTRY_CARTRIDGE", p.Type) // OpenShift's name
 	set("OPENSHIFT_APP_NAME", p.App)
 	set("OPENSHIFT_APP_UUID", p.AppID)
 	set("OPENSHIFT_GEAR_UUID", p.GearID)

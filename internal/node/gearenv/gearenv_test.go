@@ -8,7 +8,7 @@ import (
 func TestBuild(t *testing.T) {
 	env := Build(Params{
 		App: "blog", Domain: "acme", AppID: "a1", Host: "blog-acme.localhost",
-		Cartridge: "nodejs", GearID: "g1", IP: "127.0.0.1", Port: 20001,
+		Type: "nodejs", GearID: "g1", IP: "127.0.0.1", Port: 20001,
 		DataDir: "/d/data", RepoDir: "/d/repo", LogDir: "/d/logs", TmpDir: "/d/tmp", HomeDir: "/d",
 		PathPrefix: []string{"/d/repo/node_modules/.bin"}, BasePath: "/usr/bin:/bin",
 		User: map[string]string{"GREETING": "hi", "PORT": "1"},
@@ -48,7 +48,7 @@ func TestBuild(t *testing.T) {
 }
 
 func TestBuildWithoutPortHasNoPortVars(t *testing.T) {
-	env := strings.Join(Build(Params{App: "a", Cartridge: "go", GearID: "build"}), "\n")
+	env := strings.Join(Build(Params{App: "a", Type: "go", GearID: "build"}), "\n")
 	for _, k := range []string{"PORT=", "GANTRY_GO_PORT=", "OPENSHIFT_GO_IP="} {
 		if strings.Contains(env, "\n"+k) || strings.HasPrefix(env, k) {
 			t.Errorf("build env has %s", k)
