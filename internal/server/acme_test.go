@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/edge/acme"
+
 	"github.com/gantry-paas/gantry/internal/control/routes"
 
 	"github.com/letsencrypt/pebble/v2/ca"
@@ -50,7 +52,7 @@ func startPebble(t *testing.T, validity time.Duration) (dir string, roots *x509.
 func TestACMEIssuesAndRenewsForAliases(t *testing.T) {
 	dirURL, pebbleRoots := startPebble(t, 12*time.Second)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	acme, err := newACME(acmeOptions{Directory: dirURL, Email: "ops@example.com", Roots: pebbleRoots,
+	iss, err := acme.New(acme.Options{Directory: dirURL, Email: "ops@example.com", Roots: pebbleRoots,
 		Storage: filepath.Join(t.TempDir(), "acme"), RenewCheck: time.Second}, logger)
 	if err != nil {
 		t.Fatal(err)
@@ -64,18 +66,18 @@ func TestACMEIssuesAndRenewsForAliases(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, err := router.New(router.Options{Listen: "127.0.0.1:0", TLSListen: "127.0.0.1:0", Certs: platformCA, ACME: acme, Log: logger})
+	rt, err := router.New(router.Options{Listen: "127.0.0.1:0", TLSListen: "127.0.0.1:0", Certs: platformCA, ACME: iss, Log: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 3)
 	go func() { rt.Run(ctx); done <- struct{}{} }()
-	go func() { acme.Run(ctx); done <- struct{}{} }()
+	go func() { iss.Run(ctx); done <- struct{}{} }()
 	go func() { routes.New(st, rt, logger).Run(ctx); done <- struct{}{} }()
 	defer func() { cancel(); <-done; <-done; <-done }()
 
-	app := store.App{Name: "blog", Domain: "acme", Host: "blog-acme.localhost"}
+	app := store.App{Name: "blog", Domain: "acme", Host: "blog-iss.localhost"}
 	err = st.Update(func(tx *store.Tx) error {
 		tx.Put(app.Key(), &app)
 		return tx.Put(store.AliasKey("www.acme-shop.test"), &store.Alias{Host: "www.acme-shop.test", AppKey: app.Key()})
@@ -123,7 +125,7 @@ func TestACMEIssuesAndRenewsForAliases(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	// Canonical names keep the platform CA's certificates.
-	c, err := tls.Dial("tcp", rt.TLSAddr().String(), &tls.Config{ServerName: "blog-acme.localhost", RootCAs: platformCA.Roots()})
+	c, err := tls.Dial("tcp", rt.TLSAddr().String(), &tls.Config{ServerName: "blog-iss.localhost", RootCAs: platformCA.Roots()})
 	if err != nil {
 		t.Fatalf("canonical name: %v", err)
 	}

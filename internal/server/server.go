@@ -7,22 +7,23 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/gantry-paas/gantry/internal/edge/acme"
 
 	"github.com/gantry-paas/gantry/internal/egress/enforce"
 
@@ -255,19 +256,18 @@ func Run(ctx context.Context, o Options) error {
 		os.Chmod(f, 0o600)
 	}
 
-	// Late-bound: the API is the router's platform handler, and the
+	// The router first: the API needs its ports, and is mounted on it
+	// before it serves; wake requests reach the scaler through a queue.
 	// URLs need the router's bound port.
-	var apiHandler *api.API
-	platform := &lateHandler{}
-	waker := &lateWaker{}
+	wakes := router.NewWakeQueue()
 	ca, err := pki.Open(lay.PKI(), o.CloudDomain)
 	if err != nil {
 		return err
 	}
 	mets := metrics.New()
-	ropts := router.Options{Log: log, Listen: o.HTTPListen, Waker: waker, WakeTimeout: o.WakeTimeout,
-		PlatformHosts: []string{o.Host, "127.0.0.1", "::1", "localhost"}, Platform: platform,
-		Certs: ca, HeaderTimeout: o.HeaderTimeout, TunnelTimeout: o.TunnelTimeout, MaxHeaderBytes: o.MaxHeaderBytes,
+	ropts := router.Options{Log: log, Listen: o.HTTPListen, Waker: wakes, WakeTimeout: o.WakeTimeout,
+		PlatformHosts: []string{o.Host, "127.0.0.1", "::1", "localhost"},
+		Certs:         ca, HeaderTimeout: o.HeaderTimeout, TunnelTimeout: o.TunnelTimeout, MaxHeaderBytes: o.MaxHeaderBytes,
 		HealthInterval: o.HealthInterval, Metrics: mets.Registry, MaxConnsPerClient: o.MaxClientConns,
 		ListenFunc: ho.Listen}
 	if o.HTTPSListen != "off" {
@@ -288,12 +288,12 @@ func Run(ctx context.Context, o Options) error {
 		defer accessLog.Close()
 		ropts.AccessLog = accessLog
 	}
-	var acme *acmeIssuer
+	var acmeIss *acme.Issuer
 	if o.ACMEDirectory != "" {
-		if acme, err = acmeFromFlags(o, lay, log); err != nil {
+		if acmeIss, err = acmeFromFlags(o, lay, log); err != nil {
 			return err
 		}
-		ropts.ACME = acme
+		ropts.ACME = acmeIss
 	}
 	rt, err := router.New(ropts)
 	if err != nil {
@@ -486,11 +486,10 @@ func Run(ctx context.Context, o Options) error {
 	if o.ScaleDownAfter > 0 {
 		policy.DownWindow, policy.Cooldown = o.ScaleDownAfter, o.ScaleDownAfter
 	}
-	scaler, err := autoscale.New(autoscale.Options{Store: st, Router: rt, Agent: ag, Log: log, Policy: policy, Events: evlog})
+	scaler, err := autoscale.New(autoscale.Options{Store: st, Router: rt, Agent: ag, Log: log, Policy: policy, Events: evlog, Wakes: wakes})
 	if err != nil {
 		return err
 	}
-	waker.set(scaler)
 	bld, err := builder.New(builder.Options{Store: st, Layout: lay, Log: log, Deployer: ag, Run: ag.RunSandboxed, MaxPushBytes: o.MaxPushBytes,
 		StaticServer: shellQuote(exe) + " static-serve", Env: env.ForBuild,
 		URL: func(a *store.App) string { return appURL(a.Host) }})
@@ -511,7 +510,7 @@ func Run(ctx context.Context, o Options) error {
 	if sshPort != 22 {
 		knownHost = fmt.Sprintf("[%s]:%d", o.Host, sshPort)
 	}
-	apiHandler, err = api.New(api.Options{Store: st, Layout: lay, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld, Exe: exe,
+	apiHandler, err := api.New(api.Options{Store: st, Layout: lay, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld, Exe: exe,
 		CloudDomain: o.CloudDomain, AppURL: appURL, Version: o.Version, AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver,
 		Doctor: func() []apitypes.DoctorCheck { return doctor(hostOpts) },
 		GitSSHURL: func(d, a string) string {
@@ -521,7 +520,7 @@ func Run(ctx context.Context, o Options) error {
 		SSHHostKeys: []string{knownHost + " " + hostKey},
 		Events:      evlog, Router: rt, MaxGears: o.MaxGears, Metrics: mets.Handler(), Tunnels: serviceDialer{ag},
 		CAView: api.NewCAView(ca), HTTPSPort: httpsPort, PlatformHosts: []string{o.Host, "localhost"}, PublicHost: o.Host,
-		ReservedPorts: []int{httpPort, httpsPort, sshPort}, ACME: acme != nil, TCPPorts: rt, Egress: enf, Applied: rt, EgressRouter: egressAPI(egr), EgressPorts: ag.ApplyEgressRouterPorts,
+		ReservedPorts: []int{httpPort, httpsPort, sshPort}, ACME: acmeIss != nil, TCPPorts: rt, Egress: enf, Applied: rt, EgressRouter: egressAPI(egr), EgressPorts: ag.ApplyEgressRouterPorts,
 	})
 	mets.AppGauge("gantry_app_connections", "Live connections per app: requests in flight, WebSockets, held requests.", func() map[string]float64 {
 		out := map[string]float64{}
@@ -537,7 +536,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	platform.set(apiHandler)
+	rt.Mount(apiHandler)
 
 	if err := bootstrap(st, o.ClientConfig, serverURL, log); err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
@@ -546,45 +545,29 @@ func Run(ctx context.Context, o Options) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
-	errc := make(chan error, 8)
 	routesPub := routes.New(st, rt, log)
 	if err := routesPub.Sync(); err != nil { // routes before the router serves
 		return err
 	}
-	roles := []interface{ Run(context.Context) error }{routesPub, rt, ag, enf, bld, ssh, scaler}
-	if acme != nil {
-		roles = append(roles, acme)
-	}
-	for _, r := range roles {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := r.Run(ctx); err != nil {
-				errc <- err
-				cancel()
-			}
-		}()
+	g := newGroup()
+	g.Go(stageState, "routes", routesPub)
+	g.Go(stageNode, "agent", ag)
+	g.Go(stageNode, "egress", enf)
+	g.Go(stageControl, "builder", bld)
+	g.Go(stageControl, "autoscaler", scaler)
+	g.Go(stageDoors, "router", rt)
+	g.Go(stageDoors, "sshd", ssh)
+	if acmeIss != nil {
+		g.Go(stageDoors, "acme", acmeIss)
 	}
 	<-ag.Ready()
 	// After the agent: the gateway's address is on the bridge now.
-	var late []interface{ Run(context.Context) error }
 	if dnsOpts != nil {
 		dnsOpts.Learn = enf.LearnDNS
-		late = append(late, dns.New(*dnsOpts))
+		g.Go(stageDoors, "dns", dns.New(*dnsOpts))
 	}
 	if egr != nil {
-		late = append(late, egr)
-	}
-	for _, r := range late {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := r.Run(ctx); err != nil {
-				errc <- err
-				cancel()
-			}
-		}()
+		g.Go(stageDoors, "egress router", egr)
 	}
 	hostOpts.Ports = map[string]string{"http": rt.Addr().String(), "ssh": ssh.Addr().String()}
 	if a := rt.TLSAddr(); a != nil {
@@ -630,14 +613,9 @@ func Run(ctx context.Context, o Options) error {
 			}
 		}
 	}()
-	wg.Wait()
-	close(errc)
-	var errs []error
-	for err := range errc {
-		errs = append(errs, err)
-	}
+	err = g.Wait(ctx)
 	log.Info("gantry stopped; gears keep running")
-	return errors.Join(errs...)
+	return err
 }
 
 // chooseIsolation resolves the isolation mode and says in words what it is.
@@ -783,42 +761,11 @@ func reinstallHooks(st *store.Store, lay layout.Layout, exe string, log *slog.Lo
 	}
 }
 
-type lateHandler struct {
-	mu sync.RWMutex
-	h  *api.API
-}
-
-func (l *lateHandler) set(h *api.API) { l.mu.Lock(); l.h = h; l.mu.Unlock() }
-
-func (l *lateHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	l.mu.RLock()
-	h := l.h
-	l.mu.RUnlock()
-	h.ServeHTTP(w, r)
-}
-
 // serviceDialer adapts the agent's DialService to sshd.
 type serviceDialer struct{ a *agent.Agent }
 
 func (d serviceDialer) DialService(user, addr string) (net.Conn, any, error) {
 	return d.a.DialService(user, addr)
-}
-
-// lateWaker lets the router, made first, wake apps through the scaler.
-type lateWaker struct {
-	mu sync.RWMutex
-	s  *autoscale.Scaler
-}
-
-func (l *lateWaker) set(s *autoscale.Scaler) { l.mu.Lock(); l.s = s; l.mu.Unlock() }
-
-func (l *lateWaker) Wake(appKey string) {
-	l.mu.RLock()
-	s := l.s
-	l.mu.RUnlock()
-	if s != nil {
-		s.Wake(appKey)
-	}
 }
 
 // agentAdapter gives the API the agent in the API's own types.
@@ -898,4 +845,20 @@ func doctor(o *hostcheck.Options) []apitypes.DoctorCheck {
 		out = append(out, apitypes.DoctorCheck(c))
 	}
 	return out
+}
+
+// acmeFromFlags builds the issuer from the server's options.
+func acmeFromFlags(o Options, lay layout.Layout, log *slog.Logger) (*acme.Issuer, error) {
+	ao := acme.Options{Directory: o.ACMEDirectory, Email: o.ACMEEmail, Storage: lay.ACME()}
+	if o.ACMERoots != "" {
+		pem, err := os.ReadFile(o.ACMERoots)
+		if err != nil {
+			return nil, fmt.Errorf("--acme-roots: %w", err)
+		}
+		ao.Roots = x509.NewCertPool()
+		if !ao.Roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--acme-roots %s: no PEM certificates in it", o.ACMERoots)
+		}
+	}
+	return acme.New(ao, log)
 }

@@ -19,6 +19,12 @@ type Router interface {
 	LastActivity(appKey string) time.Time
 }
 
+// Wakes are the router's requests to wake idle apps (router.WakeQueue).
+type Wakes interface {
+	Ready() <-chan struct{}
+	Take() []string
+}
+
 // Agent is what the scaler asks to act.
 type Agent interface {
 	ScaleTo(ctx context.Context, appKey string, n int, out io.Writer) error
@@ -33,6 +39,8 @@ type Options struct {
 	Policy Policy
 	// Interval between samples (default 1s).
 	Interval time.Duration
+	// Wakes, if set, brings the router's wake requests.
+	Wakes Wakes
 	// Events records the scaler's decisions (nil: a log of its own).
 	Events *events.Log
 }
@@ -82,6 +90,10 @@ func (s *Scaler) Run(ctx context.Context) error {
 	s.mu.Unlock()
 	t := time.NewTicker(s.o.Interval)
 	defer t.Stop()
+	var wakes <-chan struct{}
+	if s.o.Wakes != nil {
+		wakes = s.o.Wakes.Ready()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -89,6 +101,10 @@ func (s *Scaler) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			s.tick(time.Now())
+		case <-wakes:
+			for _, key := range s.o.Wakes.Take() {
+				s.Wake(key)
+			}
 		}
 	}
 }

@@ -207,6 +207,10 @@ func (r *Router) TLSAddr() net.Addr {
 	return r.tlsLn.Addr()
 }
 
+// Mount makes h the handler of the platform hosts (the API), when it is
+// made after the router (it needs the router's ports). Call before Run.
+func (r *Router) Mount(h http.Handler) { r.o.Platform = h }
+
 // Addr is the bound HTTP address.
 func (r *Router) Addr() net.Addr { return r.ln.Addr() }
 

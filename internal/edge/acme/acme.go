@@ -1,10 +1,13 @@
-package server
+// Package acme gets and renews certificates from an ACME CA for aliases
+// without an uploaded certificate: certmagic does the protocol, storage and
+// renewals; the router answers the HTTP-01 and TLS-ALPN-01 challenges on
+// its own listeners and asks Manage for the hosts it routes.
+package acme
 
 import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
@@ -14,14 +17,12 @@ import (
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-
-	"github.com/gantry-paas/gantry/internal/layout"
 )
 
-// acmeIssuer gets and renews certificates from an ACME CA for aliases that
+// Issuer gets and renews certificates from an ACME CA for aliases that
 // have no uploaded certificate (certmagic does the protocol, storage and
 // renewals; the router answers its HTTP-01 and TLS-ALPN-01 challenges).
-type acmeIssuer struct {
+type Issuer struct {
 	cfg    *certmagic.Config
 	issuer *certmagic.ACMEIssuer
 	cache  *certmagic.Cache
@@ -33,8 +34,8 @@ type acmeIssuer struct {
 	pending []string
 }
 
-// acmeOptions configure the ACME issuer.
-type acmeOptions struct {
+// Options configure the issuer.
+type Options struct {
 	Directory string // the CA's directory URL
 	Email     string
 	Roots     *x509.CertPool // the directory's TLS roots; nil: the system's
@@ -44,8 +45,9 @@ type acmeOptions struct {
 	RenewCheck time.Duration
 }
 
-func newACME(o acmeOptions, log *slog.Logger) (*acmeIssuer, error) {
-	a := &acmeIssuer{log: log.With("component", "acme"), managed: map[string]bool{}}
+// New makes an issuer; Run starts it.
+func New(o Options, log *slog.Logger) (*Issuer, error) {
+	a := &Issuer{log: log.With("component", "acme"), managed: map[string]bool{}}
 	zl := zap.New(slogCore{log: a.log})
 	var cfg *certmagic.Config
 	a.cache = certmagic.NewCache(certmagic.CacheOptions{
@@ -67,24 +69,8 @@ func newACME(o acmeOptions, log *slog.Logger) (*acmeIssuer, error) {
 	return a, nil
 }
 
-// acmeFromFlags builds the issuer from the server's options.
-func acmeFromFlags(o Options, lay layout.Layout, log *slog.Logger) (*acmeIssuer, error) {
-	ao := acmeOptions{Directory: o.ACMEDirectory, Email: o.ACMEEmail, Storage: lay.ACME()}
-	if o.ACMERoots != "" {
-		pem, err := os.ReadFile(o.ACMERoots)
-		if err != nil {
-			return nil, fmt.Errorf("--acme-roots: %w", err)
-		}
-		ao.Roots = x509.NewCertPool()
-		if !ao.Roots.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--acme-roots %s: no PEM certificates in it", o.ACMERoots)
-		}
-	}
-	return newACME(ao, log)
-}
-
 // Run manages certificates until ctx ends.
-func (a *acmeIssuer) Run(ctx context.Context) error {
+func (a *Issuer) Run(ctx context.Context) error {
 	a.mu.Lock()
 	a.ctx = ctx
 	pending := a.pending
@@ -98,7 +84,7 @@ func (a *acmeIssuer) Run(ctx context.Context) error {
 
 // Manage obtains certificates for hosts not managed yet (renewals are
 // certmagic's). It does not block.
-func (a *acmeIssuer) Manage(hosts []string) {
+func (a *Issuer) Manage(hosts []string) {
 	a.mu.Lock()
 	var fresh []string
 	for _, h := range hosts {
@@ -117,7 +103,7 @@ func (a *acmeIssuer) Manage(hosts []string) {
 	}
 }
 
-func (a *acmeIssuer) start(ctx context.Context, hosts []string) {
+func (a *Issuer) start(ctx context.Context, hosts []string) {
 	if len(hosts) == 0 {
 		return
 	}
@@ -129,12 +115,12 @@ func (a *acmeIssuer) start(ctx context.Context, hosts []string) {
 
 // GetCertificate serves a managed certificate, or the TLS-ALPN-01
 // challenge certificate during validation.
-func (a *acmeIssuer) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+func (a *Issuer) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return a.cfg.GetCertificate(hello)
 }
 
 // HandleHTTPChallenge answers the CA's HTTP-01 requests.
-func (a *acmeIssuer) HandleHTTPChallenge(w http.ResponseWriter, r *http.Request) bool {
+func (a *Issuer) HandleHTTPChallenge(w http.ResponseWriter, r *http.Request) bool {
 	return a.issuer.HandleHTTPChallenge(w, r)
 }
 

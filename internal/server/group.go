@@ -1,0 +1,78 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// Stages in which the roles stop, first to last: the front doors (they
+// stop accepting and drain their open requests and tunnels), then the
+// control loops, then the node's, the route publisher last.
+const (
+	stageDoors = iota
+	stageControl
+	stageNode
+	stageState
+	stages
+)
+
+type role interface{ Run(context.Context) error }
+
+// group runs the server's roles, each with a context of its own. When the
+// group's context ends or a role fails, it stops them stage by stage: a
+// stage has returned before the next is told to stop.
+type group struct {
+	members [stages][]member
+	failed  chan error
+	mu      sync.Mutex
+	errs    []error
+}
+
+type member struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newGroup() *group { return &group{failed: make(chan error, 1)} }
+
+// Go starts r now, to stop in stage.
+func (g *group) Go(stage int, name string, r role) {
+	ctx, cancel := context.WithCancel(context.Background())
+	m := member{cancel: cancel, done: make(chan struct{})}
+	g.members[stage] = append(g.members[stage], m)
+	go func() {
+		defer close(m.done)
+		if err := r.Run(ctx); err != nil {
+			err = fmt.Errorf("%s: %w", name, err)
+			g.mu.Lock()
+			g.errs = append(g.errs, err)
+			g.mu.Unlock()
+			select {
+			case g.failed <- err:
+			default:
+			}
+		}
+	}()
+}
+
+// Wait returns once ctx has ended or a role failed, and every role has
+// stopped, in order; the error joins the roles' errors.
+func (g *group) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+	case <-g.failed:
+	}
+	for _, stage := range g.members {
+		for _, m := range stage {
+			m.cancel()
+		}
+		for _, m := range stage {
+			<-m.done
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return errors.Join(g.errs...)
+}
