@@ -148,8 +148,8 @@ func (c *cli) sshkeyCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("reading the key: %w", err)
 			}
-			var key apitypes.SSHKeyView
-			if err := cl.Do(cmd.Context(), http.MethodPost, "/v1/sshkeys", map[string]string{"name": name, "key": string(data)}, &key); err != nil {
+			key, err := cl.AddSSHKey(cmd.Context(), name, string(data))
+			if err != nil {
 				return err
 			}
 			added, khPath, kerr := c.trustHostKeys(cmd.Context(), cl)
@@ -174,8 +174,8 @@ func (c *cli) sshkeyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var keys []apitypes.SSHKeyView
-			if err := cl.Do(cmd.Context(), http.MethodGet, "/v1/sshkeys", nil, &keys); err != nil {
+			keys, err := cl.SSHKeys(cmd.Context())
+			if err != nil {
 				return err
 			}
 			return c.out(keys, func(w io.Writer) {
@@ -200,7 +200,7 @@ func (c *cli) sshkeyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := cl.Do(cmd.Context(), http.MethodDelete, "/v1/sshkeys/"+url.PathEscape(args[0]), nil, nil); err != nil {
+			if err := cl.RemoveSSHKey(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			return c.out(map[string]any{"removed": args[0]}, func(w io.Writer) { fmt.Fprintf(w, "Removed key %q.\n", args[0]) })
@@ -267,8 +267,8 @@ func (c *cli) domainCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var d apitypes.DomainView
-			if err := cl.Do(cmd.Context(), http.MethodPost, "/v1/domains", map[string]string{"name": args[0]}, &d); err != nil {
+			d, err := cl.CreateDomain(cmd.Context(), args[0])
+			if err != nil {
 				return err
 			}
 			return c.out(d, func(w io.Writer) {
@@ -285,8 +285,8 @@ func (c *cli) domainCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var ds []apitypes.DomainView
-			if err := cl.Do(cmd.Context(), http.MethodGet, "/v1/domains", nil, &ds); err != nil {
+			ds, err := cl.Domains(cmd.Context())
+			if err != nil {
 				return err
 			}
 			return c.out(ds, func(w io.Writer) {
@@ -311,7 +311,7 @@ func (c *cli) domainCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := cl.Do(cmd.Context(), http.MethodDelete, "/v1/domains/"+url.PathEscape(args[0]), nil, nil); err != nil {
+			if err := cl.DeleteDomain(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			return c.out(map[string]any{"deleted": args[0]}, func(w io.Writer) { fmt.Fprintf(w, "Deleted domain %s.\n", args[0]) })
@@ -333,8 +333,8 @@ func (c *cli) userCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var u apitypes.NewUserView
-			if err := cl.Do(cmd.Context(), http.MethodPost, "/v1/users", map[string]any{"name": args[0], "admin": admin}, &u); err != nil {
+			u, err := cl.CreateUser(cmd.Context(), args[0], admin)
+			if err != nil {
 				return err
 			}
 			return c.out(u, func(w io.Writer) {
@@ -352,8 +352,8 @@ func (c *cli) userCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var us []apitypes.UserView
-			if err := cl.Do(cmd.Context(), http.MethodGet, "/v1/users", nil, &us); err != nil {
+			us, err := cl.Users(cmd.Context())
+			if err != nil {
 				return err
 			}
 			return c.out(us, func(w io.Writer) {

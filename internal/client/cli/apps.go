@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -83,8 +81,8 @@ func (c *cli) appCmd() *cobra.Command {
 			}
 			domain := c.domain
 			if domain == "" {
-				var ds []apitypes.DomainView
-				if err := cl.Do(cmd.Context(), http.MethodGet, "/v1/domains", nil, &ds); err != nil {
+				ds, err := cl.Domains(cmd.Context())
+				if err != nil {
 					return err
 				}
 				switch len(ds) {
@@ -98,17 +96,8 @@ func (c *cli) appCmd() *cobra.Command {
 			}
 			var app apitypes.AppView
 			stop := c.spinner(fmt.Sprintf("Creating %s and deploying its starter code", args[0]))
-			req := map[string]any{"name": args[0], "type": typ}
-			if scale > 0 {
-				req["scale"] = scale
-			}
-			if size != "" {
-				req["gear_size"] = size
-			}
-			if scalable {
-				req["scalable"] = true
-			}
-			err = cl.Do(cmd.Context(), http.MethodPost, "/v1/domains/"+url.PathEscape(domain)+"/apps", req, &app)
+			req := apitypes.CreateAppRequest{Name: args[0], Type: typ, Scale: scale, Size: size, Scalable: scalable}
+			app, err = cl.CreateApp(cmd.Context(), domain, req)
 			stop()
 			if err != nil {
 				return err
@@ -144,17 +133,19 @@ func (c *cli) appCmd() *cobra.Command {
   gantry app set blog --tunnel-timeout 4h --read-timeout 60s`,
 		Args: cobra.ExactArgs(1),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
-			req := map[string]any{}
-			for flag, v := range map[string]string{"gear-size": newSize, "https": httpsMode, "connect-timeout": connectTO, "read-timeout": readTO, "tunnel-timeout": tunnelTO} {
+			var req apitypes.UpdateAppRequest
+			changed := false
+			for flag, to := range map[string]*string{"gear-size": &req.Size, "https": &req.HTTPS, "connect-timeout": &req.ConnectTimeout, "read-timeout": &req.ReadTimeout, "tunnel-timeout": &req.TunnelTimeout} {
 				if set.Flags().Changed(flag) {
-					req[strings.ReplaceAll(flag, "-", "_")] = v
+					*to = set.Flags().Lookup(flag).Value.String()
+					changed = true
 				}
 			}
-			if len(req) == 0 {
+			if !changed {
 				return fmt.Errorf("nothing to change: pass --gear-size, --https, --connect-timeout, --read-timeout or --tunnel-timeout")
 			}
-			var app apitypes.AppView
-			if err := cl.Do(ctx, http.MethodPatch, client.AppPath(d, a), req, &app); err != nil {
+			app, err := cl.UpdateApp(ctx, d, a, req)
+			if err != nil {
 				return err
 			}
 			return c.out(app, func(w io.Writer) {
@@ -209,8 +200,8 @@ func (c *cli) appCmd() *cobra.Command {
 		Short: "Show an app, its addresses and its gears",
 		Args:  cobra.ExactArgs(1),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
-			var app apitypes.AppView
-			if err := cl.Do(ctx, http.MethodGet, client.AppPath(d, a), nil, &app); err != nil {
+			app, err := cl.App(ctx, d, a)
+			if err != nil {
 				return err
 			}
 			return c.out(app, func(w io.Writer) { printApp(w, &app) })
@@ -225,7 +216,7 @@ func (c *cli) appCmd() *cobra.Command {
 			RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
 				var app apitypes.AppView
 				stop := c.spinner(doing + " " + a)
-				err := cl.Do(ctx, http.MethodPost, client.AppPath(d, a)+"/"+name, nil, &app)
+				app, err := cl.AppAction(ctx, d, a, name)
 				stop()
 				if err != nil {
 					return err
@@ -253,7 +244,7 @@ func (c *cli) appCmd() *cobra.Command {
 					return fmt.Errorf("not deleted: the name did not match")
 				}
 			}
-			if err := cl.Do(ctx, http.MethodDelete, client.AppPath(d, a), nil, nil); err != nil {
+			if err := cl.DeleteApp(ctx, d, a); err != nil {
 				return err
 			}
 			return c.out(map[string]any{"deleted": true, "name": a, "domain": d}, func(w io.Writer) {
@@ -324,10 +315,9 @@ func orDash(s string) string {
 func (c *cli) envCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "env", Short: "Set, unset and list an app's environment variables"}
 	cmd.PersistentFlags().StringVarP(&c.domain, "domain", "n", "", "the app's domain (when you have several)")
-	patch := func(ctx context.Context, cl *client.Client, d, a string, body map[string]any) error {
-		var env map[string]string
+	patch := func(ctx context.Context, cl *client.Client, d, a string, body apitypes.EnvPatch) error {
 		stop := c.spinner("Updating the environment and restarting " + a)
-		err := cl.Do(ctx, http.MethodPatch, client.AppPath(d, a)+"/env", body, &env)
+		env, err := cl.PatchEnv(ctx, d, a, body)
 		stop()
 		if err != nil {
 			return err
@@ -348,7 +338,7 @@ func (c *cli) envCmd() *cobra.Command {
 				}
 				vars[k] = v
 			}
-			return patch(ctx, cl, d, a, map[string]any{"set": vars})
+			return patch(ctx, cl, d, a, apitypes.EnvPatch{Set: vars})
 		}),
 	}
 	unset := &cobra.Command{
@@ -356,7 +346,7 @@ func (c *cli) envCmd() *cobra.Command {
 		Short: "Remove variables",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, args []string) error {
-			return patch(ctx, cl, d, a, map[string]any{"unset": args})
+			return patch(ctx, cl, d, a, apitypes.EnvPatch{Unset: args})
 		}),
 	}
 	list := &cobra.Command{
@@ -364,8 +354,8 @@ func (c *cli) envCmd() *cobra.Command {
 		Short: "List variables",
 		Args:  cobra.ExactArgs(1),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
-			var env map[string]string
-			if err := cl.Do(ctx, http.MethodGet, client.AppPath(d, a)+"/env", nil, &env); err != nil {
+			env, err := cl.Env(ctx, d, a)
+			if err != nil {
 				return err
 			}
 			return c.out(env, func(w io.Writer) { printEnv(w, env) })
@@ -411,7 +401,7 @@ func (c *cli) logsCommand(use, short string, tail bool) *cobra.Command {
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
-			body, err := cl.Stream(ctx, fmt.Sprintf("%s/logs?lines=%d&follow=%t", client.AppPath(d, a), lines, follow))
+			body, err := cl.Logs(ctx, d, a, lines, follow)
 			if err != nil {
 				return err
 			}
@@ -450,8 +440,8 @@ func (c *cli) deploymentCmd() *cobra.Command {
 		Short: "List an app's deployments, newest first",
 		Args:  cobra.ExactArgs(1),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
-			var deps []apitypes.DeploymentView
-			if err := cl.Do(ctx, http.MethodGet, client.AppPath(d, a)+"/deployments", nil, &deps); err != nil {
+			deps, err := cl.Deployments(ctx, d, a)
+			if err != nil {
 				return err
 			}
 			return c.out(deps, func(w io.Writer) {
@@ -474,7 +464,7 @@ func (c *cli) deploymentCmd() *cobra.Command {
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, args []string) error {
 			var app apitypes.AppView
 			stop := c.spinner("Activating deployment " + args[0])
-			err := cl.Do(ctx, http.MethodPost, client.AppPath(d, a)+"/deployments/"+url.PathEscape(args[0])+"/activate", nil, &app)
+			app, err := cl.ActivateDeployment(ctx, d, a, args[0])
 			stop()
 			if err != nil {
 				return err

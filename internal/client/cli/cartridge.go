@@ -5,8 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 
@@ -27,7 +25,7 @@ func (c *cli) cartridgeCmd() *cobra.Command {
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, args []string) error {
 			var v apitypes.CartridgeView
 			stop := c.spinner("Adding " + args[0] + " to " + a)
-			err := cl.Do(ctx, http.MethodPost, client.AppPath(d, a)+"/cartridges", map[string]string{"name": args[0]}, &v)
+			v, err := cl.AddCartridge(ctx, d, a, args[0])
 			stop()
 			if err != nil {
 				return err
@@ -43,8 +41,8 @@ func (c *cli) cartridgeCmd() *cobra.Command {
 		Short: "An app's cartridges with their connection details",
 		Args:  cobra.ExactArgs(1),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
-			var vs []apitypes.CartridgeView
-			if err := cl.Do(ctx, http.MethodGet, client.AppPath(d, a)+"/cartridges", nil, &vs); err != nil {
+			vs, err := cl.Cartridges(ctx, d, a)
+			if err != nil {
 				return err
 			}
 			return c.out(vs, func(w io.Writer) {
@@ -73,7 +71,7 @@ func (c *cli) cartridgeCmd() *cobra.Command {
 					return fmt.Errorf("not removed")
 				}
 			}
-			if err := cl.Do(ctx, http.MethodDelete, client.AppPath(d, a)+"/cartridges/"+url.PathEscape(args[0]), nil, nil); err != nil {
+			if err := cl.RemoveCartridge(ctx, d, a, args[0]); err != nil {
 				return err
 			}
 			return c.out(map[string]any{"removed": args[0]}, func(w io.Writer) { fmt.Fprintf(w, "Removed %s and its data from %s.\n", args[0], a) })

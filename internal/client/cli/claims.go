@@ -3,13 +3,9 @@ package cli
 import (
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-
-	"github.com/gantry-paas/gantry/internal/control/apitypes"
 )
 
 // claimCmds are `gantry alias claim NAME` and `gantry alias claims`.
@@ -27,8 +23,8 @@ record is visible. A claim covers the name and every name under it.`,
 			if err != nil {
 				return err
 			}
-			var v apitypes.ClaimView
-			if err := cl.Do(cmd.Context(), http.MethodPost, "/v1/claims", map[string]string{"name": args[0]}, &v); err != nil {
+			v, err := cl.Claim(cmd.Context(), args[0])
+			if err != nil {
 				return err
 			}
 			return c.out(v, func(w io.Writer) {
@@ -45,8 +41,8 @@ record is visible. A claim covers the name and every name under it.`,
 			if err != nil {
 				return err
 			}
-			var v apitypes.ClaimChallenge
-			if err := cl.Do(cmd.Context(), http.MethodGet, "/v1/claims/challenge?name="+url.QueryEscape(args[0]), nil, &v); err != nil {
+			v, err := cl.ClaimChallenge(cmd.Context(), args[0])
+			if err != nil {
 				return err
 			}
 			return c.out(v, func(w io.Writer) {
@@ -63,8 +59,8 @@ record is visible. A claim covers the name and every name under it.`,
 			if err != nil {
 				return err
 			}
-			var vs []apitypes.ClaimView
-			if err := cl.Do(cmd.Context(), http.MethodGet, "/v1/claims", nil, &vs); err != nil {
+			vs, err := cl.Claims(cmd.Context())
+			if err != nil {
 				return err
 			}
 			return c.out(vs, func(w io.Writer) {
@@ -93,8 +89,8 @@ func (c *cli) grantCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var v apitypes.ClaimView
-			if err := cl.Do(cmd.Context(), http.MethodPost, "/v1/admin/claims", map[string]string{"user": args[0], "name": args[1]}, &v); err != nil {
+			v, err := cl.GrantClaim(cmd.Context(), args[0], args[1])
+			if err != nil {
 				return err
 			}
 			return c.out(v, func(w io.Writer) { fmt.Fprintf(w, "%s now belongs to %s.\n", v.Name, v.Owner) })

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"sort"
 	"strconv"
 	"strings"
@@ -35,8 +34,8 @@ reachable. Refused connections fail at once with "connection refused".`}
 			Example: "  gantry egress " + action + " blog smtp 198.51.100.0/24:6667\n  gantry egress " + action + " blog all --after 2",
 			Args:    cobra.MinimumNArgs(2),
 			RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, rules []string) error {
-				var v apitypes.EgressView
-				if err := cl.Do(ctx, http.MethodPost, client.AppPath(d, a)+"/egress", map[string]any{"action": action, "rules": rules, "after": after}, &v); err != nil {
+				v, err := cl.AddEgressRules(ctx, d, a, apitypes.EgressRulesRequest{Action: action, Rules: rules, After: after})
+				if err != nil {
 					return err
 				}
 				return c.out(v, func(w io.Writer) { printEgress(w, a, &v) })
@@ -50,8 +49,8 @@ reachable. Refused connections fail at once with "connection refused".`}
 		Short: "Show the app's rules in order, which ones never apply, and the port labels",
 		Args:  cobra.ExactArgs(1),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
-			var v apitypes.EgressView
-			if err := cl.Do(ctx, http.MethodGet, client.AppPath(d, a)+"/egress", nil, &v); err != nil {
+			v, err := cl.Egress(ctx, d, a)
+			if err != nil {
 				return err
 			}
 			return c.out(v, func(w io.Writer) {
@@ -79,8 +78,8 @@ reachable. Refused connections fail at once with "connection refused".`}
 			if err != nil {
 				return fmt.Errorf("%q is not a rule number: see gantry egress list %s", args[0], a)
 			}
-			var v apitypes.EgressView
-			if err := cl.Do(ctx, http.MethodDelete, client.AppPath(d, a)+"/egress/"+strconv.Itoa(n), nil, &v); err != nil {
+			v, err := cl.RemoveEgressRule(ctx, d, a, n)
+			if err != nil {
 				return err
 			}
 			return c.out(v, func(w io.Writer) { printEgress(w, a, &v) })
@@ -97,8 +96,8 @@ reachable. Refused connections fail at once with "connection refused".`}
 			if udp {
 				proto = "udp"
 			}
-			var v apitypes.EgressTestView
-			if err := cl.Do(ctx, http.MethodPost, client.AppPath(d, a)+"/egress/test", map[string]string{"destination": args[0], "protocol": proto}, &v); err != nil {
+			v, err := cl.TestEgress(ctx, d, a, args[0], proto)
+			if err != nil {
 				return err
 			}
 			return c.out(v, func(w io.Writer) {
@@ -133,8 +132,8 @@ func (c *cli) adminCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var v apitypes.EgressView
-			if err := cl.Do(cmd.Context(), http.MethodPost, "/v1/admin/egress/"+d+"/"+a+"/clear", nil, &v); err != nil {
+			v, err := cl.ClearEgressBlock(cmd.Context(), d, a)
+			if err != nil {
 				return err
 			}
 			return c.out(v, func(w io.Writer) { fmt.Fprintf(w, "%s may reach the outside again (by its policy).\n", args[0]) })
@@ -154,7 +153,7 @@ func (c *cli) adminCmd() *cobra.Command {
 			}
 			var v apitypes.SecretsRotation
 			stop := c.spinner("Rotating the platform key")
-			err = cl.Do(cmd.Context(), http.MethodPost, "/v1/admin/secrets/rotate", nil, &v)
+			v, err = cl.RotateSecrets(cmd.Context())
 			stop()
 			if err != nil {
 				return err
@@ -175,8 +174,8 @@ func (c *cli) adminCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var checks []apitypes.DoctorCheck
-			if err := cl.Do(cmd.Context(), http.MethodGet, "/v1/admin/doctor", nil, &checks); err != nil {
+			checks, err := cl.Doctor(cmd.Context())
+			if err != nil {
 				return err
 			}
 			bad := 0

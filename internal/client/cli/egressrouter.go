@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"strconv"
 	"strings"
 
@@ -28,8 +27,8 @@ func (c *cli) egressRouterCmds() []*cobra.Command {
 		Short: "Show how the app uses the egress router (proxy, redirects, TCP proxies)",
 		Args:  cobra.ExactArgs(1),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
-			var v apitypes.EgressRouterView
-			if err := cl.Do(ctx, http.MethodGet, client.AppPath(d, a)+"/egress/router", nil, &v); err != nil {
+			v, err := cl.EgressRouter(ctx, d, a)
+			if err != nil {
 				return err
 			}
 			return show(a)(v)
@@ -57,13 +56,17 @@ previous ACL.`,
 				return fmt.Errorf("--off takes no ACL entries")
 			case off:
 				err = c.spin("Turning the HTTP proxy off", func() error {
-					return cl.Do(ctx, http.MethodDelete, client.AppPath(d, a)+"/egress/router/proxy", nil, &v)
+					var err error
+					v, err = cl.RemoveEgressProxy(ctx, d, a)
+					return err
 				})
 			case len(acl) == 0:
 				return fmt.Errorf("give the ACL entries the proxy allows, e.g. gantry egress proxy %s '*.example.com'", a)
 			default:
 				err = c.spin("Setting the HTTP proxy", func() error {
-					return cl.Do(ctx, http.MethodPut, client.AppPath(d, a)+"/egress/router/proxy", map[string]any{"acl": acl}, &v)
+					var err error
+					v, err = cl.SetEgressProxy(ctx, d, a, acl)
+					return err
 				})
 			}
 			if err != nil {
@@ -86,11 +89,15 @@ egress router to TARGET (HOST:PORT). Binds the app to the egress router.`,
 			var v apitypes.EgressRouterView
 			switch {
 			case removeN > 0 && len(args) == 0:
-				if err := cl.Do(ctx, http.MethodDelete, client.AppPath(d, a)+"/egress/router/redirects/"+strconv.Itoa(removeN), nil, &v); err != nil {
+				var err error
+				v, err = cl.RemoveEgressRedirect(ctx, d, a, removeN)
+				if err != nil {
 					return err
 				}
 			case removeN == 0 && len(args) == 2:
-				if err := cl.Do(ctx, http.MethodPost, client.AppPath(d, a)+"/egress/router/redirects", map[string]string{"match": args[0], "target": args[1]}, &v); err != nil {
+				var err error
+				v, err = cl.AddEgressRedirect(ctx, d, a, args[0], args[1])
+				if err != nil {
 					return err
 				}
 			default:
@@ -115,12 +122,11 @@ targets. Binds the app to the egress router.`,
 				return fmt.Errorf("%q is not a port (1024-65535)", args[0])
 			}
 			var v apitypes.EgressRouterView
-			path := client.AppPath(d, a) + "/egress/router/tcp/" + strconv.Itoa(port)
 			switch {
 			case removeTCP && len(args) == 1:
-				err = cl.Do(ctx, http.MethodDelete, path, nil, &v)
+				v, err = cl.RemoveEgressTCP(ctx, d, a, port)
 			case !removeTCP && len(args) > 1:
-				err = cl.Do(ctx, http.MethodPut, path, map[string]any{"targets": args[1:]}, &v)
+				v, err = cl.SetEgressTCP(ctx, d, a, port, args[1:])
 			default:
 				return fmt.Errorf("usage: gantry egress tcp APP PORT TARGET..., or gantry egress tcp APP PORT --remove")
 			}

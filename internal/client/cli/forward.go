@@ -53,16 +53,16 @@ Gantry's SSH endpoint until Ctrl-C. Only your own gears can be reached.`,
 			// The tunnel's packets are garbage at once and the live heap is
 			// small: collect less often.
 			debug.SetGCPercent(400)
-			var app apitypes.AppView
-			if err := cl.Do(ctx, http.MethodGet, client.AppPath(d, a), nil, &app); err != nil {
+			app, err := cl.App(ctx, d, a)
+			if err != nil {
 				return err
 			}
-			var svcs []apitypes.ServiceView
 			q := ""
 			if gear != "" {
 				q = "?gear=" + url.QueryEscape(gear)
 			}
-			if err := cl.Do(ctx, http.MethodGet, client.AppPath(d, a)+"/services"+q, nil, &svcs); err != nil {
+			svcs, err := cl.Services(ctx, d, a, q)
+			if err != nil {
 				return err
 			}
 			explicitGear := gear != ""
@@ -106,7 +106,7 @@ Gantry's SSH endpoint until Ctrl-C. Only your own gears can be reached.`,
 			var fw forwarder
 			switch via {
 			case "https":
-				fw = &wsForwarder{server: cl.Server, token: cl.Token}
+				fw = &wsForwarder{cl: cl}
 			case "ssh":
 			default:
 				return fmt.Errorf("--via %q: choose ssh or https", via)
@@ -294,12 +294,12 @@ func (t *tunnel) forward(_ context.Context, local net.Conn, remote string) error
 // wsForwarder carries connections over WebSockets to the API's tunnel
 // endpoint, authenticated with the API token.
 type wsForwarder struct {
-	server, token string
+	cl *client.Client
 }
 
 func (w *wsForwarder) forward(ctx context.Context, local net.Conn, remote string) error {
-	u := strings.Replace(strings.Replace(w.server, "https://", "wss://", 1), "http://", "ws://", 1) + "/v1/tunnel?addr=" + url.QueryEscape(remote)
-	ws, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + w.token}}})
+	ws, resp, err := websocket.Dial(ctx, w.cl.TunnelURL(remote), &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + w.cl.Token}},
+		HTTPClient: w.cl.HTTP})
 	if err != nil {
 		if resp != nil {
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -30,8 +28,8 @@ uploaded certificate, the alias gets one by ACME when the platform has it set up
   gantry alias add blog '*.example.org'`,
 		Args: cobra.ExactArgs(2),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, args []string) error {
-			var v apitypes.AliasView
-			if err := cl.Do(ctx, http.MethodPost, client.AppPath(d, a)+"/aliases", map[string]string{"host": args[0]}, &v); err != nil {
+			v, err := cl.AddAlias(ctx, d, a, args[0])
+			if err != nil {
 				return err
 			}
 			return c.out(v, func(w io.Writer) {
@@ -50,8 +48,8 @@ uploaded certificate, the alias gets one by ACME when the platform has it set up
 		Short: "List the app's custom hostnames and their certificates",
 		Args:  cobra.ExactArgs(1),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
-			var vs []apitypes.AliasView
-			if err := cl.Do(ctx, http.MethodGet, client.AppPath(d, a)+"/aliases", nil, &vs); err != nil {
+			vs, err := cl.Aliases(ctx, d, a)
+			if err != nil {
 				return err
 			}
 			return c.out(vs, func(w io.Writer) {
@@ -68,7 +66,7 @@ uploaded certificate, the alias gets one by ACME when the platform has it set up
 		Short: "Stop routing a hostname to the app (its certificate goes too)",
 		Args:  cobra.ExactArgs(2),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, args []string) error {
-			if err := cl.Do(ctx, http.MethodDelete, client.AppPath(d, a)+"/aliases/"+url.PathEscape(args[0]), nil, nil); err != nil {
+			if err := cl.RemoveAlias(ctx, d, a, args[0]); err != nil {
 				return err
 			}
 			return c.out(map[string]string{"removed": args[0]}, func(w io.Writer) {
@@ -91,9 +89,8 @@ private-CA chain needs --force. --remove drops the uploaded certificate.`,
   gantry alias cert blog www.example.com --remove`,
 		Args: cobra.ExactArgs(2),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, args []string) error {
-			path := client.AppPath(d, a) + "/aliases/" + url.PathEscape(args[0]) + "/certificate"
 			if removeCert {
-				if err := cl.Do(ctx, http.MethodDelete, path, nil, nil); err != nil {
+				if err := cl.RemoveAliasCert(ctx, d, a, args[0]); err != nil {
 					return err
 				}
 				return c.out(map[string]string{"removed": args[0]}, func(w io.Writer) {
@@ -118,9 +115,8 @@ private-CA chain needs --force. --remove drops the uploaded certificate.`,
 				}
 				passphrase = strings.TrimRight(string(b), "\r\n")
 			}
-			var v apitypes.AliasView
-			err = cl.Do(ctx, http.MethodPut, path, map[string]any{"certificate": string(certPEM), "private_key": string(keyPEM),
-				"passphrase": passphrase, "force": force}, &v)
+			v, err := cl.UploadAliasCert(ctx, d, a, args[0], apitypes.CertUpload{Certificate: string(certPEM), PrivateKey: string(keyPEM),
+				Passphrase: passphrase, Force: force})
 			if err != nil {
 				return err
 			}
@@ -178,8 +174,8 @@ back when healthy.`,
   gantry route tcp blog --sni db.example.com --target-port 5432`,
 		Args: cobra.ExactArgs(1),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
-			var v apitypes.TCPRouteView
-			if err := cl.Do(ctx, http.MethodPost, client.AppPath(d, a)+"/routes/tcp", map[string]any{"port": port, "sni": sni, "target_port": target}, &v); err != nil {
+			v, err := cl.AddTCPRoute(ctx, d, a, apitypes.TCPRouteRequest{Port: port, SNI: sni, TargetPort: target})
+			if err != nil {
 				return err
 			}
 			return c.out(v, func(w io.Writer) {
@@ -195,8 +191,8 @@ back when healthy.`,
 		Short: "List the app's TCP routes",
 		Args:  cobra.ExactArgs(1),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
-			var vs []apitypes.TCPRouteView
-			if err := cl.Do(ctx, http.MethodGet, client.AppPath(d, a)+"/routes/tcp", nil, &vs); err != nil {
+			vs, err := cl.TCPRoutes(ctx, d, a)
+			if err != nil {
 				return err
 			}
 			return c.out(vs, func(w io.Writer) {
@@ -214,7 +210,7 @@ back when healthy.`,
 		Example: "  gantry route remove blog 15432\n  gantry route remove blog sni-db.example.com",
 		Args:    cobra.ExactArgs(2),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, args []string) error {
-			if err := cl.Do(ctx, http.MethodDelete, client.AppPath(d, a)+"/routes/tcp/"+url.PathEscape(args[0]), nil, nil); err != nil {
+			if err := cl.RemoveTCPRoute(ctx, d, a, args[0]); err != nil {
 				return err
 			}
 			return c.out(map[string]string{"removed": args[0]}, func(w io.Writer) {
@@ -258,8 +254,8 @@ func (c *cli) caCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var v apitypes.CAView
-			if err := cl.Do(cmd.Context(), http.MethodGet, "/v1/ca", nil, &v); err != nil {
+			v, err := cl.CA(cmd.Context())
+			if err != nil {
 				return err
 			}
 			return c.out(v, func(w io.Writer) {

@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -25,15 +23,16 @@ func (c *cli) scaleCmds() []*cobra.Command {
   gantry app scale blog --min 1 --max 5 --target-connections 16`,
 		Args: cobra.ExactArgs(1),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
-			req := map[string]any{}
-			for flag, v := range map[string]int{"gears": gears, "min": minG, "max": maxG, "target-connections": target} {
+			var req apitypes.ScaleRequest
+			for flag, to := range map[string]**int{"gears": &req.Gears, "min": &req.Min, "max": &req.Max, "target-connections": &req.Target} {
 				if scale.Flags().Changed(flag) {
-					req[strings.ReplaceAll(flag, "-", "_")] = v
+					n, _ := scale.Flags().GetInt(flag)
+					*to = &n
 				}
 			}
 			var app apitypes.AppView
 			stop := c.spinner("Scaling " + a)
-			err := cl.Do(ctx, http.MethodPost, client.AppPath(d, a)+"/scale", req, &app)
+			app, err := cl.Scale(ctx, d, a, req)
 			stop()
 			if err != nil {
 				return err
@@ -67,7 +66,7 @@ func (c *cli) scaleCmds() []*cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
 			var app apitypes.AppView
-			err := cl.Do(ctx, http.MethodPost, client.AppPath(d, a)+"/idle", map[string]any{"after": after, "now": now}, &app)
+			app, err := cl.Idle(ctx, d, a, apitypes.IdleRequest{After: after, Now: now})
 			if err != nil {
 				return err
 			}
@@ -91,8 +90,8 @@ func (c *cli) scaleCmds() []*cobra.Command {
 		Short: "Scaling, idle and wake decisions with their reasons",
 		Args:  cobra.ExactArgs(1),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
-			var evs []apitypes.EventView
-			if err := cl.Do(ctx, http.MethodGet, client.AppPath(d, a)+"/events", nil, &evs); err != nil {
+			evs, err := cl.Events(ctx, d, a)
+			if err != nil {
 				return err
 			}
 			return c.out(evs, func(w io.Writer) {

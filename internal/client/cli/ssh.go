@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -13,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gantry-paas/gantry/internal/client"
-	"github.com/gantry-paas/gantry/internal/control/apitypes"
 )
 
 // EnvSSHCommand overrides the ssh client `gantry ssh` runs (as
@@ -33,8 +31,8 @@ environment, over Gantry's SSH endpoint (your SSH key must be added with
   gantry ssh blog --gear 4b29cd25b822 -- ps aux`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, args []string) error {
-			var app apitypes.AppView
-			if err := cl.Do(ctx, http.MethodGet, client.AppPath(d, a), nil, &app); err != nil {
+			app, err := cl.App(ctx, d, a)
+			if err != nil {
 				return err
 			}
 			u, err := url.Parse(app.GitURL)

@@ -129,9 +129,7 @@ func (a *API) registerDomains() {
 		})
 
 	type createDomain struct {
-		Body struct {
-			Name string `json:"name" doc:"Domain name: a DNS label, e.g. acme"`
-		}
+		Body apitypes.CreateDomainRequest
 	}
 	huma.Register(a.h, huma.Operation{OperationID: "create-domain", Method: http.MethodPost, Path: "/v1/domains", Security: bearer,
 		DefaultStatus: http.StatusCreated, Summary: "Create a domain", Tags: []string{"domains"}},
@@ -218,15 +216,7 @@ func (a *API) registerApps() {
 
 	type createApp struct {
 		Domain string `path:"domain"`
-		Body   struct {
-			Name   string `json:"name" doc:"App name: a DNS label"`
-			Type   string `json:"type" enum:"nodejs,python,go,static" doc:"Cartridge; the starter code is of this type"`
-			Scale  int    `json:"scale,omitempty" minimum:"0" maximum:"16" doc:"Gears to run (default 1)"`
-			Branch string `json:"branch,omitempty" doc:"Branch that deploys (default main)"`
-			Size   string `json:"gear_size,omitempty" enum:"small,medium,large" doc:"Gear size (default small)"`
-			// Scalable starts with automatic scaling between 1 and 3 gears.
-			Scalable bool `json:"scalable,omitempty" doc:"Scale automatically between 1 and 3 gears"`
-		}
+		Body   apitypes.CreateAppRequest
 	}
 	huma.Register(a.h, huma.Operation{OperationID: "create-app", Method: http.MethodPost, Path: "/v1/domains/{domain}/apps", Security: bearer,
 		DefaultStatus: http.StatusCreated, Summary: "Create an app",
@@ -282,13 +272,7 @@ func (a *API) registerApps() {
 
 	type updateApp struct {
 		AppRef
-		Body struct {
-			Size           string `json:"gear_size,omitempty" enum:"small,medium,large" doc:"New gear size, applied to running gears at once"`
-			HTTPS          string `json:"https,omitempty" enum:"allow,redirect,off" doc:"allow: http and https; redirect: http goes to https; off: https goes to http"`
-			ConnectTimeout string `json:"connect_timeout,omitempty" doc:"How long the router tries to connect to a gear (e.g. 5s; default to reset)"`
-			ReadTimeout    string `json:"read_timeout,omitempty" doc:"How long the app may take to start its response (e.g. 60s; default: no limit)"`
-			TunnelTimeout  string `json:"tunnel_timeout,omitempty" doc:"Idle WebSocket and TCP connections close after this (default 1h)"`
-		}
+		Body apitypes.UpdateAppRequest
 	}
 	huma.Register(a.h, huma.Operation{OperationID: "update-app", Method: http.MethodPatch, Path: "/v1/domains/{domain}/apps/{app}", Security: bearer,
 		Summary: "Change an app's settings", Description: "The gear size applies to running gears without a restart.", Tags: []string{"apps"}},
@@ -376,10 +360,7 @@ func (a *API) registerApps() {
 
 	type envPatch struct {
 		AppRef
-		Body struct {
-			Set   map[string]string `json:"set,omitempty" doc:"Variables to set"`
-			Unset []string          `json:"unset,omitempty" doc:"Variables to remove"`
-		}
+		Body apitypes.EnvPatch
 	}
 	huma.Register(a.h, huma.Operation{OperationID: "update-env", Method: http.MethodPatch, Path: "/v1/domains/{domain}/apps/{app}/env", Security: bearer,
 		Summary: "Set and unset environment variables", Description: "A running app restarts with the new environment, without downtime.", Tags: []string{"env"}},

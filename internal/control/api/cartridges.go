@@ -32,9 +32,7 @@ func (a *API) cartridgeViews(app *store.App) []apitypes.CartridgeView {
 func (a *API) registerCartridges() {
 	type addIn struct {
 		AppRef
-		Body struct {
-			Name string `json:"name" enum:"postgresql,redis" doc:"The cartridge"`
-		}
+		Body apitypes.AddCartridgeRequest
 	}
 	huma.Register(a.h, huma.Operation{OperationID: "add-cartridge", Method: http.MethodPost, Path: "/v1/domains/{domain}/apps/{app}/cartridges", Security: bearer,
 		DefaultStatus: http.StatusCreated, Summary: "Add a database cartridge",

@@ -107,9 +107,7 @@ func (a *API) lookupTXT(ctx context.Context, name string) ([]string, error) {
 
 func (a *API) registerClaims() {
 	type claimIn struct {
-		Body struct {
-			Name string `json:"name" doc:"a DNS name you control, e.g. example.com: it and every name under it become yours to use as aliases"`
-		}
+		Body apitypes.ClaimRequest
 	}
 	huma.Register(a.h, huma.Operation{OperationID: "claim-name", Method: http.MethodPost, Path: "/v1/claims", Security: bearer,
 		DefaultStatus: http.StatusCreated, Summary: "Prove you control a DNS name",
@@ -170,10 +168,7 @@ func (a *API) registerClaims() {
 		})
 
 	type grantIn struct {
-		Body struct {
-			Name string `json:"name"`
-			User string `json:"user"`
-		}
+		Body apitypes.ClaimGrant
 	}
 	huma.Register(a.h, huma.Operation{OperationID: "grant-claim", Method: http.MethodPost, Path: "/v1/admin/claims", Security: bearer,
 		DefaultStatus: http.StatusCreated, Summary: "Give a user a DNS name without a TXT record", Description: "Admins only. Replaces another user's claim of the same name.", Tags: []string{"admin"}},

@@ -39,11 +39,7 @@ func (a *API) registerEgress() {
 	a.registerEgressRouter()
 	type rulesIn struct {
 		AppRef
-		Body struct {
-			Action string   `json:"action" enum:"allow,deny"`
-			Rules  []string `json:"rules" minItems:"1" doc:"labels (smtp), ports or ranges (6667, 8000-8100/tcp), CIDRs with optional port (198.51.100.0/24, 10.1.2.3/32:5432), hostnames, or all"`
-			After  int      `json:"after,omitempty" doc:"insert after rule N (default: before all existing rules)"`
-		}
+		Body apitypes.EgressRulesRequest
 	}
 	huma.Register(a.h, huma.Operation{OperationID: "add-egress-rules", Method: http.MethodPost, Path: "/v1/domains/{domain}/apps/{app}/egress", Security: bearer,
 		Summary: "Allow or deny outbound destinations", Description: "All rules are checked first; on any error nothing changes. Applied to running gears at once.", Tags: []string{"egress"}},
@@ -128,10 +124,7 @@ func (a *API) registerEgress() {
 
 	type testIn struct {
 		AppRef
-		Body struct {
-			Destination string `json:"destination" doc:"HOST:PORT"`
-			Protocol    string `json:"protocol,omitempty" enum:"tcp,udp" doc:"default tcp"`
-		}
+		Body apitypes.EgressTestRequest
 	}
 	huma.Register(a.h, huma.Operation{OperationID: "test-egress", Method: http.MethodPost, Path: "/v1/domains/{domain}/apps/{app}/egress/test", Security: bearer,
 		Summary: "Would the policy allow a destination?", Description: "Says which rule decides. Nothing is sent.", Tags: []string{"egress"}},

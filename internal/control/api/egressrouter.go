@@ -95,9 +95,7 @@ func (a *API) registerEgressRouter() {
 
 	type proxyIn struct {
 		AppRef
-		Body struct {
-			ACL []string `json:"acl" minItems:"1" doc:"hostnames (api.example.com), wildcards (*.example.com: names under it), CIDRs or addresses, or all, each with an optional :PORT; a leading ! denies, and denials win"`
-		}
+		Body apitypes.EgressProxyRequest
 	}
 	huma.Register(a.h, huma.Operation{OperationID: "set-egress-proxy", Method: http.MethodPut, Path: "/v1/domains/{domain}/apps/{app}/egress/router/proxy", Security: bearer,
 		Summary: "Send an app's outbound HTTP through the egress router's proxy", Description: "Binds the app to the egress router (its gears may leave only through it), sets HTTP_PROXY and HTTPS_PROXY in its gears (a running app restarts without downtime) and replaces the proxy's ACL.", Tags: []string{"egress"}},
@@ -130,10 +128,7 @@ func (a *API) registerEgressRouter() {
 
 	type redirectIn struct {
 		AppRef
-		Body struct {
-			Match  string `json:"match" doc:"HOST:PORT, ADDRESS:PORT, CIDR:PORT or *:PORT (TCP)"`
-			Target string `json:"target" doc:"HOST:PORT the router connects to"`
-		}
+		Body apitypes.EgressRedirectRequest
 	}
 	huma.Register(a.h, huma.Operation{OperationID: "add-egress-redirect", Method: http.MethodPost, Path: "/v1/domains/{domain}/apps/{app}/egress/router/redirects", Security: bearer,
 		Summary: "Redirect an app's connections to a destination through the egress router to a fixed target", Description: "Binds the app to the egress router. Applied to running gears at once.", Tags: []string{"egress"}},
@@ -183,9 +178,7 @@ func (a *API) registerEgressRouter() {
 	type tcpIn struct {
 		AppRef
 		Port int `path:"port" minimum:"1024" maximum:"65535"`
-		Body struct {
-			Targets []string `json:"targets" minItems:"1" doc:"HOST:PORT destinations, round-robin over the healthy ones"`
-		}
+		Body apitypes.EgressTCPRequest
 	}
 	huma.Register(a.h, huma.Operation{OperationID: "set-egress-tcp", Method: http.MethodPut, Path: "/v1/domains/{domain}/apps/{app}/egress/router/tcp/{port}", Security: bearer,
 		Summary: "A TCP proxy on the egress router", Description: "The router listens on PORT at GANTRY_EGRESS_ROUTER for the app's gears and forwards to the targets (health-checked, round-robin). Binds the app to the egress router.", Tags: []string{"egress"}},

@@ -38,9 +38,7 @@ func (a *API) registerRouting() {
 
 	type aliasIn struct {
 		AppRef
-		Body struct {
-			Host string `json:"host" doc:"Hostname, e.g. www.example.com (punycode for IDNs; *.example.com for a wildcard)"`
-		}
+		Body apitypes.AliasRequest
 	}
 	huma.Register(a.h, huma.Operation{OperationID: "add-alias", Method: http.MethodPost, Path: "/v1/domains/{domain}/apps/{app}/aliases", Security: bearer,
 		DefaultStatus: http.StatusCreated, Summary: "Add a custom hostname", Description: "Routes the hostname to the app. A hostname belongs to one app platform-wide.", Tags: []string{"routing"}},
@@ -146,12 +144,7 @@ func (a *API) registerRouting() {
 	type certIn struct {
 		AppRef
 		Host string `path:"host" doc:"The alias hostname"`
-		Body struct {
-			Certificate string `json:"certificate" doc:"PEM: the server certificate first, then its chain"`
-			PrivateKey  string `json:"private_key" doc:"PEM private key (PKCS#1, PKCS#8 or SEC 1; may be encrypted)"`
-			Passphrase  string `json:"passphrase,omitempty" doc:"Passphrase of an encrypted key (not stored: the key is kept decrypted, readable by the server only)"`
-			Force       bool   `json:"force,omitempty" doc:"Accept a chain browsers will not trust (self-signed, private CA)"`
-		}
+		Body apitypes.CertUpload
 	}
 	huma.Register(a.h, huma.Operation{OperationID: "set-alias-certificate", Method: http.MethodPut, Path: "/v1/domains/{domain}/apps/{app}/aliases/{host}/certificate", Security: bearer,
 		Summary: "Upload an alias's certificate", Description: "Checked before it replaces anything: the key matches, the chain verifies, the names cover the host, it is not expired (a warning under 30 days). " +
@@ -215,11 +208,7 @@ func (a *API) registerRouting() {
 
 	type tcpIn struct {
 		AppRef
-		Body struct {
-			Port       int    `json:"port,omitempty" doc:"Platform port to listen on (1024-65535)"`
-			SNI        string `json:"sni,omitempty" doc:"Instead of a port: TLS passthrough on the HTTPS port for this server name"`
-			TargetPort int    `json:"target_port,omitempty" doc:"Port in each gear (default: the web port)"`
-		}
+		Body apitypes.TCPRouteRequest
 	}
 	huma.Register(a.h, huma.Operation{OperationID: "add-tcp-route", Method: http.MethodPost, Path: "/v1/domains/{domain}/apps/{app}/routes/tcp", Security: bearer,
 		DefaultStatus: http.StatusCreated, Summary: "Expose a gear port as TCP", Description: "On a platform port, or by SNI on the HTTPS port without terminating TLS. Round-robin over the app's gears with health checks.", Tags: []string{"routing"}},

@@ -19,12 +19,7 @@ import (
 func (a *API) registerScaling() {
 	type scaleIn struct {
 		AppRef
-		Body struct {
-			Gears  *int `json:"gears,omitempty" minimum:"1" doc:"Run exactly this many gears (no automatic scaling)"`
-			Min    *int `json:"min,omitempty" doc:"Automatic scaling: fewest gears (0 lets the app idle)"`
-			Max    *int `json:"max,omitempty" doc:"Automatic scaling: most gears"`
-			Target *int `json:"target_connections,omitempty" doc:"Concurrent connections per gear to aim at (default 16)"`
-		}
+		Body apitypes.ScaleRequest
 	}
 	huma.Register(a.h, huma.Operation{OperationID: "scale-app", Method: http.MethodPost, Path: "/v1/domains/{domain}/apps/{app}/scale", Security: bearer,
 		Summary: "Scale an app", Description: "A fixed number of gears, or a range the autoscaler keeps to on live connections.", Tags: []string{"scaling"}},
@@ -88,10 +83,7 @@ func (a *API) registerScaling() {
 
 	type idleIn struct {
 		AppRef
-		Body struct {
-			After string `json:"after,omitempty" doc:"Idle after this long without traffic, e.g. 30m; off disables"`
-			Now   bool   `json:"now,omitempty" doc:"Idle the app now"`
-		}
+		Body apitypes.IdleRequest
 	}
 	huma.Register(a.h, huma.Operation{OperationID: "idle-app", Method: http.MethodPost, Path: "/v1/domains/{domain}/apps/{app}/idle", Security: bearer,
 		Summary: "Idle an app", Description: "An idle app runs no gears; its route stays and the next request wakes it (held meanwhile).", Tags: []string{"scaling"}},

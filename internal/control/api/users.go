@@ -88,10 +88,7 @@ func (a *API) registerUsers() {
 		})
 
 	type createUser struct {
-		Body struct {
-			Name  string `json:"name" doc:"User name: lowercase letters, digits, hyphens"`
-			Admin bool   `json:"admin,omitempty"`
-		}
+		Body apitypes.CreateUserRequest
 	}
 	huma.Register(a.h, huma.Operation{OperationID: "create-user", Method: http.MethodPost, Path: "/v1/users", Security: bearer,
 		DefaultStatus: http.StatusCreated, Summary: "Create a user (admin)", Description: "Returns the new user's API token, once.", Tags: []string{"users"}},
@@ -125,10 +122,7 @@ func (a *API) registerUsers() {
 		})
 
 	type addKey struct {
-		Body struct {
-			Name string `json:"name,omitempty" doc:"A name for the key; defaults to its comment"`
-			Key  string `json:"key" doc:"The public key, as in id_ed25519.pub"`
-		}
+		Body apitypes.AddSSHKeyRequest
 	}
 	huma.Register(a.h, huma.Operation{OperationID: "add-sshkey", Method: http.MethodPost, Path: "/v1/sshkeys", Security: bearer,
 		DefaultStatus: http.StatusCreated, Summary: "Add an SSH key", Tags: []string{"sshkeys"}},

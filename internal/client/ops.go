@@ -1,0 +1,270 @@
+package client
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/gantry-paas/gantry/internal/control/apitypes"
+)
+
+// One method per API operation. Paths live here and nowhere else on the
+// client side; the bodies are apitypes' request types, the answers its
+// views.
+
+func call[T any](c *Client, ctx context.Context, method, path string, in any) (T, error) {
+	var v T
+	err := c.Do(ctx, method, path, in, &v)
+	return v, err
+}
+
+func (c *Client) appPath(d, a string, rest ...string) string {
+	p := AppPath(d, a)
+	for _, r := range rest {
+		p += "/" + r
+	}
+	return p
+}
+
+// SSH keys, domains, users.
+
+func (c *Client) AddSSHKey(ctx context.Context, name, key string) (apitypes.SSHKeyView, error) {
+	return call[apitypes.SSHKeyView](c, ctx, http.MethodPost, "/v1/sshkeys", apitypes.AddSSHKeyRequest{Name: name, Key: key})
+}
+
+func (c *Client) SSHKeys(ctx context.Context) ([]apitypes.SSHKeyView, error) {
+	return call[[]apitypes.SSHKeyView](c, ctx, http.MethodGet, "/v1/sshkeys", nil)
+}
+
+func (c *Client) RemoveSSHKey(ctx context.Context, fingerprint string) error {
+	return c.Do(ctx, http.MethodDelete, "/v1/sshkeys/"+url.PathEscape(fingerprint), nil, nil)
+}
+
+func (c *Client) CreateDomain(ctx context.Context, name string) (apitypes.DomainView, error) {
+	return call[apitypes.DomainView](c, ctx, http.MethodPost, "/v1/domains", apitypes.CreateDomainRequest{Name: name})
+}
+
+func (c *Client) Domains(ctx context.Context) ([]apitypes.DomainView, error) {
+	return call[[]apitypes.DomainView](c, ctx, http.MethodGet, "/v1/domains", nil)
+}
+
+func (c *Client) DeleteDomain(ctx context.Context, name string) error {
+	return c.Do(ctx, http.MethodDelete, "/v1/domains/"+url.PathEscape(name), nil, nil)
+}
+
+func (c *Client) CreateUser(ctx context.Context, name string, admin bool) (apitypes.NewUserView, error) {
+	return call[apitypes.NewUserView](c, ctx, http.MethodPost, "/v1/users", apitypes.CreateUserRequest{Name: name, Admin: admin})
+}
+
+func (c *Client) Users(ctx context.Context) ([]apitypes.UserView, error) {
+	return call[[]apitypes.UserView](c, ctx, http.MethodGet, "/v1/users", nil)
+}
+
+// Apps.
+
+func (c *Client) CreateApp(ctx context.Context, domain string, req apitypes.CreateAppRequest) (apitypes.AppView, error) {
+	return call[apitypes.AppView](c, ctx, http.MethodPost, "/v1/domains/"+url.PathEscape(domain)+"/apps", req)
+}
+
+func (c *Client) App(ctx context.Context, d, a string) (apitypes.AppView, error) {
+	return call[apitypes.AppView](c, ctx, http.MethodGet, c.appPath(d, a), nil)
+}
+
+func (c *Client) UpdateApp(ctx context.Context, d, a string, req apitypes.UpdateAppRequest) (apitypes.AppView, error) {
+	return call[apitypes.AppView](c, ctx, http.MethodPatch, c.appPath(d, a), req)
+}
+
+// AppAction starts, stops or restarts an app (action: start, stop,
+// restart).
+func (c *Client) AppAction(ctx context.Context, d, a, action string) (apitypes.AppView, error) {
+	return call[apitypes.AppView](c, ctx, http.MethodPost, c.appPath(d, a, action), nil)
+}
+
+func (c *Client) DeleteApp(ctx context.Context, d, a string) error {
+	return c.Do(ctx, http.MethodDelete, c.appPath(d, a), nil, nil)
+}
+
+func (c *Client) Env(ctx context.Context, d, a string) (map[string]string, error) {
+	return call[map[string]string](c, ctx, http.MethodGet, c.appPath(d, a, "env"), nil)
+}
+
+func (c *Client) PatchEnv(ctx context.Context, d, a string, p apitypes.EnvPatch) (map[string]string, error) {
+	return call[map[string]string](c, ctx, http.MethodPatch, c.appPath(d, a, "env"), p)
+}
+
+func (c *Client) Deployments(ctx context.Context, d, a string) ([]apitypes.DeploymentView, error) {
+	return call[[]apitypes.DeploymentView](c, ctx, http.MethodGet, c.appPath(d, a, "deployments"), nil)
+}
+
+func (c *Client) ActivateDeployment(ctx context.Context, d, a, id string) (apitypes.AppView, error) {
+	return call[apitypes.AppView](c, ctx, http.MethodPost, c.appPath(d, a, "deployments", url.PathEscape(id), "activate"), nil)
+}
+
+// Logs streams an app's logs (NDJSON lines) until the server or ctx ends.
+func (c *Client) Logs(ctx context.Context, d, a string, lines int, follow bool) (io.ReadCloser, error) {
+	return c.Stream(ctx, c.appPath(d, a)+"/logs?lines="+strconv.Itoa(lines)+"&follow="+strconv.FormatBool(follow))
+}
+
+// Services lists what listens in an app's gears (query: "" or
+// "?gear=ID").
+func (c *Client) Services(ctx context.Context, d, a, query string) ([]apitypes.ServiceView, error) {
+	return call[[]apitypes.ServiceView](c, ctx, http.MethodGet, c.appPath(d, a, "services")+query, nil)
+}
+
+// Cartridges.
+
+func (c *Client) AddCartridge(ctx context.Context, d, a, name string) (apitypes.CartridgeView, error) {
+	return call[apitypes.CartridgeView](c, ctx, http.MethodPost, c.appPath(d, a, "cartridges"), apitypes.AddCartridgeRequest{Name: name})
+}
+
+func (c *Client) Cartridges(ctx context.Context, d, a string) ([]apitypes.CartridgeView, error) {
+	return call[[]apitypes.CartridgeView](c, ctx, http.MethodGet, c.appPath(d, a, "cartridges"), nil)
+}
+
+func (c *Client) RemoveCartridge(ctx context.Context, d, a, name string) error {
+	return c.Do(ctx, http.MethodDelete, c.appPath(d, a, "cartridges", url.PathEscape(name)), nil, nil)
+}
+
+// DNS-name claims.
+
+func (c *Client) Claim(ctx context.Context, name string) (apitypes.ClaimView, error) {
+	return call[apitypes.ClaimView](c, ctx, http.MethodPost, "/v1/claims", apitypes.ClaimRequest{Name: name})
+}
+
+func (c *Client) ClaimChallenge(ctx context.Context, name string) (apitypes.ClaimChallenge, error) {
+	return call[apitypes.ClaimChallenge](c, ctx, http.MethodGet, "/v1/claims/challenge?name="+url.QueryEscape(name), nil)
+}
+
+func (c *Client) Claims(ctx context.Context) ([]apitypes.ClaimView, error) {
+	return call[[]apitypes.ClaimView](c, ctx, http.MethodGet, "/v1/claims", nil)
+}
+
+func (c *Client) GrantClaim(ctx context.Context, user, name string) (apitypes.ClaimView, error) {
+	return call[apitypes.ClaimView](c, ctx, http.MethodPost, "/v1/admin/claims", apitypes.ClaimGrant{User: user, Name: name})
+}
+
+// Egress policy.
+
+func (c *Client) Egress(ctx context.Context, d, a string) (apitypes.EgressView, error) {
+	return call[apitypes.EgressView](c, ctx, http.MethodGet, c.appPath(d, a, "egress"), nil)
+}
+
+func (c *Client) AddEgressRules(ctx context.Context, d, a string, req apitypes.EgressRulesRequest) (apitypes.EgressView, error) {
+	return call[apitypes.EgressView](c, ctx, http.MethodPost, c.appPath(d, a, "egress"), req)
+}
+
+func (c *Client) RemoveEgressRule(ctx context.Context, d, a string, n int) (apitypes.EgressView, error) {
+	return call[apitypes.EgressView](c, ctx, http.MethodDelete, c.appPath(d, a, "egress", strconv.Itoa(n)), nil)
+}
+
+func (c *Client) TestEgress(ctx context.Context, d, a, destination, protocol string) (apitypes.EgressTestView, error) {
+	return call[apitypes.EgressTestView](c, ctx, http.MethodPost, c.appPath(d, a, "egress", "test"), apitypes.EgressTestRequest{Destination: destination, Protocol: protocol})
+}
+
+// ClearEgressBlock lets an app flagged for a port scan out again (admins).
+func (c *Client) ClearEgressBlock(ctx context.Context, d, a string) (apitypes.EgressView, error) {
+	return call[apitypes.EgressView](c, ctx, http.MethodPost, "/v1/admin/egress/"+url.PathEscape(d)+"/"+url.PathEscape(a)+"/clear", nil)
+}
+
+// The egress router.
+
+func (c *Client) EgressRouter(ctx context.Context, d, a string) (apitypes.EgressRouterView, error) {
+	return call[apitypes.EgressRouterView](c, ctx, http.MethodGet, c.appPath(d, a, "egress", "router"), nil)
+}
+
+func (c *Client) SetEgressProxy(ctx context.Context, d, a string, acl []string) (apitypes.EgressRouterView, error) {
+	return call[apitypes.EgressRouterView](c, ctx, http.MethodPut, c.appPath(d, a, "egress", "router", "proxy"), apitypes.EgressProxyRequest{ACL: acl})
+}
+
+func (c *Client) RemoveEgressProxy(ctx context.Context, d, a string) (apitypes.EgressRouterView, error) {
+	return call[apitypes.EgressRouterView](c, ctx, http.MethodDelete, c.appPath(d, a, "egress", "router", "proxy"), nil)
+}
+
+func (c *Client) AddEgressRedirect(ctx context.Context, d, a, match, target string) (apitypes.EgressRouterView, error) {
+	return call[apitypes.EgressRouterView](c, ctx, http.MethodPost, c.appPath(d, a, "egress", "router", "redirects"), apitypes.EgressRedirectRequest{Match: match, Target: target})
+}
+
+func (c *Client) RemoveEgressRedirect(ctx context.Context, d, a string, n int) (apitypes.EgressRouterView, error) {
+	return call[apitypes.EgressRouterView](c, ctx, http.MethodDelete, c.appPath(d, a, "egress", "router", "redirects", strconv.Itoa(n)), nil)
+}
+
+func (c *Client) SetEgressTCP(ctx context.Context, d, a string, port int, targets []string) (apitypes.EgressRouterView, error) {
+	return call[apitypes.EgressRouterView](c, ctx, http.MethodPut, c.appPath(d, a, "egress", "router", "tcp", strconv.Itoa(port)), apitypes.EgressTCPRequest{Targets: targets})
+}
+
+func (c *Client) RemoveEgressTCP(ctx context.Context, d, a string, port int) (apitypes.EgressRouterView, error) {
+	return call[apitypes.EgressRouterView](c, ctx, http.MethodDelete, c.appPath(d, a, "egress", "router", "tcp", strconv.Itoa(port)), nil)
+}
+
+// Aliases, certificates, TCP routes.
+
+func (c *Client) AddAlias(ctx context.Context, d, a, host string) (apitypes.AliasView, error) {
+	return call[apitypes.AliasView](c, ctx, http.MethodPost, c.appPath(d, a, "aliases"), apitypes.AliasRequest{Host: host})
+}
+
+func (c *Client) Aliases(ctx context.Context, d, a string) ([]apitypes.AliasView, error) {
+	return call[[]apitypes.AliasView](c, ctx, http.MethodGet, c.appPath(d, a, "aliases"), nil)
+}
+
+func (c *Client) RemoveAlias(ctx context.Context, d, a, host string) error {
+	return c.Do(ctx, http.MethodDelete, c.appPath(d, a, "aliases", url.PathEscape(host)), nil, nil)
+}
+
+func (c *Client) UploadAliasCert(ctx context.Context, d, a, host string, up apitypes.CertUpload) (apitypes.AliasView, error) {
+	return call[apitypes.AliasView](c, ctx, http.MethodPut, c.appPath(d, a, "aliases", url.PathEscape(host), "certificate"), up)
+}
+
+func (c *Client) RemoveAliasCert(ctx context.Context, d, a, host string) error {
+	return c.Do(ctx, http.MethodDelete, c.appPath(d, a, "aliases", url.PathEscape(host), "certificate"), nil, nil)
+}
+
+func (c *Client) AddTCPRoute(ctx context.Context, d, a string, req apitypes.TCPRouteRequest) (apitypes.TCPRouteView, error) {
+	return call[apitypes.TCPRouteView](c, ctx, http.MethodPost, c.appPath(d, a, "routes", "tcp"), req)
+}
+
+func (c *Client) TCPRoutes(ctx context.Context, d, a string) ([]apitypes.TCPRouteView, error) {
+	return call[[]apitypes.TCPRouteView](c, ctx, http.MethodGet, c.appPath(d, a, "routes", "tcp"), nil)
+}
+
+func (c *Client) RemoveTCPRoute(ctx context.Context, d, a, id string) error {
+	return c.Do(ctx, http.MethodDelete, c.appPath(d, a, "routes", "tcp", url.PathEscape(id)), nil, nil)
+}
+
+// CA is the platform's root certificate.
+func (c *Client) CA(ctx context.Context) (apitypes.CAView, error) {
+	return call[apitypes.CAView](c, ctx, http.MethodGet, "/v1/ca", nil)
+}
+
+// Scaling and idling.
+
+func (c *Client) Scale(ctx context.Context, d, a string, req apitypes.ScaleRequest) (apitypes.AppView, error) {
+	return call[apitypes.AppView](c, ctx, http.MethodPost, c.appPath(d, a, "scale"), req)
+}
+
+func (c *Client) Idle(ctx context.Context, d, a string, req apitypes.IdleRequest) (apitypes.AppView, error) {
+	return call[apitypes.AppView](c, ctx, http.MethodPost, c.appPath(d, a, "idle"), req)
+}
+
+func (c *Client) Events(ctx context.Context, d, a string) ([]apitypes.EventView, error) {
+	return call[[]apitypes.EventView](c, ctx, http.MethodGet, c.appPath(d, a, "events"), nil)
+}
+
+// Administration.
+
+func (c *Client) RotateSecrets(ctx context.Context) (apitypes.SecretsRotation, error) {
+	return call[apitypes.SecretsRotation](c, ctx, http.MethodPost, "/v1/admin/secrets/rotate", nil)
+}
+
+func (c *Client) Doctor(ctx context.Context) ([]apitypes.DoctorCheck, error) {
+	return call[[]apitypes.DoctorCheck](c, ctx, http.MethodGet, "/v1/admin/doctor", nil)
+}
+
+// TunnelURL is the WebSocket URL of a tunnel to remote (GEARIP:PORT, a
+// service in one of the caller's gears), for `port-forward --via https`;
+// it is dialled with the token in an Authorization header.
+func (c *Client) TunnelURL(remote string) string {
+	return strings.Replace(strings.Replace(c.Server, "https://", "wss://", 1), "http://", "ws://", 1) + "/v1/tunnel?addr=" + url.QueryEscape(remote)
+}
