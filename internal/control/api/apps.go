@@ -254,7 +254,7 @@ func (a *API) registerApps() {
 				for _, d := range deps {
 					tx.Delete(store.DeploymentKey(app.ID, d.ID))
 				}
-				tx.Delete("hosts/" + app.Host)
+				tx.Delete(store.HostKey(app.Host))
 				if err := deleteRoutes(tx, app.Key()); err != nil {
 					return err
 				}
@@ -491,7 +491,7 @@ func (a *API) createApp(ctx context.Context, domain, name, typ string, scale int
 		if ok, _ := tx.Has(app.Key()); ok {
 			return problem(http.StatusConflict, apitypes.CodeNameTaken, fmt.Sprintf("domain %q already has an app named %q", domain, name))
 		}
-		if err := tx.Create("hosts/"+host, &store.Host{Name: host, AppKey: app.Key()}); err != nil {
+		if err := tx.Create(store.HostKey(host), &store.Host{Name: host, AppKey: app.Key()}); err != nil {
 			return problem(http.StatusConflict, apitypes.CodeNameTaken, fmt.Sprintf("the hostname %s is already in use: choose another app name", host))
 		}
 		return tx.Create(app.Key(), &app)
@@ -506,7 +506,7 @@ func (a *API) createApp(ctx context.Context, domain, name, typ string, scale int
 		}
 	}
 	if err != nil {
-		a.o.Store.Update(func(tx *store.Tx) error { tx.Delete("hosts/" + host); return tx.Delete(app.Key()) })
+		a.o.Store.Update(func(tx *store.Tx) error { tx.Delete(store.HostKey(host)); return tx.Delete(app.Key()) })
 		a.o.Agent.RemoveAppDir(&app)
 		return nil, a.internal("creating repository", err)
 	}

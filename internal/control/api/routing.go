@@ -80,9 +80,9 @@ func (a *API) registerRouting() {
 						return problem(http.StatusForbidden, "name_not_claimed", fmt.Sprintf("%s is under no DNS name you have claimed: prove you control it with `gantry alias claim %s` (it says which TXT record to publish), or ask an admin to grant it", host, apex))
 					}
 				}
-				if err := tx.Create("hosts/"+host, &store.Host{Name: host, AppKey: app.Key()}); err != nil {
+				if err := tx.Create(store.HostKey(host), &store.Host{Name: host, AppKey: app.Key()}); err != nil {
 					var h store.Host
-					if tx.Get("hosts/"+host, &h) == nil && h.AppKey == app.Key() {
+					if tx.Get(store.HostKey(host), &h) == nil && h.AppKey == app.Key() {
 						return problem(http.StatusConflict, apitypes.CodeNameTaken, fmt.Sprintf("%s is already an alias of %s", host, app.Name))
 					}
 					return problem(http.StatusConflict, apitypes.CodeNameTaken, fmt.Sprintf("the hostname %s is already in use by another app: a hostname can belong to one app only", host))
@@ -130,7 +130,7 @@ func (a *API) registerRouting() {
 					return notFound("alias_not_found", fmt.Sprintf("%s is not an alias of %s: see `gantry alias list %s`", host, app.Name, app.Name))
 				}
 				tx.Delete(store.CertKey(host))
-				tx.Delete("hosts/" + host)
+				tx.Delete(store.HostKey(host))
 				return tx.Delete(store.AliasKey(host))
 			})
 			if err != nil {
@@ -253,7 +253,7 @@ func (a *API) registerRouting() {
 					return problem(http.StatusConflict, apitypes.CodeNameTaken, fmt.Sprintf("%s is already routed: choose another", r.ID()))
 				}
 				if r.SNI != "" {
-					if err := tx.Create("hosts/"+r.SNI, &store.Host{Name: r.SNI, AppKey: app.Key()}); err != nil {
+					if err := tx.Create(store.HostKey(r.SNI), &store.Host{Name: r.SNI, AppKey: app.Key()}); err != nil {
 						return problem(http.StatusConflict, apitypes.CodeNameTaken, fmt.Sprintf("the hostname %s is already in use: a hostname can belong to one app only", r.SNI))
 					}
 				}
@@ -295,7 +295,7 @@ func (a *API) registerRouting() {
 					return notFound("route_not_found", fmt.Sprintf("%s has no TCP route %s: see `gantry route list %s`", app.Name, in.ID, app.Name))
 				}
 				if r.SNI != "" {
-					tx.Delete("hosts/" + r.SNI)
+					tx.Delete(store.HostKey(r.SNI))
 				}
 				return tx.Delete(key)
 			})
@@ -332,7 +332,7 @@ func (a *API) aliasViews(app *store.App, only string) ([]apitypes.AliasView, err
 				v.Certificate = apitypes.CertView{Source: c.Source, Names: c.Names, Issuer: c.Issuer, NotAfter: c.NotAfter, Forced: c.Forced}
 			}
 			if apex, ok := strings.CutPrefix(al.Host, "www."); ok && strings.Contains(apex, ".") && !hosts[apex] {
-				if ok, _ := tx.Has("hosts/" + apex); !ok {
+				if ok, _ := tx.Has(store.HostKey(apex)); !ok {
 					v.RedirectsFrom = apex
 				}
 			}
@@ -396,7 +396,7 @@ func deleteRoutes(tx *store.Tx, appKey string) error {
 	for _, al := range als {
 		if al.AppKey == appKey {
 			tx.Delete(store.CertKey(al.Host))
-			tx.Delete("hosts/" + al.Host)
+			tx.Delete(store.HostKey(al.Host))
 			tx.Delete(store.AliasKey(al.Host))
 		}
 	}
@@ -407,7 +407,7 @@ func deleteRoutes(tx *store.Tx, appKey string) error {
 	for _, r := range rs {
 		if r.AppKey == appKey {
 			if r.SNI != "" {
-				tx.Delete("hosts/" + r.SNI)
+				tx.Delete(store.HostKey(r.SNI))
 			}
 			tx.Delete(r.Key())
 		}

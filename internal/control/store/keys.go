@@ -16,6 +16,10 @@ func UserKey(name string) string { return "users/" + name }
 // TokenKey is the store key of an API token, by its hash.
 func TokenKey(hash string) string { return "tokens/" + hash }
 
+// HostKey is the store key of a hostname's owner record: one app holds
+// each name (canonical, alias, or TCP route SNI).
+func HostKey(name string) string { return "hosts/" + name }
+
 // DomainKey is the store key of a domain.
 func DomainKey(name string) string { return "domains/" + name }
 
