@@ -1,9 +1,12 @@
-// Package sshd is Gantry's SSH endpoint. Today it serves git: `git push`,
+// Package sshd is Gantry's SSH endpoint. It serves git (`git push`,
 // `git clone` and `git fetch` of the caller's own apps, by running the
-// system's git receive-pack/upload-pack. Users are identified by the public
-// key that actually authenticated the connection (looked up after the
-// handshake, never inside the auth callback). Anything else (a shell, port
-// forwarding, another user's repository) is refused with a clear message.
+// system's git receive-pack/upload-pack), port-forwards (direct-tcpip
+// channels to services in the caller's own gears, authorised by the
+// agent) and `gantry ssh` (a command or a shell in one of the caller's
+// gears, through the agent's exec). Users are identified by the public key
+// that actually authenticated the connection (looked up after the
+// handshake, never inside the auth callback). Anything else (a login
+// shell on the host, another user's app) is refused with a clear message.
 package sshd
 
 import (
