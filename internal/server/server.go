@@ -23,6 +23,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/control/service"
+
 	"github.com/gantry-paas/gantry/internal/edge/acme"
 
 	"github.com/gantry-paas/gantry/internal/egress/enforce"
@@ -510,7 +512,8 @@ func Run(ctx context.Context, o Options) error {
 	if sshPort != 22 {
 		knownHost = fmt.Sprintf("[%s]:%d", o.Host, sshPort)
 	}
-	apiHandler, err := api.New(api.Options{Store: st, Layout: lay, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld, Exe: exe,
+	svc := service.New(service.Options{Store: st, Log: log})
+	apiHandler, err := api.New(api.Options{Store: st, Service: svc, Layout: lay, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld, Exe: exe,
 		CloudDomain: o.CloudDomain, AppURL: appURL, Version: o.Version, AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver,
 		Doctor: func() []apitypes.DoctorCheck { return doctor(hostOpts) },
 		GitSSHURL: func(d, a string) string {
@@ -538,7 +541,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	rt.Mount(apiHandler)
 
-	if err := bootstrap(st, o.ClientConfig, serverURL, log); err != nil {
+	if err := bootstrap(svc, o.ClientConfig, serverURL, log); err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
 	reinstallHooks(st, lay, exe, log)
@@ -701,50 +704,31 @@ func portSuffix(port int) string {
 
 // bootstrap creates the first admin and the local CLI's configuration. On
 // later starts it keeps the configuration pointing at this server.
-func bootstrap(st *store.Store, cfgPath, serverURL string, log *slog.Logger) error {
-	var users []store.User
-	if err := st.View(func(tx *store.Tx) error {
-		var err error
-		users, err = store.ListUsers(tx)
-		return err
-	}); err != nil {
-		return err
-	}
+func bootstrap(svc *service.Service, cfgPath, serverURL string, log *slog.Logger) error {
 	cfg, err := config.Load(cfgPath)
 	if err != nil && !errors.Is(err, config.ErrNone) {
 		log.Warn("ignoring unreadable client config", "path", cfgPath, "err", err)
 		cfg = nil
 	}
-	if len(users) == 0 {
-		tok, err := api.CreateUser(st, "admin", true)
-		if err != nil {
-			return err
-		}
-		log.Info("created the admin user; the CLI on this machine is configured", "client_config", cfgPath)
-		return config.Save(cfgPath, &config.Config{Server: serverURL, Token: tok, User: "admin"})
-	}
+	known := ""
 	if cfg != nil {
-		var t store.Token
-		if st.View(func(tx *store.Tx) error { return tx.Get(store.TokenKey(api.HashToken(cfg.Token)), &t) }) == nil {
-			if cfg.Server != serverURL {
-				cfg.Server = serverURL
-				return config.Save(cfgPath, cfg)
-			}
-			return nil
-		}
+		known = cfg.Token
+	}
+	tok, foreign, err := svc.Bootstrap(cfg != nil, known)
+	switch {
+	case err != nil:
+		return err
+	case foreign:
 		log.Info("client config holds a token of another server; leaving it alone", "path", cfgPath)
 		return nil
+	case tok != "":
+		log.Info("wrote an admin token to the client config; the CLI on this machine is configured", "client_config", cfgPath)
+		return config.Save(cfgPath, &config.Config{Server: serverURL, Token: tok, User: "admin"})
+	case cfg.Server != serverURL:
+		cfg.Server = serverURL
+		return config.Save(cfgPath, cfg)
 	}
-	// The local configuration went missing: give the admin a new token.
-	tok := api.NewToken()
-	err = st.Update(func(tx *store.Tx) error {
-		return tx.Create(store.TokenKey(api.HashToken(tok)), &store.Token{User: "admin"})
-	})
-	if err != nil {
-		return err
-	}
-	log.Info("wrote a new admin token to the client config", "path", cfgPath)
-	return config.Save(cfgPath, &config.Config{Server: serverURL, Token: tok, User: "admin"})
+	return nil
 }
 
 func reinstallHooks(st *store.Store, lay layout.Layout, exe string, log *slog.Logger) {

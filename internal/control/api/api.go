@@ -11,10 +11,8 @@ package api
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/x509"
 	"embed"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +22,8 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+
+	"github.com/gantry-paas/gantry/internal/control/service"
 
 	"github.com/gantry-paas/gantry/internal/control/apitypes"
 	"github.com/gantry-paas/gantry/internal/control/events"
@@ -79,6 +79,8 @@ type Builder interface {
 
 // Options configure the API.
 type Options struct {
+	// Service holds the domain operations the API maps onto (required).
+	Service *service.Service
 	// AliasVerification is when aliases need a claimed DNS name: auto
 	// (once the platform has several users), dns (always) or off.
 	AliasVerification string
@@ -173,6 +175,9 @@ func New(o Options) (*API, error) {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
+	if o.Service == nil {
+		o.Service = service.New(service.Options{Store: o.Store, Log: o.Log})
+	}
 	if o.MaxGears == 0 {
 		o.MaxGears = 16
 	}
@@ -237,7 +242,7 @@ func (a *API) authenticate(ctx huma.Context, next func(huma.Context)) {
 		huma.WriteErr(a.h, ctx, http.StatusUnauthorized, "missing API token: send `Authorization: Bearer TOKEN` (the CLI does this after `gantry login`)")
 		return
 	}
-	user, err := a.userByToken(strings.TrimSpace(tok))
+	user, err := a.o.Service.UserByToken(strings.TrimSpace(tok))
 	if errors.Is(err, store.ErrBusy) {
 		a.log.Error("checking an API token", "err", err)
 		ctx.SetHeader("Retry-After", "5")
@@ -249,27 +254,6 @@ func (a *API) authenticate(ctx huma.Context, next func(huma.Context)) {
 		return
 	}
 	next(huma.WithValue(ctx, userKey, user))
-}
-
-func (a *API) userByToken(tok string) (*store.User, error) {
-	var t store.Token
-	var u store.User
-	err := a.o.Store.View(func(tx *store.Tx) error {
-		if err := tx.Get(store.TokenKey(HashToken(tok)), &t); err != nil {
-			return err
-		}
-		return tx.Get(store.UserKey(t.User), &u)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &u, nil
-}
-
-// HashToken is how tokens are stored: only their SHA-256.
-func HashToken(tok string) string {
-	sum := sha256.Sum256([]byte(tok))
-	return hex.EncodeToString(sum[:])
 }
 
 func userOf(ctx context.Context) *store.User {
@@ -309,7 +293,7 @@ func (a *API) docs(w http.ResponseWriter, r *http.Request) {
 // `authorization: {credentials: TOKEN}`).
 func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 	tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	u, err := a.userByToken(strings.TrimSpace(tok))
+	u, err := a.o.Service.UserByToken(strings.TrimSpace(tok))
 	if errors.Is(err, store.ErrBusy) {
 		w.Header().Set("Retry-After", "5")
 		http.Error(w, storeBusy().Detail, http.StatusServiceUnavailable)
@@ -328,7 +312,7 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 // caller's gear services, authenticated with the API token.
 func (a *API) tunnel(w http.ResponseWriter, r *http.Request) {
 	tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	u, err := a.userByToken(strings.TrimSpace(tok))
+	u, err := a.o.Service.UserByToken(strings.TrimSpace(tok))
 	if err != nil {
 		http.Error(w, "invalid or missing API token", http.StatusUnauthorized)
 		return

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/gantry-paas/gantry/internal/control/apitypes"
+	"github.com/gantry-paas/gantry/internal/control/service"
 
 	"github.com/gantry-paas/gantry/internal/control/store"
 	"github.com/gantry-paas/gantry/internal/layout"
@@ -82,7 +83,7 @@ func newHarness(t *testing.T) *harness {
 	}
 	h := &harness{t: t, st: st, agent: ag, srv: httptest.NewServer(a)}
 	t.Cleanup(h.srv.Close)
-	h.admin, _ = CreateUser(st, "admin", true)
+	_, h.admin, _ = service.New(service.Options{Store: st}).CreateUser(nil, "admin", true)
 	var bob apitypes.NewUserView
 	h.do(h.admin, "POST", "/v1/users", `{"name":"bob"}`, 201, &bob)
 	h.bob = bob.Token

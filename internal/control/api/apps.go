@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/control/service"
+
 	"github.com/gantry-paas/gantry/internal/control/apitypes"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -106,24 +108,13 @@ func (a *API) registerDomains() {
 	huma.Register(a.h, huma.Operation{OperationID: "list-domains", Method: http.MethodGet, Path: "/v1/domains", Security: bearer,
 		Summary: "List your domains", Tags: []string{"domains"}},
 		func(ctx context.Context, _ *struct{}) (*body[[]apitypes.DomainView], error) {
-			u := userOf(ctx)
-			out := []apitypes.DomainView{}
-			err := a.o.Store.View(func(tx *store.Tx) error {
-				ds, err := store.ListDomains(tx)
-				if err != nil {
-					return err
-				}
-				for _, d := range ds {
-					if d.Owner != u.Name {
-						continue
-					}
-					apps, _ := store.ListDomainApps(tx, d.Name)
-					out = append(out, apitypes.DomainView{Name: d.Name, Owner: d.Owner, Apps: len(apps), Created: d.Created})
-				}
-				return nil
-			})
+			ds, err := a.o.Service.Domains(userOf(ctx))
 			if err != nil {
 				return nil, a.internal("listing domains", err)
+			}
+			out := []apitypes.DomainView{}
+			for _, d := range ds {
+				out = append(out, apitypes.DomainView{Name: d.Name, Owner: d.Owner, Apps: d.Apps, Created: d.Created})
 			}
 			return &body[[]apitypes.DomainView]{Body: out}, nil
 		})
@@ -134,17 +125,9 @@ func (a *API) registerDomains() {
 	huma.Register(a.h, huma.Operation{OperationID: "create-domain", Method: http.MethodPost, Path: "/v1/domains", Security: bearer,
 		DefaultStatus: http.StatusCreated, Summary: "Create a domain", Tags: []string{"domains"}},
 		func(ctx context.Context, in *createDomain) (*body[apitypes.DomainView], error) {
-			u := userOf(ctx)
-			if err := names.Label("domain", in.Body.Name); err != nil {
-				return nil, invalid(err.Error())
-			}
-			d := store.Domain{Name: in.Body.Name, Owner: u.Name, Created: time.Now().UTC()}
-			err := a.o.Store.Update(func(tx *store.Tx) error { return tx.Create(store.DomainKey(d.Name), &d) })
-			if errors.Is(err, store.ErrExists) {
-				return nil, problem(http.StatusConflict, apitypes.CodeNameTaken, fmt.Sprintf("domain %q is taken: choose another name", d.Name))
-			}
+			d, err := a.o.Service.CreateDomain(userOf(ctx), in.Body.Name)
 			if err != nil {
-				return nil, a.internal("creating domain", err)
+				return nil, asProblem(a, "creating domain", err)
 			}
 			return &body[apitypes.DomainView]{Body: apitypes.DomainView{Name: d.Name, Owner: d.Owner, Created: d.Created}}, nil
 		})
@@ -155,25 +138,13 @@ func (a *API) registerDomains() {
 	huma.Register(a.h, huma.Operation{OperationID: "delete-domain", Method: http.MethodDelete, Path: "/v1/domains/{domain}", Security: bearer,
 		DefaultStatus: http.StatusNoContent, Summary: "Delete an empty domain", Tags: []string{"domains"}},
 		func(ctx context.Context, in *domainRef) (*struct{}, error) {
-			u := userOf(ctx)
-			err := a.o.Store.Update(func(tx *store.Tx) error {
-				var d store.Domain
-				if err := tx.Get(store.DomainKey(in.Domain), &d); err != nil || d.Owner != u.Name {
-					return notFound("domain_not_found", fmt.Sprintf("you have no domain %q: see `gantry domain list`", in.Domain))
-				}
-				apps, err := store.ListDomainApps(tx, in.Domain)
-				if err != nil {
-					return err
-				}
-				if len(apps) > 0 {
-					return problem(http.StatusConflict, apitypes.CodeConflict, fmt.Sprintf("domain %q still has %d apps: delete them first", in.Domain, len(apps)))
-				}
-				return tx.Delete(store.DomainKey(in.Domain))
-			})
-			return nil, asProblem(a, "deleting domain", err)
+			return nil, asProblem(a, "deleting domain", a.o.Service.DeleteDomain(userOf(ctx), in.Domain))
 		})
 }
 
+// asProblem turns an error into the API's answer: a problem as it is, a
+// service refusal with the status of its kind, anything else an internal
+// error (logged, not shown).
 func asProblem(a *API, op string, err error) error {
 	if err == nil {
 		return nil
@@ -182,7 +153,18 @@ func asProblem(a *API, op string, err error) error {
 	if errors.As(err, &p) {
 		return p
 	}
+	var se *service.Error
+	if errors.As(err, &se) {
+		return problem(statusOf[se.Kind], se.Code, se.Msg)
+	}
 	return a.internal(op, err)
+}
+
+var statusOf = map[service.Kind]int{
+	service.Invalid:   http.StatusBadRequest,
+	service.NotFound:  http.StatusNotFound,
+	service.Conflict:  http.StatusConflict,
+	service.Forbidden: http.StatusForbidden,
 }
 
 func (a *API) registerApps() {

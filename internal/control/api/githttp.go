@@ -47,7 +47,7 @@ func (a *API) gitHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "authentication required: use your API token as the password", http.StatusUnauthorized)
 		return
 	}
-	user, err := a.userByToken(tok)
+	user, err := a.o.Service.UserByToken(tok)
 	if errors.Is(err, store.ErrBusy) {
 		w.Header().Set("Retry-After", "5")
 		http.Error(w, storeBusy().Detail, http.StatusServiceUnavailable)
