@@ -512,7 +512,8 @@ func Run(ctx context.Context, o Options) error {
 	if sshPort != 22 {
 		knownHost = fmt.Sprintf("[%s]:%d", o.Host, sshPort)
 	}
-	svc := service.New(service.Options{Store: st, Log: log})
+	svc := service.New(service.Options{Store: st, Log: log, Agent: ag, Builder: bld, Layout: lay, Exe: exe,
+		CloudDomain: o.CloudDomain, MaxGears: o.MaxGears, Applied: rt})
 	apiHandler, err := api.New(api.Options{Store: st, Service: svc, Layout: lay, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld, Exe: exe,
 		CloudDomain: o.CloudDomain, AppURL: appURL, Version: o.Version, AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver,
 		Doctor: func() []apitypes.DoctorCheck { return doctor(hostOpts) },

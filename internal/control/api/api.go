@@ -176,7 +176,8 @@ func New(o Options) (*API, error) {
 		o.Log = slog.Default()
 	}
 	if o.Service == nil {
-		o.Service = service.New(service.Options{Store: o.Store, Log: o.Log})
+		o.Service = service.New(service.Options{Store: o.Store, Log: o.Log, Agent: o.Agent, Builder: o.Builder, Layout: o.Layout,
+			Exe: o.Exe, CloudDomain: o.CloudDomain, MaxGears: o.MaxGears, Applied: o.Applied})
 	}
 	if o.MaxGears == 0 {
 		o.MaxGears = 16

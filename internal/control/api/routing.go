@@ -386,35 +386,6 @@ func NewCAView(ca *pki.CA) *apitypes.CAView {
 	return &apitypes.CAView{PEM: string(ca.RootPEM()), Subject: root.Subject.String(), SHA256: hex.EncodeToString(sum[:]), NotAfter: root.NotAfter, CloudDomain: ca.CloudDomain()}
 }
 
-// deleteRoutes removes an app's aliases, certificates and TCP routes with
-// their host reservations.
-func deleteRoutes(tx *store.Tx, appKey string) error {
-	als, err := store.ListAliases(tx)
-	if err != nil {
-		return err
-	}
-	for _, al := range als {
-		if al.AppKey == appKey {
-			tx.Delete(store.CertKey(al.Host))
-			tx.Delete(store.HostKey(al.Host))
-			tx.Delete(store.AliasKey(al.Host))
-		}
-	}
-	rs, err := store.ListTCPRoutes(tx)
-	if err != nil {
-		return err
-	}
-	for _, r := range rs {
-		if r.AppKey == appKey {
-			if r.SNI != "" {
-				tx.Delete(store.HostKey(r.SNI))
-			}
-			tx.Delete(r.Key())
-		}
-	}
-	return nil
-}
-
 func httpsSuffix(port int) string {
 	if port == 443 {
 		return ""

@@ -5,13 +5,18 @@
 // wrong, for the API's status) and a stable Code and a message that says
 // what to do.
 //
-// Apps, aliases, certificates, egress, scaling and cartridges are still
-// decided in control/api's handlers; they move here next (ARCHITECTURE.md).
+// Aliases, certificates, egress, scaling and cartridges are still decided
+// in control/api's handlers; they move here next (ARCHITECTURE.md).
 package service
 
 import (
+	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"time"
+
+	"github.com/gantry-paas/gantry/internal/layout"
 
 	"github.com/gantry-paas/gantry/internal/control/store"
 )
@@ -24,6 +29,7 @@ const (
 	NotFound                  // no such thing, or not the caller's
 	Conflict                  // it exists already, or is in use
 	Forbidden                 // the caller may not do this
+	Failed                    // the platform tried and the app did not come up (nothing changed)
 )
 
 // Error is a refusal a user can act on.
@@ -43,14 +49,47 @@ func IsKind(err error, k Kind) bool {
 	return errors.As(err, &e) && e.Kind == k
 }
 
-// Options configure a Service.
+// Agent is what the service asks of the machines' gears.
+type Agent interface {
+	Rollout(ctx context.Context, appKey, depID string, out io.Writer) error
+	Stop(ctx context.Context, appKey string) error
+	Delete(ctx context.Context, appKey string) error
+	Resize(ctx context.Context, appKey string) error
+	// PrepareAppDir makes an app's directory (its own disk, when the
+	// platform limits disks); RemoveAppDir deletes it.
+	PrepareAppDir(app *store.App) error
+	RemoveAppDir(app *store.App) error
+}
+
+// Builder deploys a commit of an app.
+type Builder interface {
+	Deploy(ctx context.Context, appKey, commit string, gitEnv []string, out io.Writer) error
+}
+
+// Options configure a Service. Store is required; the app operations also
+// need Agent, Builder, Layout and Exe.
 type Options struct {
-	Store *store.Store
-	Log   *slog.Logger
+	Store   *store.Store
+	Log     *slog.Logger
+	Agent   Agent
+	Builder Builder
+	Layout  layout.Layout
+	// Exe is the gantry binary (the repositories' hook runs it).
+	Exe string
+	// CloudDomain names apps: NAME-DOMAIN.CLOUD_DOMAIN.
+	CloudDomain string
+	// MaxGears is the most gears one app may have (default 16).
+	MaxGears int
+	// Applied, if set, is the router: changes of routing return once it
+	// serves them.
+	Applied interface {
+		WaitApplied(ctx context.Context, rev int64) error
+	}
 }
 
 // Service is the domain operations over one store.
 type Service struct {
+	o   Options
 	st  *store.Store
 	log *slog.Logger
 }
@@ -60,5 +99,19 @@ func New(o Options) *Service {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	return &Service{st: o.Store, log: o.Log.With("component", "service")}
+	if o.MaxGears == 0 {
+		o.MaxGears = 16
+	}
+	return &Service{o: o, st: o.Store, log: o.Log.With("component", "service")}
+}
+
+// inForce waits (a bounded time) until the router serves the store as it
+// is now.
+func (s *Service) inForce(ctx context.Context) {
+	if s.o.Applied == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	s.o.Applied.WaitApplied(ctx, s.st.Rev())
 }
