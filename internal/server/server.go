@@ -376,7 +376,7 @@ func Run(ctx context.Context, o Options) error {
 		env.Path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/go/bin"
 	}
 	switch o.AliasVerification {
-	case "", api.VerifyAuto, api.VerifyDNS, api.VerifyOff:
+	case "", service.VerifyAuto, service.VerifyDNS, service.VerifyOff:
 	default:
 		return fmt.Errorf("--alias-verification %q: use auto, dns or off", o.AliasVerification)
 	}
@@ -512,8 +512,9 @@ func Run(ctx context.Context, o Options) error {
 	if sshPort != 22 {
 		knownHost = fmt.Sprintf("[%s]:%d", o.Host, sshPort)
 	}
-	svc := service.New(service.Options{Store: st, Log: log, Agent: ag, Builder: bld, Layout: lay, Exe: exe,
-		CloudDomain: o.CloudDomain, MaxGears: o.MaxGears, Applied: rt})
+	svc := service.New(service.Options{Store: st, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld, Layout: lay, Exe: exe,
+		CloudDomain: o.CloudDomain, MaxGears: o.MaxGears, Applied: rt, PlatformHosts: []string{o.Host, "localhost"},
+		AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver, ReservedPorts: []int{httpPort, httpsPort, sshPort}, HTTPSPort: httpsPort, Events: evlog, Egress: enf})
 	apiHandler, err := api.New(api.Options{Store: st, Service: svc, Layout: lay, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld, Exe: exe,
 		CloudDomain: o.CloudDomain, AppURL: appURL, Version: o.Version, AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver,
 		Doctor: func() []apitypes.DoctorCheck { return doctor(hostOpts) },

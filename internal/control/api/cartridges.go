@@ -3,10 +3,7 @@ package api
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
-	"strings"
-	"time"
 
 	"github.com/gantry-paas/gantry/internal/control/apitypes"
 
@@ -39,37 +36,16 @@ func (a *API) registerCartridges() {
 		Description: "Runs PostgreSQL or Redis beside the app, in the app's isolation, with its data in the app's data directory; the app restarts with DATABASE_URL / REDIS_URL and the OpenShift variables.",
 		Tags:        []string{"cartridges"}},
 		func(ctx context.Context, in *addIn) (*body[apitypes.CartridgeView], error) {
-			app, err := a.loadApp(ctx, in.AppRef)
+			app, err := a.o.Service.AddCartridge(ctx, userOf(ctx), in.Domain, in.App, in.Body.Name)
 			if err != nil {
-				return nil, err
+				return nil, asProblem(a, "adding cartridge", err)
 			}
-			for _, c := range app.Cartridges {
-				if c.Name == in.Body.Name {
-					return nil, problem(http.StatusConflict, apitypes.CodeConflict, fmt.Sprintf("%s already has %s: see `gantry cartridge list %s`", app.Name, c.Name, app.Name))
-				}
-			}
-			creds := cartridge.NewCredentials(in.Body.Name, app.Name)
-			c := store.Cartridge{Name: in.Body.Name, User: creds.User, Password: creds.Password, Database: creds.Database, Created: time.Now().UTC()}
-			if _, _, err := a.o.Agent.AddCartridge(ctx, app.Key(), c); err != nil {
-				return nil, problem(http.StatusBadGateway, apitypes.CodeDeployFailed, err.Error())
-			}
-			if err := a.o.Store.Update(func(tx *store.Tx) error {
-				if err := tx.Get(app.Key(), app); err != nil {
-					return err
-				}
-				app.Cartridges = append(app.Cartridges, c)
-				return tx.Put(app.Key(), app)
-			}); err != nil {
-				return nil, a.internal("saving cartridge", err)
-			}
-			a.log.Info("cartridge added", "app", app.FullName(), "cartridge", c.Name)
-			a.restartWeb(ctx, app)
 			for _, v := range a.cartridgeViews(app) {
-				if v.Name == c.Name {
+				if v.Name == in.Body.Name {
 					return &body[apitypes.CartridgeView]{Body: v}, nil
 				}
 			}
-			return nil, a.internal("reading cartridge", fmt.Errorf("cartridge %s vanished", c.Name))
+			return nil, a.internal("reading cartridge", fmt.Errorf("cartridge %s vanished", in.Body.Name))
 		})
 
 	huma.Register(a.h, huma.Operation{OperationID: "list-cartridges", Method: http.MethodGet, Path: "/v1/domains/{domain}/apps/{app}/cartridges", Security: bearer,
@@ -89,58 +65,6 @@ func (a *API) registerCartridges() {
 	huma.Register(a.h, huma.Operation{OperationID: "remove-cartridge", Method: http.MethodDelete, Path: "/v1/domains/{domain}/apps/{app}/cartridges/{name}", Security: bearer,
 		DefaultStatus: http.StatusNoContent, Summary: "Remove a cartridge and its data", Tags: []string{"cartridges"}},
 		func(ctx context.Context, in *removeIn) (*struct{}, error) {
-			app, err := a.loadApp(ctx, in.AppRef)
-			if err != nil {
-				return nil, err
-			}
-			found := false
-			var keep []store.Cartridge
-			for _, c := range app.Cartridges {
-				if c.Name == in.Name {
-					found = true
-				} else {
-					keep = append(keep, c)
-				}
-			}
-			if !found {
-				return nil, notFound(apitypes.CodeNotFound, fmt.Sprintf("%s has no cartridge %q (it has %s)", app.Name, in.Name, cartridgeNames(app)))
-			}
-			if err := a.o.Agent.RemoveCartridge(ctx, app.Key(), in.Name); err != nil {
-				return nil, a.internal("removing cartridge", err)
-			}
-			if err := a.o.Store.Update(func(tx *store.Tx) error {
-				if err := tx.Get(app.Key(), app); err != nil {
-					return err
-				}
-				app.Cartridges = keep
-				return tx.Put(app.Key(), app)
-			}); err != nil {
-				return nil, a.internal("saving app", err)
-			}
-			a.log.Info("cartridge removed", "app", app.FullName(), "cartridge", in.Name)
-			a.restartWeb(ctx, app)
-			return nil, nil
+			return nil, asProblem(a, "removing cartridge", a.o.Service.RemoveCartridge(ctx, userOf(ctx), in.Domain, in.App, in.Name))
 		})
-}
-
-// restartWeb rolls a running app's web gears so that they see the new
-// environment.
-func (a *API) restartWeb(ctx context.Context, app *store.App) {
-	if app.ActiveDeployment == "" || app.Stopped || app.Idle {
-		return
-	}
-	if err := a.o.Agent.Rollout(ctx, app.Key(), app.ActiveDeployment, io.Discard); err != nil {
-		a.log.Warn("restarting after a cartridge change", "app", app.FullName(), "err", err)
-	}
-}
-
-func cartridgeNames(app *store.App) string {
-	var n []string
-	for _, c := range app.Cartridges {
-		n = append(n, c.Name)
-	}
-	if len(n) == 0 {
-		return "none"
-	}
-	return strings.Join(n, ", ")
 }

@@ -44,40 +44,9 @@ func (a *API) registerEgress() {
 	huma.Register(a.h, huma.Operation{OperationID: "add-egress-rules", Method: http.MethodPost, Path: "/v1/domains/{domain}/apps/{app}/egress", Security: bearer,
 		Summary: "Allow or deny outbound destinations", Description: "All rules are checked first; on any error nothing changes. Applied to running gears at once.", Tags: []string{"egress"}},
 		func(ctx context.Context, in *rulesIn) (*body[apitypes.EgressView], error) {
-			app, err := a.loadApp(ctx, in.AppRef)
+			app, err := a.o.Service.AddEgressRules(userOf(ctx), in.Domain, in.App, in.Body)
 			if err != nil {
-				return nil, err
-			}
-			if in.Body.After < 0 || in.Body.After > len(app.Egress) {
-				return nil, invalid(fmt.Sprintf("--after %d: the policy has %d rules", in.Body.After, len(app.Egress)))
-			}
-			var add []store.EgressRule
-			for _, text := range in.Body.Rules {
-				r := store.EgressRule{Action: in.Body.Action, Rule: text}
-				trial := *app
-				trial.Egress = []store.EgressRule{r}
-				p, err := a.o.Egress.Policy(&trial)
-				if err != nil {
-					return nil, invalid(err.Error())
-				}
-				r.Rule = p.Rules[0].Text
-				add = append(add, r)
-			}
-			err = a.o.Store.Update(func(tx *store.Tx) error {
-				if err := tx.Get(app.Key(), app); err != nil {
-					return err
-				}
-				after := min(in.Body.After, len(app.Egress))
-				rules := append(append(append([]store.EgressRule{}, app.Egress[:after]...), add...), app.Egress[after:]...)
-				app.Egress = rules
-				return tx.Put(app.Key(), app)
-			})
-			if err != nil {
-				return nil, a.internal("saving egress rules", err)
-			}
-			a.log.Info("egress rules added", "app", app.FullName(), "action", in.Body.Action, "rules", strings.Join(in.Body.Rules, " "), "user", userOf(ctx).Name)
-			if err := a.o.Egress.Apply(app.Key()); err != nil {
-				return nil, a.internal("applying egress policy", err)
+				return nil, asProblem(a, "adding egress rules", err)
 			}
 			return a.egressView(app)
 		})
@@ -99,25 +68,9 @@ func (a *API) registerEgress() {
 	huma.Register(a.h, huma.Operation{OperationID: "remove-egress-rule", Method: http.MethodDelete, Path: "/v1/domains/{domain}/apps/{app}/egress/{n}", Security: bearer,
 		Summary: "Remove an outbound rule", Tags: []string{"egress"}},
 		func(ctx context.Context, in *ruleRef) (*body[apitypes.EgressView], error) {
-			app, err := a.loadApp(ctx, in.AppRef)
-			if err != nil {
-				return nil, err
-			}
-			err = a.o.Store.Update(func(tx *store.Tx) error {
-				if err := tx.Get(app.Key(), app); err != nil {
-					return err
-				}
-				if in.N < 1 || in.N > len(app.Egress) {
-					return notFound("rule_not_found", fmt.Sprintf("%s has no egress rule %d: see `gantry egress list %s`", app.Name, in.N, app.Name))
-				}
-				app.Egress = append(app.Egress[:in.N-1:in.N-1], app.Egress[in.N:]...)
-				return tx.Put(app.Key(), app)
-			})
+			app, err := a.o.Service.RemoveEgressRule(userOf(ctx), in.Domain, in.App, in.N)
 			if err != nil {
 				return nil, asProblem(a, "removing egress rule", err)
-			}
-			if err := a.o.Egress.Apply(app.Key()); err != nil {
-				return nil, a.internal("applying egress policy", err)
 			}
 			return a.egressView(app)
 		})
@@ -197,20 +150,11 @@ func (a *API) registerEgressAdmin() {
 	huma.Register(a.h, huma.Operation{OperationID: "clear-egress-block", Method: http.MethodPost, Path: "/v1/admin/egress/{domain}/{app}/clear", Security: bearer,
 		Summary: "Let a flagged app's outbound traffic out again", Description: "Admins only. Clears the cut made after a suspected port scan.", Tags: []string{"egress"}},
 		func(ctx context.Context, in *AppRef) (*body[apitypes.EgressView], error) {
-			u := userOf(ctx)
-			if !u.Admin {
-				return nil, problem(http.StatusForbidden, apitypes.CodeForbidden, "clearing an egress block needs an admin token")
+			app, err := a.o.Service.ClearEgressBlock(userOf(ctx), in.Domain, in.App)
+			if err != nil {
+				return nil, asProblem(a, "clearing egress block", err)
 			}
-			var app store.App
-			if err := a.o.Store.View(func(tx *store.Tx) error { return tx.Get(in.key(), &app) }); err != nil {
-				return nil, notFound("app_not_found", fmt.Sprintf("no app %s/%s", in.Domain, in.App))
-			}
-			if err := a.o.Egress.ClearBlock(app.Key()); err != nil {
-				return nil, a.internal("clearing egress block", err)
-			}
-			a.log.Info("egress block cleared", "app", app.FullName(), "user", u.Name)
-			a.o.Store.View(func(tx *store.Tx) error { return tx.Get(in.key(), &app) })
-			return a.egressView(&app)
+			return a.egressView(app)
 		})
 }
 

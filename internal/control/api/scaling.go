@@ -2,18 +2,12 @@ package api
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"net/http"
-	"time"
 
 	"github.com/gantry-paas/gantry/internal/control/apitypes"
 	"github.com/gantry-paas/gantry/internal/control/events"
 
 	"github.com/danielgtaylor/huma/v2"
-
-	"github.com/gantry-paas/gantry/internal/control/autoscale"
-	"github.com/gantry-paas/gantry/internal/control/store"
 )
 
 func (a *API) registerScaling() {
@@ -24,60 +18,10 @@ func (a *API) registerScaling() {
 	huma.Register(a.h, huma.Operation{OperationID: "scale-app", Method: http.MethodPost, Path: "/v1/domains/{domain}/apps/{app}/scale", Security: bearer,
 		Summary: "Scale an app", Description: "A fixed number of gears, or a range the autoscaler keeps to on live connections.", Tags: []string{"scaling"}},
 		func(ctx context.Context, in *scaleIn) (*body[apitypes.AppView], error) {
-			app, err := a.loadApp(ctx, in.AppRef)
+			app, err := a.o.Service.Scale(ctx, userOf(ctx), in.Domain, in.App, in.Body)
 			if err != nil {
-				return nil, err
+				return nil, asProblem(a, "scaling", err)
 			}
-			s := autoscale.Settings{Min: max(app.MinGears, 1), Max: max(app.MaxGears, app.MinGears, 1), Target: app.TargetConns}
-			if app.MinGears == 0 && app.MaxGears > 0 {
-				s.Min = 0
-			}
-			if s.Target == 0 {
-				s.Target = 16
-			}
-			b := in.Body
-			switch {
-			case b.Gears != nil && (b.Min != nil || b.Max != nil):
-				return nil, invalid("pass either --gears or --min/--max, not both")
-			case b.Gears != nil:
-				s.Min, s.Max = *b.Gears, *b.Gears
-			case b.Min == nil && b.Max == nil && b.Target == nil:
-				return nil, invalid("nothing to change: pass --gears N, or --min N --max M, or --target-connections T")
-			}
-			if b.Min != nil {
-				s.Min = *b.Min
-			}
-			if b.Max != nil {
-				s.Max = *b.Max
-			}
-			if b.Target != nil {
-				s.Target = *b.Target
-			}
-			if err := s.Validate(a.o.MaxGears); err != nil {
-				return nil, invalid(err.Error())
-			}
-			err = a.o.Store.Update(func(tx *store.Tx) error {
-				if err := tx.Get(app.Key(), app); err != nil {
-					return err
-				}
-				app.MinGears, app.MaxGears, app.TargetConns = s.Min, s.Max, s.Target
-				return tx.Put(app.Key(), app)
-			})
-			if err != nil {
-				return nil, a.internal("saving scale", err)
-			}
-			cur := max(app.Scale, 1)
-			if app.Idle {
-				cur = 0
-			}
-			want := max(s.Min, min(s.Max, cur))
-			if app.ActiveDeployment != "" && !app.Stopped && want != cur && !(app.Idle && s.Min == 0) {
-				if err := a.o.Agent.ScaleTo(ctx, app.Key(), want, io.Discard); err != nil {
-					return nil, problem(http.StatusBadGateway, apitypes.CodeDeployFailed, "the new gears did not start: "+err.Error())
-				}
-				a.record(app, store.Event{Kind: "manual", From: cur, To: want, Reason: fmt.Sprintf("%s set min %d, max %d, target %d", userOf(ctx).Name, s.Min, s.Max, s.Target)})
-			}
-			app, _ = a.loadApp(ctx, in.AppRef)
 			return &body[apitypes.AppView]{Body: a.appView(app)}, nil
 		})
 
@@ -88,46 +32,10 @@ func (a *API) registerScaling() {
 	huma.Register(a.h, huma.Operation{OperationID: "idle-app", Method: http.MethodPost, Path: "/v1/domains/{domain}/apps/{app}/idle", Security: bearer,
 		Summary: "Idle an app", Description: "An idle app runs no gears; its route stays and the next request wakes it (held meanwhile).", Tags: []string{"scaling"}},
 		func(ctx context.Context, in *idleIn) (*body[apitypes.AppView], error) {
-			app, err := a.loadApp(ctx, in.AppRef)
+			app, err := a.o.Service.Idle(ctx, userOf(ctx), in.Domain, in.App, in.Body)
 			if err != nil {
-				return nil, err
+				return nil, asProblem(a, "idling", err)
 			}
-			if in.Body.After == "" && !in.Body.Now {
-				return nil, invalid("pass --after DURATION (e.g. 30m, or off) or --now")
-			}
-			if in.Body.After != "" {
-				var d time.Duration
-				if in.Body.After != "off" && in.Body.After != "0" {
-					d, err = time.ParseDuration(in.Body.After)
-					if err != nil || d < time.Second {
-						return nil, invalid(fmt.Sprintf("%q is not a duration of at least 1s: use e.g. 30m, 2h, or off", in.Body.After))
-					}
-				}
-				err = a.o.Store.Update(func(tx *store.Tx) error {
-					if err := tx.Get(app.Key(), app); err != nil {
-						return err
-					}
-					app.IdleAfter = d
-					return tx.Put(app.Key(), app)
-				})
-				if err != nil {
-					return nil, a.internal("saving idle timeout", err)
-				}
-			}
-			if in.Body.Now {
-				if app.ActiveDeployment == "" {
-					return nil, problem(http.StatusConflict, apitypes.CodeNothingRunning, "nothing is deployed yet: push code with `git push` first")
-				}
-				if app.Stopped {
-					return nil, problem(http.StatusConflict, apitypes.CodeConflict, "the app is stopped: start it first")
-				}
-				from := app.Scale
-				if err := a.o.Agent.ScaleTo(ctx, app.Key(), 0, io.Discard); err != nil {
-					return nil, a.internal("idling", err)
-				}
-				a.record(app, store.Event{Kind: "idle", From: from, To: 0, Reason: userOf(ctx).Name + " idled the app"})
-			}
-			app, _ = a.loadApp(ctx, in.AppRef)
 			return &body[apitypes.AppView]{Body: a.appView(app)}, nil
 		})
 
@@ -168,10 +76,4 @@ func (a *API) registerServices() {
 			}
 			return &body[[]apitypes.ServiceView]{Body: nonNil(svcs)}, nil
 		})
-}
-
-func (a *API) record(app *store.App, e store.Event) {
-	if a.o.Events != nil {
-		a.o.Events.Record(app, e)
-	}
 }

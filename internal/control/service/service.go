@@ -1,20 +1,26 @@
 // Package service holds the platform's domain operations, apart from any
-// protocol: users and their tokens and SSH keys, domains, the first admin.
+// protocol: users and their tokens and SSH keys, domains, the first admin,
+// apps and their deployments, hostnames (aliases, DNS-name claims, the rule
+// that keeps users' names apart), certificates, TCP routes, scaling and
+// idling, cartridges, egress rules.
 // The API maps HTTP onto it and bootstrap calls it; it reads and writes the
 // store and decides who may do what. Its errors carry a Kind (what went
 // wrong, for the API's status) and a stable Code and a message that says
 // what to do.
 //
-// Aliases, certificates, egress, scaling and cartridges are still decided
-// in control/api's handlers; they move here next (ARCHITECTURE.md).
+// The egress router's configuration is still decided in control/api's
+// handlers; it moves here next (ARCHITECTURE.md).
 package service
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"io"
 	"log/slog"
 	"time"
+
+	"github.com/gantry-paas/gantry/internal/control/events"
 
 	"github.com/gantry-paas/gantry/internal/layout"
 
@@ -55,6 +61,9 @@ type Agent interface {
 	Stop(ctx context.Context, appKey string) error
 	Delete(ctx context.Context, appKey string) error
 	Resize(ctx context.Context, appKey string) error
+	ScaleTo(ctx context.Context, appKey string, n int, out io.Writer) error
+	AddCartridge(ctx context.Context, appKey string, c store.Cartridge) (ip string, port int, err error)
+	RemoveCartridge(ctx context.Context, appKey, name string) error
 	// PrepareAppDir makes an app's directory (its own disk, when the
 	// platform limits disks); RemoveAppDir deletes it.
 	PrepareAppDir(app *store.App) error
@@ -80,6 +89,22 @@ type Options struct {
 	CloudDomain string
 	// MaxGears is the most gears one app may have (default 16).
 	MaxGears int
+	// Egress enforces outbound policies (nil: egress rules cannot change).
+	Egress Egress
+	// Events, if set, records manual scaling and idling.
+	Events *events.Log
+	// Hostnames: the platform's own (no alias may take them), whether
+	// aliases need a claimed DNS name (VerifyAuto, VerifyDNS, VerifyOff),
+	// the resolver that checks claims ("": the system's), the roots that
+	// verify uploaded certificates (nil: the system's).
+	PlatformHosts     []string
+	AliasVerification string
+	DNSResolver       string
+	CertRoots         *x509.CertPool
+	// ReservedPorts are the platform's own ports (no TCP route takes
+	// them); HTTPSPort is 0 when there is no HTTPS (no SNI routes).
+	ReservedPorts []int
+	HTTPSPort     int
 	// Applied, if set, is the router: changes of routing return once it
 	// serves them.
 	Applied interface {
