@@ -514,7 +514,8 @@ func Run(ctx context.Context, o Options) error {
 	}
 	svc := service.New(service.Options{Store: st, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld, Layout: lay, Exe: exe,
 		CloudDomain: o.CloudDomain, MaxGears: o.MaxGears, Applied: rt, PlatformHosts: []string{o.Host, "localhost"},
-		AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver, ReservedPorts: []int{httpPort, httpsPort, sshPort}, HTTPSPort: httpsPort, Events: evlog, Egress: enf})
+		AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver, ReservedPorts: []int{httpPort, httpsPort, sshPort}, HTTPSPort: httpsPort, Events: evlog, Egress: enf,
+		EgressRouter: egressAPI(egr), EgressPorts: ag.ApplyEgressRouterPorts})
 	apiHandler, err := api.New(api.Options{Store: st, Service: svc, Layout: lay, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld, Exe: exe,
 		CloudDomain: o.CloudDomain, AppURL: appURL, Version: o.Version, AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver,
 		Doctor: func() []apitypes.DoctorCheck { return doctor(hostOpts) },

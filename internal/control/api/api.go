@@ -179,7 +179,7 @@ func New(o Options) (*API, error) {
 		o.Service = service.New(service.Options{Store: o.Store, Log: o.Log, Agent: o.Agent, Builder: o.Builder, Layout: o.Layout,
 			Exe: o.Exe, CloudDomain: o.CloudDomain, MaxGears: o.MaxGears, Applied: o.Applied,
 			PlatformHosts: o.PlatformHosts, AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver, CertRoots: o.CertRoots,
-			ReservedPorts: o.ReservedPorts, HTTPSPort: o.HTTPSPort, Events: o.Events, Egress: o.Egress})
+			ReservedPorts: o.ReservedPorts, HTTPSPort: o.HTTPSPort, Events: o.Events, Egress: o.Egress, EgressRouter: o.EgressRouter, EgressPorts: o.EgressPorts})
 	}
 	if o.MaxGears == 0 {
 		o.MaxGears = 16

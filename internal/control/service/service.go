@@ -2,14 +2,13 @@
 // protocol: users and their tokens and SSH keys, domains, the first admin,
 // apps and their deployments, hostnames (aliases, DNS-name claims, the rule
 // that keeps users' names apart), certificates, TCP routes, scaling and
-// idling, cartridges, egress rules.
+// idling, cartridges, egress rules and the egress router's configuration.
 // The API maps HTTP onto it and bootstrap calls it; it reads and writes the
 // store and decides who may do what. Its errors carry a Kind (what went
 // wrong, for the API's status) and a stable Code and a message that says
 // what to do.
 //
-// The egress router's configuration is still decided in control/api's
-// handlers; it moves here next (ARCHITECTURE.md).
+// The API's handlers map HTTP onto these and build the views.
 package service
 
 import (
@@ -89,8 +88,12 @@ type Options struct {
 	CloudDomain string
 	// MaxGears is the most gears one app may have (default 16).
 	MaxGears int
-	// Egress enforces outbound policies (nil: egress rules cannot change).
-	Egress Egress
+	// Egress enforces outbound policies (nil: egress rules cannot change);
+	// EgressRouter is the egress router (nil: there is none) and
+	// EgressPorts opens the gateway to its ports as they are now.
+	Egress       Egress
+	EgressRouter EgressRouter
+	EgressPorts  func() error
 	// Events, if set, records manual scaling and idling.
 	Events *events.Log
 	// Hostnames: the platform's own (no alias may take them), whether
