@@ -5,9 +5,11 @@
 package health
 
 import (
+	"context"
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // State is one target's check state.
@@ -57,5 +59,23 @@ func Connect(d *net.Dialer) func(addr string) error {
 			c.Close()
 		}
 		return err
+	}
+}
+
+// Loop checks the targets every interval until ctx ends; targets gives
+// the current set each round (a copy the caller does not change while a
+// round runs).
+func Loop(ctx context.Context, interval time.Duration, targets func() map[string]*State, dial func(addr string) error, changed func(addr string, up bool, err error)) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if t := targets(); len(t) > 0 {
+			Round(t, dial, changed)
+		}
 	}
 }

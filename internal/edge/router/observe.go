@@ -1,8 +1,6 @@
 package router
 
 import (
-	"bufio"
-	"context"
 	"io"
 	"net"
 	"net/http"
@@ -10,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gantry-paas/gantry/internal/edge/accesslog"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -52,9 +52,7 @@ func (r *Router) statsOf(appKey, app string) *appStats {
 
 // observer writes the access log and holds the router's metrics.
 type observer struct {
-	mu  sync.Mutex
-	w   *bufio.Writer // nil: no access log
-	buf []byte
+	log *accesslog.Writer // nil: no access log
 
 	requests  *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
@@ -83,9 +81,7 @@ func newObserver(w io.Writer, reg prometheus.Registerer) *observer {
 		refused: connguard.NewRefusedCounter("gantry_router_connections_refused_total",
 			"Connections the router refused or failed to accept, by listener and reason (per-source: the client address held too many; descriptors: the process ran out)."),
 	}
-	if w != nil {
-		o.w = bufio.NewWriterSize(w, 64<<10)
-	}
+	o.log = accesslog.New(w)
 	if reg != nil {
 		reg.MustRegister(o.requests, o.latency, o.bytes, o.ws, o.tcp, o.tlsErrors, o.refused)
 	}
@@ -104,28 +100,6 @@ func (o *observer) bind(s *appStats, app string) {
 	s.tcpConns = o.tcp.WithLabelValues(app)
 }
 
-// flushLoop flushes the access log every second until ctx ends.
-func (o *observer) flushLoop(ctx context.Context) {
-	if o.w == nil {
-		return
-	}
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			o.mu.Lock()
-			o.w.Flush()
-			o.mu.Unlock()
-			return
-		case <-tick.C:
-			o.mu.Lock()
-			o.w.Flush()
-			o.mu.Unlock()
-		}
-	}
-}
-
 // accessEntry is what an access log line says of a request.
 type accessEntry struct {
 	host, method, path, proto, remote string
@@ -135,7 +109,7 @@ type accessEntry struct {
 // path is logged without its query string, which may carry secrets.
 func (o *observer) record(req *http.Request, s *appStats, start time.Time, status int, in, out int64, gear string) {
 	var e *accessEntry
-	if o.w != nil {
+	if o.log != nil {
 		e = &accessEntry{host: req.Host, method: req.Method, path: req.URL.Path, proto: req.Proto, remote: req.RemoteAddr}
 	}
 	o.recordEntry(s, e, start, status, in, out, gear)
@@ -161,14 +135,18 @@ func (o *observer) recordEntry(s *appStats, e *accessEntry, start time.Time, sta
 			s.bytesOut.Add(float64(out))
 		}
 	}
-	if o.w == nil || e == nil {
+	if o.log == nil || e == nil {
 		return
 	}
 	if gear == "" {
 		gear = "-"
 	}
-	o.mu.Lock()
-	b := o.buf[:0]
+	o.log.Line(func(b []byte) []byte {
+		return appendRequest(b, start, d, app, e, status, out, gear)
+	})
+}
+
+func appendRequest(b []byte, start time.Time, d time.Duration, app string, e *accessEntry, status int, out int64, gear string) []byte {
 	b = start.UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, " app="...)
 	b = append(b, app...)
@@ -189,11 +167,7 @@ func (o *observer) recordEntry(s *appStats, e *accessEntry, start time.Time, sta
 	b = append(b, " gear="...)
 	b = append(b, gear...)
 	b = append(b, " client="...)
-	b = append(b, e.remote...)
-	b = append(b, '\n')
-	o.w.Write(b)
-	o.buf = b
-	o.mu.Unlock()
+	return append(b, e.remote...)
 }
 
 // rawPage writes one of the router's pages on a connection of the fast
@@ -212,11 +186,13 @@ func (o *observer) recordTCP(s *appStats, route string, client string, start tim
 		s.bytesIn.Add(float64(in))
 		s.bytesOut.Add(float64(out))
 	}
-	if o.w == nil {
+	if o.log == nil {
 		return
 	}
-	o.mu.Lock()
-	b := o.buf[:0]
+	o.log.Line(func(b []byte) []byte { return appendTCP(b, s, route, client, start, in, out, member, err) })
+}
+
+func appendTCP(b []byte, s *appStats, route string, client string, start time.Time, in, out int64, member string, err error) []byte {
 	b = start.UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, " app="...)
 	if s != nil {
@@ -241,10 +217,7 @@ func (o *observer) recordTCP(s *appStats, route string, client string, start tim
 		b = append(b, " error="...)
 		b = strconv.AppendQuote(b, err.Error())
 	}
-	b = append(b, '\n')
-	o.w.Write(b)
-	o.buf = b
-	o.mu.Unlock()
+	return b
 }
 
 // page answers with one of the router's own pages and records it.

@@ -238,7 +238,7 @@ func (r *Router) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); r.healthLoop(ctx) }()
 	go func() { defer wg.Done(); r.probeLoop(ctx) }()
 	go func() { defer wg.Done(); r.pool.PruneLoop(ctx) }()
-	go func() { defer wg.Done(); r.obs.flushLoop(ctx) }()
+	go func() { defer wg.Done(); r.obs.log.Run(ctx) }()
 	defer wg.Wait()
 	defer r.tcp.closeAll()
 	for {

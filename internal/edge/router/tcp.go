@@ -236,31 +236,20 @@ func (r *Router) dialMember(tr *TCPRoute) (net.Conn, string, error) {
 
 // healthLoop checks every TCP route member each interval until ctx ends.
 func (r *Router) healthLoop(ctx context.Context) {
-	tick := time.NewTicker(r.o.HealthInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		members := allMembers(r.table.Load())
-		if len(members) == 0 {
-			continue
-		}
-		timeout := min(r.o.HealthInterval, time.Second)
+	timeout := min(r.o.HealthInterval, time.Second)
+	health.Loop(ctx, r.o.HealthInterval, func() map[string]*health.State {
 		states := map[string]*health.State{}
-		for _, m := range members {
+		for _, m := range allMembers(r.table.Load()) {
 			if h := r.healthOf(m); h != nil {
 				states[m] = h
 			}
 		}
-		health.Round(states, health.Connect(&net.Dialer{Timeout: timeout}), func(m string, up bool, err error) {
-			if up {
-				r.log.Info("TCP route member healthy again", "member", m)
-			} else {
-				r.log.Warn("TCP route member failed its checks; out of the pool", "member", m, "err", err)
-			}
-		})
-	}
+		return states
+	}, health.Connect(&net.Dialer{Timeout: timeout}), func(m string, up bool, err error) {
+		if up {
+			r.log.Info("TCP route member healthy again", "member", m)
+		} else {
+			r.log.Warn("TCP route member failed its checks; out of the pool", "member", m, "err", err)
+		}
+	})
 }

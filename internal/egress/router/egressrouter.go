@@ -241,7 +241,7 @@ func (r *Router) Start(ctx context.Context) error {
 	r.mu.Unlock()
 	r.syncTCP()
 	go r.healthLoop(ctx)
-	go r.obs.flushLoop(ctx)
+	go r.obs.log.Run(ctx)
 	go r.upstreams.PruneLoop(ctx)
 	go func() {
 		<-ctx.Done()
@@ -473,29 +473,22 @@ func (r *Router) Healthy(target string) bool {
 }
 
 func (r *Router) healthLoop(ctx context.Context) {
-	tick := time.NewTicker(r.o.HealthInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	timeout := min(r.o.HealthInterval, time.Second)
+	health.Loop(ctx, r.o.HealthInterval, func() map[string]*health.State {
 		r.mu.Lock()
+		defer r.mu.Unlock()
 		targets := map[string]*health.State{}
 		for t, h := range r.health {
 			targets[t] = h
 		}
-		r.mu.Unlock()
-		timeout := min(r.o.HealthInterval, time.Second)
-		health.Round(targets, health.Connect(&net.Dialer{Timeout: timeout, Control: r.control}), func(t string, up bool, err error) {
-			if up {
-				r.log.Info("egress TCP proxy target healthy again", "target", t)
-			} else {
-				r.log.Warn("egress TCP proxy target failed its checks; out of the pool", "target", t, "err", err)
-			}
-		})
-	}
+		return targets
+	}, health.Connect(&net.Dialer{Timeout: timeout, Control: r.control}), func(t string, up bool, err error) {
+		if up {
+			r.log.Info("egress TCP proxy target healthy again", "target", t)
+		} else {
+			r.log.Warn("egress TCP proxy target failed its checks; out of the pool", "target", t, "err", err)
+		}
+	})
 }
 
 type srcKey struct{}

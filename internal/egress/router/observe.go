@@ -1,13 +1,12 @@
 package router
 
 import (
-	"bufio"
-	"context"
 	"io"
 	"net/netip"
 	"strconv"
-	"sync"
 	"time"
+
+	"github.com/gantry-paas/gantry/internal/edge/accesslog"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -27,9 +26,7 @@ type entry struct {
 }
 
 type observer struct {
-	mu  sync.Mutex
-	w   *bufio.Writer // nil: no access log
-	buf []byte
+	log *accesslog.Writer // nil: no access log
 
 	conns   *prometheus.CounterVec
 	bytes   *prometheus.CounterVec
@@ -47,9 +44,7 @@ func newObserver(w io.Writer, reg prometheus.Registerer) *observer {
 		refused: connguard.NewRefusedCounter("gantry_egress_router_connections_refused_total",
 			"Connections the egress router refused or failed to accept, by listener and reason (per-source: the gear held too many; descriptors: the process ran out)."),
 	}
-	if w != nil {
-		o.w = bufio.NewWriterSize(w, 64<<10)
-	}
+	o.log = accesslog.New(w)
 	if reg != nil {
 		reg.MustRegister(o.conns, o.bytes, o.refused)
 	}
@@ -72,12 +67,10 @@ func (o *observer) record(e *entry) {
 	if e.in > 0 {
 		o.bytes.WithLabelValues(app, e.mode, "in").Add(float64(e.in))
 	}
-	if o.w == nil {
-		return
-	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	b := o.buf[:0]
+	o.log.Line(func(b []byte) []byte { return appendEntry(b, e, app, dest) })
+}
+
+func appendEntry(b []byte, e *entry, app, dest string) []byte {
 	b = e.start.UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, " app="...)
 	b = append(b, app...)
@@ -107,28 +100,5 @@ func (o *observer) record(e *entry) {
 		b = append(b, " error="...)
 		b = strconv.AppendQuote(b, e.err.Error())
 	}
-	b = append(b, '\n')
-	o.w.Write(b)
-	o.buf = b
-}
-
-// flushLoop flushes the access log every second until ctx ends.
-func (o *observer) flushLoop(ctx context.Context) {
-	if o.w == nil {
-		return
-	}
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-		case <-tick.C:
-		}
-		o.mu.Lock()
-		o.w.Flush()
-		o.mu.Unlock()
-		if ctx.Err() != nil {
-			return
-		}
-	}
+	return b
 }
