@@ -100,7 +100,8 @@ type Options struct {
 type Agent struct {
 	o         Options
 	log       *slog.Logger
-	rt        gearrt.Driver // the gears' supervisors
+	rt        gearrt.Driver // the gears' supervisors, in the isolation mode
+	proc      gearrt.Driver // the process driver, for gears a process-mode server left
 	locks     keylock.Locks // one per app
 	wg        sync.WaitGroup
 	ctx       context.Context // the agent's own lifetime, set by Run
@@ -170,12 +171,12 @@ func New(o Options) (*Agent, error) {
 	if err := os.MkdirAll(o.Layout.GearsDir(), 0o750); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	a := &Agent{o: o, log: o.Log.With("component", "agent"), ready: make(chan struct{}), rt: o.Runtime}
+	a := &Agent{o: o, log: o.Log.With("component", "agent"), ready: make(chan struct{}), rt: o.Runtime, proc: o.Runtime}
 	if a.rt == nil {
-		proc := gearrt.Process{Exe: o.Exe, Dir: o.Layout.Gear}
-		a.rt = &proc
+		proc := &gearrt.Process{Exe: o.Exe, Dir: o.Layout.Gear}
+		a.rt, a.proc = proc, proc
 		if o.Isolation == Namespaces {
-			a.rt = &gearrt.Namespaces{Process: proc, Cgroup: a.cgroupParent}
+			a.rt = &gearrt.Namespaces{Process: *proc, Cgroup: a.cgroupParent, RuncRoot: o.Layout.RuncRoot()}
 		}
 	}
 	return a, nil
@@ -443,4 +444,13 @@ func (a *Agent) apps() []store.App {
 		return err
 	})
 	return apps
+}
+
+// driverFor is the runtime of a gear: the mode's, or the process driver
+// for a plain gear a server in process mode started.
+func (a *Agent) driverFor(g store.Gear) gearrt.Driver {
+	if g.Isolation != Namespaces {
+		return a.proc
+	}
+	return a.rt
 }

@@ -53,26 +53,5 @@ func (a *Agent) ExecCommand(appKey, gearID, command string, tty bool, term strin
 	if command != "" {
 		args = []string{"/bin/sh", "-c", command}
 	}
-	if g.Isolation != Namespaces {
-		cmd := exec.Command(args[0], args[1:]...)
-		cmd.Dir, cmd.Env = spec.Dir, spec.Env
-		if term != "" {
-			cmd.Env = append(cmd.Env, "TERM="+term)
-		}
-		return cmd, g.ID, nil
-	}
-	rargs := []string{"--root", a.o.Layout.RuncRoot(), "exec", "--cwd", spec.Dir}
-	if tty {
-		rargs = append(rargs, "--tty", "--env", "TERM="+orDefault(term, "xterm"))
-	}
-	rargs = append(rargs, g.ID)
-	cmd := exec.Command("runc", append(rargs, args...)...)
-	return cmd, g.ID, nil
-}
-
-func orDefault(s, d string) string {
-	if s == "" {
-		return d
-	}
-	return s
+	return a.driverFor(g).Exec(g.ID, spec, args, tty, term), g.ID, nil
 }

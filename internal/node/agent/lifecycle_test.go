@@ -317,3 +317,20 @@ func freePort(t *testing.T) int {
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
 }
+
+// `gantry ssh` goes through the runtime: the first running web gear, the
+// command under sh -c.
+func TestExecGoesThroughTheRuntime(t *testing.T) {
+	l := newLifecycle(t)
+	if err := l.a.Rollout(context.Background(), l.app.Key(), "d1", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	l.rec.Calls()
+	cmd, gear, err := l.a.ExecCommand(l.app.Key(), "", "uptime", false, "")
+	if err != nil || cmd == nil {
+		t.Fatal(err)
+	}
+	if got, want := l.calls(map[string]string{gear: "g"}), "exec g tty=false /bin/sh -c uptime"; got != want {
+		t.Errorf("calls:\n%s\nwant:\n%s", got, want)
+	}
+}

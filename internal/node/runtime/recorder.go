@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"fmt"
+	"os/exec"
 	"strings"
 	"sync"
 	"time"
@@ -69,6 +70,14 @@ func (r *Recorder) Release(gearID string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.record("release %s", gearID)
+}
+
+// Exec records the command and returns one that runs nothing (true).
+func (r *Recorder) Exec(gearID string, _ shim.Spec, args []string, tty bool, _ string) *exec.Cmd {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.record("exec %s tty=%v %s", gearID, tty, strings.Join(args, " "))
+	return exec.Command("true")
 }
 
 // Crash makes a gear's supervisor gone, as after a kill -9 or a reboot:

@@ -38,6 +38,11 @@ type Driver interface {
 	// Release frees what a stopped gear still holds besides its directory
 	// (its cgroup under runc).
 	Release(gearID string)
+	// Exec prepares args to run beside a running gear's process, as it
+	// runs: its user, environment and working directory (spec), inside
+	// its namespaces under runc. tty asks for a terminal (term: its
+	// TERM), which the caller attaches.
+	Exec(gearID string, spec shim.Spec, args []string, tty bool, term string) *exec.Cmd
 }
 
 // Process runs each gear's supervisor as `EXE shim DIR` in a session of
@@ -94,12 +99,34 @@ func (p *Process) Stop(gearID string, grace time.Duration) {
 
 func (p *Process) Release(string) {}
 
+func (p *Process) Exec(_ string, spec shim.Spec, args []string, _ bool, term string) *exec.Cmd {
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Dir, cmd.Env = spec.Dir, spec.Env
+	if term != "" {
+		cmd.Env = append(cmd.Env, "TERM="+term)
+	}
+	return cmd
+}
+
 // Namespaces runs gears under runc (the shim runs `runc run` with the
 // bundle the agent prepared), each in its own cgroup.
 type Namespaces struct {
 	Process
-	// Cgroup is a gear's cgroup path.
-	Cgroup func(gearID string) string
+	// Cgroup is a gear's cgroup path; RuncRoot runc's state directory.
+	Cgroup   func(gearID string) string
+	RuncRoot string
 }
 
 func (n *Namespaces) Release(gearID string) { sandbox.RemoveCgroup(n.Cgroup(gearID)) }
+
+func (n *Namespaces) Exec(gearID string, spec shim.Spec, args []string, tty bool, term string) *exec.Cmd {
+	rargs := []string{"--root", n.RuncRoot, "exec", "--cwd", spec.Dir}
+	if tty {
+		if term == "" {
+			term = "xterm"
+		}
+		rargs = append(rargs, "--tty", "--env", "TERM="+term)
+	}
+	rargs = append(rargs, gearID)
+	return exec.Command("runc", append(rargs, args...)...)
+}
