@@ -113,3 +113,16 @@ func ServiceGear(tx *Tx, appKey, service string) (*Gear, error) {
 	}
 	return nil, fmt.Errorf("no gear for cartridge %s: %w", service, ErrNotFound)
 }
+
+// LastGearIP is the gear address given last (round-robin allocation, so
+// a freed address is not given again at once); "" if none yet.
+func LastGearIP(tx *Tx) string {
+	var last struct{ IP string }
+	tx.Get("ipam/last", &last)
+	return last.IP
+}
+
+// SetLastGearIP records the gear address given last.
+func SetLastGearIP(tx *Tx, ip string) error {
+	return tx.Put("ipam/last", &struct{ IP string }{ip})
+}

@@ -167,16 +167,13 @@ func (a *Agent) allocIP(tx *store.Tx, taken map[netip.Addr]bool) (string, error)
 			taken[ip] = true
 		}
 	}
-	var last struct{ IP string }
-	tx.Get("ipam/last", &last)
-	lastIP, _ := netip.ParseAddr(last.IP)
+	lastIP, _ := netip.ParseAddr(store.LastGearIP(tx))
 	ip, err := netplan.Allocate(a.o.Network.Normalize().Subnet, taken, lastIP)
 	if err != nil {
 		return "", err
 	}
 	taken[ip] = true
-	last.IP = ip.String()
-	return ip.String(), tx.Put("ipam/last", &last)
+	return ip.String(), store.SetLastGearIP(tx, ip.String())
 }
 
 // ensureUID gives the app a Unix user id from the configured range.
