@@ -176,7 +176,10 @@ func New(o Options) (*Agent, error) {
 		proc := &gearrt.Process{Exe: o.Exe, Dir: o.Layout.Gear}
 		a.rt, a.proc = proc, proc
 		if o.Isolation == Namespaces {
-			a.rt = &gearrt.Namespaces{Process: *proc, Cgroup: a.cgroupParent, RuncRoot: o.Layout.RuncRoot()}
+			a.rt = &gearrt.Namespaces{Process: *proc, Cgroup: a.cgroupParent, RuncRoot: o.Layout.RuncRoot(),
+				Network: func(id string) error { return a.netAdd(id) },
+				Netns:   func(id string) string { return netplan.NetnsPath(a.o.Network.Normalize().NetnsName(id)) },
+				Init:    o.Exe, ResolvConf: o.GearResolvConf}
 		}
 	}
 	return a, nil

@@ -11,8 +11,6 @@ import (
 
 	"github.com/gantry-paas/gantry/internal/control/store"
 	"github.com/gantry-paas/gantry/internal/node/cartridge"
-	"github.com/gantry-paas/gantry/internal/node/runtime/netplan"
-	"github.com/gantry-paas/gantry/internal/node/runtime/sandbox"
 	"github.com/gantry-paas/gantry/internal/node/shim"
 )
 
@@ -96,28 +94,14 @@ func (a *Agent) AddCartridge(ctx context.Context, appKey string, c store.Cartrid
 	}
 	spec := shim.Spec{GearID: g.ID, Command: command, Dir: l.Data(app.ID), Env: env,
 		LogFile: filepath.Join(l.Logs(app.ID), g.ID+".log"), LogMax: 10 << 20, UID: uid, GID: uid}
-	if a.namespaced() {
-		if err := a.netAdd(g.ID); err != nil {
-			return fail(fmt.Errorf("network: %w", err))
-		}
-		limits, err := SizeOf(app.GearSize)
-		if err != nil {
-			return fail(err)
-		}
-		if err := sandbox.SetLimits(a.cgroupParent(g.ID), limits); err != nil {
-			return fail(err)
-		}
-		bundle := filepath.Join(l.Gear(g.ID), "bundle")
-		ss := a.sandboxSpec(&app, g.ID, env, l.Data(app.ID))
-		ss.Args = []string{a.o.Exe, "gear-init", "--", "/bin/sh", "-c", command}
-		ss.NetnsPath = netplan.NetnsPath(a.o.Network.Normalize().NetnsName(g.ID))
-		ss.CgroupParent = a.cgroupParent(g.ID)
-		ss.Hostname = c.Name + "-" + app.Name + "-" + app.Domain
-		if err := sandbox.WriteBundle(bundle, ss); err != nil {
-			return fail(err)
-		}
-		spec.Runtime, spec.RuncRoot, spec.Bundle = "runc", l.RuncRoot(), bundle
-		spec.CgroupParent, spec.MemoryLimit = a.cgroupParent(g.ID), limits.MemoryBytes
+	sb, err := a.sandboxOf(&app, g.ID, command, l.Data(app.ID), env)
+	if err != nil {
+		return fail(err)
+	}
+	sb.Hostname = c.Name + "-" + app.Name + "-" + app.Domain
+	sb.Private, sb.Traverse = nil, nil // made above, for process mode too
+	if err := a.driverFor(g).Prepare(sb, &spec); err != nil {
+		return fail(err)
 	}
 	if err := a.writeShimSpec(g.ID, spec); err != nil {
 		return fail(err)

@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"syscall"
 	"time"
+
+	gearrt "github.com/gantry-paas/gantry/internal/node/runtime"
 
 	"github.com/gantry-paas/gantry/internal/node/disk"
 
@@ -198,67 +196,17 @@ func (a *Agent) ensureUID(tx *store.Tx, app *store.App) error {
 	return fmt.Errorf("no free user id in %d-%d for a new app", a.o.UIDMin, a.o.UIDMax)
 }
 
-// ownAppDirs gives the app's user its writable directories (0700, so no
-// other gear can read them) and its deployment tree.
-func (a *Agent) ownAppDirs(app *store.App, dep *store.Deployment) error {
-	uid := app.UID
-	for _, d := range []string{a.o.Layout.Data(app.ID), a.o.Layout.Tmp(app.ID), a.o.Layout.Home(app.ID)} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return err
-		}
-		if err := os.Chown(d, uid, uid); err != nil {
-			return err
-		}
-		os.Chmod(d, 0o700)
-	}
-	// The app's directory is traversable only by its user (and root).
-	appDir := a.o.Layout.AppDir(app.ID)
-	os.Chown(appDir, 0, uid)
-	os.Chmod(appDir, 0o710)
-	os.Chown(filepath.Dir(dep.Dir), 0, uid)
-	os.Chmod(filepath.Dir(dep.Dir), 0o710)
-	if fi, err := os.Stat(dep.Dir); err == nil {
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) == uid {
-			return nil // already given
-		}
-	}
-	return filepath.WalkDir(dep.Dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		return os.Lchown(path, uid, uid)
-	})
-}
-
-// prepareNamespaced sets up everything a namespaced gear needs before its
-// shim starts: network, directories, cgroup limits, the OCI bundle.
-func (a *Agent) prepareNamespaced(app *store.App, dep *store.Deployment, g *store.Gear, env []string) (bundle string, limits sandbox.Limits, err error) {
-	if err := a.netAdd(g.ID); err != nil {
-		return "", limits, fmt.Errorf("network: %w", err)
-	}
-	// The egress policy is in place before the app runs (and the app's
-	// other gears learn the new peer).
-	if a.o.Egress != nil {
-		if err := a.o.Egress.Apply(app.Key()); err != nil {
-			return "", limits, err
-		}
-	}
-	if err := a.ownAppDirs(app, dep); err != nil {
-		return "", limits, fmt.Errorf("directories: %w", err)
-	}
-	limits, err = SizeOf(app.GearSize)
+// sandboxOf is what a gear of app is made of: its command in dir, its
+// user's directories, the host paths it sees, its size's limits.
+func (a *Agent) sandboxOf(app *store.App, id, command, dir string, env []string) (gearrt.Sandbox, error) {
+	limits, err := SizeOf(app.GearSize)
 	if err != nil {
-		return "", limits, err
+		return gearrt.Sandbox{}, err
 	}
-	if err := sandbox.SetLimits(a.cgroupParent(g.ID), limits); err != nil {
-		return "", limits, fmt.Errorf("cgroup: %w", err)
-	}
-	bundle = filepath.Join(a.o.Layout.Gear(g.ID), "bundle")
-	spec := a.sandboxSpec(app, g.ID, env, dep.Dir)
-	spec.Args = []string{a.o.Exe, "gear-init", "--", "/bin/sh", "-c", dep.Command}
-	spec.NetnsPath = netplan.NetnsPath(a.o.Network.Normalize().NetnsName(g.ID))
-	spec.CgroupParent = a.cgroupParent(g.ID)
-	return bundle, limits, sandbox.WriteBundle(bundle, spec)
+	l := a.o.Layout
+	ss := a.sandboxSpec(app, id, env, dir)
+	return gearrt.Sandbox{ID: id, Command: command, Cwd: dir, Env: env, UID: app.UID, Hostname: ss.Hostname, Mounts: ss.Mounts,
+		Limits: limits, Private: []string{l.Data(app.ID), l.Tmp(app.ID), l.Home(app.ID)}, Traverse: []string{l.AppDir(app.ID)}}, nil
 }
 
 func (a *Agent) sandboxSpec(app *store.App, id string, env []string, dir string) sandbox.Spec {

@@ -180,7 +180,7 @@ func TestRolloutDrainsOldGears(t *testing.T) {
 		t.Fatalf("after the first rollout: %v; want two running gears of d1", by)
 	}
 	old := names("old", first)
-	if got, want := l.calls(old), "start old1\nstart old2"; got != want {
+	if got, want := l.calls(old), "prepare old1 serve\nprepare old2 serve\nstart old1\nstart old2"; got != want {
 		t.Errorf("calls:\n%s\nwant:\n%s", got, want)
 	}
 
@@ -205,7 +205,7 @@ func TestRolloutDrainsOldGears(t *testing.T) {
 	l.rt.set(busy.Endpoint(), 0)
 	l.waitFor("the busy old gear is removed once drained", func() bool { by, _ := l.gears(); return len(by["d1 draining"]) == 0 })
 	l.a.wg.Wait()
-	if got, want := l.calls(merge(old, fresh)), "start new1\nstart new2\nstop old1\nstop old2"; got != want {
+	if got, want := l.calls(merge(old, fresh)), "prepare new1 serve\nprepare new2 serve\nstart new1\nstart new2\nstop old1\nstop old2"; got != want {
 		t.Errorf("calls:\n%s\nwant:\n%s", got, want)
 	}
 	var app store.App
@@ -237,7 +237,7 @@ func TestRolloutFailureKeepsOldGears(t *testing.T) {
 	if len(by) != 1 || len(by["d1 running"]) != 2 {
 		t.Errorf("after the failed rollout: %v; want only the two d1 gears, running", by)
 	}
-	if got := l.calls(old); strings.Contains(got, "old") || strings.Count(got, "start") != 2 || strings.Count(got, "stop") != 2 {
+	if got := l.calls(old); strings.Contains(got, "old") || strings.Count(got, "prepare") != 2 || strings.Count(got, "start") != 2 || strings.Count(got, "stop") != 2 {
 		t.Errorf("calls:\n%s\nwant two new gears started and stopped, the old ones untouched", got)
 	}
 }
@@ -301,7 +301,7 @@ func TestReattach(t *testing.T) {
 		t.Fatalf("gears after re-attach: %v; want live, gone and one new gear running", by)
 	}
 	got := l.calls(names("new", added))
-	want := "start gone\nstart new1\nstop draining\nstop starting"
+	want := "prepare new1 serve\nstart gone\nstart new1\nstop draining\nstop starting"
 	if got != want {
 		t.Errorf("calls:\n%s\nwant:\n%s", got, want)
 	}

@@ -18,7 +18,6 @@ import (
 
 	"github.com/gantry-paas/gantry/internal/applog"
 	"github.com/gantry-paas/gantry/internal/control/store"
-	"github.com/gantry-paas/gantry/internal/node/runtime/sandbox"
 	"github.com/gantry-paas/gantry/internal/node/shim"
 )
 
@@ -154,13 +153,23 @@ func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deplo
 	for i := range fresh {
 		g := &fresh[i]
 		env := a.o.Env(app, dep, g)
-		var rt runtimeSpec
-		if a.namespaced() {
-			bundle, limits, err := a.prepareNamespaced(app, dep, g, env)
-			if err != nil {
-				return nil, nil, fail(fmt.Errorf("preparing gear %s: %w", g.ID, err))
+		spec := shim.Spec{GearID: g.ID, Command: dep.Command, Dir: dep.Dir, Env: env,
+			LogFile: filepath.Join(a.o.Layout.Logs(app.ID), g.ID+".log"), LogMax: 10 << 20}
+		sb, err := a.sandboxOf(app, g.ID, dep.Command, dep.Dir, env)
+		if err == nil {
+			sb.Tree = dep.Dir
+			sb.Traverse = append(sb.Traverse, filepath.Dir(dep.Dir))
+			err = a.driverFor(*g).Prepare(sb, &spec)
+		}
+		if err != nil {
+			return nil, nil, fail(fmt.Errorf("preparing gear %s: %w", g.ID, err))
+		}
+		// The egress policy is in place before the app runs (and the app's
+		// other gears learn the new peer).
+		if a.o.Egress != nil && g.Isolation == Namespaces {
+			if err := a.o.Egress.Apply(app.Key()); err != nil {
+				return nil, nil, fail(err)
 			}
-			rt = runtimeSpec{bundle: bundle, limits: limits}
 		}
 		if hook := a.hook(dep, "pre_start"); hook != "" {
 			fmt.Fprintf(out, "-----> Running pre_start hook (gear %s)\n", g.ID)
@@ -168,7 +177,7 @@ func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deplo
 				return nil, nil, fail(fmt.Errorf("pre_start hook: %w", err))
 			}
 		}
-		if err := a.writeSpec(app, dep, g, env, rt); err != nil {
+		if err := a.writeShimSpec(g.ID, spec); err != nil {
 			return nil, nil, fail(err)
 		}
 		if err := a.rt.Start(g.ID); err != nil {
@@ -293,31 +302,6 @@ func (a *Agent) hook(dep *store.Deployment, name string) string {
 		return ""
 	}
 	return a.o.Hook(dep, name)
-}
-
-type runtimeSpec struct {
-	bundle string
-	limits sandbox.Limits
-}
-
-func (a *Agent) writeSpec(app *store.App, dep *store.Deployment, g *store.Gear, env []string, rt runtimeSpec) error {
-	dir := a.o.Layout.Gear(g.ID)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return err
-	}
-	spec := shim.Spec{
-		GearID:  g.ID,
-		Command: dep.Command,
-		Dir:     dep.Dir,
-		Env:     env,
-		LogFile: filepath.Join(a.o.Layout.Logs(app.ID), g.ID+".log"),
-		LogMax:  10 << 20,
-	}
-	if rt.bundle != "" {
-		spec.Runtime, spec.RuncRoot, spec.Bundle = "runc", a.o.Layout.RuncRoot(), rt.bundle
-		spec.CgroupParent, spec.MemoryLimit = a.cgroupParent(g.ID), rt.limits.MemoryBytes
-	}
-	return a.writeShimSpec(g.ID, spec)
 }
 
 func (a *Agent) writeShimSpec(gearID string, spec shim.Spec) error {

@@ -26,6 +26,14 @@ func (r *Recorder) record(format string, args ...any) {
 	r.calls = append(r.calls, fmt.Sprintf(format, args...))
 }
 
+// Prepare records the gear's command.
+func (r *Recorder) Prepare(sb Sandbox, _ *shim.Spec) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.record("prepare %s %s", sb.ID, sb.Command)
+	return nil
+}
+
 func (r *Recorder) Start(gearID string) error {
 	r.mu.Lock()
 	r.record("start %s", gearID)

@@ -9,6 +9,9 @@
 package runtime
 
 import (
+	"io/fs"
+	"fmt"
+	"path/filepath"
 	"os"
 	"os/exec"
 	"syscall"
@@ -25,8 +28,30 @@ type State struct {
 	Alive bool
 }
 
+// Sandbox is what a gear is made of, for its driver to prepare: the
+// command (run with /bin/sh -c), its directory, environment and user, and
+// for an isolated gear its host name, the host paths it sees (at the same
+// paths) and its limits.
+type Sandbox struct {
+	ID       string
+	Command  string
+	Cwd      string
+	Env      []string
+	UID      int
+	Hostname string
+	Mounts   []sandbox.Mount
+	Limits   sandbox.Limits
+	// An isolated gear's user owns Private (0700) and Tree (the deployment,
+	// recursively) and may traverse Traverse (root's, group UID, 0710).
+	Private, Traverse []string
+	Tree              string
+}
+
 // Driver runs gears' supervisors.
 type Driver interface {
+	// Prepare makes what the gear needs before its supervisor starts and
+	// fills the runtime part of its spec.
+	Prepare(sb Sandbox, spec *shim.Spec) error
 	// Start starts the supervisor of a gear whose spec (shim.SpecFile) is
 	// written in its directory. The supervisor survives the server.
 	Start(gearID string) error
@@ -52,6 +77,9 @@ type Process struct {
 	// Dir is a gear's runtime directory (spec, state).
 	Dir func(gearID string) string
 }
+
+// Prepare has nothing to make: the gear is a host process.
+func (p *Process) Prepare(Sandbox, *shim.Spec) error { return nil }
 
 func (p *Process) Start(gearID string) error {
 	dir := p.Dir(gearID)
@@ -115,6 +143,41 @@ type Namespaces struct {
 	// Cgroup is a gear's cgroup path; RuncRoot runc's state directory.
 	Cgroup   func(gearID string) string
 	RuncRoot string
+	// Network gives a gear its network namespace, address and rules
+	// (netplan, from the store's gears); Netns is that namespace's path.
+	Network func(gearID string) error
+	Netns   func(gearID string) string
+	// Init is the binary run as the container's PID 1 (`EXE gear-init`);
+	// ResolvConf the resolv.conf gears see ("": the host's).
+	Init       string
+	ResolvConf string
+}
+
+// Prepare gives the gear its network, a cgroup with its limits and an
+// OCI bundle, and points the spec at runc.
+func (n *Namespaces) Prepare(sb Sandbox, spec *shim.Spec) error {
+	if err := n.Network(sb.ID); err != nil {
+		return fmt.Errorf("network: %w", err)
+	}
+	if err := own(sb); err != nil {
+		return fmt.Errorf("directories: %w", err)
+	}
+	if err := sandbox.SetLimits(n.Cgroup(sb.ID), sb.Limits); err != nil {
+		return fmt.Errorf("cgroup: %w", err)
+	}
+	bundle := filepath.Join(n.Dir(sb.ID), "bundle")
+	err := sandbox.WriteBundle(bundle, sandbox.Spec{
+		ID: sb.ID, Env: sb.Env, Cwd: sb.Cwd, UID: uint32(sb.UID), GID: uint32(sb.UID),
+		Hostname: sb.Hostname, ResolvConf: n.ResolvConf, Mounts: sb.Mounts,
+		Args:      []string{n.Init, "gear-init", "--", "/bin/sh", "-c", sb.Command},
+		NetnsPath: n.Netns(sb.ID), CgroupParent: n.Cgroup(sb.ID),
+	})
+	if err != nil {
+		return err
+	}
+	spec.Runtime, spec.RuncRoot, spec.Bundle = "runc", n.RuncRoot, bundle
+	spec.CgroupParent, spec.MemoryLimit = n.Cgroup(sb.ID), sb.Limits.MemoryBytes
+	return nil
 }
 
 func (n *Namespaces) Release(gearID string) { sandbox.RemoveCgroup(n.Cgroup(gearID)) }
@@ -129,4 +192,38 @@ func (n *Namespaces) Exec(gearID string, spec shim.Spec, args []string, tty bool
 	}
 	rargs = append(rargs, gearID)
 	return exec.Command("runc", append(rargs, args...)...)
+}
+
+// own gives the gear's user its directories: Private (0700, so no other
+// gear can read them), Traverse (root's, the user's group, 0710) and the
+// deployment tree.
+func own(sb Sandbox) error {
+	uid := sb.UID
+	for _, d := range sb.Private {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+		if err := os.Chown(d, uid, uid); err != nil {
+			return err
+		}
+		os.Chmod(d, 0o700)
+	}
+	for _, d := range sb.Traverse {
+		os.Chown(d, 0, uid)
+		os.Chmod(d, 0o710)
+	}
+	if sb.Tree == "" {
+		return nil
+	}
+	if fi, err := os.Stat(sb.Tree); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) == uid {
+			return nil // already given
+		}
+	}
+	return filepath.WalkDir(sb.Tree, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(path, uid, uid)
+	})
 }
