@@ -9,11 +9,11 @@
 package runtime
 
 import (
-	"io/fs"
 	"fmt"
-	"path/filepath"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"syscall"
 	"time"
 
