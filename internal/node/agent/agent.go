@@ -98,16 +98,14 @@ type Options struct {
 
 // Agent supervises gears.
 type Agent struct {
-	o         Options
-	log       *slog.Logger
-	rt        gearrt.Driver // the gears' supervisors, in the isolation mode
-	proc      gearrt.Driver // the process driver, for gears a process-mode server left
-	locks     keylock.Locks // one per app
-	wg        sync.WaitGroup
-	ctx       context.Context // the agent's own lifetime, set by Run
-	ready     chan struct{}
-	netMu     sync.Mutex // serialises network changes
-	rulesHash string     // nftables ruleset in the kernel, guarded by netMu
+	o     Options
+	log   *slog.Logger
+	rt    gearrt.Driver // the gears' supervisors, in the isolation mode
+	proc  gearrt.Driver // the process driver, for gears a process-mode server left
+	locks keylock.Locks // one per app
+	wg    sync.WaitGroup
+	ctx   context.Context // the agent's own lifetime, set by Run
+	ready chan struct{}
 
 	svcMu    sync.Mutex // guards svcCache
 	svcCache map[string]serviceCache
@@ -177,9 +175,10 @@ func New(o Options) (*Agent, error) {
 		a.rt, a.proc = proc, proc
 		if o.Isolation == Namespaces {
 			a.rt = &gearrt.Namespaces{Process: *proc, Cgroup: a.cgroupParent, RuncRoot: o.Layout.RuncRoot(),
-				Network: func(id string) error { return a.netAdd(id) },
-				Netns:   func(id string) string { return netplan.NetnsPath(a.o.Network.Normalize().NetnsName(id)) },
-				Init:    o.Exe, ResolvConf: o.GearResolvConf}
+				Plan:  a.currentPlan,
+				Netns: func(id string) string { return netplan.NetnsPath(a.o.Network.Normalize().NetnsName(id)) },
+				Log:   a.log,
+				Init:  o.Exe, ResolvConf: o.GearResolvConf}
 		}
 	}
 	return a, nil

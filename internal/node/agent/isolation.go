@@ -96,54 +96,27 @@ func (a *Agent) plan(tx *store.Tx) (netplan.Plan, error) {
 
 // ApplyEgressRouterPorts opens the gateway to the egress router's ports
 // as they are now (TCP proxy ports come and go).
-func (a *Agent) ApplyEgressRouterPorts() error {
-	return a.network(func(p netplan.Plan) ([]string, error) { return netplan.Apply(p, nil, &a.rulesHash) })
-}
+func (a *Agent) ApplyEgressRouterPorts() error { return a.rt.RefreshNetwork() }
 
 // syncNetwork reconciles the whole network with the gears in the store:
 // at start, and whenever the incremental path is in doubt.
-func (a *Agent) syncNetwork() error {
-	return a.network(func(p netplan.Plan) ([]string, error) {
-		changes, err := netplan.Reconcile(p)
-		a.rulesHash = "" // Reconcile asked the kernel; the next Apply re-checks once
-		return changes, err
-	})
-}
+func (a *Agent) syncNetwork() error { return a.rt.SyncNetwork() }
 
 // netAdd gives new gears their network (the hot path of a gear start).
-func (a *Agent) netAdd(ids ...string) error {
-	return a.network(func(p netplan.Plan) ([]string, error) { return netplan.Apply(p, ids, &a.rulesHash) })
-}
+func (a *Agent) netAdd(ids ...string) error { return a.rt.AddNetwork(ids...) }
 
 // netRemove takes removed gears' network away and updates the rules.
-func (a *Agent) netRemove(ids ...string) error {
-	return a.network(func(p netplan.Plan) ([]string, error) {
-		if err := netplan.RemoveGears(p, ids); err != nil {
-			return nil, err
-		}
-		return netplan.Apply(p, nil, &a.rulesHash)
-	})
-}
+func (a *Agent) netRemove(ids ...string) error { return a.rt.RemoveNetwork(ids...) }
 
-func (a *Agent) network(f func(netplan.Plan) ([]string, error)) error {
-	if !a.namespaced() {
-		return nil
-	}
-	a.netMu.Lock()
-	defer a.netMu.Unlock()
+// currentPlan is the network there should be now.
+func (a *Agent) currentPlan() (netplan.Plan, error) {
 	var p netplan.Plan
-	if err := a.o.Store.View(func(tx *store.Tx) error {
+	err := a.o.Store.View(func(tx *store.Tx) error {
 		var err error
 		p, err = a.plan(tx)
 		return err
-	}); err != nil {
-		return err
-	}
-	changes, err := f(p)
-	for _, c := range changes {
-		a.log.Debug("network", "change", c)
-	}
-	return err
+	})
+	return p, err
 }
 
 func gearIDs(gears []store.Gear) []string {

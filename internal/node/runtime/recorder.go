@@ -26,6 +26,12 @@ func (r *Recorder) record(format string, args ...any) {
 	r.calls = append(r.calls, fmt.Sprintf(format, args...))
 }
 
+// The network is not recorded: it is the namespaces driver's own.
+func (r *Recorder) AddNetwork(...string) error    { return nil }
+func (r *Recorder) RemoveNetwork(...string) error { return nil }
+func (r *Recorder) SyncNetwork() error            { return nil }
+func (r *Recorder) RefreshNetwork() error         { return nil }
+
 // Prepare records the gear's command.
 func (r *Recorder) Prepare(sb Sandbox, _ *shim.Spec) error {
 	r.mu.Lock()

@@ -11,11 +11,15 @@ package runtime
 import (
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
+
+	"github.com/gantry-paas/gantry/internal/node/runtime/netplan"
 
 	"github.com/gantry-paas/gantry/internal/node/runtime/sandbox"
 	"github.com/gantry-paas/gantry/internal/node/shim"
@@ -63,6 +67,16 @@ type Driver interface {
 	// Release frees what a stopped gear still holds besides its directory
 	// (its cgroup under runc).
 	Release(gearID string)
+	// AddNetwork gives new gears their network (the hot path of a start);
+	// RemoveNetwork takes removed gears' away; SyncNetwork reconciles the
+	// whole network with the gears there should be (at start, and when the
+	// incremental path is in doubt); RefreshNetwork applies the rules as
+	// they are now (host ports that come and go). No-ops without network
+	// namespaces.
+	AddNetwork(ids ...string) error
+	RemoveNetwork(ids ...string) error
+	SyncNetwork() error
+	RefreshNetwork() error
 	// Exec prepares args to run beside a running gear's process, as it
 	// runs: its user, environment and working directory (spec), inside
 	// its namespaces under runc. tty asks for a terminal (term: its
@@ -77,6 +91,11 @@ type Process struct {
 	// Dir is a gear's runtime directory (spec, state).
 	Dir func(gearID string) string
 }
+
+func (p *Process) AddNetwork(...string) error    { return nil }
+func (p *Process) RemoveNetwork(...string) error { return nil }
+func (p *Process) SyncNetwork() error            { return nil }
+func (p *Process) RefreshNetwork() error         { return nil }
 
 // Prepare has nothing to make: the gear is a host process.
 func (p *Process) Prepare(Sandbox, *shim.Spec) error { return nil }
@@ -143,20 +162,67 @@ type Namespaces struct {
 	// Cgroup is a gear's cgroup path; RuncRoot runc's state directory.
 	Cgroup   func(gearID string) string
 	RuncRoot string
-	// Network gives a gear its network namespace, address and rules
-	// (netplan, from the store's gears); Netns is that namespace's path.
-	Network func(gearID string) error
-	Netns   func(gearID string) string
+	// Plan is the network there should be (netplan: the bridge, every
+	// namespaced gear with its address, the host ports gears reach);
+	// Netns is a gear's namespace path.
+	Plan  func() (netplan.Plan, error)
+	Netns func(gearID string) string
+	Log   *slog.Logger
 	// Init is the binary run as the container's PID 1 (`EXE gear-init`);
 	// ResolvConf the resolv.conf gears see ("": the host's).
 	Init       string
 	ResolvConf string
+
+	netMu     sync.Mutex // serialises network changes
+	rulesHash string     // nftables ruleset in the kernel, guarded by netMu
+}
+
+// network runs f on the plan, one change at a time.
+func (n *Namespaces) network(f func(netplan.Plan) ([]string, error)) error {
+	n.netMu.Lock()
+	defer n.netMu.Unlock()
+	p, err := n.Plan()
+	if err != nil {
+		return err
+	}
+	changes, err := f(p)
+	if n.Log != nil {
+		for _, c := range changes {
+			n.Log.Debug("network", "change", c)
+		}
+	}
+	return err
+}
+
+func (n *Namespaces) AddNetwork(ids ...string) error {
+	return n.network(func(p netplan.Plan) ([]string, error) { return netplan.Apply(p, ids, &n.rulesHash) })
+}
+
+func (n *Namespaces) RemoveNetwork(ids ...string) error {
+	return n.network(func(p netplan.Plan) ([]string, error) {
+		if err := netplan.RemoveGears(p, ids); err != nil {
+			return nil, err
+		}
+		return netplan.Apply(p, nil, &n.rulesHash)
+	})
+}
+
+func (n *Namespaces) SyncNetwork() error {
+	return n.network(func(p netplan.Plan) ([]string, error) {
+		changes, err := netplan.Reconcile(p)
+		n.rulesHash = "" // Reconcile asked the kernel; the next Apply re-checks once
+		return changes, err
+	})
+}
+
+func (n *Namespaces) RefreshNetwork() error {
+	return n.network(func(p netplan.Plan) ([]string, error) { return netplan.Apply(p, nil, &n.rulesHash) })
 }
 
 // Prepare gives the gear its network, a cgroup with its limits and an
 // OCI bundle, and points the spec at runc.
 func (n *Namespaces) Prepare(sb Sandbox, spec *shim.Spec) error {
-	if err := n.Network(sb.ID); err != nil {
+	if err := n.AddNetwork(sb.ID); err != nil {
 		return fmt.Errorf("network: %w", err)
 	}
 	if err := own(sb); err != nil {
