@@ -334,3 +334,43 @@ func TestExecGoesThroughTheRuntime(t *testing.T) {
 		t.Errorf("calls:\n%s\nwant:\n%s", got, want)
 	}
 }
+
+// Port-forwards reach only what a gear of the caller listens on, through
+// the gear's runtime.
+func TestServicesAndDial(t *testing.T) {
+	l := newLifecycle(t)
+	l.app.Owner = "alice"
+	l.put(l.app.Key(), &l.app)
+	if err := l.a.Rollout(context.Background(), l.app.Key(), "d1", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	_, gs := l.gears()
+	g := gs[0]
+	l.rec.Listen(g.ID, gearrt.Socket{Port: g.Port}, gearrt.Socket{Port: 5432, Loopback: true})
+	svcs, err := l.a.Services(l.app.Key(), g.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range svcs {
+		got = append(got, fmt.Sprintf("%s:%d local=%v", s.Name, s.Port, s.Local))
+	}
+	if want := fmt.Sprintf("postgresql:5432 local=true web:%d local=false", g.Port); strings.Join(got, " ") != want { // by port
+		t.Errorf("services %v; want %s", got, want)
+	}
+	l.rec.Calls()
+	conn, svc, err := l.a.DialService("alice", g.Endpoint())
+	if err != nil || svc.Name != "web" {
+		t.Fatalf("dial the web port: %v %v", svc, err)
+	}
+	conn.Close()
+	if got, want := l.calls(map[string]string{g.ID: "g"}), "dial g "+g.Endpoint(); got != want {
+		t.Errorf("calls %q; want %q", got, want)
+	}
+	if _, _, err := l.a.DialService("bob", g.Endpoint()); err == nil {
+		t.Error("bob reached alice's gear")
+	}
+	if _, _, err := l.a.DialService("alice", fmt.Sprintf("%s:%d", g.IP, 6379)); err == nil {
+		t.Error("a port nothing listens on was dialled")
+	}
+}

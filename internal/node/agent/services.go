@@ -1,24 +1,13 @@
 package agent
 
 import (
-	"errors"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
-
 	"github.com/gantry-paas/gantry/internal/control/store"
-	"github.com/gantry-paas/gantry/internal/node/runtime/netplan"
 )
 
 // Service is something listening in a gear.
@@ -34,8 +23,6 @@ type Service struct {
 }
 
 var wellKnown = map[int]string{5432: "postgresql", 6379: "redis", 3306: "mysql", 27017: "mongodb", 5672: "amqp", 11211: "memcached", 9229: "node-inspect"}
-
-const tcpListen = 10
 
 // Services lists what listens in the app's running gears (one gear if
 // gearID is set): the web process, databases, anything the app opened.
@@ -58,13 +45,13 @@ func (a *Agent) Services(appKey, gearID string) ([]Service, error) {
 	}
 	var out []Service
 	for _, g := range gears {
-		socks, err := a.listening(g)
+		socks, err := a.driverFor(g).Listening(g.ID)
 		if err != nil {
 			return nil, fmt.Errorf("gear %s: %w", g.ID, err)
 		}
 		seen := map[int]bool{}
 		for _, s := range socks {
-			port := int(s.ID.SourcePort)
+			port := s.Port
 			if seen[port] {
 				continue
 			}
@@ -79,7 +66,7 @@ func (a *Agent) Services(appKey, gearID string) ([]Service, error) {
 			if name == "" {
 				name = "tcp-" + strconv.Itoa(port)
 			}
-			out = append(out, Service{Name: name, Gear: g.ID, IP: g.IP, Port: port, Local: s.ID.Source.IsLoopback(), Cartridge: g.Service != ""})
+			out = append(out, Service{Name: name, Gear: g.ID, IP: g.IP, Port: port, Local: s.Loopback, Cartridge: g.Service != ""})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -89,83 +76,6 @@ func (a *Agent) Services(appKey, gearID string) ([]Service, error) {
 		return out[i].Port < out[j].Port
 	})
 	return out, nil
-}
-
-// listening returns a gear's listening TCP sockets: all of its network
-// namespace's, or for a plain gear those of its own processes.
-func (a *Agent) listening(g store.Gear) ([]*netlink.Socket, error) {
-	h := &netlink.Handle{}
-	if g.Isolation == Namespaces {
-		ns, err := netns.GetFromPath(netplan.NetnsPath(a.o.Network.Normalize().NetnsName(g.ID)))
-		if err != nil {
-			return nil, err
-		}
-		defer ns.Close()
-		// Ask for sock_diag explicitly: a handle made without it would fall
-		// back to the caller's namespace and list the host's sockets.
-		if h, err = netlink.NewHandleAt(ns, unix.NETLINK_INET_DIAG); err != nil {
-			return nil, err
-		}
-		defer h.Close()
-	}
-	var socks []*netlink.Socket
-	for _, fam := range []uint8{syscall.AF_INET, syscall.AF_INET6} {
-		var ss []*netlink.Socket
-		var err error
-		for try := 0; try < 3; try++ { // dumps can be interrupted
-			if ss, err = h.SocketDiagTCP(fam); !errors.Is(err, netlink.ErrDumpInterrupted) {
-				break
-			}
-		}
-		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return nil, err
-		}
-		for _, s := range ss {
-			if s.State == tcpListen {
-				socks = append(socks, s)
-			}
-		}
-	}
-	if g.Isolation == Namespaces {
-		return socks, nil
-	}
-	owned := a.socketInodes(g)
-	var mine []*netlink.Socket
-	for _, s := range socks {
-		if owned[s.INode] {
-			mine = append(mine, s)
-		}
-	}
-	return mine, nil
-}
-
-// socketInodes are the sockets held by a plain gear's process group.
-func (a *Agent) socketInodes(g store.Gear) map[uint32]bool {
-	out := map[uint32]bool{}
-	st, err := a.rt.State(g.ID)
-	if err != nil || st.PID <= 0 {
-		return out
-	}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if pgid, err := syscall.Getpgid(pid); err != nil || pgid != st.PID {
-			continue
-		}
-		fds, _ := os.ReadDir(filepath.Join("/proc", e.Name(), "fd"))
-		for _, fd := range fds {
-			link, err := os.Readlink(filepath.Join("/proc", e.Name(), "fd", fd.Name()))
-			if n, ok := strings.CutPrefix(link, "socket:["); err == nil && ok {
-				if v, err := strconv.ParseUint(strings.TrimSuffix(n, "]"), 10, 32); err == nil {
-					out[uint32(v)] = true
-				}
-			}
-		}
-	}
-	return out
 }
 
 // DialService connects to a service of one of the caller's gears: addr is
@@ -205,12 +115,7 @@ func (a *Agent) DialService(user, addr string) (net.Conn, *Service, error) {
 			if s.Local {
 				target = net.JoinHostPort("127.0.0.1", portStr)
 			}
-			var conn net.Conn
-			if g.Isolation == Namespaces {
-				conn, err = dialInNetns(netplan.NetnsPath(a.o.Network.Normalize().NetnsName(g.ID)), target)
-			} else {
-				conn, err = net.DialTimeout("tcp", target, 5*time.Second)
-			}
+			conn, err := a.driverFor(g).Dial(g.ID, target)
 			if err != nil {
 				return nil, nil, fmt.Errorf("connecting to %s in gear %s: %w", s.Name, g.ID, err)
 			}
@@ -218,27 +123,6 @@ func (a *Agent) DialService(user, addr string) (net.Conn, *Service, error) {
 		}
 	}
 	return nil, nil, fmt.Errorf("%s is not a service of one of your gears: see `gantry port-forward APP` for what can be forwarded", addr)
-}
-
-// dialInNetns opens a TCP connection from inside a network namespace.
-func dialInNetns(path, addr string) (net.Conn, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return nil, err
-	}
-	defer orig.Close()
-	ns, err := netns.GetFromPath(path)
-	if err != nil {
-		return nil, err
-	}
-	defer ns.Close()
-	if err := netns.Set(ns); err != nil {
-		return nil, err
-	}
-	defer netns.Set(orig)
-	return net.DialTimeout("tcp", addr, 5*time.Second)
 }
 
 type serviceCache struct {

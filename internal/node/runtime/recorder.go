@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"fmt"
+	"net"
 	"os/exec"
 	"strings"
 	"sync"
@@ -16,10 +17,11 @@ import (
 type Recorder struct {
 	OnStart func(gearID string) error
 
-	mu     sync.Mutex
-	calls  []string
-	states map[string]*State
-	pid    int
+	mu        sync.Mutex
+	calls     []string
+	states    map[string]*State
+	listening map[string][]Socket
+	pid       int
 }
 
 func (r *Recorder) record(format string, args ...any) {
@@ -31,6 +33,31 @@ func (r *Recorder) AddNetwork(...string) error    { return nil }
 func (r *Recorder) RemoveNetwork(...string) error { return nil }
 func (r *Recorder) SyncNetwork() error            { return nil }
 func (r *Recorder) RefreshNetwork() error         { return nil }
+
+// Listening reports the sockets a test set with Listen.
+func (r *Recorder) Listening(gearID string) ([]Socket, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.listening[gearID], nil
+}
+
+// Listen makes a gear report sockets.
+func (r *Recorder) Listen(gearID string, socks ...Socket) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.listening == nil {
+		r.listening = map[string][]Socket{}
+	}
+	r.listening[gearID] = socks
+}
+
+// Dial records the address and connects from the host.
+func (r *Recorder) Dial(gearID, addr string) (net.Conn, error) {
+	r.mu.Lock()
+	r.record("dial %s %s", gearID, addr)
+	r.mu.Unlock()
+	return net.DialTimeout("tcp", addr, 5*time.Second)
+}
 
 // Prepare records the gear's command.
 func (r *Recorder) Prepare(sb Sandbox, _ *shim.Spec) error {

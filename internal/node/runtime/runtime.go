@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -77,6 +78,12 @@ type Driver interface {
 	RemoveNetwork(ids ...string) error
 	SyncNetwork() error
 	RefreshNetwork() error
+	// Listening lists the TCP sockets listening in a running gear: its
+	// network namespace's, or a plain gear's own processes'.
+	Listening(gearID string) ([]Socket, error)
+	// Dial connects to addr as the gear sees it (from inside its network
+	// namespace, loopback included).
+	Dial(gearID, addr string) (net.Conn, error)
 	// Exec prepares args to run beside a running gear's process, as it
 	// runs: its user, environment and working directory (spec), inside
 	// its namespaces under runc. tty asks for a terminal (term: its
