@@ -20,9 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -31,7 +29,6 @@ import (
 	gearrt "github.com/gantry-paas/gantry/internal/node/runtime"
 
 	"github.com/gantry-paas/gantry/internal/node/disk"
-	"github.com/gantry-paas/gantry/internal/node/runtime/sandbox"
 
 	"github.com/gantry-paas/gantry/internal/control/store"
 	"github.com/gantry-paas/gantry/internal/keylock"
@@ -171,14 +168,14 @@ func New(o Options) (*Agent, error) {
 	}
 	a := &Agent{o: o, log: o.Log.With("component", "agent"), ready: make(chan struct{}), rt: o.Runtime, proc: o.Runtime}
 	if a.rt == nil {
-		proc := &gearrt.Process{Exe: o.Exe, Dir: o.Layout.Gear}
+		proc := &gearrt.Process{Exe: o.Exe, Dir: o.Layout.Gear, RunHost: o.RunHost}
 		a.rt, a.proc = proc, proc
 		if o.Isolation == Namespaces {
 			a.rt = &gearrt.Namespaces{Process: *proc, Cgroup: a.cgroupParent, RuncRoot: o.Layout.RuncRoot(),
 				Plan:  a.currentPlan,
 				Netns: func(id string) string { return netplan.NetnsPath(a.o.Network.Normalize().NetnsName(id)) },
 				Log:   a.log,
-				Init:  o.Exe, ResolvConf: o.GearResolvConf}
+				Init:  o.Exe, ResolvConf: o.GearResolvConf, OneOffs: filepath.Join(o.Layout.RunDir(), "oneoff")}
 		}
 	}
 	return a, nil
@@ -262,7 +259,7 @@ func (a *Agent) reattach(ctx context.Context) {
 		}
 	}
 	a.log.Info("re-attached to gears", "running", adopted, "total", len(gears))
-	a.cleanOneOffs()
+	a.rt.CleanOneOffs()
 	a.restoreCounts(ctx)
 }
 
@@ -293,29 +290,6 @@ func (a *Agent) restoreCounts(ctx context.Context) {
 				a.log.Error("restoring the app's gear count", "app", key, "err", err)
 			}
 		}()
-	}
-}
-
-// cleanOneOffs removes the build and one-off containers (and their
-// cgroups and bundles) that a server killed in the middle of a build left
-// behind: none runs while the agent starts.
-func (a *Agent) cleanOneOffs() {
-	if !a.namespaced() {
-		return
-	}
-	root := a.o.Layout.RuncRoot()
-	out, err := exec.Command("runc", "--root", root, "list", "-q").Output()
-	if err != nil {
-		return
-	}
-	for _, id := range strings.Fields(string(out)) {
-		if !strings.HasPrefix(id, "x") {
-			continue // gears' containers are the shims' business
-		}
-		exec.Command("runc", "--root", root, "delete", "-f", id).Run()
-		sandbox.RemoveCgroup(a.cgroupParent(id))
-		os.RemoveAll(filepath.Join(a.o.Layout.RunDir(), "oneoff", id))
-		a.log.Info("removed a container left by an interrupted build", "container", id)
 	}
 }
 

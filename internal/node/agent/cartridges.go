@@ -27,12 +27,12 @@ func (a *Agent) AddCartridge(ctx context.Context, appKey string, c store.Cartrid
 			return err
 		}
 		g.AppID = app.ID
-		if a.namespaced() || os.Geteuid() == 0 {
+		if a.rt.Caps().Isolated || os.Geteuid() == 0 {
 			if err := a.ensureUID(tx, &app); err != nil {
 				return err
 			}
 		}
-		if a.namespaced() {
+		if a.rt.Caps().Isolated {
 			ip, err := a.allocIP(tx, map[netip.Addr]bool{})
 			if err != nil {
 				return err

@@ -45,8 +45,6 @@ func SizeOf(name string) (sandbox.Limits, error) {
 	return l, nil
 }
 
-func (a *Agent) namespaced() bool { return a.o.Isolation == Namespaces }
-
 // Isolation is the mode in force.
 func (a *Agent) Isolation() string { return a.o.Isolation }
 

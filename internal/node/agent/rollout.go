@@ -105,7 +105,7 @@ func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deplo
 	err := a.o.Store.Update(func(tx *store.Tx) error {
 		taken := map[int]bool{}
 		takenIP := map[netip.Addr]bool{}
-		if a.namespaced() {
+		if a.rt.Caps().Isolated {
 			if err := a.ensureUID(tx, app); err != nil {
 				return err
 			}
@@ -113,7 +113,7 @@ func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deplo
 		for i := 0; i < n; i++ {
 			g := store.Gear{ID: newID(), AppID: app.ID, AppKey: app.Key(), Deployment: dep.ID,
 				State: store.GearStarting, Isolation: a.o.Isolation, Created: time.Now().UTC()}
-			if a.namespaced() {
+			if a.rt.Caps().Isolated {
 				ip, err := a.allocIP(tx, takenIP)
 				if err != nil {
 					return err

@@ -1,7 +1,9 @@
 package runtime
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"net"
 	"os/exec"
 	"strings"
@@ -58,6 +60,19 @@ func (r *Recorder) Dial(gearID, addr string) (net.Conn, error) {
 	r.mu.Unlock()
 	return net.DialTimeout("tcp", addr, 5*time.Second)
 }
+
+// Caps says the recorded gears are host processes.
+func (r *Recorder) Caps() Caps { return Caps{} }
+
+// RunOnce records the run.
+func (r *Recorder) RunOnce(_ context.Context, net string, sb Sandbox, _ io.Writer, _ time.Duration, args []string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.record("run %s in %s", strings.Join(args, " "), net)
+	return nil
+}
+
+func (r *Recorder) CleanOneOffs() {}
 
 // Prepare records the gear's command.
 func (r *Recorder) Prepare(sb Sandbox, _ *shim.Spec) error {

@@ -9,7 +9,9 @@
 package runtime
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -52,8 +54,17 @@ type Sandbox struct {
 	Tree              string
 }
 
+// Caps are what a driver gives gears.
+type Caps struct {
+	// Isolated: each gear has a network namespace with an address of its
+	// own, its app's Unix user, cgroup limits (namespaces); otherwise gears
+	// are host processes on host ports.
+	Isolated bool
+}
+
 // Driver runs gears' supervisors.
 type Driver interface {
+	Caps() Caps
 	// Prepare makes what the gear needs before its supervisor starts and
 	// fills the runtime part of its spec.
 	Prepare(sb Sandbox, spec *shim.Spec) error
@@ -84,6 +95,12 @@ type Driver interface {
 	// Dial connects to addr as the gear sees it (from inside its network
 	// namespace, loopback included).
 	Dial(gearID, addr string) (net.Conn, error)
+	// RunOnce runs args once, like a gear of sb (its user, directories,
+	// limits) in the network of gear net (a running gear, or a building
+	// gear's), streaming output to out; timeout 0 is none.
+	RunOnce(ctx context.Context, net string, sb Sandbox, out io.Writer, timeout time.Duration, args []string) error
+	// CleanOneOffs removes what one-off runs a killed server left.
+	CleanOneOffs()
 	// Exec prepares args to run beside a running gear's process, as it
 	// runs: its user, environment and working directory (spec), inside
 	// its namespaces under runc. tty asks for a terminal (term: its
@@ -97,7 +114,18 @@ type Process struct {
 	Exe string
 	// Dir is a gear's runtime directory (spec, state).
 	Dir func(gearID string) string
+	// RunHost runs a command on the host in dir, streaming to out.
+	RunHost func(ctx context.Context, dir string, env []string, out io.Writer, timeout time.Duration, args ...string) error
 }
+
+func (p *Process) Caps() Caps { return Caps{} }
+
+// RunOnce runs args on the host, in the sandbox's directory.
+func (p *Process) RunOnce(ctx context.Context, _ string, sb Sandbox, out io.Writer, timeout time.Duration, args []string) error {
+	return p.RunHost(ctx, sb.Cwd, sb.Env, out, timeout, args...)
+}
+
+func (p *Process) CleanOneOffs() {}
 
 func (p *Process) AddNetwork(...string) error    { return nil }
 func (p *Process) RemoveNetwork(...string) error { return nil }
@@ -176,13 +204,17 @@ type Namespaces struct {
 	Netns func(gearID string) string
 	Log   *slog.Logger
 	// Init is the binary run as the container's PID 1 (`EXE gear-init`);
-	// ResolvConf the resolv.conf gears see ("": the host's).
+	// ResolvConf the resolv.conf gears see ("": the host's); OneOffs the
+	// directory of one-off runs' bundles.
 	Init       string
 	ResolvConf string
+	OneOffs    string
 
 	netMu     sync.Mutex // serialises network changes
 	rulesHash string     // nftables ruleset in the kernel, guarded by netMu
 }
+
+func (n *Namespaces) Caps() Caps { return Caps{Isolated: true} }
 
 // network runs f on the plan, one change at a time.
 func (n *Namespaces) network(f func(netplan.Plan) ([]string, error)) error {
