@@ -144,6 +144,11 @@ func (r *Router) rewrite(pr *httputil.ProxyRequest) {
 		if pr.In.Header.Get("X-Real-IP") == "" {
 			pr.Out.Header.Set("X-Real-IP", client)
 		}
+		// ReverseProxy drops Forwarded before Rewrite: put the trusted
+		// proxy's back, as the fast path passes it on.
+		if f := pr.In.Header.Values("Forwarded"); len(f) > 0 {
+			pr.Out.Header["Forwarded"] = f
+		}
 		if prior := pr.In.Header.Values("X-Forwarded-For"); len(prior) > 0 {
 			client = strings.Join(prior, ", ") + ", " + client
 		}
