@@ -76,18 +76,15 @@ func (a *API) appView(app *store.App) apitypes.AppView {
 	default:
 		v.State = "running"
 	}
-	a.o.Store.View(func(tx *store.Tx) error {
-		gears, _ := store.ListGears(tx)
-		for _, g := range gears {
-			if g.AppID != app.ID || g.Service != "" {
-				continue // cartridges are listed apart
-			}
-			st := a.o.Agent.Status(g.ID)
-			v.Gears = append(v.Gears, apitypes.GearView{ID: g.ID, IP: g.IP, Port: g.Port, State: g.State, Process: st.Status,
-				PID: st.PID, Restarts: st.Restarts, LastExit: st.LastExit, Deployment: g.Deployment, Isolation: g.Isolation})
+	gears, _ := a.o.Service.Gears(app)
+	for _, g := range gears {
+		if g.Service != "" {
+			continue // cartridges are listed apart
 		}
-		return nil
-	})
+		st := a.o.Agent.Status(g.ID)
+		v.Gears = append(v.Gears, apitypes.GearView{ID: g.ID, IP: g.IP, Port: g.Port, State: g.State, Process: st.Status,
+			PID: st.PID, Restarts: st.Restarts, LastExit: st.LastExit, Deployment: g.Deployment, Isolation: g.Isolation})
+	}
 	return v
 }
 

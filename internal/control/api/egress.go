@@ -247,16 +247,11 @@ func (a *API) registerSecretsAdmin() {
 	huma.Register(a.h, huma.Operation{OperationID: "rotate-platform-key", Method: http.MethodPost, Path: "/v1/admin/secrets/rotate", Security: bearer,
 		Summary: "Seal every secret with a new platform key", Description: "Admins only. Env values, cartridge passwords and alias private keys are sealed at rest with the platform key (its own 0600 file beside the database); this makes a new key, reseals everything in one transaction and drops the old key.", Tags: []string{"admin"}},
 		func(ctx context.Context, in *struct{}) (*body[apitypes.SecretsRotation], error) {
-			u := userOf(ctx)
-			if !u.Admin {
-				return nil, problem(http.StatusForbidden, apitypes.CodeForbidden, "rotating the platform key needs an admin token")
-			}
-			n, err := a.o.Store.RotateKey()
+			n, keyFile, err := a.o.Service.RotateKey(userOf(ctx))
 			if err != nil {
-				return nil, a.internal("rotating the platform key", err)
+				return nil, asProblem(a, "rotating the platform key", err)
 			}
-			a.log.Info("platform key rotated", "resealed", n, "user", u.Name)
-			return &body[apitypes.SecretsRotation]{Body: apitypes.SecretsRotation{Resealed: n, KeyFile: a.o.Store.KeyFile()}}, nil
+			return &body[apitypes.SecretsRotation]{Body: apitypes.SecretsRotation{Resealed: n, KeyFile: keyFile}}, nil
 		})
 }
 

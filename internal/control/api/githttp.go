@@ -58,9 +58,8 @@ func (a *API) gitHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "invalid API token", http.StatusUnauthorized)
 		return
 	}
-	var app store.App
-	err = a.o.Store.View(func(tx *store.Tx) error { return tx.Get(store.AppKey(domain, appName), &app) })
-	if err != nil || app.Owner != user.Name {
+	app, err := a.o.Service.App(user, domain, appName)
+	if err != nil {
 		http.Error(w, fmt.Sprintf("you have no app %q in domain %q", appName, domain), http.StatusNotFound)
 		return
 	}

@@ -79,17 +79,12 @@ func (a *API) registerLogs() {
 // gearProcesses maps the app's gear IDs to what they run.
 func (a *API) gearProcesses(app *store.App) map[string]string {
 	out := map[string]string{}
-	a.o.Store.View(func(tx *store.Tx) error {
-		gears, err := store.ListGears(tx)
-		for _, g := range gears {
-			if g.AppID == app.ID {
-				out[g.ID] = "web"
-				if g.Service != "" {
-					out[g.ID] = g.Service
-				}
-			}
+	gears, _ := a.o.Service.Gears(app)
+	for _, g := range gears {
+		out[g.ID] = "web"
+		if g.Service != "" {
+			out[g.ID] = g.Service
 		}
-		return err
-	})
+	}
 	return out
 }

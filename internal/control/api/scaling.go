@@ -5,7 +5,6 @@ import (
 	"net/http"
 
 	"github.com/gantry-paas/gantry/internal/control/apitypes"
-	"github.com/gantry-paas/gantry/internal/control/events"
 
 	"github.com/danielgtaylor/huma/v2"
 )
@@ -46,7 +45,7 @@ func (a *API) registerScaling() {
 			if err != nil {
 				return nil, err
 			}
-			evs, err := events.List(a.o.Store, app.ID)
+			evs, err := a.o.Service.Events(app)
 			if err != nil {
 				return nil, a.internal("reading events", err)
 			}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gantry-paas/gantry/internal/control/apitypes"
 	"github.com/gantry-paas/gantry/internal/control/builder"
+	"github.com/gantry-paas/gantry/internal/control/events"
 	"github.com/gantry-paas/gantry/internal/control/gitrepo"
 	"github.com/gantry-paas/gantry/internal/control/store"
 	"github.com/gantry-paas/gantry/internal/names"
@@ -364,4 +365,38 @@ func (s *Service) Activate(ctx context.Context, caller *store.User, domain, name
 	}
 	s.log.Info("deployment activated", "app", app.FullName(), "deployment", dep.ID)
 	return s.App(caller, domain, name)
+}
+
+// Gears lists an app's gears (its cartridges' too).
+func (s *Service) Gears(app *store.App) ([]store.Gear, error) {
+	var out []store.Gear
+	err := s.st.View(func(tx *store.Tx) error {
+		gears, err := store.ListGears(tx)
+		for _, g := range gears {
+			if g.AppID == app.ID {
+				out = append(out, g)
+			}
+		}
+		return err
+	})
+	return out, err
+}
+
+// Events lists an app's events, oldest first.
+func (s *Service) Events(app *store.App) ([]store.Event, error) {
+	return events.List(s.st, app.ID)
+}
+
+// RotateKey seals every secret with a new platform key (admins only) and
+// returns how many were resealed and the key file.
+func (s *Service) RotateKey(caller *store.User) (int, string, error) {
+	if !caller.Admin {
+		return 0, "", refuse(Forbidden, apitypes.CodeForbidden, "rotating the platform key needs an admin token")
+	}
+	n, err := s.st.RotateKey()
+	if err != nil {
+		return 0, "", fmt.Errorf("rotating the platform key: %w", err)
+	}
+	s.log.Info("platform key rotated", "resealed", n, "user", caller.Name)
+	return n, s.st.KeyFile(), nil
 }
