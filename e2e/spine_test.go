@@ -273,13 +273,22 @@ func spine(t *testing.T, isolation []string) {
 				}
 			})
 		}
-		t.Run("non_fast_forward", func(t *testing.T) {
+		t.Run("forced_push", func(t *testing.T) {
+			// A forced push is accepted (as Heroku's and Dokku's are), says
+			// so, and deploys; the deployments before it stay for rollback.
 			u.runIn(repo, "git", "commit", "-q", "--allow-empty", "-m", "side")
 			u.runIn(repo, "git", "reset", "-q", "--hard", "HEAD~2")
 			u.runIn(repo, "git", "commit", "-q", "--allow-empty", "-m", "diverged")
+			var before []deploymentJSON
+			u.gantryJSON(&before, "deployment", "list", "blog")
 			out, err := u.exec(repo, "git", "push", "--force")
-			if err == nil || !strings.Contains(out, "non-fast-forward") {
+			if err != nil || !strings.Contains(out, "history of main was replaced") {
 				t.Errorf("forced push: err=%v\n%s", err, out)
+			}
+			var after []deploymentJSON
+			u.gantryJSON(&after, "deployment", "list", "blog")
+			if len(after) < min(len(before)+1, 3) || !after[0].Active {
+				t.Errorf("deployments %d before, %d after the forced push (newest active: %v)", len(before), len(after), len(after) > 0 && after[0].Active)
 			}
 			u.runIn(repo, "git", "fetch", "-q")
 			u.runIn(repo, "git", "reset", "-q", "--hard", "origin/main")

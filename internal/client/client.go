@@ -28,6 +28,9 @@ type Client struct {
 	// Insecure allows sending the token over plain HTTP to a server that
 	// is not on this machine.
 	Insecure bool
+	// CAPEM is the extra root TrustPEM added ("": none), for other tools
+	// the CLI runs (git).
+	CAPEM string
 }
 
 // TrustPEM makes the client trust the PEM certificates in pem besides
@@ -41,6 +44,7 @@ func (c *Client) TrustPEM(pem string) error {
 		return errors.New("the CA file holds no PEM certificate: save the output of `gantry ca show` (or GET /v1/ca) and give that")
 	}
 	c.HTTP.Transport = &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: &tls.Config{RootCAs: pool}}
+	c.CAPEM = pem
 	return nil
 }
 

@@ -745,6 +745,9 @@ func reinstallHooks(st *store.Store, lay layout.Layout, exe string, log *slog.Lo
 		if err := gitrepo.InstallHook(lay.Repo(a.ID), exe); err != nil {
 			log.Warn("installing git hook", "app", a.FullName(), "err", err)
 		}
+		if err := gitrepo.Configure(context.Background(), lay.Repo(a.ID)); err != nil {
+			log.Warn("configuring git repository", "app", a.FullName(), "err", err)
+		}
 	}
 }
 

@@ -62,22 +62,29 @@ func (c *cli) appCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "app", Short: "Create and manage apps"}
 	cmd.PersistentFlags().StringVarP(&c.domain, "domain", "n", "", "the app's domain (when you have several)")
 
-	var typ, size string
+	var typ, size, fromCode string
 	var scale int
 	var scalable bool
 	create := &cobra.Command{
-		Use:   "create NAME --type TYPE",
-		Short: "Create an app with starter code, and deploy it",
-		Example: `  gantry app create blog --type nodejs
-  gantry app create api --type python --domain acme`,
+		Use:   "create NAME [--type TYPE | --from-code URL|PATH]",
+		Short: "Create an app: empty (its first git push deploys), with starter code (--type), or from your repository (--from-code)",
+		Long: `Without --type or --from-code the app is empty: push any repository to it,
+its own history included, and the push deploys it. --type starts the app
+with starter code of that type and deploys it. --from-code pushes an
+existing repository (a directory here, or a URL this machine clones) and
+deploys it.`,
+		Example: `  gantry app create blog
+  gantry app create blog --type nodejs
+  gantry app create chat --from-code https://github.com/socketio/chat-example
+  gantry app create api --from-code ~/src/api --domain acme`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := c.client()
 			if err != nil {
 				return err
 			}
-			if typ == "" {
-				return fmt.Errorf("choose the app's type with --type: nodejs, python, go or static")
+			if typ != "" && fromCode != "" {
+				return fmt.Errorf("choose --type (starter code) or --from-code (your repository), not both")
 			}
 			domain := c.domain
 			if domain == "" {
@@ -94,13 +101,34 @@ func (c *cli) appCmd() *cobra.Command {
 					return fmt.Errorf("you have several domains: choose one with --domain")
 				}
 			}
+			codeDir := ""
+			if fromCode != "" {
+				dir, done, err := c.prepareCode(cmd.Context(), fromCode)
+				if err != nil {
+					return err
+				}
+				defer done()
+				codeDir = dir
+			}
 			var app apitypes.AppView
-			stop := c.spinner(fmt.Sprintf("Creating %s and deploying its starter code", args[0]))
+			doing := "Creating " + args[0]
+			if typ != "" {
+				doing += " and deploying its starter code"
+			}
+			stop := c.spinner(doing)
 			req := apitypes.CreateAppRequest{Name: args[0], Type: typ, Scale: scale, Size: size, Scalable: scalable}
 			app, err = cl.CreateApp(cmd.Context(), domain, req)
 			stop()
 			if err != nil {
 				return err
+			}
+			if fromCode != "" {
+				if err := c.pushCode(cmd.Context(), cl, app, codeDir, fromCode); err != nil {
+					return err
+				}
+				if app, err = cl.App(cmd.Context(), app.Domain, app.Name); err != nil {
+					return err
+				}
 			}
 			return c.out(app, func(w io.Writer) {
 				fmt.Fprintf(w, "Application %s was created in domain %s.\n\n", app.Name, app.Domain)
@@ -110,14 +138,19 @@ func (c *cli) appCmd() *cobra.Command {
 					{"  Git over HTTP:", app.GitHTTPURL},
 					{"  Type:", app.Type},
 				})
-				if app.DeployError != "" {
+				switch {
+				case app.DeployError != "":
 					fmt.Fprintf(w, "\nThe starter code did not deploy: %s\n", app.DeployError)
+				case typ == "" && fromCode == "":
+					fmt.Fprintf(w, "\nIt is empty: push your repository to deploy it:\n  git remote add gantry %s\n  git push gantry HEAD:%s\n", app.GitURL, app.Branch)
+					return
 				}
 				fmt.Fprintf(w, "\nGet the code, change it, and git push to deploy:\n  git clone %s %s\n", app.GitURL, app.Name)
 			})
 		},
 	}
-	create.Flags().StringVarP(&typ, "type", "t", "", "nodejs, python, go or static")
+	create.Flags().StringVarP(&typ, "type", "t", "", "start with starter code of this type: nodejs, python, go or static")
+	create.Flags().StringVar(&fromCode, "from-code", "", "push this repository (a directory, or a URL cloned here) and deploy it")
 	create.Flags().IntVar(&scale, "scale", 0, "gears to run (default 1)")
 	create.Flags().StringVarP(&size, "gear-size", "g", "", "small (512 MiB, 250 processes), medium (1 GiB) or large (2 GiB)")
 	create.Flags().BoolVar(&scalable, "scalable", false, "scale automatically between 1 and 3 gears on live connections")

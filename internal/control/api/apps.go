@@ -177,7 +177,7 @@ func (a *API) registerApps() {
 	}
 	huma.Register(a.h, huma.Operation{OperationID: "create-app", Method: http.MethodPost, Path: "/v1/domains/{domain}/apps", Security: bearer,
 		DefaultStatus: http.StatusCreated, Summary: "Create an app",
-		Description: "Creates the app and its git repository holding starter code for its type, and deploys that code. Returns when the app serves.",
+		Description: "Creates the app and its git repository. With a type, the repository holds starter code of that type, deployed before this returns (the app then serves). Without one the app is empty: the first push of any repository (its own history included) deploys it.",
 		Tags:        []string{"apps"}},
 		func(ctx context.Context, in *createApp) (*body[apitypes.AppView], error) {
 			app, deployErr, err := a.o.Service.CreateApp(ctx, userOf(ctx), in.Domain, in.Body)

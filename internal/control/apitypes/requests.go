@@ -11,7 +11,7 @@ type CreateDomainRequest struct {
 // CreateAppRequest creates an app.
 type CreateAppRequest struct {
 	Name   string `json:"name" doc:"App name: a DNS label"`
-	Type   string `json:"type" enum:"nodejs,python,go,static" doc:"App type; the starter code is of this type"`
+	Type   string `json:"type,omitempty" enum:"nodejs,python,go,static" doc:"App type: the repository starts with starter code of this type, deployed at once. Without it the app is empty and the first push of any repository deploys it"`
 	Scale  int    `json:"scale,omitempty" minimum:"0" maximum:"16" doc:"Gears to run (default 1)"`
 	Branch string `json:"branch,omitempty" doc:"Branch that deploys (default main)"`
 	Size   string `json:"gear_size,omitempty" enum:"small,medium,large" doc:"Gear size (default small)"`

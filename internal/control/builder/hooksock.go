@@ -167,9 +167,10 @@ func (b *Builder) receive(ctx context.Context, grant pushGrant, req hookRequest,
 			fmt.Fprintf(out, "-----> %s pushed; only %s deploys\n", u.Ref, app.Branch)
 		case u.New == zeroSHA:
 			return fmt.Errorf("deleting %s, the deployment branch, is not allowed", app.Branch)
-		case u.Old != zeroSHA && !isAncestor(ctx, b.o.Layout.Repo(app.ID), req.GitEnv, u.Old, u.New):
-			return fmt.Errorf("non-fast-forward push to %s refused: the branch has commits you do not have; run `git pull` (or rebase), then push again", app.Branch)
 		default:
+			if u.Old != zeroSHA && !isAncestor(ctx, b.o.Layout.Repo(app.ID), req.GitEnv, u.Old, u.New) {
+				fmt.Fprintf(out, "-----> Forced push: the history of %s was replaced (the previous deployments stay for rollback: `gantry deployment list %s`)\n", app.Branch, app.Name)
+			}
 			if err := b.Deploy(ctx, grant.appKey, u.New, req.GitEnv, out); err != nil {
 				return fmt.Errorf("deploy failed; the running app is unchanged.\n%v", err)
 			}

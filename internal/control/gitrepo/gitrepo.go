@@ -27,17 +27,8 @@ func Init(ctx context.Context, dir, branch string, files map[string]File, exe st
 	if out, err := exec.CommandContext(ctx, "git", "init", "--quiet", "--bare", "--initial-branch="+branch, dir).CombinedOutput(); err != nil {
 		return fmt.Errorf("git init: %v: %s", err, out)
 	}
-	for _, kv := range [][2]string{
-		{"receive.denyNonFastForwards", "true"},
-		{"receive.denyDeletes", "true"},
-		{"receive.fsckObjects", "true"},
-		{"uploadpack.allowFilter", "true"},
-		{"http.receivepack", "true"},
-		{"core.logAllRefUpdates", "true"},
-	} {
-		if err := git(ctx, dir, nil, nil, "config", kv[0], kv[1]); err != nil {
-			return err
-		}
+	if err := Configure(ctx, dir); err != nil {
+		return err
 	}
 	if len(files) > 0 {
 		if err := commitFiles(ctx, dir, branch, files); err != nil {
@@ -45,6 +36,29 @@ func Init(ctx context.Context, dir, branch string, files map[string]File, exe st
 		}
 	}
 	return InstallHook(dir, exe)
+}
+
+// config is how every app repository is set up. Forced pushes reach the
+// builder's hook (which deploys them and says history was replaced);
+// deleting a branch never does.
+var config = [][2]string{
+	{"receive.denyNonFastForwards", "false"},
+	{"receive.denyDeletes", "true"},
+	{"receive.fsckObjects", "true"},
+	{"uploadpack.allowFilter", "true"},
+	{"http.receivepack", "true"},
+	{"core.logAllRefUpdates", "true"},
+}
+
+// Configure (re)applies the repository settings; the server runs it at
+// every start, so repositories made by an older version follow.
+func Configure(ctx context.Context, dir string) error {
+	for _, kv := range config {
+		if err := git(ctx, dir, nil, nil, "config", kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // InstallHook (re)writes the pre-receive hook to call exe. The server runs

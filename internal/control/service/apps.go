@@ -51,14 +51,15 @@ func (s *Service) Apps(caller *store.User, domain, name string) ([]store.App, er
 	return out, err
 }
 
-// CreateApp creates an app of the caller's domain with its repository
-// holding starter code of its type, and deploys that code. A failed
-// deploy leaves the app created: deployErr says why it does not serve.
+// CreateApp creates an app of the caller's domain. With a type its
+// repository holds starter code of that type, deployed at once (a failed
+// deploy leaves the app created: deployErr says why it does not serve);
+// without, the repository is empty and the first push deploys.
 func (s *Service) CreateApp(ctx context.Context, caller *store.User, domain string, req apitypes.CreateAppRequest) (app *store.App, deployErr, err error) {
 	if err := names.Label("app", req.Name); err != nil {
 		return nil, nil, refuse(Invalid, apitypes.CodeInvalid, err.Error())
 	}
-	if !slices.Contains(builder.Types, req.Type) {
+	if req.Type != "" && !slices.Contains(builder.Types, req.Type) {
 		return nil, nil, refuse(Invalid, apitypes.CodeInvalid, fmt.Sprintf("unknown app type %q: choose one of %s", req.Type, strings.Join(builder.Types, ", ")))
 	}
 	branch, scale, size := req.Branch, req.Scale, req.Size
@@ -102,7 +103,10 @@ func (s *Service) CreateApp(ctx context.Context, caller *store.User, domain stri
 	if err != nil {
 		return nil, nil, err
 	}
-	files, err := builder.Starter(req.Type, req.Name)
+	var files map[string]gitrepo.File
+	if req.Type != "" {
+		files, err = builder.Starter(req.Type, req.Name)
+	}
 	if err == nil {
 		if err = s.o.Agent.PrepareAppDir(&a); err == nil {
 			err = gitrepo.Init(ctx, s.o.Layout.Repo(a.ID), branch, files, s.o.Exe)
@@ -114,6 +118,10 @@ func (s *Service) CreateApp(ctx context.Context, caller *store.User, domain stri
 		return nil, nil, fmt.Errorf("creating repository: %w", err)
 	}
 	s.log.Info("app created", "app", a.FullName(), "type", req.Type, "user", caller.Name)
+	if req.Type == "" { // empty: its first push deploys
+		cur, err := s.App(caller, domain, req.Name)
+		return cur, nil, err
+	}
 	var out bytes.Buffer
 	head, deployErr := gitrepo.Head(ctx, s.o.Layout.Repo(a.ID), branch)
 	if deployErr == nil {
