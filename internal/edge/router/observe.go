@@ -226,33 +226,7 @@ func (o *observer) page(w http.ResponseWriter, req *http.Request, s *appStats, s
 	o.record(req, s, start, status, 0, int64(n), "")
 }
 
-// recorder notes a response's status and size; Unwrap keeps Flush and
-// Hijack reachable through http.ResponseController.
-type recorder struct {
-	http.ResponseWriter
-	status int
-	bytes  int64
-}
-
-func (w *recorder) WriteHeader(code int) {
-	if w.status == 0 || w.status == http.StatusSwitchingProtocols {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *recorder) Write(p []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	n, err := w.ResponseWriter.Write(p)
-	w.bytes += int64(n)
-	return n, err
-}
-
-func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-var recorders = sync.Pool{New: func() any { return new(recorder) }}
+var recorders = sync.Pool{New: func() any { return new(accesslog.Recorder) }}
 
 // countingBody counts request body bytes (atomically: the transport may
 // still be sending the body when the response is done).

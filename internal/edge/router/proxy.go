@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/edge/accesslog"
+
 	"github.com/gantry-paas/gantry/internal/edge/httpfast"
 )
 
@@ -79,8 +81,8 @@ func (r *Router) newProxy() {
 
 // forward proxies one request to ep and records it.
 func (r *Router) forward(w http.ResponseWriter, req *http.Request, rt *Route, ep string, st *appStats, start time.Time) {
-	rec := recorders.Get().(*recorder)
-	rec.ResponseWriter, rec.status, rec.bytes = w, 0, 0
+	rec := recorders.Get().(*accesslog.Recorder)
+	rec.ResponseWriter, rec.Status, rec.Bytes = w, 0, 0
 	var body *countingBody
 	if req.Body != nil && req.Body != http.NoBody {
 		body = &countingBody{ReadCloser: req.Body}
@@ -98,7 +100,7 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request, rt *Route, ep
 	if body != nil {
 		in = body.n.Load()
 	}
-	r.obs.record(req, st, start, rec.status, in, rec.bytes, ep)
+	r.obs.record(req, st, start, rec.Status, in, rec.Bytes, ep)
 	rec.ResponseWriter = nil
 	recorders.Put(rec)
 }

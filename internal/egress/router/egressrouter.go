@@ -35,6 +35,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gantry-paas/gantry/internal/edge/accesslog"
 	"github.com/gantry-paas/gantry/internal/edge/connguard"
 	"github.com/gantry-paas/gantry/internal/edge/health"
 	"github.com/gantry-paas/gantry/internal/edge/httpfast"
@@ -614,13 +615,13 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request, e *entry) {
 	if req.Body != nil && req.Body != http.NoBody {
 		req.Body = body
 	}
-	rec := &countWriter{ResponseWriter: w}
+	rec := &accesslog.Recorder{ResponseWriter: w}
 	e.result = "ok"
 	rp.ServeHTTP(rec, req)
 	if e.status == 0 {
-		e.status = rec.status
+		e.status = rec.Status
 	}
-	e.out, e.in = body.n, rec.n
+	e.out, e.in = body.n, rec.Bytes
 	r.obs.record(e)
 }
 
@@ -635,30 +636,6 @@ func (c *countReader) Read(p []byte) (int, error) {
 	return n, err
 }
 func (c *countReader) Close() error { return c.r.Close() }
-
-type countWriter struct {
-	http.ResponseWriter
-	status int
-	n      int64
-}
-
-func (w *countWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *countWriter) Write(p []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	n, err := w.ResponseWriter.Write(p)
-	w.n += int64(n)
-	return n, err
-}
-
-func (w *countWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // pipe copies both ways until both directions end (each direction's end
 // is passed on as a half-close), and returns the bytes a→b and b→a. TCP
