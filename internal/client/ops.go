@@ -103,6 +103,11 @@ func (c *Client) ActivateDeployment(ctx context.Context, d, a, id string) (apity
 	return call[apitypes.AppView](c, ctx, http.MethodPost, c.appPath(d, a, "deployments", url.PathEscape(id), "activate"), nil)
 }
 
+// PurgeCache drops an app's build cache.
+func (c *Client) PurgeCache(ctx context.Context, d, a string) (apitypes.CachePurge, error) {
+	return call[apitypes.CachePurge](c, ctx, http.MethodDelete, c.appPath(d, a, "cache"), nil)
+}
+
 // Logs streams an app's logs (NDJSON lines) until the server or ctx ends.
 func (c *Client) Logs(ctx context.Context, d, a string, lines int, follow bool) (io.ReadCloser, error) {
 	return c.Stream(ctx, c.appPath(d, a)+"/logs?lines="+strconv.Itoa(lines)+"&follow="+strconv.FormatBool(follow))

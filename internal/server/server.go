@@ -94,6 +94,9 @@ type Options struct {
 	DNSResolver       string
 	// MaxPushBytes is the largest pack a push may send (100 MiB).
 	MaxPushBytes int64
+	// BuildMemory limits build steps' memory (namespaced gears), apart
+	// from the app's gear size; 0: the gear size's.
+	BuildMemory int64
 	// DrainTimeout bounds how long a server a new process took over from
 	// waits for open requests and tunnels (a plain stop waits 5 s).
 	DrainTimeout time.Duration
@@ -471,7 +474,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Exe: exe, Env: env.ForGear, Egress: enf,
 		Disks: disks, GearResolvConf: gearResolv,
-		StartTimeout: o.StartTimeout, Isolation: isolation, Network: network, EgressRouter: egrPorts,
+		StartTimeout: o.StartTimeout, Isolation: isolation, Network: network, EgressRouter: egrPorts, BuildMemory: o.BuildMemory,
 		Hook: func(dep *store.Deployment, name string) string {
 			h, err := builder.FindHooks(dep.Dir)
 			if err != nil {

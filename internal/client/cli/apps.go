@@ -287,8 +287,23 @@ deploys it.`,
 	}
 	del.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
 
+	purge := &cobra.Command{
+		Use:   "purge-cache APP",
+		Short: "Drop the app's build cache (npm, pip, Go); the next build starts cold",
+		Args:  cobra.ExactArgs(1),
+		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
+			v, err := cl.PurgeCache(ctx, d, a)
+			if err != nil {
+				return err
+			}
+			return c.out(v, func(w io.Writer) {
+				fmt.Fprintf(w, "Dropped the build cache of %s (%.1f MiB); the next build fills it again.\n", a, float64(v.Freed)/(1<<20))
+			})
+		}),
+	}
+
 	cmd.AddCommand(c.scaleCmds()...)
-	cmd.AddCommand(create, list, show, set,
+	cmd.AddCommand(create, list, show, set, purge,
 		action("start", "Start an app", "Starting"),
 		action("stop", "Stop an app (the router answers 503)", "Stopping"),
 		action("restart", "Restart an app without dropping requests", "Restarting"),

@@ -54,6 +54,7 @@ type Agent interface {
 	// platform limits disks); RemoveAppDir deletes it.
 	PrepareAppDir(app *store.App) error
 	RemoveAppDir(app *store.App) error
+	PurgeCache(app *store.App) (int64, error)
 	// DiskUsage is what the app stores and its limit (0: none).
 	DiskUsage(app *store.App) (used, limit int64)
 }

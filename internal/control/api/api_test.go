@@ -291,6 +291,9 @@ func TestGitHTTPAuth(t *testing.T) {
 	}
 }
 
-func (f *fakeAgent) PrepareAppDir(app *store.App) error           { return f.layout.EnsureApp(app.ID) }
-func (f *fakeAgent) RemoveAppDir(app *store.App) error            { return os.RemoveAll(f.layout.AppDir(app.ID)) }
+func (f *fakeAgent) PrepareAppDir(app *store.App) error { return f.layout.EnsureApp(app.ID) }
+func (f *fakeAgent) RemoveAppDir(app *store.App) error  { return os.RemoveAll(f.layout.AppDir(app.ID)) }
+func (f *fakeAgent) PurgeCache(app *store.App) (int64, error) {
+	return 0, os.RemoveAll(f.layout.Cache(app.ID))
+}
 func (f *fakeAgent) DiskUsage(app *store.App) (used, limit int64) { return 0, 0 }

@@ -233,6 +233,16 @@ func (a *API) registerApps() {
 			})
 	}
 
+	huma.Register(a.h, huma.Operation{OperationID: "purge-cache", Method: http.MethodDelete, Path: "/v1/domains/{domain}/apps/{app}/cache", Security: bearer,
+		Summary: "Drop an app's build cache", Description: "The npm, pip and Go caches kept between builds; the next build starts cold.", Tags: []string{"apps"}},
+		func(ctx context.Context, in *AppRef) (*body[apitypes.CachePurge], error) {
+			n, err := a.o.Service.PurgeCache(userOf(ctx), in.Domain, in.App)
+			if err != nil {
+				return nil, asProblem(a, "purging the build cache", err)
+			}
+			return &body[apitypes.CachePurge]{Body: apitypes.CachePurge{Freed: n}}, nil
+		})
+
 	type envOut struct {
 		Body map[string]string
 	}

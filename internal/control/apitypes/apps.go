@@ -67,3 +67,8 @@ type DeploymentView struct {
 	Created   time.Time `json:"created"`
 	Active    bool      `json:"active"`
 }
+
+// CachePurge is what purging an app's build cache freed.
+type CachePurge struct {
+	Freed int64 `json:"freed_bytes" doc:"bytes the cache held"`
+}

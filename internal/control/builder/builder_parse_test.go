@@ -103,6 +103,7 @@ func TestDetect(t *testing.T) {
 		{name: "node_start_shell", files: map[string]string{"package.json": `{"scripts":{"start":"npm run db && node s.js"}}`}, cart: NodeJS, start: `PATH="$PWD/node_modules/.bin:$PATH" exec sh -c 'npm run db && node s.js'`},
 		{name: "node_deps_lock", files: map[string]string{"package.json": `{"dependencies":{"x":"1"}}`, "package-lock.json": "{}", "server.js": ""}, cart: NodeJS, start: "exec node server.js", steps: []string{"npm ci"}},
 		{name: "node_deps_build", files: map[string]string{"package.json": `{"main":"m.js","dependencies":{"x":"1"},"scripts":{"build":"tsc"}}`, "m.js": ""}, cart: NodeJS, start: "exec node 'm.js'", steps: []string{"npm install", "npm run build"}},
+		{name: "node_dev_deps_pruned", files: map[string]string{"package.json": `{"dependencies":{"x":"1"},"devDependencies":{"ts":"5"},"scripts":{"build":"tsc"}}`, "server.js": ""}, cart: NodeJS, start: "exec node server.js", steps: []string{"npm install", "npm run build", "npm prune --omit=dev"}},
 		{name: "node_bad_json", files: map[string]string{"package.json": `{`}, err: "not valid JSON"},
 		{name: "python_app", files: map[string]string{"app.py": ""}, cart: Python, start: "exec python3 app.py"},
 		{name: "python_reqs", files: map[string]string{"app.py": "", "requirements.txt": "# none\nflask\n"}, cart: Python, start: "exec ./.venv/bin/python3 app.py", steps: []string{"python venv", "pip install"}},

@@ -165,6 +165,9 @@ func planNode(t *tree) (*Plan, error) {
 	if pkg.Scripts["build"] != "" {
 		p.Steps = append(p.Steps, Step{"npm run build", []string{"npm", "run", "build"}})
 	}
+	if len(pkg.DevDependencies) > 0 { // as Heroku does: what the build needed, the app does not
+		p.Steps = append(p.Steps, Step{"npm prune --omit=dev", []string{"npm", "prune", "--omit=dev", "--no-audit", "--no-fund"}})
+	}
 	// The start script runs directly, not through `npm start`: one process
 	// fewer, signals reach the app, and it starts faster.
 	switch {

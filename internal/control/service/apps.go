@@ -408,3 +408,18 @@ func (s *Service) RotateKey(caller *store.User) (int, string, error) {
 	s.log.Info("platform key rotated", "resealed", n, "user", caller.Name)
 	return n, s.st.KeyFile(), nil
 }
+
+// PurgeCache drops the app's build cache (npm, pip, Go build and module
+// caches); the next build starts cold.
+func (s *Service) PurgeCache(caller *store.User, domain, name string) (int64, error) {
+	app, err := s.App(caller, domain, name)
+	if err != nil {
+		return 0, err
+	}
+	n, err := s.o.Agent.PurgeCache(app)
+	if err != nil {
+		return 0, fmt.Errorf("purging the build cache: %w", err)
+	}
+	s.log.Info("build cache purged", "app", app.FullName(), "bytes", n, "user", caller.Name)
+	return n, nil
+}

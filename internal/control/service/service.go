@@ -67,6 +67,8 @@ type Agent interface {
 	// platform limits disks); RemoveAppDir deletes it.
 	PrepareAppDir(app *store.App) error
 	RemoveAppDir(app *store.App) error
+	// PurgeCache deletes the app's build cache, returning the bytes freed.
+	PurgeCache(app *store.App) (int64, error)
 }
 
 // Builder deploys a commit of an app.

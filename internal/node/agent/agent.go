@@ -69,6 +69,10 @@ type Options struct {
 	RunHost func(ctx context.Context, dir string, env []string, out io.Writer, timeout time.Duration, args ...string) error
 	// Isolation is Process or Namespaces.
 	Isolation string
+	// BuildMemory limits one-off build steps' memory, apart from the app's
+	// gear size (0: the gear size's). Their processes and CPU are the
+	// largest size's.
+	BuildMemory int64
 	// Runtime starts and stops the gears' supervisors (nil: the real
 	// driver of the isolation mode; tests pass a runtime.Recorder).
 	Runtime gearrt.Driver

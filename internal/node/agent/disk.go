@@ -3,7 +3,9 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 
 	"github.com/gantry-paas/gantry/internal/control/store"
 	"github.com/gantry-paas/gantry/internal/node/disk"
@@ -45,6 +47,22 @@ func (a *Agent) RemoveAppDir(app *store.App) error {
 		return a.o.Disks.Remove(app.ID, dir)
 	}
 	return nil
+}
+
+// PurgeCache deletes the app's build cache (npm, pip, Go) and returns the
+// bytes it held; the next build fills it again.
+func (a *Agent) PurgeCache(app *store.App) (int64, error) {
+	dir := a.o.Layout.Cache(app.ID)
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n, os.RemoveAll(dir)
 }
 
 // DiskUsage is what the app stores and its limit (0: none).

@@ -75,6 +75,13 @@ func (a *Agent) runOneOff(ctx context.Context, appKey, dir string, env []string,
 	if err != nil {
 		return err
 	}
+	if a.o.BuildMemory > 0 { // builds are not bound by the gear size
+		sb.Limits = Sizes["large"]
+		sb.Limits.MemoryBytes = a.o.BuildMemory
+		sb.LimitName = "the build limit, " + humanBytes(a.o.BuildMemory) + ": raise it with `gantry server --build-memory`"
+	} else {
+		sb.LimitName = "the gear size's, " + humanBytes(sb.Limits.MemoryBytes) + ": `gantry app set APP --gear-size` raises it"
+	}
 	return a.rt.RunOnce(ctx, g.ID, sb, out, timeout, args)
 }
 
@@ -101,4 +108,15 @@ func chownTree(dir string, uid int) error {
 		}
 		return os.Lchown(p, uid, uid)
 	})
+}
+
+// humanBytes writes a memory size the way users give it.
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20:
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
 }

@@ -81,6 +81,11 @@ func Build(p Params) []string {
 		set("GANTRY_"+cart+"_PORT", port)
 		set("OPENSHIFT_"+cart+"_IP", p.IP)
 		set("OPENSHIFT_"+cart+"_PORT", port)
+		// A Node.js app runs in production unless it says otherwise (its
+		// build, which installs devDependencies, does not).
+		if _, own := p.User["NODE_ENV"]; p.Type == "nodejs" && !own {
+			set("NODE_ENV", "production")
+		}
 	}
 	out := make([]string, 0, len(env))
 	for k, v := range env {

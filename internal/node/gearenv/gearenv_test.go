@@ -55,3 +55,23 @@ func TestBuildWithoutPortHasNoPortVars(t *testing.T) {
 		}
 	}
 }
+
+// A Node.js gear runs with NODE_ENV=production unless the app sets it; its
+// build does not get it (devDependencies install).
+func TestNodeEnvProduction(t *testing.T) {
+	has := func(env []string, kv string) bool {
+		for _, e := range env {
+			if e == kv {
+				return true
+			}
+		}
+		return false
+	}
+	gear := Build(Params{App: "a", Type: "nodejs", GearID: "g1", IP: "127.0.0.1", Port: 8080})
+	own := Build(Params{App: "a", Type: "nodejs", GearID: "g1", IP: "127.0.0.1", Port: 8080, User: map[string]string{"NODE_ENV": "staging"}})
+	build := Build(Params{App: "a", Type: "nodejs", GearID: "build"})
+	py := Build(Params{App: "a", Type: "python", GearID: "g1", IP: "127.0.0.1", Port: 8080})
+	if !has(gear, "NODE_ENV=production") || !has(own, "NODE_ENV=staging") || has(build, "NODE_ENV=production") || has(py, "NODE_ENV=production") {
+		t.Errorf("NODE_ENV: gear %v, own %v, build %v, python %v", has(gear, "NODE_ENV=production"), has(own, "NODE_ENV=staging"), has(build, "NODE_ENV=production"), has(py, "NODE_ENV=production"))
+	}
+}

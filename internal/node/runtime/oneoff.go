@@ -62,8 +62,16 @@ func (n *Namespaces) RunOnce(ctx context.Context, net string, sb Sandbox, out io
 			err = fmt.Errorf("%s did not finish within %s", filepath.Base(args[0]), timeout)
 		}
 	}
+	oom := sandbox.OOMKills(cgroup) > 0 // read before the delete drops runc's leaf
 	exec.Command("runc", "--root", n.RuncRoot, "delete", "-f", id).Run()
 	var ee *exec.ExitError
+	if errors.As(err, &ee) && oom {
+		limit := sb.LimitName
+		if limit == "" {
+			limit = "its memory limit"
+		}
+		return fmt.Errorf("%s ran out of memory and was killed (%s); make it use less, or raise the limit", filepath.Base(args[0]), limit)
+	}
 	if errors.As(err, &ee) {
 		if ee.ExitCode() == 126 || ee.ExitCode() == 127 {
 			return fmt.Errorf("%s could not be run in the gear (exit %d): is it a program with a #! line?", filepath.Base(args[0]), ee.ExitCode())

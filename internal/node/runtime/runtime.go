@@ -52,6 +52,9 @@ type Sandbox struct {
 	// recursively) and may traverse Traverse (root's, group UID, 0710).
 	Private, Traverse []string
 	Tree              string
+	// LimitName says which memory limit applies and how to raise it, for
+	// the message when a one-off run is killed for memory.
+	LimitName string
 }
 
 // Caps are what a driver gives gears.
