@@ -103,6 +103,11 @@ func (c *Client) ActivateDeployment(ctx context.Context, d, a, id string) (apity
 	return call[apitypes.AppView](c, ctx, http.MethodPost, c.appPath(d, a, "deployments", url.PathEscape(id), "activate"), nil)
 }
 
+// Runtimes lists the language versions builds choose from.
+func (c *Client) Runtimes(ctx context.Context) (apitypes.RuntimesView, error) {
+	return call[apitypes.RuntimesView](c, ctx, http.MethodGet, "/v1/runtimes", nil)
+}
+
 // PurgeCache drops an app's build cache.
 func (c *Client) PurgeCache(ctx context.Context, d, a string) (apitypes.CachePurge, error) {
 	return call[apitypes.CachePurge](c, ctx, http.MethodDelete, c.appPath(d, a, "cache"), nil)

@@ -49,6 +49,7 @@ the CLI on this machine. SIGTERM stops the server; apps keep running.`,
 	f.IntVar(&o.MaxHeaderBytes, "max-header-bytes", 64<<10, "largest request header accepted (431 above)")
 	f.DurationVar(&o.DrainTimeout, "drain-timeout", 30*time.Second, "after a SIGHUP hand-off, how long the old process lets open requests, WebSockets and TCP connections finish (a plain stop gives them 5s)")
 	f.StringVar(&o.PIDFile, "pid-file", "", "write the pid of the serving process here (it changes when SIGHUP hands over to a new process)")
+	f.StringVar(&o.RuntimesDir, "runtimes", "", "directory of language runtimes, trees named node-22, python-3.11, go-1.26 (default DATA/runtimes); the host's toolchains count too")
 	f.Int64Var(&o.BuildMemory, "build-memory", 2<<30, "memory limit of an app's build steps, in bytes (namespaced gears; builds are not bound by the app's gear size); 0: the gear size's")
 	f.Int64Var(&o.MaxPushBytes, "max-push-size", builder.DefaultMaxPush, "largest pack a git push may send, in bytes (git refuses a larger one before storing anything)")
 	f.StringVar(&o.ResolvConf, "resolv-conf", "", "the host's resolver configuration (default /etc/resolv.conf): its nameservers, a loopback stub such as systemd-resolved's included, are the DNS forwarder's upstreams, through which namespaced gears resolve")

@@ -23,6 +23,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/node/runtimes"
+
 	"github.com/gantry-paas/gantry/internal/control/service"
 
 	"github.com/gantry-paas/gantry/internal/edge/acme"
@@ -94,6 +96,8 @@ type Options struct {
 	DNSResolver       string
 	// MaxPushBytes is the largest pack a push may send (100 MiB).
 	MaxPushBytes int64
+	// RuntimesDir holds language runtimes (default DATA/runtimes).
+	RuntimesDir string
 	// BuildMemory limits build steps' memory (namespaced gears), apart
 	// from the app's gear size; 0: the gear size's.
 	BuildMemory int64
@@ -374,6 +378,11 @@ func Run(ctx context.Context, o Options) error {
 			}
 		}
 	}
+	runtimesDir := o.RuntimesDir
+	if runtimesDir == "" {
+		runtimesDir = filepath.Join(o.DataDir, "runtimes")
+	}
+	os.MkdirAll(runtimesDir, 0o755)
 	env := &gearenv.Builder{Layout: lay, Path: os.Getenv("PATH"), Store: st}
 	if isolation == agent.Namespaces {
 		env.Path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/go/bin"
@@ -474,7 +483,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Exe: exe, Env: env.ForGear, Egress: enf,
 		Disks: disks, GearResolvConf: gearResolv,
-		StartTimeout: o.StartTimeout, Isolation: isolation, Network: network, EgressRouter: egrPorts, BuildMemory: o.BuildMemory,
+		StartTimeout: o.StartTimeout, Isolation: isolation, Network: network, EgressRouter: egrPorts, BuildMemory: o.BuildMemory, RuntimesDir: runtimesDir,
 		Hook: func(dep *store.Deployment, name string) string {
 			h, err := builder.FindHooks(dep.Dir)
 			if err != nil {
@@ -496,6 +505,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	bld, err := builder.New(builder.Options{Store: st, Layout: lay, Log: log, Deployer: ag, Run: ag.RunSandboxed, MaxPushBytes: o.MaxPushBytes,
+		Runtimes:     func() []runtimes.Runtime { return listRuntimes(runtimesDir, log) },
 		StaticServer: shellQuote(exe) + " static-serve", Env: env.ForBuild,
 		URL: func(a *store.App) string { return appURL(a.Host) }})
 	if err == nil {
@@ -519,7 +529,7 @@ func Run(ctx context.Context, o Options) error {
 		CloudDomain: o.CloudDomain, MaxGears: o.MaxGears, Applied: rt, PlatformHosts: []string{o.Host, "localhost"},
 		AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver, ReservedPorts: []int{httpPort, httpsPort, sshPort}, HTTPSPort: httpsPort, Events: evlog, Egress: enf,
 		EgressRouter: egressAPI(egr), EgressPorts: ag.ApplyEgressRouterPorts})
-	apiHandler, err := api.New(api.Options{Store: st, Service: svc, Layout: lay, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld, Exe: exe,
+	apiHandler, err := api.New(api.Options{Store: st, Service: svc, Runtimes: func() ([]runtimes.Runtime, []error) { return runtimes.Discover(runtimesDir) }, Layout: lay, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld, Exe: exe,
 		CloudDomain: o.CloudDomain, AppURL: appURL, Version: o.Version, AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver,
 		Doctor: func() []apitypes.DoctorCheck { return doctor(hostOpts) },
 		GitSSHURL: func(d, a string) string {
@@ -854,4 +864,14 @@ func acmeFromFlags(o Options, lay layout.Layout, log *slog.Logger) (*acme.Issuer
 		}
 	}
 	return acme.New(ao, log)
+}
+
+// listRuntimes is the language runtimes there are; trees that are not
+// runtimes are logged.
+func listRuntimes(dir string, log *slog.Logger) []runtimes.Runtime {
+	rts, problems := runtimes.Discover(dir)
+	for _, p := range problems {
+		log.Warn("runtimes directory", "problem", p.Error())
+	}
+	return rts
 }

@@ -499,9 +499,9 @@ func (c *cli) deploymentCmd() *cobra.Command {
 					if dp.Active {
 						active = "*"
 					}
-					rows = append(rows, []string{active, dp.ID, dp.Commit[:min(10, len(dp.Commit))], dp.Cartridge, dp.Created.Local().Format(time.DateTime)})
+					rows = append(rows, []string{active, dp.ID, dp.Commit[:min(10, len(dp.Commit))], dp.Cartridge, orDash(dp.Runtime), dp.Created.Local().Format(time.DateTime)})
 				}
-				table(w, []string{"ACTIVE", "ID", "COMMIT", "TYPE", "CREATED"}, rows)
+				table(w, []string{"ACTIVE", "ID", "COMMIT", "TYPE", "RUNTIME", "CREATED"}, rows)
 			})
 		}),
 	}

@@ -23,6 +23,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/gantry-paas/gantry/internal/node/runtimes"
+
 	"github.com/gantry-paas/gantry/internal/control/service"
 
 	"github.com/gantry-paas/gantry/internal/control/apitypes"
@@ -80,6 +82,8 @@ type Builder interface {
 
 // Options configure the API.
 type Options struct {
+	// Runtimes, if set, lists the language runtimes builds choose from.
+	Runtimes func() ([]runtimes.Runtime, []error)
 	// Service holds the domain operations the API maps onto (required).
 	Service *service.Service
 	// AliasVerification is when aliases need a claimed DNS name: auto

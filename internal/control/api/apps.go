@@ -243,6 +243,22 @@ func (a *API) registerApps() {
 			return &body[apitypes.CachePurge]{Body: apitypes.CachePurge{Freed: n}}, nil
 		})
 
+	huma.Register(a.h, huma.Operation{OperationID: "list-runtimes", Method: http.MethodGet, Path: "/v1/runtimes", Security: bearer,
+		Summary: "Language versions builds choose from", Description: "A build picks the newest that satisfies the app's package.json engines.node, .python-version or runtime.txt, or go.mod go/toolchain line.", Tags: []string{"apps"}},
+		func(ctx context.Context, _ *struct{}) (*body[apitypes.RuntimesView], error) {
+			v := apitypes.RuntimesView{Runtimes: []apitypes.RuntimeView{}}
+			if a.o.Runtimes != nil {
+				rts, problems := a.o.Runtimes()
+				for _, r := range rts {
+					v.Runtimes = append(v.Runtimes, apitypes.RuntimeView{Language: r.Lang, Version: r.Version, Source: r.Source})
+				}
+				for _, p := range problems {
+					v.Problems = append(v.Problems, p.Error())
+				}
+			}
+			return &body[apitypes.RuntimesView]{Body: v}, nil
+		})
+
 	type envOut struct {
 		Body map[string]string
 	}
@@ -291,7 +307,7 @@ func (a *API) registerDeployments() {
 			}
 			out := []apitypes.DeploymentView{}
 			for _, d := range deps {
-				out = append(out, apitypes.DeploymentView{ID: d.ID, Commit: d.Commit, Cartridge: d.Type, Created: d.Created, Active: d.ID == app.ActiveDeployment})
+				out = append(out, apitypes.DeploymentView{ID: d.ID, Commit: d.Commit, Cartridge: d.Type, Runtime: d.Runtime, Created: d.Created, Active: d.ID == app.ActiveDeployment})
 			}
 			return &body[[]apitypes.DeploymentView]{Body: out}, nil
 		})

@@ -64,6 +64,7 @@ type DeploymentView struct {
 	ID        string    `json:"id"`
 	Commit    string    `json:"commit"`
 	Cartridge string    `json:"cartridge"`
+	Runtime   string    `json:"runtime,omitempty" doc:"the language version it runs on, e.g. Node.js 22.4.1"`
 	Created   time.Time `json:"created"`
 	Active    bool      `json:"active"`
 }
@@ -71,4 +72,18 @@ type DeploymentView struct {
 // CachePurge is what purging an app's build cache freed.
 type CachePurge struct {
 	Freed int64 `json:"freed_bytes" doc:"bytes the cache held"`
+}
+
+// RuntimeView is one language version builds can choose.
+type RuntimeView struct {
+	Language string `json:"language" doc:"nodejs, python or go"`
+	Version  string `json:"version" doc:"what its binary reports, e.g. 22.4.1"`
+	Source   string `json:"source" doc:"the tree in the runtimes directory, or host"`
+}
+
+// RuntimesView lists the runtimes and the runtimes directory's trees that
+// are not runtimes.
+type RuntimesView struct {
+	Runtimes []RuntimeView `json:"runtimes"`
+	Problems []string      `json:"problems,omitempty"`
 }

@@ -27,6 +27,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/node/runtimes"
+
 	"github.com/gantry-paas/gantry/internal/control/store"
 	"github.com/gantry-paas/gantry/internal/keylock"
 	"github.com/gantry-paas/gantry/internal/layout"
@@ -47,6 +49,10 @@ type Options struct {
 	StaticServer string
 	// Env is the environment of build steps and hooks for an app.
 	Env func(app *store.App, dir, appType string) []string
+	// Runtimes, if set, lists the language versions there are; the build
+	// picks the one the app asks for (package.json engines,
+	// .python-version, go.mod).
+	Runtimes func() []runtimes.Runtime
 	// URL is the public URL of an app, printed at the end of a deploy.
 	URL func(app *store.App) string
 	// StepTimeout bounds each build step and hook.
@@ -140,6 +146,27 @@ func (b *Builder) Deploy(ctx context.Context, appKey, commit string, gitEnv []st
 		fmt.Fprintf(out, "       warning: %s\n", w)
 	}
 	env := b.o.Env(&app, dir, plan.Type)
+	var rt runtimes.Runtime
+	if plan.Want != nil && b.o.Runtimes != nil {
+		rts := b.o.Runtimes()
+		rt, err = runtimes.Pick(*plan.Want, rts)
+		if err != nil && plan.Want.Lang == runtimes.Go {
+			// go itself fetches the toolchain go.mod names (GOTOOLCHAIN,
+			// through the module proxy), into the app's build cache.
+			if rt, err = runtimes.Pick(runtimes.Want{Lang: runtimes.Go}, rts); err == nil {
+				fmt.Fprintf(out, "       note: no Go here satisfies %s; go fetches that toolchain itself (GOTOOLCHAIN)\n", plan.Want.From)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrBuild, err)
+		}
+		why := plan.Want.From
+		if why == "" {
+			why = "no version asked for"
+		}
+		fmt.Fprintf(out, "-----> %s %s (%s; %s)\n", langName[rt.Lang], rt.Version, why, rt.Source)
+		env = WithRuntime(env, rt.Bin, rt.Root)
+	}
 	run := func(title string, args ...string) error {
 		fmt.Fprintf(out, "-----> %s\n", title)
 		if err := b.o.Run(ctx, appKey, dir, env, indent(out), b.o.StepTimeout, args...); err != nil {
@@ -168,7 +195,11 @@ func (b *Builder) Deploy(ctx context.Context, appKey, commit string, gitEnv []st
 		return err
 	}
 	dep := store.Deployment{ID: depID, AppID: app.ID, Commit: commit, Type: plan.Type,
-		Command: plan.Start, Health: HealthPath(dir), Dir: dir, Created: time.Now().UTC()}
+		Command: plan.Start, Health: HealthPath(dir), Dir: dir, Created: time.Now().UTC(),
+		RuntimeBin: rt.Bin, RuntimeRoot: rt.Root}
+	if rt.Version != "" {
+		dep.Runtime = langName[rt.Lang] + " " + rt.Version
+	}
 	if err := b.o.Store.Update(func(tx *store.Tx) error { return tx.Create(store.DeploymentKey(app.ID, depID), &dep) }); err != nil {
 		return fmt.Errorf("recording deployment: %w", err)
 	}
@@ -349,4 +380,27 @@ func (b *Builder) CleanStale(before time.Time) {
 			}
 		}
 	}
+}
+
+var langName = map[string]string{runtimes.Node: "Node.js", runtimes.Python: "Python", runtimes.Go: "Go"}
+
+// WithRuntime puts a runtime's binaries first on env's PATH and names its
+// tree (GANTRY_RUNTIME_ROOT, which the sandbox mounts read-only).
+func WithRuntime(env []string, bin, root string) []string {
+	if bin == "" {
+		return env
+	}
+	out := make([]string, 0, len(env)+1)
+	for _, kv := range env {
+		if p, ok := strings.CutPrefix(kv, "PATH="); ok {
+			kv = "PATH=" + bin + ":" + p
+		}
+		if !strings.HasPrefix(kv, "GANTRY_RUNTIME_ROOT=") {
+			out = append(out, kv)
+		}
+	}
+	if root != "" {
+		out = append(out, "GANTRY_RUNTIME_ROOT="+root)
+	}
+	return out
 }

@@ -177,3 +177,31 @@ func TestFindHooksNotExecutable(t *testing.T) {
 		t.Errorf("got %v; want a not-executable error that says chmod +x", err)
 	}
 }
+
+// What version a tree asks for, in each ecosystem's own place.
+func TestDetectVersionWanted(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		files      map[string]string
+		constraint string
+	}{
+		{"node_engines", map[string]string{"package.json": `{"engines":{"node":">=20 <23"},"scripts":{"start":"node s.js"}}`}, ">=20 <23"},
+		{"node_none", map[string]string{"package.json": `{"scripts":{"start":"node s.js"}}`}, ""},
+		{"python_version_file", map[string]string{"app.py": "", ".python-version": "3.11\n"}, "3.11"},
+		{"python_runtime_txt", map[string]string{"app.py": "", "runtime.txt": "python-3.12.1\n"}, "3.12.1"},
+		{"go_line", map[string]string{"go.mod": "module x\n\ngo 1.25\n"}, "1.25"},
+		{"go_toolchain_wins", map[string]string{"go.mod": "module x\n\ngo 1.24\n\ntoolchain go1.26.1\n"}, "1.26.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			write(t, dir, tc.files)
+			p, err := Detect(dir, "", "serve")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Want == nil || p.Want.Constraint != tc.constraint {
+				t.Errorf("want %+v; constraint %q", p.Want, tc.constraint)
+			}
+		})
+	}
+}

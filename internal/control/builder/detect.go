@@ -9,6 +9,8 @@ import (
 	"os"
 	"regexp"
 	"strings"
+
+	"github.com/gantry-paas/gantry/internal/node/runtimes"
 )
 
 // App types: what builds and runs an app's web process (OpenShift's web
@@ -37,6 +39,9 @@ type Plan struct {
 	Steps []Step
 	Start string
 	Notes []string
+	// Want is the language version the tree asks for (nil: a type without
+	// versions, static or Procfile).
+	Want *runtimes.Want
 }
 
 var markers = []struct {
@@ -94,7 +99,8 @@ func Detect(dir, preferred, staticServer string) (*Plan, error) {
 	case Python:
 		p, err = planPython(t)
 	case Go:
-		p = &Plan{Type: Go, Steps: []Step{{"go build", []string{"go", "build", "-o", ".gantry/bin/web", "."}}}, Start: "exec ./.gantry/bin/web"}
+		p = &Plan{Type: Go, Steps: []Step{{"go build", []string{"go", "build", "-o", ".gantry/bin/web", "."}}}, Start: "exec ./.gantry/bin/web",
+			Want: goWant(t)}
 	case Static:
 		p = &Plan{Type: Static, Start: "exec " + staticServer}
 	case Procfile:
@@ -139,6 +145,7 @@ func readProcfile(t *tree) ([]Process, bool, error) {
 }
 
 type packageJSON struct {
+	Engines         map[string]string `json:"engines"`
 	Main            string            `json:"main"`
 	Scripts         map[string]string `json:"scripts"`
 	Dependencies    map[string]string `json:"dependencies"`
@@ -154,7 +161,10 @@ func planNode(t *tree) (*Plan, error) {
 	if err := json.Unmarshal(data, &pkg); err != nil {
 		return nil, fmt.Errorf("package.json is not valid JSON: %v", jsonErrorAt(err))
 	}
-	p := &Plan{Type: NodeJS}
+	p := &Plan{Type: NodeJS, Want: &runtimes.Want{Lang: runtimes.Node}}
+	if e := strings.TrimSpace(pkg.Engines["node"]); e != "" {
+		p.Want.Constraint, p.Want.From = e, fmt.Sprintf("engines: %q", e)
+	}
 	if len(pkg.Dependencies)+len(pkg.DevDependencies) > 0 {
 		if t.exists("package-lock.json") || t.exists("npm-shrinkwrap.json") {
 			p.Steps = append(p.Steps, Step{"npm ci", []string{"npm", "ci", "--no-audit", "--no-fund"}})
@@ -189,7 +199,16 @@ func planNode(t *tree) (*Plan, error) {
 }
 
 func planPython(t *tree) (*Plan, error) {
-	p := &Plan{Type: Python}
+	p := &Plan{Type: Python, Want: &runtimes.Want{Lang: runtimes.Python}}
+	if data, err := t.readFile(".python-version"); err == nil {
+		if v := strings.TrimSpace(strings.SplitN(string(data), "\n", 2)[0]); v != "" {
+			p.Want.Constraint, p.Want.From = v, ".python-version: "+v
+		}
+	} else if data, err := t.readFile("runtime.txt"); err == nil {
+		if v := strings.TrimPrefix(strings.TrimSpace(string(data)), "python-"); v != "" {
+			p.Want.Constraint, p.Want.From = v, "runtime.txt: python-"+v
+		}
+	}
 	reqs, err := requirements(t)
 	if err != nil {
 		return nil, err
@@ -260,4 +279,22 @@ func jsonErrorAt(err error) string {
 
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+var goLine = regexp.MustCompile(`(?m)^(go|toolchain)\s+(go)?([0-9][0-9.]*)\s*$`)
+
+// goWant reads go.mod's go line (the least Go the module builds with),
+// or its toolchain line, which names a newer one.
+func goWant(t *tree) *runtimes.Want {
+	w := &runtimes.Want{Lang: runtimes.Go}
+	data, err := t.readFile("go.mod")
+	if err != nil {
+		return w
+	}
+	for _, m := range goLine.FindAllStringSubmatch(string(data), -1) {
+		if w.Constraint == "" || m[1] == "toolchain" {
+			w.Constraint, w.From = m[3], "go.mod: "+m[1]+" "+m[2]+m[3]
+		}
+	}
+	return w
 }

@@ -111,14 +111,20 @@ type Host struct {
 
 // Deployment is one build of one commit. Key: deployments/APPID/ID.
 type Deployment struct {
-	ID      string    `json:"id"`
-	AppID   string    `json:"app_id"`
-	Commit  string    `json:"commit"`
-	Type    string    `json:"cartridge"`   // the app type (nodejs, go…); the key predates the word
-	Command string    `json:"command"`     // the web process command
-	Health  string    `json:"health_path"` // optional HTTP path checked before routing
-	Dir     string    `json:"dir"`         // built tree on disk
-	Created time.Time `json:"created"`
+	ID      string `json:"id"`
+	AppID   string `json:"app_id"`
+	Commit  string `json:"commit"`
+	Type    string `json:"cartridge"`   // the app type (nodejs, go…); the key predates the word
+	Command string `json:"command"`     // the web process command
+	Health  string `json:"health_path"` // optional HTTP path checked before routing
+	Dir     string `json:"dir"`         // built tree on disk
+	// Runtime is the language version it was built with and runs on
+	// ("" : none chosen): its binaries' directory, and its tree when it
+	// comes from the runtimes directory (mounted into gears).
+	Runtime     string    `json:"runtime,omitempty"`
+	RuntimeBin  string    `json:"runtime_bin,omitempty"`
+	RuntimeRoot string    `json:"runtime_root,omitempty"`
+	Created     time.Time `json:"created"`
 }
 
 // DeploymentKey is the store key of a deployment.

@@ -69,6 +69,9 @@ type Options struct {
 	RunHost func(ctx context.Context, dir string, env []string, out io.Writer, timeout time.Duration, args ...string) error
 	// Isolation is Process or Namespaces.
 	Isolation string
+	// RuntimesDir holds the language runtimes (trees mounted read-only
+	// into the gears whose deployment chose them).
+	RuntimesDir string
 	// BuildMemory limits one-off build steps' memory, apart from the app's
 	// gear size (0: the gear size's). Their processes and CPU are the
 	// largest size's.

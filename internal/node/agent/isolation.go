@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"path/filepath"
+	"strings"
 	"time"
 
 	gearrt "github.com/gantry-paas/gantry/internal/node/runtime"
@@ -176,6 +178,15 @@ func (a *Agent) sandboxOf(app *store.App, id, command, dir string, env []string)
 	}
 	l := a.o.Layout
 	ss := a.sandboxSpec(app, id, env, dir)
+	// The language runtime the build chose, read-only; only a tree of the
+	// platform's runtimes directory (the variable is the platform's own:
+	// users may not set GANTRY_ names).
+	for _, kv := range env {
+		if root, ok := strings.CutPrefix(kv, "GANTRY_RUNTIME_ROOT="); ok && a.o.RuntimesDir != "" &&
+			filepath.Dir(filepath.Clean(root)) == filepath.Clean(a.o.RuntimesDir) {
+			ss.Mounts = append(ss.Mounts, sandbox.Mount{Path: root, ReadOnly: true})
+		}
+	}
 	return gearrt.Sandbox{ID: id, Command: command, Cwd: dir, Env: env, UID: app.UID, Hostname: ss.Hostname, Mounts: ss.Mounts,
 		Limits: limits, Private: []string{l.Data(app.ID), l.Tmp(app.ID), l.Home(app.ID)}, Traverse: []string{l.AppDir(app.ID)}}, nil
 }

@@ -58,7 +58,14 @@ func (e *Builder) params(app *store.App, dir, appType string) Params {
 func (e *Builder) ForGear(app *store.App, dep *store.Deployment, g *store.Gear) []string {
 	p := e.params(app, dep.Dir, dep.Type)
 	p.GearID, p.IP, p.Port = g.ID, g.IP, g.Port
-	return Build(p)
+	if dep.RuntimeBin != "" {
+		p.PathPrefix = append(p.PathPrefix, dep.RuntimeBin)
+	}
+	env := Build(p)
+	if dep.RuntimeRoot != "" {
+		env = append(env, "GANTRY_RUNTIME_ROOT="+dep.RuntimeRoot)
+	}
+	return env
 }
 
 // ForBuild is the environment of a build step or hook of the app,
