@@ -505,7 +505,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	bld, err := builder.New(builder.Options{Store: st, Layout: lay, Log: log, Deployer: ag, Run: ag.RunSandboxed, MaxPushBytes: o.MaxPushBytes,
-		Runtimes:     func() []runtimes.Runtime { return listRuntimes(runtimesDir, log) },
+		Runtimes:     func() []runtimes.Runtime { return listRuntimes(runtimesDir, env.Path, log) },
 		StaticServer: shellQuote(exe) + " static-serve", Env: env.ForBuild,
 		URL: func(a *store.App) string { return appURL(a.Host) }})
 	if err == nil {
@@ -529,7 +529,7 @@ func Run(ctx context.Context, o Options) error {
 		CloudDomain: o.CloudDomain, MaxGears: o.MaxGears, Applied: rt, PlatformHosts: []string{o.Host, "localhost"},
 		AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver, ReservedPorts: []int{httpPort, httpsPort, sshPort}, HTTPSPort: httpsPort, Events: evlog, Egress: enf,
 		EgressRouter: egressAPI(egr), EgressPorts: ag.ApplyEgressRouterPorts})
-	apiHandler, err := api.New(api.Options{Store: st, Service: svc, Runtimes: func() ([]runtimes.Runtime, []error) { return runtimes.Discover(runtimesDir) }, Layout: lay, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld, Exe: exe,
+	apiHandler, err := api.New(api.Options{Store: st, Service: svc, Runtimes: func() ([]runtimes.Runtime, []error) { return runtimes.Discover(runtimesDir, env.Path) }, Layout: lay, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld, Exe: exe,
 		CloudDomain: o.CloudDomain, AppURL: appURL, Version: o.Version, AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver,
 		Doctor: func() []apitypes.DoctorCheck { return doctor(hostOpts) },
 		GitSSHURL: func(d, a string) string {
@@ -868,8 +868,8 @@ func acmeFromFlags(o Options, lay layout.Layout, log *slog.Logger) (*acme.Issuer
 
 // listRuntimes is the language runtimes there are; trees that are not
 // runtimes are logged.
-func listRuntimes(dir string, log *slog.Logger) []runtimes.Runtime {
-	rts, problems := runtimes.Discover(dir)
+func listRuntimes(dir, hostPath string, log *slog.Logger) []runtimes.Runtime {
+	rts, problems := runtimes.Discover(dir, hostPath)
 	for _, p := range problems {
 		log.Warn("runtimes directory", "problem", p.Error())
 	}

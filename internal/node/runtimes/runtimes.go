@@ -71,10 +71,12 @@ func version(lang, bin string) (string, error) {
 	return m[1] + "." + m[2] + "." + m[3], nil
 }
 
-// Discover lists the runtimes in dir (LANG-VERSION trees) and on the host
-// (PATH, and /usr/local/go/bin for Go). Trees that are not runtimes are
+// Discover lists the runtimes in dir (LANG-VERSION trees) and on the host:
+// in hostPath, the PATH gears run with (namespaced gears see only the
+// host's /usr, so a toolchain elsewhere on the server's PATH is not
+// theirs), and /usr/local/go/bin for Go. Trees that are not runtimes are
 // reported in problems, each saying what is wrong.
-func Discover(dir string) (rts []Runtime, problems []error) {
+func Discover(dir, hostPath string) (rts []Runtime, problems []error) {
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		prefix, _, ok := strings.Cut(e.Name(), "-")
@@ -92,14 +94,16 @@ func Discover(dir string) (rts []Runtime, problems []error) {
 		rts = append(rts, Runtime{Lang: lang, Version: v, Root: root, Bin: bin, Source: e.Name()})
 	}
 	for lang, b := range binaries {
-		path, err := exec.LookPath(b.name)
-		if err != nil && lang == Go {
-			path, err = "/usr/local/go/bin/go", nil
+		bin := ""
+		for _, d := range append(filepath.SplitList(hostPath), "/usr/local/go/bin") {
+			if fi, err := os.Stat(filepath.Join(d, b.name)); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+				bin = d
+				break
+			}
 		}
-		if err != nil {
+		if bin == "" {
 			continue
 		}
-		bin := filepath.Dir(path)
 		if v, err := version(lang, bin); err == nil {
 			rts = append(rts, Runtime{Lang: lang, Version: v, Bin: bin, Source: "host"})
 		}

@@ -26,7 +26,7 @@ func TestDiscoverAndPick(t *testing.T) {
 	shim(t, dir, "python-3.11", "python3", "Python 3.11.9")
 	shim(t, dir, "go-1.26", "go", "go version go1.26.2 linux/amd64")
 	os.MkdirAll(filepath.Join(dir, "node-20", "bin"), 0o755) // no binary
-	rts, problems := Discover(dir)
+	rts, problems := Discover(dir, os.Getenv("PATH"))
 	if len(problems) != 1 || !strings.Contains(problems[0].Error(), "node-20") {
 		t.Errorf("problems: %v; want the tree without a binary", problems)
 	}
