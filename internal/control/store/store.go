@@ -3,15 +3,16 @@
 // a revision counter that every committed write bumps and that watchers follow.
 //
 // It is the only state of the control plane: every other role can be
-// restarted and rebuild itself from here. The single-machine implementation is
-// SQLite (pure Go); the key layout is chosen so that the same interface can
-// sit over etcd later. The store must not know about processes, sockets or
-// files other than its database.
+// restarted and rebuild itself from here. Records are kept by a Backend
+// that moves bytes under keys in serializable transactions and counts
+// revisions: SQLite (pure Go) on one machine (sqlite.go); etcd will be
+// another for a cluster. JSON, the sealing of secrets and the key layout
+// are the Store's, above any backend. The store must not know about
+// processes, sockets or files other than its database.
 package store
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,12 +36,31 @@ var ErrBusy = errors.New("the store is busy: the database is locked or slow; try
 // DefaultWait bounds how long a transaction waits for the database.
 const DefaultWait = 5 * time.Second
 
+// Backend keeps the records' bytes. View and Update run fn in one
+// serializable transaction; Update commits when fn returns nil and, if fn
+// wrote, bumps the revision and returns it.
+type Backend interface {
+	View(fn func(KV) error) error
+	Update(fn func(KV) error) (rev int64, err error)
+	// Rev is the revision of the last committed write.
+	Rev() (int64, error)
+	Close() error
+}
+
+// KV is a backend's transaction.
+type KV interface {
+	// Get returns the value at key (ErrNotFound if absent).
+	Get(key string) ([]byte, error)
+	Put(key string, value []byte) error
+	// Delete removes key; an absent key is not an error.
+	Delete(key string) error
+	// Scan calls fn for every key that starts with prefix, in key order.
+	Scan(prefix string, fn func(key string, value []byte) error) error
+}
+
 // Store is a transactional key/value store of JSON records.
 type Store struct {
-	db *sql.DB
-	// Wait bounds how long a transaction waits for the database
-	// (DefaultWait); past it, ErrBusy.
-	Wait time.Duration
+	b Backend
 
 	mu   sync.Mutex
 	rev  int64
@@ -50,45 +70,40 @@ type Store struct {
 	keys  *keyring
 }
 
-// Open opens (creating if needed) the database at path.
+// Open opens (creating if needed) the SQLite database at path, its
+// platform key beside it.
 func Open(path string) (*Store, error) {
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(NORMAL)&_txlock=immediate"
-	db, err := sql.Open("sqlite", dsn)
+	b, err := OpenSQLite(path, DefaultWait)
 	if err != nil {
-		return nil, fmt.Errorf("opening store %s: %w", path, err)
+		return nil, err
 	}
-	// One connection: the control plane's writes are few, and a single
-	// writer keeps SQLite free of busy errors.
-	db.SetMaxOpenConns(1)
-	for _, stmt := range []string{
-		`CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, rev INTEGER NOT NULL)`,
-		`CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)`,
-		`INSERT OR IGNORE INTO meta (name, value) VALUES ('rev', 0)`,
-	} {
-		if _, err := db.Exec(stmt); err != nil {
-			db.Close()
-			return nil, fmt.Errorf("initialising store %s: %w", path, err)
-		}
+	s, err := New(b, KeyFile(path))
+	if err != nil {
+		b.Close()
+		return nil, err
 	}
-	s := &Store{db: db, Wait: DefaultWait, subs: map[chan int64]struct{}{}}
-	if err := db.QueryRow(`SELECT value FROM meta WHERE name='rev'`).Scan(&s.rev); err != nil {
-		db.Close()
+	return s, nil
+}
+
+// New makes a store over a backend, with the platform key at keyFile.
+func New(b Backend, keyFile string) (*Store, error) {
+	s := &Store{b: b, subs: map[chan int64]struct{}{}}
+	var err error
+	if s.rev, err = b.Rev(); err != nil {
 		return nil, fmt.Errorf("reading store revision: %w", err)
 	}
-	if s.keys, err = loadKeyring(KeyFile(path)); err != nil {
-		db.Close()
+	if s.keys, err = loadKeyring(keyFile); err != nil {
 		return nil, err
 	}
 	// Secrets written before they were sealed are sealed now.
 	if _, err := s.reseal(false); err != nil {
-		db.Close()
 		return nil, fmt.Errorf("sealing the secrets in the store: %w", err)
 	}
 	return s, nil
 }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+// Close closes the backend.
+func (s *Store) Close() error { return s.b.Close() }
 
 // Rev returns the revision of the last committed write.
 func (s *Store) Rev() int64 {
@@ -97,78 +112,25 @@ func (s *Store) Rev() int64 {
 	return s.rev
 }
 
-// begin starts a transaction on the one connection, waiting for it at
-// most s.Wait; the returned release gives the connection back.
-func (s *Store) begin(what string) (*sql.Tx, func(), error) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.Wait)
-	defer cancel()
-	conn, err := s.db.Conn(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, nil, fmt.Errorf("starting %s: waited %v for the database: %w", what, s.Wait, ErrBusy)
-		}
-		return nil, nil, fmt.Errorf("starting %s: %w", what, busy(err))
-	}
-	tx, err := conn.BeginTx(context.Background(), nil)
-	if err != nil {
-		conn.Close()
-		return nil, nil, fmt.Errorf("starting %s: %w", what, busy(err))
-	}
-	return tx, func() { conn.Close() }, nil
-}
-
-// busy turns SQLite's "database is locked" (SQLITE_BUSY, after the busy
-// timeout) and SQLITE_LOCKED into ErrBusy.
-func busy(err error) error {
-	var c interface{ Code() int }
-	if errors.As(err, &c) && (c.Code()&0xff == 5 || c.Code()&0xff == 6) {
-		return fmt.Errorf("%w (%v)", ErrBusy, err)
-	}
-	return err
-}
-
 // Tx is a transaction. It must not be used after the function given to View
 // or Update returns.
 type Tx struct {
 	keys     *keyring
-	tx       *sql.Tx
+	kv       KV
 	writable bool
-	wrote    bool
 }
 
 // View runs fn in a read-only transaction.
 func (s *Store) View(fn func(tx *Tx) error) error {
-	sqlTx, release, err := s.begin("read")
-	if err != nil {
-		return err
-	}
-	defer release()
-	defer sqlTx.Rollback()
-	return fn(&Tx{tx: sqlTx, keys: s.keys})
+	return s.b.View(func(kv KV) error { return fn(&Tx{kv: kv, keys: s.keys}) })
 }
 
 // Update runs fn in a read-write transaction and commits it if fn returns
 // nil. A commit that wrote anything bumps the revision and wakes watchers.
 func (s *Store) Update(fn func(tx *Tx) error) error {
-	sqlTx, release, err := s.begin("write")
-	if err != nil {
+	rev, err := s.b.Update(func(kv KV) error { return fn(&Tx{kv: kv, writable: true, keys: s.keys}) })
+	if err != nil || rev == 0 {
 		return err
-	}
-	defer release()
-	defer sqlTx.Rollback()
-	tx := &Tx{tx: sqlTx, writable: true, keys: s.keys}
-	if err := fn(tx); err != nil {
-		return err
-	}
-	if !tx.wrote {
-		return nil
-	}
-	var rev int64
-	if err := sqlTx.QueryRow(`UPDATE meta SET value = value + 1 WHERE name='rev' RETURNING value`).Scan(&rev); err != nil {
-		return fmt.Errorf("bumping revision: %w", busy(err))
-	}
-	if err := sqlTx.Commit(); err != nil {
-		return fmt.Errorf("committing: %w", busy(err))
 	}
 	s.mu.Lock()
 	s.rev = rev
@@ -203,9 +165,8 @@ func (s *Store) Watch(ctx context.Context) <-chan int64 {
 
 // Get decodes the record at key into v. It returns ErrNotFound if absent.
 func (t *Tx) Get(key string, v any) error {
-	var raw []byte
-	err := t.tx.QueryRow(`SELECT value FROM kv WHERE key = ?`, key).Scan(&raw)
-	if errors.Is(err, sql.ErrNoRows) {
+	raw, err := t.kv.Get(key)
+	if errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("%s: %w", key, ErrNotFound)
 	}
 	if err != nil {
@@ -229,12 +190,14 @@ func (t *Tx) open(key string, v any) error {
 
 // Has reports whether key exists.
 func (t *Tx) Has(key string) (bool, error) {
-	var n int
-	err := t.tx.QueryRow(`SELECT count(*) FROM kv WHERE key = ?`, key).Scan(&n)
+	_, err := t.kv.Get(key)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
 	if err != nil {
 		return false, fmt.Errorf("reading %s: %w", key, err)
 	}
-	return n > 0, nil
+	return true, nil
 }
 
 // Put writes v at key, replacing any record there.
@@ -252,11 +215,9 @@ func (t *Tx) Put(key string, v any) error {
 	if err != nil {
 		return fmt.Errorf("encoding %s: %w", key, err)
 	}
-	if _, err := t.tx.Exec(`INSERT INTO kv (key, value, rev) VALUES (?, ?, (SELECT value FROM meta WHERE name='rev') + 1)
-		ON CONFLICT(key) DO UPDATE SET value = excluded.value, rev = excluded.rev`, key, raw); err != nil {
+	if err := t.kv.Put(key, raw); err != nil {
 		return fmt.Errorf("writing %s: %w", key, err)
 	}
-	t.wrote = true
 	return nil
 }
 
@@ -277,41 +238,15 @@ func (t *Tx) Delete(key string) error {
 	if !t.writable {
 		return fmt.Errorf("deleting %s: read-only transaction", key)
 	}
-	if _, err := t.tx.Exec(`DELETE FROM kv WHERE key = ?`, key); err != nil {
+	if err := t.kv.Delete(key); err != nil {
 		return fmt.Errorf("deleting %s: %w", key, err)
 	}
-	t.wrote = true
 	return nil
 }
 
 // Scan calls fn for every key that starts with prefix, in key order.
 func (t *Tx) Scan(prefix string, fn func(key string, raw []byte) error) error {
-	rows, err := t.tx.Query(`SELECT key, value FROM kv WHERE key >= ? AND key < ? ORDER BY key`, prefix, prefixEnd(prefix))
-	if err != nil {
-		return fmt.Errorf("listing %s: %w", prefix, err)
-	}
-	type kv struct {
-		k string
-		v []byte
-	}
-	var all []kv
-	for rows.Next() {
-		var e kv
-		if err := rows.Scan(&e.k, &e.v); err != nil {
-			rows.Close()
-			return fmt.Errorf("listing %s: %w", prefix, err)
-		}
-		all = append(all, e)
-	}
-	if err := rows.Close(); err != nil {
-		return fmt.Errorf("listing %s: %w", prefix, err)
-	}
-	for _, e := range all {
-		if err := fn(e.k, e.v); err != nil {
-			return err
-		}
-	}
-	return nil
+	return t.kv.Scan(prefix, fn)
 }
 
 // List decodes every record under prefix.
@@ -329,11 +264,4 @@ func List[T any](t *Tx, prefix string) ([]T, error) {
 		return nil
 	})
 	return out, err
-}
-
-func prefixEnd(prefix string) string {
-	if prefix == "" {
-		return "\xff"
-	}
-	return prefix + "\xff"
 }

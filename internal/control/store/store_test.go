@@ -19,8 +19,21 @@ func open(t *testing.T) *Store {
 	return s
 }
 
-func TestCreateGetListDelete(t *testing.T) {
-	s := open(t)
+// backends runs a test on a store over each backend.
+func backends(t *testing.T, test func(t *testing.T, s *Store)) {
+	t.Run("sqlite", func(t *testing.T) { test(t, open(t)) })
+	t.Run("mem", func(t *testing.T) {
+		s, err := New(NewMem(), filepath.Join(t.TempDir(), "secrets.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		test(t, s)
+	})
+}
+
+func TestCreateGetListDelete(t *testing.T) { backends(t, testCreateGetListDelete) }
+
+func testCreateGetListDelete(t *testing.T, s *Store) {
 	err := s.Update(func(tx *Tx) error {
 		for _, n := range []string{"b", "a", "c"} {
 			if err := tx.Create("domains/"+n, &Domain{Name: n, Owner: "u"}); err != nil {
@@ -64,8 +77,9 @@ func TestCreateGetListDelete(t *testing.T) {
 	})
 }
 
-func TestFailedUpdateRollsBack(t *testing.T) {
-	s := open(t)
+func TestFailedUpdateRollsBack(t *testing.T) { backends(t, testFailedUpdateRollsBack) }
+
+func testFailedUpdateRollsBack(t *testing.T, s *Store) {
 	rev := s.Rev()
 	boom := errors.New("boom")
 	err := s.Update(func(tx *Tx) error {
@@ -86,8 +100,9 @@ func TestFailedUpdateRollsBack(t *testing.T) {
 	}
 }
 
-func TestWatchSeesLatestRevision(t *testing.T) {
-	s := open(t)
+func TestWatchSeesLatestRevision(t *testing.T) { backends(t, testWatchSeesLatestRevision) }
+
+func testWatchSeesLatestRevision(t *testing.T, s *Store) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := s.Watch(ctx)
 	for i := 0; i < 5; i++ {
@@ -135,8 +150,8 @@ func TestBusy(t *testing.T) {
 	s.Update(func(tx *Tx) error { return tx.Put("k", "v") })
 
 	t.Run("held-by-a-transaction", func(t *testing.T) {
-		s.Wait = 100 * time.Millisecond
-		defer func() { s.Wait = DefaultWait }()
+		s.b.(*SQLite).wait = 100 * time.Millisecond
+		defer func() { s.b.(*SQLite).wait = DefaultWait }()
 		inside, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
 		go func() {
 			s.View(func(*Tx) error { close(inside); <-release; return nil })
