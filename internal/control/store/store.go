@@ -66,6 +66,8 @@ type Store struct {
 	rev  int64
 	subs map[chan int64]struct{}
 
+	stopWatch context.CancelFunc // the backend's watch, if it has one
+
 	keyMu sync.Mutex // rotation
 	keys  *keyring
 }
@@ -99,11 +101,47 @@ func New(b Backend, keyFile string) (*Store, error) {
 	if _, err := s.reseal(false); err != nil {
 		return nil, fmt.Errorf("sealing the secrets in the store: %w", err)
 	}
+	// A shared backend (etcd) tells of other machines' writes too.
+	if w, ok := b.(interface {
+		Watch(ctx context.Context, after int64) <-chan int64
+	}); ok {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.stopWatch = cancel
+		ch := w.Watch(ctx, s.rev)
+		go func() {
+			for rev := range ch {
+				s.advance(rev)
+			}
+		}()
+	}
 	return s, nil
 }
 
+// advance records a committed revision and wakes the watchers, once per
+// revision whoever wrote it.
+func (s *Store) advance(rev int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rev <= s.rev {
+		return
+	}
+	s.rev = rev
+	for ch := range s.subs {
+		select {
+		case <-ch: // drop the stale value: watchers only need the latest
+		default:
+		}
+		ch <- rev
+	}
+}
+
 // Close closes the backend.
-func (s *Store) Close() error { return s.b.Close() }
+func (s *Store) Close() error {
+	if s.stopWatch != nil {
+		s.stopWatch()
+	}
+	return s.b.Close()
+}
 
 // Rev returns the revision of the last committed write.
 func (s *Store) Rev() int64 {
@@ -132,16 +170,7 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 	if err != nil || rev == 0 {
 		return err
 	}
-	s.mu.Lock()
-	s.rev = rev
-	for ch := range s.subs {
-		select {
-		case <-ch: // drop the stale value: watchers only need the latest
-		default:
-		}
-		ch <- rev
-	}
-	s.mu.Unlock()
+	s.advance(rev)
 	return nil
 }
 
