@@ -7,6 +7,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -22,6 +23,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/gantry-paas/gantry/internal/node/runtimes"
 
@@ -96,6 +99,11 @@ type Options struct {
 	DNSResolver       string
 	// MaxPushBytes is the largest pack a push may send (100 MiB).
 	MaxPushBytes int64
+	// Store is where the records are kept: "" for SQLite in the data
+	// directory, or etcd://HOST:PORT[,HOST:PORT…] for an etcd cluster
+	// (https endpoints with StoreCA, StoreCert and StoreKey for mutual
+	// TLS).
+	Store, StoreCA, StoreCert, StoreKey string
 	// RuntimesDir holds language runtimes (default DATA/runtimes).
 	RuntimesDir string
 	// BuildMemory limits build steps' memory (namespaced gears), apart
@@ -255,15 +263,11 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("finding the gantry binary: %w", err)
 	}
-	st, err := store.Open(lay.DB())
+	st, err := openStore(o, lay)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	// The store holds secrets (env values, cartridge passwords): root only.
-	for _, f := range []string{lay.DB(), lay.DB() + "-wal", lay.DB() + "-shm"} {
-		os.Chmod(f, 0o600)
-	}
 
 	// The router first: the API needs its ports, and is mounted on it
 	// before it serves; wake requests reach the scaler through a queue.
@@ -874,4 +878,77 @@ func listRuntimes(dir, hostPath string, log *slog.Logger) []runtimes.Runtime {
 		log.Warn("runtimes directory", "problem", p.Error())
 	}
 	return rts
+}
+
+// openStore opens the records' store: SQLite in the data directory, or
+// etcd (--store etcd://…). The platform key that seals secrets stays in
+// the data directory either way.
+func openStore(o Options, lay layout.Layout) (*store.Store, error) {
+	if o.Store == "" || o.Store == "sqlite" {
+		st, err := store.Open(lay.DB())
+		if err != nil {
+			return nil, err
+		}
+		// The store holds secrets (env values, cartridge passwords): root only.
+		for _, f := range []string{lay.DB(), lay.DB() + "-wal", lay.DB() + "-shm"} {
+			os.Chmod(f, 0o600)
+		}
+		return st, nil
+	}
+	rest, ok := strings.CutPrefix(o.Store, "etcd://")
+	if !ok || rest == "" {
+		return nil, fmt.Errorf("--store %q: use etcd://HOST:PORT[,HOST:PORT…], or leave it out for SQLite in the data directory", o.Store)
+	}
+	cfg := clientv3.Config{DialTimeout: 3 * time.Second}
+	scheme := "http://"
+	if o.StoreCert != "" || o.StoreCA != "" {
+		tlsCfg, err := storeTLS(o)
+		if err != nil {
+			return nil, err
+		}
+		cfg.TLS, scheme = tlsCfg, "https://"
+	}
+	for _, ep := range strings.Split(rest, ",") {
+		cfg.Endpoints = append(cfg.Endpoints, scheme+strings.TrimSpace(ep))
+	}
+	c, err := clientv3.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("--store %s: etcd does not answer at %s: %w", o.Store, strings.Join(cfg.Endpoints, ", "), err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Status(ctx, cfg.Endpoints[0]); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("--store %s: etcd does not answer at %s: %w", o.Store, cfg.Endpoints[0], err)
+	}
+	st, err := store.New(store.NewEtcd(c, "/gantry/"), store.KeyFile(lay.DB()))
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return st, nil
+}
+
+// storeTLS is the mutual TLS of an etcd store: the CA that signed etcd's
+// certificate, and this server's client certificate.
+func storeTLS(o Options) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if o.StoreCA != "" {
+		pem, err := os.ReadFile(o.StoreCA)
+		if err != nil {
+			return nil, fmt.Errorf("--store-ca: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--store-ca %s: no PEM certificate in it", o.StoreCA)
+		}
+	}
+	if o.StoreCert != "" || o.StoreKey != "" {
+		pair, err := tls.LoadX509KeyPair(o.StoreCert, o.StoreKey)
+		if err != nil {
+			return nil, fmt.Errorf("--store-cert/--store-key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
 }
