@@ -15,18 +15,10 @@ import (
 // cache is kept between pushes and dropped with `app purge-cache`.
 func TestBuildLimitsAndCache(t *testing.T) {
 	need(t, "git", "ssh", "ssh-keygen", "node", "npm")
-	isolation := isolationArgs(t, "auto")
-	root := t.TempDir()
-	data := filepath.Join(root, "data")
-	t.Cleanup(func() { killGears(data); cleanupNetwork(isolation) })
-	cfg := filepath.Join(root, "admin.json")
 	// 160 MiB for builds, far below the small gear's 512 MiB: the hog below
 	// fits a gear but not a build.
-	srv := startServer(t, data, cfg, "127.0.0.1:0", "127.0.0.1:0", append(isolation, "--build-memory", strconv.Itoa(160<<20))...)
-	u := newEnv(t, cfg)
+	srv, u := namespacedUser(t, "--build-memory", strconv.Itoa(160<<20))
 	hc := srv.httpClient()
-	u.gantry("sshkey", "add", filepath.Join(u.home, ".ssh", "id_ed25519.pub"))
-	u.gantry("domain", "create", "acme")
 
 	repo := func(name, build string) string {
 		dir := filepath.Join(t.TempDir(), name)

@@ -14,16 +14,8 @@ import (
 // root, plain processes otherwise.
 func TestDeployAnyRepo(t *testing.T) {
 	need(t, "git", "ssh", "ssh-keygen", "node")
-	isolation := isolationArgs(t, "auto")
-	root := t.TempDir()
-	data := filepath.Join(root, "data")
-	t.Cleanup(func() { killGears(data); cleanupNetwork(isolation) })
-	cfg := filepath.Join(root, "admin.json")
-	srv := startServer(t, data, cfg, "127.0.0.1:0", "127.0.0.1:0", isolation...)
-	u := newEnv(t, cfg)
+	srv, u := namespacedUser(t)
 	hc := srv.httpClient()
-	u.gantry("sshkey", "add", filepath.Join(u.home, ".ssh", "id_ed25519.pub"))
-	u.gantry("domain", "create", "acme")
 
 	// An existing project: two commits of its own, nothing from Gantry.
 	src := filepath.Join(t.TempDir(), "chat")

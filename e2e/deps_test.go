@@ -15,16 +15,8 @@ import (
 // which runtime they run on.
 func TestAppsWithDependencies(t *testing.T) {
 	need(t, "git", "ssh", "ssh-keygen", "node", "npm", "python3")
-	isolation := isolationArgs(t, "auto")
-	root := t.TempDir()
-	data := filepath.Join(root, "data")
-	t.Cleanup(func() { killGears(data); cleanupNetwork(isolation) })
-	cfg := filepath.Join(root, "admin.json")
-	srv := startServer(t, data, cfg, "127.0.0.1:0", "127.0.0.1:0", isolation...)
-	u := newEnv(t, cfg)
+	srv, u := namespacedUser(t)
 	hc := srv.httpClient()
-	u.gantry("sshkey", "add", filepath.Join(u.home, ".ssh", "id_ed25519.pub"))
-	u.gantry("domain", "create", "acme")
 
 	deploy := func(name string, files map[string]string) string {
 		t.Helper()

@@ -235,3 +235,20 @@ func deployNodeApp(t *testing.T, u *env, domain, name string) (appJSON, string) 
 }
 
 func mustAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+// namespacedUser starts a server with namespaced gears (as root) and
+// extra flags, and returns it with a user who has an SSH key and the
+// domain acme: the first steps of most deploy tests.
+func namespacedUser(t *testing.T, extra ...string) (*server, *env) {
+	t.Helper()
+	isolation := isolationArgs(t, "auto")
+	root := t.TempDir()
+	data := filepath.Join(root, "data")
+	t.Cleanup(func() { killGears(data); cleanupNetwork(isolation) })
+	cfg := filepath.Join(root, "admin.json")
+	srv := startServer(t, data, cfg, "127.0.0.1:0", "127.0.0.1:0", append(isolation, extra...)...)
+	u := newEnv(t, cfg)
+	u.gantry("sshkey", "add", filepath.Join(u.home, ".ssh", "id_ed25519.pub"))
+	u.gantry("domain", "create", "acme")
+	return srv, u
+}
