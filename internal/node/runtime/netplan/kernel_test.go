@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
 
@@ -477,5 +478,62 @@ func saveFilter(t *testing.T, ipt string) func() {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Errorf("putting the host's iptables filter table back: %v: %s", err, out)
 		}
+	}
+}
+
+// Each gear starts with its neighbours known both ways (the host's bridge
+// has the gear's MAC, the gear the gateway's), so its first connection
+// never waits for an ARP exchange that may be lost.
+func TestNeighboursKnownFromTheStart(t *testing.T) {
+	needRoot(t)
+	prefix := fmt.Sprintf("gn%d", os.Getpid()%100000)
+	t.Cleanup(func() { RemoveAll(prefix) })
+	p := testPlan(prefix)
+	if _, err := Reconcile(p); err != nil {
+		t.Fatal(err)
+	}
+	p = p.Normalize()
+	br, err := netlink.LinkByName(p.Bridge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostNeigh, err := netlink.NeighList(br.Attrs().Index, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range p.Gears {
+		ns, err := netnsFromName(p.NetnsName(g.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nh, err := netlink.NewHandleAt(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		eth0, err := nh.LinkByName("eth0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, n := range hostNeigh {
+			if n.IP.Equal(net.IP(g.IP.AsSlice())) && n.HardwareAddr.String() == eth0.Attrs().HardwareAddr.String() {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("the bridge has no neighbour %s -> %s: %v", g.IP, eth0.Attrs().HardwareAddr, hostNeigh)
+		}
+		gwNeigh, _ := nh.NeighList(eth0.Attrs().Index, netlink.FAMILY_V4)
+		found = false
+		for _, n := range gwNeigh {
+			if n.IP.Equal(net.IP(p.Gateway().AsSlice())) && n.HardwareAddr.String() == p.BridgeMAC().String() {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("gear %s has no neighbour for the gateway: %v", g.ID, gwNeigh)
+		}
+		nh.Close()
+		ns.Close()
 	}
 }

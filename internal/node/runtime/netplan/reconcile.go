@@ -297,6 +297,23 @@ func ensureGear(p Plan, br netlink.Link, g Gear, changed func(string, ...any)) e
 			changed("set %s up in %s", ifname, name)
 		}
 	}
+	// Both neighbours known from the start: the host's bridge knows the
+	// gear's MAC, the gear the gateway's. Without them the first exchange
+	// waits for ARP, and when that first request was lost (as happened in
+	// some server lives, every gear start) the gear stayed unreachable
+	// until the neighbour timer retried, 0.8-1 s later. The entries are
+	// REACHABLE, not permanent: the kernel re-checks and ages them, and a
+	// new gear with the same address replaces its own.
+	if eth0, err := nh.LinkByName("eth0"); err == nil {
+		if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: br.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_REACHABLE,
+			IP: net.IP(g.IP.AsSlice()), HardwareAddr: eth0.Attrs().HardwareAddr}); err != nil {
+			return fmt.Errorf("host neighbour of %s: %w", g.IP, err)
+		}
+		if err := nh.NeighSet(&netlink.Neigh{LinkIndex: eth0.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_REACHABLE,
+			IP: net.IP(p.Gateway().AsSlice()), HardwareAddr: p.BridgeMAC()}); err != nil {
+			return fmt.Errorf("gateway neighbour in %s: %w", name, err)
+		}
+	}
 	routes, err := nh.RouteList(nil, netlink.FAMILY_V4)
 	if err != nil {
 		return err
