@@ -21,8 +21,6 @@ type AppRef struct {
 	App    string `path:"app" doc:"App name"`
 }
 
-func (r AppRef) key() string { return store.AppKey(r.Domain, r.App) }
-
 // loadApp returns the caller's app, or a not-found problem for apps that
 // do not exist and for other users' apps alike (no existence leak).
 func (a *API) loadApp(ctx context.Context, r AppRef) (*store.App, error) {

@@ -134,7 +134,3 @@ func (a *API) registerEgressRouter() {
 			return answer(a.o.Service.RemoveEgressTCP(ctx, userOf(ctx), in.Domain, in.App, in.Port))
 		})
 }
-
-func (a *API) noEgressRouter() error {
-	return problem(http.StatusConflict, apitypes.CodeConflict, "there is no egress router: it needs isolated gears (run `gantry server` as root on Linux)")
-}

@@ -271,7 +271,6 @@ type Conn struct {
 type Pool struct {
 	mu   sync.Mutex
 	idle map[string][]*Conn
-	n    atomic.Int64
 }
 
 const (

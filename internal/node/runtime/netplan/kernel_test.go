@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -211,8 +210,6 @@ func TestReconcileIsIdempotentAndIsolates(t *testing.T) {
 		t.Error("bridge left behind")
 	}
 }
-
-var spaceRE = regexp.MustCompile(`[ \t]+`)
 
 func normalizeDump(s, prefix string, p Plan) string {
 	s = strings.ReplaceAll(s, p.Normalize().Bridge, "BR")
@@ -439,7 +436,7 @@ func TestIsolationWithoutBrNetfilter(t *testing.T) {
 	if err != nil {
 		exec.Command("modprobe", "br_netfilter").Run()
 		if old, err = os.ReadFile(knob); err != nil {
-			t.Skipf("cannot run here: this kernel has no bridge netfilter (modprobe br_netfilter did not provide %s), so there is no setting to switch; with it absent, TestReconcileIsIdempotentAndIsolates shows apps kept apart", knob)
+			t.Skipf("needs bridge netfilter, which this kernel lacks (modprobe br_netfilter did not provide %s), so there is no setting to switch; with it absent, TestReconcileIsIdempotentAndIsolates shows apps kept apart", knob)
 		}
 	}
 	t.Cleanup(func() { os.WriteFile(knob, old, 0o644) })
