@@ -533,17 +533,18 @@ func Run(ctx context.Context, o Options) error {
 		CloudDomain: o.CloudDomain, MaxGears: o.MaxGears, Applied: rt, PlatformHosts: []string{o.Host, "localhost"},
 		AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver, ReservedPorts: []int{httpPort, httpsPort, sshPort}, HTTPSPort: httpsPort, Events: evlog, Egress: enf,
 		EgressRouter: egressAPI(egr), EgressPorts: ag.ApplyEgressRouterPorts})
-	apiHandler, err := api.New(api.Options{Store: st, Service: svc, Runtimes: func() ([]runtimes.Runtime, []error) { return runtimes.Discover(runtimesDir, env.Path) }, Layout: lay, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld, Exe: exe,
-		CloudDomain: o.CloudDomain, AppURL: appURL, Version: o.Version, AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver,
+	apiHandler, err := api.New(api.Options{Service: svc, Runtimes: func() ([]runtimes.Runtime, []error) { return runtimes.Discover(runtimesDir, env.Path) },
+		Layout: lay, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld,
+		CloudDomain: o.CloudDomain, AppURL: appURL, Version: o.Version,
 		Doctor: func() []apitypes.DoctorCheck { return doctor(hostOpts) },
 		GitSSHURL: func(d, a string) string {
 			return fmt.Sprintf("ssh://git@%s:%d/%s/%s.git", o.Host, sshPort, d, a)
 		},
 		GitHTTPURL:  func(d, a string) string { return fmt.Sprintf("%s/git/%s/%s.git", serverURL, d, a) },
 		SSHHostKeys: []string{knownHost + " " + hostKey},
-		Events:      evlog, Router: rt, MaxGears: o.MaxGears, Metrics: mets.Handler(), Tunnels: serviceDialer{ag},
-		CAView: api.NewCAView(ca), HTTPSPort: httpsPort, PlatformHosts: []string{o.Host, "localhost"}, PublicHost: o.Host,
-		ReservedPorts: []int{httpPort, httpsPort, sshPort}, ACME: acmeIss != nil, TCPPorts: rt, Egress: enf, Applied: rt, EgressRouter: egressAPI(egr), EgressPorts: ag.ApplyEgressRouterPorts,
+		Router:      rt, Metrics: mets.Handler(), Tunnels: serviceDialer{ag},
+		CAView: api.NewCAView(ca), HTTPSPort: httpsPort, PublicHost: o.Host,
+		ACME: acmeIss != nil, TCPPorts: rt, Egress: enf, EgressRouter: egressAPI(egr),
 	})
 	mets.AppGauge("gantry_app_connections", "Live connections per app: requests in flight, WebSockets, held requests.", func() map[string]float64 {
 		out := map[string]float64{}

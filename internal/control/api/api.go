@@ -11,7 +11,6 @@ package api
 
 import (
 	"context"
-	"crypto/x509"
 	"embed"
 	"errors"
 	"fmt"
@@ -28,7 +27,6 @@ import (
 	"github.com/gantry-paas/gantry/internal/control/service"
 
 	"github.com/gantry-paas/gantry/internal/control/apitypes"
-	"github.com/gantry-paas/gantry/internal/control/events"
 
 	"github.com/coder/websocket"
 	"github.com/danielgtaylor/huma/v2"
@@ -86,21 +84,12 @@ type Options struct {
 	Runtimes func() ([]runtimes.Runtime, []error)
 	// Service holds the domain operations the API maps onto (required).
 	Service *service.Service
-	// AliasVerification is when aliases need a claimed DNS name: auto
-	// (once the platform has several users), dns (always) or off.
-	AliasVerification string
-	// DNSResolver (HOST:PORT) answers the TXT lookups of claims; "" is the
-	// system's resolver.
-	DNSResolver string
 	// Doctor checks the host (gantry admin doctor); nil: not offered.
 	Doctor  func() []apitypes.DoctorCheck
-	Store   *store.Store
 	Layout  layout.Layout
 	Log     *slog.Logger
 	Agent   Agent
 	Builder Builder
-	// Exe is the gantry binary (for repository hooks).
-	Exe string
 	// CloudDomain is the suffix of canonical app hostnames.
 	CloudDomain string
 	// AppURL, GitSSHURL and GitHTTPURL render an app's addresses.
@@ -111,42 +100,26 @@ type Options struct {
 	// known_hosts form ("[host]:port type base64"), for clients to trust.
 	SSHHostKeys []string
 	Version     string
-	// Events is the apps' event log; Router and MaxGears serve scaling; MaxGears is the most
-	// gears one app may have (default 16).
-	Events   *events.Log
-	Router   Concurrency
-	MaxGears int
+	// Router serves the apps' live connections.
+	Router Concurrency
 	// Metrics, if set, is served at /metrics to admins.
 	Metrics http.Handler
 	// Tunnels, if set, serves `port-forward --via https`.
 	Tunnels ServiceDialer
-	// CAView is the platform root, served at /v1/ca; CertRoots verify
-	// uploaded certificates (nil: the system's roots).
-	CAView    *apitypes.CAView
-	CertRoots *x509.CertPool
-	// PlatformHosts are the platform's own names (no alias may take them);
-	// PublicHost is how clients reach TCP routes.
-	PlatformHosts []string
-	PublicHost    string
-	// ReservedPorts are the platform's own ports (no TCP route on them);
-	// HTTPSPort is the router's TLS port (0: none).
-	ReservedPorts []int
-	HTTPSPort     int
+	// CAView is the platform root, served at /v1/ca.
+	CAView *apitypes.CAView
+	// PublicHost is how clients reach TCP routes; HTTPSPort is the
+	// router's TLS port (0: none).
+	PublicHost string
+	HTTPSPort  int
 	// ACME says aliases without an uploaded certificate get one by ACME.
 	ACME bool
 	// TCPPorts reports TCP route ports the router could not bind.
 	TCPPorts TCPPorts
 	// Egress, if set, serves the apps' outbound policies.
 	Egress Egress
-	// EgressPorts opens the gateway to the egress router's ports as they
-	// are now (its TCP proxy ports come and go).
-	EgressPorts func() error
 	// EgressRouter, if set, is the egress router (isolated gears only).
 	EgressRouter EgressRouter
-	// Applied, if set, is the router: route changes return once served.
-	Applied interface {
-		WaitApplied(ctx context.Context, rev int64) error
-	}
 }
 
 // ServiceDialer connects to a service of a user's gear, refusing anything
@@ -174,20 +147,11 @@ var setErrorsOnce sync.Once
 
 // New builds the API and registers every operation.
 func New(o Options) (*API, error) {
-	if o.Store == nil || o.Agent == nil || o.Builder == nil || o.AppURL == nil || o.GitSSHURL == nil || o.GitHTTPURL == nil {
-		return nil, errors.New("api: Store, Agent, Builder and URL functions are required")
+	if o.Service == nil || o.Agent == nil || o.Builder == nil || o.AppURL == nil || o.GitSSHURL == nil || o.GitHTTPURL == nil {
+		return nil, errors.New("api: Service, Agent, Builder and URL functions are required")
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
-	}
-	if o.Service == nil {
-		o.Service = service.New(service.Options{Store: o.Store, Log: o.Log, Agent: o.Agent, Builder: o.Builder, Layout: o.Layout,
-			Exe: o.Exe, CloudDomain: o.CloudDomain, MaxGears: o.MaxGears, Applied: o.Applied,
-			PlatformHosts: o.PlatformHosts, AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver, CertRoots: o.CertRoots,
-			ReservedPorts: o.ReservedPorts, HTTPSPort: o.HTTPSPort, Events: o.Events, Egress: o.Egress, EgressRouter: o.EgressRouter, EgressPorts: o.EgressPorts})
-	}
-	if o.MaxGears == 0 {
-		o.MaxGears = 16
 	}
 	setErrorsOnce.Do(func() { huma.NewError = newProblem })
 	a := &API{o: o, log: o.Log.With("component", "api"), mux: http.NewServeMux()}

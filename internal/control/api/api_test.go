@@ -72,9 +72,11 @@ func newHarness(t *testing.T) *harness {
 	}
 	t.Cleanup(func() { st.Close() })
 	ag := &fakeAgent{layout: layout.Layout{Root: dir}}
-	a, err := New(Options{Store: st, Layout: layout.Layout{Root: dir}, Agent: ag, Builder: fakeBuilder{},
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Exe: "/bin/true", CloudDomain: "localhost", Version: "test",
+	svc := service.New(service.Options{Store: st, Agent: ag, Builder: fakeBuilder{}, Layout: layout.Layout{Root: dir},
+		Exe: "/bin/true", CloudDomain: "localhost"})
+	a, err := New(Options{Service: svc, Layout: layout.Layout{Root: dir}, Agent: ag, Builder: fakeBuilder{},
+		Log:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+		CloudDomain: "localhost", Version: "test",
 		AppURL:     func(h string) string { return "http://" + h + "/" },
 		GitSSHURL:  func(d, a string) string { return "ssh://git@localhost/" + d + "/" + a + ".git" },
 		GitHTTPURL: func(d, a string) string { return "http://localhost/git/" + d + "/" + a + ".git" }})
@@ -83,7 +85,7 @@ func newHarness(t *testing.T) *harness {
 	}
 	h := &harness{t: t, st: st, agent: ag, srv: httptest.NewServer(a)}
 	t.Cleanup(h.srv.Close)
-	_, h.admin, _ = service.New(service.Options{Store: st}).CreateUser(nil, "admin", true)
+	_, h.admin, _ = svc.CreateUser(nil, "admin", true)
 	var bob apitypes.NewUserView
 	h.do(h.admin, "POST", "/v1/users", `{"name":"bob"}`, 201, &bob)
 	h.bob = bob.Token
