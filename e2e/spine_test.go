@@ -23,6 +23,7 @@ type gearJSON struct {
 	Port  int    `json:"port"`
 	State string `json:"state"`
 	PID   int    `json:"pid"`
+	Node  string `json:"node"`
 }
 
 type appJSON struct {

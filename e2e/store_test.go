@@ -49,7 +49,7 @@ func TestEtcdStore(t *testing.T) {
 	t.Cleanup(func() { killGears(data) })
 	conf := filepath.Join(root, "admin.json")
 	storeFlag := "--store=etcd://" + client.Host
-	srv := startServer(t, data, conf, "127.0.0.1:0", "127.0.0.1:0", append(isolation, storeFlag)...)
+	srv := startServer(t, data, conf, "127.0.0.1:0", "127.0.0.1:0", append(isolation, storeFlag, "--node-name", "m1")...)
 	u := newEnv(t, conf)
 	hc := srv.httpClient()
 	u.gantry("domain", "create", "acme")
@@ -61,9 +61,48 @@ func TestEtcdStore(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(data, "gantry.db")); err == nil {
 		t.Error("a SQLite database was made beside an etcd store")
 	}
+	if len(app.Gears) != 1 || app.Gears[0].Node != "m1" {
+		t.Errorf("gears %+v; want one on m1", app.Gears)
+	}
+
+	// Nodes: a second machine on the same store (sharing the platform
+	// key, as a join gives it) is listed beside the first; it cannot take
+	// the name of a machine that is up; when it stops it is down at once.
+	data2 := filepath.Join(root, "data2")
+	os.MkdirAll(data2, 0o700)
+	key, err := os.ReadFile(filepath.Join(data, "secrets.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(data2, "secrets.key"), key, 0o600)
+	second := []string{"server", "--data", data2, "--http", "127.0.0.2:0", "--https", "off", "--ssh", "127.0.0.2:0", "--client-config", filepath.Join(root, "m2.json"),
+		storeFlag, "--isolation", "process", "--advertise", "127.0.0.2"}
+	if out := u.gantryFails(append(second, "--node-name", "m1")...); !strings.Contains(out, "node name m1 is in use by the machine at 127.0.0.1") {
+		t.Errorf("a second machine named as the first: %s", out)
+	}
+	m2 := startServer(t, data2, filepath.Join(root, "m2.json"), "127.0.0.2:0", "127.0.0.2:0", storeFlag, "--isolation", "process", "--advertise", "127.0.0.2", "--node-name", "m2", "--https", "off")
+	var nodes []struct {
+		Name, Address, State string
+		Gears                int
+		MemoryTotal          int64 `json:"memory_total"`
+	}
+	u.gantryJSON(&nodes, "node", "list")
+	if len(nodes) != 2 || nodes[0].Name != "m1" || nodes[0].State != "up" || nodes[0].Gears != 1 || nodes[0].MemoryTotal == 0 ||
+		nodes[1].Name != "m2" || nodes[1].State != "up" || nodes[1].Address != "127.0.0.2" {
+		t.Errorf("node list: %+v; want m1 (one gear) and m2 up", nodes)
+	}
+	m2.stop()
+	u.gantryJSON(&nodes, "node", "list")
+	if len(nodes) != 2 || nodes[1].State != "down" {
+		t.Errorf("after m2 stopped, node list: %+v; want m2 down", nodes)
+	}
+	u.gantry("node", "remove", "m2")
+	if out := u.gantryFails("node", "remove", "m1"); !strings.Contains(out, "is up") {
+		t.Errorf("removing the machine that serves: %s", out)
+	}
 
 	srv.stop()
-	srv = startServer(t, data, conf, srv.httpAddr, srv.sshAddr, append(isolation, storeFlag)...)
+	srv = startServer(t, data, conf, srv.httpAddr, srv.sshAddr, append(isolation, storeFlag, "--node-name", "m1")...)
 	if out := u.gantry("app", "list"); !strings.Contains(out, "blog") {
 		t.Errorf("after a restart on etcd, app list:\n%s", out)
 	}

@@ -278,3 +278,22 @@ func (c *Client) Doctor(ctx context.Context) ([]apitypes.DoctorCheck, error) {
 func (c *Client) TunnelURL(remote string) string {
 	return strings.Replace(strings.Replace(c.Server, "https://", "wss://", 1), "http://", "ws://", 1) + "/v1/tunnel?addr=" + url.QueryEscape(remote)
 }
+
+// Nodes lists the platform's machines (admin).
+func (c *Client) Nodes(ctx context.Context) ([]apitypes.NodeView, error) {
+	return call[[]apitypes.NodeView](c, ctx, http.MethodGet, "/v1/nodes", nil)
+}
+
+// Cordon stops (on) or resumes placing new gears on a node (admin).
+func (c *Client) Cordon(ctx context.Context, name string, on bool) (apitypes.NodeView, error) {
+	verb := "uncordon"
+	if on {
+		verb = "cordon"
+	}
+	return call[apitypes.NodeView](c, ctx, http.MethodPost, "/v1/nodes/"+url.PathEscape(name)+"/"+verb, nil)
+}
+
+// RemoveNode forgets a node that is down (admin).
+func (c *Client) RemoveNode(ctx context.Context, name string) error {
+	return c.Do(ctx, http.MethodDelete, "/v1/nodes/"+url.PathEscape(name), nil, nil)
+}

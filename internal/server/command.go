@@ -53,6 +53,8 @@ the CLI on this machine. SIGTERM stops the server; apps keep running.`,
 	f.StringVar(&o.StoreCA, "store-ca", "", "the CA of the etcd store's certificate (https to etcd)")
 	f.StringVar(&o.StoreCert, "store-cert", "", "this server's client certificate for the etcd store")
 	f.StringVar(&o.StoreKey, "store-key", "", "the key of --store-cert")
+	f.StringVar(&o.NodeName, "node-name", "", "this machine's name among the platform's nodes (default: the host name)")
+	f.StringVar(&o.Advertise, "advertise", "", "the address other machines reach this one at (default 127.0.0.1: one machine)")
 	f.StringVar(&o.RuntimesDir, "runtimes", "", "directory of language runtimes, trees named node-22, python-3.11, go-1.26 (default DATA/runtimes); the host's toolchains count too")
 	f.Int64Var(&o.BuildMemory, "build-memory", 2<<30, "memory limit of an app's build steps, in bytes (namespaced gears; builds are not bound by the app's gear size); 0: the gear size's")
 	f.Int64Var(&o.MaxPushBytes, "max-push-size", builder.DefaultMaxPush, "largest pack a git push may send, in bytes (git refuses a larger one before storing anything)")

@@ -104,6 +104,11 @@ type Options struct {
 	// (https endpoints with StoreCA, StoreCert and StoreKey for mutual
 	// TLS).
 	Store, StoreCA, StoreCert, StoreKey string
+	// NodeName names this machine among the platform's (default: the
+	// host name's first label); Advertise is the address other machines
+	// reach it at (default 127.0.0.1: one machine).
+	NodeName  string
+	Advertise string
 	// RuntimesDir holds language runtimes (default DATA/runtimes).
 	RuntimesDir string
 	// BuildMemory limits build steps' memory (namespaced gears), apart
@@ -485,7 +490,11 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Exe: exe, Env: env.ForGear, Egress: enf,
+	node, err := thisNode(o, isolation)
+	if err != nil {
+		return err
+	}
+	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Node: node.Name, Exe: exe, Env: env.ForGear, Egress: enf,
 		Disks: disks, GearResolvConf: gearResolv,
 		StartTimeout: o.StartTimeout, Isolation: isolation, Network: network, EgressRouter: egrPorts, BuildMemory: o.BuildMemory, RuntimesDir: runtimesDir,
 		Hook: func(dep *store.Deployment, name string) string {
@@ -569,6 +578,14 @@ func Run(ctx context.Context, o Options) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if err := svc.RegisterNode(node); err != nil {
+		return err
+	}
+	if err := st.KeepAlive(ctx, node.Name, service.NodeTTL, func(err error) {
+		log.Warn("this machine's presence lapsed: the others count it as down until the store confirms it again", "node", node.Name, "err", err)
+	}); err != nil {
+		return err
+	}
 	routesPub := routes.New(st, rt, log)
 	if err := routesPub.Sync(); err != nil { // routes before the router serves
 		return err
@@ -640,6 +657,43 @@ func Run(ctx context.Context, o Options) error {
 	err = g.Wait(ctx)
 	log.Info("gantry stopped; gears keep running")
 	return err
+}
+
+// thisNode is what this machine says of itself as a node.
+func thisNode(o Options, isolation string) (store.Node, error) {
+	name := o.NodeName
+	if name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return store.Node{}, fmt.Errorf("naming this node: %w (pass --node-name)", err)
+		}
+		name, _, _ = strings.Cut(strings.ToLower(h), ".")
+	}
+	addr := o.Advertise
+	if addr == "" {
+		addr = "127.0.0.1"
+	}
+	if _, err := netip.ParseAddr(addr); err != nil {
+		return store.Node{}, fmt.Errorf("--advertise %q: not an IP address", addr)
+	}
+	return store.Node{Name: name, Address: addr, Roles: []string{store.RoleControl, store.RoleNode, store.RoleEdge},
+		Version: o.Version, MemoryTotal: memTotal(), Isolation: isolation}, nil
+}
+
+// memTotal is the machine's memory in bytes (0 when unknown).
+func memTotal() int64 {
+	raw, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			var kb int64
+			fmt.Sscanf(strings.TrimSpace(rest), "%d", &kb)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 // chooseIsolation resolves the isolation mode and says in words what it is.

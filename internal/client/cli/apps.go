@@ -348,9 +348,9 @@ func printApp(w io.Writer, app *apitypes.AppView) {
 		if g.Restarts > 0 {
 			last = fmt.Sprintf("%d restarts, last: %s", g.Restarts, g.LastExit)
 		}
-		rows = append(rows, []string{g.ID, g.IP + ":" + strconv.Itoa(g.Port), g.State, g.Process, strconv.Itoa(g.PID), g.Deployment, g.Isolation, orDash(last)})
+		rows = append(rows, []string{g.ID, g.IP + ":" + strconv.Itoa(g.Port), g.State, g.Process, strconv.Itoa(g.PID), g.Deployment, g.Isolation, orDash(g.Node), orDash(last)})
 	}
-	table(w, []string{"GEAR", "ENDPOINT", "STATE", "PROCESS", "PID", "DEPLOYMENT", "ISOLATION", "RESTARTS"}, rows)
+	table(w, []string{"GEAR", "ENDPOINT", "STATE", "PROCESS", "PID", "DEPLOYMENT", "ISOLATION", "NODE", "RESTARTS"}, rows)
 }
 
 func orDash(s string) string {

@@ -176,6 +176,7 @@ func New(o Options) (*API, error) {
 	a.registerRouting()
 	a.registerClaims()
 	a.registerEgress()
+	a.registerNodes()
 	a.mux.HandleFunc("GET /docs", a.docs)
 	a.mux.Handle("GET /docs/", http.StripPrefix("/docs/", http.FileServerFS(mustSub(docsUI, "docsui"))))
 	a.mux.HandleFunc("/git/", a.gitHTTP)

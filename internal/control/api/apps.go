@@ -81,7 +81,7 @@ func (a *API) appView(app *store.App) apitypes.AppView {
 		}
 		st := a.o.Agent.Status(g.ID)
 		v.Gears = append(v.Gears, apitypes.GearView{ID: g.ID, IP: g.IP, Port: g.Port, State: g.State, Process: st.Status,
-			PID: st.PID, Restarts: st.Restarts, LastExit: st.LastExit, Deployment: g.Deployment, Isolation: g.Isolation})
+			PID: st.PID, Restarts: st.Restarts, LastExit: st.LastExit, Deployment: g.Deployment, Isolation: g.Isolation, Node: g.Node})
 	}
 	return v
 }

@@ -22,6 +22,7 @@ type GearView struct {
 	LastExit   string `json:"last_exit,omitempty" doc:"why the process last stopped"`
 	Deployment string `json:"deployment"`
 	Isolation  string `json:"isolation" doc:"process: a plain process on loopback, without namespaces"`
+	Node       string `json:"node" doc:"the machine that runs it"`
 }
 
 // AppView is an app as the API shows it.

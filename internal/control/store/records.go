@@ -150,7 +150,10 @@ type Gear struct {
 	Isolation  string `json:"isolation"` // process or namespaces
 	// Service names the cartridge a gear runs; "" for a web gear. Only
 	// web gears are routed, scaled and replaced by deploys.
-	Service string    `json:"service,omitempty"`
+	Service string `json:"service,omitempty"`
+	// Node is the machine that runs the gear ("" in records older than
+	// nodes: the one machine there was).
+	Node    string    `json:"node,omitempty"`
 	Created time.Time `json:"created"`
 }
 

@@ -68,6 +68,8 @@ type Store struct {
 
 	stopWatch context.CancelFunc // the backend's watch, if it has one
 
+	local localPresence // presence on one machine (see KeepAlive)
+
 	keyMu sync.Mutex // rotation
 	keys  *keyring
 }

@@ -48,6 +48,9 @@ type Drainer interface {
 type Options struct {
 	Store  *store.Store
 	Layout layout.Layout
+	// Node is this machine's name: the agent runs the gears recorded on
+	// it and no other.
+	Node   string
 	Log    *slog.Logger
 	Router Drainer
 	// Exe is the gantry binary, run as "EXE shim DIR" for each gear.
@@ -135,6 +138,9 @@ func New(o Options) (*Agent, error) {
 	if o.Store == nil || o.Layout.Root == "" || o.Exe == "" || o.Env == nil || o.RunHost == nil {
 		return nil, errors.New("agent: Store, Layout, Exe, Env and RunHost are required")
 	}
+	if o.Node == "" {
+		o.Node = "local"
+	}
 	if o.IP == "" {
 		o.IP = "127.0.0.1"
 	}
@@ -217,6 +223,9 @@ func (a *Agent) Ready() <-chan struct{} { return a.ready }
 // alone; a gear whose shim is gone (the machine rebooted) is started again;
 // a gear that was draining when the server stopped is stopped now.
 func (a *Agent) reattach(ctx context.Context) {
+	if err := a.claimUnplaced(); err != nil {
+		a.log.Error("recording this machine's gears", "err", err)
+	}
 	gears, err := a.gears("")
 	if err != nil {
 		a.log.Error("listing gears", "err", err)
@@ -270,6 +279,29 @@ func (a *Agent) reattach(ctx context.Context) {
 	a.restoreCounts(ctx)
 }
 
+// claimUnplaced records this machine as the node of gears from before
+// nodes were recorded (they ran on the only machine there was).
+func (a *Agent) claimUnplaced() error {
+	return a.o.Store.Update(func(tx *store.Tx) error {
+		gears, err := store.ListGears(tx)
+		if err != nil {
+			return err
+		}
+		for _, g := range gears {
+			if g.Node == "" {
+				g.Node = a.o.Node
+				if err := tx.Put(store.GearKey(g.ID), &g); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// Node is the name of the machine the agent runs gears on.
+func (a *Agent) Node() string { return a.o.Node }
+
 // restoreCounts starts the web gears an app lacks after an interrupted
 // change (its recorded scale says how many it runs), in the background.
 func (a *Agent) restoreCounts(ctx context.Context) {
@@ -321,12 +353,13 @@ func (a *Agent) supervise(ctx context.Context) {
 	}
 }
 
+// gears lists this machine's gears (of one app, or all).
 func (a *Agent) gears(appID string) ([]store.Gear, error) {
 	var out []store.Gear
 	err := a.o.Store.View(func(tx *store.Tx) error {
 		all, err := store.ListGears(tx)
 		for _, g := range all {
-			if appID == "" || g.AppID == appID {
+			if g.Node == a.o.Node && (appID == "" || g.AppID == appID) {
 				out = append(out, g)
 			}
 		}

@@ -21,7 +21,7 @@ func (a *Agent) AddCartridge(ctx context.Context, appKey string, c store.Cartrid
 	unlock := a.appLock(appKey)
 	defer unlock()
 	var app store.App
-	g := store.Gear{ID: newID(), AppKey: appKey, Service: c.Name, State: store.GearRunning, Isolation: a.o.Isolation, Created: time.Now().UTC()}
+	g := store.Gear{ID: newID(), AppKey: appKey, Service: c.Name, State: store.GearRunning, Isolation: a.o.Isolation, Node: a.o.Node, Created: time.Now().UTC()}
 	err := a.o.Store.Update(func(tx *store.Tx) error {
 		if err := tx.Get(appKey, &app); err != nil {
 			return err

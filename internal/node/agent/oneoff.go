@@ -43,7 +43,7 @@ func (a *Agent) runOneOff(ctx context.Context, appKey, dir string, env []string,
 		return a.rt.RunOnce(ctx, "", gearrt.Sandbox{Cwd: dir, Env: env}, out, timeout, args)
 	}
 	var app store.App
-	g := store.Gear{ID: "b" + newID()[:11], State: GearBuilding, Isolation: Namespaces, Created: time.Now().UTC()}
+	g := store.Gear{ID: "b" + newID()[:11], State: GearBuilding, Isolation: Namespaces, Node: a.o.Node, Created: time.Now().UTC()}
 	err := a.o.Store.Update(func(tx *store.Tx) error {
 		if err := tx.Get(appKey, &app); err != nil {
 			return err

@@ -112,7 +112,7 @@ func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deplo
 		}
 		for i := 0; i < n; i++ {
 			g := store.Gear{ID: newID(), AppID: app.ID, AppKey: app.Key(), Deployment: dep.ID,
-				State: store.GearStarting, Isolation: a.o.Isolation, Created: time.Now().UTC()}
+				State: store.GearStarting, Isolation: a.o.Isolation, Node: a.o.Node, Created: time.Now().UTC()}
 			if a.rt.Caps().Isolated {
 				ip, err := a.allocIP(tx, takenIP)
 				if err != nil {

@@ -1,0 +1,164 @@
+package service
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/gantry-paas/gantry/internal/control/apitypes"
+	"github.com/gantry-paas/gantry/internal/control/store"
+	"github.com/gantry-paas/gantry/internal/names"
+)
+
+// NodeTTL is how long a machine stays up in the others' eyes after its
+// last renewal of its presence.
+const NodeTTL = 3 * time.Second
+
+// NodeStatus is a node with what the store says of it now.
+type NodeStatus struct {
+	store.Node
+	Up         bool
+	Gears      int
+	MemoryUsed int64 // the sizes of its gears
+}
+
+// RegisterNode records this machine as a node (keeping what operators set
+// on it: cordon, the time it joined). A name another machine is using
+// while up is refused.
+func (s *Service) RegisterNode(n store.Node) error {
+	if err := names.Label("node", n.Name); err != nil {
+		return refuse(Invalid, apitypes.CodeInvalid, err.Error()+" (pass --node-name)")
+	}
+	live, err := s.st.Live()
+	if err != nil {
+		return err
+	}
+	return s.st.Update(func(tx *store.Tx) error {
+		var old store.Node
+		err := tx.Get(store.NodeKey(n.Name), &old)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			n.Joined = time.Now().UTC()
+		case err != nil:
+			return err
+		default:
+			if live[n.Name] && old.Address != n.Address {
+				return refuse(Conflict, apitypes.CodeNameTaken, fmt.Sprintf("node name %s is in use by the machine at %s, which is up: give this one another --node-name", n.Name, old.Address))
+			}
+			n.Joined, n.Cordoned = old.Joined, old.Cordoned
+		}
+		n.Started = time.Now().UTC()
+		return tx.Put(store.NodeKey(n.Name), &n)
+	})
+}
+
+// Nodes lists the machines with their state (admins only).
+func (s *Service) Nodes(caller *store.User) ([]NodeStatus, error) {
+	if !caller.Admin {
+		return nil, refuse(Forbidden, apitypes.CodeForbidden, "only an admin can list nodes")
+	}
+	live, err := s.st.Live()
+	if err != nil {
+		return nil, err
+	}
+	var out []NodeStatus
+	err = s.st.View(func(tx *store.Tx) error {
+		nodes, err := store.ListNodes(tx)
+		if err != nil {
+			return err
+		}
+		gears, err := store.ListGears(tx)
+		if err != nil {
+			return err
+		}
+		apps := map[string]store.App{}
+		all, err := store.ListApps(tx)
+		for _, a := range all {
+			apps[a.Key()] = a
+		}
+		for _, n := range nodes {
+			ns := NodeStatus{Node: n, Up: live[n.Name]}
+			for _, g := range gears {
+				if g.Node == n.Name {
+					ns.Gears++
+					app := apps[g.AppKey]
+					ns.MemoryUsed += GearMemory(app.GearSize)
+				}
+			}
+			out = append(out, ns)
+		}
+		return err
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, err
+}
+
+// GearMemory is the memory a gear of a size may use.
+func GearMemory(size string) int64 {
+	switch size {
+	case "medium":
+		return 1 << 30
+	case "large":
+		return 2 << 30
+	}
+	return 512 << 20
+}
+
+// Cordon stops (or, with on false, resumes) placing new gears on a node.
+func (s *Service) Cordon(caller *store.User, name string, on bool) (store.Node, error) {
+	var n store.Node
+	if !caller.Admin {
+		return n, refuse(Forbidden, apitypes.CodeForbidden, "only an admin can cordon nodes")
+	}
+	err := s.st.Update(func(tx *store.Tx) error {
+		if err := tx.Get(store.NodeKey(name), &n); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return refuse(NotFound, apitypes.CodeNotFound, fmt.Sprintf("no node %s (gantry node list shows them)", name))
+			}
+			return err
+		}
+		n.Cordoned = on
+		return tx.Put(store.NodeKey(name), &n)
+	})
+	return n, err
+}
+
+// RemoveNode forgets a node that is down and runs no gear.
+func (s *Service) RemoveNode(caller *store.User, name string) error {
+	if !caller.Admin {
+		return refuse(Forbidden, apitypes.CodeForbidden, "only an admin can remove nodes")
+	}
+	live, err := s.st.Live()
+	if err != nil {
+		return err
+	}
+	if live[name] {
+		return refuse(Conflict, apitypes.CodeConflict, fmt.Sprintf("node %s is up: drain it (gantry node drain %s), stop its server, then remove it", name, name))
+	}
+	return s.st.Update(func(tx *store.Tx) error {
+		if ok, err := tx.Has(store.NodeKey(name)); err != nil || !ok {
+			if err == nil {
+				err = refuse(NotFound, apitypes.CodeNotFound, fmt.Sprintf("no node %s (gantry node list shows them)", name))
+			}
+			return err
+		}
+		gears, err := store.ListGears(tx)
+		if err != nil {
+			return err
+		}
+		for _, g := range gears {
+			if g.Node == name && g.Service != "" {
+				return refuse(Conflict, apitypes.CodeConflict, fmt.Sprintf("node %s holds the %s cartridge of %s and its data: bring the node back, or remove the cartridge", name, g.Service, store.AppName(g.AppKey)))
+			}
+		}
+		for _, g := range gears {
+			if g.Node == name {
+				if err := tx.Delete(store.GearKey(g.ID)); err != nil {
+					return err
+				}
+			}
+		}
+		return tx.Delete(store.NodeKey(name))
+	})
+}
