@@ -297,3 +297,8 @@ func (c *Client) Cordon(ctx context.Context, name string, on bool) (apitypes.Nod
 func (c *Client) RemoveNode(ctx context.Context, name string) error {
 	return c.Do(ctx, http.MethodDelete, "/v1/nodes/"+url.PathEscape(name), nil, nil)
 }
+
+// JoinToken makes a single-use join token (admin).
+func (c *Client) JoinToken(ctx context.Context, ttl string) (apitypes.JoinTokenView, error) {
+	return call[apitypes.JoinTokenView](c, ctx, http.MethodPost, "/v1/nodes/tokens", apitypes.JoinTokenRequest{TTL: ttl})
+}

@@ -109,6 +109,14 @@ type Options struct {
 	// reach it at (default 127.0.0.1: one machine).
 	NodeName  string
 	Advertise string
+	// ClusterInit starts a cluster with this machine's etcd member (the
+	// records of a machine that ran alone move into it); Join (the
+	// platform's https URL) with JoinToken enters one. EtcdClientPort and
+	// EtcdPeerPort are the member's ports on the advertised address
+	// (2379, 2380).
+	ClusterInit                  bool
+	Join, JoinToken              string
+	EtcdClientPort, EtcdPeerPort int
 	// RuntimesDir holds language runtimes (default DATA/runtimes).
 	RuntimesDir string
 	// BuildMemory limits build steps' memory (namespaced gears), apart
@@ -214,9 +222,6 @@ func (o *Options) defaults() error {
 	if o.SSHListen == "" {
 		o.SSHListen = ":2222"
 	}
-	if o.CloudDomain == "" {
-		o.CloudDomain = "localhost"
-	}
 	if o.Host == "" {
 		o.Host = "localhost"
 	}
@@ -268,11 +273,26 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("finding the gantry binary: %w", err)
 	}
-	st, err := openStore(o, lay)
+	if o.EtcdClientPort == 0 {
+		o.EtcdClientPort = 2379
+	}
+	if o.EtcdPeerPort == 0 {
+		o.EtcdPeerPort = 2380
+	}
+	st, clu, err := openCluster(ctx, &o, lay, log)
 	if err != nil {
 		return err
 	}
+	defer clu.Close()
+	if st == nil {
+		if st, err = openStore(o, lay); err != nil {
+			return err
+		}
+	}
 	defer st.Close()
+	if o.CloudDomain == "" {
+		o.CloudDomain = "localhost"
+	}
 
 	// The router first: the API needs its ports, and is mounted on it
 	// before it serves; wake requests reach the scaler through a queue.
@@ -284,7 +304,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	mets := metrics.New()
 	ropts := router.Options{Log: log, Listen: o.HTTPListen, Waker: wakes, WakeTimeout: o.WakeTimeout,
-		PlatformHosts: []string{o.Host, "127.0.0.1", "::1", "localhost"},
+		PlatformHosts: platformHosts(o),
 		Certs:         ca, HeaderTimeout: o.HeaderTimeout, TunnelTimeout: o.TunnelTimeout, MaxHeaderBytes: o.MaxHeaderBytes,
 		HealthInterval: o.HealthInterval, Metrics: mets.Registry, MaxConnsPerClient: o.MaxClientConns,
 		ListenFunc: ho.Listen}
@@ -541,7 +561,7 @@ func Run(ctx context.Context, o Options) error {
 	svc := service.New(service.Options{Store: st, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld, Layout: lay, Exe: exe,
 		CloudDomain: o.CloudDomain, MaxGears: o.MaxGears, Applied: rt, PlatformHosts: []string{o.Host, "localhost"},
 		AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver, ReservedPorts: []int{httpPort, httpsPort, sshPort}, HTTPSPort: httpsPort, Events: evlog, Egress: enf,
-		EgressRouter: egressAPI(egr), EgressPorts: ag.ApplyEgressRouterPorts})
+		EgressRouter: egressAPI(egr), EgressPorts: ag.ApplyEgressRouterPorts, Cluster: clu.ops(), JoinFiles: joinFiles()})
 	apiHandler, err := api.New(api.Options{Service: svc, Runtimes: func() ([]runtimes.Runtime, []error) { return runtimes.Discover(runtimesDir, env.Path) },
 		Layout: lay, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld,
 		CloudDomain: o.CloudDomain, AppURL: appURL, Version: o.Version,
@@ -552,7 +572,7 @@ func Run(ctx context.Context, o Options) error {
 		GitHTTPURL:  func(d, a string) string { return fmt.Sprintf("%s/git/%s/%s.git", serverURL, d, a) },
 		SSHHostKeys: []string{knownHost + " " + hostKey},
 		Router:      rt, Metrics: mets.Handler(), Tunnels: serviceDialer{ag},
-		CAView: api.NewCAView(ca), HTTPSPort: httpsPort, PublicHost: o.Host,
+		CAView: api.NewCAView(ca), HTTPSPort: httpsPort, PublicHost: o.Host, JoinURL: joinURL(o, httpsPort),
 		ACME: acmeIss != nil, TCPPorts: rt, Egress: enf, EgressRouter: egressAPI(egr),
 	})
 	mets.AppGauge("gantry_app_connections", "Live connections per app: requests in flight, WebSockets, held requests.", func() map[string]float64 {
@@ -657,6 +677,32 @@ func Run(ctx context.Context, o Options) error {
 	err = g.Wait(ctx)
 	log.Info("gantry stopped; gears keep running")
 	return err
+}
+
+// joinURL is where other machines join through: this one's router over
+// HTTPS, at its advertised address.
+func joinURL(o Options, httpsPort int) string {
+	host := o.Advertise
+	if host == "" {
+		host = o.Host
+	}
+	return "https://" + host + portSuffix443(httpsPort)
+}
+
+func portSuffix443(port int) string {
+	if port == 443 || port == 0 {
+		return ""
+	}
+	return ":" + strconv.Itoa(port)
+}
+
+// platformHosts are the names and addresses the API answers on.
+func platformHosts(o Options) []string {
+	hosts := []string{o.Host, "127.0.0.1", "::1", "localhost"}
+	if o.Advertise != "" {
+		hosts = append(hosts, o.Advertise)
+	}
+	return hosts
 }
 
 // thisNode is what this machine says of itself as a node.

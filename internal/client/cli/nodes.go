@@ -54,6 +54,25 @@ func (c *cli) nodeCmd() *cobra.Command {
 			},
 		})
 	}
+	var ttl string
+	token := &cobra.Command{
+		Use: "token", Short: "Make a single-use token with which one machine joins the cluster", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			v, err := cl.JoinToken(cmd.Context(), ttl)
+			if err != nil {
+				return err
+			}
+			return c.out(v, func(w io.Writer) {
+				fmt.Fprintf(w, "Join token (single use, expires %s):\n\n  %s\n\nOn the new machine:\n\n  %s\n", v.Expires.Local().Format("2006-01-02 15:04"), v.Token, v.Command)
+			})
+		},
+	}
+	token.Flags().StringVar(&ttl, "ttl", "1h", "how long the token lasts (at most 168h)")
+	cmd.AddCommand(token)
 	cmd.AddCommand(&cobra.Command{
 		Use: "remove NODE", Short: "Forget a machine that is down (its web gears run elsewhere)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -106,6 +106,8 @@ type Options struct {
 	Metrics http.Handler
 	// Tunnels, if set, serves `port-forward --via https`.
 	Tunnels ServiceDialer
+	// JoinURL is where machines join (shown with join tokens).
+	JoinURL string
 	// CAView is the platform root, served at /v1/ca.
 	CAView *apitypes.CAView
 	// PublicHost is how clients reach TCP routes; HTTPSPort is the
@@ -177,6 +179,7 @@ func New(o Options) (*API, error) {
 	a.registerClaims()
 	a.registerEgress()
 	a.registerNodes()
+	a.registerJoin()
 	a.mux.HandleFunc("GET /docs", a.docs)
 	a.mux.Handle("GET /docs/", http.StripPrefix("/docs/", http.FileServerFS(mustSub(docsUI, "docsui"))))
 	a.mux.HandleFunc("/git/", a.gitHTTP)
@@ -205,6 +208,11 @@ var bearer = []map[string][]string{{"bearer": {}}}
 // authenticate checks the bearer token of every operation that declares
 // security and puts the user in the context.
 func (a *API) authenticate(ctx huma.Context, next func(huma.Context)) {
+	if ctx.Operation().OperationID == "join" && ctx.TLS() == nil {
+		// The answer holds the platform's keys.
+		huma.WriteErr(a.h, ctx, http.StatusForbidden, "machines join over HTTPS only: use --join https://…")
+		return
+	}
 	if len(ctx.Operation().Security) == 0 {
 		next(ctx)
 		return

@@ -2,7 +2,9 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/danielgtaylor/huma/v2"
 
@@ -74,5 +76,49 @@ func (a *API) registerNodes() {
 				return nil, asProblem(a, "removing node", err)
 			}
 			return nil, nil
+		})
+}
+
+func (a *API) registerJoin() {
+	type newToken struct {
+		Body apitypes.JoinTokenRequest
+	}
+	huma.Register(a.h, huma.Operation{OperationID: "create-join-token", Method: http.MethodPost, Path: "/v1/nodes/tokens", Security: bearer,
+		DefaultStatus: http.StatusCreated, Summary: "Make a join token (admin)",
+		Description: "A single-use token with which one machine joins the cluster before it expires. Shown once.", Tags: []string{"nodes"}},
+		func(ctx context.Context, in *newToken) (*body[apitypes.JoinTokenView], error) {
+			var ttl time.Duration
+			if in.Body.TTL != "" {
+				d, err := time.ParseDuration(in.Body.TTL)
+				if err != nil {
+					return nil, problem(http.StatusBadRequest, apitypes.CodeInvalid, fmt.Sprintf("ttl %q: a duration such as 30m or 24h", in.Body.TTL))
+				}
+				ttl = d
+			}
+			root := ""
+			if a.o.CAView != nil {
+				root = a.o.CAView.SHA256
+			}
+			tok, exp, err := a.o.Service.NewJoinToken(userOf(ctx), ttl, root)
+			if err != nil {
+				return nil, asProblem(a, "making a join token", err)
+			}
+			cmd := fmt.Sprintf("gantry server --join %s --token %s --advertise ADDRESS_OF_THE_NEW_MACHINE", a.o.JoinURL, tok)
+			return &body[apitypes.JoinTokenView]{Body: apitypes.JoinTokenView{Token: tok, Expires: exp, Command: cmd}}, nil
+		})
+
+	type join struct {
+		Body apitypes.JoinRequest
+	}
+	huma.Register(a.h, huma.Operation{OperationID: "join", Method: http.MethodPost, Path: "/v1/cluster/join",
+		Summary:     "Join the cluster (a machine, with a join token)",
+		Description: "Needs no API token: the join token is the credential, used up by this call. The answer holds the cluster's CA files and platform key: only ever over HTTPS.",
+		Tags:        []string{"nodes"}},
+		func(ctx context.Context, in *join) (*body[apitypes.JoinGrant], error) {
+			g, err := a.o.Service.Join(ctx, in.Body)
+			if err != nil {
+				return nil, asProblem(a, "joining", err)
+			}
+			return &body[apitypes.JoinGrant]{Body: *g}, nil
 		})
 }

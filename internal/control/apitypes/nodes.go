@@ -17,3 +17,34 @@ type NodeView struct {
 	Joined      time.Time `json:"joined"`
 	Started     time.Time `json:"started"`
 }
+
+// JoinTokenRequest asks for a join token.
+type JoinTokenRequest struct {
+	TTL string `json:"ttl,omitempty" doc:"how long it lasts (Go duration, default 1h, at most 168h)"`
+}
+
+// JoinTokenView is a new join token, shown once.
+type JoinTokenView struct {
+	Token   string    `json:"token"`
+	Expires time.Time `json:"expires"`
+	Command string    `json:"command" doc:"what to run on the machine that joins"`
+}
+
+// JoinRequest is a machine asking to join the cluster.
+type JoinRequest struct {
+	Token   string `json:"token"`
+	Name    string `json:"name" doc:"the machine's node name"`
+	Address string `json:"address" doc:"the address the other machines reach it at"`
+	PeerURL string `json:"peer_url,omitempty" doc:"its etcd peer URL, if it can hold a member"`
+}
+
+// JoinGrant is what a machine that joined receives: the CA's cluster
+// files and the platform key (paths relative to the data directory), and
+// how to reach the store.
+type JoinGrant struct {
+	CloudDomain    string            `json:"cloud_domain"`
+	Files          map[string][]byte `json:"files"`
+	Member         bool              `json:"member" doc:"it runs an etcd member, started with initial_cluster"`
+	InitialCluster string            `json:"initial_cluster,omitempty"`
+	Endpoints      []string          `json:"endpoints"`
+}

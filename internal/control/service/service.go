@@ -110,6 +110,10 @@ type Options struct {
 	// them); HTTPSPort is 0 when there is no HTTPS (no SNI routes).
 	ReservedPorts []int
 	HTTPSPort     int
+	// Cluster is the store's etcd (nil: SQLite, one machine); JoinFiles
+	// are the files under the data directory a machine that joins gets.
+	Cluster   Cluster
+	JoinFiles []string
 	// Applied, if set, is the router: changes of routing return once it
 	// serves them.
 	Applied interface {

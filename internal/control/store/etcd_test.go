@@ -324,3 +324,41 @@ func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// A machine that ran alone moves to etcd: every record (250, more than
+// one etcd transaction holds), sealed secrets included, reads back the
+// same on the new store with the same platform key.
+func TestCopyToEtcd(t *testing.T) {
+	c := startEtcd(t)
+	dir := t.TempDir()
+	src, err := Open(filepath.Join(dir, "gantry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	src.Update(func(tx *Tx) error {
+		for i := range 250 {
+			tx.Put(DomainKey(fmt.Sprintf("d%03d", i)), &Domain{Name: fmt.Sprintf("d%03d", i)})
+		}
+		return tx.Put(AppKey("d000", "blog"), &App{Name: "blog", Domain: "d000", Env: map[string]string{"SECRET": "hunter2"}})
+	})
+	dst, err := New(NewEtcd(c, "/gantry/"), KeyFile(filepath.Join(dir, "gantry.db")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	n, err := Copy(src, dst)
+	if err != nil || n != 251 {
+		t.Fatalf("copied %d: %v", n, err)
+	}
+	var app App
+	var domains []Domain
+	dst.View(func(tx *Tx) error {
+		tx.Get(AppKey("d000", "blog"), &app)
+		domains, _ = ListDomains(tx)
+		return nil
+	})
+	if app.Env["SECRET"] != "hunter2" || len(domains) != 250 {
+		t.Errorf("after the copy: env %v, %d domains", app.Env, len(domains))
+	}
+}

@@ -2,10 +2,12 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
@@ -26,10 +28,9 @@ func ttlSeconds(ttl time.Duration) int64 { return max(int64((ttl+time.Second-1)/
 // that a process cut off from etcd stops relying on it well before etcd
 // expires the lease and another process can take over.
 type lease struct {
-	id      clientv3.LeaseID
-	ttl     time.Duration
-	renewed chan struct{} // closed when a renewal arrives, then replaced
-	lost    chan struct{} // closed when the lease is gone or fenced
+	id   clientv3.LeaseID
+	ttl  time.Duration
+	lost chan struct{} // closed when the lease is gone or fenced
 }
 
 func (e *Etcd) grant(ctx context.Context, ttl time.Duration) (*lease, error) {
@@ -39,11 +40,10 @@ func (e *Etcd) grant(ctx context.Context, ttl time.Duration) (*lease, error) {
 	if err != nil {
 		return nil, etcdErr(err)
 	}
-	ka, err := e.c.KeepAlive(ctx, g.ID)
-	if err != nil {
-		return nil, etcdErr(err)
-	}
 	l := &lease{id: g.ID, ttl: time.Duration(ttlSeconds(ttl)) * time.Second, lost: make(chan struct{})}
+	// Renewals are sent here, each a round trip, often (a sixth of the
+	// time to live): the fence counts from the moment the last confirmed
+	// renewal was sent, which is before etcd's own count began.
 	go func() {
 		defer close(l.lost)
 		defer func() {
@@ -53,18 +53,26 @@ func (e *Etcd) grant(ctx context.Context, ttl time.Duration) (*lease, error) {
 				cancel()
 			}
 		}()
-		fence := time.NewTimer(l.ttl / 2)
-		defer fence.Stop()
+		confirmed := time.Now()
+		tick := time.NewTicker(l.ttl / 6)
+		defer tick.Stop()
 		for {
 			select {
-			case r, ok := <-ka:
-				if !ok || r == nil {
-					return
-				}
-				fence.Reset(l.ttl / 2)
-			case <-fence.C:
-				return
 			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			sent := time.Now()
+			kctx, cancel := context.WithTimeout(ctx, l.ttl/3)
+			_, err := e.c.KeepAliveOnce(kctx, l.id)
+			cancel()
+			switch {
+			case err == nil:
+				confirmed = sent
+			case errors.Is(err, rpctypes.ErrLeaseNotFound):
+				return // expired already
+			}
+			if time.Since(confirmed) > l.ttl/2 {
 				return
 			}
 		}

@@ -149,3 +149,18 @@ func trimPrefix(keys []string, prefix string) map[string]bool {
 	}
 	return out
 }
+
+// JoinToken lets one machine join the cluster once before it expires.
+// Key: jointokens/ID. Only the SHA-256 of its secret is kept.
+type JoinToken struct {
+	ID         string    `json:"id"`
+	SecretHash string    `json:"secret_hash"`
+	Expires    time.Time `json:"expires"`
+	CreatedBy  string    `json:"created_by"`
+}
+
+// JoinTokenKey is the store key of a join token.
+func JoinTokenKey(id string) string { return "jointokens/" + id }
+
+// ListJoinTokens lists the join tokens not used yet.
+func ListJoinTokens(tx *Tx) ([]JoinToken, error) { return List[JoinToken](tx, "jointokens/") }

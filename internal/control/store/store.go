@@ -296,3 +296,40 @@ func List[T any](t *Tx, prefix string) ([]T, error) {
 	})
 	return out, err
 }
+
+// Copy copies every record of src into dst as it is (sealed secrets stay
+// sealed: both must use the same platform key), in batches small enough
+// for any backend's transaction. It returns how many records it copied.
+func Copy(src, dst *Store) (int, error) {
+	type rec struct {
+		k string
+		v []byte
+	}
+	var recs []rec
+	err := src.b.View(func(kv KV) error {
+		return kv.Scan("", func(k string, v []byte) error {
+			recs = append(recs, rec{k, append([]byte(nil), v...)})
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, err
+	}
+	const batch = 100 // etcd allows 128 operations in a transaction
+	for i := 0; i < len(recs); i += batch {
+		part := recs[i:min(i+batch, len(recs))]
+		rev, err := dst.b.Update(func(kv KV) error {
+			for _, r := range part {
+				if err := kv.Put(r.k, r.v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return i, err
+		}
+		dst.advance(rev)
+	}
+	return len(recs), nil
+}

@@ -75,6 +75,9 @@ func Open(dir, cloudDomain string) (*CA, error) {
 		return nil, err
 	}
 	if !constrainedTo(inter, cloudDomain) {
+		if rootKey == nil {
+			return nil, fmt.Errorf("pki: the issuing CA is not for the cloud domain %s and this machine has no root key to make one: give every machine of a cluster the same --cloud-domain", cloudDomain)
+		}
 		// The cloud domain changed: the old intermediate cannot issue for
 		// it. Make a new one under the same root (users keep trusting it).
 		if inter, interKey, err = makeIntermediate(rootCert, rootKey, cloudDomain); err != nil {
@@ -184,6 +187,9 @@ func makeRoot() (*x509.Certificate, crypto.Signer, error) {
 }
 
 func makeIntermediate(root *x509.Certificate, rootKey crypto.Signer, cloud string) (*x509.Certificate, crypto.Signer, error) {
+	if rootKey == nil {
+		return nil, nil, errors.New("pki: this machine has the root's certificate only (it joined a cluster) and no issuing CA: join again")
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
@@ -239,6 +245,16 @@ func loadOrCreate(dir, name string, make func() (*x509.Certificate, crypto.Signe
 	}
 	if !errors.Is(cerr, os.ErrNotExist) && cerr != nil {
 		return nil, nil, fmt.Errorf("pki: %w", cerr)
+	}
+	if cerr == nil && errors.Is(kerr, os.ErrNotExist) && name == "root" {
+		// A machine that joined a cluster has the root's certificate
+		// only: it trusts the root and cannot make sub-CAs.
+		block, _ := pem.Decode(certPEM)
+		if block == nil {
+			return nil, nil, fmt.Errorf("pki: %s holds no certificate", certPath)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		return c, nil, err
 	}
 	cert, key, err := make()
 	if err != nil {

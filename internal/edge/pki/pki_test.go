@@ -240,3 +240,78 @@ func FuzzCheck(f *testing.F) {
 		}
 	})
 }
+
+// The cluster sub-CA: node certificates work both ways in mutual TLS;
+// an app certificate of the router's intermediate (same root) is no
+// machine's; a machine with the root's certificate only (joined) opens
+// its CA without making a new root.
+func TestClusterCA(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := Open(dir, "example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := OpenCluster(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m1, err := cl.NodeCert("m1", net.ParseIP("127.0.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name, ok := NodeOf(m1.Leaf); !ok || name != "m1" {
+		t.Errorf("NodeOf: %q %v", name, ok)
+	}
+	opts := x509.VerifyOptions{Roots: cl.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	if _, err := m1.Leaf.Verify(opts); err != nil {
+		t.Errorf("a node certificate as a client: %v", err)
+	}
+	opts.KeyUsages = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	opts.DNSName = "127.0.0.1"
+	if _, err := m1.Leaf.Verify(opts); err != nil {
+		t.Errorf("a node certificate as a server: %v", err)
+	}
+	app, err := ca.Certificate("blog.example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.DNSName = ""
+	if _, err := app.Leaf.Verify(opts); err == nil {
+		t.Error("an app certificate passes as a machine's")
+	}
+
+	// A joined machine: the cluster files only.
+	joined := t.TempDir()
+	for _, f := range ClusterFiles {
+		raw, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(joined, f), raw, 0o600)
+	}
+	ca2, err := Open(joined, "example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ca2.Root().Equal(ca.Root()) {
+		t.Error("the joined machine made a root of its own")
+	}
+	if _, err := os.Stat(filepath.Join(joined, "root.key")); err == nil {
+		t.Error("the joined machine has a root key")
+	}
+	cl2, err := OpenCluster(joined)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2, err := cl2.NodeCert("m2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.KeyUsages = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	if _, err := m2.Leaf.Verify(opts); err != nil {
+		t.Errorf("a certificate issued on the joined machine: %v", err)
+	}
+	if _, err := Open(joined, "other.test"); err == nil {
+		t.Error("a joined machine made an issuing CA for another cloud domain")
+	}
+}

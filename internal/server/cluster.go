@@ -1,0 +1,214 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/gantry-paas/gantry/internal/control/apitypes"
+	"github.com/gantry-paas/gantry/internal/control/cluster"
+	"github.com/gantry-paas/gantry/internal/control/service"
+	"github.com/gantry-paas/gantry/internal/control/store"
+	"github.com/gantry-paas/gantry/internal/edge/pki"
+	"github.com/gantry-paas/gantry/internal/layout"
+)
+
+// clustered is a machine's part in a cluster, once its store is open.
+type clustered struct {
+	state  *cluster.State
+	certs  *cluster.Certs
+	client *clientv3.Client
+	member *cluster.Member // nil: this machine holds no etcd member
+}
+
+func (c *clustered) Close() {
+	if c == nil {
+		return
+	}
+	c.client.Close()
+	if c.member != nil {
+		c.member.Close()
+	}
+}
+
+// joinFiles are the files of the data directory a machine that joins
+// receives: the CA's cluster files and the platform key.
+func joinFiles() []string {
+	var out []string
+	for _, f := range pki.ClusterFiles {
+		out = append(out, filepath.Join("pki", f))
+	}
+	return append(out, "secrets.key")
+}
+
+// openCluster makes or rejoins this machine's part in a cluster: with
+// --cluster-init a new one (the records of a machine that ran alone on
+// SQLite move into it), with --join one that exists, and at a later start
+// what DATA/cluster.json says. It returns nil when the machine is in no
+// cluster.
+func openCluster(ctx context.Context, o *Options, lay layout.Layout, log *slog.Logger) (*store.Store, *clustered, error) {
+	state, err := cluster.Load(o.DataDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	fresh := o.ClusterInit || o.Join != ""
+	if fresh {
+		switch {
+		case state != nil:
+			return nil, nil, fmt.Errorf("this machine is part of a cluster already (%s): start it without --cluster-init or --join", cluster.StatePath(o.DataDir))
+		case o.ClusterInit && o.Join != "":
+			return nil, nil, errors.New("--cluster-init starts a new cluster, --join enters one: give one of them")
+		case o.Store != "":
+			return nil, nil, errors.New("--store names an etcd you run; --cluster-init and --join run etcd in Gantry: give one or the other")
+		case o.Advertise == "":
+			return nil, nil, errors.New("--advertise ADDRESS is required in a cluster: the address the other machines reach this one at")
+		}
+	}
+	if state == nil && !fresh {
+		return nil, nil, nil
+	}
+	c := &clustered{state: state}
+	fail := func(err error) (*store.Store, *clustered, error) { c.Close(); return nil, nil, err }
+	switch {
+	case state != nil:
+		if o.CloudDomain == "" {
+			o.CloudDomain = state.CloudDomain
+		}
+		if o.Advertise == "" {
+			o.Advertise = state.Advertise
+		}
+		if o.NodeName == "" {
+			o.NodeName = state.Name
+		}
+	case o.ClusterInit:
+		node, err := thisNode(*o, "")
+		if err != nil {
+			return nil, nil, err
+		}
+		if _, err := pki.Open(lay.PKI(), cloudOrDefault(o.CloudDomain)); err != nil {
+			return nil, nil, err
+		}
+		c.state = &cluster.State{Name: node.Name, Advertise: o.Advertise, Member: true, ClientPort: o.EtcdClientPort, PeerPort: o.EtcdPeerPort,
+			CloudDomain: cloudOrDefault(o.CloudDomain)}
+		c.state.Endpoints = []string{c.state.ClientURL()}
+	default: // --join
+		node, err := thisNode(*o, "")
+		if err != nil {
+			return nil, nil, err
+		}
+		c.state = &cluster.State{Name: node.Name, Advertise: o.Advertise, ClientPort: o.EtcdClientPort, PeerPort: o.EtcdPeerPort}
+		log.Info("joining the cluster", "through", o.Join, "node", node.Name)
+		g, err := cluster.Join(ctx, o.Join, apitypes.JoinRequest{Token: o.JoinToken, Name: node.Name, Address: o.Advertise, PeerURL: c.state.PeerURL()})
+		if err != nil {
+			return nil, nil, err
+		}
+		if o.CloudDomain != "" && o.CloudDomain != g.CloudDomain {
+			return nil, nil, fmt.Errorf("--cloud-domain %s: the cluster's is %s (leave the flag out)", o.CloudDomain, g.CloudDomain)
+		}
+		if err := cluster.WriteGrant(o.DataDir, g); err != nil {
+			return nil, nil, err
+		}
+		c.state.CloudDomain, c.state.Member, c.state.Endpoints = g.CloudDomain, g.Member, g.Endpoints
+		o.CloudDomain = g.CloudDomain
+		if g.Member {
+			c.state.Endpoints = append(c.state.Endpoints, c.state.ClientURL())
+		}
+		if c.certs, err = cluster.NodeCerts(lay.PKI(), c.state.Name, c.state.Advertise); err != nil {
+			return nil, nil, err
+		}
+		if g.Member {
+			if c.member, err = cluster.StartMember(o.DataDir, c.state, c.certs, g.InitialCluster); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	if c.certs == nil {
+		if c.certs, err = cluster.NodeCerts(lay.PKI(), c.state.Name, c.state.Advertise); err != nil {
+			return nil, nil, err
+		}
+	}
+	if c.member == nil && c.state.Member {
+		if c.member, err = cluster.StartMember(o.DataDir, c.state, c.certs, ""); err != nil {
+			return nil, nil, err
+		}
+	}
+	if c.client, err = cluster.Client(c.state.Endpoints, c.certs); err != nil {
+		return fail(fmt.Errorf("connecting to the cluster's etcd: %w", err))
+	}
+	// The members may have changed while this machine was away.
+	mctx, cancel := context.WithTimeout(ctx, store.DefaultWait)
+	if eps, err := (cluster.Members{C: c.client}).Endpoints(mctx); err == nil && len(eps) > 0 {
+		c.state.Endpoints = eps
+		c.client.SetEndpoints(eps...)
+	}
+	cancel()
+	if err := c.state.Save(o.DataDir); err != nil {
+		return fail(err)
+	}
+	st, err := store.New(store.NewEtcd(c.client, "/gantry/"), store.KeyFile(lay.DB()))
+	if err != nil {
+		return fail(err)
+	}
+	if o.ClusterInit {
+		if err := migrateSQLite(lay, st, log); err != nil {
+			st.Close()
+			return fail(err)
+		}
+	}
+	return st, c, nil
+}
+
+func cloudOrDefault(d string) string {
+	if d == "" {
+		return "localhost"
+	}
+	return d
+}
+
+// migrateSQLite copies the records of a machine that ran alone into the
+// new cluster's store, and keeps the SQLite file aside (renamed), so that
+// a second --cluster-init cannot copy them again.
+func migrateSQLite(lay layout.Layout, st *store.Store, log *slog.Logger) error {
+	if _, err := os.Stat(lay.DB()); err != nil {
+		return nil
+	}
+	old, err := store.Open(lay.DB())
+	if err != nil {
+		return fmt.Errorf("opening the records to move into the cluster: %w", err)
+	}
+	n, err := store.Copy(old, st)
+	old.Close()
+	if err != nil {
+		return fmt.Errorf("moving the records into the cluster's store: %w (nothing was removed; start again with --cluster-init after deleting %s)", err, cluster.StatePath(lay.Root))
+	}
+	if err := os.Rename(lay.DB(), lay.DB()+".migrated"); err != nil {
+		return err
+	}
+	for _, f := range []string{"-wal", "-shm"} {
+		os.Remove(lay.DB() + f)
+	}
+	log.Info("moved this machine's records from SQLite into the cluster's store", "records", n, "kept_aside", lay.DB()+".migrated")
+	return nil
+}
+
+// ops are the store's members for joins (nil: no cluster).
+func (c *clustered) ops() service.Cluster {
+	if c == nil {
+		return nil
+	}
+	return clusterOps{cluster.Members{C: c.client}}
+}
+
+// clusterOps are the store's members, for joins.
+type clusterOps struct{ m cluster.Members }
+
+func (c clusterOps) AddMember(ctx context.Context, name, peerURL string) (string, []string, error) {
+	return c.m.Add(ctx, name, peerURL)
+}
+func (c clusterOps) MemberCount(ctx context.Context) (int, error)    { return c.m.Count(ctx) }
+func (c clusterOps) Endpoints(ctx context.Context) ([]string, error) { return c.m.Endpoints(ctx) }
