@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -212,3 +214,28 @@ func (c clusterOps) AddMember(ctx context.Context, name, peerURL string) (string
 }
 func (c clusterOps) MemberCount(ctx context.Context) (int, error)    { return c.m.Count(ctx) }
 func (c clusterOps) Endpoints(ctx context.Context) ([]string, error) { return c.m.Endpoints(ctx) }
+
+// leaderFlag holds, while this machine leads a role, a flag the role's
+// loop reads (the autoscaler decides on one machine at a time).
+type leaderFlag struct {
+	st   *store.Store
+	role string
+	self string
+	on   atomic.Bool
+}
+
+func (l *leaderFlag) Run(ctx context.Context) error {
+	return l.st.Lead(ctx, l.role, l.self, 3*time.Second, func(ctx context.Context) {
+		l.on.Store(true)
+		<-ctx.Done()
+		l.on.Store(false)
+	})
+}
+
+// fn is the flag's reader (nil without an election: always leading).
+func (l *leaderFlag) fn() func() bool {
+	if l == nil {
+		return nil
+	}
+	return l.on.Load
+}

@@ -58,6 +58,8 @@ the CLI on this machine. SIGTERM stops the server; apps keep running.`,
 	f.BoolVar(&o.ClusterInit, "cluster-init", false, "start a cluster: this machine runs its first etcd member (with --advertise); the records of a machine that ran alone move into it; then `gantry node token` lets others join")
 	f.StringVar(&o.Join, "join", "", "join the cluster of the platform at this HTTPS URL (with --token and --advertise)")
 	f.StringVar(&o.JoinToken, "token", "", "the join token (`gantry node token` on a machine of the cluster)")
+	f.IntVar(&o.PeerPort, "peer-port", 7443, "the cluster port on the advertised address: machines' agents reach each other there (mutual TLS)")
+	f.DurationVar(&o.NodeGrace, "node-grace", 20*time.Second, "how long a machine may be down before its gears start on the others (they leave the routers at once)")
 	f.IntVar(&o.EtcdClientPort, "etcd-client-port", 2379, "port of this machine's etcd member for clients, on the advertised address")
 	f.IntVar(&o.EtcdPeerPort, "etcd-peer-port", 2380, "port of this machine's etcd member for its peers, on the advertised address")
 	f.StringVar(&o.RuntimesDir, "runtimes", "", "directory of language runtimes, trees named node-22, python-3.11, go-1.26 (default DATA/runtimes); the host's toolchains count too")

@@ -26,8 +26,10 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/gantry-paas/gantry/internal/node/peer"
 	"github.com/gantry-paas/gantry/internal/node/runtimes"
 
+	"github.com/gantry-paas/gantry/internal/control/scheduler"
 	"github.com/gantry-paas/gantry/internal/control/service"
 
 	"github.com/gantry-paas/gantry/internal/edge/acme"
@@ -109,6 +111,11 @@ type Options struct {
 	// reach it at (default 127.0.0.1: one machine).
 	NodeName  string
 	Advertise string
+	// PeerPort is the cluster port on the advertised address (7443):
+	// mutual TLS between machines' agents. NodeGrace is how long a
+	// machine may be down before its gears start elsewhere (20s).
+	PeerPort  int
+	NodeGrace time.Duration
 	// ClusterInit starts a cluster with this machine's etcd member (the
 	// records of a machine that ran alone move into it); Join (the
 	// platform's https URL) with JoinToken enters one. EtcdClientPort and
@@ -278,6 +285,12 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if o.EtcdPeerPort == 0 {
 		o.EtcdPeerPort = 2380
+	}
+	if o.PeerPort == 0 {
+		o.PeerPort = 7443
+	}
+	if o.NodeGrace == 0 {
+		o.NodeGrace = 20 * time.Second
 	}
 	st, clu, err := openCluster(ctx, &o, lay, log)
 	if err != nil {
@@ -514,7 +527,17 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Node: node.Name, Exe: exe, Env: env.ForGear, Egress: enf,
+	var peers *peer.Client
+	var place func(tx *store.Tx, app *store.App, n int) ([]string, error)
+	gearIP := ""
+	if clu != nil {
+		peers = peer.NewClient(clu.certs.CA.ClientTLS(clu.certs.Cert))
+		place = scheduler.Placer(st)
+		if isolation == agent.Process {
+			gearIP = o.Advertise // the other machines' routers reach them
+		}
+	}
+	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Node: node.Name, Place: place, Peers: peers, IP: gearIP, Exe: exe, Env: env.ForGear, Egress: enf,
 		Disks: disks, GearResolvConf: gearResolv,
 		StartTimeout: o.StartTimeout, Isolation: isolation, Network: network, EgressRouter: egrPorts, BuildMemory: o.BuildMemory, RuntimesDir: runtimesDir,
 		Hook: func(dep *store.Deployment, name string) string {
@@ -533,11 +556,15 @@ func Run(ctx context.Context, o Options) error {
 	if o.ScaleDownAfter > 0 {
 		policy.DownWindow, policy.Cooldown = o.ScaleDownAfter, o.ScaleDownAfter
 	}
-	scaler, err := autoscale.New(autoscale.Options{Store: st, Router: rt, Agent: ag, Log: log, Policy: policy, Events: evlog, Wakes: wakes})
+	var leading *leaderFlag
+	if clu != nil {
+		leading = &leaderFlag{st: st, role: "autoscaler", self: node.Name}
+	}
+	scaler, err := autoscale.New(autoscale.Options{Store: st, Router: rt, Agent: ag, Log: log, Policy: policy, Events: evlog, Wakes: wakes, Leading: leading.fn()})
 	if err != nil {
 		return err
 	}
-	bld, err := builder.New(builder.Options{Store: st, Layout: lay, Log: log, Deployer: ag, Run: ag.RunSandboxed, MaxPushBytes: o.MaxPushBytes,
+	bld, err := builder.New(builder.Options{Store: st, Layout: lay, Log: log, Deployer: ag, Node: node.Name, Run: ag.RunSandboxed, MaxPushBytes: o.MaxPushBytes,
 		Runtimes:     func() []runtimes.Runtime { return listRuntimes(runtimesDir, env.Path, log) },
 		StaticServer: shellQuote(exe) + " static-serve", Env: env.ForBuild,
 		URL: func(a *store.App) string { return appURL(a.Host) }})
@@ -598,6 +625,13 @@ func Run(ctx context.Context, o Options) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var peerSrv *peer.Server
+	if clu != nil {
+		if peerSrv, err = peer.NewServer(net.JoinHostPort(o.Advertise, strconv.Itoa(o.PeerPort)), clu.certs.CA.ServerTLS(clu.certs.Cert), ag, log); err != nil {
+			return err
+		}
+		node.Peer = peerSrv.Addr().String()
+	}
 	if err := svc.RegisterNode(node); err != nil {
 		return err
 	}
@@ -607,6 +641,9 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	routesPub := routes.New(st, rt, log)
+	if clu != nil {
+		routesPub.FollowMachines()
+	}
 	if err := routesPub.Sync(); err != nil { // routes before the router serves
 		return err
 	}
@@ -616,6 +653,16 @@ func Run(ctx context.Context, o Options) error {
 	g.Go(stageNode, "egress", enf)
 	g.Go(stageControl, "builder", bld)
 	g.Go(stageControl, "autoscaler", scaler)
+	if clu != nil {
+		g.Go(stageControl, "autoscaler election", leading)
+		g.Go(stageControl, "scheduler", &scheduler.Failover{Store: st, Self: node.Name, Grace: o.NodeGrace, Log: log,
+			Scale: func(ctx context.Context, appKey string, n int) error { return ag.ScaleTo(ctx, appKey, n, io.Discard) },
+			Moved: func(a *store.App, from string, n int, since time.Time) {
+				evlog.Record(a, store.Event{Kind: events.Moved, From: n, To: n,
+					Reason: fmt.Sprintf("%d gear(s) moved off %s, down since %s", n, from, since.Local().Format("15:04:05"))})
+			}})
+		g.Go(stageDoors, "peer", peerSrv)
+	}
 	g.Go(stageDoors, "router", rt)
 	g.Go(stageDoors, "sshd", ssh)
 	if acmeIss != nil {

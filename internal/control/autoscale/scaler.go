@@ -41,6 +41,10 @@ type Options struct {
 	Interval time.Duration
 	// Wakes, if set, brings the router's wake requests.
 	Wakes Wakes
+	// Leading, if set, says whether this machine makes the scaling
+	// decisions now (a cluster elects one); wakes are served by every
+	// machine whose router holds a request.
+	Leading func() bool
 	// Events records the scaler's decisions (nil: a log of its own).
 	Events *events.Log
 }
@@ -110,6 +114,9 @@ func (s *Scaler) Run(ctx context.Context) error {
 }
 
 func (s *Scaler) tick(now time.Time) {
+	if s.o.Leading != nil && !s.o.Leading() {
+		return
+	}
 	var apps []store.App
 	if err := s.o.Store.View(func(tx *store.Tx) error {
 		var err error

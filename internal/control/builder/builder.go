@@ -45,6 +45,8 @@ type Options struct {
 	Layout   layout.Layout
 	Log      *slog.Logger
 	Deployer Deployer
+	// Node is this machine (deployments name where they were built).
+	Node string
 	// StaticServer is the command that serves a static site on $PORT.
 	StaticServer string
 	// Env is the environment of build steps and hooks for an app.
@@ -195,7 +197,7 @@ func (b *Builder) Deploy(ctx context.Context, appKey, commit string, gitEnv []st
 		return err
 	}
 	dep := store.Deployment{ID: depID, AppID: app.ID, Commit: commit, Type: plan.Type,
-		Command: plan.Start, Health: HealthPath(dir), Dir: dir, Created: time.Now().UTC(),
+		Command: plan.Start, Health: HealthPath(dir), Dir: dir, Node: b.o.Node, Created: time.Now().UTC(),
 		RuntimeBin: rt.Bin, RuntimeRoot: rt.Root}
 	if rt.Version != "" {
 		dep.Runtime = langName[rt.Lang] + " " + rt.Version

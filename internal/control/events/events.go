@@ -19,6 +19,7 @@ const (
 	Wake       = "wake"
 	Manual     = "manual"
 	PortScan   = "port_scan"
+	Moved      = "moved"   // gears of a lost machine started elsewhere
 	FailedSufx = "_failed" // appended to a kind whose change failed
 )
 

@@ -8,6 +8,9 @@ package routes
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"sync"
+	"time"
 
 	"github.com/gantry-paas/gantry/internal/control/store"
 	"github.com/gantry-paas/gantry/internal/edge/router"
@@ -23,7 +26,17 @@ type Publisher struct {
 	st  *store.Store
 	to  Target
 	log *slog.Logger
+
+	// In a cluster, gears of machines that are not up are left out: the
+	// set of machines up is read at each sync and every half second.
+	cluster bool
+	mu      sync.Mutex
+	live    map[string]bool
 }
+
+// FollowMachines leaves out the gears of machines that are down (a
+// cluster), as soon as their presence lapses.
+func (p *Publisher) FollowMachines() { p.cluster = true }
 
 // New returns a publisher from st to the router.
 func New(st *store.Store, to Target, log *slog.Logger) *Publisher {
@@ -37,10 +50,11 @@ func New(st *store.Store, to Target, log *slog.Logger) *Publisher {
 func (p *Publisher) Sync() error {
 	var s router.State
 	var rev int64
+	live, _ := p.liveNow()
 	err := p.st.View(func(tx *store.Tx) error {
 		rev = p.st.Rev()
 		var err error
-		s, err = Read(tx)
+		s, err = read(tx, live)
 		return err
 	})
 	if err != nil {
@@ -50,6 +64,23 @@ func (p *Publisher) Sync() error {
 	return nil
 }
 
+// liveNow reads the machines up (nil: not a cluster); when the store
+// cannot tell, the last answer stands, so routers keep serving.
+func (p *Publisher) liveNow() (live map[string]bool, changed bool) {
+	if !p.cluster {
+		return nil, false
+	}
+	l, err := p.st.Live()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		return p.live, false
+	}
+	changed = !maps.Equal(l, p.live)
+	p.live = l
+	return l, changed
+}
+
 // Run sets the routes now and after every change of the store, until ctx
 // ends.
 func (p *Publisher) Run(ctx context.Context) error {
@@ -57,20 +88,34 @@ func (p *Publisher) Run(ctx context.Context) error {
 	if err := p.Sync(); err != nil {
 		return err
 	}
+	var tick <-chan time.Time
+	if p.cluster {
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-watch:
-			if err := p.Sync(); err != nil {
-				p.log.Error("reloading routes", "err", err)
+		case <-tick:
+			if _, changed := p.liveNow(); !changed {
+				continue
 			}
+		}
+		if err := p.Sync(); err != nil {
+			p.log.Error("reloading routes", "err", err)
 		}
 	}
 }
 
 // Read gathers the router's state from the store.
-func Read(tx *store.Tx) (router.State, error) {
+func Read(tx *store.Tx) (router.State, error) { return read(tx, nil) }
+
+// read gathers the router's state, with only the gears of machines in
+// live (nil: all).
+func read(tx *store.Tx, live map[string]bool) (router.State, error) {
 	apps, err := store.ListApps(tx)
 	if err != nil {
 		return router.State{}, err
@@ -78,6 +123,15 @@ func Read(tx *store.Tx) (router.State, error) {
 	gears, err := store.ListGears(tx)
 	if err != nil {
 		return router.State{}, err
+	}
+	if live != nil {
+		up := gears[:0]
+		for _, g := range gears {
+			if g.Node == "" || live[g.Node] {
+				up = append(up, g)
+			}
+		}
+		gears = up
 	}
 	aliases, err := store.ListAliases(tx)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gantry-paas/gantry/internal/control/apitypes"
+	"github.com/gantry-paas/gantry/internal/control/scheduler"
 	"github.com/gantry-paas/gantry/internal/control/store"
 	"github.com/gantry-paas/gantry/internal/names"
 )
@@ -83,7 +84,7 @@ func (s *Service) Nodes(caller *store.User) ([]NodeStatus, error) {
 				if g.Node == n.Name {
 					ns.Gears++
 					app := apps[g.AppKey]
-					ns.MemoryUsed += GearMemory(app.GearSize)
+					ns.MemoryUsed += scheduler.GearMemory(app.GearSize)
 				}
 			}
 			out = append(out, ns)
@@ -92,17 +93,6 @@ func (s *Service) Nodes(caller *store.User) ([]NodeStatus, error) {
 	})
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, err
-}
-
-// GearMemory is the memory a gear of a size may use.
-func GearMemory(size string) int64 {
-	switch size {
-	case "medium":
-		return 1 << 30
-	case "large":
-		return 2 << 30
-	}
-	return 512 << 20
 }
 
 // Cordon stops (or, with on false, resumes) placing new gears on a node.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/gantry-paas/gantry/internal/control/scheduler"
 	"github.com/gantry-paas/gantry/internal/control/store"
 	"github.com/gantry-paas/gantry/internal/node/agent"
 )
@@ -88,8 +89,8 @@ func TestNodes(t *testing.T) {
 // Placement counts memory with the sizes the gears are given.
 func TestGearMemoryIsTheLimit(t *testing.T) {
 	for name, l := range agent.Sizes {
-		if GearMemory(name) != l.MemoryBytes {
-			t.Errorf("%s: %d; the gears' limit is %d", name, GearMemory(name), l.MemoryBytes)
+		if scheduler.GearMemory(name) != l.MemoryBytes {
+			t.Errorf("%s: %d; the gears' limit is %d", name, scheduler.GearMemory(name), l.MemoryBytes)
 		}
 	}
 }

@@ -12,9 +12,12 @@ import (
 // the machine said of itself when it started and what operators set
 // (cordon); whether it is up now is its presence (Live), never this record.
 type Node struct {
-	Name    string   `json:"name"`
-	Address string   `json:"address"` // where the other machines reach it
-	Roles   []string `json:"roles"`   // control, node, edge
+	Name    string `json:"name"`
+	Address string `json:"address"` // where the other machines reach it
+	// Peer is its cluster port (HOST:PORT, mutual TLS), where the other
+	// machines' agents reach its agent; "" on one machine.
+	Peer    string   `json:"peer,omitempty"`
+	Roles   []string `json:"roles"` // control, node, edge
 	Version string   `json:"version"`
 	// MemoryTotal is the memory gears may use on it, in bytes.
 	MemoryTotal int64  `json:"memory_total"`
@@ -23,9 +26,11 @@ type Node struct {
 	// machine), "vxlan" or "wireguard".
 	Overlay string `json:"overlay,omitempty"`
 	// Cordoned nodes get no new gears.
-	Cordoned bool      `json:"cordoned,omitempty"`
-	Joined   time.Time `json:"joined"`
-	Started  time.Time `json:"started"`
+	Cordoned bool `json:"cordoned,omitempty"`
+	// DownSince is when the scheduler's leader saw it go down (zero: up).
+	DownSince time.Time `json:"down_since,omitempty"`
+	Joined    time.Time `json:"joined"`
+	Started   time.Time `json:"started"`
 }
 
 // Node roles.

@@ -121,10 +121,12 @@ type Deployment struct {
 	// Runtime is the language version it was built with and runs on
 	// ("" : none chosen): its binaries' directory, and its tree when it
 	// comes from the runtimes directory (mounted into gears).
-	Runtime     string    `json:"runtime,omitempty"`
-	RuntimeBin  string    `json:"runtime_bin,omitempty"`
-	RuntimeRoot string    `json:"runtime_root,omitempty"`
-	Created     time.Time `json:"created"`
+	Runtime     string `json:"runtime,omitempty"`
+	RuntimeBin  string `json:"runtime_bin,omitempty"`
+	RuntimeRoot string `json:"runtime_root,omitempty"`
+	// Node is the machine that built it (and has its tree first).
+	Node    string    `json:"node,omitempty"`
+	Created time.Time `json:"created"`
 }
 
 // DeploymentKey is the store key of a deployment.

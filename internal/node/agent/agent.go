@@ -33,6 +33,7 @@ import (
 	"github.com/gantry-paas/gantry/internal/control/store"
 	"github.com/gantry-paas/gantry/internal/keylock"
 	"github.com/gantry-paas/gantry/internal/layout"
+	"github.com/gantry-paas/gantry/internal/node/peer"
 	"github.com/gantry-paas/gantry/internal/node/runtime/netplan"
 	"github.com/gantry-paas/gantry/internal/node/shim"
 )
@@ -50,7 +51,11 @@ type Options struct {
 	Layout layout.Layout
 	// Node is this machine's name: the agent runs the gears recorded on
 	// it and no other.
-	Node   string
+	Node string
+	// Place picks the machines of new gears (nil: all on this one); Peers
+	// reaches the other machines' agents.
+	Place  func(tx *store.Tx, app *store.App, n int) ([]string, error)
+	Peers  *peer.Client
 	Log    *slog.Logger
 	Router Drainer
 	// Exe is the gantry binary, run as "EXE shim DIR" for each gear.
@@ -110,9 +115,12 @@ type Agent struct {
 	rt    gearrt.Driver // the gears' supervisors, in the isolation mode
 	proc  gearrt.Driver // the process driver, for gears a process-mode server left
 	locks keylock.Locks // one per app
-	wg    sync.WaitGroup
-	ctx   context.Context // the agent's own lifetime, set by Run
-	ready chan struct{}
+	// dirLocks: one per app, while a gear placed here by another machine
+	// makes the app's directory ready.
+	dirLocks keylock.Locks
+	wg       sync.WaitGroup
+	ctx      context.Context // the agent's own lifetime, set by Run
+	ready    chan struct{}
 
 	svcMu    sync.Mutex // guards svcCache
 	svcCache map[string]serviceCache
@@ -274,6 +282,7 @@ func (a *Agent) reattach(ctx context.Context) {
 			}
 		}
 	}
+	a.stopOrphans(ctx)
 	a.log.Info("re-attached to gears", "running", adopted, "total", len(gears))
 	a.rt.CleanOneOffs()
 	a.restoreCounts(ctx)
@@ -338,6 +347,9 @@ func (a *Agent) supervise(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	if a.o.Place != nil {
+		a.stopOrphans(ctx)
+	}
 	for _, g := range gears {
 		if g.State != store.GearRunning {
 			continue
@@ -376,8 +388,26 @@ type GearStatus struct {
 	LastExit string `json:"last_exit,omitempty"`
 }
 
-// Status reads a gear's process status.
+// Status reads a gear's process status, on whichever machine runs it.
 func (a *Agent) Status(gearID string) GearStatus {
+	var g store.Gear
+	if a.o.Store.View(func(tx *store.Tx) error { return tx.Get(store.GearKey(gearID), &g) }) == nil && a.remote(g) {
+		addr, err := a.peerAddr(g.Node)
+		if err != nil || a.o.Peers == nil {
+			return GearStatus{Status: "unknown"}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		st, err := a.o.Peers.GearState(ctx, addr, gearID)
+		if err != nil {
+			return GearStatus{Status: "unreachable"}
+		}
+		return GearStatus(st)
+	}
+	return a.localStatus(gearID)
+}
+
+func (a *Agent) localStatus(gearID string) GearStatus {
 	st, err := a.rt.State(gearID)
 	if err != nil {
 		return GearStatus{Status: "unknown"}
@@ -395,8 +425,9 @@ func newID() string {
 	return hex.EncodeToString(b)
 }
 
-// allocPort picks a port no gear record holds and nothing on the host uses.
-func (a *Agent) allocPort(tx *store.Tx, taken map[int]bool) (int, error) {
+// allocPort picks a port no gear record holds and (with probe: the gear
+// runs here) nothing on this host uses.
+func (a *Agent) allocPort(tx *store.Tx, taken map[int]bool, probe bool) (int, error) {
 	gears, err := store.ListGears(tx)
 	if err != nil {
 		return 0, err
@@ -411,11 +442,13 @@ func (a *Agent) allocPort(tx *store.Tx, taken map[int]bool) (int, error) {
 		if taken[p] {
 			continue
 		}
-		l, err := net.Listen("tcp", net.JoinHostPort(a.o.IP, fmt.Sprint(p)))
-		if err != nil {
-			continue
+		if probe {
+			l, err := net.Listen("tcp", net.JoinHostPort(a.o.IP, fmt.Sprint(p)))
+			if err != nil {
+				continue
+			}
+			l.Close()
 		}
-		l.Close()
 		taken[p] = true
 		return p, nil
 	}

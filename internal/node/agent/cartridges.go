@@ -39,7 +39,7 @@ func (a *Agent) AddCartridge(ctx context.Context, appKey string, c store.Cartrid
 			}
 			g.IP, g.Port = ip, cartridge.DefaultPort(c.Name)
 		} else {
-			port, err := a.allocPort(tx, map[int]bool{})
+			port, err := a.allocPort(tx, map[int]bool{}, true)
 			if err != nil {
 				return err
 			}

@@ -97,8 +97,9 @@ func (a *Agent) Rollout(ctx context.Context, appKey, depID string, out io.Writer
 	return nil
 }
 
-// startGears reserves, starts and health-checks n new gears of dep. They
-// are left in state starting (not routed); fail removes them.
+// startGears reserves, starts and health-checks n new gears of dep, on
+// the machines placement picks. They are left in state starting (not
+// routed); fail removes them.
 func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deployment, n int, out io.Writer) ([]store.Gear, func(error) error, error) {
 	// Record the new gears first: their ports are then reserved.
 	var fresh []store.Gear
@@ -110,17 +111,29 @@ func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deplo
 				return err
 			}
 		}
+		nodes, err := a.place(tx, app, n)
+		if err != nil {
+			return err
+		}
 		for i := 0; i < n; i++ {
 			g := store.Gear{ID: newID(), AppID: app.ID, AppKey: app.Key(), Deployment: dep.ID,
-				State: store.GearStarting, Isolation: a.o.Isolation, Node: a.o.Node, Created: time.Now().UTC()}
-			if a.rt.Caps().Isolated {
+				State: store.GearStarting, Isolation: a.o.Isolation, Node: nodes[i], Created: time.Now().UTC()}
+			switch {
+			case a.rt.Caps().Isolated:
 				ip, err := a.allocIP(tx, takenIP)
 				if err != nil {
 					return err
 				}
 				g.IP, g.Port = ip, GearPort
-			} else {
-				port, err := a.allocPort(tx, taken)
+			case a.remote(g):
+				if g.IP, err = a.nodeAddress(tx, g.Node); err != nil {
+					return err
+				}
+				if g.Port, err = a.allocPort(tx, taken, false); err != nil {
+					return err
+				}
+			default:
+				port, err := a.allocPort(tx, taken, true)
 				if err != nil {
 					return err
 				}
@@ -150,56 +163,95 @@ func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deplo
 		return err
 	}
 
+	// The other machines start theirs meanwhile.
+	remoteDone := make(chan error, 1)
+	go func() { remoteDone <- a.startRemote(ctx, fresh, out) }()
+	waitRemote := func(err error) error {
+		if rerr := <-remoteDone; err == nil {
+			err = rerr
+		}
+		return err
+	}
 	for i := range fresh {
 		g := &fresh[i]
-		env := a.o.Env(app, dep, g)
-		spec := shim.Spec{GearID: g.ID, Command: dep.Command, Dir: dep.Dir, Env: env,
-			LogFile: filepath.Join(a.o.Layout.Logs(app.ID), g.ID+".log"), LogMax: 10 << 20}
-		sb, err := a.sandboxOf(app, g.ID, dep.Command, dep.Dir, env)
-		if err == nil {
-			sb.Tree = dep.Dir
-			sb.Traverse = append(sb.Traverse, filepath.Dir(dep.Dir))
-			err = a.driverFor(*g).Prepare(sb, &spec)
+		if a.remote(*g) {
+			continue
 		}
-		if err != nil {
-			return nil, nil, fail(fmt.Errorf("preparing gear %s: %w", g.ID, err))
-		}
-		// The egress policy is in place before the app runs (and the app's
-		// other gears learn the new peer).
-		if a.o.Egress != nil && g.Isolation == Namespaces {
-			if err := a.o.Egress.Apply(app.Key()); err != nil {
-				return nil, nil, fail(err)
-			}
-		}
-		if hook := a.hook(dep, "pre_start"); hook != "" {
-			fmt.Fprintf(out, "-----> Running pre_start hook (gear %s)\n", g.ID)
-			if err := a.runGearHook(ctx, app, g, hook, dep.Dir, env, out); err != nil {
-				return nil, nil, fail(fmt.Errorf("pre_start hook: %w", err))
-			}
-		}
-		if err := a.writeShimSpec(g.ID, spec); err != nil {
-			return nil, nil, fail(err)
-		}
-		if err := a.rt.Start(g.ID); err != nil {
-			return nil, nil, fail(fmt.Errorf("starting gear %s: %w", g.ID, err))
+		if err := a.startOne(ctx, app, dep, g, out); err != nil {
+			return nil, nil, fail(waitRemote(err))
 		}
 	}
 	for i := range fresh {
 		g := &fresh[i]
-		if err := a.waitReady(ctx, g, dep.Health); err != nil {
-			tail := a.logTail(app.ID, g.ID, 20)
-			return nil, nil, fail(fmt.Errorf("%w: gear %s: %v\n%s", ErrStartFailed, g.ID, err, tail))
+		if a.remote(*g) {
+			continue
 		}
-		fmt.Fprintf(out, "-----> Gear %s is up on %s\n", g.ID, g.Endpoint())
-		if hook := a.hook(dep, "post_start"); hook != "" {
-			fmt.Fprintf(out, "-----> Running post_start hook (gear %s)\n", g.ID)
-			if err := a.runGearHook(ctx, app, g, hook, dep.Dir, a.o.Env(app, dep, g), out); err != nil {
-				return nil, nil, fail(fmt.Errorf("post_start hook: %w", err))
-			}
+		if err := a.readyOne(ctx, app, dep, g, out); err != nil {
+			return nil, nil, fail(waitRemote(err))
 		}
 	}
-
+	if err := waitRemote(nil); err != nil {
+		return nil, nil, fail(err)
+	}
 	return fresh, fail, nil
+}
+
+// startOne prepares and starts one gear of this machine (not waiting
+// until it serves).
+func (a *Agent) startOne(ctx context.Context, app *store.App, dep *store.Deployment, g *store.Gear, out io.Writer) error {
+	env := a.o.Env(app, dep, g)
+	spec := shim.Spec{GearID: g.ID, Command: dep.Command, Dir: dep.Dir, Env: env,
+		LogFile: filepath.Join(a.o.Layout.Logs(app.ID), g.ID+".log"), LogMax: 10 << 20}
+	sb, err := a.sandboxOf(app, g.ID, dep.Command, dep.Dir, env)
+	if err == nil {
+		sb.Tree = dep.Dir
+		sb.Traverse = append(sb.Traverse, filepath.Dir(dep.Dir))
+		err = a.driverFor(*g).Prepare(sb, &spec)
+	}
+	if err != nil {
+		return fmt.Errorf("preparing gear %s: %w", g.ID, err)
+	}
+	// The egress policy is in place before the app runs (and the app's
+	// other gears learn the new peer).
+	if a.o.Egress != nil && g.Isolation == Namespaces {
+		if err := a.o.Egress.Apply(app.Key()); err != nil {
+			return err
+		}
+	}
+	if hook := a.hook(dep, "pre_start"); hook != "" {
+		fmt.Fprintf(out, "-----> Running pre_start hook (gear %s)\n", g.ID)
+		if err := a.runGearHook(ctx, app, g, hook, dep.Dir, env, out); err != nil {
+			return fmt.Errorf("pre_start hook: %w", err)
+		}
+	}
+	if err := a.writeShimSpec(g.ID, spec); err != nil {
+		return err
+	}
+	if err := a.rt.Start(g.ID); err != nil {
+		return fmt.Errorf("starting gear %s: %w", g.ID, err)
+	}
+	return nil
+}
+
+// readyOne waits until a started gear of this machine serves, then runs
+// its post_start hook.
+func (a *Agent) readyOne(ctx context.Context, app *store.App, dep *store.Deployment, g *store.Gear, out io.Writer) error {
+	if err := a.waitReady(ctx, g, dep.Health); err != nil {
+		tail := a.logTail(app.ID, g.ID, 20)
+		return fmt.Errorf("%w: gear %s: %v\n%s", ErrStartFailed, g.ID, err, tail)
+	}
+	where := ""
+	if a.o.Place != nil {
+		where = " (" + g.Node + ")"
+	}
+	fmt.Fprintf(out, "-----> Gear %s is up on %s%s\n", g.ID, g.Endpoint(), where)
+	if hook := a.hook(dep, "post_start"); hook != "" {
+		fmt.Fprintf(out, "-----> Running post_start hook (gear %s)\n", g.ID)
+		if err := a.runGearHook(ctx, app, g, hook, dep.Dir, a.o.Env(app, dep, g), out); err != nil {
+			return fmt.Errorf("post_start hook: %w", err)
+		}
+	}
+	return nil
 }
 
 // drainAndStop waits, in the background, until the router has no open
@@ -370,6 +422,10 @@ func (a *Agent) logTail(appID, gearID string, n int) string {
 // stopGear runs pre_stop, stops the shim (which stops the app's process
 // group), runs post_stop and removes the gear's runtime directory.
 func (a *Agent) stopGear(ctx context.Context, g store.Gear, out io.Writer) {
+	if a.remote(g) {
+		a.stopRemote(ctx, g)
+		return
+	}
 	dir := a.o.Layout.Gear(g.ID)
 	var dep store.Deployment
 	var app store.App

@@ -1,0 +1,287 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gantry-paas/gantry/internal/control/store"
+	"github.com/gantry-paas/gantry/internal/node/peer"
+)
+
+// Gears on other machines. The agent that changes an app (a deploy, a
+// scale) records the new gears on the machines placement chose; it starts
+// its own, and asks each other machine's agent, over the peer API, to
+// start the ones placed there (that agent fetches the deployment's tree
+// from a machine that has it). Stops go the same way. An agent runs only
+// the gears recorded on its machine, and stops any it finds running
+// without a record (a machine that comes back after its gears were moved).
+
+// remote reports whether a gear runs on another machine.
+func (a *Agent) remote(g store.Gear) bool { return g.Node != "" && g.Node != a.o.Node }
+
+// peerAddr is where a machine's agent answers.
+func (a *Agent) peerAddr(node string) (string, error) {
+	var n store.Node
+	err := a.o.Store.View(func(tx *store.Tx) error { return tx.Get(store.NodeKey(node), &n) })
+	if err != nil {
+		return "", fmt.Errorf("machine %s: %w", node, err)
+	}
+	if n.Peer == "" {
+		return "", fmt.Errorf("machine %s has no cluster port", node)
+	}
+	return n.Peer, nil
+}
+
+// place picks the machines of n new gears (all this one without a
+// placer, or for isolated gears: the gear network does not span machines
+// yet).
+func (a *Agent) place(tx *store.Tx, app *store.App, n int) ([]string, error) {
+	out := make([]string, n)
+	if a.o.Place == nil || a.rt.Caps().Isolated {
+		for i := range out {
+			out[i] = a.o.Node
+		}
+		return out, nil
+	}
+	return a.o.Place(tx, app, n)
+}
+
+// nodeAddress is the address gears of a machine are reached at (process
+// mode: the machine's advertised address).
+func (a *Agent) nodeAddress(tx *store.Tx, node string) (string, error) {
+	var n store.Node
+	if err := tx.Get(store.NodeKey(node), &n); err != nil {
+		return "", fmt.Errorf("machine %s: %w", node, err)
+	}
+	return n.Address, nil
+}
+
+// startRemote asks the machines of the remote gears to start them, at
+// once, copying their progress to out. It returns the first failure.
+func (a *Agent) startRemote(ctx context.Context, gears []store.Gear, out io.Writer) error {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	sout := &syncWriter{w: out}
+	for _, g := range gears {
+		if !a.remote(g) {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := a.startOn(ctx, g, sout)
+			if err != nil {
+				mu.Lock()
+				if first == nil {
+					first = fmt.Errorf("gear %s on %s: %w", g.ID, g.Node, err)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}
+
+func (a *Agent) startOn(ctx context.Context, g store.Gear, out io.Writer) error {
+	if a.o.Peers == nil {
+		return fmt.Errorf("gear %s is placed on %s, and this machine has no cluster port to ask it", g.ID, g.Node)
+	}
+	addr, err := a.peerAddr(g.Node)
+	if err != nil {
+		return err
+	}
+	return a.o.Peers.StartGear(ctx, addr, g.ID, out)
+}
+
+// stopRemote asks a gear's machine to stop it (best effort: a machine
+// that is gone stops its gears when it comes back).
+func (a *Agent) stopRemote(ctx context.Context, g store.Gear) {
+	if a.o.Peers == nil {
+		return
+	}
+	addr, err := a.peerAddr(g.Node)
+	if err == nil {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err = a.o.Peers.StopGear(sctx, addr, g.ID)
+		cancel()
+	}
+	if err != nil {
+		a.log.Warn("stopping a gear on another machine", "gear", g.ID, "node", g.Node, "err", err)
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// The peer API's side of this machine (peer.Local).
+
+// StartGear starts a gear another machine placed here: the app's
+// directory and the deployment's tree are made ready (fetched from a
+// machine that has it), then the gear starts as any gear does.
+func (a *Agent) StartGear(ctx context.Context, gearID string, out io.Writer) error {
+	var g store.Gear
+	var app store.App
+	var dep store.Deployment
+	err := a.o.Store.View(func(tx *store.Tx) error {
+		if err := tx.Get(store.GearKey(gearID), &g); err != nil {
+			return err
+		}
+		if err := tx.Get(g.AppKey, &app); err != nil {
+			return err
+		}
+		return tx.Get(store.DeploymentKey(app.ID, g.Deployment), &dep)
+	})
+	if err != nil {
+		return err
+	}
+	if g.Node != a.o.Node {
+		return fmt.Errorf("gear %s is placed on %s, not on this machine (%s)", g.ID, g.Node, a.o.Node)
+	}
+	// Gears of one app start here side by side: one makes its directory
+	// and fetches its tree, the others find them.
+	unlock := a.dirLocks.Lock(app.ID)
+	err = a.PrepareAppDir(&app)
+	var dir string
+	if err == nil {
+		dir, err = a.ensureDeployment(ctx, &dep)
+	}
+	unlock()
+	if err != nil {
+		return fmt.Errorf("the deployment's files: %w", err)
+	}
+	dep.Dir = dir
+	fail := func(err error) error {
+		a.stopGear(context.WithoutCancel(ctx), g, io.Discard)
+		return err
+	}
+	if err := a.startOne(ctx, &app, &dep, &g, out); err != nil {
+		return fail(err)
+	}
+	if err := a.readyOne(ctx, &app, &dep, &g, out); err != nil {
+		return fail(err)
+	}
+	return nil
+}
+
+// StopGear stops a gear of this machine.
+func (a *Agent) StopGear(ctx context.Context, gearID string) error {
+	g := store.Gear{ID: gearID, Node: a.o.Node}
+	a.o.Store.View(func(tx *store.Tx) error { return tx.Get(store.GearKey(gearID), &g) })
+	if a.remote(g) {
+		return fmt.Errorf("gear %s runs on %s, not here", gearID, g.Node)
+	}
+	a.stopGear(ctx, g, io.Discard)
+	return nil
+}
+
+// GearState is a gear's process state on this machine.
+func (a *Agent) GearState(gearID string) (peer.State, error) {
+	st := a.localStatus(gearID)
+	return peer.State(st), nil
+}
+
+// DeploymentDir is this machine's copy of a deployment, if it has one.
+func (a *Agent) DeploymentDir(appID, depID string) (string, bool) {
+	if strings.ContainsAny(appID+depID, "/.") || appID == "" || depID == "" {
+		return "", false
+	}
+	dir := a.o.Layout.Deployment(appID, depID)
+	fi, err := os.Stat(dir)
+	return dir, err == nil && fi.IsDir()
+}
+
+// ensureDeployment makes sure this machine has the deployment's tree,
+// fetching it from the machine that built it, else from any machine up.
+func (a *Agent) ensureDeployment(ctx context.Context, dep *store.Deployment) (string, error) {
+	dir := a.o.Layout.Deployment(dep.AppID, dep.ID)
+	if _, err := os.Stat(dir); err == nil {
+		return dir, nil
+	}
+	if a.o.Peers == nil {
+		return "", fmt.Errorf("%s is missing and this machine has no cluster port to fetch it", dir)
+	}
+	var nodes []store.Node
+	a.o.Store.View(func(tx *store.Tx) error {
+		var err error
+		nodes, err = store.ListNodes(tx)
+		return err
+	})
+	live, _ := a.o.Store.Live()
+	// The builder first.
+	for i, n := range nodes {
+		if n.Name == dep.Node {
+			nodes[0], nodes[i] = nodes[i], nodes[0]
+		}
+	}
+	os.MkdirAll(filepath.Dir(dir), 0o750)
+	var errs []error
+	for _, n := range nodes {
+		if n.Name == a.o.Node || !live[n.Name] || n.Peer == "" {
+			continue
+		}
+		tmp := dir + ".fetch"
+		os.RemoveAll(tmp)
+		err := a.o.Peers.FetchDeployment(ctx, n.Peer, dep.AppID, dep.ID, tmp, os.Geteuid() == 0)
+		if err == nil {
+			if err := os.Rename(tmp, dir); err != nil {
+				return "", err
+			}
+			a.log.Info("fetched a deployment", "app", dep.AppID, "deployment", dep.ID, "from", n.Name)
+			return dir, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", n.Name, err))
+	}
+	return "", fmt.Errorf("no machine up could give deployment %s: %w", dep.ID, errors.Join(errs...))
+}
+
+// stopOrphans stops gears that run here without a record placing them
+// here: their machine was counted lost and they run elsewhere now.
+func (a *Agent) stopOrphans(ctx context.Context) {
+	entries, err := os.ReadDir(a.o.Layout.GearsDir())
+	if err != nil {
+		return
+	}
+	mine := map[string]bool{}
+	err = a.o.Store.View(func(tx *store.Tx) error {
+		gears, err := store.ListGears(tx)
+		for _, g := range gears {
+			if !a.remote(g) {
+				mine[g.ID] = true
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return // the store is away: change nothing
+	}
+	for _, e := range entries {
+		if !e.IsDir() || mine[e.Name()] {
+			continue
+		}
+		st, err := a.rt.State(e.Name())
+		if err != nil {
+			continue
+		}
+		if st.Alive {
+			a.log.Warn("a gear runs here that no record places here (it was moved while this machine was away): stopping it", "gear", e.Name())
+		}
+		a.stopGear(ctx, store.Gear{ID: e.Name(), Node: a.o.Node}, io.Discard)
+	}
+}

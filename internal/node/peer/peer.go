@@ -1,0 +1,345 @@
+// Package peer is what machines of a cluster ask of each other, over
+// mutual TLS with certificates of the cluster sub-CA: start a gear placed
+// on the machine (its output streamed back), stop one, read its state,
+// and hand over a deployment's built tree to a machine that runs it but
+// did not build it. The server side calls the machine's agent through
+// Local; the client side is what the agent uses to reach other machines.
+package peer
+
+import (
+	"archive/tar"
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Local is what this machine does for the others (its agent).
+type Local interface {
+	// StartGear starts a gear recorded on this machine and returns once it
+	// serves (or failed), writing progress to out.
+	StartGear(ctx context.Context, gearID string, out io.Writer) error
+	// StopGear stops a gear of this machine (its record may be gone).
+	StopGear(ctx context.Context, gearID string) error
+	// GearState is a gear's process state.
+	GearState(gearID string) (State, error)
+	// DeploymentDir is where this machine keeps a deployment's tree, if
+	// it has it.
+	DeploymentDir(appID, depID string) (string, bool)
+}
+
+// State is a gear's process as its machine sees it.
+type State struct {
+	PID      int    `json:"pid"`
+	Status   string `json:"status"`
+	Restarts int    `json:"restarts"`
+	LastExit string `json:"last_exit,omitempty"`
+}
+
+// resultPrefix starts the last line of a start's stream: the outcome.
+const resultPrefix = "\x00gantry-peer-result "
+
+// Server answers the other machines.
+type Server struct {
+	ln    net.Listener
+	srv   *http.Server
+	local Local
+	log   *slog.Logger
+}
+
+// NewServer listens on addr with tlsConf (client certificates required).
+func NewServer(addr string, tlsConf *tls.Config, local Local, log *slog.Logger) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("the cluster port %s: %w", addr, err)
+	}
+	s := &Server{ln: tls.NewListener(ln, tlsConf), local: local, log: log.With("component", "peer")}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /peer/v1/gears/{id}/start", s.start)
+	mux.HandleFunc("POST /peer/v1/gears/{id}/stop", s.stop)
+	mux.HandleFunc("GET /peer/v1/gears/{id}", s.state)
+	mux.HandleFunc("GET /peer/v1/deployments/{app}/{dep}", s.deployment)
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	return s, nil
+}
+
+// Addr is where it listens.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Run serves until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s.srv.Shutdown(sctx)
+		cancel()
+	}()
+	if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// flushWriter sends each write at once.
+type flushWriter struct {
+	w http.ResponseWriter
+	f http.Flusher
+}
+
+func (f flushWriter) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	f.f.Flush()
+	return n, err
+}
+
+func (s *Server) start(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fw := flushWriter{w, w.(http.Flusher)}
+	err := s.local.StartGear(r.Context(), r.PathValue("id"), fw)
+	res := "ok"
+	if err != nil {
+		res = strings.ReplaceAll(err.Error(), "\n", "\x1f")
+	}
+	fmt.Fprintf(fw, "\n%s%s\n", resultPrefix, res)
+}
+
+func (s *Server) stop(w http.ResponseWriter, r *http.Request) {
+	if err := s.local.StopGear(r.Context(), r.PathValue("id")); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) state(w http.ResponseWriter, r *http.Request) {
+	st, err := s.local.GearState(r.PathValue("id"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	json.NewEncoder(w).Encode(st)
+}
+
+func (s *Server) deployment(w http.ResponseWriter, r *http.Request) {
+	dir, ok := s.local.DeploymentDir(r.PathValue("app"), r.PathValue("dep"))
+	if !ok {
+		http.Error(w, "this machine does not have that deployment", http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-tar")
+	if err := writeTar(w, dir); err != nil {
+		s.log.Warn("sending a deployment", "dir", dir, "err", err)
+	}
+}
+
+// writeTar writes the tree at dir (regular files, directories, symlinks
+// as links) with modes and owners.
+func writeTar(w io.Writer, dir string) error {
+	tw := tar.NewWriter(w)
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if rel == "." {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		link := ""
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			if link, err = os.Readlink(p); err != nil {
+				return err
+			}
+		} else if !fi.Mode().IsRegular() && !fi.IsDir() {
+			return nil // sockets, devices: not part of a build
+		}
+		h, err := tar.FileInfoHeader(fi, link)
+		if err != nil {
+			return err
+		}
+		h.Name = filepath.ToSlash(rel)
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if fi.Mode().IsRegular() {
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(tw, f)
+			f.Close()
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return tw.Close()
+}
+
+// extractTar unpacks r into dir, which must not exist yet. Entries may not
+// leave dir: no absolute names, no "..", nothing written beneath a link
+// the archive made.
+func extractTar(r io.Reader, dir string, chown bool) error {
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return err
+	}
+	links := map[string]bool{}
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		name := filepath.Clean(filepath.FromSlash(h.Name))
+		if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, ".."+string(filepath.Separator)) {
+			return fmt.Errorf("refusing %q: outside the tree", h.Name)
+		}
+		for p := filepath.Dir(name); p != "."; p = filepath.Dir(p) {
+			if links[p] {
+				return fmt.Errorf("refusing %q: beneath a link", h.Name)
+			}
+		}
+		p := filepath.Join(dir, name)
+		mode := fs.FileMode(h.Mode) & 0o7777
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				return err
+			}
+			os.Chmod(p, mode)
+		case tar.TypeSymlink:
+			if err := os.Symlink(h.Linkname, p); err != nil {
+				return err
+			}
+			links[name] = true
+		case tar.TypeReg:
+			f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(f, tr)
+			f.Close()
+			if err != nil {
+				return err
+			}
+			os.Chmod(p, mode)
+		default:
+			continue
+		}
+		if chown {
+			os.Lchown(p, h.Uid, h.Gid)
+		}
+	}
+}
+
+// Client calls other machines.
+type Client struct{ c *http.Client }
+
+// NewClient calls with tlsConf (this machine's certificate; the others'
+// checked against the cluster sub-CA).
+func NewClient(tlsConf *tls.Config) *Client {
+	return &Client{c: &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf, MaxIdleConnsPerHost: 4, IdleConnTimeout: time.Minute,
+		DialContext: (&net.Dialer{Timeout: 3 * time.Second}).DialContext}}}
+}
+
+func (c *Client) do(ctx context.Context, method, addr, path string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "https://"+addr+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	return c.c.Do(req)
+}
+
+// StartGear asks the machine at addr to start a gear placed on it,
+// copying its progress to out.
+func (c *Client) StartGear(ctx context.Context, addr, gearID string, out io.Writer) error {
+	resp, err := c.do(ctx, http.MethodPost, addr, "/peer/v1/gears/"+gearID+"/start")
+	if err != nil {
+		return fmt.Errorf("reaching the machine at %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("the machine at %s: %s", addr, strings.TrimSpace(string(b)))
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if res, ok := strings.CutPrefix(line, resultPrefix); ok {
+			if res == "ok" {
+				return nil
+			}
+			return errors.New(strings.ReplaceAll(res, "\x1f", "\n"))
+		}
+		if line != "" {
+			fmt.Fprintln(out, line)
+		}
+	}
+	return fmt.Errorf("the machine at %s stopped answering while starting gear %s", addr, gearID)
+}
+
+// StopGear asks the machine at addr to stop a gear.
+func (c *Client) StopGear(ctx context.Context, addr, gearID string) error {
+	resp, err := c.do(ctx, http.MethodPost, addr, "/peer/v1/gears/"+gearID+"/stop")
+	if err != nil {
+		return fmt.Errorf("reaching the machine at %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("the machine at %s: %s", addr, strings.TrimSpace(string(b)))
+	}
+	return nil
+}
+
+// GearState reads a gear's process state on the machine at addr.
+func (c *Client) GearState(ctx context.Context, addr, gearID string) (State, error) {
+	var st State
+	resp, err := c.do(ctx, http.MethodGet, addr, "/peer/v1/gears/"+gearID)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("the machine at %s: %s", addr, resp.Status)
+	}
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// FetchDeployment copies a deployment's tree from the machine at addr
+// into dest (which must not exist; it is removed again on failure).
+func (c *Client) FetchDeployment(ctx context.Context, addr, appID, depID, dest string, chown bool) error {
+	resp, err := c.do(ctx, http.MethodGet, addr, "/peer/v1/deployments/"+appID+"/"+depID)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("the machine at %s: %s", addr, resp.Status)
+	}
+	if err := extractTar(resp.Body, dest, chown); err != nil {
+		os.RemoveAll(dest)
+		return err
+	}
+	return nil
+}

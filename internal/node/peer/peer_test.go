@@ -1,0 +1,120 @@
+package peer
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gantry-paas/gantry/internal/edge/pki"
+)
+
+type fakeLocal struct{ deps string }
+
+func (f *fakeLocal) StartGear(_ context.Context, id string, out io.Writer) error {
+	fmt.Fprintln(out, "-----> starting", id)
+	if id == "bad" {
+		return errors.New("gear bad: exited 1\nline two")
+	}
+	return nil
+}
+func (f *fakeLocal) StopGear(context.Context, string) error { return nil }
+func (f *fakeLocal) GearState(id string) (State, error) {
+	return State{PID: 42, Status: "running"}, nil
+}
+func (f *fakeLocal) DeploymentDir(app, dep string) (string, bool) {
+	p := filepath.Join(f.deps, app, dep)
+	_, err := os.Stat(p)
+	return p, err == nil
+}
+
+// Two machines: a start streams its output and outcome, a deployment's
+// tree arrives whole (modes, links), and a caller without a cluster
+// certificate gets nothing.
+func TestPeers(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := pki.Open(dir, "example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := pki.OpenCluster(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m1, _ := cl.NodeCert("m1", net.ParseIP("127.0.0.1"))
+	m2, _ := cl.NodeCert("m2", net.ParseIP("127.0.0.1"))
+	deps := t.TempDir()
+	tree := filepath.Join(deps, "app1", "dep1")
+	os.MkdirAll(filepath.Join(tree, "bin"), 0o755)
+	os.WriteFile(filepath.Join(tree, "bin", "run"), []byte("#!/bin/sh\necho hi\n"), 0o755)
+	os.WriteFile(filepath.Join(tree, "server.js"), []byte("x"), 0o644)
+	os.Symlink("server.js", filepath.Join(tree, "index.js"))
+
+	srv, err := NewServer("127.0.0.1:0", cl.ServerTLS(m1), &fakeLocal{deps: deps}, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go srv.Run(ctx)
+	addr := srv.Addr().String()
+	c := NewClient(cl.ClientTLS(m2))
+
+	var out bytes.Buffer
+	if err := c.StartGear(ctx, addr, "g1", &out); err != nil || !strings.Contains(out.String(), "starting g1") {
+		t.Errorf("start: %v, output %q", err, out.String())
+	}
+	if err := c.StartGear(ctx, addr, "bad", io.Discard); err == nil || err.Error() != "gear bad: exited 1\nline two" {
+		t.Errorf("a failed start: %v", err)
+	}
+	if st, err := c.GearState(ctx, addr, "g1"); err != nil || st.PID != 42 {
+		t.Errorf("state %+v %v", st, err)
+	}
+	dest := filepath.Join(t.TempDir(), "dep1")
+	if err := c.FetchDeployment(ctx, addr, "app1", "dep1", dest, false); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(filepath.Join(dest, "bin", "run")); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("bin/run: %v %v", fi, err)
+	}
+	if l, err := os.Readlink(filepath.Join(dest, "index.js")); err != nil || l != "server.js" {
+		t.Errorf("link: %q %v", l, err)
+	}
+	if err := c.FetchDeployment(ctx, addr, "app1", "nope", filepath.Join(t.TempDir(), "x"), false); err == nil {
+		t.Error("a deployment the machine does not have")
+	}
+
+	// A client with an app certificate of the same root is refused.
+	appCert, _ := ca.Certificate("blog.example.test")
+	bad := NewClient(cl.ClientTLS(appCert))
+	if err := bad.StartGear(ctx, addr, "g1", io.Discard); err == nil {
+		t.Error("a caller without a cluster certificate started a gear")
+	}
+}
+
+// A hostile archive cannot write outside the tree.
+func TestExtractRefusesEscapes(t *testing.T) {
+	for name, entries := range map[string][]tar.Header{
+		"dotdot":       {{Name: "../evil", Typeflag: tar.TypeReg, Mode: 0o644}},
+		"absolute":     {{Name: "/tmp/evil", Typeflag: tar.TypeReg, Mode: 0o644}},
+		"through link": {{Name: "l", Typeflag: tar.TypeSymlink, Linkname: "/tmp"}, {Name: "l/evil", Typeflag: tar.TypeReg, Mode: 0o644}},
+	} {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		for _, h := range entries {
+			tw.WriteHeader(&h)
+		}
+		tw.Close()
+		if err := extractTar(&buf, filepath.Join(t.TempDir(), "d"), false); err == nil {
+			t.Errorf("%s: extracted", name)
+		}
+	}
+}
