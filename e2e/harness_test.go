@@ -293,13 +293,16 @@ func removeGearCgroups(id string) {
 
 // httpClient sends every *.localhost request to the router.
 func (s *server) httpClient() *http.Client {
-	_, port, _ := net.SplitHostPort(s.httpAddr)
+	host, port, _ := net.SplitHostPort(s.httpAddr)
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
 	d := &net.Dialer{Timeout: 5 * time.Second}
 	return &http.Client{
 		Timeout: 30 * time.Second,
 		Transport: &http.Transport{
 			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				return d.DialContext(ctx, network, "127.0.0.1:"+port)
+				return d.DialContext(ctx, network, net.JoinHostPort(host, port))
 			},
 			MaxIdleConnsPerHost: 16,
 		},

@@ -302,3 +302,8 @@ func (c *Client) RemoveNode(ctx context.Context, name string) error {
 func (c *Client) JoinToken(ctx context.Context, ttl string) (apitypes.JoinTokenView, error) {
 	return call[apitypes.JoinTokenView](c, ctx, http.MethodPost, "/v1/nodes/tokens", apitypes.JoinTokenRequest{TTL: ttl})
 }
+
+// Drain moves every app's web gears off a node (admin).
+func (c *Client) Drain(ctx context.Context, name string) (apitypes.DrainView, error) {
+	return call[apitypes.DrainView](c, ctx, http.MethodPost, "/v1/nodes/"+url.PathEscape(name)+"/drain", nil)
+}

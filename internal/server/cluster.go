@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/gantry-paas/gantry/internal/control/store"
 	"github.com/gantry-paas/gantry/internal/edge/pki"
 	"github.com/gantry-paas/gantry/internal/layout"
+	"github.com/gantry-paas/gantry/internal/node/agent"
 )
 
 // clustered is a machine's part in a cluster, once its store is open.
@@ -161,6 +163,10 @@ func openCluster(ctx context.Context, o *Options, lay layout.Layout, log *slog.L
 			st.Close()
 			return fail(err)
 		}
+		if err := adoptSingleMachine(st, c.state.Name); err != nil {
+			st.Close()
+			return fail(err)
+		}
 	}
 	return st, c, nil
 }
@@ -206,6 +212,80 @@ func (c *clustered) ops() service.Cluster {
 	return clusterOps{cluster.Members{C: c.client}}
 }
 
+// adoptSingleMachine makes the gears of the machine that ran alone this
+// node's, under its cluster name, and forgets its old node record.
+func adoptSingleMachine(st *store.Store, name string) error {
+	return st.Update(func(tx *store.Tx) error {
+		nodes, err := store.ListNodes(tx)
+		if err != nil {
+			return err
+		}
+		for _, n := range nodes {
+			if n.Name != name {
+				if err := tx.Delete(store.NodeKey(n.Name)); err != nil {
+					return err
+				}
+			}
+		}
+		gears, err := store.ListGears(tx)
+		if err != nil {
+			return err
+		}
+		for _, g := range gears {
+			g.Node = name
+			if err := tx.Put(store.GearKey(g.ID), &g); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// redeployLoopbackGears replaces, app by app and without dropping a
+// request, the web gears that listen on loopback (started when the
+// machine ran alone): other machines' routers reach gears at this
+// machine's advertised address.
+func redeployLoopbackGears(ctx context.Context, st *store.Store, ag *agent.Agent, log *slog.Logger) {
+	for try := 0; try < 10 && ctx.Err() == nil; try++ {
+		if redeployLoopbackOnce(ctx, st, ag, log) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
+
+func redeployLoopbackOnce(ctx context.Context, st *store.Store, ag *agent.Agent, log *slog.Logger) bool {
+	var apps []store.App
+	st.View(func(tx *store.Tx) error {
+		all, err := store.ListApps(tx)
+		if err != nil {
+			return err
+		}
+		gears, err := store.ListGears(tx)
+		for _, a := range all {
+			for _, g := range gears {
+				if g.AppKey == a.Key() && g.Service == "" && g.Node == ag.Node() && g.Isolation != agent.Namespaces && g.IP == "127.0.0.1" && a.ActiveDeployment != "" {
+					apps = append(apps, a)
+					break
+				}
+			}
+		}
+		return err
+	})
+	done := true
+	for _, a := range apps {
+		log.Info("replacing the app's gears on loopback with gears the other machines reach", "app", a.FullName())
+		if err := ag.Rollout(ctx, a.Key(), a.ActiveDeployment, io.Discard); err != nil {
+			log.Error("replacing the app's gears on loopback (tried again in 5s)", "app", a.FullName(), "err", err)
+			done = false
+		}
+	}
+	return done
+}
+
 // clusterOps are the store's members, for joins.
 type clusterOps struct{ m cluster.Members }
 
@@ -225,7 +305,7 @@ type leaderFlag struct {
 }
 
 func (l *leaderFlag) Run(ctx context.Context) error {
-	return l.st.Lead(ctx, l.role, l.self, 3*time.Second, func(ctx context.Context) {
+	return l.st.Lead(ctx, l.role, l.self, 5*time.Second, func(ctx context.Context) {
 		l.on.Store(true)
 		<-ctx.Done()
 		l.on.Store(false)

@@ -4,8 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
+	"time"
 )
+
+// closed is a channel that is ready at once.
+var closed = func() <-chan time.Time {
+	c := make(chan time.Time)
+	close(c)
+	return c
+}()
 
 // Stages in which the roles stop, first to last: the front doors (they
 // stop accepting and drain their open requests and tunnels), then the
@@ -28,19 +37,26 @@ type group struct {
 	failed  chan error
 	mu      sync.Mutex
 	errs    []error
+	// limit bounds how long a stage may take to stop (0: no bound); a
+	// role still running then is left (it is logged): a stop must not
+	// hang on a store that cannot be reached, and gears outlive the
+	// server anyway.
+	limit [stages]time.Duration
+	log   *slog.Logger
 }
 
 type member struct {
+	name   string
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
-func newGroup() *group { return &group{failed: make(chan error, 1)} }
+func newGroup() *group { return &group{failed: make(chan error, 1), log: slog.Default()} }
 
 // Go starts r now, to stop in stage.
 func (g *group) Go(stage int, name string, r role) {
 	ctx, cancel := context.WithCancel(context.Background())
-	m := member{cancel: cancel, done: make(chan struct{})}
+	m := member{name: name, cancel: cancel, done: make(chan struct{})}
 	g.members[stage] = append(g.members[stage], m)
 	go func() {
 		defer close(m.done)
@@ -64,12 +80,28 @@ func (g *group) Wait(ctx context.Context) error {
 	case <-ctx.Done():
 	case <-g.failed:
 	}
-	for _, stage := range g.members {
+	for i, stage := range g.members {
 		for _, m := range stage {
 			m.cancel()
 		}
+		var late <-chan time.Time
+		if l := g.limit[i]; l > 0 {
+			t := time.NewTimer(l)
+			defer t.Stop()
+			late = t.C
+		}
 		for _, m := range stage {
-			<-m.done
+			select {
+			case <-m.done:
+				continue
+			default:
+			}
+			select {
+			case <-m.done:
+			case <-late:
+				g.log.Error("a role did not stop in time: leaving it (is the store reachable?)", "role", m.name, "limit", g.limit[i])
+				late = closed
+			}
 		}
 	}
 	g.mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 type recRole struct {
@@ -52,5 +53,37 @@ func TestGroupStopsInStages(t *testing.T) {
 		if fail != (err != nil) || fail && !strings.Contains(err.Error(), "broken: port taken") {
 			t.Errorf("fail=%v: err %v", fail, err)
 		}
+	}
+}
+
+type roleFunc func(context.Context) error
+
+func (f roleFunc) Run(ctx context.Context) error { return f(ctx) }
+
+type stuck struct{}
+
+func (stuck) Run(context.Context) error { select {} }
+
+// A role that cannot stop (its store is out of reach) does not hold the
+// stop past its stage's limit; the next stages still stop.
+func TestGroupStopLimit(t *testing.T) {
+	g := newGroup()
+	g.limit[stageControl] = 100 * time.Millisecond
+	g.Go(stageControl, "stuck", stuck{})
+	stopped := make(chan struct{})
+	g.Go(stageNode, "node", roleFunc(func(ctx context.Context) error { <-ctx.Done(); close(stopped); return nil }))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	done := make(chan error)
+	go func() { done <- g.Wait(ctx) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stop waited for a role that cannot stop")
+	}
+	select {
+	case <-stopped:
+	default:
+		t.Error("the next stage was not stopped")
 	}
 }

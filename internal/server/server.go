@@ -648,6 +648,10 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	g := newGroup()
+	g.log = log
+	if clu != nil { // a cluster's store may be out of reach at the stop
+		g.limit = [stages]time.Duration{stageDoors: o.DrainTimeout + 10*time.Second, stageControl: 10 * time.Second, stageNode: 10 * time.Second, stageState: 5 * time.Second}
+	}
 	g.Go(stageState, "routes", routesPub)
 	g.Go(stageNode, "agent", ag)
 	g.Go(stageNode, "egress", enf)
@@ -669,6 +673,9 @@ func Run(ctx context.Context, o Options) error {
 		g.Go(stageDoors, "acme", acmeIss)
 	}
 	<-ag.Ready()
+	if clu != nil && isolation == agent.Process && o.Advertise != "127.0.0.1" {
+		go redeployLoopbackGears(ctx, st, ag, log)
+	}
 	// After the agent: the gateway's address is on the bridge now.
 	if dnsOpts != nil {
 		dnsOpts.Learn = enf.LearnDNS

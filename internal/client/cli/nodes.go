@@ -54,6 +54,32 @@ func (c *cli) nodeCmd() *cobra.Command {
 			},
 		})
 	}
+	cmd.AddCommand(&cobra.Command{
+		Use: "drain NODE", Short: "Cordon a node and move its web gears to the other machines, dropping no request", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			stop := c.spinner("Moving gears off " + args[0])
+			v, err := cl.Drain(cmd.Context(), args[0])
+			stop()
+			if err != nil {
+				return err
+			}
+			return c.out(v, func(w io.Writer) {
+				total := 0
+				for app, n := range v.Moved {
+					fmt.Fprintf(w, "  %s: %d gear(s) moved\n", app, n)
+					total += n
+				}
+				fmt.Fprintf(w, "Node %s is drained (%d gears moved) and cordoned.\n", v.Node, total)
+				for _, s := range v.Stayed {
+					fmt.Fprintf(w, "  %s stays on %s with its data.\n", s, v.Node)
+				}
+			})
+		},
+	})
 	var ttl string
 	token := &cobra.Command{
 		Use: "token", Short: "Make a single-use token with which one machine joins the cluster", Args: cobra.NoArgs,

@@ -299,3 +299,5 @@ func (f *fakeAgent) PurgeCache(app *store.App) (int64, error) {
 	return 0, os.RemoveAll(f.layout.Cache(app.ID))
 }
 func (f *fakeAgent) DiskUsage(app *store.App) (used, limit int64) { return 0, 0 }
+
+func (f *fakeAgent) Evacuate(context.Context, string, string, io.Writer) (int, error) { return 0, nil }

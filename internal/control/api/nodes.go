@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -69,6 +70,19 @@ func (a *API) registerNodes() {
 		Summary: "Cordon a node (admin)", Description: "The node gets no new gears; those it runs stay.", Tags: []string{"nodes"}}, cordon(true))
 	huma.Register(a.h, huma.Operation{OperationID: "uncordon-node", Method: http.MethodPost, Path: "/v1/nodes/{name}/uncordon", Security: bearer,
 		Summary: "Uncordon a node (admin)", Tags: []string{"nodes"}}, cordon(false))
+	huma.Register(a.h, huma.Operation{OperationID: "drain-node", Method: http.MethodPost, Path: "/v1/nodes/{name}/drain", Security: bearer,
+		Summary: "Drain a node (admin)", Description: "Cordons the node and moves every app's web gears to the other machines, each without dropping a request. Cartridges stay with their data.", Tags: []string{"nodes"}},
+		func(ctx context.Context, in *nodeName) (*body[apitypes.DrainView], error) {
+			res, err := a.o.Service.DrainNode(ctx, userOf(ctx), in.Name, io.Discard)
+			if err != nil {
+				return nil, asProblem(a, "draining node", err)
+			}
+			v := apitypes.DrainView{Node: in.Name, Moved: res.Moved, Stayed: res.Stayed}
+			if v.Stayed == nil {
+				v.Stayed = []string{}
+			}
+			return &body[apitypes.DrainView]{Body: v}, nil
+		})
 	huma.Register(a.h, huma.Operation{OperationID: "remove-node", Method: http.MethodDelete, Path: "/v1/nodes/{name}", Security: bearer,
 		DefaultStatus: http.StatusNoContent, Summary: "Remove a node that is down (admin)", Tags: []string{"nodes"}},
 		func(ctx context.Context, in *nodeName) (*struct{}, error) {

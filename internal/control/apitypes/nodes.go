@@ -48,3 +48,10 @@ type JoinGrant struct {
 	InitialCluster string            `json:"initial_cluster,omitempty"`
 	Endpoints      []string          `json:"endpoints"`
 }
+
+// DrainView is what a drain moved off a node and what stayed on it.
+type DrainView struct {
+	Node   string         `json:"node"`
+	Moved  map[string]int `json:"moved" doc:"gears moved, by app"`
+	Stayed []string       `json:"stayed" doc:"cartridges that stay with their data"`
+}

@@ -41,9 +41,10 @@ func (f *Failover) Run(ctx context.Context) error {
 		f.Log = slog.Default()
 	}
 	log := f.Log.With("component", "scheduler")
-	return f.Store.Lead(ctx, "scheduler", f.Self, 3*time.Second, func(ctx context.Context) {
+	return f.Store.Lead(ctx, "scheduler", f.Self, 5*time.Second, func(ctx context.Context) {
 		log.Info("this machine leads the scheduler")
 		down := map[string]time.Time{} // since when each machine is down
+		short := map[string]int{}      // apps seen short of gears, how many checks in a row
 		t := time.NewTicker(f.Every)
 		defer t.Stop()
 		for {
@@ -54,6 +55,7 @@ func (f *Failover) Run(ctx context.Context) error {
 			case <-t.C:
 			}
 			f.check(ctx, down, log)
+			f.reconcile(ctx, short, log)
 		}
 	})
 }
@@ -95,6 +97,56 @@ func (f *Failover) check(ctx context.Context, down map[string]time.Time, log *sl
 		}
 		if now.Sub(since) >= f.Grace {
 			f.move(ctx, n.Name, since, log)
+		}
+	}
+}
+
+// reconcile brings back to their gear count the apps that run fewer web
+// gears than it for three checks in a row with none starting: a change
+// whose machine died half-way (on one machine, the agent does it when the
+// server starts again).
+func (f *Failover) reconcile(ctx context.Context, short map[string]int, log *slog.Logger) {
+	var apps []store.App
+	var gears []store.Gear
+	if f.Store.View(func(tx *store.Tx) error {
+		var err error
+		if apps, err = store.ListApps(tx); err != nil {
+			return err
+		}
+		gears, err = store.ListGears(tx)
+		return err
+	}) != nil {
+		return
+	}
+	for _, a := range apps {
+		key := a.Key()
+		if a.Stopped || a.Idle || a.ActiveDeployment == "" || a.Scale <= 0 {
+			delete(short, key)
+			continue
+		}
+		running, starting := 0, 0
+		for _, g := range gears {
+			if g.AppKey != key || g.Service != "" {
+				continue
+			}
+			switch g.State {
+			case store.GearRunning:
+				running++
+			case store.GearStarting:
+				starting++
+			}
+		}
+		if running >= a.Scale || starting > 0 {
+			delete(short, key)
+			continue
+		}
+		if short[key]++; short[key] < 3 {
+			continue
+		}
+		delete(short, key)
+		log.Info("restoring the app's gear count after an interrupted change", "app", a.FullName(), "running", running, "scale", a.Scale)
+		if err := f.Scale(ctx, key, a.Scale); err != nil {
+			log.Error("restoring the app's gear count", "app", a.FullName(), "err", err)
 		}
 	}
 }

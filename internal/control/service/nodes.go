@@ -1,8 +1,10 @@
 package service
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"time"
 
@@ -14,7 +16,7 @@ import (
 
 // NodeTTL is how long a machine stays up in the others' eyes after its
 // last renewal of its presence.
-const NodeTTL = 3 * time.Second
+const NodeTTL = 5 * time.Second
 
 // NodeStatus is a node with what the store says of it now.
 type NodeStatus struct {
@@ -151,4 +153,50 @@ func (s *Service) RemoveNode(caller *store.User, name string) error {
 		}
 		return tx.Delete(store.NodeKey(name))
 	})
+}
+
+// DrainResult says what a drain moved and what stayed.
+type DrainResult struct {
+	Moved  map[string]int // app → gears moved
+	Stayed []string       // cartridges that stay with their data
+}
+
+// DrainNode cordons a machine and moves every app's web gears off it,
+// each app without dropping a request. Cartridges stay (their data is
+// there): they are named in the result.
+func (s *Service) DrainNode(ctx context.Context, caller *store.User, name string, out io.Writer) (*DrainResult, error) {
+	if _, err := s.Cordon(caller, name, true); err != nil {
+		return nil, err
+	}
+	res := &DrainResult{Moved: map[string]int{}}
+	var apps []string
+	err := s.st.View(func(tx *store.Tx) error {
+		gears, err := store.ListGears(tx)
+		seen := map[string]bool{}
+		for _, g := range gears {
+			switch {
+			case g.Node != name:
+			case g.Service != "":
+				res.Stayed = append(res.Stayed, fmt.Sprintf("%s of %s", g.Service, store.AppName(g.AppKey)))
+			case !seen[g.AppKey]:
+				seen[g.AppKey] = true
+				apps = append(apps, g.AppKey)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(apps)
+	for _, key := range apps {
+		n, err := s.o.Agent.Evacuate(ctx, key, name, out)
+		if err != nil {
+			return res, refuse(Failed, apitypes.CodeDeployFailed, fmt.Sprintf("moving the gears of %s off %s: %v (the node stays cordoned; its other apps were not moved)", store.AppName(key), name, err))
+		}
+		if n > 0 {
+			res.Moved[store.AppName(key)] = n
+		}
+	}
+	return res, nil
 }

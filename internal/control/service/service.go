@@ -69,6 +69,8 @@ type Agent interface {
 	RemoveAppDir(app *store.App) error
 	// PurgeCache deletes the app's build cache, returning the bytes freed.
 	PurgeCache(app *store.App) (int64, error)
+	// Evacuate moves an app's web gears off a machine (drain).
+	Evacuate(ctx context.Context, appKey, node string, out io.Writer) (int, error)
 }
 
 // Builder deploys a commit of an app.

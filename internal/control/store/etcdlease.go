@@ -186,3 +186,23 @@ func (e *Etcd) leaderOf(role string) (string, error) {
 	}
 	return string(resp.Kvs[0].Value), nil
 }
+
+// lock is an etcd mutex under a session of its own: a holder that dies
+// frees it when its lease lapses.
+func (e *Etcd) lock(ctx context.Context, name string) (func(), error) {
+	sess, err := concurrency.NewSession(e.c, concurrency.WithTTL(10), concurrency.WithContext(context.WithoutCancel(ctx)))
+	if err != nil {
+		return nil, etcdErr(err)
+	}
+	m := concurrency.NewMutex(sess, e.side("lock")+name)
+	if err := m.Lock(ctx); err != nil {
+		sess.Close()
+		return nil, etcdErr(err)
+	}
+	return func() {
+		uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		m.Unlock(uctx)
+		cancel()
+		sess.Close()
+	}, nil
+}

@@ -169,3 +169,18 @@ func JoinTokenKey(id string) string { return "jointokens/" + id }
 
 // ListJoinTokens lists the join tokens not used yet.
 func ListJoinTokens(tx *Tx) ([]JoinToken, error) { return List[JoinToken](tx, "jointokens/") }
+
+// locker is a backend with locks shared by every process (etcd).
+type locker interface {
+	lock(ctx context.Context, name string) (unlock func(), err error)
+}
+
+// Lock takes a lock named name that every process sharing the store
+// respects (on etcd; on one machine there is no other process and Lock
+// returns at once). It waits until the lock is free or ctx ends.
+func (s *Store) Lock(ctx context.Context, name string) (unlock func(), err error) {
+	if l, ok := s.b.(locker); ok {
+		return l.lock(ctx, name)
+	}
+	return func() {}, nil
+}

@@ -202,7 +202,23 @@ func New(o Options) (*Agent, error) {
 	return a, nil
 }
 
-func (a *Agent) appLock(appKey string) func() { return a.locks.Lock(appKey) }
+// appLock serialises the changes of an app's gears: in this process,
+// and in a cluster among every machine's agent (a deploy on one, the
+// scheduler's failover on another).
+func (a *Agent) appLock(appKey string) func() {
+	unlock := a.locks.Lock(appKey)
+	if a.o.Place == nil {
+		return unlock
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), store.DefaultWait*6)
+	defer cancel()
+	shared, err := a.o.Store.Lock(ctx, "app:"+store.AppName(appKey))
+	if err != nil {
+		a.log.Warn("the cluster-wide lock of the app could not be had: going on with this machine's", "app", appKey, "err", err)
+		return unlock
+	}
+	return func() { shared(); unlock() }
+}
 
 // Run re-attaches to running gears, then supervises them until ctx ends.
 // Gears keep running after Run returns: stopping the server is not
@@ -285,7 +301,9 @@ func (a *Agent) reattach(ctx context.Context) {
 	a.stopOrphans(ctx)
 	a.log.Info("re-attached to gears", "running", adopted, "total", len(gears))
 	a.rt.CleanOneOffs()
-	a.restoreCounts(ctx)
+	if a.o.Place == nil { // in a cluster the scheduler's leader does it
+		a.restoreCounts(ctx)
+	}
 }
 
 // claimUnplaced records this machine as the node of gears from before

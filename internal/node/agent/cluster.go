@@ -285,3 +285,61 @@ func (a *Agent) stopOrphans(ctx context.Context) {
 		a.stopGear(ctx, store.Gear{ID: e.Name(), Node: a.o.Node}, io.Discard)
 	}
 }
+
+// Evacuate moves an app's web gears off a machine without dropping a
+// request: as many new gears start on the other machines (placement
+// skips a cordoned one), the route switches to them in one write, and
+// the old ones drain and stop. It returns how many gears moved.
+func (a *Agent) Evacuate(ctx context.Context, appKey, node string, out io.Writer) (int, error) {
+	unlock := a.appLock(appKey)
+	defer unlock()
+	var app store.App
+	var dep store.Deployment
+	var moving []store.Gear
+	err := a.o.Store.View(func(tx *store.Tx) error {
+		if err := tx.Get(appKey, &app); err != nil {
+			return err
+		}
+		gears, err := store.ListGears(tx)
+		if err != nil {
+			return err
+		}
+		for _, g := range gears {
+			if g.AppKey == appKey && g.Node == node && g.Service == "" && g.State == store.GearRunning {
+				moving = append(moving, g)
+			}
+		}
+		if len(moving) == 0 || app.ActiveDeployment == "" {
+			return nil
+		}
+		return tx.Get(store.DeploymentKey(app.ID, app.ActiveDeployment), &dep)
+	})
+	if err != nil || len(moving) == 0 {
+		return 0, err
+	}
+	fresh, fail, err := a.startGears(ctx, &app, &dep, len(moving), out)
+	if err != nil {
+		return 0, err
+	}
+	err = a.o.Store.Update(func(tx *store.Tx) error {
+		for _, g := range fresh {
+			g.State = store.GearRunning
+			if err := tx.Put(store.GearKey(g.ID), &g); err != nil {
+				return err
+			}
+		}
+		for _, g := range moving {
+			g.State = store.GearDraining
+			if err := tx.Put(store.GearKey(g.ID), &g); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fail(err)
+	}
+	a.waitRouter(ctx)
+	a.drainAndStop(moving)
+	return len(moving), nil
+}

@@ -1,0 +1,292 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+type nodeJSON struct {
+	Name, Address, State string
+	Gears                int
+}
+
+// machine is one Gantry server of a cluster on this host, at its own
+// loopback address.
+type machine struct {
+	name, addr, data, cfg string
+	srv                   *server
+}
+
+func (m *machine) args(extra ...string) []string {
+	https := m.addr + ":0"
+	if m.srv != nil { // a restart keeps the addresses
+		https = m.srv.httpsAddr
+	}
+	return append([]string{"--isolation", "process", "--host", m.addr, "--advertise", m.addr, "--node-name", m.name,
+		"--https", https, "--node-grace", "5s",
+		"--etcd-client-port", "23790", "--etcd-peer-port", "23800", "--peer-port", "27443"}, extra...)
+}
+
+func (m *machine) start(t *testing.T, extra ...string) {
+	t.Helper()
+	httpAddr, sshAddr := m.addr+":0", m.addr+":0"
+	if m.srv != nil {
+		httpAddr, sshAddr = m.srv.httpAddr, m.srv.sshAddr
+	}
+	m.srv = startServer(t, m.data, m.cfg, httpAddr, sshAddr, m.args(extra...)...)
+}
+
+// kill ends the machine's server with SIGKILL (its gears, with all, too).
+func (m *machine) kill(all bool) {
+	m.srv.cmd.Process.Signal(syscall.SIGKILL)
+	<-m.srv.exited
+	if all {
+		killGears(m.data)
+	}
+}
+
+func gearsByNode(app appJSON) map[string]int {
+	out := map[string]int{}
+	for _, g := range app.Gears {
+		if g.State == "running" {
+			out[g.Node]++
+		}
+	}
+	return out
+}
+
+// TestCluster: three machines on one host (each a server at its own
+// loopback address, its own data directory, gears as processes). The
+// first ran alone on SQLite and starts the cluster with its app (the
+// records move to etcd); two join with single-use tokens; a push over
+// SSH to machine 1 deploys on all; six gears spread 2/2/2 and every
+// router serves them (and a WebSocket); machine 2 is killed under a
+// client loop (nothing fails but what was in flight on it), its gears
+// run again on 1 and 3 and leave the routers; back, its stale gears
+// stop; machine 3 is drained under a client loop with no failure.
+func TestCluster(t *testing.T) {
+	need(t, "git", "ssh", "ssh-keygen", "node")
+	root := t.TempDir()
+	var ms []*machine
+	for i := 1; i <= 3; i++ {
+		m := &machine{name: fmt.Sprintf("m%d", i), addr: fmt.Sprintf("127.0.20.%d", i),
+			data: filepath.Join(root, fmt.Sprintf("m%d", i)), cfg: filepath.Join(root, fmt.Sprintf("m%d.json", i))}
+		ms = append(ms, m)
+		t.Cleanup(func() { killGears(m.data) })
+	}
+	m1, m2, m3 := ms[0], ms[1], ms[2]
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, m := range ms {
+			if m.srv == nil {
+				continue
+			}
+			for _, l := range strings.Split(m.srv.log.String(), "\n") {
+				if strings.Contains(l, "level=") && !strings.Contains(l, "etcd-client") && !strings.Contains(l, "level=DEBUG") {
+					t.Logf("%s: %s", m.name, l)
+				}
+			}
+		}
+	})
+
+	// Machine 1 alone, on SQLite, with an app.
+	m1.srv = startServer(t, m1.data, m1.cfg, m1.addr+":0", m1.addr+":0", "--isolation", "process", "--host", m1.addr, "--https", m1.addr+":0")
+	u := newEnv(t, m1.cfg)
+	u.gantry("sshkey", "add", filepath.Join(u.home, ".ssh", "id_ed25519.pub"))
+	u.gantry("domain", "create", "acme")
+	var app appJSON
+	u.gantryJSON(&app, "app", "create", "blog", "--type", "nodejs")
+	host := "blog-acme.localhost"
+	if out := u.gantryFails("node", "token"); !strings.Contains(out, "--cluster-init") {
+		t.Errorf("a join token on one machine: %s", out)
+	}
+	m1.srv.stop()
+
+	// It starts the cluster: its records move into etcd; the app serves.
+	m1.start(t, "--cluster-init")
+	if _, err := os.Stat(filepath.Join(m1.data, "gantry.db")); err == nil {
+		t.Error("the SQLite database stays in place after --cluster-init")
+	}
+	if code, body := get(t, m1.srv.httpClient(), m1.srv.url(host, "/")); code != 200 || !strings.Contains(body, "Welcome to blog") {
+		t.Fatalf("the app after --cluster-init: %d %q", code, body)
+	}
+	joinURL := "https://" + m1.srv.httpsAddr
+	token := func(ttl string) string {
+		var v struct{ Token string }
+		u.gantryJSON(&v, "node", "token", "--ttl", ttl)
+		return v.Token
+	}
+	tok := token("1h")
+	m2.start(t, "--join", joinURL, "--token", tok)
+	if out := u.gantryFails(append([]string{"server", "--data", filepath.Join(root, "x"), "--http", "127.0.20.9:0", "--ssh", "127.0.20.9:0",
+		"--client-config", filepath.Join(root, "x.json")}, (&machine{name: "m9", addr: "127.0.20.9"}).args("--join", joinURL, "--token", tok)...)...); !strings.Contains(out, "unknown or was used already") {
+		t.Errorf("a token used twice: %s", out)
+	}
+	expired := token("1ms")
+	time.Sleep(10 * time.Millisecond)
+	if out := u.gantryFails(append([]string{"server", "--data", filepath.Join(root, "y"), "--http", "127.0.20.9:0", "--ssh", "127.0.20.9:0",
+		"--client-config", filepath.Join(root, "y.json")}, (&machine{name: "m9", addr: "127.0.20.9"}).args("--join", joinURL, "--token", expired)...)...); !strings.Contains(out, "expired") {
+		t.Errorf("an expired token: %s", out)
+	}
+	if out := u.gantryFails(append([]string{"server", "--data", filepath.Join(root, "z"), "--http", "127.0.20.9:0", "--ssh", "127.0.20.9:0",
+		"--client-config", filepath.Join(root, "z.json")}, (&machine{name: "m2", addr: "127.0.20.9"}).args("--join", joinURL, "--token", token("1h"))...)...); !strings.Contains(out, "a node named m2 exists") {
+		t.Errorf("a second machine named m2: %s", out)
+	}
+	m3.start(t, "--join", joinURL, "--token", token("1h"))
+	var nodes []nodeJSON
+	u.gantryJSON(&nodes, "node", "list")
+	if len(nodes) != 3 || nodes[0].State != "up" || nodes[1].State != "up" || nodes[2].State != "up" || nodes[1].Address != m2.addr {
+		t.Fatalf("node list: %+v", nodes)
+	}
+
+	// A push over SSH to machine 1, then six gears: two on each machine.
+	work := t.TempDir()
+	repo := filepath.Join(work, "blog")
+	u.gantryJSON(&app, "app", "show", "blog")
+	u.runIn(work, "git", "clone", app.GitURL, "blog")
+	writeFile(t, filepath.Join(repo, "server.js"), nodeApp("v2"), 0o644)
+	u.runIn(repo, "git", "add", "-A")
+	u.runIn(repo, "git", "commit", "-qm", "v2")
+	u.runIn(repo, "git", "push")
+	u.gantry("app", "scale", "blog", "--gears", "6")
+	u.gantryJSON(&app, "app", "show", "blog")
+	if by := gearsByNode(app); by["m1"] != 2 || by["m2"] != 2 || by["m3"] != 2 {
+		t.Fatalf("six gears by machine: %v", by)
+	}
+	for _, m := range ms {
+		hc := m.srv.httpClient()
+		for range 6 {
+			if code, body := get(t, hc, m.srv.url(host, "/")); code != 200 || body != "v2 \n" {
+				t.Fatalf("through %s's router: %d %q", m.name, code, body)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, _, err := websocket.Dial(ctx, strings.Replace(m.srv.url(host, "/"), "http://", "ws://", 1), &websocket.DialOptions{HTTPClient: hc})
+		if err != nil {
+			t.Fatalf("a WebSocket through %s: %v", m.name, err)
+		}
+		c.Write(ctx, websocket.MessageText, []byte("hello"))
+		if _, msg, err := c.Read(ctx); err != nil || string(msg) != "hello" {
+			t.Errorf("WebSocket echo through %s: %q %v", m.name, msg, err)
+		}
+		c.CloseNow()
+		cancel()
+	}
+
+	// A client loop through machine 1's router while machine 2's server
+	// dies (its gears go on running, cut off: a partition).
+	loop := func(m *machine) (stop func() (ok, failed int64)) {
+		var okN, failN atomic.Int64
+		done := make(chan struct{})
+		var wg sync.WaitGroup
+		hc := m.srv.httpClient()
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-done:
+						return
+					default:
+					}
+					resp, err := hc.Get(m.srv.url(host, "/"))
+					if err == nil {
+						resp.Body.Close()
+					}
+					if err == nil && resp.StatusCode == 200 {
+						okN.Add(1)
+					} else {
+						failN.Add(1)
+					}
+				}
+			}()
+		}
+		return func() (int64, int64) { close(done); wg.Wait(); return okN.Load(), failN.Load() }
+	}
+	stop := loop(m1)
+	time.Sleep(time.Second)
+	m2.kill(false)
+	killed := time.Now()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		u.gantryJSON(&app, "app", "show", "blog")
+		by := gearsByNode(app)
+		if by["m2"] == 0 && by["m1"]+by["m3"] == 6 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("machine 2's gears did not run elsewhere: %v", by)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("machine 2's gears serve on 1 and 3 %v after its death (grace 5s)", time.Since(killed).Round(100*time.Millisecond))
+	okN, failN := stop()
+	// Requests in flight on machine 2 when it died may fail; the
+	// routers drop its gears when its presence lapses, and a gear that
+	// refuses a connection is retried on another.
+	if failN > 8 || okN < 100 {
+		t.Errorf("while machine 2 died: %d ok, %d failed", okN, failN)
+	}
+	u.gantryJSON(&nodes, "node", "list")
+	if nodes[1].State != "down" {
+		t.Errorf("machine 2 after its death: %+v", nodes[1])
+	}
+	stale, _ := os.ReadDir(filepath.Join(m2.data, "gears"))
+	if len(stale) != 2 {
+		t.Fatalf("machine 2 should still run its 2 cut-off gears: %d", len(stale))
+	}
+
+	// Machine 2 comes back: its stale gears stop; it is up, with none.
+	m2.start(t)
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		left, _ := os.ReadDir(filepath.Join(m2.data, "gears"))
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("machine 2's stale gears still run: %d", len(left))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	u.gantryJSON(&nodes, "node", "list")
+	if nodes[1].State != "up" || nodes[1].Gears != 0 {
+		t.Errorf("machine 2 back: %+v", nodes[1])
+	}
+
+	// Machine 3 drained under a client loop through machine 2's router:
+	// no request fails; its gears run on 1 and 2; it is cordoned.
+	stop = loop(m2)
+	time.Sleep(500 * time.Millisecond)
+	var drain struct {
+		Moved map[string]int
+	}
+	u.gantryJSON(&drain, "node", "drain", "m3")
+	time.Sleep(time.Second)
+	okN, failN = stop()
+	if failN != 0 || okN < 50 || drain.Moved["acme/blog"] != 3 {
+		t.Errorf("drain of m3: moved %v; %d ok, %d failed", drain.Moved, okN, failN)
+	}
+	u.gantryJSON(&app, "app", "show", "blog")
+	if by := gearsByNode(app); by["m3"] != 0 || by["m1"]+by["m2"] != 6 {
+		t.Errorf("after the drain: %v", by)
+	}
+	u.gantryJSON(&nodes, "node", "list")
+	if nodes[2].State != "cordoned" {
+		t.Errorf("m3 after the drain: %+v", nodes[2])
+	}
+	u.gantry("node", "uncordon", "m3")
+}
