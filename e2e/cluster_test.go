@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -185,6 +186,48 @@ func TestCluster(t *testing.T) {
 		cancel()
 	}
 
+	// A push to machine 2 (which got the repository from machine 1, and
+	// shares its SSH host key) builds there and serves everywhere; machine
+	// 1 copies the new commit.
+	known, err := os.ReadFile(filepath.Join(u.home, ".ssh", "known_hosts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(app.GitURL, m1.srv.sshAddr) {
+		t.Fatalf("git URL %s is not machine 1's %s", app.GitURL, m1.srv.sshAddr)
+	}
+	line := strings.SplitN(strings.TrimSpace(string(known)), "\n", 2)[0]
+	_, keyPart, _ := strings.Cut(line, " ")
+	m2SSH := strings.Replace(m2.srv.sshAddr, m2.addr+":", "["+m2.addr+"]:", 1)
+	appendFile(t, filepath.Join(u.home, ".ssh", "known_hosts"), m2SSH+" "+keyPart+"\n")
+	m2URL := strings.Replace(app.GitURL, m1.srv.sshAddr, m2.srv.sshAddr, 1)
+	deadline := time.Now().Add(30 * time.Second)
+	for !repoHas(appRepo(m2.data), "HEAD") {
+		if time.Now().After(deadline) {
+			t.Fatal("machine 2 did not copy the repository")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	writeFile(t, filepath.Join(repo, "server.js"), nodeApp("v3"), 0o644)
+	u.runIn(repo, "git", "commit", "-qam", "v3")
+	if out := u.runIn(repo, "git", "push", m2URL, "main"); !strings.Contains(out, "deployed") {
+		t.Errorf("push to machine 2:\n%s", out)
+	}
+	for _, m := range ms {
+		if code, body := get(t, m.srv.httpClient(), m.srv.url(host, "/")); code != 200 || body != "v3 \n" {
+			t.Errorf("after the push to machine 2, through %s: %d %q", m.name, code, body)
+		}
+	}
+	u.gantryJSON(&app, "app", "show", "blog")
+	head := strings.TrimSpace(u.runIn(repo, "git", "rev-parse", "HEAD"))
+	deadline = time.Now().Add(30 * time.Second)
+	for !repoHas(appRepo(m1.data), head) {
+		if time.Now().After(deadline) {
+			t.Fatal("machine 1 did not copy the commit pushed to machine 2")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
 	// A client loop through machine 1's router while machine 2's server
 	// dies (its gears go on running, cut off: a partition).
 	loop := func(m *machine) (stop func() (ok, failed int64)) {
@@ -220,7 +263,7 @@ func TestCluster(t *testing.T) {
 	time.Sleep(time.Second)
 	m2.kill(false)
 	killed := time.Now()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline = time.Now().Add(60 * time.Second)
 	for {
 		u.gantryJSON(&app, "app", "show", "blog")
 		by := gearsByNode(app)
@@ -269,6 +312,8 @@ func TestCluster(t *testing.T) {
 
 	// Machine 3 drained under a client loop through machine 2's router:
 	// no request fails; its gears run on 1 and 2; it is cordoned.
+	u.gantryJSON(&app, "app", "show", "blog")
+	onM3 := gearsByNode(app)["m3"]
 	stop = loop(m2)
 	time.Sleep(500 * time.Millisecond)
 	var drain struct {
@@ -277,7 +322,7 @@ func TestCluster(t *testing.T) {
 	u.gantryJSON(&drain, "node", "drain", "m3")
 	time.Sleep(time.Second)
 	okN, failN = stop()
-	if failN != 0 || okN < 50 || drain.Moved["acme/blog"] != 3 {
+	if failN != 0 || okN < 50 || onM3 == 0 || drain.Moved["acme/blog"] != onM3 {
 		t.Errorf("drain of m3: moved %v; %d ok, %d failed", drain.Moved, okN, failN)
 	}
 	u.gantryJSON(&app, "app", "show", "blog")
@@ -289,4 +334,56 @@ func TestCluster(t *testing.T) {
 		t.Errorf("m3 after the drain: %+v", nodes[2])
 	}
 	u.gantry("node", "uncordon", "m3")
+
+	// The store loses its quorum (machines 2 and 3's servers, with their
+	// etcd members, die; their gears run on): machine 1's API says so,
+	// its router serves on from its last table; quorum back, all resumes
+	// without a restart of machine 1.
+	m2.kill(false)
+	m3.kill(false)
+	out := u.gantryFails("node", "list")
+	if !strings.Contains(out, "store unavailable: 1 of 3 members reachable") {
+		t.Errorf("the API without quorum: %s", out)
+	}
+	for range 6 {
+		if code, body := get(t, m1.srv.httpClient(), m1.srv.url(host, "/")); code != 200 || body != "v3 \n" {
+			t.Errorf("machine 1's router without quorum: %d %q", code, body)
+		}
+	}
+	m2.start(t)
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		if _, err := u.exec("", gantryBin, "node", "list"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the API did not come back with the quorum")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// appRepo is the repository of the one app under a data directory.
+func appRepo(data string) string {
+	m, _ := filepath.Glob(filepath.Join(data, "apps", "*", "repo.git"))
+	if len(m) == 0 {
+		return filepath.Join(data, "apps", "none", "repo.git")
+	}
+	return m[0]
+}
+
+// repoHas reports whether the bare repository at dir has rev ("HEAD":
+// whether it exists at all).
+func repoHas(dir, rev string) bool {
+	return exec.Command("git", "--git-dir", dir, "cat-file", "-e", rev+"^{commit}").Run() == nil
+}
+
+func appendFile(t *testing.T, path, text string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.WriteString(text)
 }

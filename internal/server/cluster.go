@@ -47,7 +47,8 @@ func joinFiles() []string {
 	for _, f := range pki.ClusterFiles {
 		out = append(out, filepath.Join("pki", f))
 	}
-	return append(out, "secrets.key")
+	// One SSH host key for the platform: a push may go to any machine.
+	return append(out, "secrets.key", "ssh_host_ed25519_key")
 }
 
 // openCluster makes or rejoins this machine's part in a cluster: with

@@ -627,7 +627,10 @@ func Run(ctx context.Context, o Options) error {
 	defer cancel()
 	var peerSrv *peer.Server
 	if clu != nil {
-		if peerSrv, err = peer.NewServer(net.JoinHostPort(o.Advertise, strconv.Itoa(o.PeerPort)), clu.certs.CA.ServerTLS(clu.certs.Cert), ag, log); err != nil {
+		if peerSrv, err = peer.NewServer(net.JoinHostPort(o.Advertise, strconv.Itoa(o.PeerPort)), clu.certs.CA.ServerTLS(clu.certs.Cert), ag,
+			func(ctx context.Context, appID string, w io.Writer) error {
+				return gitrepo.Bundle(ctx, lay.Repo(appID), w)
+			}, log); err != nil {
 			return err
 		}
 		node.Peer = peerSrv.Addr().String()
@@ -666,6 +669,14 @@ func Run(ctx context.Context, o Options) error {
 					Reason: fmt.Sprintf("%d gear(s) moved off %s, down since %s", n, from, since.Local().Format("15:04:05"))})
 			}})
 		g.Go(stageDoors, "peer", peerSrv)
+		g.Go(stageControl, "repositories", &gitrepo.Syncer{Store: st, Layout: lay, Node: node.Name, Exe: exe, Log: log,
+			Fetch: func(ctx context.Context, from, appID string, w io.Writer) error {
+				var n store.Node
+				if err := st.View(func(tx *store.Tx) error { return tx.Get(store.NodeKey(from), &n) }); err != nil {
+					return err
+				}
+				return peers.FetchRepo(ctx, n.Peer, appID, w)
+			}})
 	}
 	g.Go(stageDoors, "router", rt)
 	g.Go(stageDoors, "sshd", ssh)
@@ -914,6 +925,9 @@ func reinstallHooks(st *store.Store, lay layout.Layout, exe string, log *slog.Lo
 		return err
 	})
 	for _, a := range apps {
+		if _, err := os.Stat(filepath.Join(lay.Repo(a.ID), "HEAD")); err != nil {
+			continue // another machine of the cluster has it; it is copied here after its next push
+		}
 		if err := gitrepo.InstallHook(lay.Repo(a.ID), exe); err != nil {
 			log.Warn("installing git hook", "app", a.FullName(), "err", err)
 		}

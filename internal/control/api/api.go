@@ -225,9 +225,8 @@ func (a *API) authenticate(ctx huma.Context, next func(huma.Context)) {
 	}
 	user, err := a.o.Service.UserByToken(strings.TrimSpace(tok))
 	if errors.Is(err, store.ErrBusy) {
-		a.log.Error("checking an API token", "err", err)
 		ctx.SetHeader("Retry-After", "5")
-		huma.WriteErr(a.h, ctx, http.StatusServiceUnavailable, storeBusy().Detail)
+		huma.WriteErr(a.h, ctx, http.StatusServiceUnavailable, a.internal("checking an API token", err).Detail)
 		return
 	}
 	if err != nil {

@@ -68,6 +68,10 @@ func invalid(detail string) *apitypes.Problem {
 // internal logs err and returns a problem that does not leak it.
 func (a *API) internal(op string, err error) *apitypes.Problem {
 	a.log.Error(op, "err", err)
+	var down *store.UnavailableError
+	if errors.As(err, &down) {
+		return problem(http.StatusServiceUnavailable, apitypes.CodeStoreBusy, down.Error())
+	}
 	if errors.Is(err, store.ErrBusy) {
 		return storeBusy()
 	}

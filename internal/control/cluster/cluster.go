@@ -170,7 +170,7 @@ func (m *Member) Close() { m.e.Close() }
 // certificate.
 func Client(endpoints []string, c *Certs) (*clientv3.Client, error) {
 	return clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, TLS: c.CA.ClientTLS(c.Cert),
-		DialKeepAliveTime: 2 * time.Second, DialKeepAliveTimeout: 2 * time.Second})
+		DialKeepAliveTime: 2 * time.Second, DialKeepAliveTimeout: 2 * time.Second, AutoSyncInterval: 30 * time.Second})
 }
 
 // Members manages the etcd members through a client.

@@ -51,7 +51,7 @@ func (e *Etcd) head() (mod, snapshot int64, err error) {
 	defer cancel()
 	resp, err := e.c.Get(ctx, e.prefix+etcdRevKey)
 	if err != nil {
-		return 0, 0, etcdErr(err)
+		return 0, 0, e.busy(err)
 	}
 	if len(resp.Kvs) > 0 {
 		mod = resp.Kvs[0].ModRevision
@@ -62,6 +62,57 @@ func (e *Etcd) head() (mod, snapshot int64, err error) {
 func etcdErr(err error) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%w (etcd did not answer in time: %v)", ErrBusy, err)
+	}
+	return err
+}
+
+// UnavailableError is a store that cannot answer because too few of its
+// members can be reached (the cluster lost its quorum). It is an ErrBusy.
+type UnavailableError struct{ Reachable, Members int }
+
+func (e *UnavailableError) Error() string {
+	return fmt.Sprintf("store unavailable: %d of %d members reachable; nothing was changed; routers keep serving and gears keep running; try again once the machines are back", e.Reachable, e.Members)
+}
+
+func (e *UnavailableError) Is(target error) bool { return target == ErrBusy }
+
+// busy turns a timeout into an UnavailableError when members are out of
+// reach (each asked for its status, at once, briefly).
+func (e *Etcd) busy(err error) error {
+	err = etcdErr(err)
+	if !errors.Is(err, ErrBusy) {
+		return err
+	}
+	// The members as this one knows them (no quorum needed), else the
+	// client's endpoints.
+	eps := e.c.Endpoints()
+	mctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+	if ml, merr := e.c.MemberList(mctx, clientv3.WithSerializable()); merr == nil && len(ml.Members) > 0 {
+		eps = eps[:0:0]
+		for _, m := range ml.Members {
+			if len(m.ClientURLs) > 0 {
+				eps = append(eps, m.ClientURLs[0])
+			}
+		}
+	}
+	cancel()
+	res := make(chan bool, len(eps))
+	for _, ep := range eps {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+			defer cancel()
+			_, serr := e.c.Status(ctx, ep)
+			res <- serr == nil
+		}()
+	}
+	up := 0
+	for range eps {
+		if <-res {
+			up++
+		}
+	}
+	if len(eps) > 1 && up <= len(eps)/2 {
+		return &UnavailableError{Reachable: up, Members: len(eps)}
 	}
 	return err
 }
@@ -108,7 +159,7 @@ func (e *Etcd) Update(fn func(KV) error) (int64, error) {
 		resp, err := e.c.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(e.prefix+etcdRevKey), "=", mod)).Then(ops...).Commit()
 		cancel()
 		if err != nil {
-			return 0, etcdErr(err)
+			return 0, e.busy(err)
 		}
 		if resp.Succeeded {
 			return resp.Header.Revision, nil
@@ -155,7 +206,7 @@ func (t *etcdKV) Get(key string) ([]byte, error) {
 	defer cancel()
 	resp, err := t.e.c.Get(ctx, t.e.prefix+key, clientv3.WithRev(t.rev))
 	if err != nil {
-		return nil, etcdErr(err)
+		return nil, t.e.busy(err)
 	}
 	if len(resp.Kvs) == 0 {
 		return nil, ErrNotFound
@@ -184,7 +235,7 @@ func (t *etcdKV) Scan(prefix string, fn func(key string, value []byte) error) er
 	defer cancel()
 	resp, err := t.e.c.Get(ctx, t.e.prefix+prefix, clientv3.WithPrefix(), clientv3.WithRev(t.rev))
 	if err != nil {
-		return etcdErr(err)
+		return t.e.busy(err)
 	}
 	recs := map[string][]byte{}
 	for _, kv := range resp.Kvs {

@@ -55,21 +55,27 @@ type Server struct {
 	ln    net.Listener
 	srv   *http.Server
 	local Local
+	repos Repos
 	log   *slog.Logger
 }
 
+// Repos writes the bundle of an app's git repository (nil: this machine
+// keeps none).
+type Repos func(ctx context.Context, appID string, w io.Writer) error
+
 // NewServer listens on addr with tlsConf (client certificates required).
-func NewServer(addr string, tlsConf *tls.Config, local Local, log *slog.Logger) (*Server, error) {
+func NewServer(addr string, tlsConf *tls.Config, local Local, repos Repos, log *slog.Logger) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("the cluster port %s: %w", addr, err)
 	}
-	s := &Server{ln: tls.NewListener(ln, tlsConf), local: local, log: log.With("component", "peer")}
+	s := &Server{ln: tls.NewListener(ln, tlsConf), local: local, repos: repos, log: log.With("component", "peer")}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /peer/v1/gears/{id}/start", s.start)
 	mux.HandleFunc("POST /peer/v1/gears/{id}/stop", s.stop)
 	mux.HandleFunc("GET /peer/v1/gears/{id}", s.state)
 	mux.HandleFunc("GET /peer/v1/deployments/{app}/{dep}", s.deployment)
+	mux.HandleFunc("GET /peer/v1/repos/{app}", s.repo)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	return s, nil
 }
@@ -140,6 +146,18 @@ func (s *Server) deployment(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-tar")
 	if err := writeTar(w, dir); err != nil {
 		s.log.Warn("sending a deployment", "dir", dir, "err", err)
+	}
+}
+
+func (s *Server) repo(w http.ResponseWriter, r *http.Request) {
+	app := r.PathValue("app")
+	if s.repos == nil || strings.ContainsAny(app, "/.") {
+		http.Error(w, "no such repository here", http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-git-bundle")
+	if err := s.repos(r.Context(), app, w); err != nil {
+		s.log.Warn("sending a repository", "app", app, "err", err)
 	}
 }
 
@@ -342,4 +360,19 @@ func (c *Client) FetchDeployment(ctx context.Context, addr, appID, depID, dest s
 		return err
 	}
 	return nil
+}
+
+// FetchRepo writes the bundle of an app's repository on the machine at
+// addr to w.
+func (c *Client) FetchRepo(ctx context.Context, addr, appID string, w io.Writer) error {
+	resp, err := c.do(ctx, http.MethodGet, addr, "/peer/v1/repos/"+appID)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("the machine at %s: %s", addr, resp.Status)
+	}
+	_, err = io.Copy(w, resp.Body)
+	return err
 }

@@ -58,7 +58,7 @@ func TestPeers(t *testing.T) {
 	os.WriteFile(filepath.Join(tree, "server.js"), []byte("x"), 0o644)
 	os.Symlink("server.js", filepath.Join(tree, "index.js"))
 
-	srv, err := NewServer("127.0.0.1:0", cl.ServerTLS(m1), &fakeLocal{deps: deps}, slog.Default())
+	srv, err := NewServer("127.0.0.1:0", cl.ServerTLS(m1), &fakeLocal{deps: deps}, nil, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
