@@ -22,6 +22,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 
 	"github.com/gantry-paas/gantry/internal/edge/pki"
 )
@@ -170,7 +171,8 @@ func (m *Member) Close() { m.e.Close() }
 // certificate.
 func Client(endpoints []string, c *Certs) (*clientv3.Client, error) {
 	return clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, TLS: c.CA.ClientTLS(c.Cert),
-		DialKeepAliveTime: 2 * time.Second, DialKeepAliveTimeout: 2 * time.Second, AutoSyncInterval: 30 * time.Second})
+		DialKeepAliveTime: 2 * time.Second, DialKeepAliveTimeout: 2 * time.Second, AutoSyncInterval: 30 * time.Second,
+		Logger: zap.NewNop()}) // its retries are logged as JSON; the store's errors say what failed
 }
 
 // Members manages the etcd members through a client.
