@@ -142,7 +142,7 @@ func openCluster(ctx context.Context, o *Options, lay layout.Layout, log *slog.L
 			return nil, nil, err
 		}
 	}
-	if c.client, err = cluster.Client(c.state.Endpoints, c.certs); err != nil {
+	if c.client, err = cluster.Client(c.state.Endpoints, c.certs, c.state.Advertise); err != nil {
 		return fail(fmt.Errorf("connecting to the cluster's etcd: %w", err))
 	}
 	// The members may have changed while this machine was away.

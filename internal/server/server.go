@@ -531,7 +531,7 @@ func Run(ctx context.Context, o Options) error {
 	var place func(tx *store.Tx, app *store.App, n int) ([]string, error)
 	gearIP := ""
 	if clu != nil {
-		peers = peer.NewClient(clu.certs.CA.ClientTLS(clu.certs.Cert))
+		peers = peer.NewClient(clu.certs.CA.ClientTLS(clu.certs.Cert), o.Advertise)
 		place = scheduler.Placer(st)
 		if isolation == agent.Process {
 			gearIP = o.Advertise // the other machines' routers reach them

@@ -27,7 +27,11 @@ func (c *cli) nodeCmd() *cobra.Command {
 			return c.out(ns, func(w io.Writer) {
 				rows := [][]string{}
 				for _, n := range ns {
-					rows = append(rows, []string{n.Name, n.Address, strings.Join(n.Roles, ","), n.State, strconv.Itoa(n.Gears),
+					roles := strings.Join(n.Roles, ",")
+					if len(n.Leads) > 0 {
+						roles += " (leads " + strings.Join(n.Leads, ",") + ")"
+					}
+					rows = append(rows, []string{n.Name, n.Address, roles, n.State, strconv.Itoa(n.Gears),
 						gib(n.MemoryUsed) + "/" + gib(n.MemoryTotal), n.Overlay, n.Version})
 				}
 				table(w, []string{"NAME", "ADDRESS", "ROLES", "STATE", "GEARS", "MEMORY", "OVERLAY", "VERSION"}, rows)

@@ -26,7 +26,11 @@ func nodeView(n service.NodeStatus) apitypes.NodeView {
 	if overlay == "" {
 		overlay = "none"
 	}
-	return apitypes.NodeView{Name: n.Name, Address: n.Address, Roles: n.Roles, State: state, Gears: n.Gears,
+	leads := n.Leads
+	if leads == nil {
+		leads = []string{}
+	}
+	return apitypes.NodeView{Name: n.Name, Address: n.Address, Roles: n.Roles, State: state, Leads: leads, Gears: n.Gears,
 		MemoryUsed: n.MemoryUsed, MemoryTotal: n.MemoryTotal, Isolation: n.Isolation, Overlay: overlay,
 		Version: n.Version, Joined: n.Joined, Started: n.Started}
 }

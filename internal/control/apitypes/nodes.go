@@ -8,6 +8,7 @@ type NodeView struct {
 	Address     string    `json:"address"`
 	Roles       []string  `json:"roles"`
 	State       string    `json:"state" doc:"up, down (its presence lapsed), cordoned (up, takes no new gears)"`
+	Leads       []string  `json:"leads" doc:"the roles it leads now: scheduler (moves the gears of lost machines), autoscaler"`
 	Gears       int       `json:"gears"`
 	MemoryUsed  int64     `json:"memory_used" doc:"the gear sizes of its gears, in bytes"`
 	MemoryTotal int64     `json:"memory_total"`

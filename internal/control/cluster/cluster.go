@@ -23,6 +23,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/gantry-paas/gantry/internal/edge/pki"
 )
@@ -168,9 +169,15 @@ func StartMember(dataDir string, s *State, c *Certs, initial string) (*Member, e
 func (m *Member) Close() { m.e.Close() }
 
 // Client connects to the cluster's members with this machine's
-// certificate.
-func Client(endpoints []string, c *Certs) (*clientv3.Client, error) {
-	return clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, TLS: c.CA.ClientTLS(c.Cert),
+// certificate, from its advertised address (so that the other machines
+// see it come from there, and a machine cut off is cut off whole).
+func Client(endpoints []string, c *Certs, advertise string) (*clientv3.Client, error) {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	if ip := net.ParseIP(advertise); ip != nil && !ip.IsUnspecified() {
+		d.LocalAddr = &net.TCPAddr{IP: ip}
+	}
+	dial := grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) })
+	return clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, TLS: c.CA.ClientTLS(c.Cert), DialOptions: []grpc.DialOption{dial},
 		DialKeepAliveTime: 2 * time.Second, DialKeepAliveTimeout: 2 * time.Second, AutoSyncInterval: 30 * time.Second,
 		Logger: zap.NewNop()}) // its retries are logged as JSON; the store's errors say what failed
 }

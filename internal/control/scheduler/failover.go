@@ -167,6 +167,8 @@ func (f *Failover) move(ctx context.Context, node string, since time.Time, log *
 	moved := map[string]int{}
 	apps := map[string]store.App{}
 	err := f.Store.Update(func(tx *store.Tx) error {
+		clear(moved) // a transaction may run again (etcd)
+		clear(apps)
 		gears, err := store.ListGears(tx)
 		if err != nil {
 			return err

@@ -21,7 +21,9 @@ const NodeTTL = 5 * time.Second
 // NodeStatus is a node with what the store says of it now.
 type NodeStatus struct {
 	store.Node
-	Up         bool
+	Up bool
+	// Leads are the roles it leads now (scheduler, autoscaler).
+	Leads      []string
 	Gears      int
 	MemoryUsed int64 // the sizes of its gears
 }
@@ -65,6 +67,12 @@ func (s *Service) Nodes(caller *store.User) ([]NodeStatus, error) {
 	if err != nil {
 		return nil, err
 	}
+	leads := map[string][]string{}
+	for _, role := range []string{"scheduler", "autoscaler"} {
+		if who, err := s.st.Leader(role); err == nil && who != "" {
+			leads[who] = append(leads[who], role)
+		}
+	}
 	var out []NodeStatus
 	err = s.st.View(func(tx *store.Tx) error {
 		nodes, err := store.ListNodes(tx)
@@ -81,7 +89,7 @@ func (s *Service) Nodes(caller *store.User) ([]NodeStatus, error) {
 			apps[a.Key()] = a
 		}
 		for _, n := range nodes {
-			ns := NodeStatus{Node: n, Up: live[n.Name]}
+			ns := NodeStatus{Node: n, Up: live[n.Name], Leads: leads[n.Name]}
 			for _, g := range gears {
 				if g.Node == n.Name {
 					ns.Gears++

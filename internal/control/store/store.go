@@ -166,7 +166,8 @@ func (s *Store) View(fn func(tx *Tx) error) error {
 }
 
 // Update runs fn in a read-write transaction and commits it if fn returns
-// nil. A commit that wrote anything bumps the revision and wakes watchers.
+// nil. fn may run more than once (etcd runs it again when another
+// machine's write came first): it must start from nothing each time. A commit that wrote anything bumps the revision and wakes watchers.
 func (s *Store) Update(fn func(tx *Tx) error) error {
 	rev, err := s.b.Update(func(kv KV) error { return fn(&Tx{kv: kv, writable: true, keys: s.keys}) })
 	if err != nil || rev == 0 {

@@ -122,6 +122,7 @@ func (a *Agent) RemoveCartridge(ctx context.Context, appKey, name string) error 
 	var gears []store.Gear
 	var app store.App
 	err := a.o.Store.Update(func(tx *store.Tx) error {
+		gears = nil // a transaction may run again (etcd)
 		if err := tx.Get(appKey, &app); err != nil {
 			return err
 		}

@@ -52,11 +52,34 @@ type lifecycle struct {
 
 func newLifecycle(t *testing.T) *lifecycle {
 	t.Helper()
-	dir := t.TempDir()
-	st, err := store.Open(filepath.Join(dir, "s.db"))
+	st, err := store.Open(filepath.Join(t.TempDir(), "s.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newLifecycleOn(t, st)
+}
+
+// twiceBackend runs every write transaction once on a scratch copy that it
+// throws away, then for real: what etcd does when another machine's write
+// came first. A change whose function keeps state across runs shows.
+type twiceBackend struct{ *store.Mem }
+
+func (b twiceBackend) Update(fn func(store.KV) error) (int64, error) {
+	scratch := store.NewMem()
+	b.Mem.View(func(kv store.KV) error {
+		return kv.Scan("", func(k string, v []byte) error {
+			_, err := scratch.Update(func(s store.KV) error { return s.Put(k, v) })
+			return err
+		})
+	})
+	scratch.Update(fn)
+	return b.Mem.Update(fn)
+}
+
+func newLifecycleOn(t *testing.T, st *store.Store) *lifecycle {
+	t.Helper()
+	dir := t.TempDir()
+	var err error
 	t.Cleanup(func() { st.Close() })
 	l := &lifecycle{t: t, st: st, rec: &gearrt.Recorder{}, rt: &fakeRouter{conns: map[string]int{}}}
 	l.rec.OnStart = l.listen
@@ -212,6 +235,40 @@ func TestRolloutDrainsOldGears(t *testing.T) {
 	l.st.View(func(tx *store.Tx) error { return tx.Get(l.app.Key(), &app) })
 	if app.ActiveDeployment != "d2" {
 		t.Errorf("active deployment %q; want d2", app.ActiveDeployment)
+	}
+}
+
+// On a store whose transactions run again (etcd), a rollout records
+// exactly its gears, starts only gears that exist, and the old ones go.
+func TestChangesSurviveRetriedTransactions(t *testing.T) {
+	st, err := store.New(twiceBackend{store.NewMem()}, filepath.Join(t.TempDir(), "secrets.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLifecycleOn(t, st)
+	ctx := context.Background()
+	for _, dep := range []string{"d1", "d2"} {
+		l.deployment(dep)
+		if err := l.a.Rollout(ctx, l.app.Key(), dep, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.waitFor("the old gears are removed", func() bool { by, _ := l.gears(); return len(by) == 1 })
+	by, _ := l.gears()
+	if len(by["d2 running"]) != 2 {
+		t.Errorf("after two rollouts: %v; want two running gears of d2", by)
+	}
+	if err := l.a.ScaleTo(ctx, l.app.Key(), 3, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.a.Stop(ctx, l.app.Key()); err != nil {
+		t.Fatal(err)
+	}
+	l.a.wg.Wait()
+	calls := l.rec.Calls()
+	starts, stops := strings.Count(calls, "start "), strings.Count(calls, "stop ")
+	if starts != 5 || stops != 5 {
+		t.Errorf("%d starts and %d stops; want 5 of each (2+2 rolled out, 1 scaled up, all stopped):\n%s", starts, stops, calls)
 	}
 }
 

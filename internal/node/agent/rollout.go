@@ -53,6 +53,7 @@ func (a *Agent) Rollout(ctx context.Context, appKey, depID string, out io.Writer
 	// Switch: new gears routed, old ones draining, in one write.
 	var old []store.Gear
 	err = a.o.Store.Update(func(tx *store.Tx) error {
+		old = nil // a transaction may run again (etcd)
 		var cur store.App
 		if err := tx.Get(appKey, &cur); err != nil {
 			return err
@@ -104,6 +105,7 @@ func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deplo
 	// Record the new gears first: their ports are then reserved.
 	var fresh []store.Gear
 	err := a.o.Store.Update(func(tx *store.Tx) error {
+		fresh = nil // a transaction may run again (etcd)
 		taken := map[int]bool{}
 		takenIP := map[netip.Addr]bool{}
 		if a.rt.Caps().Isolated {
@@ -303,6 +305,7 @@ func (a *Agent) Delete(ctx context.Context, appKey string) error {
 func (a *Agent) stopAll(ctx context.Context, appKey string, deleting bool) error {
 	var gears []store.Gear
 	err := a.o.Store.Update(func(tx *store.Tx) error {
+		gears = nil // a transaction may run again (etcd)
 		var app store.App
 		if err := tx.Get(appKey, &app); err != nil {
 			return err

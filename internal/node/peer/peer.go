@@ -273,10 +273,14 @@ func extractTar(r io.Reader, dir string, chown bool) error {
 type Client struct{ c *http.Client }
 
 // NewClient calls with tlsConf (this machine's certificate; the others'
-// checked against the cluster sub-CA).
-func NewClient(tlsConf *tls.Config) *Client {
+// checked against the cluster sub-CA), from the address local ("": any).
+func NewClient(tlsConf *tls.Config, local string) *Client {
+	d := &net.Dialer{Timeout: 3 * time.Second}
+	if ip := net.ParseIP(local); ip != nil && !ip.IsUnspecified() {
+		d.LocalAddr = &net.TCPAddr{IP: ip}
+	}
 	return &Client{c: &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf, MaxIdleConnsPerHost: 4, IdleConnTimeout: time.Minute,
-		DialContext: (&net.Dialer{Timeout: 3 * time.Second}).DialContext}}}
+		DialContext: d.DialContext}}}
 }
 
 func (c *Client) do(ctx context.Context, method, addr, path string) (*http.Response, error) {

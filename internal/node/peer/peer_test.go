@@ -66,7 +66,7 @@ func TestPeers(t *testing.T) {
 	defer cancel()
 	go srv.Run(ctx)
 	addr := srv.Addr().String()
-	c := NewClient(cl.ClientTLS(m2))
+	c := NewClient(cl.ClientTLS(m2), "")
 
 	var out bytes.Buffer
 	if err := c.StartGear(ctx, addr, "g1", &out); err != nil || !strings.Contains(out.String(), "starting g1") {
@@ -94,7 +94,7 @@ func TestPeers(t *testing.T) {
 
 	// A client with an app certificate of the same root is refused.
 	appCert, _ := ca.Certificate("blog.example.test")
-	bad := NewClient(cl.ClientTLS(appCert))
+	bad := NewClient(cl.ClientTLS(appCert), "")
 	if err := bad.StartGear(ctx, addr, "g1", io.Discard); err == nil {
 		t.Error("a caller without a cluster certificate started a gear")
 	}
