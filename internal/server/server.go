@@ -560,7 +560,14 @@ func Run(ctx context.Context, o Options) error {
 	if clu != nil {
 		leading = &leaderFlag{st: st, role: "autoscaler", self: node.Name}
 	}
-	scaler, err := autoscale.New(autoscale.Options{Store: st, Router: rt, Agent: ag, Log: log, Policy: policy, Events: evlog, Wakes: wakes, Leading: leading.fn()})
+	// In a cluster the scaler counts every machine's router.
+	var load autoscale.Router = rt
+	var clusterLoad *autoscale.ClusterLoad
+	if clu != nil {
+		clusterLoad = &autoscale.ClusterLoad{Local: rt, Store: st, Self: node.Name}
+		load = clusterLoad
+	}
+	scaler, err := autoscale.New(autoscale.Options{Store: st, Router: load, Agent: ag, Log: log, Policy: policy, Events: evlog, Wakes: wakes, Leading: leading.fn()})
 	if err != nil {
 		return err
 	}
@@ -598,7 +605,7 @@ func Run(ctx context.Context, o Options) error {
 		},
 		GitHTTPURL:  func(d, a string) string { return fmt.Sprintf("%s/git/%s/%s.git", serverURL, d, a) },
 		SSHHostKeys: []string{knownHost + " " + hostKey},
-		Router:      rt, Metrics: mets.Handler(), Tunnels: serviceDialer{ag},
+		Router:      load, Metrics: mets.Handler(), Tunnels: serviceDialer{ag},
 		CAView: api.NewCAView(ca), HTTPSPort: httpsPort, PublicHost: o.Host, JoinURL: joinURL(o, httpsPort),
 		ACME: acmeIss != nil, TCPPorts: rt, Egress: enf, EgressRouter: egressAPI(egr),
 	})
@@ -662,6 +669,7 @@ func Run(ctx context.Context, o Options) error {
 	g.Go(stageControl, "autoscaler", scaler)
 	if clu != nil {
 		g.Go(stageControl, "autoscaler election", leading)
+		g.Go(stageControl, "load reports", clusterLoad)
 		g.Go(stageControl, "scheduler", &scheduler.Failover{Store: st, Self: node.Name, Grace: o.NodeGrace, Log: log,
 			Scale: func(ctx context.Context, appKey string, n int) error { return ag.ScaleTo(ctx, appKey, n, io.Discard) },
 			Moved: func(a *store.App, from string, n int, since time.Time) {

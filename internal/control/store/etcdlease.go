@@ -206,3 +206,24 @@ func (e *Etcd) lock(ctx context.Context, name string) (func(), error) {
 		sess.Close()
 	}, nil
 }
+
+func (e *Etcd) report(name string, raw []byte) error {
+	ctx, cancel := e.ctx()
+	defer cancel()
+	_, err := e.c.Put(ctx, e.side("report")+name, string(raw))
+	return etcdErr(err)
+}
+
+func (e *Etcd) reports() (map[string][]byte, error) {
+	ctx, cancel := e.ctx()
+	defer cancel()
+	resp, err := e.c.Get(ctx, e.side("report"), clientv3.WithPrefix())
+	if err != nil {
+		return nil, etcdErr(err)
+	}
+	out := map[string][]byte{}
+	for _, kv := range resp.Kvs {
+		out[strings.TrimPrefix(string(kv.Key), e.side("report"))] = kv.Value
+	}
+	return out, nil
+}

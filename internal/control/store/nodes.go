@@ -71,8 +71,9 @@ type presencer interface {
 
 // localPresence is presence within one process.
 type localPresence struct {
-	mu    sync.Mutex
-	until map[string]time.Time
+	mu      sync.Mutex
+	until   map[string]time.Time
+	reports map[string][]byte
 }
 
 // KeepAlive announces name as up until ctx ends (or the store can no
@@ -183,4 +184,43 @@ func (s *Store) Lock(ctx context.Context, name string) (unlock func(), err error
 		return l.lock(ctx, name)
 	}
 	return func() {}, nil
+}
+
+// Reports: what each machine says of itself every few seconds (its
+// routers' live connections per app), beside the records: a report is no
+// change of the records and wakes no watcher. On one machine they are
+// this process's memory.
+
+type reporter interface {
+	report(name string, raw []byte) error
+	reports() (map[string][]byte, error)
+}
+
+// Report replaces this machine's report.
+func (s *Store) Report(name string, raw []byte) error {
+	if r, ok := s.b.(reporter); ok {
+		return r.report(name, raw)
+	}
+	s.local.mu.Lock()
+	defer s.local.mu.Unlock()
+	if s.local.reports == nil {
+		s.local.reports = map[string][]byte{}
+	}
+	s.local.reports[name] = append([]byte(nil), raw...)
+	return nil
+}
+
+// Reports returns every machine's last report, by name (a machine that is
+// down may have left one: check Live).
+func (s *Store) Reports() (map[string][]byte, error) {
+	if r, ok := s.b.(reporter); ok {
+		return r.reports()
+	}
+	s.local.mu.Lock()
+	defer s.local.mu.Unlock()
+	out := map[string][]byte{}
+	for k, v := range s.local.reports {
+		out[k] = v
+	}
+	return out, nil
 }
