@@ -210,7 +210,7 @@ func TestCluster(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	writeFile(t, filepath.Join(repo, "server.js"), nodeApp("v3"), 0o644)
+	writeFile(t, filepath.Join(repo, "server.js"), nodeApp("v3")+"\nconsole.log(\"v3 up on \" + process.env.PORT);\n", 0o644)
 	u.runIn(repo, "git", "commit", "-qam", "v3")
 	if out := u.runIn(repo, "git", "push", m2URL, "main"); !strings.Contains(out, "deployed") {
 		t.Errorf("push to machine 2:\n%s", out)
@@ -221,6 +221,13 @@ func TestCluster(t *testing.T) {
 		}
 	}
 	u.gantryJSON(&app, "app", "show", "blog")
+	// The logs through machine 1 hold every gear's, on every machine.
+	logs := u.gantry("logs", "blog")
+	for _, g := range app.Gears {
+		if g.State == "running" && !strings.Contains(logs, fmt.Sprintf("v3 up on %d", g.Port)) {
+			t.Errorf("gantry logs through machine 1 lacks gear %s on %s:\n%s", g.ID, g.Node, logs)
+		}
+	}
 	head := strings.TrimSpace(u.runIn(repo, "git", "rev-parse", "HEAD"))
 	deadline = time.Now().Add(30 * time.Second)
 	for !repoHas(appRepo(m1.data), head) {

@@ -8,11 +8,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/gantry-paas/gantry/internal/applog"
+	"github.com/gantry-paas/gantry/internal/control/api"
 	"github.com/gantry-paas/gantry/internal/control/apitypes"
 	"github.com/gantry-paas/gantry/internal/control/cluster"
 	"github.com/gantry-paas/gantry/internal/control/service"
@@ -20,6 +23,7 @@ import (
 	"github.com/gantry-paas/gantry/internal/edge/pki"
 	"github.com/gantry-paas/gantry/internal/layout"
 	"github.com/gantry-paas/gantry/internal/node/agent"
+	"github.com/gantry-paas/gantry/internal/node/peer"
 )
 
 // clustered is a machine's part in a cluster, once its store is open.
@@ -319,4 +323,64 @@ func (l *leaderFlag) fn() func() bool {
 		return nil
 	}
 	return l.on.Load
+}
+
+// clusterLogs reads the apps' gear logs on the other machines up.
+type clusterLogs struct {
+	st    *store.Store
+	peers *peer.Client
+	self  string
+}
+
+func (c clusterLogs) others() []store.Node {
+	live, err := c.st.Live()
+	if err != nil {
+		return nil
+	}
+	var out []store.Node
+	c.st.View(func(tx *store.Tx) error {
+		nodes, err := store.ListNodes(tx)
+		for _, n := range nodes {
+			if n.Name != c.self && live[n.Name] && n.Peer != "" {
+				out = append(out, n)
+			}
+		}
+		return err
+	})
+	return out
+}
+
+func (c clusterLogs) Tail(ctx context.Context, appID string, n int) []applog.Line {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var out []applog.Line
+	for _, nd := range c.others() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			c.peers.Logs(tctx, nd.Peer, appID, n, false, func(l applog.Line) error {
+				mu.Lock()
+				out = append(out, l)
+				mu.Unlock()
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func (c clusterLogs) Follow(ctx context.Context, appID string, fn func(applog.Line) error) {
+	for _, nd := range c.others() {
+		go c.peers.Logs(ctx, nd.Peer, appID, 0, true, fn)
+	}
+}
+
+func remoteLogs(clu *clustered, st *store.Store, peers *peer.Client, self string) api.RemoteLogs {
+	if clu == nil {
+		return nil
+	}
+	return clusterLogs{st: st, peers: peers, self: self}
 }

@@ -606,7 +606,7 @@ func Run(ctx context.Context, o Options) error {
 		GitHTTPURL:  func(d, a string) string { return fmt.Sprintf("%s/git/%s/%s.git", serverURL, d, a) },
 		SSHHostKeys: []string{knownHost + " " + hostKey},
 		Router:      load, Metrics: mets.Handler(), Tunnels: serviceDialer{ag},
-		CAView: api.NewCAView(ca), HTTPSPort: httpsPort, PublicHost: o.Host, JoinURL: joinURL(o, httpsPort),
+		CAView: api.NewCAView(ca), HTTPSPort: httpsPort, PublicHost: o.Host, JoinURL: joinURL(o, httpsPort), RemoteLogs: remoteLogs(clu, st, peers, node.Name),
 		ACME: acmeIss != nil, TCPPorts: rt, Egress: enf, EgressRouter: egressAPI(egr),
 	})
 	mets.AppGauge("gantry_app_connections", "Live connections per app: requests in flight, WebSockets, held requests.", func() map[string]float64 {

@@ -22,6 +22,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/gantry-paas/gantry/internal/applog"
 	"github.com/gantry-paas/gantry/internal/node/runtimes"
 
 	"github.com/gantry-paas/gantry/internal/control/service"
@@ -106,6 +107,9 @@ type Options struct {
 	Metrics http.Handler
 	// Tunnels, if set, serves `port-forward --via https`.
 	Tunnels ServiceDialer
+	// RemoteLogs, in a cluster, reads the logs of the app's gears on the
+	// other machines.
+	RemoteLogs RemoteLogs
 	// JoinURL is where machines join (shown with join tokens).
 	JoinURL string
 	// CAView is the platform root, served at /v1/ca.
@@ -122,6 +126,13 @@ type Options struct {
 	Egress Egress
 	// EgressRouter, if set, is the egress router (isolated gears only).
 	EgressRouter EgressRouter
+}
+
+// RemoteLogs reads an app's gear logs on the other machines of a cluster:
+// their last n lines, or new lines until ctx ends.
+type RemoteLogs interface {
+	Tail(ctx context.Context, appID string, n int) []applog.Line
+	Follow(ctx context.Context, appID string, fn func(applog.Line) error)
 }
 
 // ServiceDialer connects to a service of a user's gear, refusing anything

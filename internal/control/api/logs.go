@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"sort"
+	"sync"
 
 	"github.com/danielgtaylor/huma/v2"
 
@@ -46,6 +48,13 @@ func (a *API) registerLogs() {
 			if err != nil {
 				return nil, a.internal("reading logs", err)
 			}
+			if a.o.RemoteLogs != nil { // the other machines' gears
+				lines = append(lines, a.o.RemoteLogs.Tail(ctx, app.ID, in.Lines)...)
+				sort.SliceStable(lines, func(i, j int) bool { return lines[i].Time.Before(lines[j].Time) })
+				if len(lines) > in.Lines {
+					lines = lines[len(lines)-in.Lines:]
+				}
+			}
 			return &huma.StreamResponse{Body: func(hctx huma.Context) {
 				hctx.SetHeader("Content-Type", "application/x-ndjson")
 				hctx.SetHeader("Cache-Control", "no-store")
@@ -64,14 +73,21 @@ func (a *API) registerLogs() {
 				if !in.Follow {
 					return
 				}
-				applog.Follow(hctx.Context(), dir, func(l applog.Line) error {
+				var mu sync.Mutex
+				emit := func(l applog.Line) error {
+					mu.Lock()
+					defer mu.Unlock()
 					name(&l)
 					if err := enc.Encode(l); err != nil {
 						return err
 					}
 					flush()
 					return nil
-				})
+				}
+				if a.o.RemoteLogs != nil {
+					go a.o.RemoteLogs.Follow(hctx.Context(), app.ID, emit)
+				}
+				applog.Follow(hctx.Context(), dir, emit)
 			}}, nil
 		})
 }

@@ -52,9 +52,15 @@ func follow(ctx context.Context, t *testing.T, st *store.Store, r *Router) {
 		}
 		r.Set(rev, s)
 	}
+	// The loop ends (cleanups run last-in first-out) before the store
+	// the test opened earlier is closed: no sync after the test.
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
 	watch := st.Watch(ctx)
 	sync()
 	go func() {
+		defer close(done)
 		for {
 			select {
 			case <-ctx.Done():

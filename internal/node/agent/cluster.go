@@ -197,6 +197,9 @@ func (a *Agent) GearState(gearID string) (peer.State, error) {
 	return peer.State(st), nil
 }
 
+// LogDir is where this machine keeps an app's gear logs.
+func (a *Agent) LogDir(appID string) string { return a.o.Layout.Logs(appID) }
+
 // DeploymentDir is this machine's copy of a deployment, if it has one.
 func (a *Agent) DeploymentDir(appID, depID string) (string, bool) {
 	if strings.ContainsAny(appID+depID, "/.") || appID == "" || depID == "" {

@@ -21,8 +21,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gantry-paas/gantry/internal/applog"
 )
 
 // Local is what this machine does for the others (its agent).
@@ -37,6 +40,8 @@ type Local interface {
 	// DeploymentDir is where this machine keeps a deployment's tree, if
 	// it has it.
 	DeploymentDir(appID, depID string) (string, bool)
+	// LogDir is where this machine keeps an app's gear logs.
+	LogDir(appID string) string
 }
 
 // State is a gear's process as its machine sees it.
@@ -76,6 +81,7 @@ func NewServer(addr string, tlsConf *tls.Config, local Local, repos Repos, log *
 	mux.HandleFunc("GET /peer/v1/gears/{id}", s.state)
 	mux.HandleFunc("GET /peer/v1/deployments/{app}/{dep}", s.deployment)
 	mux.HandleFunc("GET /peer/v1/repos/{app}", s.repo)
+	mux.HandleFunc("GET /peer/v1/logs/{app}", s.logs)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	return s, nil
 }
@@ -159,6 +165,39 @@ func (s *Server) repo(w http.ResponseWriter, r *http.Request) {
 	if err := s.repos(r.Context(), app, w); err != nil {
 		s.log.Warn("sending a repository", "app", app, "err", err)
 	}
+}
+
+// logs streams the app's gear logs of this machine as NDJSON: the last
+// lines, then (follow=1) new ones until the caller goes.
+func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
+	app := r.PathValue("app")
+	if strings.ContainsAny(app, "/.") || app == "" {
+		http.Error(w, "no such app", http.StatusNotFound)
+		return
+	}
+	n, _ := strconv.Atoi(r.URL.Query().Get("lines"))
+	dir := s.local.LogDir(app)
+	lines, err := applog.Tail(dir, min(max(n, 0), 10000))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	enc := json.NewEncoder(w)
+	for _, l := range lines {
+		enc.Encode(l)
+	}
+	w.(http.Flusher).Flush()
+	if r.URL.Query().Get("follow") != "1" {
+		return
+	}
+	applog.Follow(r.Context(), dir, func(l applog.Line) error {
+		if err := enc.Encode(l); err != nil {
+			return err
+		}
+		w.(http.Flusher).Flush()
+		return nil
+	})
 }
 
 // writeTar writes the tree at dir (regular files, directories, symlinks
@@ -379,4 +418,34 @@ func (c *Client) FetchRepo(ctx context.Context, addr, appID string, w io.Writer)
 	}
 	_, err = io.Copy(w, resp.Body)
 	return err
+}
+
+// Logs reads an app's gear logs on the machine at addr: its last lines,
+// then with follow the new ones until ctx ends, each given to fn.
+func (c *Client) Logs(ctx context.Context, addr, appID string, lines int, follow bool, fn func(applog.Line) error) error {
+	path := "/peer/v1/logs/" + appID + "?lines=" + strconv.Itoa(lines)
+	if follow {
+		path += "&follow=1"
+	}
+	resp, err := c.do(ctx, http.MethodGet, addr, path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("the machine at %s: %s", addr, resp.Status)
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var l applog.Line
+		if err := dec.Decode(&l); err != nil {
+			if errors.Is(err, io.EOF) || ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if err := fn(l); err != nil {
+			return err
+		}
+	}
 }

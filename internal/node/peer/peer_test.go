@@ -30,6 +30,7 @@ func (f *fakeLocal) StopGear(context.Context, string) error { return nil }
 func (f *fakeLocal) GearState(id string) (State, error) {
 	return State{PID: 42, Status: "running"}, nil
 }
+func (f *fakeLocal) LogDir(app string) string { return filepath.Join(f.deps, app, "logs") }
 func (f *fakeLocal) DeploymentDir(app, dep string) (string, bool) {
 	p := filepath.Join(f.deps, app, dep)
 	_, err := os.Stat(p)
