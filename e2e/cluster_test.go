@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,6 +98,9 @@ func TestCluster(t *testing.T) {
 			if m.srv == nil {
 				continue
 			}
+			if dir := os.Getenv("GANTRY_TEST_LOGS"); dir != "" { // whole logs, for a look
+				os.WriteFile(filepath.Join(dir, m.name+".log"), m.srv.log.Bytes(), 0o644)
+			}
 			for _, l := range strings.Split(m.srv.log.String(), "\n") {
 				if strings.Contains(l, "level=") && !strings.Contains(l, "etcd-client") && !strings.Contains(l, "level=DEBUG") {
 					t.Logf("%s: %s", m.name, l)
@@ -163,6 +168,20 @@ func TestCluster(t *testing.T) {
 	u.runIn(repo, "git", "add", "-A")
 	u.runIn(repo, "git", "commit", "-qm", "v2")
 	u.runIn(repo, "git", "push")
+	waitUp := func() {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			u.gantryJSON(&nodes, "node", "list")
+			if len(nodes) == 3 && nodes[0].State == "up" && nodes[1].State == "up" && nodes[2].State == "up" {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the machines are not all up: %+v", nodes)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	waitUp()
 	u.gantry("app", "scale", "blog", "--gears", "6")
 	u.gantryJSON(&app, "app", "show", "blog")
 	if by := gearsByNode(app); by["m1"] != 2 || by["m2"] != 2 || by["m3"] != 2 {
@@ -227,6 +246,29 @@ func TestCluster(t *testing.T) {
 		if g.State == "running" && !strings.Contains(logs, fmt.Sprintf("v3 up on %d", g.Port)) {
 			t.Errorf("gantry logs through machine 1 lacks gear %s on %s:\n%s", g.ID, g.Node, logs)
 		}
+	}
+	// Port-forward through machine 1 to a gear on machine 3 (over SSH and
+	// through the router): the forward goes by machine 3's agent.
+	for _, g := range app.Gears {
+		if g.Node != "m3" || g.State != "running" {
+			continue
+		}
+		for _, via := range []string{"ssh", "https"} {
+			fwd, _ := portForward(t, u, "blog", "--gear", g.ID, "--service", "web", "--via", via)
+			if len(fwd) != 1 {
+				t.Fatalf("port-forward to a gear on m3 (%s): %+v", via, fwd)
+			}
+			resp, err := http.Get("http://" + fwd[0].Local + "/")
+			if err != nil {
+				t.Fatalf("through the forward to m3 (%s): %v", via, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(body) != "v3 \n" {
+				t.Errorf("through the forward to m3 (%s): %q", via, body)
+			}
+		}
+		break
 	}
 	head := strings.TrimSpace(u.runIn(repo, "git", "rev-parse", "HEAD"))
 	deadline = time.Now().Add(30 * time.Second)

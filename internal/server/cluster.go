@@ -283,7 +283,7 @@ func redeployLoopbackOnce(ctx context.Context, st *store.Store, ag *agent.Agent,
 	done := true
 	for _, a := range apps {
 		log.Info("replacing the app's gears on loopback with gears the other machines reach", "app", a.FullName())
-		if err := ag.Rollout(ctx, a.Key(), a.ActiveDeployment, io.Discard); err != nil {
+		if err := ag.Rollout(ctx, a.Key(), "", io.Discard); err != nil { // a push may have come meanwhile
 			log.Error("replacing the app's gears on loopback (tried again in 5s)", "app", a.FullName(), "err", err)
 			done = false
 		}

@@ -67,8 +67,8 @@ func Place(v View, app *store.App, n int) ([]string, error) {
 				continue
 			}
 			c.gears++
-			if g.AppKey == app.Key() && g.Service == "" {
-				c.appGears++
+			if g.AppKey == app.Key() && g.Service == "" && g.State != store.GearDraining {
+				c.appGears++ // (draining gears are on their way out)
 			}
 			if c.free >= 0 {
 				c.free -= GearMemory(v.Apps[g.AppKey].GearSize)

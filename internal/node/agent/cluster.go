@@ -2,11 +2,14 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -345,4 +348,83 @@ func (a *Agent) Evacuate(ctx context.Context, appKey, node string, out io.Writer
 	a.waitRouter(ctx)
 	a.drainAndStop(moving)
 	return len(moving), nil
+}
+
+// remoteServices asks a gear's machine what listens in it.
+func (a *Agent) remoteServices(g store.Gear) ([]Service, error) {
+	if a.o.Peers == nil {
+		return nil, errors.New("this machine has no cluster port")
+	}
+	addr, err := a.peerAddr(g.Node)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	raw, err := a.o.Peers.GearServices(ctx, addr, g.ID)
+	if err != nil {
+		return nil, err
+	}
+	var svcs []Service
+	return svcs, json.Unmarshal(raw, &svcs)
+}
+
+// dialRemote connects to a service of a gear on another machine, through
+// that machine's agent.
+func (a *Agent) dialRemote(g store.Gear, target string) (net.Conn, error) {
+	if a.o.Peers == nil {
+		return nil, errors.New("this machine has no cluster port")
+	}
+	addr, err := a.peerAddr(g.Node)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return a.o.Peers.DialGear(ctx, addr, g.ID, target)
+}
+
+// GearServices lists what listens in a gear of this machine (peer API).
+func (a *Agent) GearServices(gearID string) ([]byte, error) {
+	var g store.Gear
+	if err := a.o.Store.View(func(tx *store.Tx) error { return tx.Get(store.GearKey(gearID), &g) }); err != nil {
+		return nil, err
+	}
+	if a.remote(g) {
+		return nil, fmt.Errorf("gear %s runs on %s, not here", gearID, g.Node)
+	}
+	svcs, err := a.Services(g.AppKey, g.ID)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(svcs)
+}
+
+// DialGear connects to one of a gear's own services from inside it (peer
+// API): the machine that asks has checked the user; this one checks that
+// target is a service of that gear, so the cluster port relays nothing
+// else.
+func (a *Agent) DialGear(gearID, target string) (net.Conn, error) {
+	var g store.Gear
+	if err := a.o.Store.View(func(tx *store.Tx) error { return tx.Get(store.GearKey(gearID), &g) }); err != nil {
+		return nil, err
+	}
+	if a.remote(g) || g.State != store.GearRunning {
+		return nil, fmt.Errorf("gear %s does not run here", gearID)
+	}
+	host, portStr, err := net.SplitHostPort(target)
+	if err != nil || (host != g.IP && host != "127.0.0.1") {
+		return nil, fmt.Errorf("%q is not an address of gear %s", target, gearID)
+	}
+	port, _ := strconv.Atoi(portStr)
+	svcs, err := a.cachedServices(g, port)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range svcs {
+		if s.Port == port {
+			return a.driverFor(g).Dial(g.ID, target)
+		}
+	}
+	return nil, fmt.Errorf("nothing listens on port %d in gear %s", port, gearID)
 }

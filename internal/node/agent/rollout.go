@@ -25,7 +25,8 @@ import (
 // gears that were serving before are untouched.
 var ErrStartFailed = errors.New("the new gears did not start")
 
-// Rollout makes deployment depID the app's running deployment with zero
+// Rollout makes deployment depID ("": the active one, read under the
+// app's lock) the app's running deployment with zero
 // downtime: it starts app.Scale new gears, waits until each accepts
 // connections (and answers the health path, if any), switches the route to
 // them in one store write, then drains and stops the old gears in the
@@ -39,6 +40,9 @@ func (a *Agent) Rollout(ctx context.Context, appKey, depID string, out io.Writer
 	err := a.o.Store.View(func(tx *store.Tx) error {
 		if err := tx.Get(appKey, &app); err != nil {
 			return err
+		}
+		if depID == "" { // the active one, as it is now
+			depID = app.ActiveDeployment
 		}
 		return tx.Get(store.DeploymentKey(app.ID, depID), &dep)
 	})

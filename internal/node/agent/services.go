@@ -45,6 +45,14 @@ func (a *Agent) Services(appKey, gearID string) ([]Service, error) {
 	}
 	var out []Service
 	for _, g := range gears {
+		if a.remote(g) { // its machine lists them
+			svcs, err := a.remoteServices(g)
+			if err != nil {
+				return nil, fmt.Errorf("gear %s on %s: %w", g.ID, g.Node, err)
+			}
+			out = append(out, svcs...)
+			continue
+		}
 		socks, err := a.driverFor(g).Listening(g.ID)
 		if err != nil {
 			return nil, fmt.Errorf("gear %s: %w", g.ID, err)
@@ -112,10 +120,17 @@ func (a *Agent) DialService(user, addr string) (net.Conn, *Service, error) {
 				continue
 			}
 			target := net.JoinHostPort(g.IP, portStr)
-			if s.Local {
+			if s.Local && !isLoopback(g.IP) {
+				// Only on the gear's loopback (a gear whose own address
+				// is a loopback one, 127.0.20.3, is reached at it).
 				target = net.JoinHostPort("127.0.0.1", portStr)
 			}
-			conn, err := a.driverFor(g).Dial(g.ID, target)
+			var conn net.Conn
+			if a.remote(g) {
+				conn, err = a.dialRemote(g, target)
+			} else {
+				conn, err = a.driverFor(g).Dial(g.ID, target)
+			}
 			if err != nil {
 				return nil, nil, fmt.Errorf("connecting to %s in gear %s: %w", s.Name, g.ID, err)
 			}
@@ -155,4 +170,9 @@ func (a *Agent) cachedServices(g store.Gear, port int) ([]Service, error) {
 	a.svcCache[g.ID] = serviceCache{at: time.Now(), svcs: svcs}
 	a.svcMu.Unlock()
 	return svcs, nil
+}
+
+func isLoopback(ip string) bool {
+	a := net.ParseIP(ip)
+	return a != nil && a.IsLoopback()
 }

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -42,6 +43,11 @@ type Local interface {
 	DeploymentDir(appID, depID string) (string, bool)
 	// LogDir is where this machine keeps an app's gear logs.
 	LogDir(appID string) string
+	// GearServices lists what listens in a gear of this machine (JSON).
+	GearServices(gearID string) ([]byte, error)
+	// DialGear connects to target (one of the gear's services) from
+	// inside the gear, refusing anything else.
+	DialGear(gearID, target string) (net.Conn, error)
 }
 
 // State is a gear's process as its machine sees it.
@@ -82,6 +88,8 @@ func NewServer(addr string, tlsConf *tls.Config, local Local, repos Repos, log *
 	mux.HandleFunc("GET /peer/v1/deployments/{app}/{dep}", s.deployment)
 	mux.HandleFunc("GET /peer/v1/repos/{app}", s.repo)
 	mux.HandleFunc("GET /peer/v1/logs/{app}", s.logs)
+	mux.HandleFunc("GET /peer/v1/gears/{id}/services", s.services)
+	mux.HandleFunc("POST /peer/v1/gears/{id}/dial", s.dial)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	return s, nil
 }
@@ -165,6 +173,56 @@ func (s *Server) repo(w http.ResponseWriter, r *http.Request) {
 	if err := s.repos(r.Context(), app, w); err != nil {
 		s.log.Warn("sending a repository", "app", app, "err", err)
 	}
+}
+
+func (s *Server) services(w http.ResponseWriter, r *http.Request) {
+	raw, err := s.local.GearServices(r.PathValue("id"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(raw)
+}
+
+// dial connects the caller to a service of a gear: the answer is 101 and
+// the connection then carries the service's bytes both ways.
+func (s *Server) dial(w http.ResponseWriter, r *http.Request) {
+	conn, err := s.local.DialGear(r.PathValue("id"), r.URL.Query().Get("target"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer conn.Close()
+	rc := http.NewResponseController(w)
+	w.Header().Set("Connection", "Upgrade")
+	w.Header().Set("Upgrade", "gantry-tcp")
+	w.WriteHeader(http.StatusSwitchingProtocols)
+	if err := rc.Flush(); err != nil {
+		return
+	}
+	client, brw, err := rc.Hijack()
+	if err != nil {
+		return
+	}
+	defer client.Close()
+	done := make(chan struct{})
+	go func() {
+		if n := brw.Reader.Buffered(); n > 0 {
+			b, _ := brw.Reader.Peek(n)
+			conn.Write(b)
+		}
+		io.Copy(conn, client)
+		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+		close(done)
+	}()
+	io.Copy(client, conn)
+	if cw, ok := client.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	<-done
 }
 
 // logs streams the app's gear logs of this machine as NDJSON: the last
@@ -449,3 +507,61 @@ func (c *Client) Logs(ctx context.Context, addr, appID string, lines int, follow
 		}
 	}
 }
+
+// GearServices lists what listens in a gear on the machine at addr (the
+// agent's JSON).
+func (c *Client) GearServices(ctx context.Context, addr, gearID string) ([]byte, error) {
+	resp, err := c.do(ctx, http.MethodGet, addr, "/peer/v1/gears/"+gearID+"/services")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("the machine at %s: %s", addr, strings.TrimSpace(string(raw)))
+	}
+	return raw, nil
+}
+
+// DialGear connects to a service of a gear on the machine at addr.
+func (c *Client) DialGear(ctx context.Context, addr, gearID, target string) (net.Conn, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+"/peer/v1/gears/"+gearID+"/dial?target="+url.QueryEscape(target), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "gantry-tcp")
+	resp, err := c.c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		return nil, fmt.Errorf("the machine at %s: %s", addr, strings.TrimSpace(string(b)))
+	}
+	rwc, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok {
+		resp.Body.Close()
+		return nil, errors.New("the cluster port did not hand over the connection")
+	}
+	return &upgraded{rwc: rwc}, nil
+}
+
+// upgraded is a connection handed over by an HTTP upgrade.
+type upgraded struct{ rwc io.ReadWriteCloser }
+
+func (u *upgraded) Read(p []byte) (int, error)  { return u.rwc.Read(p) }
+func (u *upgraded) Write(p []byte) (int, error) { return u.rwc.Write(p) }
+func (u *upgraded) Close() error                { return u.rwc.Close() }
+func (u *upgraded) CloseWrite() error {
+	if cw, ok := u.rwc.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+func (u *upgraded) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (u *upgraded) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (u *upgraded) SetDeadline(time.Time) error      { return nil }
+func (u *upgraded) SetReadDeadline(time.Time) error  { return nil }
+func (u *upgraded) SetWriteDeadline(time.Time) error { return nil }

@@ -17,7 +17,20 @@ import (
 	"github.com/gantry-paas/gantry/internal/edge/pki"
 )
 
-type fakeLocal struct{ deps string }
+type fakeLocal struct {
+	deps string
+	echo string // an echo service's address
+}
+
+func (f *fakeLocal) GearServices(id string) ([]byte, error) {
+	return []byte(`[{"name":"web","port":1}]`), nil
+}
+func (f *fakeLocal) DialGear(id, target string) (net.Conn, error) {
+	if target != "svc" {
+		return nil, errors.New("not a service of the gear")
+	}
+	return net.Dial("tcp", f.echo)
+}
 
 func (f *fakeLocal) StartGear(_ context.Context, id string, out io.Writer) error {
 	fmt.Fprintln(out, "-----> starting", id)
@@ -59,7 +72,18 @@ func TestPeers(t *testing.T) {
 	os.WriteFile(filepath.Join(tree, "server.js"), []byte("x"), 0o644)
 	os.Symlink("server.js", filepath.Join(tree, "index.js"))
 
-	srv, err := NewServer("127.0.0.1:0", cl.ServerTLS(m1), &fakeLocal{deps: deps}, nil, slog.Default())
+	echo, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer echo.Close()
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	srv, err := NewServer("127.0.0.1:0", cl.ServerTLS(m1), &fakeLocal{deps: deps, echo: echo.Addr().String()}, nil, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,6 +115,24 @@ func TestPeers(t *testing.T) {
 	}
 	if err := c.FetchDeployment(ctx, addr, "app1", "nope", filepath.Join(t.TempDir(), "x"), false); err == nil {
 		t.Error("a deployment the machine does not have")
+	}
+
+	// A service of a gear, through the cluster port: bytes both ways.
+	conn, err := c.DialGear(ctx, addr, "g1", "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Write([]byte("ping"))
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(conn, buf); err != nil || string(buf) != "ping" {
+		t.Errorf("through the dial: %q %v", buf, err)
+	}
+	conn.Close()
+	if _, err := c.DialGear(ctx, addr, "g1", "10.0.0.1:22"); err == nil || !strings.Contains(err.Error(), "not a service") {
+		t.Errorf("a dial to something else: %v", err)
+	}
+	if raw, err := c.GearServices(ctx, addr, "g1"); err != nil || !strings.Contains(string(raw), "web") {
+		t.Errorf("services: %s %v", raw, err)
 	}
 
 	// A client with an app certificate of the same root is refused.
