@@ -50,10 +50,6 @@ import (
 	"github.com/gantry-paas/gantry/internal/control/store"
 )
 
-const appJS = `const http = require("http");
-http.createServer((req, res) => res.end(process.env.PORT + "\n")).listen(process.env.PORT, process.env.IP);
-`
-
 func main() {
 	d := flag.Duration("d", 5*time.Second, "duration of each throughput run")
 	n := flag.Int("n", 50, "route changes and store writes to time")

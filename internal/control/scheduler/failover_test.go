@@ -74,9 +74,9 @@ func TestFailover(t *testing.T) {
 	if d := time.Since(start); d < 300*time.Millisecond {
 		t.Errorf("moved after %v: before the grace time", d)
 	}
-	if web, carts := gearsOn("m1"); web != 1 {
+	if web, _ := gearsOn("m1"); web != 1 {
 		t.Errorf("m1 has %d web gears; want its own 1 (m1 is up)", web)
-	} else if _, carts = gearsOn("m2"); carts != 1 {
+	} else if _, carts := gearsOn("m2"); carts != 1 {
 		t.Errorf("the cartridge of the lost machine: %d; want it kept", carts)
 	}
 	mu.Lock()
