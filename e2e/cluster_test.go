@@ -270,6 +270,19 @@ func TestCluster(t *testing.T) {
 		}
 		break
 	}
+	// A shell through machine 1 runs in one of its own gears; a gear of
+	// another machine is refused with what to do.
+	if out := u.gantry("ssh", "blog", "--", "echo", "in-gear"); !strings.Contains(out, "in-gear") {
+		t.Errorf("gantry ssh through machine 1: %s", out)
+	}
+	for _, g := range app.Gears {
+		if g.Node == "m3" && g.State == "running" {
+			if out := u.gantryFails("ssh", "blog", "--gear", g.ID, "--", "true"); !strings.Contains(out, "runs on machine m3") {
+				t.Errorf("gantry ssh to a gear on m3 through m1: %s", out)
+			}
+			break
+		}
+	}
 	head := strings.TrimSpace(u.runIn(repo, "git", "rev-parse", "HEAD"))
 	deadline = time.Now().Add(30 * time.Second)
 	for !repoHas(appRepo(m1.data), head) {

@@ -36,8 +36,18 @@ func (a *Agent) ExecCommand(appKey, gearID, command string, tty bool, term strin
 		}
 		return nil, "", fmt.Errorf("the app has no running gear: start it with `gantry app start`")
 	}
-	sort.Slice(gears, func(i, j int) bool { return gears[i].Created.Before(gears[j].Created) })
+	// This machine's gears first: a shell reaches gears of this machine
+	// only, for now.
+	sort.Slice(gears, func(i, j int) bool {
+		if ri, rj := a.remote(gears[i]), a.remote(gears[j]); ri != rj {
+			return !ri
+		}
+		return gears[i].Created.Before(gears[j].Created)
+	})
 	g := gears[0]
+	if a.remote(g) {
+		return nil, "", fmt.Errorf("gear %s runs on machine %s: a shell reaches the gears of the machine the CLI talks to; point the CLI at %s (gantry login --server) or pick a gear of this machine (%s) with --gear", g.ID, g.Node, g.Node, a.o.Node)
+	}
 	var spec shim.Spec
 	data, err := os.ReadFile(filepath.Join(a.o.Layout.Gear(g.ID), shim.SpecFile))
 	if err == nil {
