@@ -299,6 +299,9 @@ func (c clusterOps) AddMember(ctx context.Context, name, peerURL string) (string
 }
 func (c clusterOps) MemberCount(ctx context.Context) (int, error)    { return c.m.Count(ctx) }
 func (c clusterOps) Endpoints(ctx context.Context) ([]string, error) { return c.m.Endpoints(ctx) }
+func (c clusterOps) RemoveMember(ctx context.Context, name string) error {
+	return c.m.Remove(ctx, name)
+}
 
 // leaderFlag holds, while this machine leads a role, a flag the role's
 // loop reads (the autoscaler decides on one machine at a time).

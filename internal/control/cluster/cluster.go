@@ -229,3 +229,18 @@ func (m Members) Endpoints(ctx context.Context) ([]string, error) {
 	}
 	return out, nil
 }
+
+// Remove removes the member named name, if there is one.
+func (m Members) Remove(ctx context.Context, name string) error {
+	resp, err := m.C.MemberList(ctx)
+	if err != nil {
+		return err
+	}
+	for _, mem := range resp.Members {
+		if mem.Name == name {
+			_, err := m.C.MemberRemove(ctx, mem.ID)
+			return err
+		}
+	}
+	return nil
+}

@@ -27,6 +27,8 @@ type Cluster interface {
 	AddMember(ctx context.Context, name, peerURL string) (initial string, endpoints []string, err error)
 	MemberCount(ctx context.Context) (int, error)
 	Endpoints(ctx context.Context) ([]string, error)
+	// RemoveMember removes the etcd member of a machine, if it has one.
+	RemoveMember(ctx context.Context, name string) error
 }
 
 // MaxMembers is how many machines run etcd members (the first three to

@@ -19,6 +19,15 @@ func (f *fakeCluster) AddMember(_ context.Context, name, peerURL string) (string
 	return strings.Join(f.members, ","), []string{"https://192.0.2.1:2379"}, nil
 }
 func (f *fakeCluster) MemberCount(context.Context) (int, error) { return len(f.members), nil }
+func (f *fakeCluster) RemoveMember(_ context.Context, name string) error {
+	for i, m := range f.members {
+		if strings.HasPrefix(m, name+"=") {
+			f.members = append(f.members[:i], f.members[i+1:]...)
+			return nil
+		}
+	}
+	return nil
+}
 func (f *fakeCluster) Endpoints(context.Context) ([]string, error) {
 	return []string{"https://192.0.2.1:2379"}, nil
 }
@@ -82,5 +91,19 @@ func TestJoin(t *testing.T) {
 	g, err = s.Join(ctx, JoinRequest{Token: tok, Name: "m4", Address: "192.0.2.4", PeerURL: "https://192.0.2.4:2380"})
 	if err != nil || g.Member || len(g.Endpoints) != 1 {
 		t.Errorf("the fourth machine: %+v %v; want a client of the members", g, err)
+	}
+
+	// m2 is gone for good: removing the node removes its etcd member, and
+	// the next machine to join takes its place as a member.
+	s.RegisterNode(store.Node{Name: "m2", Address: "192.0.2.2"}) // as the joiner did when it started
+	if err := s.RemoveNode(&admin, "m2"); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(strings.Join(fc.members, ","), "m2=") {
+		t.Errorf("members after m2 was removed: %v", fc.members)
+	}
+	tok, _, _ = s.NewJoinToken(&admin, 0, root)
+	if g, err := s.Join(ctx, JoinRequest{Token: tok, Name: "m5", Address: "192.0.2.5", PeerURL: "https://192.0.2.5:2380"}); err != nil || !g.Member {
+		t.Errorf("the machine after a removal: %+v %v; want a member", g, err)
 	}
 }

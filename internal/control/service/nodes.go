@@ -136,7 +136,7 @@ func (s *Service) RemoveNode(caller *store.User, name string) error {
 	if live[name] {
 		return refuse(Conflict, apitypes.CodeConflict, fmt.Sprintf("node %s is up: drain it (gantry node drain %s), stop its server, then remove it", name, name))
 	}
-	return s.st.Update(func(tx *store.Tx) error {
+	err = s.st.Update(func(tx *store.Tx) error {
 		if ok, err := tx.Has(store.NodeKey(name)); err != nil || !ok {
 			if err == nil {
 				err = refuse(NotFound, apitypes.CodeNotFound, fmt.Sprintf("no node %s (gantry node list shows them)", name))
@@ -161,6 +161,17 @@ func (s *Service) RemoveNode(caller *store.User, name string) error {
 		}
 		return tx.Delete(store.NodeKey(name))
 	})
+	if err != nil || s.o.Cluster == nil {
+		return err
+	}
+	// Its etcd member goes too, so that the quorum counts the machines
+	// that are there (and the next machine to join takes its place).
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.o.Cluster.RemoveMember(ctx, name); err != nil {
+		return fmt.Errorf("node %s is forgotten, but its etcd member could not be removed: %w (etcdctl member remove does it)", name, err)
+	}
+	return nil
 }
 
 // DrainResult says what a drain moved and what stayed.
