@@ -79,6 +79,19 @@ func TestFailover(t *testing.T) {
 	} else if _, carts := gearsOn("m2"); carts != 1 {
 		t.Errorf("the cartridge of the lost machine: %d; want it kept", carts)
 	}
+	// The app is scaled back just after its gears' records go.
+	for {
+		mu.Lock()
+		n := len(scaled)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("the app was not scaled back")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	mu.Lock()
 	if len(scaled) < 1 || scaled[0] != blog.Key() || moved != 2 {
 		t.Errorf("scaled %v, moved %d", scaled, moved)
