@@ -328,19 +328,10 @@ func (a *Agent) Evacuate(ctx context.Context, appKey, node string, out io.Writer
 		return 0, err
 	}
 	err = a.o.Store.Update(func(tx *store.Tx) error {
-		for _, g := range fresh {
-			g.State = store.GearRunning
-			if err := tx.Put(store.GearKey(g.ID), &g); err != nil {
-				return err
-			}
+		if err := putStates(tx, fresh, store.GearRunning); err != nil {
+			return err
 		}
-		for _, g := range moving {
-			g.State = store.GearDraining
-			if err := tx.Put(store.GearKey(g.ID), &g); err != nil {
-				return err
-			}
-		}
-		return nil
+		return putStates(tx, moving, store.GearDraining)
 	})
 	if err != nil {
 		return 0, fail(err)

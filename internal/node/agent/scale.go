@@ -60,11 +60,8 @@ func (a *Agent) ScaleTo(ctx context.Context, appKey string, n int, out io.Writer
 			return err
 		}
 		err = a.o.Store.Update(func(tx *store.Tx) error {
-			for _, g := range fresh {
-				g.State = store.GearRunning
-				if err := tx.Put(store.GearKey(g.ID), &g); err != nil {
-					return err
-				}
+			if err := putStates(tx, fresh, store.GearRunning); err != nil {
+				return err
 			}
 			return setScale(tx)
 		})
@@ -83,11 +80,8 @@ func (a *Agent) ScaleTo(ctx context.Context, appKey string, n int, out io.Writer
 		})
 		surplus := running[:len(running)-n]
 		err := a.o.Store.Update(func(tx *store.Tx) error {
-			for _, g := range surplus {
-				g.State = store.GearDraining
-				if err := tx.Put(store.GearKey(g.ID), &g); err != nil {
-					return err
-				}
+			if err := putStates(tx, surplus, store.GearDraining); err != nil {
+				return err
 			}
 			return setScale(tx)
 		})
@@ -117,4 +111,15 @@ func (a *Agent) waitRouter(ctx context.Context) {
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	a.o.Router.WaitApplied(wctx, a.o.Store.Rev())
+}
+
+// putStates records gears in state (the gears given are copies).
+func putStates(tx *store.Tx, gears []store.Gear, state string) error {
+	for _, g := range gears {
+		g.State = state
+		if err := tx.Put(store.GearKey(g.ID), &g); err != nil {
+			return err
+		}
+	}
+	return nil
 }
