@@ -213,8 +213,8 @@ type Namespaces struct {
 	ResolvConf string
 	OneOffs    string
 
-	netMu     sync.Mutex // serialises network changes
-	rulesHash string     // nftables ruleset in the kernel, guarded by netMu
+	netMu   sync.Mutex    // serialises network changes
+	applied netplan.State // what the kernel has, guarded by netMu
 }
 
 func (n *Namespaces) Caps() Caps { return Caps{Isolated: true} }
@@ -237,7 +237,7 @@ func (n *Namespaces) network(f func(netplan.Plan) ([]string, error)) error {
 }
 
 func (n *Namespaces) AddNetwork(ids ...string) error {
-	return n.network(func(p netplan.Plan) ([]string, error) { return netplan.Apply(p, ids, &n.rulesHash) })
+	return n.network(func(p netplan.Plan) ([]string, error) { return netplan.Apply(p, ids, &n.applied) })
 }
 
 func (n *Namespaces) RemoveNetwork(ids ...string) error {
@@ -245,20 +245,20 @@ func (n *Namespaces) RemoveNetwork(ids ...string) error {
 		if err := netplan.RemoveGears(p, ids); err != nil {
 			return nil, err
 		}
-		return netplan.Apply(p, nil, &n.rulesHash)
+		return netplan.Apply(p, nil, &n.applied)
 	})
 }
 
 func (n *Namespaces) SyncNetwork() error {
 	return n.network(func(p netplan.Plan) ([]string, error) {
 		changes, err := netplan.Reconcile(p)
-		n.rulesHash = "" // Reconcile asked the kernel; the next Apply re-checks once
+		n.applied = netplan.State{} // Reconcile asked the kernel; the next Apply re-checks once
 		return changes, err
 	})
 }
 
 func (n *Namespaces) RefreshNetwork() error {
-	return n.network(func(p netplan.Plan) ([]string, error) { return netplan.Apply(p, nil, &n.rulesHash) })
+	return n.network(func(p netplan.Plan) ([]string, error) { return netplan.Apply(p, nil, &n.applied) })
 }
 
 // Prepare gives the gear its network, a cgroup with its limits and an

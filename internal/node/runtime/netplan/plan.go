@@ -40,6 +40,32 @@ type Plan struct {
 	Forbidden []netip.Prefix
 	Resolvers []netip.Addr
 	Gears     []Gear
+	// Block is this machine's share of Subnet in a cluster: the bridge's
+	// and its gears' addresses. Unset, the whole subnet.
+	Block netip.Prefix
+	// Overlay joins the machines' blocks (a cluster); nil on one machine.
+	Overlay *Overlay
+	// Remote are the other machines' gears of the apps that have gears
+	// here: they count in the app sets (the cross-machine rules) only.
+	Remote []Gear
+}
+
+// Overlay is the VXLAN that carries gear traffic between machines: each
+// machine routes the other machines' blocks to their VXLAN endpoints
+// (the block's first address, a MAC derived from the block), sent in UDP
+// to their underlay address.
+type Overlay struct {
+	Local netip.Addr // this machine's underlay address (its advertised one)
+	Port  uint16     // UDP port, default 4789
+	VNI   int        // default 4788
+	Peers []Peer
+}
+
+// Peer is another machine of the overlay.
+type Peer struct {
+	Name     string
+	Block    netip.Prefix
+	Underlay netip.Addr
 }
 
 // PrivateNets are the networks gears may not reach unless the operator
@@ -76,8 +102,26 @@ func (p Plan) Normalize() Plan {
 		p.Subnet = DefaultSubnet
 	}
 	p.Subnet = p.Subnet.Masked()
+	if !p.Block.IsValid() {
+		p.Block = p.Subnet
+	}
+	p.Block = p.Block.Masked()
 	p.Gears = append([]Gear(nil), p.Gears...)
 	sort.Slice(p.Gears, func(i, j int) bool { return p.Gears[i].ID < p.Gears[j].ID })
+	p.Remote = slices.Clone(p.Remote)
+	sort.Slice(p.Remote, func(i, j int) bool { return p.Remote[i].ID < p.Remote[j].ID })
+	if o := p.Overlay; o != nil {
+		c := *o
+		if c.Port == 0 {
+			c.Port = 4789
+		}
+		if c.VNI == 0 {
+			c.VNI = 4788
+		}
+		c.Peers = slices.Clone(c.Peers)
+		sort.Slice(c.Peers, func(i, j int) bool { return c.Peers[i].Block.Addr().Less(c.Peers[j].Block.Addr()) })
+		p.Overlay = &c
+	}
 	ports := append([]uint16(nil), p.HostTCPPorts...)
 	sort.Slice(ports, func(i, j int) bool { return ports[i] < ports[j] })
 	p.HostTCPPorts = slices.Compact(ports)
@@ -87,8 +131,14 @@ func (p Plan) Normalize() Plan {
 	return p
 }
 
-// Gateway is the host's address on the bridge: the subnet's first address.
-func (p Plan) Gateway() netip.Addr { return p.Subnet.Masked().Addr().Next() }
+// Gateway is the host's address on the bridge: the first address of the
+// machine's block (of the subnet on one machine).
+func (p Plan) Gateway() netip.Addr {
+	if p.Block.IsValid() {
+		return p.Block.Masked().Addr().Next()
+	}
+	return p.Subnet.Masked().Addr().Next()
+}
 
 // BridgeMAC is the bridge's fixed hardware address: locally administered,
 // derived from the prefix.
@@ -117,9 +167,24 @@ func (p Plan) Validate() error {
 	if p.Subnet.Addr().Is6() || p.Subnet.Bits() > 30 {
 		return fmt.Errorf("gear subnet %s must be IPv4 with room for gears (at most /30)", p.Subnet)
 	}
+	if b := p.Block; b.IsValid() && (b.Bits() < p.Subnet.Bits() || !p.Subnet.Contains(b.Addr()) || b.Bits() > 30) {
+		return fmt.Errorf("the machine's gear block %s is not a block of the gear subnet %s", b, p.Subnet)
+	}
+	if o := p.Overlay; o != nil {
+		if !o.Local.Is4() {
+			return fmt.Errorf("the overlay needs this machine's IPv4 address (got %q)", o.Local)
+		}
+		for _, peer := range o.Peers {
+			if !p.Subnet.Contains(peer.Block.Addr()) || peer.Block.Overlaps(p.Block) || !peer.Underlay.Is4() {
+				return fmt.Errorf("machine %s: block %s at %s does not fit the gear subnet %s beside this machine's %s", peer.Name, peer.Block, peer.Underlay, p.Subnet, p.Block)
+			}
+		}
+	}
 	seen := map[netip.Addr]string{}
 	for _, g := range p.Gears {
-		if !p.Subnet.Contains(g.IP) || g.IP == p.Gateway() || g.IP == p.Subnet.Addr() {
+		// A gear outside the block (an address from before the machine
+		// joined a cluster) still works here: it gets a host route.
+		if !p.Subnet.Contains(g.IP) || g.IP == p.Gateway() || g.IP == p.Subnet.Addr() || (p.Block.IsValid() && g.IP == p.Block.Masked().Addr()) {
 			return fmt.Errorf("gear %s: address %s is not a gear address in %s", g.ID, g.IP, p.Subnet)
 		}
 		if other, ok := seen[g.IP]; ok {
@@ -184,6 +249,16 @@ func rulesetBody(p Plan) string {
 	w("delete table ip %s", p.Prefix)
 	w("table ip %s {", p.Prefix)
 	w("\tcomment \"gantry:@HASH@\"")
+	if o := p.Overlay; o != nil {
+		overlaySets(p, w)
+	}
+	if len(p.Forbidden) > 0 || p.Overlay != nil {
+		w("\tchain forward {")
+		w("\t\ttype filter hook forward priority filter; policy accept;")
+	}
+	if o := p.Overlay; o != nil {
+		overlayForward(p, w)
+	}
 	if len(p.Forbidden) > 0 {
 		// Gears' traffic routed through the host to the platform's
 		// forbidden networks (DNS to the resolvers aside) is refused.
@@ -193,8 +268,6 @@ func rulesetBody(p Plan) string {
 				nets = append(nets, n.Masked().String())
 			}
 		}
-		w("\tchain forward {")
-		w("\t\ttype filter hook forward priority filter; policy accept;")
 		var res []string
 		for _, a := range p.Resolvers {
 			if a.Is4() {
@@ -205,6 +278,8 @@ func rulesetBody(p Plan) string {
 			w("\t\tiifname %q ip daddr { %s } meta l4proto { tcp, udp } th dport 53 accept", p.Bridge, strings.Join(res, ", "))
 		}
 		w("\t\tiifname %q ip daddr != %s ip daddr { %s } counter reject with icmp type admin-prohibited comment \"private networks: --egress-private\"", p.Bridge, p.Subnet, strings.Join(nets, ", "))
+	}
+	if len(p.Forbidden) > 0 || p.Overlay != nil {
 		w("\t}")
 	}
 	w("\tchain postrouting {")
@@ -227,6 +302,9 @@ func rulesetBody(p Plan) string {
 			ports = append(ports, fmt.Sprint(port))
 		}
 		w("\t\tiifname %q ip daddr %s udp dport { %s } accept", p.Bridge, p.Gateway(), strings.Join(ports, ", "))
+	}
+	if p.Overlay != nil {
+		overlayInput(p, w)
 	}
 	w("\t\tiifname %q icmp type echo-request accept", p.Bridge)
 	w("\t\tiifname %q meta l4proto tcp reject with tcp reset", p.Bridge)

@@ -43,18 +43,31 @@ func Reconcile(p Plan) (changes []string, err error) {
 			changed("removed netns %s", name)
 		}
 	}
+	if err := ensureOverlay(p, changed); err != nil {
+		errs = append(errs, err)
+	}
+	if err := ensureHostRoutes(p, br, changed); err != nil {
+		errs = append(errs, err)
+	}
 	if err := ensureRules(p, changed, nil); err != nil {
 		errs = append(errs, err)
 	}
 	return changes, errors.Join(errs...)
 }
 
+// State is what Apply knows the kernel has, so that unchanged parts cost
+// nothing: the ruleset's hash and the overlay's key ("" when unknown:
+// then the kernel is asked).
+type State struct {
+	Rules   string
+	Overlay string
+}
+
 // Apply is the incremental form of Reconcile for the hot path (a gear
 // starting): it ensures the bridge, the given gears and the rules, and
-// removes nothing. applied remembers the hash of the ruleset in the kernel
-// ("" when unknown: then the kernel is asked), so that unchanged rules cost
-// nothing.
-func Apply(p Plan, gearIDs []string, applied *string) (changes []string, err error) {
+// removes nothing but the routes of machines gone. applied remembers
+// what the kernel has.
+func Apply(p Plan, gearIDs []string, applied *State) (changes []string, err error) {
 	p, changed, br, err := begin(p, &changes)
 	if err != nil {
 		return changes, err
@@ -70,7 +83,17 @@ func Apply(p Plan, gearIDs []string, applied *string) (changes []string, err err
 			}
 		}
 	}
-	return changes, ensureRules(p, changed, applied)
+	if key := overlayKey(p); applied.Overlay != key {
+		applied.Overlay = ""
+		if err := ensureOverlay(p, changed); err != nil {
+			return changes, err
+		}
+		applied.Overlay = key
+	}
+	if err := ensureHostRoutes(p, br, changed); err != nil {
+		return changes, err
+	}
+	return changes, ensureRules(p, changed, &applied.Rules)
 }
 
 // RemoveGears deletes gears' namespaces and veths (the rules follow with
@@ -166,7 +189,7 @@ func ensureBridge(p Plan, changed func(string, ...any)) (netlink.Link, error) {
 		}
 		changed("address %s on %s", mac, p.Bridge)
 	}
-	gw := &netlink.Addr{IPNet: ipnet(p.Gateway(), p.Subnet.Bits())}
+	gw := &netlink.Addr{IPNet: ipnet(p.Gateway(), p.Block.Bits())}
 	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
 	if err != nil {
 		return nil, err
@@ -272,7 +295,7 @@ func ensureGear(p Plan, br netlink.Link, g Gear, changed func(string, ...any)) e
 			return err
 		}
 		if ifname == "eth0" {
-			want := &netlink.Addr{IPNet: ipnet(g.IP, p.Subnet.Bits())}
+			want := &netlink.Addr{IPNet: ipnet(g.IP, p.Block.Bits())}
 			addrs, err := nh.AddrList(l, netlink.FAMILY_V4)
 			if err != nil {
 				return err
@@ -325,7 +348,10 @@ func ensureGear(p Plan, br netlink.Link, g Gear, changed func(string, ...any)) e
 		}
 	}
 	eth0, _ := nh.LinkByName("eth0")
-	if err := nh.RouteReplace(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: gw}); err != nil {
+	// On-link whatever the gear's mask: a gear whose address is outside
+	// the machine's block (from before it joined a cluster) reaches the
+	// gateway too.
+	if err := nh.RouteReplace(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: gw, Flags: int(netlink.FLAG_ONLINK)}); err != nil {
 		return fmt.Errorf("default route in %s: %w", name, err)
 	}
 	changed("default route via %s in %s", gw, name)
@@ -341,6 +367,47 @@ func removeGear(p Plan, gearID string) error {
 		return nil
 	}
 	return err
+}
+
+// ensureHostRoutes routes each gear whose address is outside the
+// machine's block to the bridge (a host route), and removes the host
+// routes of gears gone.
+func ensureHostRoutes(p Plan, br netlink.Link, changed func(string, ...any)) error {
+	want := map[string]bool{}
+	for _, g := range p.Gears {
+		if !p.Block.Contains(g.IP) {
+			want[g.IP.String()+"/32"] = true
+		}
+	}
+	routes, err := netlink.RouteList(br, netlink.FAMILY_V4)
+	if err != nil {
+		return err
+	}
+	have := map[string]bool{}
+	for _, r := range routes {
+		if r.Dst == nil || r.Dst.IP.To4() == nil {
+			continue
+		}
+		if ones, _ := r.Dst.Mask.Size(); ones != 32 {
+			continue
+		}
+		if !want[r.Dst.String()] {
+			netlink.RouteDel(&r)
+			changed("removed host route %s", r.Dst)
+			continue
+		}
+		have[r.Dst.String()] = true
+	}
+	for _, g := range p.Gears {
+		if key := g.IP.String() + "/32"; want[key] && !have[key] {
+			if err := netlink.RouteReplace(&netlink.Route{LinkIndex: br.Attrs().Index, Dst: ipnet(g.IP, 32), Scope: netlink.SCOPE_LINK,
+				Src: net.IP(p.Gateway().AsSlice())}); err != nil {
+				return fmt.Errorf("host route to gear %s outside the block: %w", g.IP, err)
+			}
+			changed("host route %s to %s", key, p.Bridge)
+		}
+	}
+	return nil
 }
 
 var hashRE = regexp.MustCompile(`comment "gantry:([0-9a-f]+)"`)
