@@ -58,6 +58,17 @@ type env struct {
 	t    *testing.T
 	home string
 	cfg  string
+	// bin runs the CLI instead of gantryBin (a wrapper that enters a
+	// test machine's network namespace).
+	bin string
+}
+
+// cli is the CLI's command.
+func (e *env) cli() string {
+	if e.bin != "" {
+		return e.bin
+	}
+	return gantryBin
 }
 
 func newEnv(t *testing.T, cfg string) *env {
@@ -119,13 +130,13 @@ func (e *env) runIn(dir, name string, args ...string) string {
 // gantry runs the CLI and fails the test on error.
 func (e *env) gantry(args ...string) string {
 	e.t.Helper()
-	return e.run(gantryBin, args...)
+	return e.run(e.cli(), args...)
 }
 
 // gantryFails runs the CLI, expects it to fail, and returns its output.
 func (e *env) gantryFails(args ...string) string {
 	e.t.Helper()
-	out, err := e.exec("", gantryBin, args...)
+	out, err := e.exec("", e.cli(), args...)
 	if err == nil {
 		e.t.Fatalf("gantry %s succeeded; want failure\n%s", strings.Join(args, " "), out)
 	}
@@ -134,7 +145,7 @@ func (e *env) gantryFails(args ...string) string {
 
 func (e *env) gantryJSON(v any, args ...string) {
 	e.t.Helper()
-	cmd := exec.Command(gantryBin, append(args, "--json")...)
+	cmd := exec.Command(e.cli(), append(args, "--json")...)
 	cmd.Env = e.environ()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

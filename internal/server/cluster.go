@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"github.com/gantry-paas/gantry/internal/layout"
 	"github.com/gantry-paas/gantry/internal/node/agent"
 	"github.com/gantry-paas/gantry/internal/node/peer"
+	"github.com/gantry-paas/gantry/internal/node/runtime/netplan"
 )
 
 // clustered is a machine's part in a cluster, once its store is open.
@@ -112,7 +114,20 @@ func openCluster(ctx context.Context, o *Options, lay layout.Layout, log *slog.L
 		}
 		c.state = &cluster.State{Name: node.Name, Advertise: o.Advertise, ClientPort: o.EtcdClientPort, PeerPort: o.EtcdPeerPort}
 		log.Info("joining the cluster", "through", o.Join, "node", node.Name)
-		g, err := cluster.Join(ctx, o.Join, apitypes.JoinRequest{Token: o.JoinToken, Name: node.Name, Address: o.Advertise, PeerURL: c.state.PeerURL()})
+		req := apitypes.JoinRequest{Token: o.JoinToken, Name: node.Name, Address: o.Advertise, PeerURL: c.state.PeerURL()}
+		if iso, _, err := chooseIsolation(o.Isolation); err == nil {
+			req.Isolation = iso
+			if iso == agent.Namespaces {
+				subnet := netplan.DefaultSubnet
+				if o.GearSubnet != "" {
+					if subnet, err = netip.ParsePrefix(o.GearSubnet); err != nil {
+						return nil, nil, fmt.Errorf("--gear-subnet: %w", err)
+					}
+				}
+				req.GearSubnet = subnet.Masked().String()
+			}
+		}
+		g, err := cluster.Join(ctx, o.Join, req)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -250,9 +265,13 @@ func adoptSingleMachine(st *store.Store, name string) error {
 // request, the web gears that listen on loopback (started when the
 // machine ran alone): other machines' routers reach gears at this
 // machine's advertised address.
-func redeployLoopbackGears(ctx context.Context, st *store.Store, ag *agent.Agent, log *slog.Logger) {
+// redeployStrandedGears rolls the apps whose gears the other machines
+// cannot reach (from before the machine became a cluster: on loopback in
+// process mode, outside its block of the gear subnet when namespaced)
+// onto new gears, trying again while it fails.
+func redeployStrandedGears(ctx context.Context, st *store.Store, ag *agent.Agent, stranded func(store.Gear) bool, log *slog.Logger) {
 	for try := 0; try < 10 && ctx.Err() == nil; try++ {
-		if redeployLoopbackOnce(ctx, st, ag, log) {
+		if redeployStrandedOnce(ctx, st, ag, stranded, log) {
 			return
 		}
 		select {
@@ -262,7 +281,7 @@ func redeployLoopbackGears(ctx context.Context, st *store.Store, ag *agent.Agent
 	}
 }
 
-func redeployLoopbackOnce(ctx context.Context, st *store.Store, ag *agent.Agent, log *slog.Logger) bool {
+func redeployStrandedOnce(ctx context.Context, st *store.Store, ag *agent.Agent, stranded func(store.Gear) bool, log *slog.Logger) bool {
 	var apps []store.App
 	st.View(func(tx *store.Tx) error {
 		all, err := store.ListApps(tx)
@@ -272,7 +291,7 @@ func redeployLoopbackOnce(ctx context.Context, st *store.Store, ag *agent.Agent,
 		gears, err := store.ListGears(tx)
 		for _, a := range all {
 			for _, g := range gears {
-				if g.AppKey == a.Key() && g.Service == "" && g.Node == ag.Node() && g.Isolation != agent.Namespaces && g.IP == "127.0.0.1" && a.ActiveDeployment != "" {
+				if g.AppKey == a.Key() && g.Service == "" && g.Node == ag.Node() && stranded(g) && a.ActiveDeployment != "" {
 					apps = append(apps, a)
 					break
 				}
@@ -282,9 +301,9 @@ func redeployLoopbackOnce(ctx context.Context, st *store.Store, ag *agent.Agent,
 	})
 	done := true
 	for _, a := range apps {
-		log.Info("replacing the app's gears on loopback with gears the other machines reach", "app", a.FullName())
+		log.Info("replacing the app's gears that other machines cannot reach", "app", a.FullName())
 		if err := ag.Rollout(ctx, a.Key(), "", io.Discard); err != nil { // a push may have come meanwhile
-			log.Error("replacing the app's gears on loopback (tried again in 5s)", "app", a.FullName(), "err", err)
+			log.Error("replacing the app's gears that other machines cannot reach (tried again in 5s)", "app", a.FullName(), "err", err)
 			done = false
 		}
 	}

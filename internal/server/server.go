@@ -371,6 +371,21 @@ func Run(ctx context.Context, o Options) error {
 			return fmt.Errorf("--gear-subnet: %w", err)
 		}
 	}
+	node, err := thisNode(o, isolation)
+	if err != nil {
+		return err
+	}
+	if clu != nil && isolation == agent.Namespaces {
+		// This machine's block of the gear subnet, and the overlay to
+		// the others' (before anything uses the gateway's address).
+		addr, _ := netip.ParseAddr(node.Address)
+		block, err := scheduler.ClaimBlock(st, node.Name, network.Normalize().Subnet, addr)
+		if err != nil {
+			return err
+		}
+		network.Block, network.Overlay = block, &netplan.Overlay{Local: addr}
+		node.GearBlock, node.Overlay = block.String(), "vxlan"
+	}
 	// The DNS forwarder, on the gateway (isolated gears only): apps with
 	// hostname rules resolve through it, and their answers are let
 	// through their policy.
@@ -515,15 +530,11 @@ func Run(ctx context.Context, o Options) error {
 			mets.ScaleEvents.WithLabelValues(a.FullName(), e.Kind).Inc()
 		}
 	})
-	enf, err := enforce.New(enforce.Options{Store: st, Log: log, Enabled: isolation == agent.Namespaces, Network: network,
+	enf, err := enforce.New(enforce.Options{Store: st, Log: log, Enabled: isolation == agent.Namespaces, Network: network, Node: node.Name,
 		Default: o.EgressDefault, Labels: labels, Scan: scan, ScanBlock: o.ScanBlock,
 		OnEvent:   func(a *store.App, kind, reason string) { evlog.Record(a, store.Event{Kind: kind, Reason: reason}) },
 		OnRefused: func(a *store.App, n int) { mets.EgressRefused.WithLabelValues(a.FullName()).Add(float64(n)) },
 		Router:    egrPorts, DNS: dnsAddr, DNSUpstreams: upstreams})
-	if err != nil {
-		return err
-	}
-	node, err := thisNode(o, isolation)
 	if err != nil {
 		return err
 	}
@@ -532,7 +543,7 @@ func Run(ctx context.Context, o Options) error {
 	gearIP := ""
 	if clu != nil {
 		peers = peer.NewClient(clu.certs.CA.ClientTLS(clu.certs.Cert), o.Advertise)
-		place = scheduler.Placer(st)
+		place = scheduler.Placer(st, isolation)
 		if isolation == agent.Process {
 			gearIP = o.Advertise // the other machines' routers reach them
 		}
@@ -692,8 +703,14 @@ func Run(ctx context.Context, o Options) error {
 		g.Go(stageDoors, "acme", acmeIss)
 	}
 	<-ag.Ready()
-	if clu != nil && isolation == agent.Process && o.Advertise != "127.0.0.1" {
-		go redeployLoopbackGears(ctx, st, ag, log)
+	switch {
+	case clu != nil && isolation == agent.Process && o.Advertise != "127.0.0.1":
+		go redeployStrandedGears(ctx, st, ag, func(g store.Gear) bool { return g.Isolation != agent.Namespaces && g.IP == "127.0.0.1" }, log)
+	case clu != nil && isolation == agent.Namespaces:
+		go redeployStrandedGears(ctx, st, ag, func(g store.Gear) bool {
+			ip, err := netip.ParseAddr(g.IP)
+			return g.Isolation == agent.Namespaces && err == nil && !network.Block.Contains(ip)
+		}, log)
 	}
 	// After the agent: the gateway's address is on the bridge now.
 	if dnsOpts != nil {

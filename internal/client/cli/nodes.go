@@ -31,8 +31,12 @@ func (c *cli) nodeCmd() *cobra.Command {
 					if len(n.Leads) > 0 {
 						roles += " (leads " + strings.Join(n.Leads, ",") + ")"
 					}
+					overlay := n.Overlay
+					if n.GearBlock != "" {
+						overlay += " " + n.GearBlock
+					}
 					rows = append(rows, []string{n.Name, n.Address, roles, n.State, strconv.Itoa(n.Gears),
-						gib(n.MemoryUsed) + "/" + gib(n.MemoryTotal), n.Overlay, n.Version})
+						gib(n.MemoryUsed) + "/" + gib(n.MemoryTotal), overlay, n.Version})
 				}
 				table(w, []string{"NAME", "ADDRESS", "ROLES", "STATE", "GEARS", "MEMORY", "OVERLAY", "VERSION"}, rows)
 			})

@@ -31,7 +31,7 @@ func nodeView(n service.NodeStatus) apitypes.NodeView {
 		leads = []string{}
 	}
 	return apitypes.NodeView{Name: n.Name, Address: n.Address, Roles: n.Roles, State: state, Leads: leads, Gears: n.Gears,
-		MemoryUsed: n.MemoryUsed, MemoryTotal: n.MemoryTotal, Isolation: n.Isolation, Overlay: overlay,
+		MemoryUsed: n.MemoryUsed, MemoryTotal: n.MemoryTotal, Isolation: n.Isolation, Overlay: overlay, GearBlock: n.GearBlock,
 		Version: n.Version, Joined: n.Joined, Started: n.Started}
 }
 

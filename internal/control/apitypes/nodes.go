@@ -14,6 +14,7 @@ type NodeView struct {
 	MemoryTotal int64     `json:"memory_total"`
 	Isolation   string    `json:"isolation"`
 	Overlay     string    `json:"overlay" doc:"how its gears reach other machines' gears: none (one machine), vxlan or wireguard"`
+	GearBlock   string    `json:"gear_block,omitempty" doc:"its block of the gear subnet (namespaced gears in a cluster)"`
 	Version     string    `json:"version"`
 	Joined      time.Time `json:"joined"`
 	Started     time.Time `json:"started"`
@@ -37,6 +38,9 @@ type JoinRequest struct {
 	Name    string `json:"name" doc:"the machine's node name"`
 	Address string `json:"address" doc:"the address the other machines reach it at"`
 	PeerURL string `json:"peer_url,omitempty" doc:"its etcd peer URL, if it can hold a member"`
+	// Isolation and GearSubnet must match the cluster's.
+	Isolation  string `json:"isolation,omitempty" doc:"its isolation mode: process or namespaces"`
+	GearSubnet string `json:"gear_subnet,omitempty" doc:"its gear subnet (namespaces)"`
 }
 
 // JoinGrant is what a machine that joined receives: the CA's cluster

@@ -32,6 +32,9 @@ type View struct {
 	Live  map[string]bool
 	Gears []store.Gear
 	Apps  map[string]store.App // by key
+	// Isolation of the gears to place: machines of another mode get none
+	// ("": any).
+	Isolation string
 }
 
 type candidate struct {
@@ -56,6 +59,9 @@ func Place(v View, app *store.App, n int) ([]string, error) {
 			continue
 		case nd.Cordoned:
 			why = append(why, nd.Name+" is cordoned")
+			continue
+		case v.Isolation != "" && nd.Isolation != "" && nd.Isolation != v.Isolation:
+			why = append(why, nd.Name+" runs "+nd.Isolation+" isolation")
 			continue
 		}
 		c := &candidate{name: nd.Name, free: -1}
@@ -123,15 +129,15 @@ func sizeName(s string) string {
 	return s
 }
 
-// Placer places gears with the machines, gears and apps of the
-// transaction and the machines up now.
-func Placer(st *store.Store) func(tx *store.Tx, app *store.App, n int) ([]string, error) {
+// Placer places gears of an isolation mode with the machines, gears and
+// apps of the transaction and the machines up now.
+func Placer(st *store.Store, isolation string) func(tx *store.Tx, app *store.App, n int) ([]string, error) {
 	return func(tx *store.Tx, app *store.App, n int) ([]string, error) {
 		live, err := st.Live()
 		if err != nil {
 			return nil, err
 		}
-		v := View{Live: live, Apps: map[string]store.App{}}
+		v := View{Live: live, Apps: map[string]store.App{}, Isolation: isolation}
 		if v.Nodes, err = store.ListNodes(tx); err != nil {
 			return nil, err
 		}

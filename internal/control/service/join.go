@@ -137,7 +137,18 @@ func (s *Service) Join(ctx context.Context, req JoinRequest) (*JoinGrant, error)
 		if err != nil {
 			return err
 		}
+		if have := store.GearSubnet(tx); have != "" && req.GearSubnet != "" {
+			if req.GearSubnet != have {
+				return refuse(Invalid, apitypes.CodeInvalid, fmt.Sprintf("this machine's gear subnet %s is not the cluster's (%s): start it with --gear-subnet %s", req.GearSubnet, have, have))
+			}
+			if p, err := netip.ParsePrefix(have); err == nil && p.Contains(addr) {
+				return refuse(Invalid, apitypes.CodeInvalid, fmt.Sprintf("this machine's address %s is inside the cluster's gear subnet %s: it could not be told from a gear", addr, have))
+			}
+		}
 		for _, n := range nodes {
+			if req.Isolation != "" && n.Isolation != "" && n.Isolation != req.Isolation {
+				return refuse(Invalid, apitypes.CodeInvalid, fmt.Sprintf("the cluster's machines run %s isolation (%s does): start this one with --isolation %s", n.Isolation, n.Name, n.Isolation))
+			}
 			if n.Name == req.Name {
 				return refuse(Conflict, apitypes.CodeNameTaken, fmt.Sprintf("a node named %s exists already: choose another --node-name (or `gantry node remove %s` if that machine is gone)", n.Name, n.Name))
 			}

@@ -71,7 +71,23 @@ func TestJoin(t *testing.T) {
 	if _, err := s.Join(ctx, JoinRequest{Token: "nonsense", Name: "m2", Address: "192.0.2.2"}); !IsKind(err, Invalid) {
 		t.Errorf("not a token: %v", err)
 	}
-	g, err := s.Join(ctx, JoinRequest{Token: tok, Name: "m2", Address: "192.0.2.2", PeerURL: "https://192.0.2.2:2380"})
+	// The gear network and isolation must be the cluster's.
+	s.RegisterNode(store.Node{Name: "m1", Address: "192.0.2.1", Isolation: "namespaces"})
+	s.st.Update(func(tx *store.Tx) error { return store.SetGearSubnet(tx, "10.88.0.0/16") })
+	for _, c := range []struct {
+		req  JoinRequest
+		want string
+	}{
+		{JoinRequest{Name: "m2", Address: "192.0.2.2", Isolation: "namespaces", GearSubnet: "10.88.0.0/17"}, "--gear-subnet 10.88.0.0/16"},
+		{JoinRequest{Name: "m2", Address: "10.88.9.9", Isolation: "namespaces", GearSubnet: "10.88.0.0/16"}, "inside the cluster's gear subnet"},
+		{JoinRequest{Name: "m2", Address: "192.0.2.2", Isolation: "process"}, "--isolation namespaces"},
+	} {
+		c.req.Token = tok
+		if _, err := s.Join(ctx, c.req); !IsKind(err, Invalid) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("join %+v: %v; want a refusal saying %q", c.req, err, c.want)
+		}
+	}
+	g, err := s.Join(ctx, JoinRequest{Token: tok, Name: "m2", Address: "192.0.2.2", PeerURL: "https://192.0.2.2:2380", Isolation: "namespaces", GearSubnet: "10.88.0.0/16"})
 	if err != nil {
 		t.Fatal(err)
 	}

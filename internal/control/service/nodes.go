@@ -52,6 +52,12 @@ func (s *Service) RegisterNode(n store.Node) error {
 				return refuse(Conflict, apitypes.CodeNameTaken, fmt.Sprintf("node name %s is in use by the machine at %s, which is up: give this one another --node-name", n.Name, old.Address))
 			}
 			n.Joined, n.Cordoned = old.Joined, old.Cordoned
+			if n.GearBlock == "" {
+				n.GearBlock = old.GearBlock // claimed before (scheduler.ClaimBlock)
+			}
+			if old.Address == "" { // a record made by the claim alone
+				n.Joined = time.Now().UTC()
+			}
 		}
 		n.Started = time.Now().UTC()
 		return tx.Put(store.NodeKey(n.Name), &n)

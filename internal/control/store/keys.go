@@ -114,15 +114,37 @@ func ServiceGear(tx *Tx, appKey, service string) (*Gear, error) {
 	return nil, fmt.Errorf("no gear for cartridge %s: %w", service, ErrNotFound)
 }
 
+// GearSubnet is the cluster's gear subnet, recorded by the first machine
+// that claimed a block of it ("" before).
+func GearSubnet(tx *Tx) string {
+	var v struct{ Subnet string }
+	tx.Get("cluster/gear-subnet", &v)
+	return v.Subnet
+}
+
+// SetGearSubnet records the cluster's gear subnet.
+func SetGearSubnet(tx *Tx, subnet string) error {
+	return tx.Put("cluster/gear-subnet", &struct{ Subnet string }{subnet})
+}
+
 // LastGearIP is the gear address given last (round-robin allocation, so
 // a freed address is not given again at once); "" if none yet.
-func LastGearIP(tx *Tx) string {
+func LastGearIP(tx *Tx, node string) string {
 	var last struct{ IP string }
-	tx.Get("ipam/last", &last)
+	tx.Get(lastIPKey(node), &last)
 	return last.IP
 }
 
+// lastIPKey is per machine in a cluster: machines allocate in their own
+// blocks, and one key would make their transactions conflict.
+func lastIPKey(node string) string {
+	if node == "" {
+		return "ipam/last"
+	}
+	return "ipam/last." + node
+}
+
 // SetLastGearIP records the gear address given last.
-func SetLastGearIP(tx *Tx, ip string) error {
-	return tx.Put("ipam/last", &struct{ IP string }{ip})
+func SetLastGearIP(tx *Tx, node, ip string) error {
+	return tx.Put(lastIPKey(node), &struct{ IP string }{ip})
 }

@@ -25,6 +25,9 @@ type Node struct {
 	// Overlay is how its gears reach other machines' gears: "none" (one
 	// machine), "vxlan" or "wireguard".
 	Overlay string `json:"overlay,omitempty"`
+	// GearBlock is its block of the gear subnet (namespaced gears in a
+	// cluster): its gears' addresses.
+	GearBlock string `json:"gear_block,omitempty"`
 	// Cordoned nodes get no new gears.
 	Cordoned bool `json:"cordoned,omitempty"`
 	// DownSince is when the scheduler's leader saw it go down (zero: up).

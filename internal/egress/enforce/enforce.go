@@ -325,16 +325,17 @@ func (e *Enforcer) Apply(appKey string) error {
 	if !e.o.Enabled {
 		return nil
 	}
-	app, gears, err := e.namespacedGears(appKey)
+	app, all, err := e.appGears(appKey)
 	if err != nil {
 		return err
 	}
+	_, gears, _ := e.namespacedGears(appKey)
 	pol, err := e.Policy(&app)
 	if err != nil {
 		return err
 	}
 	always := policy.Always{Gateway: e.o.Network.Normalize().Gateway(), HostPorts: e.o.Network.HostTCPPorts, Resolvers: resolvers(), DNS: e.o.DNS}
-	for _, g := range gears {
+	for _, g := range all {
 		if ip, err := netip.ParseAddr(g.IP); err == nil {
 			always.Peers = append(always.Peers, ip)
 		}

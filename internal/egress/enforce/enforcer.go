@@ -24,6 +24,9 @@ type Options struct {
 	Enabled bool
 	// Network names the gears' namespaces and gives the gateway.
 	Network netplan.Plan
+	// Node is this machine's name in a cluster: policies are loaded into
+	// its own gears, and let them reach their app's gears everywhere.
+	Node string
 	// Default is the platform's verdict when no rule of an app matches
 	// (allow unless set); Labels the port labels (policy.DefaultLabels
 	// unless set).
@@ -83,6 +86,18 @@ func (e *Enforcer) Run(ctx context.Context) error {
 // namespacedGears reads an app and its namespaced gears (cartridges
 // included).
 func (e *Enforcer) namespacedGears(appKey string) (store.App, []store.Gear, error) {
+	app, gears, err := e.appGears(appKey)
+	var local []store.Gear
+	for _, g := range gears {
+		if e.o.Node == "" || g.Node == "" || g.Node == e.o.Node {
+			local = append(local, g)
+		}
+	}
+	return app, local, err
+}
+
+// appGears reads an app and its namespaced gears on every machine.
+func (e *Enforcer) appGears(appKey string) (store.App, []store.Gear, error) {
 	var app store.App
 	var gears []store.Gear
 	err := e.o.Store.View(func(tx *store.Tx) error {

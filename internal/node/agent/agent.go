@@ -227,6 +227,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.ctx = ctx
 	a.reattach(ctx)
 	close(a.ready)
+	if a.rt.Caps().Isolated && a.o.Network.Overlay != nil {
+		a.wg.Add(1)
+		go func() { defer a.wg.Done(); a.followOverlay(ctx) }()
+	}
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	for {

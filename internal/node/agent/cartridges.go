@@ -33,7 +33,7 @@ func (a *Agent) AddCartridge(ctx context.Context, appKey string, c store.Cartrid
 			}
 		}
 		if a.rt.Caps().Isolated {
-			ip, err := a.allocIP(tx, map[netip.Addr]bool{})
+			ip, err := a.allocIP(tx, map[netip.Addr]bool{}, a.o.Node)
 			if err != nil {
 				return err
 			}

@@ -43,11 +43,10 @@ func (a *Agent) peerAddr(node string) (string, error) {
 }
 
 // place picks the machines of n new gears (all this one without a
-// placer, or for isolated gears: the gear network does not span machines
-// yet).
+// placer, or for isolated gears without an overlay to reach them).
 func (a *Agent) place(tx *store.Tx, app *store.App, n int) ([]string, error) {
 	out := make([]string, n)
-	if a.o.Place == nil || a.rt.Caps().Isolated {
+	if a.o.Place == nil || (a.rt.Caps().Isolated && a.o.Network.Overlay == nil) {
 		for i := range out {
 			out[i] = a.o.Node
 		}
@@ -418,4 +417,78 @@ func (a *Agent) DialGear(gearID, target string) (net.Conn, error) {
 		}
 	}
 	return nil, fmt.Errorf("nothing listens on port %d in gear %s", port, gearID)
+}
+
+// followOverlay keeps this machine's part of the gear overlay current as
+// the cluster changes: other machines' blocks (routes), and the other
+// machines' gears of the apps that have gears here (the app sets, and
+// the egress policies, which let an app's gears reach each other).
+func (a *Agent) followOverlay(ctx context.Context) {
+	var lastPeers string
+	lastApps := map[string]string{}
+	for range a.o.Store.Watch(ctx) {
+		p, err := a.currentPlan()
+		if err != nil {
+			continue
+		}
+		peers := fmt.Sprint(p.Overlay.Peers)
+		apps := map[string]string{} // app ID -> its remote gears
+		local := map[string]bool{}
+		for _, g := range p.Gears {
+			local[g.App] = true
+		}
+		for _, g := range p.Remote {
+			if local[g.App] {
+				apps[g.App] += g.IP.String() + " "
+			}
+		}
+		changed := peers != lastPeers
+		var refresh []string
+		for id, ips := range apps {
+			if lastApps[id] != ips {
+				changed = true
+				refresh = append(refresh, id)
+			}
+		}
+		for id := range lastApps {
+			if _, ok := apps[id]; !ok {
+				changed = true
+				refresh = append(refresh, id)
+			}
+		}
+		if !changed {
+			continue
+		}
+		if err := a.rt.RefreshNetwork(); err != nil {
+			a.log.Warn("updating the gear overlay", "err", err)
+			continue
+		}
+		lastPeers, lastApps = peers, apps
+		if a.o.Egress == nil {
+			continue
+		}
+		for _, id := range refresh {
+			if key := a.appKeyOf(id); key != "" {
+				if err := a.o.Egress.Apply(key); err != nil {
+					a.log.Warn("updating an app's egress policy for its gears on other machines", "app", key, "err", err)
+				}
+			}
+		}
+	}
+}
+
+// appKeyOf is the key of the app with the ID ("" if none).
+func (a *Agent) appKeyOf(id string) string {
+	var key string
+	a.o.Store.View(func(tx *store.Tx) error {
+		gears, err := store.ListGears(tx)
+		for _, g := range gears {
+			if g.AppID == id {
+				key = g.AppKey
+				break
+			}
+		}
+		return err
+	})
+	return key
 }

@@ -60,7 +60,7 @@ func (a *Agent) cgroupParent(gearID string) string {
 // plan is the desired network: every gear record with an address.
 func (a *Agent) plan(tx *store.Tx) (netplan.Plan, error) {
 	p := a.o.Network
-	p.Gears = nil
+	p.Gears, p.Remote = nil, nil
 	gears, err := store.ListGears(tx)
 	if err != nil {
 		return p, err
@@ -73,7 +73,16 @@ func (a *Agent) plan(tx *store.Tx) (netplan.Plan, error) {
 		if err != nil {
 			continue
 		}
-		p.Gears = append(p.Gears, netplan.Gear{ID: g.ID, App: g.AppID, IP: ip})
+		if a.remote(g) {
+			p.Remote = append(p.Remote, netplan.Gear{ID: g.ID, App: g.AppID, IP: ip})
+		} else {
+			p.Gears = append(p.Gears, netplan.Gear{ID: g.ID, App: g.AppID, IP: ip})
+		}
+	}
+	if p.Overlay != nil {
+		if p.Overlay, err = a.overlay(tx); err != nil {
+			return p, err
+		}
 	}
 	// The egress router's ports are open on the gateway to every gear;
 	// each gear's own ruleset lets only bound apps use them.
@@ -127,8 +136,49 @@ func gearIDs(gears []store.Gear) []string {
 	return ids
 }
 
-// allocIP picks a free gear address.
-func (a *Agent) allocIP(tx *store.Tx, taken map[netip.Addr]bool) (string, error) {
+// overlay is the configured overlay with the other machines that have
+// a gear block.
+func (a *Agent) overlay(tx *store.Tx) (*netplan.Overlay, error) {
+	o := *a.o.Network.Overlay
+	o.Peers = nil
+	nodes, err := store.ListNodes(tx)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range nodes {
+		block, err := netip.ParsePrefix(n.GearBlock)
+		if n.Name == a.o.Node || err != nil {
+			continue
+		}
+		addr, err := netip.ParseAddr(n.Address)
+		if err != nil || !addr.Is4() {
+			a.log.Warn("a machine without an IPv4 address is left out of the gear overlay", "node", n.Name, "address", n.Address)
+			continue
+		}
+		o.Peers = append(o.Peers, netplan.Peer{Name: n.Name, Block: block, Underlay: addr})
+	}
+	return &o, nil
+}
+
+// blockOf is the block of the gear subnet where a machine's gears get
+// their addresses: this machine's own, another's from its record.
+func (a *Agent) blockOf(tx *store.Tx, node string) (netip.Prefix, error) {
+	if node == "" || node == a.o.Node || a.o.Network.Overlay == nil {
+		return a.o.Network.Normalize().Block, nil
+	}
+	var n store.Node
+	if err := tx.Get(store.NodeKey(node), &n); err != nil {
+		return netip.Prefix{}, fmt.Errorf("machine %s: %w", node, err)
+	}
+	b, err := netip.ParsePrefix(n.GearBlock)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("machine %s has no block of the gear subnet (does it run namespaced gears?)", node)
+	}
+	return b, nil
+}
+
+// allocIP picks a free gear address in the block of the gear's machine.
+func (a *Agent) allocIP(tx *store.Tx, taken map[netip.Addr]bool, node string) (string, error) {
 	gears, err := store.ListGears(tx)
 	if err != nil {
 		return "", err
@@ -138,13 +188,21 @@ func (a *Agent) allocIP(tx *store.Tx, taken map[netip.Addr]bool) (string, error)
 			taken[ip] = true
 		}
 	}
-	lastIP, _ := netip.ParseAddr(store.LastGearIP(tx))
-	ip, err := netplan.Allocate(a.o.Network.Normalize().Subnet, taken, lastIP)
+	block, err := a.blockOf(tx, node)
+	if err != nil {
+		return "", err
+	}
+	key := ""
+	if a.o.Network.Overlay != nil {
+		key = node
+	}
+	lastIP, _ := netip.ParseAddr(store.LastGearIP(tx, key))
+	ip, err := netplan.Allocate(block, taken, lastIP)
 	if err != nil {
 		return "", err
 	}
 	taken[ip] = true
-	return ip.String(), store.SetLastGearIP(tx, ip.String())
+	return ip.String(), store.SetLastGearIP(tx, key, ip.String())
 }
 
 // ensureUID gives the app a Unix user id from the configured range.

@@ -51,7 +51,7 @@ func (a *Agent) runOneOff(ctx context.Context, appKey, dir string, env []string,
 		if err := a.ensureUID(tx, &app); err != nil {
 			return err
 		}
-		ip, err := a.allocIP(tx, map[netip.Addr]bool{})
+		ip, err := a.allocIP(tx, map[netip.Addr]bool{}, a.o.Node)
 		if err != nil {
 			return err
 		}

@@ -126,7 +126,7 @@ func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deplo
 				State: store.GearStarting, Isolation: a.o.Isolation, Node: nodes[i], Created: time.Now().UTC()}
 			switch {
 			case a.rt.Caps().Isolated:
-				ip, err := a.allocIP(tx, takenIP)
+				ip, err := a.allocIP(tx, takenIP, g.Node)
 				if err != nil {
 					return err
 				}
