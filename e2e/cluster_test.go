@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -271,14 +272,19 @@ func TestCluster(t *testing.T) {
 		break
 	}
 	// A shell through machine 1 runs in one of its own gears; a gear of
-	// another machine is refused with what to do.
+	// another machine runs it on that machine (its exit code comes back).
 	if out := u.gantry("ssh", "blog", "--", "echo", "in-gear"); !strings.Contains(out, "in-gear") {
 		t.Errorf("gantry ssh through machine 1: %s", out)
 	}
 	for _, g := range app.Gears {
 		if g.Node == "m3" && g.State == "running" {
-			if out := u.gantryFails("ssh", "blog", "--gear", g.ID, "--", "true"); !strings.Contains(out, "runs on machine m3") {
+			if out := u.gantry("ssh", "blog", "--gear", g.ID, "--", "echo", "port=$PORT"); !strings.Contains(out, fmt.Sprintf("port=%d", g.Port)) {
 				t.Errorf("gantry ssh to a gear on m3 through m1: %s", out)
+			}
+			out, err := u.exec("", u.cli(), "ssh", "blog", "--gear", g.ID, "--", "exit", "7")
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 7 {
+				t.Errorf("exit 7 in a gear on m3: %v %s", err, out)
 			}
 			break
 		}

@@ -228,6 +228,17 @@ func TestClusterOverlay(t *testing.T) {
 	}
 	peers(blog, true)
 	peers(wiki, false)
+	// A command through machine 1 in a gear of machine 3 runs there, in
+	// the gear (its own user, its own address).
+	for _, g := range blog.Gears {
+		if g.Node == "m3" && g.State == "running" {
+			out := u.gantry("ssh", "blog", "--gear", g.ID, "--", "sh", "-c", "'id -u; echo ip=$IP'")
+			if strings.Contains(out, "\n0\n") || strings.HasPrefix(out, "0\n") || !strings.Contains(out, "ip="+g.IP) {
+				t.Errorf("gantry ssh to gear %s (%s) on m3 through m1: %q", g.ID, g.IP, out)
+			}
+			break
+		}
+	}
 
 	// Machine 2 is lost: every process of it killed, its namespace gone.
 	var stop atomic.Bool

@@ -29,9 +29,12 @@ import (
 	"charm.land/ssh"
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/creack/pty"
+
 	"github.com/gantry-paas/gantry/internal/control/store"
 	"github.com/gantry-paas/gantry/internal/layout"
 	"github.com/gantry-paas/gantry/internal/names"
+	"github.com/gantry-paas/gantry/internal/node/peer"
 )
 
 // PushGranter authorises a receive-pack run (the builder).
@@ -41,7 +44,12 @@ type PushGranter interface {
 
 // GearExec prepares a command inside an app's gear (the agent).
 type GearExec interface {
+	// ExecCommand prepares the command in a gear of this machine; for a
+	// gear of another machine its error has an Elsewhere() method.
 	ExecCommand(appKey, gearID, command string, tty bool, term string) (*exec.Cmd, string, error)
+	// ExecRemote runs it in a gear of another machine, relaying the
+	// streams, and returns its exit code.
+	ExecRemote(ctx context.Context, gearID string, req peer.ExecRequest, stdio peer.ExecIO) (int, error)
 }
 
 // Options configure the SSH server.
@@ -356,6 +364,11 @@ func (s *Server) gearShell(sess ssh.Session, user string) int {
 	}
 	ptyReq, _, isPty := sess.Pty()
 	cmd, gearID, err := s.o.Gears.ExecCommand(app.Key(), gc.Gear, gc.Command, isPty, ptyReq.Term)
+	var elsewhere interface{ Elsewhere() string }
+	if errors.As(err, &elsewhere) {
+		s.log.Info("gear shell", "user", user, "app", app.FullName(), "gear", gearID, "machine", elsewhere.Elsewhere(), "interactive", gc.Command == "")
+		return s.remoteShell(sess, gearID, gc.Command, isPty, ptyReq)
+	}
 	if err != nil {
 		fmt.Fprintf(sess.Stderr(), "gantry: %v\n", err)
 		return 1
@@ -390,6 +403,52 @@ func (s *Server) gearShell(sess ssh.Session, user string) int {
 	}
 	go func() { io.Copy(stdin, sess); stdin.Close() }()
 	return exitCode(cmd.Wait())
+}
+
+// remoteShell runs the command in a gear of another machine: that
+// machine runs it (in a terminal there when the session has one) and the
+// cluster port carries the streams and window changes.
+func (s *Server) remoteShell(sess ssh.Session, gearID, command string, isPty bool, ptyReq ssh.Pty) int {
+	req := peer.ExecRequest{Command: command, TTY: isPty, Term: ptyReq.Term, Cols: ptyReq.Window.Width, Rows: ptyReq.Window.Height}
+	stdio := peer.ExecIO{Stdin: sess, Stdout: sess, Stderr: sess.Stderr()}
+	if isPty && ptyReq.Slave != nil {
+		// The SSH library resizes the session's own terminal on each
+		// window change (and takes the changes off winCh): follow its
+		// size.
+		sizes := make(chan [2]int, 1)
+		go func() {
+			defer close(sizes)
+			last := [2]int{req.Cols, req.Rows}
+			t := time.NewTicker(200 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-sess.Context().Done():
+					return
+				case <-t.C:
+				}
+				ws, err := pty.GetsizeFull(ptyReq.Slave)
+				if err != nil {
+					return
+				}
+				if cur := [2]int{int(ws.Cols), int(ws.Rows)}; cur != last {
+					last = cur
+					select {
+					case sizes <- cur:
+					case <-sess.Context().Done():
+						return
+					}
+				}
+			}
+		}()
+		stdio.Resize = sizes
+	}
+	code, err := s.o.Gears.ExecRemote(sess.Context(), gearID, req, stdio)
+	if err != nil {
+		fmt.Fprintf(sess.Stderr(), "gantry: %v\n", err)
+		return 1
+	}
+	return code
 }
 
 func exitCode(err error) int {

@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -48,6 +49,9 @@ type Local interface {
 	// DialGear connects to target (one of the gear's services) from
 	// inside the gear, refusing anything else.
 	DialGear(gearID, target string) (net.Conn, error)
+	// ExecGear prepares a command (a login shell when "") in a gear of
+	// this machine, as the gear's user.
+	ExecGear(gearID, command string, tty bool, term string) (*exec.Cmd, error)
 }
 
 // State is a gear's process as its machine sees it.
@@ -90,6 +94,7 @@ func NewServer(addr string, tlsConf *tls.Config, local Local, repos Repos, log *
 	mux.HandleFunc("GET /peer/v1/logs/{app}", s.logs)
 	mux.HandleFunc("GET /peer/v1/gears/{id}/services", s.services)
 	mux.HandleFunc("POST /peer/v1/gears/{id}/dial", s.dial)
+	mux.HandleFunc("POST /peer/v1/gears/{id}/exec", s.exec)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	return s, nil
 }

@@ -10,9 +10,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gantry-paas/gantry/internal/edge/pki"
 )
@@ -30,6 +32,13 @@ func (f *fakeLocal) DialGear(id, target string) (net.Conn, error) {
 		return nil, errors.New("not a service of the gear")
 	}
 	return net.Dial("tcp", f.echo)
+}
+
+func (f *fakeLocal) ExecGear(id, command string, tty bool, term string) (*exec.Cmd, error) {
+	if id != "g1" {
+		return nil, errors.New("gear " + id + " does not run on this machine")
+	}
+	return exec.Command("/bin/sh", "-c", command), nil
 }
 
 func (f *fakeLocal) StartGear(_ context.Context, id string, out io.Writer) error {
@@ -130,6 +139,27 @@ func TestPeers(t *testing.T) {
 	conn.Close()
 	if _, err := c.DialGear(ctx, addr, "g1", "10.0.0.1:22"); err == nil || !strings.Contains(err.Error(), "not a service") {
 		t.Errorf("a dial to something else: %v", err)
+	}
+	// A command in the gear: streams, stdin, exit code; in a terminal,
+	// its size and a window change.
+	var stdout, stderr bytes.Buffer
+	code, err := c.ExecGear(ctx, addr, "g1", ExecRequest{Command: "echo out; echo err >&2; read x; echo got $x; exit 3"},
+		ExecIO{Stdin: strings.NewReader("hello\n"), Stdout: &stdout, Stderr: &stderr})
+	if err != nil || code != 3 || stdout.String() != "out\ngot hello\n" || stderr.String() != "err\n" {
+		t.Errorf("exec: code %d %v, stdout %q, stderr %q", code, err, stdout.String(), stderr.String())
+	}
+	stdout.Reset()
+	sizes := make(chan [2]int, 1)
+	pr, pw := io.Pipe() // stdin stays open while the command runs
+	defer pw.Close()
+	go func() { time.Sleep(300 * time.Millisecond); sizes <- [2]int{120, 40} }()
+	code, err = c.ExecGear(ctx, addr, "g1", ExecRequest{Command: "stty size; tty; sleep 1; stty size", TTY: true, Cols: 100, Rows: 30},
+		ExecIO{Stdin: pr, Stdout: &stdout, Resize: sizes})
+	if out := stdout.String(); err != nil || code != 0 || !strings.Contains(out, "30 100") || !strings.Contains(out, "/dev/pts/") || !strings.Contains(out, "40 120") {
+		t.Errorf("exec in a terminal: code %d %v, output %q", code, err, out)
+	}
+	if _, err := c.ExecGear(ctx, addr, "g2", ExecRequest{Command: "true"}, ExecIO{Stdout: io.Discard}); err == nil || !strings.Contains(err.Error(), "does not run") {
+		t.Errorf("exec in a gear of another machine: %v", err)
 	}
 	if raw, err := c.GearServices(ctx, addr, "g1"); err != nil || !strings.Contains(string(raw), "web") {
 		t.Errorf("services: %s %v", raw, err)
