@@ -4,18 +4,22 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/gantry-paas/gantry/internal/edge/acme"
 
+	"github.com/gantry-paas/gantry/internal/control/certstore"
 	"github.com/gantry-paas/gantry/internal/control/routes"
+	"github.com/gantry-paas/gantry/internal/control/store/etcdtest"
 
 	"github.com/letsencrypt/pebble/v2/ca"
 	"github.com/letsencrypt/pebble/v2/db"
@@ -130,4 +134,98 @@ func TestACMEIssuesAndRenewsForAliases(t *testing.T) {
 		t.Fatalf("canonical name: %v", err)
 	}
 	c.Close()
+}
+
+// In a cluster the ACME certificates live in the store: two machines
+// (each its issuer, router and route follower, on one etcd) serve the
+// same certificate for an alias, obtained once, and the same renewal.
+func TestACMEInAClusterIsShared(t *testing.T) {
+	dirURL, pebbleRoots := startPebble(t, 12*time.Second)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	c := etcdtest.Start(t)
+	keyFile := filepath.Join(t.TempDir(), "secrets.key")
+	platformCA, err := pki.Open(t.TempDir(), "localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	var routers []*router.Router
+	var first *store.Store
+	for range 2 {
+		st, err := store.New(store.NewEtcd(c, "/gantry/"), keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		if first == nil {
+			first = st
+		}
+		iss, err := acme.New(acme.Options{Directory: dirURL, Email: "ops@example.com", Roots: pebbleRoots,
+			Storage: filepath.Join(t.TempDir(), "acme"), Shared: &certstore.Storage{St: st}, RenewCheck: time.Second}, logger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rt, err := router.New(router.Options{Listen: "127.0.0.1:0", TLSListen: "127.0.0.1:0", Certs: platformCA, ACME: iss, Log: logger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		routers = append(routers, rt)
+		for _, run := range []func(context.Context) error{rt.Run, iss.Run, routes.New(st, rt, logger).Run} {
+			wg.Add(1)
+			go func() { defer wg.Done(); run(ctx) }()
+		}
+	}
+	app := store.App{Name: "blog", Domain: "acme", Host: "blog-iss.localhost"}
+	if err := first.Update(func(tx *store.Tx) error {
+		tx.Put(app.Key(), &app)
+		return tx.Put(store.AliasKey("www.acme-shop.test"), &store.Alias{Host: "www.acme-shop.test", AppKey: app.Key()})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	serials := func() (string, error) {
+		var out []string
+		for _, rt := range routers {
+			c, err := tls.Dial("tcp", rt.TLSAddr().String(), &tls.Config{ServerName: "www.acme-shop.test", InsecureSkipVerify: true})
+			if err != nil {
+				return "", err
+			}
+			out = append(out, c.ConnectionState().PeerCertificates[0].SerialNumber.String())
+			c.Close()
+		}
+		if out[0] != out[1] {
+			return "", fmt.Errorf("the machines serve different certificates: %v", out)
+		}
+		return out[0], nil
+	}
+	var serial string
+	eventually := func(what string, f func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for !f() {
+			if time.Now().After(deadline) {
+				t.Fatal(what)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	eventually("both machines serving one ACME certificate", func() bool {
+		s, err := serials()
+		serial = s
+		return err == nil
+	})
+	eventually("both machines serving one renewed certificate", func() bool {
+		s, err := serials()
+		return err == nil && s != serial
+	})
+	// The key is sealed in the store.
+	first.View(func(tx *store.Tx) error {
+		return tx.Scan("acme/", func(k string, raw []byte) error {
+			if strings.Contains(string(raw), "LS0tLS1CRUdJTi") { // base64 of "-----BEGIN"
+				t.Errorf("%s is in the clear", k)
+			}
+			return nil
+		})
+	})
 }

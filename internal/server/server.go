@@ -26,9 +26,12 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/caddyserver/certmagic"
+
 	"github.com/gantry-paas/gantry/internal/node/peer"
 	"github.com/gantry-paas/gantry/internal/node/runtimes"
 
+	"github.com/gantry-paas/gantry/internal/control/certstore"
 	"github.com/gantry-paas/gantry/internal/control/scheduler"
 	"github.com/gantry-paas/gantry/internal/control/service"
 
@@ -341,7 +344,11 @@ func Run(ctx context.Context, o Options) error {
 	}
 	var acmeIss *acme.Issuer
 	if o.ACMEDirectory != "" {
-		if acmeIss, err = acmeFromFlags(o, lay, log); err != nil {
+		var shared certmagic.Storage
+		if clu != nil {
+			shared = &certstore.Storage{St: st}
+		}
+		if acmeIss, err = acmeFromFlags(o, lay, shared, log); err != nil {
 			return err
 		}
 		ropts.ACME = acmeIss
@@ -1049,8 +1056,9 @@ func doctor(o *hostcheck.Options) []apitypes.DoctorCheck {
 }
 
 // acmeFromFlags builds the issuer from the server's options.
-func acmeFromFlags(o Options, lay layout.Layout, log *slog.Logger) (*acme.Issuer, error) {
-	ao := acme.Options{Directory: o.ACMEDirectory, Email: o.ACMEEmail, Storage: lay.ACME()}
+// In a cluster the certificates live in the store (shared).
+func acmeFromFlags(o Options, lay layout.Layout, shared certmagic.Storage, log *slog.Logger) (*acme.Issuer, error) {
+	ao := acme.Options{Directory: o.ACMEDirectory, Email: o.ACMEEmail, Storage: lay.ACME(), Shared: shared}
 	if o.ACMERoots != "" {
 		pem, err := os.ReadFile(o.ACMERoots)
 		if err != nil {

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Secrets at rest: env values, cartridge passwords and alias private keys
@@ -262,32 +263,61 @@ func (c *Cert) openSecrets(f func(string) (string, error)) error {
 	return err
 }
 
-// sealedPrefixes are where records with secrets live.
-var sealedPrefixes = []string{"apps/", "certs/"}
+// ACMEItem is an item of the ACME client's storage (certificates, their
+// keys, account keys, challenge tokens), shared by every machine: the
+// value is sealed.
+type ACMEItem struct {
+	Value    string    `json:"value"` // base64, sealed
+	Modified time.Time `json:"modified"`
+}
+
+func (a ACMEItem) sealed(f func(string) (string, error)) (any, error) {
+	s, err := f(a.Value)
+	a.Value = s
+	return a, err
+}
+
+func (a *ACMEItem) openSecrets(f func(string) (string, error)) error {
+	s, err := f(a.Value)
+	a.Value = s
+	return err
+}
+
+// ACMEKey is the record of an item of the ACME client's storage.
+func ACMEKey(key string) string { return "acme/" + key }
+
+// ACMEKeys lists the ACME storage's keys under prefix (without "acme/").
+func ACMEKeys(tx *Tx, prefix string) ([]string, error) {
+	var out []string
+	err := tx.Scan("acme/"+prefix, func(key string, _ []byte) error {
+		out = append(out, strings.TrimPrefix(key, "acme/"))
+		return nil
+	})
+	return out, err
+}
+
+// sealedPrefixes are where records with secrets live, with a new
+// record of each.
+var sealedPrefixes = map[string]func() openable{
+	"apps/":  func() openable { return &App{} },
+	"certs/": func() openable { return &Cert{} },
+	"acme/":  func() openable { return &ACMEItem{} },
+}
 
 // reseal rewrites every record with secrets that holds a plain value, or
 // (all) every one: after rotation, with the new key.
 func (s *Store) reseal(all bool) (int, error) {
 	n := 0
 	err := s.Update(func(tx *Tx) error {
-		for _, prefix := range sealedPrefixes {
+		n = 0
+		for prefix, fresh := range sealedPrefixes {
 			err := tx.Scan(prefix, func(key string, raw []byte) error {
-				if !all && !hasPlainSecret(prefix, raw) {
+				if !all && !hasPlainSecret(fresh(), raw) {
 					return nil
 				}
-				var v any
-				if prefix == "apps/" {
-					var a App
-					if err := tx.Get(key, &a); err != nil {
-						return err
-					}
-					v = &a
-				} else {
-					var c Cert
-					if err := tx.Get(key, &c); err != nil {
-						return err
-					}
-					v = &c
+				v := fresh()
+				if err := tx.Get(key, v); err != nil {
+					return err
 				}
 				n++
 				return tx.Put(key, v)
@@ -302,19 +332,13 @@ func (s *Store) reseal(all bool) (int, error) {
 }
 
 // hasPlainSecret says whether a stored record has a secret not sealed.
-func hasPlainSecret(prefix string, raw []byte) bool {
+func hasPlainSecret(o openable, raw []byte) bool {
 	plain := false
 	check := func(v string) (string, error) {
 		if v != "" && !strings.HasPrefix(v, sealPrefix) {
 			plain = true
 		}
 		return v, nil
-	}
-	var o openable
-	if prefix == "apps/" {
-		o = &App{}
-	} else {
-		o = &Cert{}
 	}
 	if json.Unmarshal(raw, o) != nil {
 		return false

@@ -40,6 +40,10 @@ type Options struct {
 	Email     string
 	Roots     *x509.CertPool // the directory's TLS roots; nil: the system's
 	Storage   string         // certificates and account keys (0700)
+	// Shared, when set, holds them instead (a cluster: the platform
+	// store, where one machine at a time obtains or renews, and every
+	// machine serves the result and answers the challenges).
+	Shared certmagic.Storage
 	// RenewCheck is how often certificates are checked for renewal
 	// (certmagic's default, 10 minutes, when zero).
 	RenewCheck time.Duration
@@ -58,8 +62,12 @@ func New(o Options, log *slog.Logger) (*Issuer, error) {
 	if err := os.MkdirAll(o.Storage, 0o700); err != nil {
 		return nil, err
 	}
+	var storage certmagic.Storage = &certmagic.FileStorage{Path: o.Storage}
+	if o.Shared != nil {
+		storage = o.Shared
+	}
 	cfg = certmagic.New(a.cache, certmagic.Config{
-		Storage: &certmagic.FileStorage{Path: o.Storage},
+		Storage: storage,
 		Logger:  zl,
 	})
 	// Challenges are answered by the router on its own listeners.
