@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -599,5 +601,102 @@ func partitionLeader(t *testing.T, ms []*machine, host string) {
 		if code, _ := get(t, m.srv.httpClient(), m.srv.url(host, "/")); code != 200 {
 			t.Errorf("through %s after the partition healed: %d", m.name, code)
 		}
+	}
+}
+
+// TestStoreMigrateLive: a machine that runs alone on SQLite moves its
+// records into a new cluster's etcd with `gantry admin store migrate`,
+// under load: no request fails (a new process takes the sockets over,
+// the gears run on); then it is a cluster of one, changes work, its
+// SQLite file is kept aside, and a second move is refused.
+func TestStoreMigrateLive(t *testing.T) {
+	need(t, "git", "ssh", "ssh-keygen", "node")
+	data := t.TempDir()
+	cfg := filepath.Join(t.TempDir(), "cfg.json")
+	t.Cleanup(func() { killGears(data) })
+	const addr = "127.0.21.1"
+	pidFile := filepath.Join(t.TempDir(), "gantry.pid")
+	srv := startServer(t, data, cfg, addr+":0", addr+":0", "--isolation", "process", "--host", addr, "--https", addr+":0",
+		"--etcd-client-port", "23791", "--etcd-peer-port", "23801", "--peer-port", "27444", "--drain-timeout", "20s", "--pid-file", pidFile)
+	u := newEnv(t, cfg)
+	deployNodeApp(t, u, "acme", "web")
+	u.gantry("app", "scale", "web", "--gears", "2")
+	host := "web-acme.localhost"
+
+	if out := u.gantryFails("admin", "store", "migrate", "--advertise", "not-an-address"); !strings.Contains(out, "IP address") {
+		t.Errorf("a bad address: %s", out)
+	}
+	u.gantry("env", "set", "web", "A=1") // the refusal froze nothing
+	// The new process cannot start the cluster (its etcd port is taken):
+	// this one serves on, on SQLite, and takes changes again.
+	taken, err := net.Listen("tcp", addr+":23791")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := u.gantryFails("admin", "store", "migrate", "--advertise", addr); !strings.Contains(out, "serves on, on SQLite") {
+		t.Errorf("a move whose new process fails: %s", out)
+	}
+	taken.Close()
+	u.gantry("env", "set", "web", "A=1")
+	if _, err := os.Stat(filepath.Join(data, "cluster.json")); err == nil {
+		t.Error("a failed move left the machine marked as a cluster")
+	}
+
+	ld := startLoad(srv.httpClient(), srv.url(host, "/"), 4)
+	time.Sleep(300 * time.Millisecond)
+	var v struct {
+		Store, Advertise string
+		JoinURL          string `json:"join_url"`
+	}
+	began := time.Now()
+	u.gantryJSON(&v, "admin", "store", "migrate", "--advertise", addr, "--node-name", "solo")
+	took := time.Since(began)
+	if v.Store != "etcd" || v.Advertise != addr || !strings.HasPrefix(v.JoinURL, "https://"+addr) {
+		t.Errorf("migrate answered %+v", v)
+	}
+	eventually(t, "the new process serving", 60*time.Second, func() error {
+		if srv.servings.Load() < 2 {
+			return fmt.Errorf("%d serving lines", srv.servings.Load())
+		}
+		return nil
+	})
+	time.Sleep(2 * time.Second) // load on the new process, and gears rolled off loopback
+	ld.Stop()
+	t.Logf("the move took %v (changes refused meanwhile); %d requests served, %d failed", took.Round(time.Millisecond), ld.ok.Load(), ld.failed.Load())
+	if ld.failed.Load() > 0 || ld.ok.Load() == 0 {
+		t.Errorf("%d of %d requests failed during the move (first: %v)", ld.failed.Load(), ld.ok.Load()+ld.failed.Load(), ld.firstErr.Load())
+	}
+	if _, err := os.Stat(filepath.Join(data, "gantry.db.migrated")); err != nil {
+		t.Errorf("the SQLite file was not kept aside: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(data, "gantry.db")); err == nil {
+		t.Error("the SQLite file is still in use")
+	}
+	var nodes []nodeJSON
+	u.gantryJSON(&nodes, "node", "list")
+	if len(nodes) != 1 || nodes[0].Name != "solo" || nodes[0].State != "up" || nodes[0].Address != addr {
+		t.Errorf("node list after the move: %+v", nodes)
+	}
+	u.gantry("env", "set", "web", "B=2") // changes work again, on etcd
+	eventually(t, "the app with its new env", 30*time.Second, func() error {
+		if code, body := get(t, srv.httpClient(), srv.url(host, "/env/B")); code != 200 || body != "2" {
+			return fmt.Errorf("%d %q", code, body)
+		}
+		return nil
+	})
+	if code, body := get(t, srv.httpClient(), srv.url(host, "/env/A")); code != 200 || body != "1" {
+		t.Errorf("a variable set before the move: %d %q", code, body)
+	}
+	if out := u.gantryFails("admin", "store", "migrate", "--advertise", addr); !strings.Contains(out, "in a cluster already") {
+		t.Errorf("a second move: %s", out)
+	}
+	// The process that took over stops as any would.
+	raw, _ := os.ReadFile(pidFile)
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
+	syscall.Kill(pid, syscall.SIGTERM)
+	select {
+	case <-srv.exited:
+	case <-time.After(30 * time.Second):
+		t.Errorf("the process on etcd (%d) did not stop on SIGTERM", pid)
 	}
 }

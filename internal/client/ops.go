@@ -307,3 +307,9 @@ func (c *Client) JoinToken(ctx context.Context, ttl string) (apitypes.JoinTokenV
 func (c *Client) Drain(ctx context.Context, name string) (apitypes.DrainView, error) {
 	return call[apitypes.DrainView](c, ctx, http.MethodPost, "/v1/nodes/"+url.PathEscape(name)+"/drain", nil)
 }
+
+// MigrateStore moves a machine that runs alone into a new cluster's
+// store, live.
+func (c *Client) MigrateStore(ctx context.Context, req apitypes.StoreMigrateRequest) (apitypes.StoreMigrateView, error) {
+	return call[apitypes.StoreMigrateView](c, ctx, http.MethodPost, "/v1/admin/store/migrate", req)
+}

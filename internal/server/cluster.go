@@ -67,6 +67,21 @@ func openCluster(ctx context.Context, o *Options, lay layout.Layout, log *slog.L
 	if err != nil {
 		return nil, nil, err
 	}
+	if state == nil && !o.ClusterInit && o.Join == "" {
+		// A live move from SQLite (gantry admin store migrate): this
+		// process, which takes over, starts the cluster.
+		pending, err := cluster.LoadPendingInit(o.DataDir)
+		if err != nil {
+			return nil, nil, err
+		}
+		if pending != nil {
+			o.ClusterInit, o.Advertise = true, pending.Advertise
+			if pending.NodeName != "" {
+				o.NodeName = pending.NodeName
+			}
+			log.Info("moving this machine's records into a new cluster's store, as asked", "advertise", o.Advertise)
+		}
+	}
 	fresh := o.ClusterInit || o.Join != ""
 	if fresh {
 		switch {
@@ -187,6 +202,7 @@ func openCluster(ctx context.Context, o *Options, lay layout.Layout, log *slog.L
 			st.Close()
 			return fail(err)
 		}
+		os.Remove(cluster.PendingInitPath(o.DataDir))
 	}
 	return st, c, nil
 }
@@ -261,10 +277,6 @@ func adoptSingleMachine(st *store.Store, name string) error {
 	})
 }
 
-// redeployLoopbackGears replaces, app by app and without dropping a
-// request, the web gears that listen on loopback (started when the
-// machine ran alone): other machines' routers reach gears at this
-// machine's advertised address.
 // redeployStrandedGears rolls the apps whose gears the other machines
 // cannot reach (from before the machine became a cluster: on loopback in
 // process mode, outside its block of the gear subnet when namespaced)

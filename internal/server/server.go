@@ -618,6 +618,7 @@ func Run(ctx context.Context, o Options) error {
 		Layout: lay, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld,
 		CloudDomain: o.CloudDomain, AppURL: appURL, Version: o.Version,
 		Doctor: func() []apitypes.DoctorCheck { return doctor(hostOpts) },
+		MigrateStore: (&liveMigration{o: &o, clustered: clu != nil, st: st, ho: ho, lay: lay, httpsPort: httpsPort, log: log}).run,
 		GitSSHURL: func(d, a string) string {
 			return fmt.Sprintf("ssh://git@%s:%d/%s/%s.git", o.Host, sshPort, d, a)
 		},

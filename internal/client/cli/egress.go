@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -164,6 +165,39 @@ func (c *cli) adminCmd() *cobra.Command {
 		},
 	})
 	cmd.AddCommand(secrets)
+	storeCmd := &cobra.Command{Use: "store", Short: "Where the platform keeps its records"}
+	var advertise, nodeName string
+	migrate := &cobra.Command{
+		Use:   "migrate --advertise ADDRESS",
+		Short: "Move a machine that runs alone from SQLite to a new cluster's etcd, with its apps serving",
+		Long: "Move a machine that runs alone from SQLite to a new cluster's store (an embedded etcd member), live:\n" +
+			"changes are refused for a few seconds while a new server process takes over the sockets, starts the\n" +
+			"member and moves every record; requests and gears run on. Other machines then join with `gantry node token`.",
+		Example: "  gantry admin store migrate --advertise 192.0.2.1",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if advertise == "" {
+				return errors.New("--advertise ADDRESS is required: the address other machines will reach this one at")
+			}
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			stop := c.spinner("Moving the records to etcd")
+			v, err := cl.MigrateStore(cmd.Context(), apitypes.StoreMigrateRequest{Advertise: advertise, NodeName: nodeName})
+			stop()
+			if err != nil {
+				return err
+			}
+			return c.out(v, func(w io.Writer) {
+				fmt.Fprintf(w, "The records are in etcd now; this machine serves as the first of a cluster at %s.\nOther machines join through %s with a token from `gantry node token`.\n", v.Advertise, v.JoinURL)
+			})
+		},
+	}
+	migrate.Flags().StringVar(&advertise, "advertise", "", "the IP address other machines will reach this one at")
+	migrate.Flags().StringVar(&nodeName, "node-name", "", "this machine's node name (default: its host name)")
+	storeCmd.AddCommand(migrate)
+	cmd.AddCommand(storeCmd)
 	cmd.AddCommand(c.grantCmd())
 	cmd.AddCommand(&cobra.Command{
 		Use:   "doctor",

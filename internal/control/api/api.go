@@ -86,11 +86,14 @@ type Options struct {
 	// Service holds the domain operations the API maps onto (required).
 	Service *service.Service
 	// Doctor checks the host (gantry admin doctor); nil: not offered.
-	Doctor  func() []apitypes.DoctorCheck
-	Layout  layout.Layout
-	Log     *slog.Logger
-	Agent   Agent
-	Builder Builder
+	Doctor func() []apitypes.DoctorCheck
+	// MigrateStore moves a machine that runs alone to etcd, live (a new
+	// process takes over); nil: not offered.
+	MigrateStore func(ctx context.Context, req apitypes.StoreMigrateRequest) (*apitypes.StoreMigrateView, error)
+	Layout       layout.Layout
+	Log          *slog.Logger
+	Agent        Agent
+	Builder      Builder
 	// CloudDomain is the suffix of canonical app hostnames.
 	CloudDomain string
 	// AppURL, GitSSHURL and GitHTTPURL render an app's addresses.

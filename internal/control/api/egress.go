@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -36,6 +37,7 @@ func (a *API) registerEgress() {
 	a.registerEgressAdmin()
 	a.registerSecretsAdmin()
 	a.registerDoctor()
+	a.registerStoreMigrate()
 	a.registerEgressRouter()
 	type rulesIn struct {
 		AppRef
@@ -266,6 +268,28 @@ func (a *API) registerDoctor() {
 				return nil, problem(http.StatusForbidden, apitypes.CodeForbidden, "the host check needs an admin token")
 			}
 			return &body[[]apitypes.DoctorCheck]{Body: a.o.Doctor()}, nil
+		})
+}
+
+func (a *API) registerStoreMigrate() {
+	if a.o.MigrateStore == nil {
+		return
+	}
+	huma.Register(a.h, huma.Operation{OperationID: "migrate-store", Method: http.MethodPost, Path: "/v1/admin/store/migrate", Security: bearer,
+		Summary: "Move a machine that runs alone to etcd, live", Description: "Admins only. The server refuses changes for a moment, starts a new process of itself that takes over its sockets (no request is refused), and that process starts a cluster with an embedded etcd member, moves every record into it and keeps the SQLite file aside; the gears run on. Other machines then join with `gantry node token`.", Tags: []string{"admin", "nodes"}},
+		func(ctx context.Context, in *struct{ Body apitypes.StoreMigrateRequest }) (*body[apitypes.StoreMigrateView], error) {
+			if !userOf(ctx).Admin {
+				return nil, problem(http.StatusForbidden, apitypes.CodeForbidden, "moving the store needs an admin token")
+			}
+			v, err := a.o.MigrateStore(ctx, in.Body)
+			if err != nil {
+				var p *apitypes.Problem
+				if errors.As(err, &p) {
+					return nil, p
+				}
+				return nil, problem(http.StatusBadGateway, apitypes.CodeInternal, err.Error())
+			}
+			return &body[apitypes.StoreMigrateView]{Body: *v}, nil
 		})
 }
 

@@ -75,6 +75,9 @@ func (a *API) internal(op string, err error) *apitypes.Problem {
 	if errors.Is(err, store.ErrBusy) {
 		return storeBusy()
 	}
+	if errors.Is(err, store.ErrFrozen) {
+		return problem(http.StatusServiceUnavailable, apitypes.CodeStoreBusy, store.ErrFrozen.Error())
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return notFound(apitypes.CodeNotFound, "it no longer exists")
 	}

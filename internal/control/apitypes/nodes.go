@@ -60,3 +60,17 @@ type DrainView struct {
 	Moved  map[string]int `json:"moved" doc:"gears moved, by app"`
 	Stayed []string       `json:"stayed" doc:"cartridges that stay with their data"`
 }
+
+// StoreMigrateRequest asks a machine that runs alone on SQLite to move
+// its records into a new cluster's store (etcd), live.
+type StoreMigrateRequest struct {
+	Advertise string `json:"advertise" doc:"the address other machines will reach this one at"`
+	NodeName  string `json:"node_name,omitempty" doc:"this machine's node name (default: its host name)"`
+}
+
+// StoreMigrateView is the outcome of a live move to etcd.
+type StoreMigrateView struct {
+	Store     string `json:"store" doc:"etcd"`
+	Advertise string `json:"advertise"`
+	JoinURL   string `json:"join_url" doc:"where other machines join (gantry node token makes their tokens)"`
+}

@@ -46,6 +46,42 @@ type State struct {
 	CloudDomain string `json:"cloud_domain"`
 }
 
+// PendingInit is a live move of a machine that runs alone into a new
+// cluster (gantry admin store migrate): the process that takes over
+// starts the cluster as --cluster-init would, with these settings.
+type PendingInit struct {
+	Advertise string `json:"advertise"`
+	NodeName  string `json:"node_name,omitempty"`
+}
+
+// PendingInitPath is where it waits for the next process.
+func PendingInitPath(dataDir string) string { return filepath.Join(dataDir, "cluster-init.json") }
+
+// LoadPendingInit reads it (nil when none).
+func LoadPendingInit(dataDir string) (*PendingInit, error) {
+	raw, err := os.ReadFile(PendingInitPath(dataDir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var p PendingInit
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return nil, fmt.Errorf("%s: %w", PendingInitPath(dataDir), err)
+	}
+	return &p, nil
+}
+
+// Save writes it for the next process.
+func (p *PendingInit) Save(dataDir string) error {
+	raw, _ := json.Marshal(p)
+	return os.WriteFile(PendingInitPath(dataDir), raw, 0o600)
+}
+
+// MemberDir is where the machine's etcd member keeps its data.
+func MemberDir(dataDir string) string { return filepath.Join(dataDir, "etcd") }
+
 // StatePath is where a machine keeps its State.
 func StatePath(dataDir string) string { return filepath.Join(dataDir, "cluster.json") }
 
@@ -124,7 +160,7 @@ type Member struct{ e *embed.Etcd }
 func StartMember(dataDir string, s *State, c *Certs, initial string) (*Member, error) {
 	cfg := embed.NewConfig()
 	cfg.Name = s.Name
-	cfg.Dir = filepath.Join(dataDir, "etcd")
+	cfg.Dir = MemberDir(dataDir)
 	cfg.LogLevel = "error"
 	client, err := url.Parse(s.ClientURL())
 	if err != nil {

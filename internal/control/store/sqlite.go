@@ -43,6 +43,13 @@ func OpenSQLite(path string, wait time.Duration) (*SQLite, error) {
 
 func (b *SQLite) Close() error { return b.db.Close() }
 
+// Checkpoint writes the write-ahead log into the database file and
+// empties it.
+func (b *SQLite) Checkpoint() error {
+	_, err := b.db.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+	return err
+}
+
 func (b *SQLite) Rev() (int64, error) {
 	var rev int64
 	err := b.db.QueryRow(`SELECT value FROM meta WHERE name='rev'`).Scan(&rev)

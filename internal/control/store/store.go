@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -72,6 +73,22 @@ type Store struct {
 
 	keyMu sync.Mutex // rotation
 	keys  *keyring
+
+	frozen atomic.Bool // changes refused (Freeze)
+}
+
+// ErrFrozen refuses a change while the store moves to etcd.
+var ErrFrozen = errors.New("the platform is moving its records to etcd (gantry admin store migrate): changes are refused for a few seconds; try again")
+
+// Freeze refuses every change (ErrFrozen) until thawed, and puts what
+// SQLite holds in its write-ahead log into the database file, so that
+// another process reading it sees every record.
+func (s *Store) Freeze(on bool) error {
+	s.frozen.Store(on)
+	if c, ok := s.b.(interface{ Checkpoint() error }); ok && on {
+		return c.Checkpoint()
+	}
+	return nil
 }
 
 // Open opens (creating if needed) the SQLite database at path, its
@@ -169,6 +186,9 @@ func (s *Store) View(fn func(tx *Tx) error) error {
 // nil. fn may run more than once (etcd runs it again when another
 // machine's write came first): it must start from nothing each time. A commit that wrote anything bumps the revision and wakes watchers.
 func (s *Store) Update(fn func(tx *Tx) error) error {
+	if s.frozen.Load() {
+		return ErrFrozen
+	}
 	rev, err := s.b.Update(func(kv KV) error { return fn(&Tx{kv: kv, writable: true, keys: s.keys}) })
 	if err != nil || rev == 0 {
 		return err
