@@ -190,6 +190,13 @@ func TestCluster(t *testing.T) {
 	if by := gearsByNode(app); by["m1"] != 2 || by["m2"] != 2 || by["m3"] != 2 {
 		t.Fatalf("six gears by machine: %v", by)
 	}
+	// The build went to the other machines packed, by its digest, and
+	// stays in their caches to hand on.
+	for _, m := range ms {
+		if tars, _ := filepath.Glob(filepath.Join(m.data, "artifacts", "*.tar")); len(tars) == 0 {
+			t.Errorf("machine %s holds no packed build", m.name)
+		}
+	}
 	for _, m := range ms {
 		hc := m.srv.httpClient()
 		for range 6 {

@@ -283,4 +283,17 @@ func TestClusterOverlay(t *testing.T) {
 		}
 	}
 	peers(blog, true)
+
+	// Idle to zero, woken by a request through machine 3's router.
+	u.gantry("app", "idle", "wiki", "--now")
+	eventually(t, "the wiki idle", 30*time.Second, func() error {
+		u.gantryJSON(&wiki, "app", "show", "wiki")
+		if n := len(gearsByNode(wiki)); n != 0 {
+			return fmt.Errorf("%d machines run its gears", n)
+		}
+		return nil
+	})
+	if code, body := get(t, m3.client(), m3.srv.url("wiki-acme.localhost", "/")); code != 200 || body != "overlay v1\n" {
+		t.Errorf("the idle wiki through machine 3: %d %q", code, body)
+	}
 }

@@ -15,6 +15,7 @@ func (l Layout) DB() string              { return filepath.Join(l.Root, "gantry.
 func (l Layout) HostKey() string         { return filepath.Join(l.Root, "ssh_host_ed25519_key") }
 func (l Layout) PKI() string             { return filepath.Join(l.Root, "pki") }
 func (l Layout) ACME() string            { return filepath.Join(l.Root, "acme") }
+func (l Layout) Artifacts() string       { return filepath.Join(l.Root, "artifacts") }
 func (l Layout) AccessLog() string       { return filepath.Join(l.Root, "logs", "access.log") }
 func (l Layout) EgressLog() string       { return filepath.Join(l.Root, "logs", "egress.log") }
 func (l Layout) RunDir() string          { return filepath.Join(l.Root, "run") }

@@ -28,6 +28,7 @@ import (
 
 	"github.com/caddyserver/certmagic"
 
+	"github.com/gantry-paas/gantry/internal/artifact"
 	"github.com/gantry-paas/gantry/internal/node/peer"
 	"github.com/gantry-paas/gantry/internal/node/runtimes"
 
@@ -545,6 +546,10 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	var artifacts *artifact.Cache
+	if clu != nil {
+		artifacts = &artifact.Cache{Dir: lay.Artifacts()}
+	}
 	var peers *peer.Client
 	var place func(tx *store.Tx, app *store.App, n int) ([]string, error)
 	gearIP := ""
@@ -555,7 +560,7 @@ func Run(ctx context.Context, o Options) error {
 			gearIP = o.Advertise // the other machines' routers reach them
 		}
 	}
-	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Node: node.Name, Place: place, Peers: peers, IP: gearIP, Exe: exe, Env: env.ForGear, Egress: enf,
+	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Node: node.Name, Place: place, Peers: peers, Artifacts: artifacts, IP: gearIP, Exe: exe, Env: env.ForGear, Egress: enf,
 		Disks: disks, GearResolvConf: gearResolv,
 		StartTimeout: o.StartTimeout, Isolation: isolation, Network: network, EgressRouter: egrPorts, BuildMemory: o.BuildMemory, RuntimesDir: runtimesDir,
 		Hook: func(dep *store.Deployment, name string) string {
@@ -589,7 +594,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	bld, err := builder.New(builder.Options{Store: st, Layout: lay, Log: log, Deployer: ag, Node: node.Name, Run: ag.RunSandboxed, MaxPushBytes: o.MaxPushBytes,
+	bld, err := builder.New(builder.Options{Store: st, Layout: lay, Log: log, Deployer: ag, Node: node.Name, Artifacts: artifacts, Run: ag.RunSandboxed, MaxPushBytes: o.MaxPushBytes,
 		Runtimes:     func() []runtimes.Runtime { return listRuntimes(runtimesDir, env.Path, log) },
 		StaticServer: shellQuote(exe) + " static-serve", Env: env.ForBuild,
 		URL: func(a *store.App) string { return appURL(a.Host) }})
@@ -617,7 +622,7 @@ func Run(ctx context.Context, o Options) error {
 	apiHandler, err := api.New(api.Options{Service: svc, Runtimes: func() ([]runtimes.Runtime, []error) { return runtimes.Discover(runtimesDir, env.Path) },
 		Layout: lay, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld,
 		CloudDomain: o.CloudDomain, AppURL: appURL, Version: o.Version,
-		Doctor: func() []apitypes.DoctorCheck { return doctor(hostOpts) },
+		Doctor:       func() []apitypes.DoctorCheck { return doctor(hostOpts) },
 		MigrateStore: (&liveMigration{o: &o, clustered: clu != nil, st: st, ho: ho, lay: lay, httpsPort: httpsPort, log: log}).run,
 		GitSSHURL: func(d, a string) string {
 			return fmt.Sprintf("ssh://git@%s:%d/%s/%s.git", o.Host, sshPort, d, a)

@@ -27,6 +27,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/artifact"
 	"github.com/gantry-paas/gantry/internal/node/runtimes"
 
 	"github.com/gantry-paas/gantry/internal/control/store"
@@ -47,6 +48,9 @@ type Options struct {
 	Deployer Deployer
 	// Node is this machine (deployments name where they were built).
 	Node string
+	// Artifacts, when set (a cluster), keeps each build packed under its
+	// digest, for the other machines to fetch.
+	Artifacts *artifact.Cache
 	// StaticServer is the command that serves a static site on $PORT.
 	StaticServer string
 	// Env is the environment of build steps and hooks for an app.
@@ -199,6 +203,15 @@ func (b *Builder) Deploy(ctx context.Context, appKey, commit string, gitEnv []st
 	dep := store.Deployment{ID: depID, AppID: app.ID, Commit: commit, Type: plan.Type,
 		Command: plan.Start, Health: HealthPath(dir), Dir: dir, Node: b.o.Node, Created: time.Now().UTC(),
 		RuntimeBin: rt.Bin, RuntimeRoot: rt.Root}
+	if b.o.Artifacts != nil {
+		packed := time.Now()
+		d, err := b.o.Artifacts.Put(dir)
+		if err != nil {
+			return fmt.Errorf("storing the build for the other machines: %w", err)
+		}
+		dep.Artifact = d
+		fmt.Fprintf(out, "-----> Stored the build as %s for the other machines (%s)\n", d[:19], time.Since(packed).Round(time.Millisecond))
+	}
 	if rt.Version != "" {
 		dep.Runtime = langName[rt.Lang] + " " + rt.Version
 	}
@@ -309,6 +322,33 @@ func (b *Builder) prune(app *store.App) {
 		}
 		b.o.Store.Update(func(tx *store.Tx) error { return tx.Delete(store.DeploymentKey(app.ID, d.ID)) })
 		os.RemoveAll(d.Dir)
+	}
+	if b.o.Artifacts != nil {
+		b.keepArtifacts()
+	}
+}
+
+// keepArtifacts removes the stored builds no deployment names.
+func (b *Builder) keepArtifacts() {
+	keep := map[string]bool{}
+	err := b.o.Store.View(func(tx *store.Tx) error {
+		apps, err := store.ListApps(tx)
+		if err != nil {
+			return err
+		}
+		for _, a := range apps {
+			deps, err := store.ListDeployments(tx, a.ID)
+			if err != nil {
+				return err
+			}
+			for _, d := range deps {
+				keep[d.Artifact] = true
+			}
+		}
+		return nil
+	})
+	if err == nil { // never on a partial view
+		b.o.Artifacts.Keep(keep)
 	}
 }
 

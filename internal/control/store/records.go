@@ -125,8 +125,11 @@ type Deployment struct {
 	RuntimeBin  string `json:"runtime_bin,omitempty"`
 	RuntimeRoot string `json:"runtime_root,omitempty"`
 	// Node is the machine that built it (and has its tree first).
-	Node    string    `json:"node,omitempty"`
-	Created time.Time `json:"created"`
+	Node string `json:"node,omitempty"`
+	// Artifact is the SHA-256 of its packed tree (in a cluster): the
+	// machines that run it fetch it by that name and check it.
+	Artifact string    `json:"artifact,omitempty"`
+	Created  time.Time `json:"created"`
 }
 
 // DeploymentKey is the store key of a deployment.

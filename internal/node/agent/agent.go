@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/artifact"
 	"github.com/gantry-paas/gantry/internal/egress/enforce"
 
 	gearrt "github.com/gantry-paas/gantry/internal/node/runtime"
@@ -54,10 +55,13 @@ type Options struct {
 	Node string
 	// Place picks the machines of new gears (nil: all on this one); Peers
 	// reaches the other machines' agents.
-	Place  func(tx *store.Tx, app *store.App, n int) ([]string, error)
-	Peers  *peer.Client
-	Log    *slog.Logger
-	Router Drainer
+	Place func(tx *store.Tx, app *store.App, n int) ([]string, error)
+	Peers *peer.Client
+	// Artifacts is this machine's cache of packed builds (a cluster):
+	// fetched by digest, handed on to the others.
+	Artifacts *artifact.Cache
+	Log       *slog.Logger
+	Router    Drainer
 	// Exe is the gantry binary, run as "EXE shim DIR" for each gear.
 	Exe string
 	// IP gears listen on (plain-process mode: loopback).
@@ -230,6 +234,22 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.rt.Caps().Isolated && a.o.Network.Overlay != nil {
 		a.wg.Add(1)
 		go func() { defer a.wg.Done(); a.followOverlay(ctx) }()
+	}
+	if a.o.Peers != nil { // a cluster: trees fetched from other machines
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			t := time.NewTicker(10 * time.Minute)
+			defer t.Stop()
+			for {
+				a.pruneBuilds()
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+			}
+		}()
 	}
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()

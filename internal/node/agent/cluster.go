@@ -202,6 +202,14 @@ func (a *Agent) GearState(gearID string) (peer.State, error) {
 // LogDir is where this machine keeps an app's gear logs.
 func (a *Agent) LogDir(appID string) string { return a.o.Layout.Logs(appID) }
 
+// ArtifactPath is this machine's copy of a packed build, if it has it.
+func (a *Agent) ArtifactPath(digest string) (string, bool) {
+	if a.o.Artifacts == nil {
+		return "", false
+	}
+	return a.o.Artifacts.Path(digest)
+}
+
 // DeploymentDir is this machine's copy of a deployment, if it has one.
 func (a *Agent) DeploymentDir(appID, depID string) (string, bool) {
 	if strings.ContainsAny(appID+depID, "/.") || appID == "" || depID == "" {
@@ -236,12 +244,39 @@ func (a *Agent) ensureDeployment(ctx context.Context, dep *store.Deployment) (st
 		}
 	}
 	os.MkdirAll(filepath.Dir(dir), 0o750)
+	tmp := dir + ".fetch"
+	if c := a.o.Artifacts; c != nil && dep.Artifact != "" {
+		// By its digest: from this machine's cache, else from any
+		// machine that holds it (checked as it arrives).
+		var errs []error
+		if _, ok := c.Path(dep.Artifact); !ok {
+			for _, n := range nodes {
+				if n.Name == a.o.Node || !live[n.Name] || n.Peer == "" {
+					continue
+				}
+				err := a.o.Peers.FetchArtifact(ctx, n.Peer, dep.Artifact, *c)
+				if err == nil {
+					a.log.Info("fetched a build", "app", dep.AppID, "deployment", dep.ID, "artifact", dep.Artifact, "from", n.Name)
+					break
+				}
+				errs = append(errs, fmt.Errorf("%s: %w", n.Name, err))
+			}
+		}
+		if _, ok := c.Path(dep.Artifact); !ok {
+			return "", fmt.Errorf("no machine up could give the build of deployment %s (%s): %w", dep.ID, dep.Artifact, errors.Join(errs...))
+		}
+		os.RemoveAll(tmp)
+		if err := c.Extract(dep.Artifact, tmp, os.Geteuid() == 0); err != nil {
+			os.RemoveAll(tmp)
+			return "", fmt.Errorf("unpacking the build of deployment %s: %w", dep.ID, err)
+		}
+		return dir, os.Rename(tmp, dir)
+	}
 	var errs []error
 	for _, n := range nodes {
 		if n.Name == a.o.Node || !live[n.Name] || n.Peer == "" {
 			continue
 		}
-		tmp := dir + ".fetch"
 		os.RemoveAll(tmp)
 		err := a.o.Peers.FetchDeployment(ctx, n.Peer, dep.AppID, dep.ID, tmp, os.Geteuid() == 0)
 		if err == nil {
@@ -491,4 +526,57 @@ func (a *Agent) appKeyOf(id string) string {
 		return err
 	})
 	return key
+}
+
+// pruneBuilds removes this machine's copies of deployments that no
+// record names any more (the machine that built them pruned them) and no
+// gear here runs, and the packed builds no deployment names. A tree
+// younger than an hour is left: it may be a build under way.
+func (a *Agent) pruneBuilds() {
+	named, used, artifacts := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	err := a.o.Store.View(func(tx *store.Tx) error {
+		apps, err := store.ListApps(tx)
+		if err != nil {
+			return err
+		}
+		for _, app := range apps {
+			deps, err := store.ListDeployments(tx, app.ID)
+			if err != nil {
+				return err
+			}
+			for _, d := range deps {
+				named[d.AppID+"/"+d.ID] = true
+				artifacts[d.Artifact] = true
+			}
+		}
+		gears, err := store.ListGears(tx)
+		for _, g := range gears {
+			used[g.AppID+"/"+g.Deployment] = true
+		}
+		return err
+	})
+	if err != nil {
+		return // never on a partial view
+	}
+	apps, _ := os.ReadDir(filepath.Join(a.o.Layout.Root, "apps"))
+	for _, app := range apps {
+		deps, _ := os.ReadDir(a.o.Layout.Deployments(app.Name()))
+		for _, d := range deps {
+			key := app.Name() + "/" + d.Name()
+			if named[key] || used[key] || strings.HasSuffix(d.Name(), ".fetch") {
+				continue
+			}
+			if fi, err := d.Info(); err != nil || time.Since(fi.ModTime()) < time.Hour {
+				continue
+			}
+			if os.RemoveAll(a.o.Layout.Deployment(app.Name(), d.Name())) == nil {
+				a.log.Info("removed a deployment pruned elsewhere", "app", app.Name(), "deployment", d.Name())
+			}
+		}
+	}
+	if a.o.Artifacts != nil {
+		if n, _ := a.o.Artifacts.Keep(artifacts); n > 0 {
+			a.log.Info("removed packed builds no deployment names", "count", n)
+		}
+	}
 }

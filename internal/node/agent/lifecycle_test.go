@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/artifact"
 	"github.com/gantry-paas/gantry/internal/control/store"
 	"github.com/gantry-paas/gantry/internal/layout"
 	gearrt "github.com/gantry-paas/gantry/internal/node/runtime"
@@ -429,5 +431,42 @@ func TestServicesAndDial(t *testing.T) {
 	}
 	if _, _, err := l.a.DialService("alice", fmt.Sprintf("%s:%d", g.IP, 6379)); err == nil {
 		t.Error("a port nothing listens on was dialled")
+	}
+}
+
+// A machine drops its copies of deployments the builder pruned (when no
+// gear here runs them, and not a tree that may be a build under way), and
+// the packed builds no deployment names.
+func TestPruneBuilds(t *testing.T) {
+	l := newLifecycle(t)
+	cache := &artifact.Cache{Dir: filepath.Join(l.a.o.Layout.Root, "artifacts")}
+	l.a.o.Artifacts = cache
+	lay := l.a.o.Layout
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "f"), []byte("x"), 0o644)
+	kept, _ := cache.Put(src)
+	os.WriteFile(filepath.Join(src, "g"), []byte("y"), 0o644)
+	dropped, _ := cache.Put(src)
+	l.put(store.DeploymentKey(l.app.ID, "d2"), &store.Deployment{ID: "d2", AppID: l.app.ID, Artifact: kept})
+	l.put(store.GearKey("g1"), &store.Gear{ID: "g1", AppID: l.app.ID, AppKey: l.app.Key(), Deployment: "old-running"})
+	old := time.Now().Add(-2 * time.Hour)
+	for _, d := range []string{"d1", "d2", "gone", "old-running", "building"} {
+		p := lay.Deployment(l.app.ID, d)
+		os.MkdirAll(p, 0o755)
+		if d != "building" {
+			os.Chtimes(p, old, old)
+		}
+	}
+	l.a.pruneBuilds()
+	for d, want := range map[string]bool{"d1": true, "d2": true, "gone": false, "old-running": true, "building": true} {
+		if _, err := os.Stat(lay.Deployment(l.app.ID, d)); (err == nil) != want {
+			t.Errorf("deployment %s: kept=%v; want %v", d, err == nil, want)
+		}
+	}
+	if _, ok := cache.Path(kept); !ok {
+		t.Error("a named build was removed")
+	}
+	if _, ok := cache.Path(dropped); ok {
+		t.Error("a build no deployment names stayed")
 	}
 }

@@ -7,7 +7,6 @@
 package peer
 
 import (
-	"archive/tar"
 	"bufio"
 	"context"
 	"crypto/tls"
@@ -15,19 +14,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/gantry-paas/gantry/internal/applog"
+	"github.com/gantry-paas/gantry/internal/artifact"
 )
 
 // Local is what this machine does for the others (its agent).
@@ -42,6 +40,8 @@ type Local interface {
 	// DeploymentDir is where this machine keeps a deployment's tree, if
 	// it has it.
 	DeploymentDir(appID, depID string) (string, bool)
+	// ArtifactPath is this machine's copy of a packed build, if it has it.
+	ArtifactPath(digest string) (string, bool)
 	// LogDir is where this machine keeps an app's gear logs.
 	LogDir(appID string) string
 	// GearServices lists what listens in a gear of this machine (JSON).
@@ -90,6 +90,7 @@ func NewServer(addr string, tlsConf *tls.Config, local Local, repos Repos, log *
 	mux.HandleFunc("POST /peer/v1/gears/{id}/stop", s.stop)
 	mux.HandleFunc("GET /peer/v1/gears/{id}", s.state)
 	mux.HandleFunc("GET /peer/v1/deployments/{app}/{dep}", s.deployment)
+	mux.HandleFunc("GET /peer/v1/artifacts/{digest}", s.artifact)
 	mux.HandleFunc("GET /peer/v1/repos/{app}", s.repo)
 	mux.HandleFunc("GET /peer/v1/logs/{app}", s.logs)
 	mux.HandleFunc("GET /peer/v1/gears/{id}/services", s.services)
@@ -156,6 +157,17 @@ func (s *Server) state(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(st)
 }
 
+// artifact sends a packed build this machine holds.
+func (s *Server) artifact(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.local.ArtifactPath(r.PathValue("digest"))
+	if !ok {
+		http.Error(w, "this machine does not have that build", http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-tar")
+	http.ServeFile(w, r, p)
+}
+
 func (s *Server) deployment(w http.ResponseWriter, r *http.Request) {
 	dir, ok := s.local.DeploymentDir(r.PathValue("app"), r.PathValue("dep"))
 	if !ok {
@@ -163,7 +175,7 @@ func (s *Server) deployment(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-tar")
-	if err := writeTar(w, dir); err != nil {
+	if err := artifact.Pack(w, dir); err != nil {
 		s.log.Warn("sending a deployment", "dir", dir, "err", err)
 	}
 }
@@ -263,114 +275,6 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// writeTar writes the tree at dir (regular files, directories, symlinks
-// as links) with modes and owners.
-func writeTar(w io.Writer, dir string) error {
-	tw := tar.NewWriter(w)
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		if rel == "." {
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		link := ""
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		} else if !fi.Mode().IsRegular() && !fi.IsDir() {
-			return nil // sockets, devices: not part of a build
-		}
-		h, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return err
-		}
-		h.Name = filepath.ToSlash(rel)
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(tw, f)
-			f.Close()
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	return tw.Close()
-}
-
-// extractTar unpacks r into dir, which must not exist yet. Entries may not
-// leave dir: no absolute names, no "..", nothing written beneath a link
-// the archive made.
-func extractTar(r io.Reader, dir string, chown bool) error {
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		return err
-	}
-	links := map[string]bool{}
-	tr := tar.NewReader(r)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		name := filepath.Clean(filepath.FromSlash(h.Name))
-		if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, ".."+string(filepath.Separator)) {
-			return fmt.Errorf("refusing %q: outside the tree", h.Name)
-		}
-		for p := filepath.Dir(name); p != "."; p = filepath.Dir(p) {
-			if links[p] {
-				return fmt.Errorf("refusing %q: beneath a link", h.Name)
-			}
-		}
-		p := filepath.Join(dir, name)
-		mode := fs.FileMode(h.Mode) & 0o7777
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if err := os.MkdirAll(p, 0o755); err != nil {
-				return err
-			}
-			os.Chmod(p, mode)
-		case tar.TypeSymlink:
-			if err := os.Symlink(h.Linkname, p); err != nil {
-				return err
-			}
-			links[name] = true
-		case tar.TypeReg:
-			f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(f, tr)
-			f.Close()
-			if err != nil {
-				return err
-			}
-			os.Chmod(p, mode)
-		default:
-			continue
-		}
-		if chown {
-			os.Lchown(p, h.Uid, h.Gid)
-		}
-	}
-}
-
 // Client calls other machines.
 type Client struct{ c *http.Client }
 
@@ -461,11 +365,26 @@ func (c *Client) FetchDeployment(ctx context.Context, addr, appID, depID, dest s
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("the machine at %s: %s", addr, resp.Status)
 	}
-	if err := extractTar(resp.Body, dest, chown); err != nil {
+	if err := artifact.Unpack(resp.Body, dest, chown); err != nil {
 		os.RemoveAll(dest)
 		return err
 	}
 	return nil
+}
+
+// FetchArtifact copies a packed build from the machine at addr into
+// cache, which keeps it only if it is the one digest names.
+func (c *Client) FetchArtifact(ctx context.Context, addr, digest string, cache artifact.Cache) error {
+	resp, err := c.do(ctx, http.MethodGet, addr, "/peer/v1/artifacts/"+url.PathEscape(digest))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("the machine at %s: %s", addr, strings.TrimSpace(string(b)))
+	}
+	return cache.Fetch(digest, resp.Body)
 }
 
 // FetchRepo writes the bundle of an app's repository on the machine at
