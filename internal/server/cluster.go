@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -417,4 +418,24 @@ func remoteLogs(clu *clustered, st *store.Store, peers *peer.Client, self string
 		return nil
 	}
 	return clusterLogs{st: st, peers: peers, self: self}
+}
+
+// overlayKey is this machine's WireGuard private key, made at first use
+// and kept root-only at path.
+func overlayKey(path string) (string, error) {
+	raw, err := os.ReadFile(path)
+	if err == nil {
+		return strings.TrimSpace(string(raw)), nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	key, err := netplan.NewWireGuardKey()
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("keeping the WireGuard key: %w", err)
+	}
+	return key, nil
 }

@@ -185,6 +185,9 @@ type Options struct {
 	EgressLabels string
 	// GearSubnet is the subnet of namespaced gears (default 10.88.0.0/16).
 	GearSubnet string
+	// Overlay joins namespaced gears across machines: auto, wireguard or
+	// vxlan.
+	Overlay string
 	// NetPrefix names the bridge, namespaces and nftables tables
 	// (default "gantry"); tests use their own.
 	NetPrefix string
@@ -391,8 +394,22 @@ func Run(ctx context.Context, o Options) error {
 		if err != nil {
 			return err
 		}
-		network.Block, network.Overlay = block, &netplan.Overlay{Local: addr}
-		node.GearBlock, node.Overlay = block.String(), "vxlan"
+		mode, err := scheduler.ClaimOverlay(st, o.Overlay, netplan.WireGuardAvailable())
+		if err != nil {
+			return err
+		}
+		network.Block, network.Overlay = block, &netplan.Overlay{Mode: mode, Local: addr}
+		node.GearBlock, node.Overlay = block.String(), mode
+		if mode == netplan.OverlayWireGuard {
+			key, err := overlayKey(lay.OverlayKey())
+			if err != nil {
+				return err
+			}
+			network.Overlay.PrivateKey = key
+			if node.OverlayKey, err = netplan.WireGuardPublic(key); err != nil {
+				return err
+			}
+		}
 	}
 	// The DNS forwarder, on the gateway (isolated gears only): apps with
 	// hostname rules resolve through it, and their answers are let

@@ -105,3 +105,47 @@ func next(b netip.Prefix) netip.Prefix {
 	}
 	return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), b.Bits())
 }
+
+// Overlay modes a machine may ask for.
+const (
+	OverlayAuto      = "auto"
+	OverlayVXLAN     = "vxlan"
+	OverlayWireGuard = "wireguard"
+)
+
+// ClaimOverlay settles the cluster's gear overlay: the first machine
+// records its choice (auto: WireGuard where its kernel has it, else
+// VXLAN); the others take it, and are refused when they ask for another
+// or their kernel lacks it. wgErr is this machine's WireGuard probe.
+func ClaimOverlay(st *store.Store, want string, wgErr error) (string, error) {
+	if want == "" {
+		want = OverlayAuto
+	}
+	if want != OverlayAuto && want != OverlayVXLAN && want != OverlayWireGuard {
+		return "", fmt.Errorf("--overlay %q: choose auto, vxlan or wireguard", want)
+	}
+	if want == OverlayWireGuard && wgErr != nil {
+		return "", fmt.Errorf("--overlay wireguard: %w (load the wireguard kernel module, or use --overlay vxlan)", wgErr)
+	}
+	var mode string
+	err := st.Update(func(tx *store.Tx) error {
+		mode = store.OverlayMode(tx)
+		switch {
+		case mode == "":
+			mode = want
+			if want == OverlayAuto {
+				mode = OverlayVXLAN
+				if wgErr == nil {
+					mode = OverlayWireGuard
+				}
+			}
+			return store.SetOverlayMode(tx, mode)
+		case want != OverlayAuto && want != mode:
+			return fmt.Errorf("the cluster's gear overlay is %s: start this machine with --overlay %s (or auto)", mode, mode)
+		case mode == OverlayWireGuard && wgErr != nil:
+			return fmt.Errorf("the cluster's gear overlay is WireGuard, which this machine cannot make: %w (load the wireguard kernel module)", wgErr)
+		}
+		return nil
+	})
+	return mode, err
+}

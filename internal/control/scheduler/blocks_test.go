@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"errors"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -54,5 +55,37 @@ func TestClaimBlock(t *testing.T) {
 		if err != nil || b.String() != want {
 			t.Errorf("block %d of a /24: %v %v; want %s", i, b, err, want)
 		}
+	}
+}
+
+func TestClaimOverlay(t *testing.T) {
+	st, err := store.New(store.NewMem(), filepath.Join(t.TempDir(), "secrets.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	noWG := errors.New("this kernel makes no WireGuard device")
+	if m, err := ClaimOverlay(st, "", noWG); err != nil || m != OverlayVXLAN {
+		t.Fatalf("first machine, auto, no WireGuard: %q %v", m, err)
+	}
+	if m, err := ClaimOverlay(st, OverlayAuto, nil); err != nil || m != OverlayVXLAN {
+		t.Errorf("a later machine that has WireGuard takes the cluster's: %q %v", m, err)
+	}
+	if _, err := ClaimOverlay(st, OverlayWireGuard, nil); err == nil || !strings.Contains(err.Error(), "--overlay vxlan") {
+		t.Errorf("asking for another overlay: %v", err)
+	}
+	if _, err := ClaimOverlay(st, "ipsec", nil); err == nil {
+		t.Error("an unknown overlay was taken")
+	}
+	st2, _ := store.New(store.NewMem(), filepath.Join(t.TempDir(), "secrets.key"))
+	defer st2.Close()
+	if m, err := ClaimOverlay(st2, OverlayAuto, nil); err != nil || m != OverlayWireGuard {
+		t.Errorf("first machine, auto, with WireGuard: %q %v", m, err)
+	}
+	if _, err := ClaimOverlay(st2, OverlayAuto, noWG); err == nil || !strings.Contains(err.Error(), "cannot make") {
+		t.Errorf("a machine without WireGuard joining a WireGuard cluster: %v", err)
+	}
+	if _, err := ClaimOverlay(st2, OverlayWireGuard, noWG); err == nil || !strings.Contains(err.Error(), "--overlay vxlan") {
+		t.Errorf("--overlay wireguard without the module: %v", err)
 	}
 }

@@ -127,6 +127,19 @@ func SetGearSubnet(tx *Tx, subnet string) error {
 	return tx.Put("cluster/gear-subnet", &struct{ Subnet string }{subnet})
 }
 
+// OverlayMode is the cluster's gear overlay (vxlan, wireguard), recorded
+// by the first machine that chose it ("" before).
+func OverlayMode(tx *Tx) string {
+	var v struct{ Mode string }
+	tx.Get("cluster/overlay", &v)
+	return v.Mode
+}
+
+// SetOverlayMode records the cluster's gear overlay.
+func SetOverlayMode(tx *Tx, mode string) error {
+	return tx.Put("cluster/overlay", &struct{ Mode string }{mode})
+}
+
 // LastGearIP is the gear address given last (round-robin allocation, so
 // a freed address is not given again at once); "" if none yet.
 func LastGearIP(tx *Tx, node string) string {

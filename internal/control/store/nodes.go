@@ -28,6 +28,8 @@ type Node struct {
 	// GearBlock is its block of the gear subnet (namespaced gears in a
 	// cluster): its gears' addresses.
 	GearBlock string `json:"gear_block,omitempty"`
+	// OverlayKey is its WireGuard public key (a WireGuard overlay).
+	OverlayKey string `json:"overlay_key,omitempty"`
 	// Cordoned nodes get no new gears.
 	Cordoned bool `json:"cordoned,omitempty"`
 	// DownSince is when the scheduler's leader saw it go down (zero: up).

@@ -155,7 +155,11 @@ func (a *Agent) overlay(tx *store.Tx) (*netplan.Overlay, error) {
 			a.log.Warn("a machine without an IPv4 address is left out of the gear overlay", "node", n.Name, "address", n.Address)
 			continue
 		}
-		o.Peers = append(o.Peers, netplan.Peer{Name: n.Name, Block: block, Underlay: addr})
+		if o.Mode == netplan.OverlayWireGuard && n.OverlayKey == "" {
+			a.log.Warn("a machine without a WireGuard key is left out of the gear overlay", "node", n.Name)
+			continue
+		}
+		o.Peers = append(o.Peers, netplan.Peer{Name: n.Name, Block: block, Underlay: addr, PublicKey: n.OverlayKey})
 	}
 	return &o, nil
 }

@@ -21,8 +21,17 @@ import (
 // NAT), so the same app sets that separate apps on one bridge separate
 // them across machines, in the ip table's forward chain.
 
-// VXLAN is the overlay device's name.
-func (p Plan) VXLAN() string { return p.Prefix + "vx" }
+// VXLAN and WireGuard are the overlay devices' names.
+func (p Plan) VXLAN() string     { return p.Prefix + "vx" }
+func (p Plan) WireGuard() string { return p.Prefix + "wg" }
+
+// OverlayDev is the device of the overlay in force.
+func (p Plan) OverlayDev() string {
+	if p.Overlay != nil && p.Overlay.Mode == OverlayWireGuard {
+		return p.WireGuard()
+	}
+	return p.VXLAN()
+}
 
 // VTEP is a block's VXLAN endpoint address: the block's first (network)
 // address, never a gear's.
@@ -65,7 +74,7 @@ func overlaySets(p Plan, w func(string, ...any)) {
 	w("\t}")
 	w("\tset machines {")
 	w("\t\ttype ipv4_addr")
-	w("\t\tcomment \"the other machines' addresses, the only senders of VXLAN\"")
+	w("\t\tcomment \"the other machines' addresses, the only senders of overlay packets\"")
 	if len(nodes) > 0 {
 		w("\t\telements = { %s }", joinAddrs(nodes))
 	}
@@ -103,10 +112,10 @@ func overlayForward(p Plan, w func(string, ...any)) {
 	// TCP segments sized for the gears' 1500-byte links would not fit
 	// the overlay: clamp the MSS to the route's MTU (first: an accept
 	// ends the chain).
-	w("\t\toifname %q tcp flags syn tcp option maxseg size set rt mtu", p.VXLAN())
-	w("\t\tiifname %q udp dport %d drop comment \"gears never send VXLAN\"", p.Bridge, o.Port)
+	w("\t\toifname %q tcp flags syn tcp option maxseg size set rt mtu", p.OverlayDev())
+	w("\t\tiifname %q udp dport %d drop comment \"gears never send the overlay's packets\"", p.Bridge, o.Port)
 	w("\t\tip saddr %s ip daddr %s ct state established,related accept", p.Subnet, p.Subnet)
-	w("\t\tiifname %q ip saddr @vteps ip daddr %s accept comment \"the machines' routers\"", p.VXLAN(), p.Block)
+	w("\t\tiifname %q ip saddr @vteps ip daddr %s accept comment \"the machines' routers\"", p.OverlayDev(), p.Block)
 	ids, _ := crossApps(p)
 	for i := range ids {
 		w("\t\tip saddr @xapp%d ip daddr @xapp%d accept", i, i)
@@ -117,26 +126,35 @@ func overlayForward(p Plan, w func(string, ...any)) {
 // overlayInput keeps the overlay away from the host itself: over VXLAN
 // only replies come in, and VXLAN only from the other machines.
 func overlayInput(p Plan, w func(string, ...any)) {
-	w("\t\tudp dport %d ip saddr != @machines drop comment \"VXLAN from other machines only\"", p.Overlay.Port)
-	w("\t\tiifname %q ct state established,related accept", p.VXLAN())
-	w("\t\tiifname %q drop comment \"the overlay does not reach the host\"", p.VXLAN())
+	w("\t\tudp dport %d ip saddr != @machines drop comment \"the overlay from other machines only\"", p.Overlay.Port)
+	w("\t\tiifname %q ct state established,related accept", p.OverlayDev())
+	w("\t\tiifname %q drop comment \"the overlay does not reach the host\"", p.OverlayDev())
 }
 
 // ensureOverlay makes the VXLAN device and the routes, neighbours and
 // forwarding entries of every other machine's block, and removes those of
 // machines gone; without an overlay in the plan it removes the device.
 func ensureOverlay(p Plan, changed func(string, ...any)) error {
-	name := p.VXLAN()
-	l, err := netlink.LinkByName(name)
-	if p.Overlay == nil {
-		if err == nil {
+	// The device of the other mode (or both, without an overlay) goes.
+	for _, name := range []string{p.VXLAN(), p.WireGuard()} {
+		if p.Overlay != nil && name == p.OverlayDev() {
+			continue
+		}
+		if l, err := netlink.LinkByName(name); err == nil {
 			if err := netlink.LinkDel(l); err != nil {
 				return fmt.Errorf("removing %s: %w", name, err)
 			}
 			changed("removed overlay %s", name)
 		}
-		return nil
 	}
+	switch {
+	case p.Overlay == nil:
+		return nil
+	case p.Overlay.Mode == OverlayWireGuard:
+		return ensureWireGuard(p, changed)
+	}
+	name := p.VXLAN()
+	l, err := netlink.LinkByName(name)
 	o := p.Overlay
 	mac := VTEPMAC(p.Block)
 	if err == nil {
@@ -251,9 +269,10 @@ func overlayKey(p Plan) string {
 		return "none"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %s %d %d %s", p.VXLAN(), p.Overlay.Local, p.Overlay.Port, p.Overlay.VNI, p.Block)
+	key := sha256.Sum256([]byte(p.Overlay.PrivateKey))
+	fmt.Fprintf(&b, "%s %s %d %d %s %x", p.OverlayDev(), p.Overlay.Local, p.Overlay.Port, p.Overlay.VNI, p.Block, key[:8])
 	for _, peer := range p.Overlay.Peers {
-		fmt.Fprintf(&b, " %s=%s@%s", peer.Name, peer.Block, peer.Underlay)
+		fmt.Fprintf(&b, " %s=%s@%s/%s", peer.Name, peer.Block, peer.Underlay, peer.PublicKey)
 	}
 	return b.String()
 }

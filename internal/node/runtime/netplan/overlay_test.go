@@ -13,6 +13,48 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
+func wgKeys(t *testing.T) (string, string) {
+	t.Helper()
+	a, err := NewWireGuardKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := NewWireGuardKey()
+	return a, b
+}
+
+// The WireGuard device's configuration: this machine's key and port, each
+// other machine a peer at its address, allowed its block only.
+func TestWireGuardConfig(t *testing.T) {
+	keyA, keyB := wgKeys(t)
+	pubB, _ := WireGuardPublic(keyB)
+	ip := netip.MustParseAddr
+	p := Plan{Prefix: "gx", Subnet: netip.MustParsePrefix("10.232.0.0/16"), Block: netip.MustParsePrefix("10.232.1.0/24"),
+		Overlay: &Overlay{Mode: OverlayWireGuard, PrivateKey: keyA, Local: ip("172.30.99.1"),
+			Peers: []Peer{{Name: "b", Block: netip.MustParsePrefix("10.232.2.0/24"), Underlay: ip("172.30.99.2"), PublicKey: pubB}}}}.Normalize()
+	cfg, err := wireguardConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *cfg.ListenPort != 51820 || cfg.PrivateKey.String() != keyA || !cfg.ReplacePeers || len(cfg.Peers) != 1 {
+		t.Fatalf("config %+v", cfg)
+	}
+	peer := cfg.Peers[0]
+	if peer.PublicKey.String() != pubB || peer.Endpoint.String() != "172.30.99.2:51820" || len(peer.AllowedIPs) != 1 || peer.AllowedIPs[0].String() != "10.232.2.0/24" {
+		t.Errorf("peer %+v", peer)
+	}
+	rs := Ruleset(p)
+	for _, want := range []string{`oifname "gxwg" tcp flags syn`, `iifname "gxwg" drop`, "udp dport 51820 ip saddr != @machines drop"} {
+		if !strings.Contains(rs, want) {
+			t.Errorf("ruleset lacks %q", want)
+		}
+	}
+	p.Overlay.Peers[0].PublicKey = "nonsense"
+	if _, err := wireguardConfig(p); err == nil || !strings.Contains(err.Error(), "machine b") {
+		t.Errorf("a peer without a key: %v", err)
+	}
+}
+
 func TestOverlayRulesRender(t *testing.T) {
 	ip := netip.MustParseAddr
 	p := Plan{Prefix: "gx", Subnet: netip.MustParsePrefix("10.232.0.0/16"), Block: netip.MustParsePrefix("10.232.1.0/24"),
@@ -66,6 +108,17 @@ func machineNetns(t *testing.T, name string) string {
 // router), no gear reaches the other machine itself; a machine gone from
 // the plan takes its route with it.
 func TestOverlayJoinsBlocksAndKeepsAppsApart(t *testing.T) {
+	t.Run("vxlan", func(t *testing.T) { testOverlay(t, OverlayVXLAN) })
+	t.Run("wireguard", func(t *testing.T) {
+		needRoot(t)
+		if err := WireGuardAvailable(); err != nil {
+			t.Skipf("%v: the same routed overlay is tested with VXLAN here; this runs where the kernel has WireGuard", err)
+		}
+		testOverlay(t, OverlayWireGuard)
+	})
+}
+
+func testOverlay(t *testing.T, mode string) {
 	needRoot(t)
 	id := os.Getpid() % 10000
 	ma, mb := machineNetns(t, fmt.Sprintf("gma%d", id)), machineNetns(t, fmt.Sprintf("gmb%d", id))
@@ -105,10 +158,13 @@ func TestOverlayJoinsBlocksAndKeepsAppsApart(t *testing.T) {
 	pa, pb := fmt.Sprintf("gxa%d", id), fmt.Sprintf("gxb%d", id)
 	gearsA := []Gear{{ID: "a1", App: "X", IP: ip("10.232.1.2")}, {ID: "a2", App: "Y", IP: ip("10.232.1.3")}}
 	gearsB := []Gear{{ID: "b1", App: "X", IP: ip("10.232.2.2")}, {ID: "b2", App: "Y", IP: ip("10.232.2.3")}, {ID: "b3", App: "Z", IP: ip("10.232.2.4")}}
+	keyA, keyB := wgKeys(t)
+	pubA, _ := WireGuardPublic(keyA)
+	pubB, _ := WireGuardPublic(keyB)
 	planA := Plan{Prefix: pa, Subnet: subnet, Block: blockA, Gears: gearsA, Remote: gearsB,
-		Overlay: &Overlay{Local: ip("172.30.99.1"), Peers: []Peer{{Name: "b", Block: blockB, Underlay: ip("172.30.99.2")}}}}
+		Overlay: &Overlay{Mode: mode, PrivateKey: keyA, Local: ip("172.30.99.1"), Peers: []Peer{{Name: "b", Block: blockB, Underlay: ip("172.30.99.2"), PublicKey: pubB}}}}
 	planB := Plan{Prefix: pb, Subnet: subnet, Block: blockB, Gears: gearsB, Remote: gearsA,
-		Overlay: &Overlay{Local: ip("172.30.99.2"), Peers: []Peer{{Name: "a", Block: blockA, Underlay: ip("172.30.99.1")}}}}
+		Overlay: &Overlay{Mode: mode, PrivateKey: keyB, Local: ip("172.30.99.2"), Peers: []Peer{{Name: "a", Block: blockA, Underlay: ip("172.30.99.1"), PublicKey: pubA}}}}
 	for _, m := range []struct {
 		ns string
 		p  Plan
@@ -123,6 +179,14 @@ func TestOverlayJoinsBlocksAndKeepsAppsApart(t *testing.T) {
 			}
 		})
 		t.Cleanup(func() { inNetns(t, m.ns, func() { RemoveAll(m.p.Prefix) }) })
+	}
+	if mode == OverlayWireGuard {
+		inNetns(t, ma, func() {
+			peers, err := wireguardPeers(planA.Normalize().WireGuard())
+			if err != nil || peers[pubB] != "172.30.99.2:51820 [10.232.2.0/24]" {
+				t.Errorf("machine A's WireGuard peers: %v %v", peers, err)
+			}
+		})
 	}
 	gearNs := func(p Plan, g string) string { return p.Normalize().NetnsName(g) }
 	for _, g := range gearsB {
@@ -179,12 +243,12 @@ func TestOverlayJoinsBlocksAndKeepsAppsApart(t *testing.T) {
 	// Machine B leaves A's plan: its route goes, nothing else changes.
 	inNetns(t, ma, func() {
 		gone := planA
-		gone.Remote, gone.Overlay = nil, &Overlay{Local: ip("172.30.99.1")}
+		gone.Remote, gone.Overlay = nil, &Overlay{Mode: mode, PrivateKey: keyA, Local: ip("172.30.99.1")}
 		var st State
 		if _, err := Apply(gone, nil, &st); err != nil {
 			t.Fatal(err)
 		}
-		vx, err := netlink.LinkByName(gone.Normalize().VXLAN())
+		vx, err := netlink.LinkByName(gone.Normalize().OverlayDev())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -50,22 +50,34 @@ type Plan struct {
 	Remote []Gear
 }
 
-// Overlay is the VXLAN that carries gear traffic between machines: each
-// machine routes the other machines' blocks to their VXLAN endpoints
-// (the block's first address, a MAC derived from the block), sent in UDP
-// to their underlay address.
+// Overlay carries gear traffic between machines: each machine routes the
+// other machines' blocks to them, in UDP to their underlay address. Mode
+// "vxlan" (the default) sends it in the clear, to the blocks' VXLAN
+// endpoints (the block's first address, a MAC derived from the block);
+// "wireguard" encrypts it with the kernel's WireGuard, each machine
+// known by its public key.
 type Overlay struct {
+	Mode  string     // vxlan or wireguard
 	Local netip.Addr // this machine's underlay address (its advertised one)
-	Port  uint16     // UDP port, default 4789
-	VNI   int        // default 4788
-	Peers []Peer
+	Port  uint16     // UDP port, default 4789 (VXLAN), 51820 (WireGuard)
+	VNI   int        // VXLAN's network identifier, default 4788
+	// PrivateKey is this machine's WireGuard key (base64).
+	PrivateKey string
+	Peers      []Peer
 }
+
+// Overlay modes.
+const (
+	OverlayVXLAN     = "vxlan"
+	OverlayWireGuard = "wireguard"
+)
 
 // Peer is another machine of the overlay.
 type Peer struct {
-	Name     string
-	Block    netip.Prefix
-	Underlay netip.Addr
+	Name      string
+	Block     netip.Prefix
+	Underlay  netip.Addr
+	PublicKey string // its WireGuard key (base64)
 }
 
 // PrivateNets are the networks gears may not reach unless the operator
@@ -112,8 +124,14 @@ func (p Plan) Normalize() Plan {
 	sort.Slice(p.Remote, func(i, j int) bool { return p.Remote[i].ID < p.Remote[j].ID })
 	if o := p.Overlay; o != nil {
 		c := *o
+		if c.Mode == "" {
+			c.Mode = OverlayVXLAN
+		}
 		if c.Port == 0 {
 			c.Port = 4789
+			if c.Mode == OverlayWireGuard {
+				c.Port = 51820
+			}
 		}
 		if c.VNI == 0 {
 			c.VNI = 4788
@@ -173,6 +191,9 @@ func (p Plan) Validate() error {
 	if o := p.Overlay; o != nil {
 		if !o.Local.Is4() {
 			return fmt.Errorf("the overlay needs this machine's IPv4 address (got %q)", o.Local)
+		}
+		if o.Mode != OverlayVXLAN && o.Mode != OverlayWireGuard {
+			return fmt.Errorf("overlay %q: choose vxlan or wireguard", o.Mode)
 		}
 		for _, peer := range o.Peers {
 			if !p.Subnet.Contains(peer.Block.Addr()) || peer.Block.Overlaps(p.Block) || !peer.Underlay.Is4() {
