@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/gantry-paas/gantry/internal/node/runtime/netplan"
 )
 
@@ -32,6 +33,16 @@ http.createServer((req, res) => {
     return;
   }
   res.end("overlay v1\n");
+}).on("upgrade", (req, socket) => { // a WebSocket that echoes text frames
+  const accept = require("crypto").createHash("sha1")
+    .update(req.headers["sec-websocket-key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest("base64");
+  socket.write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + accept + "\r\n\r\n");
+  socket.on("data", (b) => {
+    const len = b[1] & 127, data = Buffer.from(b.slice(6, 6 + len));
+    for (let i = 0; i < len; i++) data[i] ^= b[2 + (i % 4)];
+    if ((b[0] & 15) === 1) socket.write(Buffer.concat([Buffer.from([0x81, len]), data]));
+  });
+  socket.on("error", () => {});
 }).listen(process.env.PORT, process.env.IP);
 `
 
@@ -206,6 +217,17 @@ func TestClusterOverlay(t *testing.T) {
 				t.Fatalf("through %s's router: %d %q", m.name, code, body)
 			}
 		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, _, err := websocket.Dial(ctx, strings.Replace(m.srv.url(host, "/"), "http://", "ws://", 1), &websocket.DialOptions{HTTPClient: m.client()})
+		if err != nil {
+			t.Fatalf("a WebSocket through %s: %v", m.name, err)
+		}
+		c.Write(ctx, websocket.MessageText, []byte("hello"))
+		if _, msg, err := c.Read(ctx); err != nil || string(msg) != "hello" {
+			t.Errorf("WebSocket echo through %s: %q %v", m.name, msg, err)
+		}
+		c.CloseNow()
+		cancel()
 	}
 	// Gear to gear: every blog gear (on all three machines, the router
 	// spreads the requests) reaches each blog gear, and none reaches the
