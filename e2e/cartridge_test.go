@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -58,6 +60,31 @@ func cartridges(t *testing.T, isolation []string) {
 	}
 	if got := mustGet(t, hc, srv.url(host, "/env/OPENSHIFT_POSTGRESQL_DB_HOST")); got != pg.Host {
 		t.Errorf("OPENSHIFT_POSTGRESQL_DB_HOST: %q", got)
+	}
+	// A one-off run: a fresh gear with the app's env and code, reaching
+	// the database, its exit status passed back; then it is gone.
+	var before appJSON
+	u.gantryJSON(&before, "app", "show", "web")
+	runOut, err := u.exec("", u.cli(), "run", "web", "--", "sh", "-c", `'echo url=$DATABASE_URL; ls server.js; psql "$DATABASE_URL" -tAc "select 40+2"; exit 3'`)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 || !strings.Contains(runOut, "url="+pg.URL) || !strings.Contains(runOut, "server.js") || !strings.Contains(runOut, "\n42\n") {
+		t.Errorf("gantry run: %v\n%s", err, runOut)
+	}
+	var after appJSON
+	u.gantryJSON(&after, "app", "show", "web")
+	running := func(a appJSON) (ids []string) {
+		for _, g := range a.Gears {
+			if g.State != "draining" {
+				ids = append(ids, g.ID)
+			}
+		}
+		return ids
+	}
+	if fmt.Sprint(running(after)) != fmt.Sprint(running(before)) {
+		t.Errorf("gears after the run: %+v; before: %+v", after.Gears, before.Gears)
+	}
+	if out := u.gantryFails("run", "nosuchapp", "--", "true"); !strings.Contains(out, "nosuchapp") {
+		t.Errorf("a run of an unknown app: %s", out)
 	}
 	var shown struct {
 		Cartridges []cartridgeJSON `json:"cartridges"`

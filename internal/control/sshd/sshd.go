@@ -50,6 +50,9 @@ type GearExec interface {
 	// ExecRemote runs it in a gear of another machine, relaying the
 	// streams, and returns its exit code.
 	ExecRemote(ctx context.Context, gearID string, req peer.ExecRequest, stdio peer.ExecIO) (int, error)
+	// StartOneOff starts a fresh gear of the app on this machine for a
+	// command; done stops and removes it.
+	StartOneOff(ctx context.Context, appKey string) (gearID string, done func(), err error)
 }
 
 // Options configure the SSH server.
@@ -237,7 +240,7 @@ func (s *Server) handle(sess ssh.Session) {
 		sess.Exit(1)
 		return
 	}
-	if cmd[0] == "gear" {
+	if cmd[0] == "gear" || cmd[0] == "run" {
 		sess.Exit(s.gearShell(sess, user))
 		return
 	}
@@ -316,6 +319,9 @@ func truncate(s string, n int) string {
 type GearCommand struct {
 	Domain, App, Gear string
 	Command           string // verbatim shell command, "" for a shell
+	// OneOff (`run DOMAIN/APP [-- COMMAND]`, gantry run): in a fresh gear
+	// made for it, removed afterwards.
+	OneOff bool
 }
 
 // ParseGearCommand parses the raw command of a `gantry ssh` session. The
@@ -326,20 +332,22 @@ func ParseGearCommand(raw string) (*GearCommand, error) {
 		head = strings.TrimSuffix(head, " --")
 	}
 	f := strings.Fields(head)
-	if len(f) < 2 || f[0] != "gear" {
-		return nil, errors.New("usage: gear DOMAIN/APP [--gear ID] [-- COMMAND]")
+	usage := errors.New("usage: gear DOMAIN/APP [--gear ID] [-- COMMAND], or run DOMAIN/APP [-- COMMAND]")
+	oneOff := len(f) > 0 && f[0] == "run"
+	if len(f) < 2 || (f[0] != "gear" && !oneOff) || (oneOff && len(f) != 2) {
+		return nil, usage
 	}
 	domain, app, ok := strings.Cut(f[1], "/")
 	if !ok || names.Label("domain", domain) != nil || names.Label("app", app) != nil {
 		return nil, fmt.Errorf("%q is not DOMAIN/APP", f[1])
 	}
-	gc := &GearCommand{Domain: domain, App: app, Command: strings.TrimSpace(command)}
+	gc := &GearCommand{Domain: domain, App: app, Command: strings.TrimSpace(command), OneOff: oneOff}
 	switch {
 	case len(f) == 2:
 	case len(f) == 4 && f[2] == "--gear" && names.Label("gear", f[3]) == nil:
 		gc.Gear = f[3]
 	default:
-		return nil, errors.New("usage: gear DOMAIN/APP [--gear ID] [-- COMMAND]")
+		return nil, usage
 	}
 	return gc, nil
 }
@@ -363,6 +371,16 @@ func (s *Server) gearShell(sess ssh.Session, user string) int {
 		return 1
 	}
 	ptyReq, _, isPty := sess.Pty()
+	if gc.OneOff {
+		id, done, err := s.o.Gears.StartOneOff(sess.Context(), app.Key())
+		if err != nil {
+			fmt.Fprintf(sess.Stderr(), "gantry: %v\n", err)
+			return 1
+		}
+		defer done()
+		gc.Gear = id
+		s.log.Info("one-off run", "user", user, "app", app.FullName(), "gear", id, "interactive", gc.Command == "")
+	}
 	cmd, gearID, err := s.o.Gears.ExecCommand(app.Key(), gc.Gear, gc.Command, isPty, ptyReq.Term)
 	var elsewhere interface{ Elsewhere() string }
 	if errors.As(err, &elsewhere) {

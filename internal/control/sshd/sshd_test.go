@@ -74,12 +74,18 @@ func TestParseGearCommand(t *testing.T) {
 		"gear acme/blog --gear ../x -- id":      "error",
 		"gear acme/blog extra":                  "error",
 		"shell acme/blog":                       "error",
+		"run acme/blog -- rake db:migrate":      "acme blog  rake db:migrate (one-off)",
+		"run acme/blog":                         "acme blog   (one-off)",
+		"run acme/blog --gear abc123 -- id":     "error",
 	} {
 		t.Run(strings.ReplaceAll(raw, " ", "_"), func(t *testing.T) {
 			gc, err := ParseGearCommand(raw)
 			got := "error"
 			if err == nil {
 				got = gc.Domain + " " + gc.App + " " + gc.Gear + " " + gc.Command
+				if gc.OneOff {
+					got += " (one-off)"
+				}
 			}
 			if got != want {
 				t.Errorf("got %q; want %q", got, want)

@@ -141,6 +141,10 @@ const (
 	GearRunning  = "running"  // routed
 	GearDraining = "draining" // unrouted, finishing open connections
 	GearStopped  = "stopped"
+	// GearOneOff is a gear for one command (`gantry run`): the app's code,
+	// env and isolation, never routed, scaled or replaced by a deploy;
+	// removed when the command ends.
+	GearOneOff = "oneoff"
 )
 
 // Gear is one running instance of an app. Key: gears/ID.

@@ -300,7 +300,8 @@ func (a *Agent) reattach(ctx context.Context) {
 		st, _ := a.rt.State(g.ID)
 		alive := st.Alive
 		switch {
-		case g.State == store.GearDraining || g.State == store.GearStopped:
+		case g.State == store.GearDraining || g.State == store.GearStopped || g.State == store.GearOneOff:
+			// (a one-off's command ended with the server that ran it)
 			a.stopGear(ctx, g, io.Discard)
 			a.o.Store.Update(func(tx *store.Tx) error { return tx.Delete(store.GearKey(g.ID)) })
 			a.netRemove(g.ID)

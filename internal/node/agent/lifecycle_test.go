@@ -470,3 +470,40 @@ func TestPruneBuilds(t *testing.T) {
 		t.Error("a build no deployment names stayed")
 	}
 }
+
+// A one-off gear runs the app's code for a command: not routed, left
+// alone by a deploy, never picked for a shell, gone when done.
+func TestOneOffGear(t *testing.T) {
+	l := newLifecycle(t)
+	ctx := context.Background()
+	if err := l.a.Rollout(ctx, l.app.Key(), "d1", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	id, done, err := l.a.StartOneOff(ctx, l.app.Key())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.deployment("d2")
+	if err := l.a.Rollout(ctx, l.app.Key(), "d2", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	by, _ := l.gears()
+	if fmt.Sprint(by["d1 oneoff"]) != "["+id+"]" || len(by["d2 running"]) != 2 {
+		t.Errorf("gears after a deploy during a one-off: %v", by)
+	}
+	if _, gear, err := l.a.ExecCommand(l.app.Key(), id, "rake db:migrate", false, ""); err != nil || gear != id {
+		t.Errorf("exec in the one-off: %s %v", gear, err)
+	}
+	if _, gear, err := l.a.ExecCommand(l.app.Key(), "", "uptime", false, ""); err != nil || gear == id {
+		t.Errorf("a shell went to %s (%v); want a web gear, not the one-off", gear, err)
+	}
+	done()
+	if by, _ := l.gears(); len(by["d1 oneoff"]) != 0 {
+		t.Errorf("the one-off stayed: %v", by)
+	}
+	noApp := store.App{ID: "a2", Name: "empty", Domain: "acme"}
+	l.put(noApp.Key(), &noApp)
+	if _, _, err := l.a.StartOneOff(ctx, noApp.Key()); err == nil || !strings.Contains(err.Error(), "nothing deployed") {
+		t.Errorf("a run of an app with nothing deployed: %v", err)
+	}
+}

@@ -224,7 +224,7 @@ func (a *Agent) startOne(ctx context.Context, app *store.App, dep *store.Deploym
 			return err
 		}
 	}
-	if hook := a.hook(dep, "pre_start"); hook != "" {
+	if hook := a.hook(dep, "pre_start"); hook != "" && g.State != store.GearOneOff {
 		fmt.Fprintf(out, "-----> Running pre_start hook (gear %s)\n", g.ID)
 		if err := a.runGearHook(ctx, app, g, hook, dep.Dir, env, out); err != nil {
 			return fmt.Errorf("pre_start hook: %w", err)

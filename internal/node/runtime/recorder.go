@@ -103,6 +103,11 @@ func (r *Recorder) Start(gearID string) error {
 	return nil
 }
 
+func (r *Recorder) Running(gearID string) bool {
+	st, err := r.State(gearID)
+	return err == nil && st.Alive
+}
+
 func (r *Recorder) State(gearID string) (State, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -10,6 +10,7 @@ package runtime
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
@@ -76,6 +77,9 @@ type Driver interface {
 	Start(gearID string) error
 	// State reads a gear's supervisor state; an error if it never wrote one.
 	State(gearID string) (State, error)
+	// Running says whether the gear's process runs now, so that a command
+	// may be run in it (Exec): under runc, once the container is started.
+	Running(gearID string) bool
 	// Stop stops a gear's supervisor and so its processes: SIGTERM, then
 	// SIGKILL after grace. A gear not running is left as it is.
 	Stop(gearID string, grace time.Duration)
@@ -157,6 +161,11 @@ func (p *Process) Start(gearID string) error {
 	return nil
 }
 
+func (p *Process) Running(gearID string) bool {
+	st, err := p.State(gearID)
+	return err == nil && st.Alive && st.PID > 0 && st.Status == shim.Running
+}
+
 func (p *Process) State(gearID string) (State, error) {
 	dir := p.Dir(gearID)
 	st, err := shim.ReadState(dir)
@@ -218,6 +227,16 @@ type Namespaces struct {
 }
 
 func (n *Namespaces) Caps() Caps { return Caps{Isolated: true} }
+
+// Running asks runc whether the gear's container is started.
+func (n *Namespaces) Running(gearID string) bool {
+	out, err := exec.Command("runc", "--root", n.RuncRoot, "state", gearID).Output()
+	if err != nil {
+		return false
+	}
+	var st struct{ Status string }
+	return json.Unmarshal(out, &st) == nil && st.Status == "running"
+}
 
 // network runs f on the plan, one change at a time.
 func (n *Namespaces) network(f func(netplan.Plan) ([]string, error)) error {
