@@ -47,7 +47,7 @@ func cartridges(t *testing.T, isolation []string) {
 	u := newEnv(t, cfg)
 	hc := srv.httpClient()
 	host := "web-db.localhost"
-	deployNodeApp(t, u, "db", "web")
+	_, repo := deployNodeApp(t, u, "db", "web")
 
 	var pg cartridgeJSON
 	u.gantryJSON(&pg, "cartridge", "add", "web", "postgresql")
@@ -82,6 +82,61 @@ func cartridges(t *testing.T, isolation []string) {
 	}
 	if fmt.Sprint(running(after)) != fmt.Sprint(running(before)) {
 		t.Errorf("gears after the run: %+v; before: %+v", after.Gears, before.Gears)
+	}
+	// For scripts, over the API: the output and exit code in JSON.
+	var rv struct {
+		Gear     string
+		ExitCode *int `json:"exit_code"`
+		Output   string
+	}
+	raw, err := u.exec("", u.cli(), "run", "web", "--json", "--", "echo", "from-api;", "exit", "4")
+	if json.Unmarshal([]byte(raw), &rv) != nil || rv.ExitCode == nil || *rv.ExitCode != 4 || rv.Output != "from-api\n" || !errors.As(err, &ee) || ee.ExitCode() != 4 {
+		t.Errorf("gantry run --json: %v %s", err, raw)
+	}
+	// Detached: at once; its output in the app's logs, labelled run; then
+	// its gear is gone.
+	raw, err = u.exec("", u.cli(), "run", "web", "--detach", "--json", "--", "sleep", "1;", "echo", "detached-ran")
+	if err != nil || json.Unmarshal([]byte(raw), &rv) != nil || rv.Gear == "" {
+		t.Fatalf("gantry run --detach: %v %s", err, raw)
+	}
+	eventually(t, "the detached run's output in the logs, its gear gone", 30*time.Second, func() error {
+		logs := u.gantry("logs", "web")
+		if !strings.Contains(logs, "detached-ran") || !strings.Contains(logs, "one-off command exited with status 0") {
+			return fmt.Errorf("logs:\n%s", logs)
+		}
+		var a appJSON
+		u.gantryJSON(&a, "app", "show", "web")
+		for _, g := range a.Gears {
+			if g.ID == rv.Gear {
+				return fmt.Errorf("gear %s is still there (%s)", g.ID, g.State)
+			}
+		}
+		return nil
+	})
+	// A release command runs once per deployment before the gears switch,
+	// with the new code and the env (its database); one that fails refuses
+	// the push and leaves the app as it was.
+	writeFile(t, filepath.Join(repo, "Procfile"), "web: node server.js\nrelease: psql \"$DATABASE_URL\" -qc 'create table if not exists releases (n int)' -c 'insert into releases values (1)'\n", 0o644)
+	writeFile(t, filepath.Join(repo, "server.js"), nodeApp("v2"), 0o644)
+	u.runIn(repo, "git", "add", "-A")
+	u.runIn(repo, "git", "commit", "-qm", "v2 with a release")
+	if out := u.runIn(repo, "git", "push"); !strings.Contains(out, "Running the release command") {
+		t.Errorf("push with a release command:\n%s", out)
+	}
+	if got := mustGet(t, hc, srv.url(host, "/")); got != "v2 \n" {
+		t.Errorf("after the release: %q", got)
+	}
+	if out := u.gantry("run", "web", "--", "psql", `"$DATABASE_URL"`, "-tAc", `"select count(*) from releases"`); !strings.Contains(out, "1") {
+		t.Errorf("rows the release wrote: %q", out)
+	}
+	writeFile(t, filepath.Join(repo, "Procfile"), "web: node server.js\nrelease: echo migration broke; exit 7\n", 0o644)
+	writeFile(t, filepath.Join(repo, "server.js"), nodeApp("v3"), 0o644)
+	u.runIn(repo, "git", "commit", "-qam", "v3 with a failing release")
+	if out, err := u.exec(repo, "git", "push"); err == nil || !strings.Contains(out, "migration broke") || !strings.Contains(out, "release command failed") {
+		t.Errorf("push with a failing release (%v):\n%s", err, out)
+	}
+	if got := mustGet(t, hc, srv.url(host, "/")); got != "v2 \n" {
+		t.Errorf("after a failed release the app serves %q; want v2 as it was", got)
 	}
 	if out := u.gantryFails("run", "nosuchapp", "--", "true"); !strings.Contains(out, "nosuchapp") {
 		t.Errorf("a run of an unknown app: %s", out)

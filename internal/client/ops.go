@@ -313,3 +313,8 @@ func (c *Client) Drain(ctx context.Context, name string) (apitypes.DrainView, er
 func (c *Client) MigrateStore(ctx context.Context, req apitypes.StoreMigrateRequest) (apitypes.StoreMigrateView, error) {
 	return call[apitypes.StoreMigrateView](c, ctx, http.MethodPost, "/v1/admin/store/migrate", req)
 }
+
+// Run runs a command in a one-off gear of the app.
+func (c *Client) Run(ctx context.Context, d, a string, req apitypes.RunRequest) (apitypes.RunView, error) {
+	return call[apitypes.RunView](c, ctx, http.MethodPost, c.appPath(d, a, "runs"), req)
+}

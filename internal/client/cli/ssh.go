@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"os/exec"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gantry-paas/gantry/internal/client"
+	"github.com/gantry-paas/gantry/internal/control/apitypes"
 )
 
 // EnvSSHCommand overrides the ssh client `gantry ssh` runs (as
@@ -44,6 +46,7 @@ environment, over Gantry's SSH endpoint (your SSH key must be added with
 }
 
 func (c *cli) runCmd() *cobra.Command {
+	var detach bool
 	cmd := &cobra.Command{
 		Use:   "run APP [-- COMMAND...]",
 		Short: "Run a command in a fresh gear of the app (a one-off: migrations, consoles, scripts)",
@@ -54,13 +57,41 @@ is never routed and takes no request; the app's running gears are untouched.
 Over Gantry's SSH endpoint, as 'gantry ssh'.`,
 		Example: `  gantry run blog -- python manage.py migrate
   gantry run blog -- sh -c 'echo $DATABASE_URL'
-  gantry run blog`,
+  gantry run blog
+  gantry run blog --detach -- ./reindex.sh`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, args []string) error {
-			return c.sshSession(ctx, cl, d, a, "run "+d+"/"+a, args)
+			if !detach && !c.json {
+				return c.sshSession(ctx, cl, d, a, "run "+d+"/"+a, args)
+			}
+			// Over the API: detached, or attached for a script (--json).
+			if len(args) == 0 {
+				return errors.New("give the command after --")
+			}
+			var stop func()
+			if !detach {
+				stop = c.spinner("Running in a one-off gear")
+			}
+			v, err := cl.Run(ctx, d, a, apitypes.RunRequest{Command: strings.Join(args, " "), Detach: detach})
+			if stop != nil {
+				stop()
+			}
+			if err != nil {
+				return err
+			}
+			if err := c.out(v, func(w io.Writer) {
+				fmt.Fprintf(w, "Running in one-off gear %s; its output goes to the app's logs (gantry logs %s). The gear goes when the command ends.\n", v.Gear, a)
+			}); err != nil {
+				return err
+			}
+			if v.ExitCode != nil && *v.ExitCode != 0 {
+				return &exitError{code: *v.ExitCode}
+			}
+			return nil
 		}),
 	}
 	cmd.Flags().StringVarP(&c.domain, "domain", "n", "", "the app's domain (when you have several)")
+	cmd.Flags().BoolVar(&detach, "detach", false, "run in the background; its output goes to the app's logs")
 	return cmd
 }
 

@@ -166,6 +166,7 @@ func TestTwoUsersSeeOnlyTheirOwn(t *testing.T) {
 		{"PATCH", "/v1/domains/acme/apps/blog/env", `{"set":{"A":"1"}}`},
 		{"GET", "/v1/domains/acme/apps/blog/logs", ""},
 		{"GET", "/v1/domains/acme/apps/blog/deployments", ""},
+		{"POST", "/v1/domains/acme/apps/blog/runs", `{"command":"id"}`},
 	} {
 		h.problem(h.bob, op.method, op.path, op.body, 404, "app_not_found")
 	}
@@ -208,6 +209,33 @@ func TestBadInput(t *testing.T) {
 	h.problem(h.admin, "POST", "/v1/sshkeys", `{"key":"-----BEGIN OPENSSH PRIVATE KEY-----"}`, 400, apitypes.CodeInvalid)
 	h.problem(h.admin, "POST", "/v1/domains/acme/apps/x/start", "", 409, apitypes.CodeNothingRunning)
 	h.problem(h.admin, "DELETE", "/v1/domains/acme", "", 409, apitypes.CodeConflict)
+}
+
+// A one-off run over the API: the output and exit code of an attached
+// one, the gear of a detached one; nothing deployed, or no command, is
+// refused.
+func TestRunOverTheAPI(t *testing.T) {
+	h := newHarness(t)
+	h.do(h.admin, "POST", "/v1/domains", `{"name":"acme"}`, 201, nil)
+	h.do(h.admin, "POST", "/v1/domains/acme/apps", `{"name":"x","type":"static"}`, 201, nil)
+	h.problem(h.admin, "POST", "/v1/domains/acme/apps/x/runs", `{"command":"id"}`, 409, apitypes.CodeNothingRunning)
+	h.st.Update(func(tx *store.Tx) error {
+		var a store.App
+		tx.Get(store.AppKey("acme", "x"), &a)
+		a.ActiveDeployment = "d1"
+		return tx.Put(a.Key(), &a)
+	})
+	h.problem(h.admin, "POST", "/v1/domains/acme/apps/x/runs", `{"command":" "}`, 400, apitypes.CodeInvalid)
+	var v apitypes.RunView
+	h.do(h.admin, "POST", "/v1/domains/acme/apps/x/runs", `{"command":"rake db:migrate"}`, 200, &v)
+	if v.ExitCode == nil || *v.ExitCode != 3 || v.Output != "ran \"rake db:migrate\" in apps/acme/x\n" || v.Detached {
+		t.Errorf("attached run: %+v", v)
+	}
+	v = apitypes.RunView{}
+	h.do(h.admin, "POST", "/v1/domains/acme/apps/x/runs", `{"command":"sleep 60","detach":true}`, 200, &v)
+	if v.Gear != "r1" || !v.Detached || v.ExitCode != nil {
+		t.Errorf("detached run: %+v", v)
+	}
 }
 
 func TestEnvChangeRestartsRunningApp(t *testing.T) {
@@ -301,3 +329,10 @@ func (f *fakeAgent) PurgeCache(app *store.App) (int64, error) {
 func (f *fakeAgent) DiskUsage(app *store.App) (used, limit int64) { return 0, 0 }
 
 func (f *fakeAgent) Evacuate(context.Context, string, string, io.Writer) (int, error) { return 0, nil }
+func (f *fakeAgent) RunCommand(_ context.Context, appKey, command string, detach bool, out io.Writer) (string, int, error) {
+	if detach {
+		return "r1", 0, nil
+	}
+	fmt.Fprintf(out, "ran %q in %s\n", command, appKey)
+	return "r1", 3, nil
+}

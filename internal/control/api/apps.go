@@ -231,6 +231,19 @@ func (a *API) registerApps() {
 			})
 	}
 
+	huma.Register(a.h, huma.Operation{OperationID: "run-app", Method: http.MethodPost, Path: "/v1/domains/{domain}/apps/{app}/runs", Security: bearer,
+		Summary: "Run a command in a one-off gear", Description: "A fresh gear with the app's deployed code, env (its databases' too) and isolation runs the command and is removed afterwards; it takes no request. Attached: the answer holds the output (the first MiB) and the exit code. Detached: the answer comes at once, the output goes to the app's logs. An interactive terminal is `gantry run APP` over SSH.", Tags: []string{"apps"}},
+		func(ctx context.Context, in *struct {
+			AppRef
+			Body apitypes.RunRequest
+		}) (*body[apitypes.RunView], error) {
+			v, err := a.o.Service.Run(ctx, userOf(ctx), in.Domain, in.App, in.Body.Command, in.Body.Detach)
+			if err != nil {
+				return nil, asProblem(a, "running a command", err)
+			}
+			return &body[apitypes.RunView]{Body: v}, nil
+		})
+
 	huma.Register(a.h, huma.Operation{OperationID: "purge-cache", Method: http.MethodDelete, Path: "/v1/domains/{domain}/apps/{app}/cache", Security: bearer,
 		Summary: "Drop an app's build cache", Description: "The npm, pip and Go caches kept between builds; the next build starts cold.", Tags: []string{"apps"}},
 		func(ctx context.Context, in *AppRef) (*body[apitypes.CachePurge], error) {

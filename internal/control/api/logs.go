@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -40,6 +41,8 @@ func (a *API) registerLogs() {
 				procs = a.gearProcesses(app)
 				if p, ok := procs[l.Gear]; ok {
 					l.Process = p
+				} else if strings.HasPrefix(l.Gear, "run") {
+					l.Process = "run" // a one-off, gone now
 				} else {
 					l.Process = "web"
 				}
@@ -98,8 +101,11 @@ func (a *API) gearProcesses(app *store.App) map[string]string {
 	gears, _ := a.o.Service.Gears(app)
 	for _, g := range gears {
 		out[g.ID] = "web"
-		if g.Service != "" {
+		switch {
+		case g.Service != "":
 			out[g.ID] = g.Service
+		case g.State == store.GearOneOff:
+			out[g.ID] = "run"
 		}
 	}
 	return out

@@ -88,3 +88,19 @@ type RuntimesView struct {
 	Runtimes []RuntimeView `json:"runtimes"`
 	Problems []string      `json:"problems,omitempty"`
 }
+
+// RunRequest runs a command in a one-off gear of an app.
+type RunRequest struct {
+	Command string `json:"command" doc:"run with /bin/sh -c in a fresh gear with the app's code and env"`
+	Detach  bool   `json:"detach,omitempty" doc:"return at once; the output goes to the app's logs"`
+}
+
+// RunView is a one-off run: its gear, and (attached) its output and exit
+// code.
+type RunView struct {
+	Gear      string `json:"gear"`
+	Detached  bool   `json:"detached"`
+	ExitCode  *int   `json:"exit_code,omitempty"`
+	Output    string `json:"output,omitempty" doc:"stdout and stderr, the first MiB"`
+	Truncated bool   `json:"truncated,omitempty"`
+}

@@ -38,6 +38,9 @@ import (
 // Deployer rolls a recorded deployment out.
 type Deployer interface {
 	Rollout(ctx context.Context, appKey, depID string, out io.Writer) error
+	// Release runs the release command of a deployment not live yet in a
+	// one-off gear of it, its output to out, and returns its exit code.
+	Release(ctx context.Context, appKey, depID, command string, out io.Writer) (int, error)
 }
 
 // Options configure a Builder.
@@ -217,6 +220,19 @@ func (b *Builder) Deploy(ctx context.Context, appKey, commit string, gitEnv []st
 	}
 	if err := b.o.Store.Update(func(tx *store.Tx) error { return tx.Create(store.DeploymentKey(app.ID, depID), &dep) }); err != nil {
 		return fmt.Errorf("recording deployment: %w", err)
+	}
+	if plan.Release != "" {
+		// With the new code and the current env, before any gear
+		// switches: a failure leaves the app as it was.
+		fmt.Fprintf(out, "-----> Running the release command: %s\n", plan.Release)
+		code, err := b.o.Deployer.Release(ctx, appKey, depID, plan.Release, indent(out))
+		if err == nil && code != 0 {
+			err = fmt.Errorf("it exited with status %d", code)
+		}
+		if err != nil {
+			b.o.Store.Update(func(tx *store.Tx) error { return tx.Delete(store.DeploymentKey(app.ID, depID)) })
+			return fmt.Errorf("%w: the release command failed (%v); the app runs on as it was", ErrBuild, err)
+		}
 	}
 	built := time.Now()
 	fmt.Fprintf(out, "-----> Build finished in %s; starting gears\n", built.Sub(started).Round(time.Millisecond))

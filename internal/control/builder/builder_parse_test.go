@@ -97,6 +97,7 @@ func TestDetect(t *testing.T) {
 		cart      string
 		start     string
 		steps     []string
+		release   string
 		err       string
 	}{
 		{name: "node_start_simple", files: map[string]string{"package.json": `{"scripts":{"start":"node s.js --port=1"}}`}, cart: NodeJS, start: `PATH="$PWD/node_modules/.bin:$PATH" exec node s.js --port=1`},
@@ -111,6 +112,7 @@ func TestDetect(t *testing.T) {
 		{name: "static", files: map[string]string{"index.html": ""}, cart: Static, start: "exec serve"},
 		{name: "procfile_overrides", files: map[string]string{"app.py": "", "Procfile": "web: gunicorn app"}, cart: Python, start: "gunicorn app"},
 		{name: "procfile_only", files: map[string]string{"Procfile": "web: ./run"}, cart: Procfile, start: "./run"},
+		{name: "procfile_release", files: map[string]string{"app.py": "", "Procfile": "web: gunicorn app\nrelease: python manage.py migrate"}, cart: Python, start: "gunicorn app", release: "python manage.py migrate"},
 		{name: "procfile_without_web", files: map[string]string{"app.py": "", "Procfile": "worker: x"}, err: "no web:"},
 		{name: "preferred_wins", files: map[string]string{"index.html": "", "app.py": ""}, preferred: Static, cart: Static, start: "exec serve"},
 		{name: "nothing", files: map[string]string{"README": ""}, err: "could not tell"},
@@ -132,6 +134,9 @@ func TestDetect(t *testing.T) {
 			var steps []string
 			for _, s := range p.Steps {
 				steps = append(steps, s.Title)
+			}
+			if p.Release != tc.release {
+				t.Errorf("release %q; want %q", p.Release, tc.release)
 			}
 			if p.Type != tc.cart || p.Start != tc.start || !reflect.DeepEqual(steps, tc.steps) {
 				t.Errorf("got %s %q %v; want %s %q %v", p.Type, p.Start, steps, tc.cart, tc.start, tc.steps)

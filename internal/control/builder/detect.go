@@ -38,7 +38,10 @@ type Plan struct {
 	Type  string
 	Steps []Step
 	Start string
-	Notes []string
+	// Release is the Procfile's release command: run once per deployment,
+	// after the build and before any gear switches (migrations).
+	Release string
+	Notes   []string
 	// Want is the language version the tree asks for (nil: a type without
 	// versions, static or Procfile).
 	Want *runtimes.Want
@@ -121,6 +124,10 @@ func Detect(dir, preferred, staticServer string) (*Plan, error) {
 		}
 		p.Start = web
 		for _, pr := range procs {
+			if pr.Name == "release" {
+				p.Release = pr.Command
+				continue
+			}
 			if pr.Name != "web" {
 				p.Notes = append(p.Notes, fmt.Sprintf("Procfile process %q is not run: only web processes run in this version", pr.Name))
 			}

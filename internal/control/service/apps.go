@@ -423,3 +423,51 @@ func (s *Service) PurgeCache(caller *store.User, domain, name string) (int64, er
 	s.log.Info("build cache purged", "app", app.FullName(), "bytes", n, "user", caller.Name)
 	return n, nil
 }
+
+// maxRunOutput bounds what an attached run over the API gives back.
+const maxRunOutput = 1 << 20
+
+// Run runs a command in a one-off gear of the caller's app (gantry run
+// over the API): attached, its output (the first MiB) and exit code;
+// detached, the gear at once, its output in the app's logs.
+func (s *Service) Run(ctx context.Context, caller *store.User, domain, name, command string, detach bool) (apitypes.RunView, error) {
+	app, err := s.App(caller, domain, name)
+	if err != nil {
+		return apitypes.RunView{}, err
+	}
+	if strings.TrimSpace(command) == "" {
+		return apitypes.RunView{}, refuse(Invalid, apitypes.CodeInvalid, "give the command to run (an interactive shell is `gantry run APP` over SSH)")
+	}
+	if app.ActiveDeployment == "" {
+		return apitypes.RunView{}, refuse(Conflict, apitypes.CodeNothingRunning, app.FullName()+" has nothing deployed yet: push code first")
+	}
+	out := &boundedBuffer{max: maxRunOutput}
+	id, code, err := s.o.Agent.RunCommand(ctx, app.Key(), command, detach, out)
+	if err != nil {
+		return apitypes.RunView{}, refuse(Failed, apitypes.CodeInternal, "the one-off run: "+err.Error())
+	}
+	s.log.Info("one-off run", "app", app.FullName(), "gear", id, "detached", detach, "user", caller.Name)
+	v := apitypes.RunView{Gear: id, Detached: detach}
+	if !detach {
+		v.ExitCode, v.Output, v.Truncated = &code, out.String(), out.dropped > 0
+	}
+	return v, nil
+}
+
+// boundedBuffer keeps the first max bytes written and counts the rest.
+type boundedBuffer struct {
+	strings.Builder
+	max     int
+	dropped int
+}
+
+func (b *boundedBuffer) Write(p []byte) (int, error) {
+	if room := b.max - b.Len(); room < len(p) {
+		b.dropped += len(p) - max(room, 0)
+		if room > 0 {
+			b.Builder.Write(p[:room])
+		}
+		return len(p), nil
+	}
+	return b.Builder.Write(p)
+}

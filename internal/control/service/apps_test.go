@@ -181,3 +181,6 @@ func secondCart(s *Service, ctx context.Context, u *store.User) error {
 }
 
 func (f *fakeAgent) Evacuate(context.Context, string, string, io.Writer) (int, error) { return 0, nil }
+func (f *fakeAgent) RunCommand(context.Context, string, string, bool, io.Writer) (string, int, error) {
+	return "", 0, nil
+}

@@ -71,6 +71,9 @@ type Agent interface {
 	PurgeCache(app *store.App) (int64, error)
 	// Evacuate moves an app's web gears off a machine (drain).
 	Evacuate(ctx context.Context, appKey, node string, out io.Writer) (int, error)
+	// RunCommand runs a command in a one-off gear of the app: attached (its
+	// output to out, its exit code back) or detached (at once).
+	RunCommand(ctx context.Context, appKey, command string, detach bool, out io.Writer) (gearID string, code int, err error)
 }
 
 // Builder deploys a commit of an app.

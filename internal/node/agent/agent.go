@@ -394,6 +394,10 @@ func (a *Agent) supervise(ctx context.Context) {
 		a.stopOrphans(ctx)
 	}
 	for _, g := range gears {
+		if g.State == store.GearOneOff {
+			a.reapOneOff(ctx, g)
+			continue
+		}
 		if g.State != store.GearRunning {
 			continue
 		}

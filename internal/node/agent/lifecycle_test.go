@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"github.com/gantry-paas/gantry/internal/control/store"
 	"github.com/gantry-paas/gantry/internal/layout"
 	gearrt "github.com/gantry-paas/gantry/internal/node/runtime"
+	"github.com/gantry-paas/gantry/internal/node/shim"
 )
 
 // These tests drive the gear lifecycle (rollout, drain, crash restart,
@@ -505,5 +507,58 @@ func TestOneOffGear(t *testing.T) {
 	l.put(noApp.Key(), &noApp)
 	if _, _, err := l.a.StartOneOff(ctx, noApp.Key()); err == nil || !strings.Contains(err.Error(), "nothing deployed") {
 		t.Errorf("a run of an app with nothing deployed: %v", err)
+	}
+}
+
+// A release command runs in a one-off gear of the new deployment, before
+// it goes live, and leaves nothing behind.
+func TestReleaseRunsInAOneOffOfTheNewDeployment(t *testing.T) {
+	l := newLifecycle(t)
+	ctx := context.Background()
+	if err := l.a.Rollout(ctx, l.app.Key(), "d1", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	l.deployment("d2")
+	l.rec.Calls()
+	var out strings.Builder
+	code, err := l.a.Release(ctx, l.app.Key(), "d2", "rake db:migrate", &out)
+	if err != nil || code != 0 {
+		t.Fatalf("release: %d %v", code, err)
+	}
+	calls := l.rec.Calls()
+	if !strings.Contains(calls, "start run") || !strings.Contains(calls, "/bin/sh -c rake db:migrate") {
+		t.Errorf("calls:\n%s", calls)
+	}
+	by, gs := l.gears()
+	if len(by["d1 running"]) != 2 || len(gs) != 2 {
+		t.Errorf("gears after the release: %v", by)
+	}
+}
+
+// A detached run's gear runs the command itself, once; supervise removes
+// it when the command ended.
+func TestDetachedRunRunsTheCommandOnce(t *testing.T) {
+	l := newLifecycle(t)
+	ctx := context.Background()
+	if err := l.a.Rollout(ctx, l.app.Key(), "d1", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	id, err := l.a.RunDetached(ctx, l.app.Key(), "./reindex")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(l.a.o.Layout.Gear(id), shim.SpecFile))
+	var spec shim.Spec
+	if err != nil || json.Unmarshal(raw, &spec) != nil || spec.Command != "./reindex" || !spec.Once {
+		t.Fatalf("the detached gear's spec: %s %v", raw, err)
+	}
+	l.a.supervise(ctx) // still running: kept
+	if by, _ := l.gears(); len(by["d1 oneoff"]) != 1 {
+		t.Fatalf("gears while it runs: %v", by)
+	}
+	l.rec.Crash(id) // the command ended
+	l.a.supervise(ctx)
+	if by, _ := l.gears(); len(by["d1 oneoff"]) != 0 {
+		t.Errorf("gears after it ended: %v", by)
 	}
 }

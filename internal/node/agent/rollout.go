@@ -206,7 +206,7 @@ func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deplo
 // until it serves).
 func (a *Agent) startOne(ctx context.Context, app *store.App, dep *store.Deployment, g *store.Gear, out io.Writer) error {
 	env := a.o.Env(app, dep, g)
-	spec := shim.Spec{GearID: g.ID, Command: dep.Command, Dir: dep.Dir, Env: env,
+	spec := shim.Spec{GearID: g.ID, Command: dep.Command, Dir: dep.Dir, Env: env, Once: g.State == store.GearOneOff && dep.Command != oneOffCommand,
 		LogFile: filepath.Join(a.o.Layout.Logs(app.ID), g.ID+".log"), LogMax: 10 << 20}
 	sb, err := a.sandboxOf(app, g.ID, dep.Command, dep.Dir, env)
 	if err == nil {

@@ -2,10 +2,13 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
+	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/gantry-paas/gantry/internal/control/store"
@@ -20,17 +23,27 @@ const oneOffCommand = "exec sleep 2147483647"
 // The caller runs the command in it (ExecCommand with its ID) and calls
 // done, which stops and removes it.
 func (a *Agent) StartOneOff(ctx context.Context, appKey string) (gearID string, done func(), err error) {
+	return a.startOneOff(ctx, appKey, "", "")
+}
+
+// startOneOff starts a one-off gear of a deployment ("": the active one)
+// that idles (command "") or runs the command once (detached).
+func (a *Agent) startOneOff(ctx context.Context, appKey, depID, command string) (gearID string, done func(), err error) {
 	var app store.App
 	var dep store.Deployment
-	g := store.Gear{ID: newID(), AppKey: appKey, State: store.GearOneOff, Isolation: a.o.Isolation, Node: a.o.Node, Created: time.Now().UTC()}
+	// "run" then hex: its log lines say what it was after it is gone.
+	g := store.Gear{ID: "run" + newID()[:9], AppKey: appKey, State: store.GearOneOff, Isolation: a.o.Isolation, Node: a.o.Node, Created: time.Now().UTC()}
 	err = a.o.Store.Update(func(tx *store.Tx) error {
 		if err := tx.Get(appKey, &app); err != nil {
 			return err
 		}
-		if app.ActiveDeployment == "" {
+		if depID == "" {
+			depID = app.ActiveDeployment
+		}
+		if depID == "" {
 			return fmt.Errorf("%s has nothing deployed yet: push code first", app.FullName())
 		}
-		if err := tx.Get(store.DeploymentKey(app.ID, app.ActiveDeployment), &dep); err != nil {
+		if err := tx.Get(store.DeploymentKey(app.ID, depID), &dep); err != nil {
 			return err
 		}
 		g.AppID, g.Deployment = app.ID, dep.ID
@@ -72,11 +85,16 @@ func (a *Agent) StartOneOff(ctx context.Context, appKey string) (gearID string, 
 		return "", nil, fmt.Errorf("the deployment's files: %w", err)
 	}
 	idle := dep
-	idle.Dir = dir
-	idle.Command = oneOffCommand
+	idle.Command, idle.Dir = oneOffCommand, dir
+	if command != "" {
+		idle.Command = command // detached: it runs once, by itself
+	}
 	if err := a.startOne(ctx, &app, &idle, &g, io.Discard); err != nil {
 		done()
 		return "", nil, err
+	}
+	if command != "" {
+		return g.ID, done, nil // it runs by itself
 	}
 	// A command can go in once the gear's process runs.
 	for deadline := time.Now().Add(a.o.StartTimeout); !a.driverFor(g).Running(g.ID); time.Sleep(10 * time.Millisecond) {
@@ -86,4 +104,78 @@ func (a *Agent) StartOneOff(ctx context.Context, appKey string) (gearID string, 
 		}
 	}
 	return g.ID, done, nil
+}
+
+// RunDetached runs command in a fresh one-off gear of the app in the
+// background: its output goes to the app's logs, and the gear is removed
+// once the command ends (supervise reaps it). It returns the gear's ID.
+func (a *Agent) RunDetached(ctx context.Context, appKey, command string) (string, error) {
+	if strings.TrimSpace(command) == "" {
+		return "", fmt.Errorf("a detached run needs a command")
+	}
+	id, done, err := a.startOneOff(ctx, appKey, "", command)
+	if err != nil {
+		return "", err
+	}
+	_ = done // supervise removes it when the command ends
+	return id, nil
+}
+
+// reapOneOff removes a detached one-off gear whose command ended, or any
+// one-off whose supervisor is gone.
+func (a *Agent) reapOneOff(ctx context.Context, g store.Gear) {
+	st, err := a.rt.State(g.ID)
+	if err == nil && st.Alive {
+		return
+	}
+	if err != nil && time.Since(g.Created) < a.o.StartTimeout {
+		return // starting
+	}
+	if err == nil {
+		a.log.Info("one-off run ended", "gear", g.ID, "app", g.AppKey, "exit", st.LastExit)
+	}
+	a.stopGear(ctx, g, io.Discard)
+	a.o.Store.Update(func(tx *store.Tx) error { return tx.Delete(store.GearKey(g.ID)) })
+	a.netRemove(g.ID)
+}
+
+// RunCommand runs command in a one-off gear of the app: attached, its
+// output to out and its exit code back; detached, at once (RunDetached).
+func (a *Agent) RunCommand(ctx context.Context, appKey, command string, detach bool, out io.Writer) (string, int, error) {
+	if detach {
+		id, err := a.RunDetached(ctx, appKey, command)
+		return id, 0, err
+	}
+	return a.runAttached(ctx, appKey, "", command, out)
+}
+
+// Release runs a deployment's release command (before it goes live) in a
+// one-off gear of it.
+func (a *Agent) Release(ctx context.Context, appKey, depID, command string, out io.Writer) (int, error) {
+	_, code, err := a.runAttached(ctx, appKey, depID, command, out)
+	return code, err
+}
+
+// runAttached runs command in a one-off gear of a deployment ("": the
+// active one), its output to out, and returns its exit code.
+func (a *Agent) runAttached(ctx context.Context, appKey, depID, command string, out io.Writer) (string, int, error) {
+	id, done, err := a.startOneOff(ctx, appKey, depID, "")
+	if err != nil {
+		return "", 0, err
+	}
+	defer done()
+	cmd, _, err := a.ExecCommand(appKey, id, command, false, "")
+	if err != nil {
+		return id, 0, err
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	err = cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return id, ee.ExitCode(), nil
+	case err != nil:
+		return id, 0, err
+	}
+	return id, 0, nil
 }

@@ -49,6 +49,9 @@ type Spec struct {
 	// UID/GID run a plain process as that user (the server is root).
 	UID int `json:"uid,omitempty"`
 	GID int `json:"gid,omitempty"`
+	// Once runs the command one time (a detached one-off): when it exits
+	// the shim records how and stops, without a restart.
+	Once bool `json:"once,omitempty"`
 }
 
 // State is what the shim reports in DIR/state.json.
@@ -150,6 +153,12 @@ func Main(dir string) int {
 					runc(spec, "delete", "-f", spec.GearID) // kept for the count above
 				}
 				st.ExitedAt = time.Now().UTC()
+				if spec.Once {
+					st.Status, st.PID = Stopped, 0
+					writeState(dir, st)
+					logw.WriteLine("gantry", []byte("one-off command "+st.LastExit))
+					return 0
+				}
 				if time.Since(st.Started) > stableAfter {
 					backoff = minBackoff
 				}

@@ -20,11 +20,14 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func startShim(t *testing.T, command string) (dir string, cmd *exec.Cmd) {
+func startShim(t *testing.T, command string, opts ...func(*Spec)) (dir string, cmd *exec.Cmd) {
 	t.Helper()
 	dir = t.TempDir()
 	spec := Spec{GearID: "g", Command: command, Dir: dir, Env: []string{"PATH=/usr/bin:/bin"},
 		LogFile: filepath.Join(dir, "g.log"), StopGrace: 2 * time.Second}
+	for _, o := range opts {
+		o(&spec)
+	}
 	data, _ := json.Marshal(spec)
 	os.WriteFile(filepath.Join(dir, SpecFile), data, 0o600)
 	cmd = exec.Command(os.Args[0], "-test.run=^$")
@@ -63,6 +66,27 @@ func TestCrashRestartsWithBackoff(t *testing.T) {
 	// Back-off doubles: the third restart waits longer than the first.
 	if !strings.Contains(string(log), "restarting in 500ms") || !strings.Contains(string(log), "restarting in 1s") {
 		t.Errorf("no doubling back-off in log:\n%s", log)
+	}
+}
+
+// A one-off command (Once) runs one time: its exit is recorded, the shim
+// stops, nothing restarts.
+func TestOnceRunsOneTime(t *testing.T) {
+	dir, cmd := startShim(t, "echo ran; exit 3", func(s *Spec) { s.Once = true })
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the shim of a one-off did not stop")
+	}
+	st, err := ReadState(dir)
+	if err != nil || st.Status != Stopped || st.Restarts != 0 || st.LastExit != "exited with status 3" {
+		t.Errorf("state %+v %v", st, err)
+	}
+	log, _ := os.ReadFile(filepath.Join(dir, "g.log"))
+	if strings.Count(string(log), "stdout ran") != 1 || !strings.Contains(string(log), "one-off command exited with status 3") {
+		t.Errorf("log:\n%s", log)
 	}
 }
 
