@@ -26,6 +26,7 @@ import (
 type nodeJSON struct {
 	Name, Address, State string
 	Gears                int
+	Roles                []string
 }
 
 // machine is one Gantry server of a cluster on this host, at its own
@@ -60,6 +61,22 @@ func (m *machine) kill(all bool) {
 	<-m.srv.exited
 	if all {
 		killGears(m.data)
+	}
+}
+
+// wsEcho opens a WebSocket to url through c and checks its echo.
+func wsEcho(t *testing.T, c *http.Client, url, through string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, strings.Replace(url, "http://", "ws://", 1), &websocket.DialOptions{HTTPClient: c})
+	if err != nil {
+		t.Fatalf("a WebSocket through %s: %v", through, err)
+	}
+	defer ws.CloseNow()
+	ws.Write(ctx, websocket.MessageText, []byte("hello"))
+	if _, msg, err := ws.Read(ctx); err != nil || string(msg) != "hello" {
+		t.Errorf("WebSocket echo through %s: %q %v", through, msg, err)
 	}
 }
 
@@ -155,11 +172,18 @@ func TestCluster(t *testing.T) {
 		"--client-config", filepath.Join(root, "z.json")}, (&machine{name: "m2", addr: "127.0.20.9"}).args("--join", joinURL, "--token", token("1h"))...)...); !strings.Contains(out, "a node named m2 exists") {
 		t.Errorf("a second machine named m2: %s", out)
 	}
-	m3.start(t, "--join", joinURL, "--token", token("1h"))
+	// Machine 3 runs gears and routes, without the control role.
+	m3.start(t, "--join", joinURL, "--token", token("1h"), "--roles", "node,edge")
 	var nodes []nodeJSON
 	u.gantryJSON(&nodes, "node", "list")
 	if len(nodes) != 3 || nodes[0].State != "up" || nodes[1].State != "up" || nodes[2].State != "up" || nodes[1].Address != m2.addr {
 		t.Fatalf("node list: %+v", nodes)
+	}
+	if fmt.Sprint(nodes[2].Roles) != "[node edge]" || fmt.Sprint(nodes[0].Roles) != "[control node edge]" {
+		t.Errorf("roles: %+v", nodes)
+	}
+	if code, body := get(t, m3.srv.httpClient(), m3.srv.url(m3.addr, "/v1/apps")); code != 503 || !strings.Contains(body, "no control role") || !strings.Contains(body, "m1 (127.0.20.1)") {
+		t.Errorf("the API on a machine without the control role: %d %s", code, body)
 	}
 
 	// A push over SSH to machine 1, then six gears: two on each machine.
@@ -204,17 +228,7 @@ func TestCluster(t *testing.T) {
 				t.Fatalf("through %s's router: %d %q", m.name, code, body)
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		c, _, err := websocket.Dial(ctx, strings.Replace(m.srv.url(host, "/"), "http://", "ws://", 1), &websocket.DialOptions{HTTPClient: hc})
-		if err != nil {
-			t.Fatalf("a WebSocket through %s: %v", m.name, err)
-		}
-		c.Write(ctx, websocket.MessageText, []byte("hello"))
-		if _, msg, err := c.Read(ctx); err != nil || string(msg) != "hello" {
-			t.Errorf("WebSocket echo through %s: %q %v", m.name, msg, err)
-		}
-		c.CloseNow()
-		cancel()
+		wsEcho(t, hc, m.srv.url(host, "/"), m.name)
 	}
 
 	// A push to machine 2 (which got the repository from machine 1, and
@@ -241,6 +255,13 @@ func TestCluster(t *testing.T) {
 	}
 	writeFile(t, filepath.Join(repo, "server.js"), nodeApp("v3")+"\nconsole.log(\"v3 up on \" + process.env.PORT);\n", 0o644)
 	u.runIn(repo, "git", "commit", "-qam", "v3")
+	// Machine 3 has no control role: a push there is refused, saying
+	// where to go.
+	m3SSH := strings.Replace(m3.srv.sshAddr, m3.addr+":", "["+m3.addr+"]:", 1)
+	appendFile(t, filepath.Join(u.home, ".ssh", "known_hosts"), m3SSH+" "+keyPart+"\n")
+	if out, err := u.exec(repo, "git", "push", strings.Replace(app.GitURL, m1.srv.sshAddr, m3.srv.sshAddr, 1), "main"); err == nil || !strings.Contains(out, "no control role") {
+		t.Errorf("a push to machine 3 (%v):\n%s", err, out)
+	}
 	if out := u.runIn(repo, "git", "push", m2URL, "main"); !strings.Contains(out, "deployed") {
 		t.Errorf("push to machine 2:\n%s", out)
 	}

@@ -2,13 +2,16 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -438,4 +441,61 @@ func overlayKey(path string) (string, error) {
 		return "", fmt.Errorf("keeping the WireGuard key: %w", err)
 	}
 	return key, nil
+}
+
+// parseRoles reads --roles: some of control, node, edge (all three on a
+// machine that runs alone).
+func parseRoles(flag string, cluster bool) ([]string, error) {
+	all := []string{store.RoleControl, store.RoleNode, store.RoleEdge}
+	if flag == "" {
+		return all, nil
+	}
+	var roles []string
+	for _, r := range strings.Split(flag, ",") {
+		r = strings.TrimSpace(r)
+		if !slices.Contains(all, r) {
+			return nil, fmt.Errorf("--roles %q: %q is not a role; choose among control, node and edge", flag, r)
+		}
+		if !slices.Contains(roles, r) {
+			roles = append(roles, r)
+		}
+	}
+	if len(roles) == 0 {
+		return nil, fmt.Errorf("--roles %q: give at least one of control, node and edge", flag)
+	}
+	if !cluster && len(roles) < len(all) {
+		return nil, fmt.Errorf("--roles %s: a machine that runs alone plays every role (roles apply in a cluster: --cluster-init or --join)", flag)
+	}
+	return roles, nil
+}
+
+// noControl says where to go instead of a machine without the control
+// role (the API, SSH and git live on the control machines).
+func noControl(st *store.Store, self string) string {
+	var others []string
+	st.View(func(tx *store.Tx) error {
+		nodes, err := store.ListNodes(tx)
+		for _, n := range nodes {
+			if n.Name != self && n.HasRole(store.RoleControl) {
+				others = append(others, n.Name+" ("+n.Address+")")
+			}
+		}
+		return err
+	})
+	msg := "this machine (" + self + ") has no control role: the API, SSH and git are on the control machines"
+	if len(others) > 0 {
+		msg += ": " + strings.Join(others, ", ")
+	}
+	return msg
+}
+
+// noControlAPI answers the platform's requests on a machine without the
+// control role with where to go.
+func noControlAPI(st *store.Store, self string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		json.NewEncoder(w).Encode(apitypes.Problem{Title: "Service Unavailable", Status: http.StatusServiceUnavailable,
+			Code: "no_control_role", Detail: noControl(st, self) + " (gantry login --server https://…)"})
+	})
 }

@@ -91,6 +91,7 @@ the CLI on this machine. SIGTERM stops the server; apps keep running.`,
 	f.StringSliceVar(&o.EgressDNSUpstream, "egress-dns-upstream", nil, "resolvers the DNS forwarder and hostname rules use, HOST:PORT (default: the nameservers of /etc/resolv.conf)")
 	f.StringVar(&o.EgressLabels, "egress-labels", "", "JSON file of egress port labels over the built-in ones, e.g. {\"kafka\": [\"9092/tcp\"]}")
 	f.StringVar(&o.GearSubnet, "gear-subnet", "", "subnet of namespaced gears (default 10.88.0.0/16)")
+	f.StringVar(&o.Roles, "roles", "control,node,edge", "what this machine does in a cluster: control (API, SSH/git, builds, scheduler, autoscaler), node (gears), edge (the router for apps); a list")
 	f.StringVar(&o.Overlay, "overlay", "auto", "how namespaced gears reach other machines' gears in a cluster: auto (WireGuard where the kernel has it, else VXLAN), wireguard (encrypted) or vxlan (in the clear)")
 	f.StringVar(&o.NetPrefix, "net-prefix", "", "name prefix of the gear bridge, namespaces and nftables tables (default gantry)")
 	f.IntVar(&o.MaxGears, "max-gears", 16, "most gears one app may have")

@@ -188,6 +188,9 @@ type Options struct {
 	// Overlay joins namespaced gears across machines: auto, wireguard or
 	// vxlan.
 	Overlay string
+	// Roles is what the machine does in a cluster (comma-separated:
+	// control, node, edge; default all three).
+	Roles string
 	// NetPrefix names the bridge, namespaces and nftables tables
 	// (default "gantry"); tests use their own.
 	NetPrefix string
@@ -386,6 +389,10 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	if node.Roles, err = parseRoles(o.Roles, clu != nil); err != nil {
+		return err
+	}
+	has := func(role string) bool { return node.HasRole(role) }
 	if clu != nil && isolation == agent.Namespaces {
 		// This machine's block of the gear subnet, and the overlay to
 		// the others' (before anything uses the gateway's address).
@@ -577,7 +584,7 @@ func Run(ctx context.Context, o Options) error {
 			gearIP = o.Advertise // the other machines' routers reach them
 		}
 	}
-	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Node: node.Name, Place: place, Peers: peers, Artifacts: artifacts, IP: gearIP, Exe: exe, Env: env.ForGear, Egress: enf,
+	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Node: node.Name, Place: place, Peers: peers, Artifacts: artifacts, Gearless: !node.HasRole(store.RoleNode), IP: gearIP, Exe: exe, Env: env.ForGear, Egress: enf,
 		Disks: disks, GearResolvConf: gearResolv,
 		StartTimeout: o.StartTimeout, Isolation: isolation, Network: network, EgressRouter: egrPorts, BuildMemory: o.BuildMemory, RuntimesDir: runtimesDir,
 		Hook: func(dep *store.Deployment, name string) string {
@@ -621,7 +628,11 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	ssh, err := sshd.New(sshd.Options{Store: st, Layout: lay, Log: log, Listen: o.SSHListen, ListenFunc: ho.Listen, Builder: bld, Gears: ag, Services: serviceDialer{ag}})
+	sshOpts := sshd.Options{Store: st, Layout: lay, Log: log, Listen: o.SSHListen, ListenFunc: ho.Listen, Builder: bld, Gears: ag, Services: serviceDialer{ag}}
+	if !has(store.RoleControl) {
+		sshOpts.Refuse = noControl(st, node.Name)
+	}
+	ssh, err := sshd.New(sshOpts)
 	if err != nil {
 		return err
 	}
@@ -664,7 +675,11 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	rt.Mount(apiHandler)
+	if has(store.RoleControl) {
+		rt.Mount(apiHandler)
+	} else {
+		rt.Mount(noControlAPI(st, node.Name))
+	}
 
 	if err := bootstrap(svc, o.ClientConfig, serverURL, log); err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
@@ -692,6 +707,9 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	routesPub := routes.New(st, rt, log)
+	if !has(store.RoleEdge) {
+		routesPub.ServeNoApps()
+	}
 	if clu != nil {
 		routesPub.FollowMachines()
 	}
@@ -706,18 +724,21 @@ func Run(ctx context.Context, o Options) error {
 	g.Go(stageState, "routes", routesPub)
 	g.Go(stageNode, "agent", ag)
 	g.Go(stageNode, "egress", enf)
-	g.Go(stageControl, "builder", bld)
-	g.Go(stageControl, "autoscaler", scaler)
+	if has(store.RoleControl) {
+		g.Go(stageControl, "builder", bld)
+	}
+	g.Go(stageControl, "autoscaler", scaler) // without control: it wakes idle apps only
 	if clu != nil {
-		g.Go(stageControl, "autoscaler election", leading)
 		g.Go(stageControl, "load reports", clusterLoad)
+	}
+	if clu != nil && has(store.RoleControl) {
+		g.Go(stageControl, "autoscaler election", leading)
 		g.Go(stageControl, "scheduler", &scheduler.Failover{Store: st, Self: node.Name, Grace: o.NodeGrace, Log: log,
 			Scale: func(ctx context.Context, appKey string, n int) error { return ag.ScaleTo(ctx, appKey, n, io.Discard) },
 			Moved: func(a *store.App, from string, n int, since time.Time) {
 				evlog.Record(a, store.Event{Kind: events.Moved, From: n, To: n,
 					Reason: fmt.Sprintf("%d gear(s) moved off %s, down since %s", n, from, since.Local().Format("15:04:05"))})
 			}})
-		g.Go(stageDoors, "peer", peerSrv)
 		g.Go(stageControl, "repositories", &gitrepo.Syncer{Store: st, Layout: lay, Node: node.Name, Exe: exe, Log: log,
 			Fetch: func(ctx context.Context, from, appID string, w io.Writer) error {
 				var n store.Node
@@ -726,6 +747,9 @@ func Run(ctx context.Context, o Options) error {
 				}
 				return peers.FetchRepo(ctx, n.Peer, appID, w)
 			}})
+	}
+	if clu != nil {
+		g.Go(stageDoors, "peer", peerSrv)
 	}
 	g.Go(stageDoors, "router", rt)
 	g.Go(stageDoors, "sshd", ssh)

@@ -30,8 +30,11 @@ type Publisher struct {
 	// In a cluster, gears of machines that are not up are left out: the
 	// set of machines up is read at each sync and every half second.
 	cluster bool
-	mu      sync.Mutex
-	live    map[string]bool
+	// noApps: the router serves the platform only (a machine without the
+	// edge role).
+	noApps bool
+	mu     sync.Mutex
+	live   map[string]bool
 }
 
 // FollowMachines leaves out the gears of machines that are down (a
@@ -60,9 +63,16 @@ func (p *Publisher) Sync() error {
 	if err != nil {
 		return err
 	}
+	if p.noApps {
+		s = router.State{}
+	}
 	p.to.Set(rev, s)
 	return nil
 }
+
+// ServeNoApps makes the router serve the platform only (no app routes),
+// on a machine without the edge role.
+func (p *Publisher) ServeNoApps() { p.noApps = true }
 
 // liveNow reads the machines up (nil: not a cluster); when the store
 // cannot tell, the last answer stands, so routers keep serving.

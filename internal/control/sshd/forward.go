@@ -36,6 +36,10 @@ func (s *Server) forward(_ *ssh.Server, conn *gossh.ServerConn, newChan gossh.Ne
 		return
 	}
 	addr := net.JoinHostPort(d.DestAddr, strconv.Itoa(int(d.DestPort)))
+	if s.o.Refuse != "" {
+		newChan.Reject(gossh.Prohibited, "gantry: "+s.o.Refuse)
+		return
+	}
 	user, ok := s.userOfKey(ctx)
 	if !ok || s.o.Services == nil {
 		newChan.Reject(gossh.Prohibited, "port forwarding is not available")

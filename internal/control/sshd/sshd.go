@@ -68,6 +68,9 @@ type Options struct {
 	Gears      GearExec
 	// Services authorises and dials port-forwards (direct-tcpip).
 	Services ServiceDialer
+	// Refuse, when set, is said to every session and forward instead of
+	// serving it (a machine without the control role).
+	Refuse string
 }
 
 // Server is the SSH endpoint.
@@ -228,6 +231,11 @@ func ParseGitCommand(args []string) (*GitCommand, error) {
 }
 
 func (s *Server) handle(sess ssh.Session) {
+	if s.o.Refuse != "" {
+		fmt.Fprintf(sess.Stderr(), "gantry: %s\n", s.o.Refuse)
+		sess.Exit(1)
+		return
+	}
 	user, ok := s.userOf(sess)
 	if !ok {
 		fmt.Fprintln(sess.Stderr(), "gantry: your key is not registered: add it with `gantry sshkey add`")

@@ -57,6 +57,9 @@ type Options struct {
 	// reaches the other machines' agents.
 	Place func(tx *store.Tx, app *store.App, n int) ([]string, error)
 	Peers *peer.Client
+	// Gearless: this machine has no node role (a cluster); what would
+	// start a gear here (a cartridge, a one-off) is refused.
+	Gearless bool
 	// Artifacts is this machine's cache of packed builds (a cluster):
 	// fetched by digest, handed on to the others.
 	Artifacts *artifact.Cache

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -18,6 +17,9 @@ import (
 // the app's user and isolation, its data under the app's data directory
 // (kept across restarts), not routed, not scaled, not replaced by deploys.
 func (a *Agent) AddCartridge(ctx context.Context, appKey string, c store.Cartridge) (*store.Gear, error) {
+	if a.o.Gearless {
+		return nil, a.errGearless()
+	}
 	unlock := a.appLock(appKey)
 	defer unlock()
 	var app store.App
@@ -32,18 +34,8 @@ func (a *Agent) AddCartridge(ctx context.Context, appKey string, c store.Cartrid
 				return err
 			}
 		}
-		if a.rt.Caps().Isolated {
-			ip, err := a.allocIP(tx, map[netip.Addr]bool{}, a.o.Node)
-			if err != nil {
-				return err
-			}
-			g.IP, g.Port = ip, cartridge.DefaultPort(c.Name)
-		} else {
-			port, err := a.allocPort(tx, map[int]bool{}, true)
-			if err != nil {
-				return err
-			}
-			g.IP, g.Port = a.o.IP, port
+		if err := a.localAddress(tx, &g, cartridge.DefaultPort(c.Name)); err != nil {
+			return err
 		}
 		return tx.Create(store.GearKey(g.ID), &g)
 	})

@@ -29,6 +29,9 @@ func (a *Agent) StartOneOff(ctx context.Context, appKey string) (gearID string, 
 // startOneOff starts a one-off gear of a deployment ("": the active one)
 // that idles (command "") or runs the command once (detached).
 func (a *Agent) startOneOff(ctx context.Context, appKey, depID, command string) (gearID string, done func(), err error) {
+	if a.o.Gearless {
+		return "", nil, a.errGearless()
+	}
 	var app store.App
 	var dep store.Deployment
 	// "run" then hex: its log lines say what it was after it is gone.
@@ -51,17 +54,9 @@ func (a *Agent) startOneOff(ctx context.Context, appKey, depID, command string) 
 			if err := a.ensureUID(tx, &app); err != nil {
 				return err
 			}
-			ip, err := a.allocIP(tx, map[netip.Addr]bool{}, a.o.Node)
-			if err != nil {
-				return err
-			}
-			g.IP, g.Port = ip, GearPort
-		} else {
-			port, err := a.allocPort(tx, map[int]bool{}, true)
-			if err != nil {
-				return err
-			}
-			g.IP, g.Port = a.o.IP, port
+		}
+		if err := a.localAddress(tx, &g, GearPort); err != nil {
+			return err
 		}
 		return tx.Create(store.GearKey(g.ID), &g)
 	})
@@ -104,6 +99,30 @@ func (a *Agent) startOneOff(ctx context.Context, appKey, depID, command string) 
 		}
 	}
 	return g.ID, done, nil
+}
+
+// errGearless refuses a gear on a machine without the node role.
+func (a *Agent) errGearless() error {
+	return fmt.Errorf("this machine (%s) runs no gears (its --roles has no node): ask a control machine that is also a node", a.o.Node)
+}
+
+// localAddress gives a gear of this machine its address: its own IP with
+// port when isolated, else a free port on this machine's address.
+func (a *Agent) localAddress(tx *store.Tx, g *store.Gear, port int) error {
+	if a.rt.Caps().Isolated {
+		ip, err := a.allocIP(tx, map[netip.Addr]bool{}, a.o.Node)
+		if err != nil {
+			return err
+		}
+		g.IP, g.Port = ip, port
+		return nil
+	}
+	p, err := a.allocPort(tx, map[int]bool{}, true)
+	if err != nil {
+		return err
+	}
+	g.IP, g.Port = a.o.IP, p
+	return nil
 }
 
 // RunDetached runs command in a fresh one-off gear of the app in the

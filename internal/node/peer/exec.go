@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/creack/pty"
@@ -111,14 +110,7 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
-	rc := http.NewResponseController(w)
-	w.Header().Set("Connection", "Upgrade")
-	w.Header().Set("Upgrade", "gantry-exec")
-	w.WriteHeader(http.StatusSwitchingProtocols)
-	if err := rc.Flush(); err != nil {
-		return
-	}
-	conn, brw, err := rc.Hijack()
+	conn, brw, err := switchProtocols(w, "gantry-exec")
 	if err != nil {
 		return
 	}
@@ -205,25 +197,9 @@ func (c *Client) ExecGear(ctx context.Context, addr, gearID string, req ExecRequ
 	if req.TTY {
 		q.Set("tty", "1")
 	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+"/peer/v1/gears/"+gearID+"/exec?"+q.Encode(), nil)
+	conn, err := c.upgrade(ctx, addr, "/peer/v1/gears/"+gearID+"/exec?"+q.Encode(), "gantry-exec")
 	if err != nil {
 		return 0, err
-	}
-	hreq.Header.Set("Connection", "Upgrade")
-	hreq.Header.Set("Upgrade", "gantry-exec")
-	resp, err := c.c.Do(hreq)
-	if err != nil {
-		return 0, err
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		resp.Body.Close()
-		return 0, fmt.Errorf("the machine at %s: %s", addr, strings.TrimSpace(string(b)))
-	}
-	conn, ok := resp.Body.(io.ReadWriteCloser)
-	if !ok {
-		resp.Body.Close()
-		return 0, errors.New("the cluster port did not hand over the connection")
 	}
 	defer conn.Close()
 	var mu sync.Mutex

@@ -202,6 +202,44 @@ func (s *Server) services(w http.ResponseWriter, r *http.Request) {
 	w.Write(raw)
 }
 
+// switchProtocols answers 101 with proto and hands over the connection.
+func switchProtocols(w http.ResponseWriter, proto string) (net.Conn, *bufio.ReadWriter, error) {
+	rc := http.NewResponseController(w)
+	w.Header().Set("Connection", "Upgrade")
+	w.Header().Set("Upgrade", proto)
+	w.WriteHeader(http.StatusSwitchingProtocols)
+	if err := rc.Flush(); err != nil {
+		return nil, nil, err
+	}
+	return rc.Hijack()
+}
+
+// upgrade sends an upgrade request for proto to the machine at addr and
+// returns the connection it hands over.
+func (c *Client) upgrade(ctx context.Context, addr, path, proto string) (io.ReadWriteCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", proto)
+	resp, err := c.c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		return nil, fmt.Errorf("the machine at %s: %s", addr, strings.TrimSpace(string(b)))
+	}
+	rwc, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok {
+		resp.Body.Close()
+		return nil, errors.New("the cluster port did not hand over the connection")
+	}
+	return rwc, nil
+}
+
 // dial connects the caller to a service of a gear: the answer is 101 and
 // the connection then carries the service's bytes both ways.
 func (s *Server) dial(w http.ResponseWriter, r *http.Request) {
@@ -211,14 +249,7 @@ func (s *Server) dial(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer conn.Close()
-	rc := http.NewResponseController(w)
-	w.Header().Set("Connection", "Upgrade")
-	w.Header().Set("Upgrade", "gantry-tcp")
-	w.WriteHeader(http.StatusSwitchingProtocols)
-	if err := rc.Flush(); err != nil {
-		return
-	}
-	client, brw, err := rc.Hijack()
+	client, brw, err := switchProtocols(w, "gantry-tcp")
 	if err != nil {
 		return
 	}
@@ -449,25 +480,9 @@ func (c *Client) GearServices(ctx context.Context, addr, gearID string) ([]byte,
 
 // DialGear connects to a service of a gear on the machine at addr.
 func (c *Client) DialGear(ctx context.Context, addr, gearID, target string) (net.Conn, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+"/peer/v1/gears/"+gearID+"/dial?target="+url.QueryEscape(target), nil)
+	rwc, err := c.upgrade(ctx, addr, "/peer/v1/gears/"+gearID+"/dial?target="+url.QueryEscape(target), "gantry-tcp")
 	if err != nil {
 		return nil, err
-	}
-	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", "gantry-tcp")
-	resp, err := c.c.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		resp.Body.Close()
-		return nil, fmt.Errorf("the machine at %s: %s", addr, strings.TrimSpace(string(b)))
-	}
-	rwc, ok := resp.Body.(io.ReadWriteCloser)
-	if !ok {
-		resp.Body.Close()
-		return nil, errors.New("the cluster port did not hand over the connection")
 	}
 	return &upgraded{rwc: rwc}, nil
 }

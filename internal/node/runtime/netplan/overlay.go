@@ -180,27 +180,8 @@ func ensureOverlay(p Plan, changed func(string, ...any)) error {
 			return err
 		}
 	}
-	self := &netlink.Addr{IPNet: ipnet(VTEP(p.Block), 32)}
-	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
-	if err != nil {
+	if err := ensureOverlayAddr(p, l, changed); err != nil {
 		return err
-	}
-	for _, a := range addrs {
-		if a.IPNet.String() != self.IPNet.String() {
-			netlink.AddrDel(l, &a)
-		}
-	}
-	if !hasAddr(addrs, self) {
-		if err := netlink.AddrReplace(l, self); err != nil {
-			return fmt.Errorf("address of %s: %w", name, err)
-		}
-		changed("address %s on %s", self.IPNet, name)
-	}
-	if l.Attrs().Flags&net.FlagUp == 0 {
-		if err := netlink.LinkSetUp(l); err != nil {
-			return err
-		}
-		changed("set %s up", name)
 	}
 	idx := l.Attrs().Index
 	wantRoute, wantNeigh, wantFDB := map[string]bool{}, map[string]bool{}, map[string]bool{}
@@ -246,6 +227,35 @@ func ensureOverlay(p Plan, changed func(string, ...any)) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ensureOverlayAddr gives the overlay device this machine's endpoint
+// address (its block's first, alone) and sets it up.
+func ensureOverlayAddr(p Plan, l netlink.Link, changed func(string, ...any)) error {
+	name := l.Attrs().Name
+	self := &netlink.Addr{IPNet: ipnet(VTEP(p.Block), 32)}
+	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		if a.IPNet.String() != self.IPNet.String() {
+			netlink.AddrDel(l, &a)
+		}
+	}
+	if !hasAddr(addrs, self) {
+		if err := netlink.AddrReplace(l, self); err != nil {
+			return fmt.Errorf("address of %s: %w", name, err)
+		}
+		changed("address %s on %s", self.IPNet, name)
+	}
+	if l.Attrs().Flags&net.FlagUp == 0 {
+		if err := netlink.LinkSetUp(l); err != nil {
+			return err
+		}
+		changed("set %s up", name)
+	}
+	return nil
 }
 
 // linkOf is the link that holds addr, nil if none.

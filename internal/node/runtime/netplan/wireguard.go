@@ -110,27 +110,8 @@ func ensureWireGuard(p Plan, changed func(string, ...any)) error {
 	if err := c.ConfigureDevice(name, cfg); err != nil {
 		return fmt.Errorf("configuring %s: %w", name, err)
 	}
-	self := &netlink.Addr{IPNet: ipnet(VTEP(p.Block), 32)}
-	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
-	if err != nil {
+	if err := ensureOverlayAddr(p, l, changed); err != nil {
 		return err
-	}
-	for _, a := range addrs {
-		if a.IPNet.String() != self.IPNet.String() {
-			netlink.AddrDel(l, &a)
-		}
-	}
-	if !hasAddr(addrs, self) {
-		if err := netlink.AddrReplace(l, self); err != nil {
-			return fmt.Errorf("address of %s: %w", name, err)
-		}
-		changed("address %s on %s", self.IPNet, name)
-	}
-	if l.Attrs().Flags&net.FlagUp == 0 {
-		if err := netlink.LinkSetUp(l); err != nil {
-			return err
-		}
-		changed("set %s up", name)
 	}
 	want := map[string]bool{}
 	var errs []error
@@ -144,7 +125,7 @@ func ensureWireGuard(p Plan, changed func(string, ...any)) error {
 	}
 	routes, _ := netlink.RouteList(l, netlink.FAMILY_V4)
 	for _, r := range routes {
-		if r.Dst != nil && !want[r.Dst.String()] && r.Dst.String() != self.IPNet.String() {
+		if r.Dst != nil && !want[r.Dst.String()] {
 			if ones, _ := r.Dst.Mask.Size(); ones < 32 {
 				netlink.RouteDel(&r)
 				changed("removed route to %s", r.Dst)
