@@ -95,9 +95,22 @@ func cartridges(t *testing.T, isolation []string) {
 	}
 	// Detached: at once; its output in the app's logs, labelled run; then
 	// its gear is gone.
-	raw, err = u.exec("", u.cli(), "run", "web", "--detach", "--json", "--", "sleep", "1;", "echo", "detached-ran")
+	raw, err = u.exec("", u.cli(), "run", "web", "--detach", "--json", "--", "sleep", "2;", "echo", "detached-ran")
 	if err != nil || json.Unmarshal([]byte(raw), &rv) != nil || rv.Gear == "" {
 		t.Fatalf("gantry run --detach: %v %s", err, raw)
+	}
+	// gantry ps shows it beside the web gears and the database.
+	var ps []struct{ Process, Gear, State string }
+	u.gantryJSON(&ps, "ps", "web")
+	seen := map[string]bool{}
+	for _, r := range ps {
+		seen[r.Process] = true
+		if r.Process == "run" && r.Gear != rv.Gear {
+			t.Errorf("ps shows one-off %s; want %s", r.Gear, rv.Gear)
+		}
+	}
+	if !seen["web"] || !seen["run"] || !seen["postgresql"] {
+		t.Errorf("gantry ps during a detached run: %+v", ps)
 	}
 	eventually(t, "the detached run's output in the logs, its gear gone", 30*time.Second, func() error {
 		logs := u.gantry("logs", "web")

@@ -80,7 +80,11 @@ func (a *API) appView(app *store.App) apitypes.AppView {
 			continue // cartridges are listed apart
 		}
 		st := a.o.Agent.Status(g.ID)
-		v.Gears = append(v.Gears, apitypes.GearView{ID: g.ID, IP: g.IP, Port: g.Port, State: g.State, Process: st.Status,
+		typ := "web"
+		if g.State == store.GearOneOff {
+			typ = "run"
+		}
+		v.Gears = append(v.Gears, apitypes.GearView{ID: g.ID, Type: typ, IP: g.IP, Port: g.Port, State: g.State, Process: st.Status,
 			PID: st.PID, Restarts: st.Restarts, LastExit: st.LastExit, Deployment: g.Deployment, Isolation: g.Isolation, Node: g.Node})
 	}
 	return v

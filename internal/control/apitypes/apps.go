@@ -13,6 +13,7 @@ type DomainView struct {
 // GearView is one gear of an app.
 type GearView struct {
 	ID         string `json:"id"`
+	Type       string `json:"type" doc:"web, or run (a one-off: gantry run)"`
 	IP         string `json:"ip"`
 	Port       int    `json:"port"`
 	State      string `json:"state" doc:"starting, running, draining, stopped"`
