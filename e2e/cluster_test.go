@@ -55,6 +55,22 @@ func (m *machine) start(t *testing.T, extra ...string) {
 	m.srv = startServer(t, m.data, m.cfg, httpAddr, sshAddr, m.args(extra...)...)
 }
 
+// dumpLog shows the lines of the machine's server log that keep says,
+// after a failure, and with GANTRY_TEST_LOGS=DIR keeps the whole log.
+func (m *machine) dumpLog(t *testing.T, keep func(string) bool) {
+	if m.srv == nil {
+		return
+	}
+	if dir := os.Getenv("GANTRY_TEST_LOGS"); dir != "" {
+		os.WriteFile(filepath.Join(dir, m.name+".log"), m.srv.log.Bytes(), 0o644)
+	}
+	for _, l := range strings.Split(m.srv.log.String(), "\n") {
+		if keep(l) && !strings.Contains(l, "etcd-client") {
+			t.Logf("%s: %s", m.name, l)
+		}
+	}
+}
+
 // kill ends the machine's server with SIGKILL (its gears, with all, too).
 func (m *machine) kill(all bool) {
 	m.srv.cmd.Process.Signal(syscall.SIGKILL)
@@ -115,17 +131,7 @@ func TestCluster(t *testing.T) {
 			return
 		}
 		for _, m := range ms {
-			if m.srv == nil {
-				continue
-			}
-			if dir := os.Getenv("GANTRY_TEST_LOGS"); dir != "" { // whole logs, for a look
-				os.WriteFile(filepath.Join(dir, m.name+".log"), m.srv.log.Bytes(), 0o644)
-			}
-			for _, l := range strings.Split(m.srv.log.String(), "\n") {
-				if strings.Contains(l, "level=") && !strings.Contains(l, "etcd-client") && !strings.Contains(l, "level=DEBUG") {
-					t.Logf("%s: %s", m.name, l)
-				}
-			}
+			m.dumpLog(t, func(l string) bool { return strings.Contains(l, "level=") && !strings.Contains(l, "level=DEBUG") })
 		}
 	})
 

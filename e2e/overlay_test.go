@@ -124,17 +124,7 @@ func TestClusterOverlay(t *testing.T) {
 			return
 		}
 		for _, m := range ms {
-			if m.srv == nil {
-				continue
-			}
-			if dir := os.Getenv("GANTRY_TEST_LOGS"); dir != "" {
-				os.WriteFile(filepath.Join(dir, m.name+".log"), m.srv.log.Bytes(), 0o644)
-			}
-			for _, l := range strings.Split(m.srv.log.String(), "\n") {
-				if (strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR")) && !strings.Contains(l, "etcd-client") {
-					t.Logf("%s: %s", m.name, l)
-				}
-			}
+			m.dumpLog(t, func(l string) bool { return strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") })
 		}
 	})
 

@@ -61,6 +61,8 @@ func Reconcile(p Plan) (changes []string, err error) {
 type State struct {
 	Rules   string
 	Overlay string
+	// HostRoutes names the gears outside the block that have host routes.
+	HostRoutes string
 }
 
 // Apply is the incremental form of Reconcile for the hot path (a gear
@@ -90,8 +92,12 @@ func Apply(p Plan, gearIDs []string, applied *State) (changes []string, err erro
 		}
 		applied.Overlay = key
 	}
-	if err := ensureHostRoutes(p, br, changed); err != nil {
-		return changes, err
+	if key := hostRoutesKey(p); applied.HostRoutes != key {
+		applied.HostRoutes = ""
+		if err := ensureHostRoutes(p, br, changed); err != nil {
+			return changes, err
+		}
+		applied.HostRoutes = key
 	}
 	return changes, ensureRules(p, changed, &applied.Rules)
 }
@@ -367,6 +373,18 @@ func removeGear(p Plan, gearID string) error {
 		return nil
 	}
 	return err
+}
+
+// hostRoutesKey names the gears outside the block (in plan order), so a
+// gear start does not list the bridge's routes when they did not change.
+func hostRoutesKey(p Plan) string {
+	key := "routes"
+	for _, g := range p.Gears {
+		if !p.Block.Contains(g.IP) {
+			key += " " + g.IP.String()
+		}
+	}
+	return key
 }
 
 // ensureHostRoutes routes each gear whose address is outside the
