@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -151,6 +153,8 @@ func cartridges(t *testing.T, isolation []string) {
 	if got := mustGet(t, hc, srv.url(host, "/")); got != "v2 \n" {
 		t.Errorf("after a failed release the app serves %q; want v2 as it was", got)
 	}
+	workers(t, u, repo)
+
 	if out := u.gantryFails("run", "nosuchapp", "--", "true"); !strings.Contains(out, "nosuchapp") {
 		t.Errorf("a run of an unknown app: %s", out)
 	}
@@ -324,3 +328,108 @@ func cartridges(t *testing.T, isolation []string) {
 }
 
 var reattachRE = regexp.MustCompile(`re-attached to gears" component=agent running=(\d+) total=(\d+)`)
+
+// workers checks Procfile process types beyond web: a worker writes to the
+// app's database, scales on its own, rolls with a deploy (the old workers
+// get SIGTERM and finish), and bad counts change nothing.
+func workers(t *testing.T, u *env, repo string) {
+	t.Helper()
+	// The worker records its beats, and its stop (the TERM trap), in the
+	// database; sleep in the background so that the trap runs at once.
+	writeFile(t, filepath.Join(repo, "worker.sh"), `psql "$DATABASE_URL" -qc 'create table if not exists beats (gear text, what text)' 2>/dev/null
+trap 'psql "$DATABASE_URL" -qc "insert into beats values ('"'"'$GANTRY_GEAR_ID'"'"', '"'"'term'"'"')"; exit 0' TERM
+echo "worker $GANTRY_GEAR_ID ($GANTRY_PROCESS_TYPE) up"
+while true; do
+  psql "$DATABASE_URL" -qc "insert into beats values ('$GANTRY_GEAR_ID', 'beat')"
+  sleep 0.3 & wait $!
+done
+`, 0o644)
+	writeFile(t, filepath.Join(repo, "Procfile"), "web: node server.js\nworker: exec sh worker.sh\n", 0o644)
+	u.runIn(repo, "git", "add", "-A")
+	u.runIn(repo, "git", "commit", "-qm", "v4 with a worker")
+	if out := u.runIn(repo, "git", "push"); !strings.Contains(out, "Process types: web, worker") || !strings.Contains(out, "worker gear") {
+		t.Errorf("push with a worker:\n%s", out)
+	}
+	type psRow struct{ Process, Gear, State string }
+	workerGears := func() []string {
+		var ps []psRow
+		u.gantryJSON(&ps, "ps", "web")
+		var ids []string
+		for _, r := range ps {
+			if r.Process == "worker" && r.State == "running" {
+				ids = append(ids, r.Gear)
+			}
+		}
+		sort.Strings(ids)
+		return ids
+	}
+	rows := func(sql string) string {
+		return strings.TrimSpace(u.gantry("run", "web", "--", "psql", `"$DATABASE_URL"`, "-tAc", `"`+sql+`"`))
+	}
+	beating := func(ids []string) {
+		t.Helper()
+		eventually(t, fmt.Sprintf("workers %v write to the database", ids), 30*time.Second, func() error {
+			got := rows("select distinct gear from beats where what = 'beat' order by gear")
+			for _, id := range ids {
+				if !strings.Contains(got, id) {
+					return fmt.Errorf("gears with beats: %q", got)
+				}
+			}
+			return nil
+		})
+	}
+	first := workerGears()
+	if len(first) != 1 {
+		t.Fatalf("worker gears after the push: %v; want 1", first)
+	}
+	beating(first)
+
+	if out := u.gantry("ps", "scale", "web", "worker=2"); !strings.Contains(out, "web=1 worker=2") {
+		t.Errorf("ps scale worker=2: %s", out)
+	}
+	two := workerGears()
+	if len(two) != 2 {
+		t.Fatalf("worker gears after scaling to 2: %v", two)
+	}
+	beating(two)
+
+	// Bad counts: clear messages, nothing changed.
+	for arg, want := range map[string]string{"clock=1": `no process type "clock"`, "worker=999": "beyond this platform's --max-gears", "web=0": "stop the app", "worker=x": "is not TYPE=N"} {
+		if out := u.gantryFails("ps", "scale", "web", arg); !strings.Contains(out, want) {
+			t.Errorf("ps scale %s: %s; want %q", arg, out, want)
+		}
+	}
+	if got := workerGears(); strings.Join(got, " ") != strings.Join(two, " ") {
+		t.Errorf("worker gears after refused scales: %v; want %v", got, two)
+	}
+
+	// A deploy rolls both workers: new gears, and the old ones stopped
+	// with SIGTERM, so that they finished (their trap wrote 'term').
+	writeFile(t, filepath.Join(repo, "v5"), "v5", 0o644)
+	u.runIn(repo, "git", "add", "-A")
+	u.runIn(repo, "git", "commit", "-qm", "v5")
+	u.runIn(repo, "git", "push")
+	eventually(t, "the old workers stop", 60*time.Second, func() error {
+		now := workerGears()
+		if len(now) != 2 || slices.Contains(now, two[0]) || slices.Contains(now, two[1]) {
+			return fmt.Errorf("worker gears %v; want two new ones (old %v)", now, two)
+		}
+		if got := rows("select count(distinct gear) from beats where what = 'term'"); got != "2" {
+			return fmt.Errorf("gears that stopped on SIGTERM: %q", got)
+		}
+		return nil
+	})
+	beating(workerGears())
+	// Its output is in the app's logs, named worker even once the gear is
+	// gone.
+	if logs := u.gantry("logs", "web", "--lines", "500"); !strings.Contains(logs, "worker/"+two[0]+"[stdout]: worker "+two[0]+" (worker) up") {
+		t.Errorf("the old worker's output is not in the app's logs as worker/%s:\n%s", two[0], logs)
+	}
+	u.gantry("ps", "scale", "web", "worker=0")
+	eventually(t, "no worker runs", 60*time.Second, func() error {
+		if got := workerGears(); len(got) != 0 {
+			return fmt.Errorf("worker gears %v", got)
+		}
+		return nil
+	})
+}

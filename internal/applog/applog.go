@@ -23,7 +23,8 @@ type Line struct {
 	Gear   string    `json:"gear"`
 	Stream string    `json:"stream"`
 	Text   string    `json:"text"`
-	// Process is what the gear runs: web, or a cartridge (set by the API).
+	// Process is what the gear runs: web, a worker type, run, cron,
+	// release (from the file's name), or a cartridge (set by the API).
 	Process string `json:"process,omitempty"`
 }
 
@@ -136,15 +137,28 @@ func gearFiles(dir string) []string {
 	return matches
 }
 
-func gearOf(path string) string {
-	return strings.TrimSuffix(filepath.Base(path), ".log")
+// FileName is the log file of a gear that runs process: GEAR.log for web
+// and cartridges (process ""), GEAR.PROCESS.log for a worker, one-off or
+// cron run, so that its lines keep their process after the gear is gone.
+func FileName(gear, process string) string {
+	if process == "" || process == "web" {
+		return gear + ".log"
+	}
+	return gear + "." + process + ".log"
+}
+
+// GearOf returns the gear and process of a log file ("" : as the gear
+// is).
+func GearOf(path string) (gear, process string) {
+	gear, process, _ = strings.Cut(strings.TrimSuffix(filepath.Base(path), ".log"), ".")
+	return gear, process
 }
 
 // Tail returns the last n lines across all gear logs in dir, oldest first.
 func Tail(dir string, n int) ([]Line, error) {
 	var all []Line
 	for _, path := range gearFiles(dir) {
-		gear := gearOf(path)
+		gear, process := GearOf(path)
 		for _, p := range []string{path + ".1", path} {
 			data, err := os.ReadFile(p)
 			if err != nil {
@@ -152,6 +166,7 @@ func Tail(dir string, n int) ([]Line, error) {
 			}
 			for _, s := range strings.Split(string(data), "\n") {
 				if l, ok := Parse(gear, s); ok {
+					l.Process = process
 					all = append(all, l)
 				}
 			}
@@ -198,8 +213,10 @@ func Follow(ctx context.Context, dir string, fn func(Line) error) error {
 			// Only whole lines; the rest is read next time.
 			end := bytes.LastIndexByte(data, '\n') + 1
 			offsets[p] = off + int64(end)
+			gear, process := GearOf(p)
 			for _, s := range strings.Split(string(data[:end]), "\n") {
-				if l, ok := Parse(gearOf(p), s); ok {
+				if l, ok := Parse(gear, s); ok {
+					l.Process = process
 					if err := fn(l); err != nil {
 						return err
 					}

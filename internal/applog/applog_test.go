@@ -3,6 +3,7 @@ package applog
 import (
 	"context"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -47,5 +48,30 @@ func TestFollowSeesNewGears(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("follow saw nothing")
+	}
+}
+
+// A worker's or one-off's log file carries its process, so that its lines
+// say what ran after the gear is gone.
+func TestProcessInFileName(t *testing.T) {
+	dir := t.TempDir()
+	for gear, proc := range map[string]string{"g1": "", "g2": "worker", "run3": "cron"} {
+		w, err := OpenWriter(filepath.Join(dir, FileName(gear, proc)), 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.WriteLine("stdout", []byte("hello from "+gear))
+		w.Close()
+	}
+	lines, err := Tail(dir, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, l := range lines {
+		got[l.Gear] = l.Process
+	}
+	if want := map[string]string{"g1": "", "g2": "worker", "run3": "cron"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("processes %v; want %v", got, want)
 	}
 }

@@ -254,6 +254,11 @@ func (c *Client) Scale(ctx context.Context, d, a string, req apitypes.ScaleReque
 	return call[apitypes.AppView](c, ctx, http.MethodPost, c.appPath(d, a, "scale"), req)
 }
 
+// ScaleProcesses sets gear counts per process type (worker=3, web=2).
+func (c *Client) ScaleProcesses(ctx context.Context, d, a string, counts map[string]int) (apitypes.AppView, error) {
+	return call[apitypes.AppView](c, ctx, http.MethodPost, c.appPath(d, a, "formation"), apitypes.FormationRequest{Processes: counts})
+}
+
 func (c *Client) Idle(ctx context.Context, d, a string, req apitypes.IdleRequest) (apitypes.AppView, error) {
 	return call[apitypes.AppView](c, ctx, http.MethodPost, c.appPath(d, a, "idle"), req)
 }

@@ -307,7 +307,7 @@ func redeployStrandedOnce(ctx context.Context, st *store.Store, ag *agent.Agent,
 		gears, err := store.ListGears(tx)
 		for _, a := range all {
 			for _, g := range gears {
-				if g.AppKey == a.Key() && g.Service == "" && g.Node == ag.Node() && stranded(g) && a.ActiveDeployment != "" {
+				if g.AppKey == a.Key() && (g.Web() || g.Worker()) && g.Node == ag.Node() && stranded(g) && a.ActiveDeployment != "" {
 					apps = append(apps, a)
 					break
 				}

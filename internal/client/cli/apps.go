@@ -155,27 +155,28 @@ deploys it.`,
 	create.Flags().StringVarP(&size, "gear-size", "g", "", "small (512 MiB, 250 processes), medium (1 GiB) or large (2 GiB)")
 	create.Flags().BoolVar(&scalable, "scalable", false, "scale automatically between 1 and 3 gears on live connections")
 
-	var newSize, httpsMode, connectTO, readTO, tunnelTO string
+	var newSize, httpsMode, connectTO, readTO, tunnelTO, stopGrace string
 
 	var set *cobra.Command
 	set = &cobra.Command{
-		Use:   "set APP [--gear-size SIZE] [--https MODE] [--connect-timeout D] [--read-timeout D] [--tunnel-timeout D]",
-		Short: "Change an app's settings: gear size (applies at once), HTTPS mode and router timeouts",
+		Use:   "set APP [--gear-size SIZE] [--https MODE] [--connect-timeout D] [--read-timeout D] [--tunnel-timeout D] [--stop-grace D]",
+		Short: "Change an app's settings: gear size (applies at once), HTTPS mode, router timeouts, stop grace time",
 		Example: `  gantry app set blog --gear-size medium
   gantry app set blog --https redirect
-  gantry app set blog --tunnel-timeout 4h --read-timeout 60s`,
+  gantry app set blog --tunnel-timeout 4h --read-timeout 60s
+  gantry app set blog --stop-grace 2m`,
 		Args: cobra.ExactArgs(1),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
 			var req apitypes.UpdateAppRequest
 			changed := false
-			for flag, to := range map[string]*string{"gear-size": &req.Size, "https": &req.HTTPS, "connect-timeout": &req.ConnectTimeout, "read-timeout": &req.ReadTimeout, "tunnel-timeout": &req.TunnelTimeout} {
+			for flag, to := range map[string]*string{"gear-size": &req.Size, "https": &req.HTTPS, "connect-timeout": &req.ConnectTimeout, "read-timeout": &req.ReadTimeout, "tunnel-timeout": &req.TunnelTimeout, "stop-grace": &req.StopGrace} {
 				if set.Flags().Changed(flag) {
 					*to = set.Flags().Lookup(flag).Value.String()
 					changed = true
 				}
 			}
 			if !changed {
-				return fmt.Errorf("nothing to change: pass --gear-size, --https, --connect-timeout, --read-timeout or --tunnel-timeout")
+				return fmt.Errorf("nothing to change: pass --gear-size, --https, --connect-timeout, --read-timeout, --tunnel-timeout or --stop-grace")
 			}
 			app, err := cl.UpdateApp(ctx, d, a, req)
 			if err != nil {
@@ -192,11 +193,15 @@ deploys it.`,
 					fmt.Fprintf(w, "%s: HTTPS %s, connect timeout %s, read timeout %s, tunnel timeout %s.\n", app.Name, app.HTTPS,
 						orDefault(app.ConnectTimeout, "5s"), orDefault(app.ReadTimeout, "none"), orDefault(app.TunnelTimeout, "1h"))
 				}
+				if stopGrace != "" {
+					fmt.Fprintf(w, "%s: processes get %s after SIGTERM before they are killed (gears started from now; `gantry app restart` applies it to all).\n", app.Name, app.StopGrace)
+				}
 			})
 		}),
 	}
 	set.Flags().StringVarP(&newSize, "gear-size", "g", "", "small, medium or large")
 	set.Flags().StringVar(&httpsMode, "https", "", "allow (http and https), redirect (http goes to https) or off (https goes to http)")
+	set.Flags().StringVar(&stopGrace, "stop-grace", "", "how long a process (a worker finishing its job) has after SIGTERM before it is killed (default 30s)")
 	set.Flags().StringVar(&connectTO, "connect-timeout", "", "how long the router tries to reach a gear (default to reset)")
 	set.Flags().StringVar(&readTO, "read-timeout", "", "how long the app may take to start answering (default: no limit)")
 	set.Flags().StringVar(&tunnelTO, "tunnel-timeout", "", "idle WebSocket and TCP connections close after this (default 1h)")

@@ -47,6 +47,7 @@ type Agent interface {
 	Resize(ctx context.Context, appKey string) error
 	Isolation() string
 	ScaleTo(ctx context.Context, appKey string, n int, out io.Writer) error
+	ScaleProcess(ctx context.Context, appKey, proc string, n int, out io.Writer) error
 	Services(appKey, gearID string) ([]apitypes.ServiceView, error)
 	AddCartridge(ctx context.Context, appKey string, c store.Cartridge) (ip string, port int, err error)
 	RemoveCartridge(ctx context.Context, appKey, name string) error

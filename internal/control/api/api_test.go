@@ -47,6 +47,11 @@ func (f *fakeAgent) ScaleTo(ctx context.Context, appKey string, n int, out io.Wr
 	return nil
 }
 
+func (f *fakeAgent) ScaleProcess(ctx context.Context, appKey, proc string, n int, out io.Writer) error {
+	f.rollouts = append(f.rollouts, fmt.Sprintf("%s %s=%d", appKey, proc, n))
+	return nil
+}
+
 type fakeBuilder struct{}
 
 func (fakeBuilder) Deploy(ctx context.Context, appKey, commit string, gitEnv []string, out io.Writer) error {

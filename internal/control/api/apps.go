@@ -46,6 +46,8 @@ func (a *API) appView(app *store.App) apitypes.AppView {
 		v.Connections = a.o.Router.Concurrency(app.Key())
 	}
 	v.DiskUsed, v.DiskLimit = a.o.Agent.DiskUsage(app)
+	v.Formation, v.Processes = a.o.Service.Formation(app)
+	v.StopGrace = app.Grace().String()
 	v.Cartridges = a.cartridgeViews(app)
 	v.HTTPS = app.HTTPS
 	if v.HTTPS == "" {
@@ -80,11 +82,7 @@ func (a *API) appView(app *store.App) apitypes.AppView {
 			continue // cartridges are listed apart
 		}
 		st := a.o.Agent.Status(g.ID)
-		typ := "web"
-		if g.State == store.GearOneOff {
-			typ = "run"
-		}
-		v.Gears = append(v.Gears, apitypes.GearView{ID: g.ID, Type: typ, IP: g.IP, Port: g.Port, State: g.State, Process: st.Status,
+		v.Gears = append(v.Gears, apitypes.GearView{ID: g.ID, Type: g.Kind(), IP: g.IP, Port: g.Port, State: g.State, Process: st.Status,
 			PID: st.PID, Restarts: st.Restarts, LastExit: st.LastExit, Deployment: g.Deployment, Isolation: g.Isolation, Node: g.Node})
 	}
 	return v

@@ -33,6 +33,9 @@ func (a *API) registerLogs() {
 			dir := a.o.Layout.Logs(app.ID)
 			procs := a.gearProcesses(app)
 			name := func(l *applog.Line) {
+				if l.Process != "" {
+					return // the log file says
+				}
 				if p, ok := procs[l.Gear]; ok {
 					l.Process = p
 					return
@@ -100,13 +103,7 @@ func (a *API) gearProcesses(app *store.App) map[string]string {
 	out := map[string]string{}
 	gears, _ := a.o.Service.Gears(app)
 	for _, g := range gears {
-		out[g.ID] = "web"
-		switch {
-		case g.Service != "":
-			out[g.ID] = g.Service
-		case g.State == store.GearOneOff:
-			out[g.ID] = "run"
-		}
+		out[g.ID] = g.Kind()
 	}
 	return out
 }

@@ -24,6 +24,20 @@ func (a *API) registerScaling() {
 			return &body[apitypes.AppView]{Body: a.appView(app)}, nil
 		})
 
+	type formationIn struct {
+		AppRef
+		Body apitypes.FormationRequest
+	}
+	huma.Register(a.h, huma.Operation{OperationID: "scale-processes", Method: http.MethodPost, Path: "/v1/domains/{domain}/apps/{app}/formation", Security: bearer,
+		Summary: "Scale process types", Description: "Gear counts per Procfile process type (worker=3); web sets the fixed web scale. Every count is checked before anything changes.", Tags: []string{"scaling"}},
+		func(ctx context.Context, in *formationIn) (*body[apitypes.AppView], error) {
+			app, err := a.o.Service.ScaleProcesses(ctx, userOf(ctx), in.Domain, in.App, in.Body)
+			if err != nil {
+				return nil, asProblem(a, "scaling", err)
+			}
+			return &body[apitypes.AppView]{Body: a.appView(app)}, nil
+		})
+
 	type idleIn struct {
 		AppRef
 		Body apitypes.IdleRequest

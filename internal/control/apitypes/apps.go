@@ -13,7 +13,7 @@ type DomainView struct {
 // GearView is one gear of an app.
 type GearView struct {
 	ID         string `json:"id"`
-	Type       string `json:"type" doc:"web, or run (a one-off: gantry run)"`
+	Type       string `json:"type" doc:"web, a Procfile process type (worker…), run (a one-off: gantry run), cron or release"`
 	IP         string `json:"ip"`
 	Port       int    `json:"port"`
 	State      string `json:"state" doc:"starting, running, draining, stopped"`
@@ -57,6 +57,9 @@ type AppView struct {
 	Branch           string          `json:"branch"`
 	ActiveDeployment string          `json:"active_deployment,omitempty"`
 	Gears            []GearView      `json:"gears"`
+	Formation        map[string]int  `json:"formation,omitempty" doc:"gears per non-web process type (Procfile workers)"`
+	Processes        []string        `json:"processes,omitempty" doc:"the active deployment's process types, web first"`
+	StopGrace        string          `json:"stop_grace" doc:"how long a process has after SIGTERM"`
 	Created          time.Time       `json:"created"`
 	DeployError      string          `json:"deploy_error,omitempty" doc:"set when creating the app could not deploy its starter code"`
 }

@@ -26,6 +26,7 @@ type UpdateAppRequest struct {
 	ConnectTimeout string `json:"connect_timeout,omitempty" doc:"How long the router tries to connect to a gear (e.g. 5s; default to reset)"`
 	ReadTimeout    string `json:"read_timeout,omitempty" doc:"How long the app may take to start its response (e.g. 60s; default: no limit)"`
 	TunnelTimeout  string `json:"tunnel_timeout,omitempty" doc:"Idle WebSocket and TCP connections close after this (default 1h)"`
+	StopGrace      string `json:"stop_grace,omitempty" doc:"How long a gear's process has after SIGTERM before it is killed (default 30s)"`
 }
 
 // EnvPatch sets and unsets an app's environment variables.
@@ -92,6 +93,12 @@ type ScaleRequest struct {
 	Min    *int `json:"min,omitempty" doc:"Automatic scaling: fewest gears (0 lets the app idle)"`
 	Max    *int `json:"max,omitempty" doc:"Automatic scaling: most gears"`
 	Target *int `json:"target_connections,omitempty" doc:"Concurrent connections per gear to aim at (default 16)"`
+}
+
+// FormationRequest sets how many gears process types run (`gantry ps
+// scale APP worker=3 web=2`).
+type FormationRequest struct {
+	Processes map[string]int `json:"processes" doc:"process type to gear count; web is the app's fixed web scale"`
 }
 
 // IdleRequest sets or triggers idling.

@@ -144,6 +144,14 @@ func (b *Builder) Deploy(ctx context.Context, appKey, commit string, gitEnv []st
 		return fmt.Errorf("%w: %v", ErrBuild, err)
 	}
 	fmt.Fprintf(out, "-----> %s app detected\n", plan.Type)
+	if len(plan.Processes) > 0 {
+		names := make([]string, 0, len(plan.Processes))
+		for n := range plan.Processes {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		fmt.Fprintf(out, "-----> Process types: web, %s (gantry ps scale %s %s=N)\n", strings.Join(names, ", "), app.Name, names[0])
+	}
 	for _, n := range plan.Notes {
 		fmt.Fprintf(out, "       note: %s\n", n)
 	}
@@ -204,7 +212,7 @@ func (b *Builder) Deploy(ctx context.Context, appKey, commit string, gitEnv []st
 		return err
 	}
 	dep := store.Deployment{ID: depID, AppID: app.ID, Commit: commit, Type: plan.Type,
-		Command: plan.Start, Health: HealthPath(dir), Dir: dir, Node: b.o.Node, Created: time.Now().UTC(),
+		Command: plan.Start, Processes: plan.Processes, Health: HealthPath(dir), Dir: dir, Node: b.o.Node, Created: time.Now().UTC(),
 		RuntimeBin: rt.Bin, RuntimeRoot: rt.Root}
 	if b.o.Artifacts != nil {
 		packed := time.Now()

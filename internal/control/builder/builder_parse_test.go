@@ -98,6 +98,7 @@ func TestDetect(t *testing.T) {
 		start     string
 		steps     []string
 		release   string
+		procs     map[string]string
 		err       string
 	}{
 		{name: "node_start_simple", files: map[string]string{"package.json": `{"scripts":{"start":"node s.js --port=1"}}`}, cart: NodeJS, start: `PATH="$PWD/node_modules/.bin:$PATH" exec node s.js --port=1`},
@@ -113,6 +114,10 @@ func TestDetect(t *testing.T) {
 		{name: "procfile_overrides", files: map[string]string{"app.py": "", "Procfile": "web: gunicorn app"}, cart: Python, start: "gunicorn app"},
 		{name: "procfile_only", files: map[string]string{"Procfile": "web: ./run"}, cart: Procfile, start: "./run"},
 		{name: "procfile_release", files: map[string]string{"app.py": "", "Procfile": "web: gunicorn app\nrelease: python manage.py migrate"}, cart: Python, start: "gunicorn app", release: "python manage.py migrate"},
+		{name: "procfile_workers", files: map[string]string{"Procfile": "web: ./web\nworker: ./work --queue a\nclock: ./tick\nrelease: ./migrate"}, cart: Procfile, start: "./web", release: "./migrate",
+			procs: map[string]string{"worker": "./work --queue a", "clock": "./tick"}},
+		{name: "procfile_reserved_run", files: map[string]string{"Procfile": "web: ./web\nrun: ./x"}, err: `the process name "run" is taken by one-off runs`},
+		{name: "procfile_reserved_cron", files: map[string]string{"Procfile": "web: ./web\nCron: ./x"}, err: `the process name "Cron" is taken by scheduled jobs`},
 		{name: "procfile_without_web", files: map[string]string{"app.py": "", "Procfile": "worker: x"}, err: "no web:"},
 		{name: "preferred_wins", files: map[string]string{"index.html": "", "app.py": ""}, preferred: Static, cart: Static, start: "exec serve"},
 		{name: "nothing", files: map[string]string{"README": ""}, err: "could not tell"},
@@ -134,6 +139,9 @@ func TestDetect(t *testing.T) {
 			var steps []string
 			for _, s := range p.Steps {
 				steps = append(steps, s.Title)
+			}
+			if len(p.Processes)+len(tc.procs) > 0 && !reflect.DeepEqual(p.Processes, tc.procs) {
+				t.Errorf("processes %v; want %v", p.Processes, tc.procs)
 			}
 			if p.Release != tc.release {
 				t.Errorf("release %q; want %q", p.Release, tc.release)

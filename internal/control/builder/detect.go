@@ -41,7 +41,10 @@ type Plan struct {
 	// Release is the Procfile's release command: run once per deployment,
 	// after the build and before any gear switches (migrations).
 	Release string
-	Notes   []string
+	// Processes are the Procfile's other process types (workers): name to
+	// command.
+	Processes map[string]string
+	Notes     []string
 	// Want is the language version the tree asks for (nil: a type without
 	// versions, static or Procfile).
 	Want *runtimes.Want
@@ -129,7 +132,10 @@ func Detect(dir, preferred, staticServer string) (*Plan, error) {
 				continue
 			}
 			if pr.Name != "web" {
-				p.Notes = append(p.Notes, fmt.Sprintf("Procfile process %q is not run: only web processes run in this version", pr.Name))
+				if p.Processes == nil {
+					p.Processes = map[string]string{}
+				}
+				p.Processes[pr.Name] = pr.Command
 			}
 		}
 	}

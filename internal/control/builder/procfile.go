@@ -9,6 +9,13 @@ import (
 
 var procNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
+// reservedProcs are the names Gantry gives its own gears of an app (what
+// takes each), which a Procfile process may not use.
+var reservedProcs = map[string]string{
+	"run":  "one-off runs (gantry run)",
+	"cron": "scheduled jobs (cron)",
+}
+
 // MaxProcfile is the largest Procfile read.
 const MaxProcfile = 64 << 10
 
@@ -47,6 +54,10 @@ func ParseProcfile(data string) ([]Process, error) {
 			return nil, fmt.Errorf("Procfile line %d: process %q has no command", n, name)
 		case seen[name] > 0:
 			return nil, fmt.Errorf("Procfile line %d: process %q is already defined on line %d", n, name, seen[name])
+		case reservedProcs[strings.ToLower(name)] != "":
+			return nil, fmt.Errorf("Procfile line %d: the process name %q is taken by %s: rename the process", n, name, reservedProcs[strings.ToLower(name)])
+		case len(name) > 30:
+			return nil, fmt.Errorf("Procfile line %d: process name %q is longer than 30 characters", n, name)
 		}
 		seen[name] = n
 		out = append(out, Process{Name: name, Command: cmd})

@@ -167,7 +167,7 @@ func State(apps []store.App, gears []store.Gear, aliases []store.Alias, certs []
 			HTTPS: a.HTTPS, ConnectTimeout: a.ConnectTimeout, ReadTimeout: a.ReadTimeout, TunnelTimeout: a.TunnelTimeout})
 	}
 	for _, g := range gears {
-		if g.State != store.GearRunning || g.Service != "" {
+		if g.State != store.GearRunning || !g.Web() {
 			continue
 		}
 		s.Gears = append(s.Gears, router.Gear{AppKey: g.AppKey, IP: g.IP, Port: g.Port})

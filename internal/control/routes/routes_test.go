@@ -9,7 +9,8 @@ import (
 	"github.com/gantry-paas/gantry/internal/edge/router"
 )
 
-// Only running web gears are routed; a stopped app keeps its route.
+// Only running web gears are routed (not workers, cartridges or one-off
+// runs); a stopped app keeps its route.
 func TestCompile(t *testing.T) {
 	apps := []store.App{
 		{Name: "blog", Domain: "acme", Host: "blog-acme.localhost"},
@@ -21,6 +22,9 @@ func TestCompile(t *testing.T) {
 		{ID: "g3", AppKey: "apps/acme/blog", IP: "127.0.0.1", Port: 3, State: store.GearStarting},
 		{ID: "g4", AppKey: "apps/acme/blog", IP: "127.0.0.1", Port: 4, State: store.GearDraining},
 		{ID: "g5", AppKey: "apps/other/x", IP: "127.0.0.1", Port: 5, State: store.GearRunning},
+		{ID: "g6", AppKey: "apps/acme/blog", IP: "127.0.0.1", Port: 6, State: store.GearRunning, Process: "worker"},
+		{ID: "g7", AppKey: "apps/acme/blog", IP: "127.0.0.1", Port: 7, State: store.GearRunning, Service: "postgresql"},
+		{ID: "run1", AppKey: "apps/acme/blog", IP: "127.0.0.1", Port: 8, State: store.GearOneOff},
 	}
 	tbl := router.Compile(7, State(apps, gears, nil, nil, nil), nil)
 	var b strings.Builder

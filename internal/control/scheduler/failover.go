@@ -108,35 +108,33 @@ func (f *Failover) check(ctx context.Context, down map[string]time.Time, log *sl
 func (f *Failover) reconcile(ctx context.Context, short map[string]int, log *slog.Logger) {
 	var apps []store.App
 	var gears []store.Gear
+	deps := map[string]store.Deployment{}
 	if f.Store.View(func(tx *store.Tx) error {
 		var err error
 		if apps, err = store.ListApps(tx); err != nil {
 			return err
+		}
+		for _, a := range apps {
+			var d store.Deployment
+			if a.ActiveDeployment != "" && !a.Stopped && tx.Get(store.DeploymentKey(a.ID, a.ActiveDeployment), &d) == nil {
+				deps[a.Key()] = d
+			}
 		}
 		gears, err = store.ListGears(tx)
 		return err
 	}) != nil {
 		return
 	}
+	starting := map[string]bool{}
+	for _, g := range gears {
+		if g.State == store.GearStarting {
+			starting[g.AppKey] = true
+		}
+	}
 	for _, a := range apps {
 		key := a.Key()
-		if a.Stopped || a.Idle || a.ActiveDeployment == "" || a.Scale <= 0 {
-			delete(short, key)
-			continue
-		}
-		running, starting := 0, 0
-		for _, g := range gears {
-			if g.AppKey != key || g.Service != "" {
-				continue
-			}
-			switch g.State {
-			case store.GearRunning:
-				running++
-			case store.GearStarting:
-				starting++
-			}
-		}
-		if running >= a.Scale || starting > 0 {
+		dep, ok := deps[key]
+		if !ok || starting[key] || !store.Short(&a, &dep, gears) {
 			delete(short, key)
 			continue
 		}
@@ -144,7 +142,7 @@ func (f *Failover) reconcile(ctx context.Context, short map[string]int, log *slo
 			continue
 		}
 		delete(short, key)
-		log.Info("restoring the app's gear count after an interrupted change", "app", a.FullName(), "running", running, "scale", a.Scale)
+		log.Info("restoring the app's gear count after an interrupted change", "app", a.FullName(), "scale", a.Scale, "formation", a.Formation)
 		if err := f.Scale(ctx, key, a.Scale); err != nil {
 			log.Error("restoring the app's gear count", "app", a.FullName(), "err", err)
 		}
@@ -180,7 +178,7 @@ func (f *Failover) move(ctx context.Context, node string, since time.Time, log *
 			if err := tx.Delete(store.GearKey(g.ID)); err != nil {
 				return err
 			}
-			if g.State == store.GearRunning {
+			if g.State == store.GearRunning && g.Web() {
 				moved[g.AppKey]++
 			}
 			if _, ok := apps[g.AppKey]; !ok {
@@ -206,7 +204,7 @@ func (f *Failover) move(ctx context.Context, node string, since time.Time, log *
 		if f.Moved != nil && moved[k] > 0 {
 			f.Moved(&app, node, moved[k], since)
 		}
-		if app.Stopped || app.Idle || app.ActiveDeployment == "" || app.Scale <= 0 {
+		if app.Stopped || app.ActiveDeployment == "" || (app.Idle || app.Scale <= 0) && len(app.Formation) == 0 {
 			continue
 		}
 		if err := f.Scale(ctx, k, app.Scale); err != nil {

@@ -223,6 +223,25 @@ func (s *Service) UpdateApp(ctx context.Context, caller *store.User, domain, nam
 		}
 		s.log.Info("gear size changed", "app", app.FullName(), "size", req.Size)
 	}
+	if req.StopGrace != "" {
+		d, err := time.ParseDuration(req.StopGrace)
+		if req.StopGrace == "default" {
+			d, err = 0, nil
+		} else if err != nil || d < time.Second || d > time.Hour {
+			return nil, refuse(Invalid, apitypes.CodeInvalid, fmt.Sprintf("--stop-grace %q is not a duration between 1s and 1h: use e.g. 30s, 5m, or default", req.StopGrace))
+		}
+		err = s.st.Update(func(tx *store.Tx) error {
+			if err := tx.Get(app.Key(), app); err != nil {
+				return err
+			}
+			app.StopGrace = d
+			return tx.Put(app.Key(), app)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("saving the stop grace time: %w", err)
+		}
+		s.log.Info("stop grace changed", "app", app.FullName(), "grace", app.Grace())
+	}
 	if req.HTTPS == "" && req.ConnectTimeout == "" && req.ReadTimeout == "" && req.TunnelTimeout == "" {
 		return app, nil
 	}
@@ -332,7 +351,7 @@ func (s *Service) PatchEnv(ctx context.Context, caller *store.User, domain, name
 	return env, nil
 }
 
-func sortedKeys(m map[string]string) []string {
+func sortedKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
 		out = append(out, k)
@@ -373,6 +392,19 @@ func (s *Service) Activate(ctx context.Context, caller *store.User, domain, name
 	}
 	s.log.Info("deployment activated", "app", app.FullName(), "deployment", dep.ID)
 	return s.App(caller, domain, name)
+}
+
+// Formation is how many gears each non-web process type of the app's
+// active deployment runs, and the deployment's process types (web
+// first).
+func (s *Service) Formation(app *store.App) (map[string]int, []string) {
+	var dep store.Deployment
+	if app.ActiveDeployment == "" || s.st.View(func(tx *store.Tx) error {
+		return tx.Get(store.DeploymentKey(app.ID, app.ActiveDeployment), &dep)
+	}) != nil {
+		return nil, nil
+	}
+	return store.Formation(app, &dep), append([]string{"web"}, sortedKeys(dep.Processes)...)
 }
 
 // Gears lists an app's gears (its cartridges' too).

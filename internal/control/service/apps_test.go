@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"path/filepath"
 	"strings"
@@ -30,6 +31,10 @@ func (f *fakeAgent) Delete(_ context.Context, appKey string) error {
 func (f *fakeAgent) Resize(context.Context, string) error { return nil }
 func (f *fakeAgent) ScaleTo(_ context.Context, appKey string, n int, _ io.Writer) error {
 	f.calls = append(f.calls, "scale "+appKey)
+	return nil
+}
+func (f *fakeAgent) ScaleProcess(_ context.Context, appKey, proc string, n int, _ io.Writer) error {
+	f.calls = append(f.calls, fmt.Sprintf("scale %s %s=%d", appKey, proc, n))
 	return nil
 }
 func (f *fakeAgent) AddCartridge(context.Context, string, store.Cartridge) (string, int, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/gantry-paas/gantry/internal/control/apitypes"
@@ -119,4 +120,57 @@ func (s *Service) record(app *store.App, e store.Event) {
 	if s.o.Events != nil {
 		s.o.Events.Record(app, e)
 	}
+}
+
+// ScaleProcesses sets how many gears process types run (`gantry ps scale
+// APP worker=3 web=2`): web is the app's fixed web scale, the others its
+// formation. Every count is checked before anything changes.
+func (s *Service) ScaleProcesses(ctx context.Context, caller *store.User, domain, name string, b apitypes.FormationRequest) (*store.App, error) {
+	app, err := s.App(caller, domain, name)
+	if err != nil {
+		return nil, err
+	}
+	if len(b.Processes) == 0 {
+		return nil, refuse(Invalid, apitypes.CodeInvalid, "nothing to change: pass TYPE=N, e.g. worker=2 web=3")
+	}
+	if app.ActiveDeployment == "" {
+		return nil, refuse(Conflict, apitypes.CodeNothingRunning, "nothing is deployed yet: push code with `git push` first")
+	}
+	var dep store.Deployment
+	if err := s.st.View(func(tx *store.Tx) error { return tx.Get(store.DeploymentKey(app.ID, app.ActiveDeployment), &dep) }); err != nil {
+		return nil, fmt.Errorf("reading the active deployment: %w", err)
+	}
+	types := append([]string{"web"}, sortedKeys(dep.Processes)...)
+	procs := sortedKeys(b.Processes)
+	for _, p := range procs {
+		n := b.Processes[p]
+		switch {
+		case p != "web" && dep.Processes[p] == "":
+			return nil, refuse(Invalid, apitypes.CodeInvalid, fmt.Sprintf("%s has no process type %q: its Procfile has %s", app.Name, p, strings.Join(types, ", ")))
+		case n < 0:
+			return nil, refuse(Invalid, apitypes.CodeInvalid, fmt.Sprintf("%s=%d: a count is 0 or more", p, n))
+		case p == "web" && n == 0:
+			return nil, refuse(Invalid, apitypes.CodeInvalid, "web=0: the web process needs a gear; stop the app with `gantry app stop`, or let it idle with `gantry app idle`")
+		case s.o.MaxGears > 0 && n > s.o.MaxGears:
+			return nil, refuse(Invalid, apitypes.CodeInvalid, fmt.Sprintf("%s=%d is beyond this platform's --max-gears (%d)", p, n, s.o.MaxGears))
+		}
+	}
+	for _, p := range procs {
+		n := b.Processes[p]
+		if p == "web" {
+			if _, err := s.Scale(ctx, caller, domain, name, apitypes.ScaleRequest{Gears: &n}); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		from := store.Formation(app, &dep)[p]
+		if err := s.o.Agent.ScaleProcess(ctx, app.Key(), p, n, io.Discard); err != nil {
+			return nil, refuse(Failed, apitypes.CodeDeployFailed, fmt.Sprintf("%s: the gears did not start: %v", p, err))
+		}
+		if from != n {
+			s.record(app, store.Event{Kind: "manual", From: from, To: n, Reason: fmt.Sprintf("%s set %s=%d", caller.Name, p, n)})
+		}
+		s.log.Info("process scaled", "app", app.FullName(), "process", p, "gears", n, "user", caller.Name)
+	}
+	return s.App(caller, domain, name)
 }

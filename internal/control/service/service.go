@@ -61,6 +61,7 @@ type Agent interface {
 	Delete(ctx context.Context, appKey string) error
 	Resize(ctx context.Context, appKey string) error
 	ScaleTo(ctx context.Context, appKey string, n int, out io.Writer) error
+	ScaleProcess(ctx context.Context, appKey, proc string, n int, out io.Writer) error
 	AddCartridge(ctx context.Context, appKey string, c store.Cartridge) (ip string, port int, err error)
 	RemoveCartridge(ctx context.Context, appKey, name string) error
 	// PrepareAppDir makes an app's directory (its own disk, when the

@@ -66,6 +66,12 @@ type App struct {
 	// traffic; 0 never. Idle is set while it is idled.
 	IdleAfter time.Duration `json:"idle_after,omitempty"`
 	Idle      bool          `json:"idle,omitempty"`
+	// Formation is how many gears each non-web process type runs (a type
+	// new in a deployment starts with 1).
+	Formation map[string]int `json:"formation,omitempty"`
+	// StopGrace is how long a gear's process has to exit after SIGTERM
+	// before it is killed (0: DefaultStopGrace).
+	StopGrace time.Duration `json:"stop_grace,omitempty"`
 	// Cartridges are the add-on services (postgresql, redis) of the app.
 	Cartridges []Cartridge `json:"cartridges,omitempty"`
 	// Egress is the app's outbound rules, in order (first match wins).
@@ -94,6 +100,18 @@ type Cartridge struct {
 	Created  time.Time `json:"created"`
 }
 
+// DefaultStopGrace is how long a process has after SIGTERM unless the app
+// says otherwise (Heroku's 30 s).
+const DefaultStopGrace = 30 * time.Second
+
+// Grace is the app's stop grace time.
+func (a *App) Grace() time.Duration {
+	if a.StopGrace > 0 {
+		return a.StopGrace
+	}
+	return DefaultStopGrace
+}
+
 // Key returns the app's store key.
 func (a *App) Key() string { return AppKey(a.Domain, a.Name) }
 
@@ -114,10 +132,13 @@ type Deployment struct {
 	ID      string `json:"id"`
 	AppID   string `json:"app_id"`
 	Commit  string `json:"commit"`
-	Type    string `json:"cartridge"`   // the app type (nodejs, go…); the key predates the word
-	Command string `json:"command"`     // the web process command
-	Health  string `json:"health_path"` // optional HTTP path checked before routing
-	Dir     string `json:"dir"`         // built tree on disk
+	Type    string `json:"cartridge"` // the app type (nodejs, go…); the key predates the word
+	Command string `json:"command"`   // the web process command
+	// Processes are the Procfile's other process types (workers), name to
+	// command; they run without a route.
+	Processes map[string]string `json:"processes,omitempty"`
+	Health    string            `json:"health_path"` // optional HTTP path checked before routing
+	Dir       string            `json:"dir"`         // built tree on disk
 	// Runtime is the language version it was built with and runs on
 	// ("" : none chosen): its binaries' directory, and its tree when it
 	// comes from the runtimes directory (mounted into gears).
@@ -157,13 +178,39 @@ type Gear struct {
 	Port       int    `json:"port"`
 	State      string `json:"state"`
 	Isolation  string `json:"isolation"` // process or namespaces
-	// Service names the cartridge a gear runs; "" for a web gear. Only
-	// web gears are routed, scaled and replaced by deploys.
+	// Service names the cartridge a gear runs; "" for the app's own code.
 	Service string `json:"service,omitempty"`
+	// Process is the Procfile process type of an app gear ("": web). Only
+	// web gears are routed and autoscaled; deploys replace every type.
+	Process string `json:"process,omitempty"`
 	// Node is the machine that runs the gear ("" in records older than
 	// nodes: the one machine there was).
 	Node    string    `json:"node,omitempty"`
 	Created time.Time `json:"created"`
+}
+
+// Web reports whether the gear runs the app's web process (routed).
+func (g *Gear) Web() bool { return g.Service == "" && g.Process == "" && g.State != GearOneOff }
+
+// Worker reports whether the gear runs one of the app's other process
+// types (a Procfile worker).
+func (g *Gear) Worker() bool { return g.Service == "" && g.Process != "" && g.State != GearOneOff }
+
+// Kind names what the gear runs: web, a process type, run (a one-off) or
+// its cartridge.
+func (g *Gear) Kind() string {
+	switch {
+	case g.Service != "":
+		return g.Service
+	case g.State == GearOneOff:
+		if g.Process != "" {
+			return g.Process // cron, release
+		}
+		return "run"
+	case g.Process != "":
+		return g.Process
+	}
+	return "web"
 }
 
 // Endpoint is where the router reaches the gear.
@@ -294,3 +341,41 @@ type NameClaim struct {
 
 // ClaimKey is the store key of a name claim.
 func ClaimKey(name string) string { return "claims/" + name }
+
+// Formation is how many gears each of dep's non-web process types runs
+// for app: its recorded count, 1 for a type new in dep.
+func Formation(app *App, dep *Deployment) map[string]int {
+	out := map[string]int{}
+	for proc := range dep.Processes {
+		n, ok := app.Formation[proc]
+		if !ok {
+			n = 1
+		}
+		out[proc] = n
+	}
+	return out
+}
+
+// Short reports whether a running app has fewer gears than it should of
+// its active deployment dep: web gears below its scale (unless idle), or
+// gears of a process type below its formation. Starting gears count.
+func Short(app *App, dep *Deployment, gears []Gear) bool {
+	if app.Stopped || app.ActiveDeployment == "" {
+		return false
+	}
+	have := map[string]int{}
+	for _, g := range gears {
+		if g.AppKey == app.Key() && (g.Web() || g.Worker()) && (g.State == GearRunning || g.State == GearStarting) {
+			have[g.Process]++
+		}
+	}
+	if !app.Idle && have[""] < app.Scale {
+		return true
+	}
+	for proc, n := range Formation(app, dep) {
+		if have[proc] < n {
+			return true
+		}
+	}
+	return false
+}

@@ -21,9 +21,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/applog"
 	"github.com/gantry-paas/gantry/internal/artifact"
 	"github.com/gantry-paas/gantry/internal/egress/enforce"
 
@@ -357,26 +359,21 @@ func (a *Agent) claimUnplaced() error {
 // Node is the name of the machine the agent runs gears on.
 func (a *Agent) Node() string { return a.o.Node }
 
-// restoreCounts starts the web gears an app lacks after an interrupted
-// change (its recorded scale says how many it runs), in the background.
+// restoreCounts starts the gears an app lacks after an interrupted change
+// (its recorded scale and formation say how many it runs), in the
+// background.
 func (a *Agent) restoreCounts(ctx context.Context) {
 	apps := a.apps()
 	gears, _ := a.gears("")
 	for _, app := range apps {
-		if app.ActiveDeployment == "" || app.Stopped || app.Idle || app.Scale <= 0 {
-			continue
-		}
-		running := 0
-		for _, g := range gears {
-			if g.AppKey == app.Key() && g.Service == "" && g.State == store.GearRunning {
-				running++
-			}
-		}
-		if running >= app.Scale {
+		var dep store.Deployment
+		if app.ActiveDeployment == "" || a.o.Store.View(func(tx *store.Tx) error {
+			return tx.Get(store.DeploymentKey(app.ID, app.ActiveDeployment), &dep)
+		}) != nil || !store.Short(&app, &dep, gears) {
 			continue
 		}
 		key, want := app.Key(), app.Scale
-		a.log.Info("restoring the app's gear count after an interrupted change", "app", key, "running", running, "scale", want)
+		a.log.Info("restoring the app's gear count after an interrupted change", "app", key, "scale", want, "formation", app.Formation)
 		a.wg.Add(1)
 		go func() {
 			defer a.wg.Done()
@@ -505,32 +502,28 @@ func (a *Agent) allocPort(tx *store.Tx, taken map[int]bool, probe bool) (int, er
 	return 0, fmt.Errorf("no free port in %d-%d for a new gear", a.o.PortMin, a.o.PortMax)
 }
 
-// cleanLogs keeps the log files of the newest keep gears of an app.
-func cleanLogs(dir string, keep int) {
+// cleanLogs removes the log files of gone gears in dir beyond the newest
+// keep; the logs of gears that still exist (live) stay whatever their age
+// (a quiet database's log is old, not gone).
+func cleanLogs(dir string, keep int, live map[string]bool) {
 	files, _ := filepath.Glob(filepath.Join(dir, "*.log"))
-	if len(files) <= keep {
-		return
-	}
 	type f struct {
 		p string
 		t time.Time
 	}
 	var fs []f
 	for _, p := range files {
+		if gear, _ := applog.GearOf(p); live[gear] {
+			continue
+		}
 		if fi, err := os.Stat(p); err == nil {
 			fs = append(fs, f{p, fi.ModTime()})
 		}
 	}
-	for len(fs) > keep {
-		oldest := 0
-		for i := range fs {
-			if fs[i].t.Before(fs[oldest].t) {
-				oldest = i
-			}
-		}
-		os.Remove(fs[oldest].p)
-		os.Remove(fs[oldest].p + ".1")
-		fs = append(fs[:oldest], fs[oldest+1:]...)
+	sort.Slice(fs, func(i, j int) bool { return fs[i].t.After(fs[j].t) })
+	for _, old := range fs[min(keep, len(fs)):] {
+		os.Remove(old.p)
+		os.Remove(old.p + ".1")
 	}
 }
 

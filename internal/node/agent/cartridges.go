@@ -102,7 +102,7 @@ func (a *Agent) AddCartridge(ctx context.Context, appKey string, c store.Cartrid
 		return fail(err)
 	}
 	if err := a.waitReady(ctx, &g, ""); err != nil {
-		return fail(fmt.Errorf("%s did not start: %v\n%s", c.Name, err, a.logTail(app.ID, g.ID, 20)))
+		return fail(fmt.Errorf("%s did not start: %v\n%s", c.Name, err, a.logTail(&g, 20)))
 	}
 	return &g, nil
 }

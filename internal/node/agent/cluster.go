@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -326,10 +328,11 @@ func (a *Agent) stopOrphans(ctx context.Context) {
 	}
 }
 
-// Evacuate moves an app's web gears off a machine without dropping a
-// request: as many new gears start on the other machines (placement
-// skips a cordoned one), the route switches to them in one write, and
-// the old ones drain and stop. It returns how many gears moved.
+// Evacuate moves an app's gears (web and workers) off a machine without
+// dropping a request: as many new gears of each type start on the other
+// machines (placement skips a cordoned one), the route switches to them
+// in one write, and the old ones drain and stop. It returns how many
+// gears moved.
 func (a *Agent) Evacuate(ctx context.Context, appKey, node string, out io.Writer) (int, error) {
 	unlock := a.appLock(appKey)
 	defer unlock()
@@ -345,7 +348,7 @@ func (a *Agent) Evacuate(ctx context.Context, appKey, node string, out io.Writer
 			return err
 		}
 		for _, g := range gears {
-			if g.AppKey == appKey && g.Node == node && g.Service == "" && g.State == store.GearRunning {
+			if g.AppKey == appKey && g.Node == node && (g.Web() || g.Worker()) && g.State == store.GearRunning {
 				moving = append(moving, g)
 			}
 		}
@@ -357,9 +360,24 @@ func (a *Agent) Evacuate(ctx context.Context, appKey, node string, out io.Writer
 	if err != nil || len(moving) == 0 {
 		return 0, err
 	}
-	fresh, fail, err := a.startGears(ctx, &app, &dep, len(moving), out)
-	if err != nil {
-		return 0, err
+	count := map[string]int{}
+	for _, g := range moving {
+		count[g.Process]++
+	}
+	var fresh []store.Gear
+	var fails []func(error) error
+	fail := func(err error) error {
+		for _, f := range fails {
+			err = f(err)
+		}
+		return err
+	}
+	for _, proc := range slices.Sorted(maps.Keys(count)) {
+		started, f, err := a.startGears(ctx, &app, &dep, proc, count[proc], out)
+		if err != nil {
+			return 0, fail(err)
+		}
+		fresh, fails = append(fresh, started...), append(fails, f)
 	}
 	err = a.o.Store.Update(func(tx *store.Tx) error {
 		if err := putStates(tx, fresh, store.GearRunning); err != nil {

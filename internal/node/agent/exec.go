@@ -24,7 +24,7 @@ func (a *Agent) ExecCommand(appKey, gearID, command string, tty bool, term strin
 	if err := a.o.Store.View(func(tx *store.Tx) error {
 		all, err := store.ListGears(tx)
 		for _, g := range all {
-			if g.AppKey == appKey && (g.State == store.GearRunning || g.State == store.GearOneOff && g.ID == gearID) && (g.ID == gearID || gearID == "" && g.Service == "") {
+			if g.AppKey == appKey && (g.State == store.GearRunning || g.State == store.GearOneOff && g.ID == gearID) && (g.ID == gearID || gearID == "" && g.Web()) {
 				gears = append(gears, g)
 			}
 		}

@@ -562,3 +562,103 @@ func TestDetachedRunRunsTheCommandOnce(t *testing.T) {
 		t.Errorf("gears after it ended: %v", by)
 	}
 }
+
+// Workers (Procfile types beyond web) start with a rollout (one gear for a
+// type new in the deployment), scale on their own, roll with the next
+// deployment, stay when web idles, come back when lost, and an unknown
+// type changes nothing.
+func TestWorkersRollScaleAndRestore(t *testing.T) {
+	l := newLifecycle(t)
+	ctx := context.Background()
+	withWorker := func(id string) {
+		l.put(store.DeploymentKey(l.app.ID, id), &store.Deployment{ID: id, AppID: l.app.ID, Command: "serve", Dir: l.t.TempDir(),
+			Processes: map[string]string{"worker": "work"}})
+	}
+	// kinds counts the app's gears by "deployment kind state".
+	kinds := func() map[string]int {
+		_, gs := l.gears()
+		out := map[string]int{}
+		for _, g := range gs {
+			out[g.Deployment+" "+g.Kind()+" "+g.State]++
+		}
+		return out
+	}
+	formation := func() map[string]int {
+		var app store.App
+		l.st.View(func(tx *store.Tx) error { return tx.Get(l.app.Key(), &app) })
+		return app.Formation
+	}
+	withWorker("d1")
+	if err := l.a.Rollout(ctx, l.app.Key(), "d1", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if got := kinds(); got["d1 web running"] != 2 || got["d1 worker running"] != 1 || len(got) != 2 {
+		t.Fatalf("after the first rollout: %v; want 2 web and 1 worker of d1", got)
+	}
+	if f := formation(); f["worker"] != 1 {
+		t.Fatalf("formation %v; want worker=1 recorded", f)
+	}
+	if !strings.Contains(l.rec.Calls(), " work\n") && !strings.HasSuffix(l.rec.Calls(), " work") {
+		t.Fatalf("no gear prepared with the worker's command:\n%s", l.rec.Calls())
+	}
+
+	if err := l.a.ScaleProcess(ctx, l.app.Key(), "worker", 2, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if got := kinds(); got["d1 worker running"] != 2 {
+		t.Fatalf("after worker=2: %v", got)
+	}
+	if err := l.a.ScaleProcess(ctx, l.app.Key(), "clock", 1, io.Discard); err == nil || !strings.Contains(err.Error(), `no process type "clock"`) {
+		t.Fatalf("scaling an unknown type: %v; want a refusal naming it", err)
+	}
+	if f := formation(); len(f) != 1 || f["worker"] != 2 {
+		t.Fatalf("formation after a refused scale: %v; want worker=2 only", f)
+	}
+
+	// A new deployment rolls both types; the old workers stop.
+	withWorker("d2")
+	if err := l.a.Rollout(ctx, l.app.Key(), "d2", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	l.waitFor("the old gears stop", func() bool { k := kinds(); return k["d1 worker draining"]+k["d1 web draining"] == 0 })
+	if got := kinds(); got["d2 web running"] != 2 || got["d2 worker running"] != 2 || len(got) != 2 {
+		t.Fatalf("after the second rollout: %v; want 2 web and 2 workers of d2", got)
+	}
+
+	// Idling stops web only.
+	if err := l.a.ScaleTo(ctx, l.app.Key(), 0, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	l.waitFor("web gears stop", func() bool { return kinds()["d2 web draining"] == 0 })
+	if got := kinds(); got["d2 worker running"] != 2 || got["d2 web running"] != 0 {
+		t.Fatalf("idle: %v; want the 2 workers still running", got)
+	}
+
+	// A lost worker (its record gone with a machine) comes back.
+	_, gs := l.gears()
+	for _, g := range gs {
+		if g.Worker() {
+			l.st.Update(func(tx *store.Tx) error { return tx.Delete(store.GearKey(g.ID)) })
+			break
+		}
+	}
+	l.a.restoreCounts(ctx)
+	l.a.wg.Wait()
+	if got := kinds(); got["d2 worker running"] != 2 {
+		t.Fatalf("after restoring: %v; want 2 workers again", got)
+	}
+
+	// A deployment without the type stops its workers; the count stays
+	// recorded for when it comes back.
+	l.deployment("d3")
+	if err := l.a.Rollout(ctx, l.app.Key(), "d3", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	l.waitFor("the workers stop", func() bool { return kinds()["d2 worker draining"] == 0 })
+	if got := kinds(); got["d3 web running"] != 1 || len(got) != 1 {
+		t.Fatalf("after a deployment without workers: %v; want its web gear only", got)
+	}
+	if f := formation(); f["worker"] != 2 {
+		t.Fatalf("formation %v; want worker=2 kept", f)
+	}
+}

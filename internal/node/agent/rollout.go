@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -49,9 +51,29 @@ func (a *Agent) Rollout(ctx context.Context, appKey, depID string, out io.Writer
 	if err != nil {
 		return fmt.Errorf("loading app and deployment: %w", err)
 	}
-	_, fail, err := a.startGears(ctx, &app, &dep, max(app.Scale, 1), out)
+	_, failWeb, err := a.startGears(ctx, &app, &dep, "", max(app.Scale, 1), out)
 	if err != nil {
 		return err
+	}
+	// The other process types roll with web: their new gears start
+	// before the switch, and the old ones stop after it.
+	formation := store.Formation(&app, &dep)
+	fails := []func(error) error{failWeb}
+	fail := func(err error) error {
+		for _, f := range fails {
+			err = f(err)
+		}
+		return err
+	}
+	for _, proc := range slices.Sorted(maps.Keys(formation)) {
+		if formation[proc] == 0 {
+			continue
+		}
+		_, f, err := a.startGears(ctx, &app, &dep, proc, formation[proc], out)
+		if err != nil {
+			return fail(err)
+		}
+		fails = append(fails, f)
 	}
 
 	// Switch: new gears routed, old ones draining, in one write.
@@ -84,6 +106,14 @@ func (a *Agent) Rollout(ctx context.Context, appKey, depID string, out io.Writer
 		}
 		cur.ActiveDeployment = dep.ID
 		cur.Stopped = false
+		for proc, n := range formation {
+			if _, ok := cur.Formation[proc]; !ok {
+				if cur.Formation == nil {
+					cur.Formation = map[string]int{}
+				}
+				cur.Formation[proc] = n // a type new in this deployment
+			}
+		}
 		if cur.Idle || cur.Scale == 0 {
 			// A deploy wakes an idle app and leaves it awake.
 			cur.Idle, cur.Scale = false, max(cur.MinGears, 1)
@@ -102,10 +132,13 @@ func (a *Agent) Rollout(ctx context.Context, appKey, depID string, out io.Writer
 	return nil
 }
 
-// startGears reserves, starts and health-checks n new gears of dep, on
-// the machines placement picks. They are left in state starting (not
-// routed); fail removes them.
-func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deployment, n int, out io.Writer) ([]store.Gear, func(error) error, error) {
+// startGears reserves, starts and health-checks n new gears of dep's
+// process type proc ("": web), on the machines placement picks. They are
+// left in state starting (not routed); fail removes them.
+func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deployment, proc string, n int, out io.Writer) ([]store.Gear, func(error) error, error) {
+	if proc != "" && dep.Processes[proc] == "" {
+		return nil, nil, fmt.Errorf("the deployment has no %s process: its Procfile has %s", proc, procList(dep))
+	}
 	// Record the new gears first: their ports are then reserved.
 	var fresh []store.Gear
 	err := a.o.Store.Update(func(tx *store.Tx) error {
@@ -122,7 +155,7 @@ func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deplo
 			return err
 		}
 		for i := 0; i < n; i++ {
-			g := store.Gear{ID: newID(), AppID: app.ID, AppKey: app.Key(), Deployment: dep.ID,
+			g := store.Gear{ID: newID(), AppID: app.ID, AppKey: app.Key(), Deployment: dep.ID, Process: proc,
 				State: store.GearStarting, Isolation: a.o.Isolation, Node: nodes[i], Created: time.Now().UTC()}
 			switch {
 			case a.rt.Caps().Isolated:
@@ -206,9 +239,15 @@ func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deplo
 // until it serves).
 func (a *Agent) startOne(ctx context.Context, app *store.App, dep *store.Deployment, g *store.Gear, out io.Writer) error {
 	env := a.o.Env(app, dep, g)
-	spec := shim.Spec{GearID: g.ID, Command: dep.Command, Dir: dep.Dir, Env: env, Once: g.State == store.GearOneOff && dep.Command != oneOffCommand,
-		LogFile: filepath.Join(a.o.Layout.Logs(app.ID), g.ID+".log"), LogMax: 10 << 20}
-	sb, err := a.sandboxOf(app, g.ID, dep.Command, dep.Dir, env)
+	command := dep.Command
+	if g.Worker() {
+		if command = dep.Processes[g.Process]; command == "" {
+			return fmt.Errorf("the deployment has no %s process: its Procfile has %s", g.Process, procList(dep))
+		}
+	}
+	spec := shim.Spec{GearID: g.ID, Command: command, Dir: dep.Dir, Env: env, Once: g.State == store.GearOneOff && command != oneOffCommand,
+		LogFile: a.logFile(g), LogMax: 10 << 20, StopGrace: app.Grace()}
+	sb, err := a.sandboxOf(app, g.ID, command, dep.Dir, env)
 	if err == nil {
 		sb.Tree = dep.Dir
 		sb.Traverse = append(sb.Traverse, filepath.Dir(dep.Dir))
@@ -242,15 +281,19 @@ func (a *Agent) startOne(ctx context.Context, app *store.App, dep *store.Deploym
 // readyOne waits until a started gear of this machine serves, then runs
 // its post_start hook.
 func (a *Agent) readyOne(ctx context.Context, app *store.App, dep *store.Deployment, g *store.Gear, out io.Writer) error {
+	if g.Worker() {
+		if err := a.waitStarted(ctx, g); err != nil {
+			tail := a.logTail(g, 20)
+			return fmt.Errorf("%w: %s gear %s: %v\n%s", ErrStartFailed, g.Process, g.ID, err, tail)
+		}
+		fmt.Fprintf(out, "-----> %s gear %s is up%s\n", g.Process, g.ID, a.where(g))
+		return nil
+	}
 	if err := a.waitReady(ctx, g, dep.Health); err != nil {
-		tail := a.logTail(app.ID, g.ID, 20)
+		tail := a.logTail(g, 20)
 		return fmt.Errorf("%w: gear %s: %v\n%s", ErrStartFailed, g.ID, err, tail)
 	}
-	where := ""
-	if a.o.Place != nil {
-		where = " (" + g.Node + ")"
-	}
-	fmt.Fprintf(out, "-----> Gear %s is up on %s%s\n", g.ID, g.Endpoint(), where)
+	fmt.Fprintf(out, "-----> Gear %s is up on %s%s\n", g.ID, g.Endpoint(), a.where(g))
 	if hook := a.hook(dep, "post_start"); hook != "" {
 		fmt.Fprintf(out, "-----> Running post_start hook (gear %s)\n", g.ID)
 		if err := a.runGearHook(ctx, app, g, hook, dep.Dir, a.o.Env(app, dep, g), out); err != nil {
@@ -258,6 +301,47 @@ func (a *Agent) readyOne(ctx context.Context, app *store.App, dep *store.Deploym
 		}
 	}
 	return nil
+}
+
+// where names the gear's machine in a cluster.
+func (a *Agent) where(g *store.Gear) string {
+	if a.o.Place == nil {
+		return ""
+	}
+	return " (" + g.Node + ")"
+}
+
+// WorkerSettle is how long a worker's process must stay up after its
+// start before a deploy counts it as started: a worker that dies at once
+// (a syntax error) refuses the deployment.
+const WorkerSettle = 500 * time.Millisecond
+
+// waitStarted waits until a worker gear's process runs and has stayed up
+// for WorkerSettle since the gear was made.
+func (a *Agent) waitStarted(ctx context.Context, g *store.Gear) error {
+	ctx, cancel := context.WithTimeout(ctx, a.o.StartTimeout)
+	defer cancel()
+	for {
+		st, err := a.rt.State(g.ID)
+		switch {
+		case err == nil && st.Restarts > 0:
+			return fmt.Errorf("the process %s just after it started", st.LastExit)
+		case err == nil && st.Alive && st.PID > 0 && time.Since(g.Created) >= WorkerSettle:
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the process did not start within %s", a.o.StartTimeout)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// procList names a deployment's process types for messages.
+func procList(dep *store.Deployment) string {
+	names := []string{"web"}
+	names = append(names, slices.Sorted(maps.Keys(dep.Processes))...)
+	return strings.Join(names, ", ")
 }
 
 // drainAndStop waits, in the background, until the router has no open
@@ -286,7 +370,12 @@ func (a *Agent) drainAndStop(old []store.Gear) {
 		wg.Wait()
 		a.netRemove(gearIDs(old)...)
 		if len(old) > 0 {
-			cleanLogs(a.o.Layout.Logs(old[0].AppID), 10)
+			live := map[string]bool{}
+			gears, _ := a.gears(old[0].AppID)
+			for _, g := range gears {
+				live[g.ID] = true
+			}
+			cleanLogs(a.o.Layout.Logs(old[0].AppID), 10, live)
 		}
 	}()
 }
@@ -408,8 +497,19 @@ func (a *Agent) waitReady(ctx context.Context, g *store.Gear, health string) err
 	}
 }
 
-func (a *Agent) logTail(appID, gearID string, n int) string {
-	data, _ := os.ReadFile(filepath.Join(a.o.Layout.Logs(appID), gearID+".log"))
+// logFile is where a gear's output goes (named with its process type, for
+// the app's own code).
+func (a *Agent) logFile(g *store.Gear) string {
+	kind := ""
+	if g.Service == "" {
+		kind = g.Kind()
+	}
+	return filepath.Join(a.o.Layout.Logs(g.AppID), applog.FileName(g.ID, kind))
+}
+
+func (a *Agent) logTail(g *store.Gear, n int) string {
+	gearID := g.ID
+	data, _ := os.ReadFile(a.logFile(g))
 	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
@@ -455,7 +555,11 @@ func (a *Agent) stopGear(ctx context.Context, g store.Gear, out io.Writer) {
 		}
 	}
 	run("pre_stop")
-	a.rt.Stop(g.ID, 15*time.Second)
+	grace := store.DefaultStopGrace
+	if haveDep {
+		grace = app.Grace()
+	}
+	a.rt.Stop(g.ID, grace+5*time.Second) // the shim's own grace, then the shim
 	run("post_stop")
 	a.removeNamespaced(g)
 	os.RemoveAll(dir)

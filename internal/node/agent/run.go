@@ -95,7 +95,7 @@ func (a *Agent) startOneOff(ctx context.Context, appKey, depID, command string) 
 	for deadline := time.Now().Add(a.o.StartTimeout); !a.driverFor(g).Running(g.ID); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			done()
-			return "", nil, fmt.Errorf("the one-off gear did not start within %s: %s", a.o.StartTimeout, a.logTail(app.ID, g.ID, 5))
+			return "", nil, fmt.Errorf("the one-off gear did not start within %s: %s", a.o.StartTimeout, a.logTail(&g, 5))
 		}
 	}
 	return g.ID, done, nil

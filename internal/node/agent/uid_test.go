@@ -1,7 +1,11 @@
 package agent
 
 import (
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/gantry-paas/gantry/internal/node/runtime/netplan"
 )
@@ -28,5 +32,27 @@ func TestServersOnOneHostDoNotShare(t *testing.T) {
 	b := &Agent{}
 	if a.cgroupParent("g1") != "node2/g1" || b.cgroupParent("g1") != "gantry/g1" {
 		t.Errorf("cgroup parents %q, %q", a.cgroupParent("g1"), b.cgroupParent("g1"))
+	}
+}
+
+// cleanLogs removes gone gears' logs beyond the newest keep, never a live
+// gear's, however old.
+func TestCleanLogsKeepsLiveGears(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	for i, name := range []string{"db.log", "old1.log", "old2.worker.log", "old3.log", "new.log"} {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte("x\n"), 0o600)
+		mt := now.Add(time.Duration(i-10) * time.Minute) // db.log the oldest
+		os.Chtimes(p, mt, mt)
+	}
+	cleanLogs(dir, 2, map[string]bool{"db": true, "new": true})
+	files, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	var got []string
+	for _, f := range files {
+		got = append(got, filepath.Base(f))
+	}
+	if want := []string{"db.log", "new.log", "old2.worker.log", "old3.log"}; !slices.Equal(got, want) {
+		t.Errorf("left %v; want %v", got, want)
 	}
 }

@@ -57,7 +57,7 @@ func (e *Builder) params(app *store.App, dir, appType string) Params {
 // ForGear is a gear's environment.
 func (e *Builder) ForGear(app *store.App, dep *store.Deployment, g *store.Gear) []string {
 	p := e.params(app, dep.Dir, dep.Type)
-	p.GearID, p.IP, p.Port = g.ID, g.IP, g.Port
+	p.GearID, p.IP, p.Port, p.Process = g.ID, g.IP, g.Port, g.Kind()
 	if dep.RuntimeBin != "" {
 		p.PathPrefix = append(p.PathPrefix, dep.RuntimeBin)
 	}

@@ -18,8 +18,11 @@ type Params struct {
 	Type                     string // the app type: nodejs, go…
 	GearID, IP               string
 	Port                     int
-	DataDir, RepoDir         string
-	LogDir, TmpDir, HomeDir  string
+	// Process is what the gear runs: web, a Procfile type (worker), run,
+	// cron or release.
+	Process                 string
+	DataDir, RepoDir        string
+	LogDir, TmpDir, HomeDir string
 	// PathPrefix directories come before BasePath in PATH.
 	PathPrefix []string
 	BasePath   string
@@ -58,6 +61,9 @@ func Build(p Params) []string {
 	set("GANTRY_LOG_DIR", p.LogDir)
 	set("GANTRY_TMP_DIR", p.TmpDir)
 	set("GANTRY_GEAR_ID", p.GearID)
+	if p.Process != "" {
+		set("GANTRY_PROCESS_TYPE", p.Process)
+	}
 	set("GANTRY_CARTRIDGE", p.Type) // OpenShift's name
 	set("OPENSHIFT_APP_NAME", p.App)
 	set("OPENSHIFT_APP_UUID", p.AppID)
