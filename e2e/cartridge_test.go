@@ -45,7 +45,8 @@ func cartridges(t *testing.T, isolation []string) {
 	data := filepath.Join(root, "data")
 	t.Cleanup(func() { killGears(data); cleanupNetwork(isolation) })
 	cfg := filepath.Join(root, "admin.json")
-	srv := startServer(t, data, cfg, "127.0.0.1:0", "127.0.0.1:0", isolation...)
+	// A cron minute lasts 2 s here.
+	srv := startServer(t, data, cfg, "127.0.0.1:0", "127.0.0.1:0", slices.Concat(isolation, []string{"--cron-minute", "2s"})...)
 	u := newEnv(t, cfg)
 	hc := srv.httpClient()
 	host := "web-db.localhost"
@@ -154,6 +155,7 @@ func cartridges(t *testing.T, isolation []string) {
 		t.Errorf("after a failed release the app serves %q; want v2 as it was", got)
 	}
 	workers(t, u, repo)
+	cronJobs(t, u, repo)
 
 	if out := u.gantryFails("run", "nosuchapp", "--", "true"); !strings.Contains(out, "nosuchapp") {
 		t.Errorf("a run of an unknown app: %s", out)
@@ -432,4 +434,85 @@ done
 		}
 		return nil
 	})
+}
+
+// cronJobs checks scheduled jobs (a cron minute lasts 2 s on this server):
+// an app.json entry observed twice with its exit status, an
+// .openshift/cron/minutely executable with its output in the logs, a job
+// still running when due again skipped, a schedule that does not parse
+// refused; then the jobs go with the next deploy.
+func cronJobs(t *testing.T, u *env, repo string) {
+	t.Helper()
+	writeFile(t, filepath.Join(repo, "app.json"), `{"cron": [
+  {"command": "echo cron-ran as $GANTRY_PROCESS_TYPE; exit 5", "schedule": "* * * * *"},
+  {"command": "sleep 5", "schedule": "* * * * *"}
+]}`, 0o644)
+	writeFile(t, filepath.Join(repo, ".openshift/cron/minutely/tick"), "#!/bin/sh\necho tick from $GANTRY_GEAR_ID\n", 0o755)
+	u.runIn(repo, "git", "add", "-A")
+	u.runIn(repo, "git", "commit", "-qm", "v6 with cron jobs")
+	if out := u.runIn(repo, "git", "push"); !strings.Contains(out, "Cron: 3 job(s)") {
+		t.Errorf("push with cron jobs:\n%s", out)
+	}
+	type cronRow struct {
+		ID, Command, Source string
+		Next                *time.Time
+		Exit                *int
+		Runs, Skipped       int
+	}
+	eventually(t, "each job ran twice, the long one skipped", 60*time.Second, func() error {
+		var jobs []cronRow
+		u.gantryJSON(&jobs, "cron", "list", "web")
+		if len(jobs) != 3 {
+			return fmt.Errorf("jobs: %+v", jobs)
+		}
+		for _, j := range jobs {
+			switch {
+			case j.Next == nil:
+				return fmt.Errorf("%s has no next time", j.Source)
+			case strings.HasPrefix(j.Command, "echo") && (j.Runs < 2 || j.Exit == nil || *j.Exit != 5):
+				return fmt.Errorf("the failing job: %d runs, exit %v", j.Runs, j.Exit)
+			case strings.HasSuffix(j.Source, "tick") && (j.Runs < 2 || j.Exit == nil || *j.Exit != 0):
+				return fmt.Errorf("the minutely executable: %d runs, exit %v", j.Runs, j.Exit)
+			case j.Command == "sleep 5" && j.Skipped < 1:
+				return fmt.Errorf("the long job was never skipped: %+v", j)
+			}
+		}
+		logs := u.gantry("logs", "web", "--lines", "2000")
+		for _, want := range []string{"]: cron-ran as cron", "]: tick from run", "exited with status 5", "skipped: the run started at"} {
+			if !strings.Contains(logs, want) {
+				return fmt.Errorf("logs lack %q:\n%s", want, logs)
+			}
+		}
+		if !strings.Contains(logs, "cron/") {
+			return fmt.Errorf("cron lines are not labelled cron/JOB:\n%s", logs)
+		}
+		return nil
+	})
+	if out := u.gantry("cron", "list", "web"); !strings.Contains(out, "exit 5") || !strings.Contains(out, "skipped") {
+		t.Errorf("gantry cron list:\n%s", out)
+	}
+	if ev := u.gantry("app", "events", "web"); !strings.Contains(ev, "cron_skipped") || !strings.Contains(ev, "exited with status 5") {
+		t.Errorf("app events lack the cron runs:\n%s", ev)
+	}
+
+	// A schedule that does not parse refuses the push; the jobs stay.
+	writeFile(t, filepath.Join(repo, "app.json"), `{"cron": [{"command": "true", "schedule": "every day"}]}`, 0o644)
+	u.runIn(repo, "git", "commit", "-qam", "v7 bad schedule")
+	if out, err := u.exec(repo, "git", "push"); err == nil || !strings.Contains(out, `schedule "every day" does not parse`) {
+		t.Errorf("push with a bad schedule (%v):\n%s", err, out)
+	}
+	var jobs []cronRow
+	u.gantryJSON(&jobs, "cron", "list", "web")
+	if len(jobs) != 3 {
+		t.Errorf("jobs after a refused push: %+v", jobs)
+	}
+	// Without them, nothing more runs.
+	os.Remove(filepath.Join(repo, "app.json"))
+	os.RemoveAll(filepath.Join(repo, ".openshift/cron"))
+	u.runIn(repo, "git", "add", "-A")
+	u.runIn(repo, "git", "commit", "-qm", "v8 without cron")
+	u.runIn(repo, "git", "push")
+	if out := u.gantry("cron", "list", "web"); !strings.Contains(out, "has no cron jobs") {
+		t.Errorf("cron list without jobs: %s", out)
+	}
 }

@@ -259,6 +259,11 @@ func (c *Client) ScaleProcesses(ctx context.Context, d, a string, counts map[str
 	return call[apitypes.AppView](c, ctx, http.MethodPost, c.appPath(d, a, "formation"), apitypes.FormationRequest{Processes: counts})
 }
 
+// Cron lists an app's scheduled jobs with their runs.
+func (c *Client) Cron(ctx context.Context, d, a string) ([]apitypes.CronView, error) {
+	return call[[]apitypes.CronView](c, ctx, http.MethodGet, c.appPath(d, a, "cron"), nil)
+}
+
 func (c *Client) Idle(ctx context.Context, d, a string, req apitypes.IdleRequest) (apitypes.AppView, error) {
 	return call[apitypes.AppView](c, ctx, http.MethodPost, c.appPath(d, a, "idle"), req)
 }

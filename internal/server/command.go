@@ -96,6 +96,8 @@ the CLI on this machine. SIGTERM stops the server; apps keep running.`,
 	f.StringVar(&o.NetPrefix, "net-prefix", "", "name prefix of the gear bridge, namespaces and nftables tables (default gantry)")
 	f.IntVar(&o.MaxGears, "max-gears", 16, "most gears one app may have")
 	f.DurationVar(&o.WakeTimeout, "wake-timeout", 30*time.Second, "how long a request waits for an idle app to wake before a 503")
+	f.DurationVar(&o.CronMinute, "cron-minute", time.Minute, "how long a minute of the apps' cron schedules lasts (for tests: 2s runs \"* * * * *\" every 2 s)")
+	f.MarkHidden("cron-minute")
 	f.DurationVar(&o.ScaleDownAfter, "scale-down-after", 30*time.Second, "how long load must stay low before the autoscaler removes a gear")
 	f.BoolVar(&debug, "debug", false, "verbose logs")
 	return cmd

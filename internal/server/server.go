@@ -33,6 +33,7 @@ import (
 	"github.com/gantry-paas/gantry/internal/node/runtimes"
 
 	"github.com/gantry-paas/gantry/internal/control/certstore"
+	"github.com/gantry-paas/gantry/internal/control/cron"
 	"github.com/gantry-paas/gantry/internal/control/scheduler"
 	"github.com/gantry-paas/gantry/internal/control/service"
 
@@ -198,6 +199,9 @@ type Options struct {
 	MaxGears int
 	// WakeTimeout bounds how long a request waits for an idle app.
 	WakeTimeout time.Duration
+	// CronMinute is how long a minute of the apps' cron schedules lasts
+	// (tests shorten it).
+	CronMinute time.Duration
 	// ScaleDownAfter is how long load must stay low before a gear goes
 	// (default 30s), and the cooldown after a change.
 	ScaleDownAfter time.Duration
@@ -643,7 +647,15 @@ func Run(ctx context.Context, o Options) error {
 	if sshPort != 22 {
 		knownHost = fmt.Sprintf("[%s]:%d", o.Host, sshPort)
 	}
-	svc := service.New(service.Options{Store: st, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld, Layout: lay, Exe: exe,
+	jobs := cron.New(cron.Options{Store: st, Runner: ag, Self: node.Name, Minute: o.CronMinute, Log: log.With("role", "cron"),
+		Event: evlog.Record,
+		Note: func(appID, jobID, line string) {
+			if w, err := ag.JobLog(appID, jobID); err == nil {
+				w.WriteLine("gantry", []byte(line))
+				w.Close()
+			}
+		}})
+	svc := service.New(service.Options{Store: st, Log: log, Cron: jobs, Agent: agentAdapter{ag, st.View}, Builder: bld, Layout: lay, Exe: exe,
 		CloudDomain: o.CloudDomain, MaxGears: o.MaxGears, Applied: rt, PlatformHosts: []string{o.Host, "localhost"},
 		AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver, ReservedPorts: []int{httpPort, httpsPort, sshPort}, HTTPSPort: httpsPort, Events: evlog, Egress: enf,
 		EgressRouter: egressAPI(egr), EgressPorts: ag.ApplyEgressRouterPorts, Cluster: clu.ops(), JoinFiles: joinFiles()})
@@ -730,6 +742,9 @@ func Run(ctx context.Context, o Options) error {
 	g.Go(stageControl, "autoscaler", scaler) // without control: it wakes idle apps only
 	if clu != nil {
 		g.Go(stageControl, "load reports", clusterLoad)
+	}
+	if has(store.RoleControl) && has(store.RoleNode) { // the jobs run in gears here
+		g.Go(stageControl, "cron", jobs)
 	}
 	if clu != nil && has(store.RoleControl) {
 		g.Go(stageControl, "autoscaler election", leading)

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"net/http"
+	"time"
 
 	"github.com/gantry-paas/gantry/internal/control/apitypes"
 
@@ -36,6 +37,32 @@ func (a *API) registerScaling() {
 				return nil, asProblem(a, "scaling", err)
 			}
 			return &body[apitypes.AppView]{Body: a.appView(app)}, nil
+		})
+
+	huma.Register(a.h, huma.Operation{OperationID: "list-cron", Method: http.MethodGet, Path: "/v1/domains/{domain}/apps/{app}/cron", Security: bearer,
+		Summary: "List an app's cron jobs", Description: "app.json cron entries and .openshift/cron/PERIOD/ executables of the active deployment, with their next and last runs.", Tags: []string{"scaling"}},
+		func(ctx context.Context, in *AppRef) (*body[[]apitypes.CronView], error) {
+			_, jobs, err := a.o.Service.CronJobs(userOf(ctx), in.Domain, in.App)
+			if err != nil {
+				return nil, asProblem(a, "listing cron jobs", err)
+			}
+			out := []apitypes.CronView{}
+			for _, j := range jobs {
+				v := apitypes.CronView{ID: j.Job.ID, Schedule: j.Job.Schedule, Command: j.Job.Command, Source: j.Job.Source, Running: j.Status.Running,
+					Gear: j.Status.Gear, Error: j.Status.Error, Runs: j.Status.Runs, Failures: j.Status.Failures, Skipped: j.Status.Skipped}
+				if !j.Next.IsZero() {
+					v.Next = &j.Next
+				}
+				if !j.Status.Last.IsZero() {
+					v.Last = &j.Status.Last
+					if !j.Status.Running && j.Status.Error == "" {
+						exit := j.Status.Exit
+						v.Exit, v.Took = &exit, j.Status.Took.Round(time.Millisecond).String()
+					}
+				}
+				out = append(out, v)
+			}
+			return &body[[]apitypes.CronView]{Body: out}, nil
 		})
 
 	type idleIn struct {

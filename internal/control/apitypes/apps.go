@@ -108,3 +108,21 @@ type RunView struct {
 	Output    string `json:"output,omitempty" doc:"stdout and stderr, the first MiB"`
 	Truncated bool   `json:"truncated,omitempty"`
 }
+
+// CronView is one scheduled job of an app with its last run.
+type CronView struct {
+	ID       string     `json:"id"`
+	Schedule string     `json:"schedule" doc:"five fields (UTC) or @hourly…"`
+	Command  string     `json:"command"`
+	Source   string     `json:"source" doc:"app.json, or the executable's path"`
+	Next     *time.Time `json:"next,omitempty" doc:"when it runs next (none while the app is stopped)"`
+	Last     *time.Time `json:"last,omitempty" doc:"when its last run started"`
+	Running  bool       `json:"running"`
+	Exit     *int       `json:"exit,omitempty" doc:"the last run's exit status"`
+	Took     string     `json:"took,omitempty"`
+	Gear     string     `json:"gear,omitempty"`
+	Error    string     `json:"error,omitempty" doc:"why the last run could not start"`
+	Runs     int        `json:"runs"`
+	Failures int        `json:"failures"`
+	Skipped  int        `json:"skipped" doc:"times it was due while a run was still going"`
+}

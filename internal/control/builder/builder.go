@@ -162,6 +162,19 @@ func (b *Builder) Deploy(ctx context.Context, appKey, commit string, gitEnv []st
 	for _, w := range hooks.Warnings {
 		fmt.Fprintf(out, "       warning: %s\n", w)
 	}
+	jobs, cronWarnings, err := FindCron(dir)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBuild, err)
+	}
+	for _, w := range cronWarnings {
+		fmt.Fprintf(out, "       warning: %s\n", w)
+	}
+	if len(jobs) > 0 {
+		fmt.Fprintf(out, "-----> Cron: %d job(s) (gantry cron list %s)\n", len(jobs), app.Name)
+		for _, j := range jobs {
+			fmt.Fprintf(out, "       %-14s %s\n", j.Schedule, j.Command)
+		}
+	}
 	env := b.o.Env(&app, dir, plan.Type)
 	var rt runtimes.Runtime
 	if plan.Want != nil && b.o.Runtimes != nil {
@@ -212,7 +225,7 @@ func (b *Builder) Deploy(ctx context.Context, appKey, commit string, gitEnv []st
 		return err
 	}
 	dep := store.Deployment{ID: depID, AppID: app.ID, Commit: commit, Type: plan.Type,
-		Command: plan.Start, Processes: plan.Processes, Health: HealthPath(dir), Dir: dir, Node: b.o.Node, Created: time.Now().UTC(),
+		Command: plan.Start, Processes: plan.Processes, Cron: jobs, Health: HealthPath(dir), Dir: dir, Node: b.o.Node, Created: time.Now().UTC(),
 		RuntimeBin: rt.Bin, RuntimeRoot: rt.Root}
 	if b.o.Artifacts != nil {
 		packed := time.Now()

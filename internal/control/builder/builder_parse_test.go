@@ -80,7 +80,7 @@ func write(t *testing.T, dir string, files map[string]string) {
 		p := filepath.Join(dir, name)
 		os.MkdirAll(filepath.Dir(p), 0o755)
 		mode := os.FileMode(0o644)
-		if strings.Contains(name, "action_hooks/") && !strings.HasSuffix(name, ".noexec") {
+		if (strings.Contains(name, "action_hooks/") || strings.Contains(name, "cron/")) && !strings.HasSuffix(name, ".noexec") {
 			mode = 0o755
 		}
 		if err := os.WriteFile(strings.TrimSuffix(p, ".noexec"), []byte(body), mode); err != nil {

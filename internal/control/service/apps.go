@@ -156,6 +156,9 @@ func (s *Service) DeleteApp(ctx context.Context, caller *store.User, domain, nam
 			tx.Delete(store.DeploymentKey(app.ID, d.ID))
 		}
 		tx.Delete(store.HostKey(app.Host))
+		if err := store.DeleteCron(tx, app.ID); err != nil {
+			return err
+		}
 		if err := DeleteRoutes(tx, app.Key()); err != nil {
 			return err
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gantry-paas/gantry/internal/control/apitypes"
 	"github.com/gantry-paas/gantry/internal/control/autoscale"
+	"github.com/gantry-paas/gantry/internal/control/cron"
 	"github.com/gantry-paas/gantry/internal/control/store"
 )
 
@@ -173,4 +174,18 @@ func (s *Service) ScaleProcesses(ctx context.Context, caller *store.User, domain
 		s.log.Info("process scaled", "app", app.FullName(), "process", p, "gears", n, "user", caller.Name)
 	}
 	return s.App(caller, domain, name)
+}
+
+// CronJobs lists the scheduled jobs of an app's active deployment with
+// their last runs and next times.
+func (s *Service) CronJobs(caller *store.User, domain, name string) (*store.App, []cron.Entry, error) {
+	app, err := s.App(caller, domain, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if s.o.Cron == nil {
+		return app, nil, refuse(Conflict, apitypes.CodeConflict, "this machine runs no cron jobs (it is not both a control machine and a node)")
+	}
+	jobs, err := s.o.Cron.List(app)
+	return app, jobs, err
 }

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/control/cron"
 	"github.com/gantry-paas/gantry/internal/control/events"
 
 	"github.com/gantry-paas/gantry/internal/layout"
@@ -104,6 +105,8 @@ type Options struct {
 	EgressPorts  func() error
 	// Events, if set, records manual scaling and idling.
 	Events *events.Log
+	// Cron lists apps' scheduled jobs with their runs.
+	Cron *cron.Scheduler
 	// Hostnames: the platform's own (no alias may take them), whether
 	// aliases need a claimed DNS name (VerifyAuto, VerifyDNS, VerifyOff),
 	// the resolver that checks claims ("": the system's), the roots that

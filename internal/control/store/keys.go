@@ -81,6 +81,25 @@ func ListTCPRoutes(tx *Tx) ([]TCPRoute, error) { return List[TCPRoute](tx, "tcpr
 // ListClaims lists every DNS-name claim.
 func ListClaims(tx *Tx) ([]NameClaim, error) { return List[NameClaim](tx, "claims/") }
 
+// ListCron lists the status of an app's cron jobs.
+func ListCron(tx *Tx, appID string) ([]CronStatus, error) {
+	return List[CronStatus](tx, "cron/"+appID+"/")
+}
+
+// DeleteCron removes the status of an app's cron jobs.
+func DeleteCron(tx *Tx, appID string) error {
+	var keys []string
+	if err := tx.Scan("cron/"+appID+"/", func(k string, _ []byte) error { keys = append(keys, k); return nil }); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := tx.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // ListEvents lists an app's events, oldest first.
 func ListEvents(tx *Tx, appID string) ([]Event, error) { return List[Event](tx, "events/"+appID+"/") }
 

@@ -137,8 +137,11 @@ type Deployment struct {
 	// Processes are the Procfile's other process types (workers), name to
 	// command; they run without a route.
 	Processes map[string]string `json:"processes,omitempty"`
-	Health    string            `json:"health_path"` // optional HTTP path checked before routing
-	Dir       string            `json:"dir"`         // built tree on disk
+	// Cron is the deployment's scheduled jobs (app.json's cron and
+	// .openshift/cron/PERIOD/ executables).
+	Cron   []CronJob `json:"cron,omitempty"`
+	Health string    `json:"health_path"` // optional HTTP path checked before routing
+	Dir    string    `json:"dir"`         // built tree on disk
 	// Runtime is the language version it was built with and runs on
 	// ("" : none chosen): its binaries' directory, and its tree when it
 	// comes from the runtimes directory (mounted into gears).
@@ -379,3 +382,33 @@ func Short(app *App, dep *Deployment, gears []Gear) bool {
 	}
 	return false
 }
+
+// CronJob is one scheduled command of a deployment.
+type CronJob struct {
+	// ID names the job: a hash of its schedule and command, stable across
+	// deployments that keep it.
+	ID       string `json:"id"`
+	Schedule string `json:"schedule"` // five fields, or @hourly…
+	Command  string `json:"command"`  // run with sh -c in the tree
+	Source   string `json:"source"`   // app.json, or the executable's path
+}
+
+// CronStatus is what the last runs of an app's cron job did. Key:
+// cron/APPID/JOBID.
+type CronStatus struct {
+	Job      string        `json:"job"`
+	Last     time.Time     `json:"last,omitzero"`     // when the last run started
+	Took     time.Duration `json:"took,omitempty"`    // how long it ran
+	Exit     int           `json:"exit"`              // its exit status
+	Error    string        `json:"error,omitempty"`   // why it could not run
+	Gear     string        `json:"gear,omitempty"`    // the gear it ran in
+	Running  bool          `json:"running,omitempty"` // a run is going now
+	Runs     int           `json:"runs"`
+	Failures int           `json:"failures"`
+	// Skipped counts the times it was due while a run was still going.
+	Skipped     int       `json:"skipped,omitempty"`
+	LastSkipped time.Time `json:"last_skipped,omitzero"`
+}
+
+// CronKey is the store key of an app's cron job status.
+func CronKey(appID, job string) string { return "cron/" + appID + "/" + job }

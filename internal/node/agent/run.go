@@ -8,9 +8,12 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/applog"
 	"github.com/gantry-paas/gantry/internal/control/store"
 )
 
@@ -23,19 +26,20 @@ const oneOffCommand = "exec sleep 2147483647"
 // The caller runs the command in it (ExecCommand with its ID) and calls
 // done, which stops and removes it.
 func (a *Agent) StartOneOff(ctx context.Context, appKey string) (gearID string, done func(), err error) {
-	return a.startOneOff(ctx, appKey, "", "")
+	return a.startOneOff(ctx, appKey, "", "", "")
 }
 
 // startOneOff starts a one-off gear of a deployment ("": the active one)
-// that idles (command "") or runs the command once (detached).
-func (a *Agent) startOneOff(ctx context.Context, appKey, depID, command string) (gearID string, done func(), err error) {
+// that idles (command "") or runs the command once (detached). kind is
+// what it is for: "" (gantry run), cron or release.
+func (a *Agent) startOneOff(ctx context.Context, appKey, depID, command, kind string) (gearID string, done func(), err error) {
 	if a.o.Gearless {
 		return "", nil, a.errGearless()
 	}
 	var app store.App
 	var dep store.Deployment
 	// "run" then hex: its log lines say what it was after it is gone.
-	g := store.Gear{ID: "run" + newID()[:9], AppKey: appKey, State: store.GearOneOff, Isolation: a.o.Isolation, Node: a.o.Node, Created: time.Now().UTC()}
+	g := store.Gear{ID: "run" + newID()[:9], AppKey: appKey, State: store.GearOneOff, Process: kind, Isolation: a.o.Isolation, Node: a.o.Node, Created: time.Now().UTC()}
 	err = a.o.Store.Update(func(tx *store.Tx) error {
 		if err := tx.Get(appKey, &app); err != nil {
 			return err
@@ -67,6 +71,11 @@ func (a *Agent) startOneOff(ctx context.Context, appKey, depID, command string) 
 		a.stopGear(context.WithoutCancel(ctx), g, io.Discard)
 		a.o.Store.Update(func(tx *store.Tx) error { return tx.Delete(store.GearKey(g.ID)) })
 		a.netRemove(g.ID)
+		if command == "" {
+			// Its process only slept: the command's output went to the
+			// caller (or the job's log).
+			os.Remove(a.logFile(&g))
+		}
 	}
 	unlock := a.dirLocks.Lock(app.ID)
 	err = a.PrepareAppDir(&app)
@@ -132,7 +141,7 @@ func (a *Agent) RunDetached(ctx context.Context, appKey, command string) (string
 	if strings.TrimSpace(command) == "" {
 		return "", fmt.Errorf("a detached run needs a command")
 	}
-	id, done, err := a.startOneOff(ctx, appKey, "", command)
+	id, done, err := a.startOneOff(ctx, appKey, "", command, "")
 	if err != nil {
 		return "", err
 	}
@@ -165,20 +174,82 @@ func (a *Agent) RunCommand(ctx context.Context, appKey, command string, detach b
 		id, err := a.RunDetached(ctx, appKey, command)
 		return id, 0, err
 	}
-	return a.runAttached(ctx, appKey, "", command, out)
+	return a.runAttached(ctx, appKey, "", command, "", out)
 }
 
 // Release runs a deployment's release command (before it goes live) in a
 // one-off gear of it.
 func (a *Agent) Release(ctx context.Context, appKey, depID, command string, out io.Writer) (int, error) {
-	_, code, err := a.runAttached(ctx, appKey, depID, command, out)
+	_, code, err := a.runAttached(ctx, appKey, depID, command, "release", out)
 	return code, err
+}
+
+// RunJob runs a cron job's command in a one-off gear of the app's active
+// deployment on this machine. Its output goes to the job's log
+// (JOB.cron.log: the app's logs show it as cron/JOB), between a line
+// that says where it runs and one with its exit status.
+func (a *Agent) RunJob(ctx context.Context, appKey, jobID, command string) (string, int, error) {
+	var app store.App
+	if err := a.o.Store.View(func(tx *store.Tx) error { return tx.Get(appKey, &app) }); err != nil {
+		return "", 0, err
+	}
+	w, err := a.JobLog(app.ID, jobID)
+	if err != nil {
+		return "", 0, err
+	}
+	defer w.Close()
+	started := time.Now()
+	id, code, err := a.runJob(ctx, appKey, jobID, command, w)
+	switch {
+	case err != nil:
+		w.WriteLine("gantry", []byte(fmt.Sprintf("cron job %s could not run: %v", jobID, err)))
+	default:
+		w.WriteLine("gantry", []byte(fmt.Sprintf("cron job %s exited with status %d after %s", jobID, code, time.Since(started).Round(time.Millisecond))))
+	}
+	return id, code, err
+}
+
+// JobLog opens (appending) the log of an app's cron job.
+func (a *Agent) JobLog(appID, jobID string) (*applog.Writer, error) {
+	dir := a.o.Layout.Logs(appID)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, err
+	}
+	return applog.OpenWriter(filepath.Join(dir, applog.FileName(jobID, "cron")), 10<<20)
+}
+
+func (a *Agent) runJob(ctx context.Context, appKey, jobID, command string, w *applog.Writer) (string, int, error) {
+	id, done, err := a.startOneOff(ctx, appKey, "", "", "cron")
+	if err != nil {
+		return "", 0, err
+	}
+	defer done()
+	w.WriteLine("gantry", []byte(fmt.Sprintf("cron job %s started in gear %s: %s", jobID, id, command)))
+	cmd, _, err := a.ExecCommand(appKey, id, command, false, "")
+	if err != nil {
+		return id, 0, err
+	}
+	stdout, err1 := cmd.StdoutPipe()
+	stderr, err2 := cmd.StderrPipe()
+	if err := errors.Join(err1, err2); err != nil {
+		return id, 0, err
+	}
+	if err := cmd.Start(); err != nil {
+		return id, 0, err
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); w.Copy("stdout", stdout) }()
+	go func() { defer wg.Done(); w.Copy("stderr", stderr) }()
+	wg.Wait() // all output read before Wait closes the pipes
+	code, err := exitCode(cmd.Wait())
+	return id, code, err
 }
 
 // runAttached runs command in a one-off gear of a deployment ("": the
 // active one), its output to out, and returns its exit code.
-func (a *Agent) runAttached(ctx context.Context, appKey, depID, command string, out io.Writer) (string, int, error) {
-	id, done, err := a.startOneOff(ctx, appKey, depID, "")
+func (a *Agent) runAttached(ctx context.Context, appKey, depID, command, kind string, out io.Writer) (string, int, error) {
+	id, done, err := a.startOneOff(ctx, appKey, depID, "", kind)
 	if err != nil {
 		return "", 0, err
 	}
@@ -188,13 +259,19 @@ func (a *Agent) runAttached(ctx context.Context, appKey, depID, command string, 
 		return id, 0, err
 	}
 	cmd.Stdout, cmd.Stderr = out, out
-	err = cmd.Run()
+	code, err := exitCode(cmd.Run())
+	return id, code, err
+}
+
+// exitCode is a finished command's exit status, or the error that kept
+// it from running.
+func exitCode(err error) (int, error) {
 	var ee *exec.ExitError
 	switch {
 	case errors.As(err, &ee):
-		return id, ee.ExitCode(), nil
+		return ee.ExitCode(), nil
 	case err != nil:
-		return id, 0, err
+		return 0, err
 	}
-	return id, 0, nil
+	return 0, nil
 }
