@@ -259,6 +259,21 @@ func (c *Client) ScaleProcesses(ctx context.Context, d, a string, counts map[str
 	return call[apitypes.AppView](c, ctx, http.MethodPost, c.appPath(d, a, "formation"), apitypes.FormationRequest{Processes: counts})
 }
 
+// Drains lists an app's log drains.
+func (c *Client) Drains(ctx context.Context, d, a string) ([]apitypes.LogDrainView, error) {
+	return call[[]apitypes.LogDrainView](c, ctx, http.MethodGet, c.appPath(d, a, "drains"), nil)
+}
+
+// AddDrain adds a log drain.
+func (c *Client) AddDrain(ctx context.Context, d, a, drainURL string) (apitypes.LogDrainView, error) {
+	return call[apitypes.LogDrainView](c, ctx, http.MethodPost, c.appPath(d, a, "drains"), apitypes.LogDrainRequest{URL: drainURL})
+}
+
+// RemoveDrain removes a log drain.
+func (c *Client) RemoveDrain(ctx context.Context, d, a, id string) error {
+	return c.Do(ctx, http.MethodDelete, c.appPath(d, a, "drains", url.PathEscape(id)), nil, nil)
+}
+
 // Cron lists an app's scheduled jobs with their runs.
 func (c *Client) Cron(ctx context.Context, d, a string) ([]apitypes.CronView, error) {
 	return call[[]apitypes.CronView](c, ctx, http.MethodGet, c.appPath(d, a, "cron"), nil)

@@ -29,6 +29,7 @@ import (
 	"github.com/caddyserver/certmagic"
 
 	"github.com/gantry-paas/gantry/internal/artifact"
+	"github.com/gantry-paas/gantry/internal/node/drain"
 	"github.com/gantry-paas/gantry/internal/node/peer"
 	"github.com/gantry-paas/gantry/internal/node/runtimes"
 
@@ -199,6 +200,10 @@ type Options struct {
 	MaxGears int
 	// WakeTimeout bounds how long a request waits for an idle app.
 	WakeTimeout time.Duration
+	// DrainAllowLoopback lets log drains reach loopback addresses (tests);
+	// DrainRetry is a drain's first back-off (default 250ms).
+	DrainAllowLoopback bool
+	DrainRetry         time.Duration
 	// CronMinute is how long a minute of the apps' cron schedules lasts
 	// (tests shorten it).
 	CronMinute time.Duration
@@ -330,7 +335,22 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	mets := metrics.New()
-	ropts := router.Options{Log: log, Listen: o.HTTPListen, Waker: wakes, WakeTimeout: o.WakeTimeout,
+	// Log drains ship this machine's lines: its gears' logs and its
+	// router's access lines. They never reach the platform's own
+	// addresses (loopback, link-local, the gears' subnet).
+	drainPolicy := drain.Policy{AllowLoopback: o.DrainAllowLoopback, Forbidden: []netip.Prefix{netplan.DefaultSubnet}}
+	if o.GearSubnet != "" {
+		if p, err := netip.ParsePrefix(o.GearSubnet); err == nil {
+			drainPolicy.Forbidden = []netip.Prefix{p.Masked()}
+		}
+	}
+	nodeName, err := thisNodeName(o)
+	if err != nil {
+		return err
+	}
+	drains := drain.New(drain.Options{Store: st, Layout: lay, Node: nodeName, Policy: drainPolicy, Log: log.With("role", "drains"),
+		MinRetry: o.DrainRetry})
+	ropts := router.Options{Log: log, Listen: o.HTTPListen, Waker: wakes, WakeTimeout: o.WakeTimeout, AccessTap: drains,
 		PlatformHosts: platformHosts(o),
 		Certs:         ca, HeaderTimeout: o.HeaderTimeout, TunnelTimeout: o.TunnelTimeout, MaxHeaderBytes: o.MaxHeaderBytes,
 		HealthInterval: o.HealthInterval, Metrics: mets.Registry, MaxConnsPerClient: o.MaxClientConns,
@@ -655,7 +675,7 @@ func Run(ctx context.Context, o Options) error {
 				w.Close()
 			}
 		}})
-	svc := service.New(service.Options{Store: st, Log: log, Cron: jobs, Agent: agentAdapter{ag, st.View}, Builder: bld, Layout: lay, Exe: exe,
+	svc := service.New(service.Options{Store: st, Log: log, Cron: jobs, DrainStatus: drains.Status, DrainPolicy: drainPolicy, Agent: agentAdapter{ag, st.View}, Builder: bld, Layout: lay, Exe: exe,
 		CloudDomain: o.CloudDomain, MaxGears: o.MaxGears, Applied: rt, PlatformHosts: []string{o.Host, "localhost"},
 		AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver, ReservedPorts: []int{httpPort, httpsPort, sshPort}, HTTPSPort: httpsPort, Events: evlog, Egress: enf,
 		EgressRouter: egressAPI(egr), EgressPorts: ag.ApplyEgressRouterPorts, Cluster: clu.ops(), JoinFiles: joinFiles()})
@@ -735,6 +755,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	g.Go(stageState, "routes", routesPub)
 	g.Go(stageNode, "agent", ag)
+	g.Go(stageNode, "log drains", drains)
 	g.Go(stageNode, "egress", enf)
 	if has(store.RoleControl) {
 		g.Go(stageControl, "builder", bld)
@@ -865,14 +886,23 @@ func platformHosts(o Options) []string {
 }
 
 // thisNode is what this machine says of itself as a node.
+// thisNodeName is --node-name, or the host's name.
+func thisNodeName(o Options) (string, error) {
+	if o.NodeName != "" {
+		return o.NodeName, nil
+	}
+	h, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("naming this node: %w (pass --node-name)", err)
+	}
+	name, _, _ := strings.Cut(strings.ToLower(h), ".")
+	return name, nil
+}
+
 func thisNode(o Options, isolation string) (store.Node, error) {
-	name := o.NodeName
-	if name == "" {
-		h, err := os.Hostname()
-		if err != nil {
-			return store.Node{}, fmt.Errorf("naming this node: %w (pass --node-name)", err)
-		}
-		name, _, _ = strings.Cut(strings.ToLower(h), ".")
+	name, err := thisNodeName(o)
+	if err != nil {
+		return store.Node{}, err
 	}
 	addr := o.Advertise
 	if addr == "" {

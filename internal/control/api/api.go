@@ -190,6 +190,7 @@ func New(o Options) (*API, error) {
 	a.registerScaling()
 	a.registerServices()
 	a.registerCartridges()
+	a.registerDrains()
 	a.registerRouting()
 	a.registerClaims()
 	a.registerEgress()

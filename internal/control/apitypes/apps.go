@@ -126,3 +126,16 @@ type CronView struct {
 	Failures int        `json:"failures"`
 	Skipped  int        `json:"skipped" doc:"times it was due while a run was still going"`
 }
+
+// LogDrainView is one log drain of an app.
+type LogDrainView struct {
+	ID        string    `json:"id"`
+	URL       string    `json:"url" doc:"its URL, with passwords and query values hidden"`
+	Kind      string    `json:"kind" doc:"syslog, syslog+tls or https"`
+	Created   time.Time `json:"created"`
+	State     string    `json:"state" doc:"connecting, connected or retrying (as this machine ships)"`
+	Sent      uint64    `json:"sent"`
+	Dropped   uint64    `json:"dropped" doc:"lines dropped while the drain was down beyond its buffer, or refused by it"`
+	Buffered  int       `json:"buffered"`
+	LastError string    `json:"last_error,omitempty"`
+}

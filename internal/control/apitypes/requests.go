@@ -101,6 +101,11 @@ type FormationRequest struct {
 	Processes map[string]int `json:"processes" doc:"process type to gear count; web is the app's fixed web scale"`
 }
 
+// LogDrainRequest adds a log drain.
+type LogDrainRequest struct {
+	URL string `json:"url" doc:"syslog://HOST:514, syslog+tls://HOST:6514 or https://HOST/PATH"`
+}
+
 // IdleRequest sets or triggers idling.
 type IdleRequest struct {
 	After string `json:"after,omitempty" doc:"Idle after this long without traffic, e.g. 30m; off disables"`

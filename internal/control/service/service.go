@@ -13,6 +13,7 @@ package service
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"io"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/gantry-paas/gantry/internal/control/cron"
 	"github.com/gantry-paas/gantry/internal/control/events"
+	"github.com/gantry-paas/gantry/internal/node/drain"
 
 	"github.com/gantry-paas/gantry/internal/layout"
 
@@ -105,6 +107,12 @@ type Options struct {
 	EgressPorts  func() error
 	// Events, if set, records manual scaling and idling.
 	Events *events.Log
+	// DrainStatus reports what this machine shipped to an app's drains;
+	// DrainPolicy is where drains may connect, DrainTLS their trusted
+	// roots (nil: the system's).
+	DrainStatus func(appID string) map[string]drain.Status
+	DrainPolicy drain.Policy
+	DrainTLS    *tls.Config
 	// Cron lists apps' scheduled jobs with their runs.
 	Cron *cron.Scheduler
 	// Hostnames: the platform's own (no alias may take them), whether

@@ -72,6 +72,8 @@ type App struct {
 	// StopGrace is how long a gear's process has to exit after SIGTERM
 	// before it is killed (0: DefaultStopGrace).
 	StopGrace time.Duration `json:"stop_grace,omitempty"`
+	// Drains ship the app's log lines elsewhere (syslog, HTTPS).
+	Drains []Drain `json:"drains,omitempty"`
 	// Cartridges are the add-on services (postgresql, redis) of the app.
 	Cartridges []Cartridge `json:"cartridges,omitempty"`
 	// Egress is the app's outbound rules, in order (first match wins).
@@ -412,3 +414,10 @@ type CronStatus struct {
 
 // CronKey is the store key of an app's cron job status.
 func CronKey(appID, job string) string { return "cron/" + appID + "/" + job }
+
+// Drain ships an app's log lines to a syslog server or an HTTPS endpoint.
+type Drain struct {
+	ID      string    `json:"id"`
+	URL     string    `json:"url"` // sealed at rest: it may carry a token
+	Created time.Time `json:"created"`
+}

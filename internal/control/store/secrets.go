@@ -230,6 +230,16 @@ func (a App) sealed(f func(string) (string, error)) (any, error) {
 			c.Cartridges[i].Password = s
 		}
 	}
+	if a.Drains != nil {
+		c.Drains = append([]Drain(nil), a.Drains...)
+		for i := range c.Drains {
+			s, err := f(c.Drains[i].URL)
+			if err != nil {
+				return nil, err
+			}
+			c.Drains[i].URL = s
+		}
+	}
 	return c, nil
 }
 
@@ -247,6 +257,13 @@ func (a *App) openSecrets(f func(string) (string, error)) error {
 			return fmt.Errorf("cartridge %s: %w", a.Cartridges[i].Name, err)
 		}
 		a.Cartridges[i].Password = s
+	}
+	for i := range a.Drains {
+		s, err := f(a.Drains[i].URL)
+		if err != nil {
+			return fmt.Errorf("drain %s: %w", a.Drains[i].ID, err)
+		}
+		a.Drains[i].URL = s
 	}
 	return nil
 }

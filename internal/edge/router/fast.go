@@ -130,7 +130,7 @@ func (r *Router) proxyFast(c net.Conn, cbr *bufio.Reader, req *httpfast.Request,
 	out := r.requestHead((*hb)[:0], req, clientIP, "http", trusted)
 	*hb = out
 	var entry *accessEntry
-	if r.obs.log != nil { // the head's bytes are not kept past the body
+	if r.obs.wants(st) { // the head's bytes are not kept past the body
 		entry = &accessEntry{host: string(req.Host), method: string(req.Method), path: httpfast.PathOf(req.Target), proto: "HTTP/1.1", remote: remote}
 	}
 

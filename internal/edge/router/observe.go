@@ -53,6 +53,7 @@ func (r *Router) statsOf(appKey, app string) *appStats {
 // observer writes the access log and holds the router's metrics.
 type observer struct {
 	log *accesslog.Writer // nil: no access log
+	tap AccessTap         // nil: no app's access lines go elsewhere
 
 	requests  *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
@@ -100,6 +101,19 @@ func (o *observer) bind(s *appStats, app string) {
 	s.tcpConns = o.tcp.WithLabelValues(app)
 }
 
+// AccessTap takes the access lines of apps that ship their logs (log
+// drains). Drained is called per request and must not block.
+type AccessTap interface {
+	Drained(app string) bool
+	Access(app string, line []byte)
+}
+
+// wants reports whether a request of s needs its access entry: for the
+// access log, or for the app's drains.
+func (o *observer) wants(s *appStats) bool {
+	return o.log != nil || o.tap != nil && s != nil && o.tap.Drained(s.app)
+}
+
 // accessEntry is what an access log line says of a request.
 type accessEntry struct {
 	host, method, path, proto, remote string
@@ -109,7 +123,7 @@ type accessEntry struct {
 // path is logged without its query string, which may carry secrets.
 func (o *observer) record(req *http.Request, s *appStats, start time.Time, status int, in, out int64, gear string) {
 	var e *accessEntry
-	if o.log != nil {
+	if o.wants(s) {
 		e = &accessEntry{host: req.Host, method: req.Method, path: req.URL.Path, proto: req.Proto, remote: req.RemoteAddr}
 	}
 	o.recordEntry(s, e, start, status, in, out, gear)
@@ -135,7 +149,7 @@ func (o *observer) recordEntry(s *appStats, e *accessEntry, start time.Time, sta
 			s.bytesOut.Add(float64(out))
 		}
 	}
-	if o.log == nil || e == nil {
+	if e == nil {
 		return
 	}
 	if gear == "" {
@@ -144,6 +158,9 @@ func (o *observer) recordEntry(s *appStats, e *accessEntry, start time.Time, sta
 	o.log.Line(func(b []byte) []byte {
 		return appendRequest(b, start, d, app, e, status, out, gear)
 	})
+	if o.tap != nil && s != nil && o.tap.Drained(app) {
+		o.tap.Access(app, appendRequest(nil, start, d, app, e, status, out, gear))
+	}
 }
 
 func appendRequest(b []byte, start time.Time, d time.Duration, app string, e *accessEntry, status int, out int64, gear string) []byte {
@@ -186,10 +203,10 @@ func (o *observer) recordTCP(s *appStats, route string, client string, start tim
 		s.bytesIn.Add(float64(in))
 		s.bytesOut.Add(float64(out))
 	}
-	if o.log == nil {
-		return
-	}
 	o.log.Line(func(b []byte) []byte { return appendTCP(b, s, route, client, start, in, out, member, err) })
+	if o.tap != nil && s != nil && o.tap.Drained(s.app) {
+		o.tap.Access(s.app, appendTCP(nil, s, route, client, start, in, out, member, err))
+	}
 }
 
 func appendTCP(b []byte, s *appStats, route string, client string, start time.Time, in, out int64, member string, err error) []byte {

@@ -78,6 +78,8 @@ type Options struct {
 	HealthInterval time.Duration
 	// AccessLog receives a line per request and TCP connection; nil: none.
 	AccessLog io.Writer
+	// AccessTap receives the access lines of apps with log drains.
+	AccessTap AccessTap
 	// Metrics, if set, gets the router's Prometheus collectors.
 	Metrics prometheus.Registerer
 	// DrainTimeout bounds how long Run, once ctx ends, waits for open
@@ -187,6 +189,7 @@ func New(o Options) (*Router, error) {
 	r.table.Store(&Table{Routes: map[string]*Route{}, TCP: map[int]*TCPRoute{}, SNI: map[string]*TCPRoute{}})
 	r.tcp.init()
 	r.obs = newObserver(o.AccessLog, o.Metrics)
+	r.obs.tap = o.AccessTap
 	r.guard = connguard.New(connguard.Options{Name: "router", PerSource: o.MaxConnsPerClient, Log: r.log,
 		Exempt: func(a netip.Addr) bool { return r.trustedAddr(a) }, Refused: r.obs.refused})
 	r.newProxy()
