@@ -134,16 +134,19 @@ func cartridges(t *testing.T, isolation []string) {
 	// the push and leaves the app as it was.
 	writeFile(t, filepath.Join(repo, "Procfile"), "web: node server.js\nrelease: psql \"$DATABASE_URL\" -qc 'create table if not exists releases (n int)' -c 'insert into releases values (1)'\n", 0o644)
 	writeFile(t, filepath.Join(repo, "server.js"), nodeApp("v2"), 0o644)
+	// OpenShift's deploy hook runs the same way, first: the database is
+	// reachable from it (a build step's sandbox does not reach it).
+	writeFile(t, filepath.Join(repo, ".openshift", "action_hooks", "deploy"), "#!/bin/sh\npsql \"$DATABASE_URL\" -qc 'create table if not exists releases (n int)' -c 'insert into releases values (0)'\n", 0o755)
 	u.runIn(repo, "git", "add", "-A")
 	u.runIn(repo, "git", "commit", "-qm", "v2 with a release")
-	if out := u.runIn(repo, "git", "push"); !strings.Contains(out, "Running the release command") {
-		t.Errorf("push with a release command:\n%s", out)
+	if out := u.runIn(repo, "git", "push"); !strings.Contains(out, "Running the release command") || !strings.Contains(out, "Running the deploy hook") {
+		t.Errorf("push with a deploy hook and a release command:\n%s", out)
 	}
 	if got := mustGet(t, hc, srv.url(host, "/")); got != "v2 \n" {
 		t.Errorf("after the release: %q", got)
 	}
-	if out := u.gantry("run", "web", "--", "psql", `"$DATABASE_URL"`, "-tAc", `"select count(*) from releases"`); !strings.Contains(out, "1") {
-		t.Errorf("rows the release wrote: %q", out)
+	if out := u.gantry("run", "web", "--", "psql", `"$DATABASE_URL"`, "-tAc", `"select string_agg(n::text, ',' order by n) from releases"`); !strings.Contains(out, "0,1") {
+		t.Errorf("rows the deploy hook and the release wrote: %q; want 0,1", out)
 	}
 	writeFile(t, filepath.Join(repo, "Procfile"), "web: node server.js\nrelease: echo migration broke; exit 7\n", 0o644)
 	writeFile(t, filepath.Join(repo, "server.js"), nodeApp("v3"), 0o644)
@@ -153,6 +156,10 @@ func cartridges(t *testing.T, isolation []string) {
 	}
 	if got := mustGet(t, hc, srv.url(host, "/")); got != "v2 \n" {
 		t.Errorf("after a failed release the app serves %q; want v2 as it was", got)
+	}
+	// The release's output is in the app's logs too (and so in drains).
+	if logs := u.gantry("logs", "web", "--lines", "500"); !regexp.MustCompile(`release/\S+\[stdout\]: migration broke`).MatchString(logs) {
+		t.Errorf("the failed release's output is not in the logs as release/DEPLOYMENT:\n%s", logs)
 	}
 	workers(t, u, repo)
 	cronJobs(t, u, repo)

@@ -221,9 +221,6 @@ func (b *Builder) Deploy(ctx context.Context, appKey, commit string, gitEnv []st
 	if err := hook("build"); err != nil {
 		return err
 	}
-	if err := hook("deploy"); err != nil {
-		return err
-	}
 	dep := store.Deployment{ID: depID, AppID: app.ID, Commit: commit, Type: plan.Type,
 		Command: plan.Start, Processes: plan.Processes, Cron: jobs, Health: HealthPath(dir), Dir: dir, Node: b.o.Node, Created: time.Now().UTC(),
 		RuntimeBin: rt.Bin, RuntimeRoot: rt.Root}
@@ -242,17 +239,27 @@ func (b *Builder) Deploy(ctx context.Context, appKey, commit string, gitEnv []st
 	if err := b.o.Store.Update(func(tx *store.Tx) error { return tx.Create(store.DeploymentKey(app.ID, depID), &dep) }); err != nil {
 		return fmt.Errorf("recording deployment: %w", err)
 	}
+	// The deploy hook, then the Procfile's release command, run once in a
+	// one-off gear of the new deployment: its code, the current env, its
+	// cartridges reachable (migrations), before any gear switches. A
+	// failure leaves the app as it was.
+	var releases []struct{ what, command string }
+	if p := hooks.Paths["deploy"]; p != "" {
+		releases = append(releases, struct{ what, command string }{fmt.Sprintf("deploy hook (%s/deploy)", hooks.Dir), "exec " + shellQuote(p)})
+	}
 	if plan.Release != "" {
-		// With the new code and the current env, before any gear
-		// switches: a failure leaves the app as it was.
-		fmt.Fprintf(out, "-----> Running the release command: %s\n", plan.Release)
-		code, err := b.o.Deployer.Release(ctx, appKey, depID, plan.Release, indent(out))
+		releases = append(releases, struct{ what, command string }{"release command: " + plan.Release, plan.Release})
+	}
+	for _, r := range releases {
+		fmt.Fprintf(out, "-----> Running the %s\n", r.what)
+		code, err := b.o.Deployer.Release(ctx, appKey, depID, r.command, indent(out))
 		if err == nil && code != 0 {
 			err = fmt.Errorf("it exited with status %d", code)
 		}
 		if err != nil {
 			b.o.Store.Update(func(tx *store.Tx) error { return tx.Delete(store.DeploymentKey(app.ID, depID)) })
-			return fmt.Errorf("%w: the release command failed (%v); the app runs on as it was", ErrBuild, err)
+			what, _, _ := strings.Cut(r.what, ":")
+			return fmt.Errorf("%w: the %s failed (%v); the app runs on as it was", ErrBuild, what, err)
 		}
 	}
 	built := time.Now()

@@ -168,8 +168,19 @@ func TestFindHooks(t *testing.T) {
 	if h.Dir != ".gantry/action_hooks" || len(h.Paths) != 1 || h.Paths["build"] == "" {
 		t.Errorf("got dir %q hooks %v; want only .gantry's build", h.Dir, h.Paths)
 	}
-	if len(h.Warnings) != 1 || !strings.Contains(h.Warnings[0], "did you mean pre_build") {
+	if len(h.Warnings) != 2 || !strings.Contains(h.Warnings[0], "did you mean pre_build") || !strings.Contains(h.Warnings[1], "the hooks in .openshift/action_hooks do not run") {
 		t.Errorf("warnings: got %q", h.Warnings)
+	}
+}
+
+// The starter code's .gantry/action_hooks holds only a README: an
+// .openshift/action_hooks pushed later is used.
+func TestFindHooksReadmeOnlyGivesWay(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, map[string]string{".gantry/action_hooks/README.md": "hooks go here", ".openshift/action_hooks/deploy": "#!/bin/sh\n"})
+	h, err := FindHooks(dir)
+	if err != nil || h.Dir != ".openshift/action_hooks" || h.Paths["deploy"] == "" || len(h.Warnings) != 0 {
+		t.Errorf("got %+v, %v; want the .openshift deploy hook", h, err)
 	}
 }
 

@@ -27,29 +27,57 @@ type Hooks struct {
 	Warnings []string
 }
 
-// FindHooks looks for action hooks in src. A known hook that is not
-// executable is an error that says how to fix it; unknown files are
-// reported as warnings (with a suggestion when they look like a typo).
+// FindHooks looks for action hooks in src: in the first of HookDirs that
+// holds a hook (a directory with only a README, such as the starter
+// code's, gives way to the next); hooks in a later directory are then
+// ignored, with a warning. A known hook that is not executable is an
+// error that says how to fix it; unknown files are reported as warnings
+// (with a suggestion when they look like a typo).
 func FindHooks(src string) (*Hooks, error) {
 	t, err := openTree(src)
 	if err != nil {
 		return nil, err
 	}
 	defer t.Close()
-	h := &Hooks{Paths: map[string]string{}}
+	var found []*Hooks
 	for _, d := range HookDirs {
 		fi, err := t.stat(d)
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
 			return nil, err
 		}
-		if err == nil && fi.IsDir() {
-			h.Dir = d
+		if !fi.IsDir() {
+			continue
+		}
+		h, err := readHooks(t, d)
+		if err != nil {
+			return nil, err
+		}
+		found = append(found, h)
+	}
+	if len(found) == 0 {
+		return &Hooks{Paths: map[string]string{}}, nil
+	}
+	chosen := found[0]
+	for _, h := range found {
+		if len(h.Paths) > 0 {
+			chosen = h
 			break
 		}
 	}
-	if h.Dir == "" {
-		return h, nil
+	for _, h := range found {
+		if h != chosen && len(h.Paths) > 0 {
+			chosen.Warnings = append(chosen.Warnings, fmt.Sprintf("the hooks in %s do not run: %s has hooks, and only one hook directory is used", h.Dir, chosen.Dir))
+		}
 	}
+	return chosen, nil
+}
+
+// readHooks reads the hooks of one directory of the tree.
+func readHooks(t *tree, dir string) (*Hooks, error) {
+	h := &Hooks{Dir: dir, Paths: map[string]string{}}
 	entries, err := t.readDir(h.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", h.Dir, err)

@@ -503,8 +503,8 @@ func (a *Agent) allocPort(tx *store.Tx, taken map[int]bool, probe bool) (int, er
 }
 
 // cleanLogs removes the log files of gone gears in dir beyond the newest
-// keep; the logs of gears that still exist (live) stay whatever their age
-// (a quiet database's log is old, not gone).
+// keep; the logs of gears that still exist (live) and of cron jobs stay
+// whatever their age (a quiet database's log is old, not gone).
 func cleanLogs(dir string, keep int, live map[string]bool) {
 	files, _ := filepath.Glob(filepath.Join(dir, "*.log"))
 	type f struct {
@@ -513,8 +513,8 @@ func cleanLogs(dir string, keep int, live map[string]bool) {
 	}
 	var fs []f
 	for _, p := range files {
-		if gear, _ := applog.GearOf(p); live[gear] {
-			continue
+		if gear, process := applog.GearOf(p); live[gear] || process == "cron" {
+			continue // a cron job's log is one rotated file per job
 		}
 		if fi, err := os.Stat(p); err == nil {
 			fs = append(fs, f{p, fi.ModTime()})

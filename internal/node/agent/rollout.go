@@ -543,7 +543,7 @@ func (a *Agent) stopGear(ctx context.Context, g store.Gear, out io.Writer) {
 		return tx.Get(store.DeploymentKey(g.AppID, g.Deployment), &dep)
 	}) == nil
 	run := func(name string) {
-		if !haveDep {
+		if !haveDep || g.State == store.GearOneOff { // one-offs run no hooks
 			return
 		}
 		if hook := a.hook(&dep, name); hook != "" {

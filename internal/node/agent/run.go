@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -178,10 +179,62 @@ func (a *Agent) RunCommand(ctx context.Context, appKey, command string, detach b
 }
 
 // Release runs a deployment's release command (before it goes live) in a
-// one-off gear of it.
+// one-off gear of it. Its output goes to out (the push) and to the app's
+// logs as release/DEPLOYMENT.
 func (a *Agent) Release(ctx context.Context, appKey, depID, command string, out io.Writer) (int, error) {
-	_, code, err := a.runAttached(ctx, appKey, depID, command, "release", out)
+	var app store.App
+	if err := a.o.Store.View(func(tx *store.Tx) error { return tx.Get(appKey, &app) }); err != nil {
+		return 0, err
+	}
+	dir := a.o.Layout.Logs(app.ID)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return 0, err
+	}
+	w, err := applog.OpenWriter(filepath.Join(dir, applog.FileName(depID, "release")), 10<<20)
+	if err != nil {
+		return 0, err
+	}
+	defer w.Close()
+	lines := &lineWriter{w: w, stream: "stdout"}
+	defer lines.Flush()
+	w.WriteLine("gantry", []byte("release of deployment "+depID+": "+command))
+	_, code, err := a.runAttached(ctx, appKey, depID, command, "release", io.MultiWriter(out, lines))
+	lines.Flush()
+	if err == nil {
+		w.WriteLine("gantry", []byte(fmt.Sprintf("release exited with status %d", code)))
+	}
 	return code, err
+}
+
+// lineWriter writes what it is given to a log, a line at a time.
+type lineWriter struct {
+	w      *applog.Writer
+	stream string
+	buf    []byte
+}
+
+func (l *lineWriter) Write(p []byte) (int, error) {
+	l.buf = append(l.buf, p...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			break
+		}
+		l.w.WriteLine(l.stream, l.buf[:i])
+		l.buf = l.buf[i+1:]
+	}
+	if len(l.buf) > applog.MaxLine {
+		l.Flush()
+	}
+	return len(p), nil
+}
+
+// Flush writes a last line without its newline.
+func (l *lineWriter) Flush() {
+	if len(l.buf) > 0 {
+		l.w.WriteLine(l.stream, l.buf)
+		l.buf = l.buf[:0]
+	}
 }
 
 // RunJob runs a cron job's command in a one-off gear of the app's active

@@ -40,7 +40,7 @@ func TestServersOnOneHostDoNotShare(t *testing.T) {
 func TestCleanLogsKeepsLiveGears(t *testing.T) {
 	dir := t.TempDir()
 	now := time.Now()
-	for i, name := range []string{"db.log", "old1.log", "old2.worker.log", "old3.log", "new.log"} {
+	for i, name := range []string{"db.log", "job1.cron.log", "old1.log", "old2.worker.log", "old3.log", "new.log"} {
 		p := filepath.Join(dir, name)
 		os.WriteFile(p, []byte("x\n"), 0o600)
 		mt := now.Add(time.Duration(i-10) * time.Minute) // db.log the oldest
@@ -52,7 +52,7 @@ func TestCleanLogsKeepsLiveGears(t *testing.T) {
 	for _, f := range files {
 		got = append(got, filepath.Base(f))
 	}
-	if want := []string{"db.log", "new.log", "old2.worker.log", "old3.log"}; !slices.Equal(got, want) {
+	if want := []string{"db.log", "job1.cron.log", "new.log", "old2.worker.log", "old3.log"}; !slices.Equal(got, want) {
 		t.Errorf("left %v; want %v", got, want)
 	}
 }
