@@ -109,6 +109,16 @@ func (e *env) exec(dir string, name string, args ...string) (string, error) {
 	return string(out), err
 }
 
+// execIn is exec with stdin.
+func (e *env) execIn(dir, stdin string, name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Env = e.environ()
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
 func (e *env) run(name string, args ...string) string {
 	e.t.Helper()
 	out, err := e.exec("", name, args...)

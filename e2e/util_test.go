@@ -243,6 +243,10 @@ func namespacedUser(t *testing.T, extra ...string) (*server, *env) {
 	t.Helper()
 	isolation := isolationArgs(t, "auto")
 	root := t.TempDir()
+	// Like /var/lib: apps' users may traverse to their own directories
+	// (an image's gear mounts them as the app's user).
+	os.Chmod(root, 0o711)
+	os.Chmod(filepath.Dir(root), 0o711)
 	data := filepath.Join(root, "data")
 	t.Cleanup(func() { killGears(data); cleanupNetwork(isolation) })
 	cfg := filepath.Join(root, "admin.json")

@@ -259,6 +259,11 @@ func (c *Client) ScaleProcesses(ctx context.Context, d, a string, counts map[str
 	return call[apitypes.AppView](c, ctx, http.MethodPost, c.appPath(d, a, "formation"), apitypes.FormationRequest{Processes: counts})
 }
 
+// DeployImage deploys an image from a registry to an app.
+func (c *Client) DeployImage(ctx context.Context, d, a string, req apitypes.ImageRequest) (apitypes.DeployResult, error) {
+	return call[apitypes.DeployResult](c, ctx, http.MethodPost, c.appPath(d, a, "image"), req)
+}
+
 // Drains lists an app's log drains.
 func (c *Client) Drains(ctx context.Context, d, a string) ([]apitypes.LogDrainView, error) {
 	return call[[]apitypes.LogDrainView](c, ctx, http.MethodGet, c.appPath(d, a, "drains"), nil)

@@ -16,6 +16,7 @@ func (l Layout) HostKey() string         { return filepath.Join(l.Root, "ssh_hos
 func (l Layout) PKI() string             { return filepath.Join(l.Root, "pki") }
 func (l Layout) ACME() string            { return filepath.Join(l.Root, "acme") }
 func (l Layout) Artifacts() string       { return filepath.Join(l.Root, "artifacts") }
+func (l Layout) ImageLayers() string     { return filepath.Join(l.Root, "images", "layers") }
 func (l Layout) OverlayKey() string      { return filepath.Join(l.Root, "overlay.key") }
 func (l Layout) AccessLog() string       { return filepath.Join(l.Root, "logs", "access.log") }
 func (l Layout) EgressLog() string       { return filepath.Join(l.Root, "logs", "egress.log") }

@@ -30,6 +30,7 @@ import (
 
 	"github.com/gantry-paas/gantry/internal/artifact"
 	"github.com/gantry-paas/gantry/internal/node/drain"
+	"github.com/gantry-paas/gantry/internal/node/image"
 	"github.com/gantry-paas/gantry/internal/node/peer"
 	"github.com/gantry-paas/gantry/internal/node/runtimes"
 
@@ -200,6 +201,9 @@ type Options struct {
 	MaxGears int
 	// WakeTimeout bounds how long a request waits for an idle app.
 	WakeTimeout time.Duration
+	// InsecureRegistries are image registries (host:port) reached over
+	// plain HTTP.
+	InsecureRegistries []string
 	// DrainAllowLoopback lets log drains reach loopback addresses (tests);
 	// DrainRetry is a drain's first back-off (default 250ms).
 	DrainAllowLoopback bool
@@ -608,7 +612,8 @@ func Run(ctx context.Context, o Options) error {
 			gearIP = o.Advertise // the other machines' routers reach them
 		}
 	}
-	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Node: node.Name, Place: place, Peers: peers, Artifacts: artifacts, Gearless: !node.HasRole(store.RoleNode), IP: gearIP, Exe: exe, Env: env.ForGear, Egress: enf,
+	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Node: node.Name, Place: place, Peers: peers, Artifacts: artifacts,
+		Images: &image.Puller{Cache: lay.ImageLayers(), Insecure: o.InsecureRegistries}, Gearless: !node.HasRole(store.RoleNode), IP: gearIP, Exe: exe, Env: env.ForGear, Egress: enf,
 		Disks: disks, GearResolvConf: gearResolv,
 		StartTimeout: o.StartTimeout, Isolation: isolation, Network: network, EgressRouter: egrPorts, BuildMemory: o.BuildMemory, RuntimesDir: runtimesDir,
 		Hook: func(dep *store.Deployment, name string) string {
@@ -675,7 +680,7 @@ func Run(ctx context.Context, o Options) error {
 				w.Close()
 			}
 		}})
-	svc := service.New(service.Options{Store: st, Log: log, Cron: jobs, DrainStatus: drains.Status, DrainPolicy: drainPolicy, Agent: agentAdapter{ag, st.View}, Builder: bld, Layout: lay, Exe: exe,
+	svc := service.New(service.Options{Store: st, Log: log, Cron: jobs, Images: bld, DrainStatus: drains.Status, DrainPolicy: drainPolicy, Agent: agentAdapter{ag, st.View}, Builder: bld, Layout: lay, Exe: exe,
 		CloudDomain: o.CloudDomain, MaxGears: o.MaxGears, Applied: rt, PlatformHosts: []string{o.Host, "localhost"},
 		AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver, ReservedPorts: []int{httpPort, httpsPort, sshPort}, HTTPSPort: httpsPort, Events: evlog, Egress: enf,
 		EgressRouter: egressAPI(egr), EgressPorts: ag.ApplyEgressRouterPorts, Cluster: clu.ops(), JoinFiles: joinFiles()})

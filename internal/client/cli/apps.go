@@ -62,29 +62,38 @@ func (c *cli) appCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "app", Short: "Create and manage apps"}
 	cmd.PersistentFlags().StringVarP(&c.domain, "domain", "n", "", "the app's domain (when you have several)")
 
-	var typ, size, fromCode string
+	var typ, size, fromCode, imageRef string
+	var reg registryFlags
 	var scale int
 	var scalable bool
 	create := &cobra.Command{
-		Use:   "create NAME [--type TYPE | --from-code URL|PATH]",
+		Use:   "create NAME [--type TYPE | --from-code URL|PATH | --image REF]",
 		Short: "Create an app: empty (its first git push deploys), with starter code (--type), or from your repository (--from-code)",
 		Long: `Without --type or --from-code the app is empty: push any repository to it,
 its own history included, and the push deploys it. --type starts the app
 with starter code of that type and deploys it. --from-code pushes an
 existing repository (a directory here, or a URL this machine clones) and
-deploys it.`,
+deploys it. --image runs an image from a registry (namespaced gears):
+its ENTRYPOINT/CMD as PID 1, its user mapped onto the app's own, on the
+port it EXPOSEs (or $PORT); the registry's login is kept encrypted for the
+next deploys.`,
 		Example: `  gantry app create blog
   gantry app create blog --type nodejs
   gantry app create chat --from-code https://github.com/socketio/chat-example
-  gantry app create api --from-code ~/src/api --domain acme`,
+  gantry app create api --from-code ~/src/api --domain acme
+  echo "$TOKEN" | gantry app create web --image registry.example.com/team/web:1.4 --registry-username ci --registry-password-stdin`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := c.client()
 			if err != nil {
 				return err
 			}
-			if typ != "" && fromCode != "" {
-				return fmt.Errorf("choose --type (starter code) or --from-code (your repository), not both")
+			if (typ != "") && (fromCode != "") || (typ != "" || fromCode != "") && imageRef != "" {
+				return fmt.Errorf("choose one of --type (starter code), --from-code (your repository) or --image, not several")
+			}
+			password, err := reg.password(cmd.InOrStdin())
+			if err != nil {
+				return err
 			}
 			domain := c.domain
 			if domain == "" {
@@ -115,8 +124,12 @@ deploys it.`,
 			if typ != "" {
 				doing += " and deploying its starter code"
 			}
+			if imageRef != "" {
+				doing += " and deploying " + imageRef
+			}
 			stop := c.spinner(doing)
-			req := apitypes.CreateAppRequest{Name: args[0], Type: typ, Scale: scale, Size: size, Scalable: scalable}
+			req := apitypes.CreateAppRequest{Name: args[0], Type: typ, Scale: scale, Size: size, Scalable: scalable,
+				Image: imageRef, RegistryUsername: reg.username, RegistryPassword: password}
 			app, err = cl.CreateApp(cmd.Context(), domain, req)
 			stop()
 			if err != nil {
@@ -141,6 +154,9 @@ deploys it.`,
 				switch {
 				case app.DeployError != "":
 					fmt.Fprintf(w, "\nThe starter code did not deploy: %s\n", app.DeployError)
+				case imageRef != "":
+					fmt.Fprintf(w, "\nIt runs %s. Deploy a new image with:\n  gantry app deploy %s --image REF\n", imageRef, app.Name)
+					return
 				case typ == "" && fromCode == "":
 					fmt.Fprintf(w, "\nIt is empty: push your repository to deploy it:\n  git remote add gantry %s\n  git push gantry HEAD:%s\n", app.GitURL, app.Branch)
 					return
@@ -151,6 +167,8 @@ deploys it.`,
 	}
 	create.Flags().StringVarP(&typ, "type", "t", "", "start with starter code of this type: nodejs, python, go or static")
 	create.Flags().StringVar(&fromCode, "from-code", "", "push this repository (a directory, or a URL cloned here) and deploy it")
+	create.Flags().StringVar(&imageRef, "image", "", "run this image from a registry (e.g. registry.example.com/team/web:1.4)")
+	reg.add(create)
 	create.Flags().IntVar(&scale, "scale", 0, "gears to run (default 1)")
 	create.Flags().StringVarP(&size, "gear-size", "g", "", "small (512 MiB, 250 processes), medium (1 GiB) or large (2 GiB)")
 	create.Flags().BoolVar(&scalable, "scalable", false, "scale automatically between 1 and 3 gears on live connections")
@@ -308,6 +326,7 @@ deploys it.`,
 	}
 
 	cmd.AddCommand(c.scaleCmds()...)
+	cmd.AddCommand(c.appDeployCmd())
 	cmd.AddCommand(create, list, show, set, purge,
 		action("start", "Start an app", "Starting"),
 		action("stop", "Stop an app (the router answers 503)", "Stopping"),

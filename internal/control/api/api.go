@@ -191,6 +191,7 @@ func New(o Options) (*API, error) {
 	a.registerServices()
 	a.registerCartridges()
 	a.registerDrains()
+	a.registerImages()
 	a.registerRouting()
 	a.registerClaims()
 	a.registerEgress()

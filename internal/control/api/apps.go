@@ -346,3 +346,22 @@ func orSmall(size string) string {
 	}
 	return size
 }
+
+func (a *API) registerImages() {
+	type imageIn struct {
+		AppRef
+		Body apitypes.ImageRequest
+	}
+	huma.Register(a.h, huma.Operation{OperationID: "deploy-image", Method: http.MethodPost, Path: "/v1/domains/{domain}/apps/{app}/image", Security: bearer,
+		Summary: "Deploy an image from a registry",
+		Description: "The image is fetched and unpacked on the server, then rolled out like a build: its ENTRYPOINT and CMD run as PID 1 in a namespaced gear, " +
+			"its user mapped onto the app's own, on the port it EXPOSEs (or $PORT). A failure leaves the app as it was.",
+		Tags: []string{"apps"}},
+		func(ctx context.Context, in *imageIn) (*body[apitypes.DeployResult], error) {
+			app, out, err := a.o.Service.DeployImage(ctx, userOf(ctx), in.Domain, in.App, in.Body)
+			if err != nil {
+				return nil, asProblem(a, "deploying an image", err)
+			}
+			return &body[apitypes.DeployResult]{Body: apitypes.DeployResult{App: a.appView(app), Output: out}}, nil
+		})
+}

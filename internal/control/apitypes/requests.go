@@ -17,6 +17,23 @@ type CreateAppRequest struct {
 	Size   string `json:"gear_size,omitempty" enum:"small,medium,large" doc:"Gear size (default small)"`
 	// Scalable starts with automatic scaling between 1 and 3 gears.
 	Scalable bool `json:"scalable,omitempty" doc:"Scale automatically between 1 and 3 gears"`
+	// Image runs an image from a registry instead of pushed code.
+	Image            string `json:"image,omitempty" doc:"Run this image from a registry (e.g. registry.example.com/team/web:1.4) instead of pushed code; namespaced gears only"`
+	RegistryUsername string `json:"registry_username,omitempty" doc:"Login to the image's registry (kept encrypted, reused by later deploys)"`
+	RegistryPassword string `json:"registry_password,omitempty" doc:"Password or token of the registry login"`
+}
+
+// ImageRequest names an image to run, with the registry's login.
+type ImageRequest struct {
+	Image            string `json:"image,omitempty" doc:"Run this image from a registry (e.g. registry.example.com/team/web:1.4) instead of pushed code; namespaced gears only"`
+	RegistryUsername string `json:"registry_username,omitempty" doc:"Login to the image's registry (kept encrypted, reused by later deploys)"`
+	RegistryPassword string `json:"registry_password,omitempty" doc:"Password or token of the registry login"`
+}
+
+// DeployResult is an app after a deploy, with what the deploy said.
+type DeployResult struct {
+	App    AppView `json:"app"`
+	Output string  `json:"output"`
 }
 
 // UpdateAppRequest changes an app's settings; empty fields stay as they are.

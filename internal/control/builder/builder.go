@@ -41,6 +41,8 @@ type Deployer interface {
 	// Release runs the release command of a deployment not live yet in a
 	// one-off gear of it, its output to out, and returns its exit code.
 	Release(ctx context.Context, appKey, depID, command string, out io.Writer) (int, error)
+	// PrepareImage fetches an image and unpacks it into dir for the app.
+	PrepareImage(ctx context.Context, appKey, dir, ref string, login *store.RegistryLogin, out io.Writer) (store.Image, error)
 }
 
 // Options configure a Builder.

@@ -59,6 +59,12 @@ func (s *Service) CreateApp(ctx context.Context, caller *store.User, domain stri
 	if err := names.Label("app", req.Name); err != nil {
 		return nil, nil, refuse(Invalid, apitypes.CodeInvalid, err.Error())
 	}
+	if req.Type != "" && req.Image != "" {
+		return nil, nil, refuse(Invalid, apitypes.CodeInvalid, "pass either --type (starter code) or --image, not both")
+	}
+	if req.Image != "" && s.o.Images == nil {
+		return nil, nil, refuse(Conflict, apitypes.CodeConflict, "this server cannot deploy images")
+	}
 	if req.Type != "" && !slices.Contains(builder.Types, req.Type) {
 		return nil, nil, refuse(Invalid, apitypes.CodeInvalid, fmt.Sprintf("unknown app type %q: choose one of %s", req.Type, strings.Join(builder.Types, ", ")))
 	}
@@ -118,6 +124,17 @@ func (s *Service) CreateApp(ctx context.Context, caller *store.User, domain stri
 		return nil, nil, fmt.Errorf("creating repository: %w", err)
 	}
 	s.log.Info("app created", "app", a.FullName(), "type", req.Type, "user", caller.Name)
+	if req.Image != "" {
+		// Its first deploy is the image; if that fails, no app is left.
+		var out bytes.Buffer
+		ireq := apitypes.ImageRequest{Image: req.Image, RegistryUsername: req.RegistryUsername, RegistryPassword: req.RegistryPassword}
+		if err := s.o.Images.DeployImage(ctx, a.Key(), strings.TrimSpace(req.Image), registryLogin(ireq), &out); err != nil {
+			s.DeleteApp(context.WithoutCancel(ctx), caller, domain, req.Name)
+			return nil, nil, refuse(Failed, apitypes.CodeDeployFailed, fmt.Sprintf("the image did not deploy, and the app was not created: %v", err))
+		}
+		cur, err := s.App(caller, domain, req.Name)
+		return cur, nil, err
+	}
 	if req.Type == "" { // empty: its first push deploys
 		cur, err := s.App(caller, domain, req.Name)
 		return cur, nil, err
@@ -505,4 +522,37 @@ func (b *boundedBuffer) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	return b.Builder.Write(p)
+}
+
+// DeployImage deploys an image to an app (`gantry app deploy APP --image
+// REF`); a login given replaces the stored one once it works. It returns
+// the deploy's output; a failure leaves the app as it was.
+func (s *Service) DeployImage(ctx context.Context, caller *store.User, domain, name string, req apitypes.ImageRequest) (*store.App, string, error) {
+	app, err := s.App(caller, domain, name)
+	if err != nil {
+		return nil, "", err
+	}
+	if strings.TrimSpace(req.Image) == "" {
+		return nil, "", refuse(Invalid, apitypes.CodeInvalid, "name the image: --image registry.example.com/team/web:1.4")
+	}
+	if s.o.Images == nil {
+		return nil, "", refuse(Conflict, apitypes.CodeConflict, "this server cannot deploy images")
+	}
+	var out bytes.Buffer
+	if err := s.o.Images.DeployImage(ctx, app.Key(), strings.TrimSpace(req.Image), registryLogin(req), &out); err != nil {
+		return nil, out.String(), refuse(Failed, apitypes.CodeDeployFailed, fmt.Sprintf("the image did not deploy; the app is as it was: %v", err))
+	}
+	s.log.Info("image deployed", "app", app.FullName(), "image", req.Image, "user", caller.Name)
+	app, err = s.App(caller, domain, name)
+	return app, out.String(), err
+}
+
+// registryLogin is a request's login to its image's registry (nil: none
+// given).
+func registryLogin(req apitypes.ImageRequest) *store.RegistryLogin {
+	if req.RegistryUsername == "" {
+		return nil
+	}
+	host, _, _ := strings.Cut(req.Image, "/")
+	return &store.RegistryLogin{Registry: host, Username: req.RegistryUsername, Password: req.RegistryPassword}
 }

@@ -85,6 +85,11 @@ type Builder interface {
 	Deploy(ctx context.Context, appKey, commit string, gitEnv []string, out io.Writer) error
 }
 
+// ImageDeployer deploys images from registries.
+type ImageDeployer interface {
+	DeployImage(ctx context.Context, appKey, ref string, login *store.RegistryLogin, out io.Writer) error
+}
+
 // Options configure a Service. Store is required; the app operations also
 // need Agent, Builder, Layout and Exe.
 type Options struct {
@@ -113,6 +118,8 @@ type Options struct {
 	DrainStatus func(appID string) map[string]drain.Status
 	DrainPolicy drain.Policy
 	DrainTLS    *tls.Config
+	// Images deploys images (nil: this server cannot).
+	Images ImageDeployer
 	// Cron lists apps' scheduled jobs with their runs.
 	Cron *cron.Scheduler
 	// Hostnames: the platform's own (no alias may take them), whether

@@ -72,6 +72,8 @@ type App struct {
 	// StopGrace is how long a gear's process has to exit after SIGTERM
 	// before it is killed (0: DefaultStopGrace).
 	StopGrace time.Duration `json:"stop_grace,omitempty"`
+	// Registry is the login to the registry of the app's image, if any.
+	Registry *RegistryLogin `json:"registry,omitempty"`
 	// Drains ship the app's log lines elsewhere (syslog, HTTPS).
 	Drains []Drain `json:"drains,omitempty"`
 	// Cartridges are the add-on services (postgresql, redis) of the app.
@@ -139,6 +141,9 @@ type Deployment struct {
 	// Processes are the Procfile's other process types (workers), name to
 	// command; they run without a route.
 	Processes map[string]string `json:"processes,omitempty"`
+	// Image, when set, is the image the deployment runs (Dir/rootfs holds
+	// its filesystem) instead of a built tree.
+	Image *Image `json:"image,omitempty"`
 	// Cron is the deployment's scheduled jobs (app.json's cron and
 	// .openshift/cron/PERIOD/ executables).
 	Cron   []CronJob `json:"cron,omitempty"`
@@ -420,4 +425,30 @@ type Drain struct {
 	ID      string    `json:"id"`
 	URL     string    `json:"url"` // sealed at rest: it may carry a token
 	Created time.Time `json:"created"`
+}
+
+// Image is what an image says about running it.
+type Image struct {
+	Ref        string   `json:"ref"`
+	Digest     string   `json:"digest"`
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	Cmd        []string `json:"cmd,omitempty"`
+	Env        []string `json:"env,omitempty"`
+	WorkDir    string   `json:"workdir,omitempty"`
+	// User is the image's numeric user (0 when it runs as root, as most
+	// images do); gears map it onto the app's own user.
+	User int `json:"user"`
+	// Port is the one TCP port the image exposes (0: none or several, and
+	// $PORT decides).
+	Port int `json:"port,omitempty"`
+}
+
+// Args is the command an image runs: Entrypoint then Cmd.
+func (c Image) Args() []string { return append(append([]string(nil), c.Entrypoint...), c.Cmd...) }
+
+// RegistryLogin is an app's login to the registry of its image.
+type RegistryLogin struct {
+	Registry string `json:"registry"` // host[:port]
+	Username string `json:"username"`
+	Password string `json:"password"` // sealed at rest
 }

@@ -230,6 +230,15 @@ func (a App) sealed(f func(string) (string, error)) (any, error) {
 			c.Cartridges[i].Password = s
 		}
 	}
+	if a.Registry != nil {
+		r := *a.Registry
+		s, err := f(r.Password)
+		if err != nil {
+			return nil, err
+		}
+		r.Password = s
+		c.Registry = &r
+	}
 	if a.Drains != nil {
 		c.Drains = append([]Drain(nil), a.Drains...)
 		for i := range c.Drains {
@@ -257,6 +266,13 @@ func (a *App) openSecrets(f func(string) (string, error)) error {
 			return fmt.Errorf("cartridge %s: %w", a.Cartridges[i].Name, err)
 		}
 		a.Cartridges[i].Password = s
+	}
+	if a.Registry != nil {
+		s, err := f(a.Registry.Password)
+		if err != nil {
+			return fmt.Errorf("registry login: %w", err)
+		}
+		a.Registry.Password = s
 	}
 	for i := range a.Drains {
 		s, err := f(a.Drains[i].URL)

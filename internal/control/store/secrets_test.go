@@ -40,7 +40,8 @@ func TestSecretsSealedAtRest(t *testing.T) {
 	}
 	app := App{Name: "blog", Domain: "acme", Env: map[string]string{"API_KEY": "sk-live-SECRET1"},
 		Cartridges: []Cartridge{{Name: "postgresql", Password: "pg-SECRET2"}},
-		Drains:     []Drain{{ID: "d1", URL: "https://logs.example.com/in?token=SECRET4"}}}
+		Drains:     []Drain{{ID: "d1", URL: "https://logs.example.com/in?token=SECRET4"}},
+		Registry:   &RegistryLogin{Registry: "registry.example.com", Username: "ci", Password: "SECRET5"}}
 	cert := Cert{Host: "www.example.com", CertPEM: "CERT", KeyPEM: "-----BEGIN PRIVATE KEY----- SECRET3"}
 	if err := s.Update(func(tx *Tx) error {
 		if err := tx.Put(app.Key(), &app); err != nil {
@@ -54,7 +55,7 @@ func TestSecretsSealedAtRest(t *testing.T) {
 		t.Fatalf("Put changed the caller's record: %+v", app)
 	}
 	raw := rawDB(t, path)
-	for _, secret := range []string{"SECRET1", "SECRET2", "SECRET3", "SECRET4"} {
+	for _, secret := range []string{"SECRET1", "SECRET2", "SECRET3", "SECRET4", "SECRET5"} {
 		if strings.Contains(raw, secret) {
 			t.Errorf("the database file holds %s in the clear", secret)
 		}
@@ -81,7 +82,7 @@ func TestSecretsSealedAtRest(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if a.Env["API_KEY"] != "sk-live-SECRET1" || a.Cartridges[0].Password != "pg-SECRET2" || c.KeyPEM != cert.KeyPEM || a.Drains[0].URL != app.Drains[0].URL ||
+		if a.Env["API_KEY"] != "sk-live-SECRET1" || a.Cartridges[0].Password != "pg-SECRET2" || c.KeyPEM != cert.KeyPEM || a.Drains[0].URL != app.Drains[0].URL || a.Registry.Password != "SECRET5" ||
 			len(list) != 1 || list[0].Env["API_KEY"] != "sk-live-SECRET1" {
 			t.Fatalf("read back: %+v %+v %+v", a, c, list)
 		}

@@ -29,6 +29,7 @@ import (
 	"github.com/gantry-paas/gantry/internal/artifact"
 	"github.com/gantry-paas/gantry/internal/egress/enforce"
 
+	"github.com/gantry-paas/gantry/internal/node/image"
 	gearrt "github.com/gantry-paas/gantry/internal/node/runtime"
 
 	"github.com/gantry-paas/gantry/internal/node/disk"
@@ -65,8 +66,10 @@ type Options struct {
 	// Artifacts is this machine's cache of packed builds (a cluster):
 	// fetched by digest, handed on to the others.
 	Artifacts *artifact.Cache
-	Log       *slog.Logger
-	Router    Drainer
+	// Images fetches apps' images (nil: images cannot be deployed here).
+	Images *image.Puller
+	Log    *slog.Logger
+	Router Drainer
 	// Exe is the gantry binary, run as "EXE shim DIR" for each gear.
 	Exe string
 	// IP gears listen on (plain-process mode: loopback).

@@ -20,6 +20,9 @@ import (
 
 	"github.com/gantry-paas/gantry/internal/applog"
 	"github.com/gantry-paas/gantry/internal/control/store"
+	"github.com/gantry-paas/gantry/internal/node/image"
+	gearrt "github.com/gantry-paas/gantry/internal/node/runtime"
+	"github.com/gantry-paas/gantry/internal/node/runtime/sandbox"
 	"github.com/gantry-paas/gantry/internal/node/shim"
 )
 
@@ -164,6 +167,9 @@ func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deplo
 					return err
 				}
 				g.IP, g.Port = ip, GearPort
+				if dep.Image != nil && dep.Image.Port > 0 {
+					g.Port = dep.Image.Port // EXPOSE decides; $PORT says it too
+				}
 			case a.remote(g):
 				if g.IP, err = a.nodeAddress(tx, g.Node); err != nil {
 					return err
@@ -245,10 +251,28 @@ func (a *Agent) startOne(ctx context.Context, app *store.App, dep *store.Deploym
 			return fmt.Errorf("the deployment has no %s process: its Procfile has %s", g.Process, procList(dep))
 		}
 	}
-	spec := shim.Spec{GearID: g.ID, Command: command, Dir: dep.Dir, Env: env, Once: g.State == store.GearOneOff && command != oneOffCommand,
+	dir := dep.Dir
+	if dep.Image != nil {
+		env = imageEnv(dep.Image.Env, env)
+		command, dir = strings.Join(dep.Image.Args(), " "), dep.Image.WorkDir
+		if dir == "" {
+			dir = "/"
+		}
+	}
+	spec := shim.Spec{GearID: g.ID, Command: command, Dir: dir, Env: env, Once: g.State == store.GearOneOff && command != oneOffCommand,
 		LogFile: a.logFile(g), LogMax: 10 << 20, StopGrace: app.Grace()}
-	sb, err := a.sandboxOf(app, g.ID, command, dep.Dir, env)
-	if err == nil {
+	sb, err := a.sandboxOf(app, g.ID, command, dir, env)
+	switch {
+	case err != nil:
+	case dep.Image != nil:
+		// Its own filesystem, owned by the app's user since it was
+		// unpacked: neither the tree nor Gantry itself is mounted.
+		// Only its data, tmp and home directories are bound in.
+		private := []string{a.o.Layout.Data(app.ID), a.o.Layout.Tmp(app.ID), a.o.Layout.Home(app.ID)}
+		sb.Mounts = slices.DeleteFunc(sb.Mounts, func(m sandbox.Mount) bool { return !slices.Contains(private, m.Path) })
+		sb.Image = &gearrt.ImageRun{Rootfs: image.Rootfs(dep.Dir), Args: dep.Image.Args(), UID: dep.Image.User}
+		err = a.driverFor(*g).Prepare(sb, &spec)
+	default:
 		sb.Tree = dep.Dir
 		sb.Traverse = append(sb.Traverse, filepath.Dir(dep.Dir))
 		err = a.driverFor(*g).Prepare(sb, &spec)
@@ -563,4 +587,21 @@ func (a *Agent) stopGear(ctx context.Context, g store.Gear, out io.Writer) {
 	run("post_stop")
 	a.removeNamespaced(g)
 	os.RemoveAll(dir)
+}
+
+// imageEnv is a gear's environment for an image: the image's own
+// variables, then the platform's and the app's (which win), except PATH,
+// which stays the image's (its programs are not where the host's are).
+func imageEnv(imageVars, gear []string) []string {
+	out := append([]string(nil), imageVars...)
+	imagePath := slices.ContainsFunc(imageVars, func(kv string) bool { return strings.HasPrefix(kv, "PATH=") })
+	for _, kv := range gear {
+		k, _, _ := strings.Cut(kv, "=")
+		if k == "PATH" && imagePath {
+			continue
+		}
+		out = slices.DeleteFunc(out, func(o string) bool { return strings.HasPrefix(o, k+"=") })
+		out = append(out, kv)
+	}
+	return out
 }

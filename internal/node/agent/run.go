@@ -54,6 +54,9 @@ func (a *Agent) startOneOff(ctx context.Context, appKey, depID, command, kind st
 		if err := tx.Get(store.DeploymentKey(app.ID, depID), &dep); err != nil {
 			return err
 		}
+		if dep.Image != nil {
+			return fmt.Errorf("%s runs the image %s: one-off runs, release commands and cron jobs of images are not supported yet (gantry ssh runs a command in a running gear)", app.FullName(), dep.Image.Ref)
+		}
 		g.AppID, g.Deployment = app.ID, dep.ID
 		if a.rt.Caps().Isolated {
 			if err := a.ensureUID(tx, &app); err != nil {

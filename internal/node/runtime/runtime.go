@@ -10,7 +10,10 @@ package runtime
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -56,7 +59,23 @@ type Sandbox struct {
 	// LimitName says which memory limit applies and how to raise it, for
 	// the message when a one-off run is killed for memory.
 	LimitName string
+	// Image, when set, runs an image's filesystem instead of the host's
+	// programs (namespaced gears only).
+	Image *ImageRun
 }
+
+// ImageRun is a gear of an image: its unpacked root filesystem (shared by
+// the deployment's gears, each with a writable layer of its own), the
+// command it runs as PID 1 and the image's user, mapped onto the app's.
+type ImageRun struct {
+	Rootfs string
+	Args   []string
+	UID    int
+}
+
+// ErrImageNeedsNamespaces refuses an image on a machine without
+// namespaced gears.
+var ErrImageNeedsNamespaces = errors.New("images run only in namespaced gears: start the server as root with --isolation namespaces")
 
 // Caps are what a driver gives gears.
 type Caps struct {
@@ -140,7 +159,12 @@ func (p *Process) SyncNetwork() error            { return nil }
 func (p *Process) RefreshNetwork() error         { return nil }
 
 // Prepare has nothing to make: the gear is a host process.
-func (p *Process) Prepare(Sandbox, *shim.Spec) error { return nil }
+func (p *Process) Prepare(sb Sandbox, _ *shim.Spec) error {
+	if sb.Image != nil {
+		return ErrImageNeedsNamespaces
+	}
+	return nil
+}
 
 func (p *Process) Start(gearID string) error {
 	dir := p.Dir(gearID)
@@ -293,13 +317,36 @@ func (n *Namespaces) Prepare(sb Sandbox, spec *shim.Spec) error {
 		return fmt.Errorf("cgroup: %w", err)
 	}
 	bundle := filepath.Join(n.Dir(sb.ID), "bundle")
-	err := sandbox.WriteBundle(bundle, sandbox.Spec{
+	ss := sandbox.Spec{
 		ID: sb.ID, Env: sb.Env, Cwd: sb.Cwd, UID: uint32(sb.UID), GID: uint32(sb.UID),
 		Hostname: sb.Hostname, ResolvConf: n.ResolvConf, Mounts: sb.Mounts,
 		Args:      []string{n.Init, "gear-init", "--", "/bin/sh", "-c", sb.Command},
 		NetnsPath: n.Netns(sb.ID), CgroupParent: n.Cgroup(sb.ID),
-	})
-	if err != nil {
+	}
+	if sb.Image != nil {
+		// The image's command is PID 1, as in Docker without --init. In
+		// its user namespace runc mounts as the app's user: the root and
+		// what is bound into it must be reachable by that user, so the
+		// gear's filesystem lives under /run (0711), with its own copy of
+		// resolv.conf.
+		dir := n.imageDir(sb.ID)
+		merged, err := sandbox.MountOverlay(sb.Image.Rootfs, dir, sb.UID)
+		if err != nil {
+			return err
+		}
+		ss.Rootfs, ss.ImageUID, ss.Args = merged, uint32(sb.Image.UID), sb.Image.Args
+		if n.ResolvConf != "" {
+			data, err := os.ReadFile(n.ResolvConf)
+			if err != nil {
+				return err
+			}
+			ss.ResolvConf = filepath.Join(dir, "resolv.conf")
+			if err := os.WriteFile(ss.ResolvConf, data, 0o644); err != nil {
+				return err
+			}
+		}
+	}
+	if err := sandbox.WriteBundle(bundle, ss); err != nil {
 		return err
 	}
 	spec.Runtime, spec.RuncRoot, spec.Bundle = "runc", n.RuncRoot, bundle
@@ -307,7 +354,24 @@ func (n *Namespaces) Prepare(sb Sandbox, spec *shim.Spec) error {
 	return nil
 }
 
-func (n *Namespaces) Release(gearID string) { sandbox.RemoveCgroup(n.Cgroup(gearID)) }
+func (n *Namespaces) Release(gearID string) {
+	sandbox.RemoveCgroup(n.Cgroup(gearID))
+	dir := n.imageDir(gearID)
+	sandbox.UnmountOverlay(dir)
+	os.RemoveAll(dir)
+}
+
+// imageDir is where an image gear's filesystem is mounted: under /run,
+// traversable by every user, one directory per server (by its runc
+// state directory, so that several servers on one host stay apart).
+func (n *Namespaces) imageDir(gearID string) string {
+	h := sha256.Sum256([]byte(n.RuncRoot))
+	base := filepath.Join("/run/gantry", hex.EncodeToString(h[:4]))
+	os.MkdirAll(base, 0o711)
+	os.Chmod("/run/gantry", 0o711)
+	os.Chmod(base, 0o711)
+	return filepath.Join(base, gearID)
+}
 
 func (n *Namespaces) Exec(gearID string, spec shim.Spec, args []string, tty bool, term string) *exec.Cmd {
 	rargs := []string{"--root", n.RuncRoot, "exec", "--cwd", spec.Dir}

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // Mount is a bind mount of a host path at the same path inside.
@@ -40,6 +41,12 @@ type Spec struct {
 	// which runc creates the process's own; limits are set on the parent.
 	CgroupParent string
 	TmpSize      string // size of /tmp, e.g. "256m"
+	// Rootfs, when set, is the gear's own root (an image's filesystem, an
+	// overlay the caller mounted): no program of the host is mounted, and
+	// the process runs in a user namespace where ImageUID, the image's own
+	// user (0 for most), is UID on the host and no other user exists.
+	Rootfs   string
+	ImageUID uint32
 }
 
 // blockedSyscalls are refused with EPERM: mounting, kernel modules, kexec,
@@ -66,17 +73,23 @@ func OCI(s Spec) *specs.Spec {
 		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
 		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
 		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
-		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
-		{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777", "size=" + orDefault(s.TmpSize, "256m")}},
-		{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755", "size=16m"}},
-		ro("/usr"),
-		ro("/etc"),
+	}
+	if s.Rootfs == "" {
+		// (In a user namespace sysfs cannot be mounted for a network
+		// namespace it does not own: an image's gear has no /sys.)
+		mounts = append(mounts, specs.Mount{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}})
+	}
+	mounts = append(mounts,
+		specs.Mount{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777", "size=" + orDefault(s.TmpSize, "256m")}},
+		specs.Mount{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755", "size=16m"}})
+	if s.Rootfs == "" {
+		mounts = append(mounts, ro("/usr"), ro("/etc"))
 	}
 	if s.ResolvConf != "" {
 		mounts = append(mounts, specs.Mount{Destination: "/etc/resolv.conf", Type: "bind", Source: s.ResolvConf, Options: []string{"bind", "ro", "nosuid", "nodev", "noexec"}})
 	}
 	for _, d := range []string{"/bin", "/sbin", "/lib", "/lib64", "/lib32", "/opt"} {
-		if fi, err := os.Lstat(d); err == nil && fi.IsDir() {
+		if fi, err := os.Lstat(d); err == nil && fi.IsDir() && s.Rootfs == "" {
 			mounts = append(mounts, ro(d)) // not merged-/usr: bind it
 		}
 	}
@@ -94,21 +107,32 @@ func OCI(s Spec) *specs.Spec {
 		Architectures: []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32, specs.ArchAARCH64, specs.ArchARM},
 		Syscalls:      []specs.LinuxSyscall{{Names: blockedSyscalls, Action: specs.ActErrno, ErrnoRet: ptr(uint(1))}},
 	}
+	user, root := specs.User{UID: s.UID, GID: s.GID, AdditionalGids: []uint32{s.GID}}, &specs.Root{Path: "rootfs", Readonly: true}
+	var uidMap, gidMap []specs.LinuxIDMapping
+	if s.Rootfs != "" {
+		ns = append(ns, specs.LinuxNamespace{Type: specs.UserNamespace})
+		uidMap = []specs.LinuxIDMapping{{ContainerID: s.ImageUID, HostID: s.UID, Size: 1}}
+		gidMap = []specs.LinuxIDMapping{{ContainerID: s.ImageUID, HostID: s.GID, Size: 1}}
+		user = specs.User{UID: s.ImageUID, GID: s.ImageUID}
+		root = &specs.Root{Path: s.Rootfs}
+	}
 	return &specs.Spec{
 		Version: "1.0.2", // runc 1.1 refuses newer
 		Process: &specs.Process{
-			User:            specs.User{UID: s.UID, GID: s.GID, AdditionalGids: []uint32{s.GID}},
+			User:            user,
 			Args:            s.Args,
 			Env:             s.Env,
 			Cwd:             orDefault(s.Cwd, "/"),
 			Capabilities:    &specs.LinuxCapabilities{},
 			NoNewPrivileges: true,
 		},
-		Root:     &specs.Root{Path: "rootfs", Readonly: true},
+		Root:     root,
 		Hostname: s.Hostname,
 		Mounts:   mounts,
 		Linux: &specs.Linux{
 			Namespaces:  ns,
+			UIDMappings: uidMap,
+			GIDMappings: gidMap,
 			CgroupsPath: filepath.Join("/", s.CgroupParent, "proc"),
 			Seccomp:     seccomp,
 			MaskedPaths: []string{"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
@@ -126,6 +150,9 @@ func WriteBundle(dir string, s Spec) error {
 		return err
 	}
 	for _, d := range []string{"bin", "sbin", "lib", "lib64", "lib32"} {
+		if s.Rootfs != "" {
+			break // the image's own
+		}
 		if target, err := os.Readlink("/" + d); err == nil {
 			link := filepath.Join(rootfs, d)
 			os.Remove(link)
@@ -171,4 +198,37 @@ func Available() error {
 		return fmt.Errorf("network namespaces are not available")
 	}
 	return nil
+}
+
+// MountOverlay mounts an image's root filesystem (lower, read-only and
+// shared by the deployment's gears) under dir/merged with a writable
+// layer of the gear's own (dir/upper, owned by uid), as a container's root
+// is. It returns the merged directory.
+func MountOverlay(lower, dir string, uid int) (string, error) {
+	merged := filepath.Join(dir, "merged")
+	upper, work := filepath.Join(dir, "upper"), filepath.Join(dir, "work")
+	UnmountOverlay(dir) // a mount left by a killed server
+	for _, d := range []string{merged, upper, work} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return "", err
+		}
+	}
+	if err := os.Chown(upper, uid, uid); err != nil {
+		return "", err
+	}
+	opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
+	if err := unix.Mount("overlay", merged, "overlay", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+		return "", fmt.Errorf("mounting the image's filesystem: %w", err)
+	}
+	return merged, nil
+}
+
+// UnmountOverlay unmounts a gear's image filesystem (dir as given to
+// MountOverlay) and removes its writable layer.
+func UnmountOverlay(dir string) {
+	merged := filepath.Join(dir, "merged")
+	unix.Unmount(merged, unix.MNT_DETACH)
+	os.RemoveAll(filepath.Join(dir, "upper"))
+	os.RemoveAll(filepath.Join(dir, "work"))
+	os.Remove(merged)
 }
