@@ -91,9 +91,9 @@ auth:
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building the image's app: %v\n%s", err, out)
 	}
-	push := func(tag, version, arch string) {
+	push := func(tag, version, arch string, extra ...tarEntry) {
 		t.Helper()
-		img := testImage(t, bin, version, arch)
+		img := testImage(t, bin, version, arch, extra...)
 		ref, err := name.ParseReference(host+"/team/web:"+tag, name.Insecure)
 		if err != nil {
 			t.Fatal(err)
@@ -105,6 +105,12 @@ auth:
 	push("v1", "v1", "amd64")
 	push("v2", "v2", "amd64")
 	push("arm", "v1", "arm64")
+	// A base image for Dockerfiles, with a shell (busybox) for RUN.
+	busybox, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatal("busybox is not installed: run scripts/install-deps")
+	}
+	push("base", "base", "amd64", tarEntry{name: "bin/busybox", body: busybox, mode: 0o755}, tarEntry{name: "bin/sh", link: "busybox"})
 
 	srv, u := namespacedUser(t, "--insecure-registry", host)
 	hc := srv.httpClient()
@@ -176,10 +182,50 @@ auth:
 	if got := mustGet(t, hc, srv.url(webHost, "/")); got != "image app v1\n" {
 		t.Errorf("after the rollback: %q", got)
 	}
+
+	// A repository with a Dockerfile: built by buildah on push (its base
+	// image from the registry with the app's login), served as an image.
+	var a appJSON
+	u.gantryJSON(&a, "app", "create", "built")
+	if out, err := u.execIn("", "s3cret\n", u.cli(), "app", "set", "built", "--registry", host, "--registry-username", "ci", "--registry-password-stdin"); err != nil {
+		t.Fatalf("app set --registry: %v\n%s", err, out)
+	}
+	work := t.TempDir()
+	u.runIn(work, "git", "clone", "-q", a.GitURL, "built")
+	repo := filepath.Join(work, "built")
+	writeFile(t, filepath.Join(repo, "Dockerfile"), "FROM "+host+"/team/web:base\nRUN echo built-by-buildah > /built.txt && id -u >> /built.txt\nENV APP_VERSION=docker\nEXPOSE 9000\nENTRYPOINT [\"/app\"]\n", 0o644)
+	u.runIn(repo, "git", "add", "-A")
+	u.runIn(repo, "git", "commit", "-qm", "a Dockerfile")
+	if out := u.runIn(repo, "git", "push"); !strings.Contains(out, "dockerfile app detected") || !strings.Contains(out, "STEP 2/5: RUN") {
+		t.Errorf("push of a Dockerfile:\n%s", out)
+	}
+	builtHost := "built-acme.localhost"
+	if got := mustGet(t, hc, srv.url(builtHost, "/")); got != "image app docker\n" {
+		t.Errorf("the Dockerfile's image serves %q", got)
+	}
+	if got := mustGet(t, hc, srv.url(builtHost, "/cat?path=/built.txt")); got != "built-by-buildah\n0\n" {
+		t.Errorf("what its RUN step wrote: %q", got)
+	}
+	wsEcho(t, hc, srv.url(builtHost, "/ws"), "the router to a Dockerfile app")
+	// A Dockerfile that fails: the push is refused, the app serves on.
+	writeFile(t, filepath.Join(repo, "Dockerfile"), "FROM "+host+"/team/web:base\nRUN echo broken step; exit 3\n", 0o644)
+	u.runIn(repo, "git", "commit", "-qam", "a broken Dockerfile")
+	if out, err := u.exec(repo, "git", "push"); err == nil || !strings.Contains(out, "broken step") || !strings.Contains(out, "the Dockerfile build failed") {
+		t.Errorf("push of a failing Dockerfile (%v):\n%s", err, out)
+	}
+	if got := mustGet(t, hc, srv.url(builtHost, "/")); got != "image app docker\n" {
+		t.Errorf("after a failed Dockerfile build: %q", got)
+	}
+}
+
+type tarEntry struct {
+	name, link string
+	body       []byte
+	mode       int64
 }
 
 // testImage is an image of the test app binary at /app.
-func testImage(t *testing.T, bin, version, arch string) v1.Image {
+func testImage(t *testing.T, bin, version, arch string, extra ...tarEntry) v1.Image {
 	t.Helper()
 	data, err := os.ReadFile(bin)
 	if err != nil {
@@ -189,8 +235,16 @@ func testImage(t *testing.T, bin, version, arch string) v1.Image {
 	tw := tar.NewWriter(&buf)
 	tw.WriteHeader(&tar.Header{Name: "app", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(data))})
 	tw.Write(data)
-	for _, d := range []string{"tmp/", "etc/"} {
+	for _, d := range []string{"tmp/", "etc/", "bin/"} {
 		tw.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755})
+	}
+	for _, e := range extra {
+		if e.link != "" {
+			tw.WriteHeader(&tar.Header{Name: e.name, Typeflag: tar.TypeSymlink, Linkname: e.link})
+			continue
+		}
+		tw.WriteHeader(&tar.Header{Name: e.name, Typeflag: tar.TypeReg, Mode: e.mode, Size: int64(len(e.body))})
+		tw.Write(e.body)
 	}
 	tw.Close()
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf.Bytes())), nil })

@@ -21,6 +21,14 @@ func main() {
 		f := append(strings.Fields(string(m)), "?", "?")
 		fmt.Fprintf(w, "uid=%d hostuid=%s port=%s\n", os.Getuid(), f[1], os.Getenv("PORT"))
 	})
+	http.HandleFunc("/cat", func(w http.ResponseWriter, r *http.Request) {
+		b, err := os.ReadFile(r.URL.Query().Get("path"))
+		if err != nil {
+			http.Error(w, err.Error(), 404)
+			return
+		}
+		w.Write(b)
+	})
 	http.HandleFunc("/write", func(w http.ResponseWriter, r *http.Request) {
 		if err := os.WriteFile("/written.txt", []byte("ok"), 0o644); err != nil {
 			http.Error(w, err.Error(), 500)

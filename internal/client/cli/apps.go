@@ -173,7 +173,8 @@ next deploys.`,
 	create.Flags().StringVarP(&size, "gear-size", "g", "", "small (512 MiB, 250 processes), medium (1 GiB) or large (2 GiB)")
 	create.Flags().BoolVar(&scalable, "scalable", false, "scale automatically between 1 and 3 gears on live connections")
 
-	var newSize, httpsMode, connectTO, readTO, tunnelTO, stopGrace string
+	var newSize, httpsMode, connectTO, readTO, tunnelTO, stopGrace, registry string
+	var setReg registryFlags
 
 	var set *cobra.Command
 	set = &cobra.Command{
@@ -182,19 +183,27 @@ next deploys.`,
 		Example: `  gantry app set blog --gear-size medium
   gantry app set blog --https redirect
   gantry app set blog --tunnel-timeout 4h --read-timeout 60s
-  gantry app set blog --stop-grace 2m`,
+  gantry app set blog --stop-grace 2m
+  echo "$TOKEN" | gantry app set blog --registry registry.example.com --registry-username ci --registry-password-stdin`,
 		Args: cobra.ExactArgs(1),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
 			var req apitypes.UpdateAppRequest
 			changed := false
-			for flag, to := range map[string]*string{"gear-size": &req.Size, "https": &req.HTTPS, "connect-timeout": &req.ConnectTimeout, "read-timeout": &req.ReadTimeout, "tunnel-timeout": &req.TunnelTimeout, "stop-grace": &req.StopGrace} {
+			for flag, to := range map[string]*string{"gear-size": &req.Size, "https": &req.HTTPS, "connect-timeout": &req.ConnectTimeout, "read-timeout": &req.ReadTimeout, "tunnel-timeout": &req.TunnelTimeout, "stop-grace": &req.StopGrace, "registry": &req.Registry} {
 				if set.Flags().Changed(flag) {
 					*to = set.Flags().Lookup(flag).Value.String()
 					changed = true
 				}
 			}
 			if !changed {
-				return fmt.Errorf("nothing to change: pass --gear-size, --https, --connect-timeout, --read-timeout, --tunnel-timeout or --stop-grace")
+				return fmt.Errorf("nothing to change: pass --gear-size, --https, --connect-timeout, --read-timeout, --tunnel-timeout, --stop-grace or --registry")
+			}
+			if registry != "" && registry != "-" {
+				pw, err := setReg.password(set.InOrStdin())
+				if err != nil {
+					return err
+				}
+				req.RegistryUsername, req.RegistryPassword = setReg.username, pw
 			}
 			app, err := cl.UpdateApp(ctx, d, a, req)
 			if err != nil {
@@ -219,6 +228,8 @@ next deploys.`,
 	}
 	set.Flags().StringVarP(&newSize, "gear-size", "g", "", "small, medium or large")
 	set.Flags().StringVar(&httpsMode, "https", "", "allow (http and https), redirect (http goes to https) or off (https goes to http)")
+	set.Flags().StringVar(&registry, "registry", "", "a registry (host[:port]) whose login the app's images and Dockerfile base images use (- removes it); with --registry-username")
+	setReg.add(set)
 	set.Flags().StringVar(&stopGrace, "stop-grace", "", "how long a process (a worker finishing its job) has after SIGTERM before it is killed (default 30s)")
 	set.Flags().StringVar(&connectTO, "connect-timeout", "", "how long the router tries to reach a gear (default to reset)")
 	set.Flags().StringVar(&readTO, "read-timeout", "", "how long the app may take to start answering (default: no limit)")

@@ -44,6 +44,11 @@ type UpdateAppRequest struct {
 	ReadTimeout    string `json:"read_timeout,omitempty" doc:"How long the app may take to start its response (e.g. 60s; default: no limit)"`
 	TunnelTimeout  string `json:"tunnel_timeout,omitempty" doc:"Idle WebSocket and TCP connections close after this (default 1h)"`
 	StopGrace      string `json:"stop_grace,omitempty" doc:"How long a gear's process has after SIGTERM before it is killed (default 30s)"`
+	// A registry login for the app's images and its Dockerfile's base
+	// images ("-" as the registry removes it).
+	Registry         string `json:"registry,omitempty" doc:"Registry (host[:port]) of the app's images or its Dockerfile's base images; - removes the login"`
+	RegistryUsername string `json:"registry_username,omitempty"`
+	RegistryPassword string `json:"registry_password,omitempty"`
 }
 
 // EnvPatch sets and unsets an app's environment variables.

@@ -43,6 +43,9 @@ type Deployer interface {
 	Release(ctx context.Context, appKey, depID, command string, out io.Writer) (int, error)
 	// PrepareImage fetches an image and unpacks it into dir for the app.
 	PrepareImage(ctx context.Context, appKey, dir, ref string, login *store.RegistryLogin, out io.Writer) (store.Image, error)
+	// BuildDockerfile builds src's Dockerfile into an image unpacked in
+	// dest for the app.
+	BuildDockerfile(ctx context.Context, appKey, src, dest, dockerfile string, out io.Writer) (store.Image, error)
 }
 
 // Options configure a Builder.
@@ -146,6 +149,9 @@ func (b *Builder) Deploy(ctx context.Context, appKey, commit string, gitEnv []st
 		return fmt.Errorf("%w: %v", ErrBuild, err)
 	}
 	fmt.Fprintf(out, "-----> %s app detected\n", plan.Type)
+	if plan.Type == Dockerfile {
+		return b.deployDockerfile(ctx, &app, depID, commit, dir, started, out)
+	}
 	if len(plan.Processes) > 0 {
 		names := make([]string, 0, len(plan.Processes))
 		for n := range plan.Processes {

@@ -21,6 +21,9 @@ const (
 	Go       = "go"
 	Static   = "static"
 	Procfile = "procfile" // no build: only a Procfile
+	// Dockerfile: built by buildah into an image, run as image deploys
+	// are (a tree with only a Dockerfile, or .gantry/build saying so).
+	Dockerfile = "dockerfile"
 )
 
 // Types are the app types a user may choose at app creation.
@@ -98,6 +101,19 @@ func Detect(dir, preferred, staticServer string) (*Plan, error) {
 	if cart == "" && hasProcfile {
 		cart = Procfile
 	}
+	if want, err := t.readFile(".gantry/build"); err == nil && strings.TrimSpace(strings.ToLower(string(want))) == Dockerfile {
+		cart = Dockerfile
+	} else if ok, err := t.present("Dockerfile"); err != nil {
+		return nil, err
+	} else if ok && cart == "" {
+		cart = Dockerfile
+	}
+	if cart == Dockerfile {
+		if ok, err := t.present("Dockerfile"); err != nil || !ok {
+			return nil, fmt.Errorf(".gantry/build asks for a Dockerfile build, and the tree has no Dockerfile at its top")
+		}
+		return &Plan{Type: Dockerfile}, nil
+	}
 	var p *Plan
 	switch cart {
 	case NodeJS:
@@ -112,7 +128,7 @@ func Detect(dir, preferred, staticServer string) (*Plan, error) {
 	case Procfile:
 		p = &Plan{Type: Procfile}
 	default:
-		return nil, errors.New("could not tell what kind of app this is: add package.json (Node.js), requirements.txt or app.py (Python), go.mod (Go), index.html (static site), or a Procfile with a web: line")
+		return nil, errors.New("could not tell what kind of app this is: add package.json (Node.js), requirements.txt or app.py (Python), go.mod (Go), index.html (static site), a Procfile with a web: line, or a Dockerfile")
 	}
 	if err != nil {
 		return nil, err

@@ -74,3 +74,30 @@ func (b *Builder) DeployImage(ctx context.Context, appKey, ref string, login *st
 	fmt.Fprintf(out, "-----> %s deployed to %s\n", app.FullName(), b.o.URL(&app))
 	return nil
 }
+
+// deployDockerfile builds a checkout's Dockerfile into an image and rolls
+// it out as an image deployment (the caller holds the app's lock and
+// removes dir on failure).
+func (b *Builder) deployDockerfile(ctx context.Context, app *store.App, depID, commit, dir string, started time.Time, out io.Writer) error {
+	fmt.Fprintf(out, "-----> Building the Dockerfile with buildah\n")
+	img, err := b.o.Deployer.BuildDockerfile(ctx, app.Key(), dir, dir, "Dockerfile", indent(out))
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBuild, err)
+	}
+	dep := store.Deployment{ID: depID, AppID: app.ID, Commit: commit, Type: Dockerfile, Command: "Dockerfile", Dir: dir, Node: b.o.Node,
+		Image: &img, Created: time.Now().UTC()}
+	if err := b.o.Store.Update(func(tx *store.Tx) error { return tx.Create(store.DeploymentKey(app.ID, depID), &dep) }); err != nil {
+		return fmt.Errorf("recording deployment: %w", err)
+	}
+	fmt.Fprintf(out, "-----> Runs %q as uid %d of the image (the app's own user)\n", img.Args(), img.User)
+	built := time.Now()
+	fmt.Fprintf(out, "-----> Build finished in %s; starting gears\n", built.Sub(started).Round(time.Millisecond))
+	if err := b.o.Deployer.Rollout(ctx, app.Key(), depID, out); err != nil {
+		b.o.Store.Update(func(tx *store.Tx) error { return tx.Delete(store.DeploymentKey(app.ID, depID)) })
+		return fmt.Errorf("%w: %v", ErrBuild, err)
+	}
+	fmt.Fprintf(out, "-----> Released in %s\n", time.Since(built).Round(time.Millisecond))
+	b.prune(app)
+	fmt.Fprintf(out, "-----> %s deployed to %s\n", app.FullName(), b.o.URL(app))
+	return nil
+}

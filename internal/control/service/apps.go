@@ -243,6 +243,27 @@ func (s *Service) UpdateApp(ctx context.Context, caller *store.User, domain, nam
 		}
 		s.log.Info("gear size changed", "app", app.FullName(), "size", req.Size)
 	}
+	if req.Registry != "" {
+		var login *store.RegistryLogin
+		switch {
+		case req.Registry == "-":
+		case req.RegistryUsername == "":
+			return nil, refuse(Invalid, apitypes.CodeInvalid, "a registry login needs --registry-username (and the password on stdin)")
+		default:
+			login = &store.RegistryLogin{Registry: req.Registry, Username: req.RegistryUsername, Password: req.RegistryPassword}
+		}
+		err := s.st.Update(func(tx *store.Tx) error {
+			if err := tx.Get(app.Key(), app); err != nil {
+				return err
+			}
+			app.Registry = login
+			return tx.Put(app.Key(), app)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("saving the registry login: %w", err)
+		}
+		s.log.Info("registry login changed", "app", app.FullName(), "registry", req.Registry, "user", caller.Name)
+	}
 	if req.StopGrace != "" {
 		d, err := time.ParseDuration(req.StopGrace)
 		if req.StopGrace == "default" {

@@ -470,7 +470,7 @@ func (a *Agent) stopAll(ctx context.Context, appKey string, deleting bool) error
 }
 
 func (a *Agent) hook(dep *store.Deployment, name string) string {
-	if a.o.Hook == nil {
+	if a.o.Hook == nil || dep.Image != nil { // an image has its own entrypoint
 		return ""
 	}
 	return a.o.Hook(dep, name)

@@ -26,6 +26,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/cache"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -227,4 +228,26 @@ func extract(root *os.Root, r io.Reader, h *tar.Header, uid int) error {
 }
 
 // Rootfs is where a deployment of an image keeps its filesystem.
-func Rootfs(depDir string) string { return filepath.Join(depDir, "rootfs") }
+// (beside a Dockerfile build's source, under a name no repository uses).
+func Rootfs(depDir string) string { return filepath.Join(depDir, ".gantry-rootfs") }
+
+// FromLayout reads the one image of an OCI layout directory (what
+// `buildah push IMAGE oci:DIR` writes).
+func FromLayout(dir string) (v1.Image, error) {
+	p, err := layout.FromPath(dir)
+	if err != nil {
+		return nil, fmt.Errorf("reading the built image: %w", err)
+	}
+	idx, err := p.ImageIndex()
+	if err != nil {
+		return nil, err
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		return nil, err
+	}
+	if len(m.Manifests) == 0 {
+		return nil, errors.New("the built image is empty")
+	}
+	return idx.Image(m.Manifests[0].Digest)
+}
