@@ -67,6 +67,9 @@ type Options struct {
 	// picks the one the app asks for (package.json engines,
 	// .python-version, go.mod).
 	Runtimes func() []runtimes.Runtime
+	// FetchGo fetches a Go version into the runtimes directory (nil: go
+	// fetches what go.mod names into each app's build cache).
+	FetchGo func(ctx context.Context, version string) (tree string, err error)
 	// URL is the public URL of an app, printed at the end of a deploy.
 	URL func(app *store.App) string
 	// StepTimeout bounds each build step and hook.
@@ -188,6 +191,19 @@ func (b *Builder) Deploy(ctx context.Context, appKey, commit string, gitEnv []st
 	if plan.Want != nil && b.o.Runtimes != nil {
 		rts := b.o.Runtimes()
 		rt, err = runtimes.Pick(*plan.Want, rts)
+		if err != nil && plan.Want.Lang == runtimes.Go && b.o.FetchGo != nil && plan.Want.Constraint != "" {
+			// The Go go.mod names, fetched once into the runtimes
+			// directory for every app that asks for it.
+			fmt.Fprintf(out, "-----> Fetching Go %s (%s) through the module proxy into the runtimes directory\n", plan.Want.Constraint, plan.Want.From)
+			fetched := time.Now()
+			if tree, ferr := b.o.FetchGo(ctx, plan.Want.Constraint); ferr != nil {
+				fmt.Fprintf(out, "       note: %v\n", ferr)
+			} else {
+				fmt.Fprintf(out, "       %s in %s\n", filepath.Base(tree), time.Since(fetched).Round(time.Millisecond))
+				rts = b.o.Runtimes()
+				rt, err = runtimes.Pick(*plan.Want, rts)
+			}
+		}
 		if err != nil && plan.Want.Lang == runtimes.Go {
 			// go itself fetches the toolchain go.mod names (GOTOOLCHAIN,
 			// through the module proxy), into the app's build cache.

@@ -21,6 +21,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
@@ -94,16 +95,24 @@ func (f *Forwarder) Start(ctx context.Context) error {
 	if listenPacket == nil {
 		listenPacket = net.ListenPacket
 	}
-	pc, err := listenPacket("udp", f.o.Addr.String())
-	if err != nil {
-		return fmt.Errorf("the DNS forwarder cannot listen on %s/udp: %w", f.o.Addr, err)
-	}
-	u := pc.(*net.UDPConn)
-	// The same port for TCP (port 0 picks the UDP one's).
-	ln, err := listen("tcp", u.LocalAddr().(*net.UDPAddr).AddrPort().String())
-	if err != nil {
+	var u *net.UDPConn
+	var ln net.Listener
+	for try := 0; ; try++ {
+		pc, err := listenPacket("udp", f.o.Addr.String())
+		if err != nil {
+			return fmt.Errorf("the DNS forwarder cannot listen on %s/udp: %w", f.o.Addr, err)
+		}
+		u = pc.(*net.UDPConn)
+		// The same port for TCP (port 0 picks the UDP one's, which may be
+		// taken for TCP: then another).
+		ln, err = listen("tcp", u.LocalAddr().(*net.UDPAddr).AddrPort().String())
+		if err == nil {
+			break
+		}
 		u.Close()
-		return fmt.Errorf("the DNS forwarder cannot listen on %s/tcp: %w", f.o.Addr, err)
+		if f.o.Addr.Port() != 0 || !errors.Is(err, syscall.EADDRINUSE) || try == 20 {
+			return fmt.Errorf("the DNS forwarder cannot listen on %s/tcp: %w", f.o.Addr, err)
+		}
 	}
 	t := ln.(*net.TCPListener)
 	f.udp, f.tcp = u, t

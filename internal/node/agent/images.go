@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -123,6 +124,9 @@ func (a *Agent) BuildDockerfile(ctx context.Context, appKey, src, dest, dockerfi
 	}
 	bud := []string{"bud", "--isolation", "oci", "--network", "ns:" + netplan.NetnsPath(a.o.Network.Normalize().NetnsName(g.ID)),
 		"--cap-drop", "NET_RAW,MKNOD", "--layers", "-f", dockerfile, "-t", tag}
+	if a.o.BuildMemory > 0 { // each RUN step gets the build limit, as build steps do
+		bud = append(bud, "--memory", strconv.FormatInt(a.o.BuildMemory, 10), "--memory-swap", strconv.FormatInt(a.o.BuildMemory, 10))
+	}
 	if app.Registry != nil { // a file, not an argument other users could read
 		auth := filepath.Join(tmp, "auth-"+filepath.Base(dest)+".json")
 		data, _ := json.Marshal(map[string]any{"auths": map[string]any{app.Registry.Registry: map[string]string{
