@@ -648,7 +648,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	bld, err := builder.New(builder.Options{Store: st, Layout: lay, Log: log, Deployer: ag, Node: node.Name, Artifacts: artifacts, Run: ag.RunSandboxed, MaxPushBytes: o.MaxPushBytes,
-		Runtimes:     func() []runtimes.Runtime { return listRuntimes(runtimesDir, env.Path, log) },
+		Runtimes: func() []runtimes.Runtime { return listRuntimes(runtimesDir, env.Path, log) },
 		FetchGo: func(ctx context.Context, v string) (string, error) {
 			return runtimes.FetchGo(ctx, runtimesDir, v, os.Environ())
 		},
