@@ -85,7 +85,7 @@ func (b *Builder) deployDockerfile(ctx context.Context, app *store.App, depID, c
 		return fmt.Errorf("%w: %v", ErrBuild, err)
 	}
 	dep := store.Deployment{ID: depID, AppID: app.ID, Commit: commit, Type: Dockerfile, Command: "Dockerfile", Dir: dir, Node: b.o.Node,
-		Image: &img, Created: time.Now().UTC()}
+		Image: &img, Health: HealthPath(dir), Created: time.Now().UTC()}
 	if err := b.o.Store.Update(func(tx *store.Tx) error { return tx.Create(store.DeploymentKey(app.ID, depID), &dep) }); err != nil {
 		return fmt.Errorf("recording deployment: %w", err)
 	}
