@@ -90,8 +90,11 @@ func TestDeployAnyRepo(t *testing.T) {
 	})
 
 	t.Run("bad_input", func(t *testing.T) {
-		if out := u.gantryFails("app", "create", "x1", "--type", "nodejs", "--from-code", src); !strings.Contains(out, "not both") {
+		if out := u.gantryFails("app", "create", "x1", "--type", "nodejs", "--from-code", src); !strings.Contains(out, "not several") {
 			t.Errorf("--type with --from-code: %s", out)
+		}
+		if out := u.gantryFails("app", "create", "x1", "--type", "nodejs", "--image", "registry.example.com/a:1"); !strings.Contains(out, "not several") {
+			t.Errorf("--type with --image: %s", out)
 		}
 		empty := t.TempDir()
 		if out := u.gantryFails("app", "create", "x2", "--from-code", empty); !strings.Contains(out, "not a git repository with a commit") {

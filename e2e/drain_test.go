@@ -25,23 +25,7 @@ func TestLogDrains(t *testing.T) {
 	hc := srv.httpClient()
 
 	// rsyslog's own machine: a namespace with a veth to this one.
-	ns := fmt.Sprintf("gdr%d", os.Getpid()%10000)
-	sh := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v\n%s", args, err, out)
-		}
-	}
-	exec.Command("ip", "netns", "del", ns).Run()
-	exec.Command("ip", "link", "del", ns+"h").Run()
-	sh("ip", "netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run(); exec.Command("ip", "link", "del", ns+"h").Run() })
-	sh("ip", "link", "add", ns+"h", "type", "veth", "peer", "name", ns+"n")
-	sh("ip", "link", "set", ns+"n", "netns", ns)
-	sh("ip", "addr", "add", "172.31.88.1/30", "dev", ns+"h")
-	sh("ip", "link", "set", ns+"h", "up")
-	sh("ip", "netns", "exec", ns, "ip", "addr", "add", "172.31.88.2/30", "dev", ns+"n")
-	sh("ip", "netns", "exec", ns, "ip", "link", "set", ns+"n", "up")
+	ns := peerNamespace(t, "gdr", "172.31.88.1/30", "172.31.88.2/30")
 	dir := t.TempDir()
 	logFile := filepath.Join(dir, "drain.log")
 	conf := filepath.Join(dir, "rsyslog.conf")

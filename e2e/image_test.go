@@ -3,7 +3,6 @@ package e2e
 import (
 	"archive/tar"
 	"bytes"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -36,23 +35,7 @@ func TestImages(t *testing.T) {
 	isolationArgs(t, "namespaces") // skips unless root
 
 	// The registry's machine.
-	ns := fmt.Sprintf("gim%d", os.Getpid()%10000)
-	sh := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v\n%s", args, err, out)
-		}
-	}
-	exec.Command("ip", "netns", "del", ns).Run()
-	exec.Command("ip", "link", "del", ns+"h").Run()
-	sh("ip", "netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run(); exec.Command("ip", "link", "del", ns+"h").Run() })
-	sh("ip", "link", "add", ns+"h", "type", "veth", "peer", "name", ns+"n")
-	sh("ip", "link", "set", ns+"n", "netns", ns)
-	sh("ip", "addr", "add", "172.31.89.1/30", "dev", ns+"h")
-	sh("ip", "link", "set", ns+"h", "up")
-	sh("ip", "netns", "exec", ns, "ip", "addr", "add", "172.31.89.2/30", "dev", ns+"n")
-	sh("ip", "netns", "exec", ns, "ip", "link", "set", ns+"n", "up")
+	ns := peerNamespace(t, "gim", "172.31.89.1/30", "172.31.89.2/30")
 	dir := t.TempDir()
 	hash, _ := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
 	writeFile(t, filepath.Join(dir, "htpasswd"), "ci:"+string(hash)+"\n", 0o644)

@@ -256,3 +256,29 @@ func namespacedUser(t *testing.T, extra ...string) (*server, *env) {
 	u.gantry("domain", "create", "acme")
 	return srv, u
 }
+
+// peerNamespace makes a network namespace for a peer of the server (a
+// log server, a registry) named prefix+pid, joined to this one by a veth:
+// this side hostCIDR, the namespace's side nsCIDR. It returns its name;
+// the test's end removes it.
+func peerNamespace(t *testing.T, prefix, hostCIDR, nsCIDR string) string {
+	t.Helper()
+	ns := fmt.Sprintf("%s%d", prefix, os.Getpid()%10000)
+	sh := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	exec.Command("ip", "netns", "del", ns).Run()
+	exec.Command("ip", "link", "del", ns+"h").Run()
+	sh("ip", "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run(); exec.Command("ip", "link", "del", ns+"h").Run() })
+	sh("ip", "link", "add", ns+"h", "type", "veth", "peer", "name", ns+"n")
+	sh("ip", "link", "set", ns+"n", "netns", ns)
+	sh("ip", "addr", "add", hostCIDR, "dev", ns+"h")
+	sh("ip", "link", "set", ns+"h", "up")
+	sh("ip", "netns", "exec", ns, "ip", "addr", "add", nsCIDR, "dev", ns+"n")
+	sh("ip", "netns", "exec", ns, "ip", "link", "set", ns+"n", "up")
+	return ns
+}

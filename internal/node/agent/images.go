@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -73,32 +72,11 @@ func (a *Agent) BuildDockerfile(ctx context.Context, appKey, src, dest, dockerfi
 	if _, err := exec.LookPath("buildah"); err != nil {
 		return store.Image{}, errors.New("buildah is not installed on this server: run scripts/install-deps")
 	}
-	var app store.App
-	g := store.Gear{ID: "b" + newID()[:11], State: GearBuilding, Isolation: Namespaces, Node: a.o.Node, Created: time.Now().UTC()}
-	err := a.o.Store.Update(func(tx *store.Tx) error {
-		if err := tx.Get(appKey, &app); err != nil {
-			return err
-		}
-		if err := a.ensureUID(tx, &app); err != nil {
-			return err
-		}
-		ip, err := a.allocIP(tx, map[netip.Addr]bool{}, a.o.Node)
-		if err != nil {
-			return err
-		}
-		g.AppID, g.AppKey, g.IP = app.ID, appKey, ip
-		return tx.Create(store.GearKey(g.ID), &g)
-	})
+	app, g, done, err := a.buildGear(appKey)
 	if err != nil {
 		return store.Image{}, err
 	}
-	defer func() {
-		a.o.Store.Update(func(tx *store.Tx) error { return tx.Delete(store.GearKey(g.ID)) })
-		a.netRemove(g.ID)
-	}()
-	if err := a.netAdd(g.ID); err != nil {
-		return store.Image{}, fmt.Errorf("build network: %w", err)
-	}
+	defer done()
 	root := filepath.Join(a.o.Layout.Root, "containers")
 	tmp := filepath.Join(root, "tmp")
 	for _, d := range []string{root, tmp} {

@@ -42,6 +42,32 @@ func (a *Agent) runOneOff(ctx context.Context, appKey, dir string, env []string,
 	if !a.rt.Caps().Isolated {
 		return a.rt.RunOnce(ctx, "", gearrt.Sandbox{Cwd: dir, Env: env}, out, timeout, args)
 	}
+	app, g, done, err := a.buildGear(appKey)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := a.ownTree(app.UID, dir); err != nil {
+		return err
+	}
+	sb, err := a.oneOffSandbox(&app, dir, env)
+	if err != nil {
+		return err
+	}
+	if a.o.BuildMemory > 0 { // builds are not bound by the gear size
+		sb.Limits = Sizes["large"]
+		sb.Limits.MemoryBytes = a.o.BuildMemory
+		sb.LimitName = "the build limit, " + humanBytes(a.o.BuildMemory) + ": raise it with `gantry server --build-memory`"
+	} else {
+		sb.LimitName = "the gear size's, " + humanBytes(sb.Limits.MemoryBytes) + ": `gantry app set APP --gear-size` raises it"
+	}
+	return a.rt.RunOnce(ctx, g.ID, sb, out, timeout, args)
+}
+
+// buildGear records a "building" gear of the app on this machine with an
+// address and a network namespace of its own (out through NAT, the app's
+// egress policy), for build steps and hooks; done removes it.
+func (a *Agent) buildGear(appKey string) (store.App, store.Gear, func(), error) {
 	var app store.App
 	g := store.Gear{ID: "b" + newID()[:11], State: GearBuilding, Isolation: Namespaces, Node: a.o.Node, Created: time.Now().UTC()}
 	err := a.o.Store.Update(func(tx *store.Tx) error {
@@ -59,30 +85,17 @@ func (a *Agent) runOneOff(ctx context.Context, appKey, dir string, env []string,
 		return tx.Create(store.GearKey(g.ID), &g)
 	})
 	if err != nil {
-		return err
+		return app, g, nil, err
 	}
-	defer func() {
+	done := func() {
 		a.o.Store.Update(func(tx *store.Tx) error { return tx.Delete(store.GearKey(g.ID)) })
 		a.netRemove(g.ID)
-	}()
+	}
 	if err := a.netAdd(g.ID); err != nil {
-		return fmt.Errorf("build network: %w", err)
+		done()
+		return app, g, nil, fmt.Errorf("build network: %w", err)
 	}
-	if err := a.ownTree(app.UID, dir); err != nil {
-		return err
-	}
-	sb, err := a.oneOffSandbox(&app, dir, env)
-	if err != nil {
-		return err
-	}
-	if a.o.BuildMemory > 0 { // builds are not bound by the gear size
-		sb.Limits = Sizes["large"]
-		sb.Limits.MemoryBytes = a.o.BuildMemory
-		sb.LimitName = "the build limit, " + humanBytes(a.o.BuildMemory) + ": raise it with `gantry server --build-memory`"
-	} else {
-		sb.LimitName = "the gear size's, " + humanBytes(sb.Limits.MemoryBytes) + ": `gantry app set APP --gear-size` raises it"
-	}
-	return a.rt.RunOnce(ctx, g.ID, sb, out, timeout, args)
+	return app, g, done, nil
 }
 
 // ownTree gives a build tree to the app's user, with the app's home and
