@@ -613,7 +613,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 	ag, err := agent.New(agent.Options{Store: st, Layout: lay, Log: log, Router: rt, Node: node.Name, Place: place, Peers: peers, Artifacts: artifacts,
-		Images: &image.Puller{Cache: lay.ImageLayers(), Insecure: o.InsecureRegistries}, Gearless: !node.HasRole(store.RoleNode), IP: gearIP, Exe: exe, Env: env.ForGear, Egress: enf,
+		Images: &image.Puller{Cache: lay.ImageLayers(), Insecure: o.InsecureRegistries, Forbidden: drainPolicy.Forbidden}, Gearless: !node.HasRole(store.RoleNode), IP: gearIP, Exe: exe, Env: env.ForGear, Egress: enf,
 		Disks: disks, GearResolvConf: gearResolv,
 		StartTimeout: o.StartTimeout, Isolation: isolation, Network: network, EgressRouter: egrPorts, BuildMemory: o.BuildMemory, RuntimesDir: runtimesDir,
 		Hook: func(dep *store.Deployment, name string) string {

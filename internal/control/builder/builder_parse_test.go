@@ -118,6 +118,7 @@ func TestDetect(t *testing.T) {
 			procs: map[string]string{"worker": "./work --queue a", "clock": "./tick"}},
 		{name: "procfile_reserved_run", files: map[string]string{"Procfile": "web: ./web\nrun: ./x"}, err: `the process name "run" is taken by one-off runs`},
 		{name: "procfile_reserved_cron", files: map[string]string{"Procfile": "web: ./web\nCron: ./x"}, err: `the process name "Cron" is taken by scheduled jobs`},
+		{name: "procfile_too_many_types", files: map[string]string{"Procfile": "web: ./web\nw1: x\nw2: x\nw3: x\nw4: x\nw5: x\nw6: x\nw7: x\nw8: x\nw9: x\nw10: x\nw11: x\n"}, err: "more than 10 process types"},
 		{name: "procfile_without_web", files: map[string]string{"app.py": "", "Procfile": "worker: x"}, err: "no web:"},
 		{name: "preferred_wins", files: map[string]string{"index.html": "", "app.py": ""}, preferred: Static, cart: Static, start: "exec serve"},
 		{name: "nothing", files: map[string]string{"README": ""}, err: "could not tell"},

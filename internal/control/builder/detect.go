@@ -26,6 +26,10 @@ const (
 	Dockerfile = "dockerfile"
 )
 
+// MaxProcessTypes bounds a Procfile's process types besides web and
+// release (each starts a gear).
+const MaxProcessTypes = 10
+
 // Types are the app types a user may choose at app creation.
 var Types = []string{NodeJS, Python, Go, Static}
 
@@ -152,6 +156,9 @@ func Detect(dir, preferred, staticServer string) (*Plan, error) {
 					p.Processes = map[string]string{}
 				}
 				p.Processes[pr.Name] = pr.Command
+				if len(p.Processes) > MaxProcessTypes {
+					return nil, fmt.Errorf("the Procfile has more than %d process types besides web and release: run several jobs in one worker process", MaxProcessTypes)
+				}
 			}
 		}
 	}

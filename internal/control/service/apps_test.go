@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -62,7 +63,7 @@ func appService(t *testing.T) (*Service, *fakeAgent, *fakeBuilder, store.User, s
 	t.Cleanup(func() { st.Close() })
 	ag, b := &fakeAgent{}, &fakeBuilder{}
 	s := New(Options{Store: st, Agent: ag, Builder: b, Layout: layout.Layout{Root: dir}, Exe: "/bin/true",
-		CloudDomain: "localhost", PlatformHosts: []string{"localhost"}, ReservedPorts: []int{8080}, HTTPSPort: 8443, AliasVerification: VerifyOff})
+		CloudDomain: "localhost", PlatformHosts: []string{"localhost"}, ReservedPorts: []int{8080}, HTTPSPort: 8443, AliasVerification: VerifyOff, MaxGears: 16})
 	admin, _, _ := s.CreateUser(nil, "admin", true)
 	alice, _, _ := s.CreateUser(&admin, "alice", false)
 	bob, _, _ := s.CreateUser(&admin, "bob", false)
@@ -188,4 +189,50 @@ func secondCart(s *Service, ctx context.Context, u *store.User) error {
 func (f *fakeAgent) Evacuate(context.Context, string, string, io.Writer) (int, error) { return 0, nil }
 func (f *fakeAgent) RunCommand(context.Context, string, string, bool, io.Writer) (string, int, error) {
 	return "", 0, nil
+}
+
+// gantry ps scale: every count is checked before any changes, the
+// workers together within --max-gears, another user's app invisible.
+func TestScaleProcessesRules(t *testing.T) {
+	s, ag, _, alice, bob := appService(t)
+	ctx := context.Background()
+	app, _, err := s.CreateApp(ctx, &alice, "acme", apitypes.CreateAppRequest{Name: "jobs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.st.Update(func(tx *store.Tx) error {
+		app.ActiveDeployment = "d1"
+		tx.Put(app.Key(), app)
+		return tx.Put(store.DeploymentKey(app.ID, "d1"), &store.Deployment{ID: "d1", AppID: app.ID, Processes: map[string]string{"worker": "w", "clock": "c"}})
+	})
+	for counts, want := range map[string]string{
+		"worker=10 clock=10": "workers would run 20 gears together",
+		"worker=17":          "beyond this platform's --max-gears (16)",
+		"mailer=1":           `no process type "mailer": its Procfile has web, clock, worker`,
+		"worker=-1":          "a count is 0 or more",
+		"web=0":              "stop the app",
+	} {
+		req := apitypes.FormationRequest{Processes: map[string]int{}}
+		for _, c := range strings.Fields(counts) {
+			k, v, _ := strings.Cut(c, "=")
+			n, _ := strconv.Atoi(v)
+			req.Processes[k] = n
+		}
+		ag.calls = nil
+		if _, err := s.ScaleProcesses(ctx, &alice, "acme", "jobs", req); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v; want %q", counts, err, want)
+		}
+		if len(ag.calls) != 0 {
+			t.Errorf("%s changed something: %v", counts, ag.calls)
+		}
+	}
+	if _, err := s.ScaleProcesses(ctx, &bob, "acme", "jobs", apitypes.FormationRequest{Processes: map[string]int{"worker": 2}}); err == nil {
+		t.Error("bob scaled alice's app")
+	}
+	if _, err := s.ScaleProcesses(ctx, &alice, "acme", "jobs", apitypes.FormationRequest{Processes: map[string]int{"worker": 3, "clock": 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(ag.calls, ";"); got != "scale apps/acme/jobs clock=1;scale apps/acme/jobs worker=3" {
+		t.Errorf("calls %q", got)
+	}
 }

@@ -156,6 +156,17 @@ func (s *Service) ScaleProcesses(ctx context.Context, caller *store.User, domain
 			return nil, refuse(Invalid, apitypes.CodeInvalid, fmt.Sprintf("%s=%d is beyond this platform's --max-gears (%d)", p, n, s.o.MaxGears))
 		}
 	}
+	// The workers together stay within the app's limit too.
+	workers := 0
+	for p, n := range store.Formation(app, &dep) {
+		if m, ok := b.Processes[p]; ok {
+			n = m
+		}
+		workers += n
+	}
+	if s.o.MaxGears > 0 && workers > s.o.MaxGears {
+		return nil, refuse(Invalid, apitypes.CodeInvalid, fmt.Sprintf("the app's workers would run %d gears together; this platform's --max-gears allows %d per app", workers, s.o.MaxGears))
+	}
 	for _, p := range procs {
 		n := b.Processes[p]
 		if p == "web" {

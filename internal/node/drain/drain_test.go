@@ -296,3 +296,28 @@ func TestSendNeverBlocks(t *testing.T) {
 	}
 	t.Logf("100000 sends in %s", time.Since(start))
 }
+
+// An HTTPS drain that redirects is not followed: its lines stay queued.
+func TestHTTPSSinkRefusesRedirects(t *testing.T) {
+	var hits sync.Map
+	ts := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Store(r.URL.Path, true)
+		http.Redirect(w, r, "http://127.0.0.1:1/elsewhere", http.StatusTemporaryRedirect)
+	}))
+	defer ts.Close()
+	roots := x509.NewCertPool()
+	roots.AddCert(ts.Certificate())
+	tg, _ := Parse(ts.URL + "/ingest")
+	s := NewSink(tg, SinkOptions{Policy: Policy{AllowLoopback: true}, Roots: &tls.Config{RootCAs: roots}, MinRetry: 10 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx)
+	s.Send(line(1))
+	waitFor(t, "the redirect refused", func() bool { return strings.Contains(s.Status().LastError, "redirect") })
+	if _, ok := hits.Load("/elsewhere"); ok {
+		t.Error("the redirect was followed")
+	}
+	if st := s.Status(); st.Sent != 0 || st.Buffered != 1 {
+		t.Errorf("status %+v; want the line kept", st)
+	}
+}

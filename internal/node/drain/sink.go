@@ -320,10 +320,16 @@ func appendField(b []byte, s string, n int) []byte {
 }
 
 func (s *Sink) runHTTPS(ctx context.Context) error {
-	client := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
-		DialContext:     s.policy.Dialer(5 * time.Second).DialContext,
-		TLSClientConfig: tlsConfig(s.roots, s.t.Host), ForceAttemptHTTP2: true,
-		MaxIdleConns: 2, IdleConnTimeout: time.Minute, TLSHandshakeTimeout: 10 * time.Second}}
+	client := &http.Client{Timeout: 15 * time.Second,
+		// A redirect could lead the lines to plain HTTP or elsewhere than
+		// the URL the user gave: refused, as a failure of the drain.
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return errors.New("the drain answered with a redirect: give its final URL")
+		},
+		Transport: &http.Transport{
+			DialContext:     s.policy.Dialer(5 * time.Second).DialContext,
+			TLSClientConfig: tlsConfig(s.roots, s.t.Host), ForceAttemptHTTP2: true,
+			MaxIdleConns: 2, IdleConnTimeout: time.Minute, TLSHandshakeTimeout: 10 * time.Second}}
 	defer client.CloseIdleConnections()
 	first := true
 	for {

@@ -14,13 +14,18 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -48,8 +53,38 @@ type Puller struct {
 	Cache string
 	// Insecure lists registries (host:port) reached over plain HTTP.
 	Insecure []string
-	// Transport is the HTTP transport (nil: the default).
+	// Transport is the HTTP transport (nil: one that reaches no loopback,
+	// link-local, multicast or Forbidden address, except for the
+	// Insecure registries the admin named).
 	Transport http.RoundTripper
+	Forbidden []netip.Prefix
+}
+
+// transport is the HTTP transport for a registry: a user names the
+// registry, so the server must not become their way into its own
+// machine or networks.
+func (p *Puller) transport(trusted bool) http.RoundTripper {
+	if p.Transport != nil {
+		return p.Transport
+	}
+	t := remote.DefaultTransport.(*http.Transport).Clone()
+	if trusted {
+		return t
+	}
+	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: func(_, address string, _ syscall.RawConn) error {
+		ap, err := netip.ParseAddrPort(address)
+		if err != nil {
+			return err
+		}
+		ip := ap.Addr().Unmap()
+		if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() ||
+			slices.ContainsFunc(p.Forbidden, func(f netip.Prefix) bool { return f.Contains(ip) }) {
+			return fmt.Errorf("a registry at %s is not reachable from here (this machine's own or internal addresses): an admin names such a registry with --insecure-registry", ip)
+		}
+		return nil
+	}}
+	t.DialContext = d.DialContext
+	return t
 }
 
 // Fetch reads an image reference from its registry, for this machine's
@@ -60,18 +95,15 @@ func (p *Puller) Fetch(ctx context.Context, ref string, auth Auth) (v1.Image, na
 	if err != nil {
 		return nil, nil, fmt.Errorf("%q is not an image reference: use e.g. registry.example.com/team/app:1.4 (%v)", ref, err)
 	}
-	for _, h := range p.Insecure {
-		if r.Context().RegistryStr() == h {
-			opts = append(opts, name.Insecure)
-			r, _ = name.ParseReference(ref, opts...)
-		}
+	trusted := slices.Contains(p.Insecure, r.Context().RegistryStr())
+	if trusted {
+		opts = append(opts, name.Insecure)
+		r, _ = name.ParseReference(ref, opts...)
 	}
-	ropts := []remote.Option{remote.WithContext(ctx), remote.WithPlatform(v1.Platform{OS: "linux", Architecture: runtime.GOARCH})}
+	ropts := []remote.Option{remote.WithContext(ctx), remote.WithPlatform(v1.Platform{OS: "linux", Architecture: runtime.GOARCH}),
+		remote.WithTransport(p.transport(trusted))}
 	if auth.Username != "" {
 		ropts = append(ropts, remote.WithAuth(&authn.Basic{Username: auth.Username, Password: auth.Password}))
-	}
-	if p.Transport != nil {
-		ropts = append(ropts, remote.WithTransport(p.Transport))
 	}
 	img, err := remote.Image(r, ropts...)
 	if err != nil {

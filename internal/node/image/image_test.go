@@ -158,6 +158,12 @@ func TestFetchAndUnpack(t *testing.T) {
 			t.Errorf("%s was written: %v", bad, err)
 		}
 	}
+	// A registry on this machine that the admin did not name is not
+	// reached (the server is no way into its own ports).
+	untrusted := &Puller{}
+	if _, _, err := untrusted.Fetch(ctx, ref, Auth{Username: "ci", Password: "s3cret"}); err == nil || !strings.Contains(err.Error(), "not reachable from here") {
+		t.Errorf("an unnamed loopback registry: %v", err)
+	}
 	// Cached layers serve a second fetch.
 	entries, _ := os.ReadDir(p.Cache)
 	if len(entries) == 0 {
