@@ -307,7 +307,7 @@ func TestHTTPSSinkRefusesRedirects(t *testing.T) {
 	defer ts.Close()
 	roots := x509.NewCertPool()
 	roots.AddCert(ts.Certificate())
-	tg, _ := Parse(ts.URL + "/ingest")
+	tg, _ := Parse(ts.URL + "/ingest?token=SECRET")
 	s := NewSink(tg, SinkOptions{Policy: Policy{AllowLoopback: true}, Roots: &tls.Config{RootCAs: roots}, MinRetry: 10 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -317,7 +317,7 @@ func TestHTTPSSinkRefusesRedirects(t *testing.T) {
 	if _, ok := hits.Load("/elsewhere"); ok {
 		t.Error("the redirect was followed")
 	}
-	if st := s.Status(); st.Sent != 0 || st.Buffered != 1 {
-		t.Errorf("status %+v; want the line kept", st)
+	if st := s.Status(); st.Sent != 0 || st.Buffered != 1 || strings.Contains(st.LastError, "SECRET") {
+		t.Errorf("status %+v; want the line kept, and no token in the error", st)
 	}
 }

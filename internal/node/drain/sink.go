@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"sync"
@@ -344,6 +345,10 @@ func (s *Sink) runHTTPS(ctx context.Context) error {
 		resp, err := client.Do(req)
 		if err != nil {
 			s.requeue(batch)
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err // without the URL, which may carry a token
+			}
 			return err
 		}
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
