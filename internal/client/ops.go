@@ -264,6 +264,26 @@ func (c *Client) DeployImage(ctx context.Context, d, a string, req apitypes.Imag
 	return call[apitypes.DeployResult](c, ctx, http.MethodPost, c.appPath(d, a, "image"), req)
 }
 
+// SaveSnapshot saves a snapshot of an app.
+func (c *Client) SaveSnapshot(ctx context.Context, d, a string) (apitypes.SnapshotView, error) {
+	return call[apitypes.SnapshotView](c, ctx, http.MethodPost, c.appPath(d, a, "snapshots"), nil)
+}
+
+// Snapshots lists an app's snapshots.
+func (c *Client) Snapshots(ctx context.Context, d, a string) ([]apitypes.SnapshotView, error) {
+	return call[[]apitypes.SnapshotView](c, ctx, http.MethodGet, c.appPath(d, a, "snapshots"), nil)
+}
+
+// RestoreSnapshot restores an app from a snapshot, in place.
+func (c *Client) RestoreSnapshot(ctx context.Context, d, a, id string) (apitypes.AppView, error) {
+	return call[apitypes.AppView](c, ctx, http.MethodPost, c.appPath(d, a, "snapshots", url.PathEscape(id), "restore"), nil)
+}
+
+// BackupKey is the backup repository's key (admin).
+func (c *Client) BackupKey(ctx context.Context) (apitypes.BackupKeyView, error) {
+	return call[apitypes.BackupKeyView](c, ctx, http.MethodGet, "/v1/admin/backup/key", nil)
+}
+
 // Drains lists an app's log drains.
 func (c *Client) Drains(ctx context.Context, d, a string) ([]apitypes.LogDrainView, error) {
 	return call[[]apitypes.LogDrainView](c, ctx, http.MethodGet, c.appPath(d, a, "drains"), nil)

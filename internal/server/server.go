@@ -34,6 +34,7 @@ import (
 	"github.com/gantry-paas/gantry/internal/node/peer"
 	"github.com/gantry-paas/gantry/internal/node/runtimes"
 
+	"github.com/gantry-paas/gantry/internal/control/backup"
 	"github.com/gantry-paas/gantry/internal/control/certstore"
 	"github.com/gantry-paas/gantry/internal/control/cron"
 	"github.com/gantry-paas/gantry/internal/control/scheduler"
@@ -201,6 +202,8 @@ type Options struct {
 	MaxGears int
 	// WakeTimeout bounds how long a request waits for an idle app.
 	WakeTimeout time.Duration
+	// BackupRepo is the restic repository of snapshots ("": DATA/backups/restic).
+	BackupRepo string
 	// InsecureRegistries are image registries (host:port) reached over
 	// plain HTTP.
 	InsecureRegistries []string
@@ -683,7 +686,11 @@ func Run(ctx context.Context, o Options) error {
 				w.Close()
 			}
 		}})
-	svc := service.New(service.Options{Store: st, Log: log, Cron: jobs, Images: bld, DrainStatus: drains.Status, DrainPolicy: drainPolicy, Agent: agentAdapter{ag, st.View}, Builder: bld, Layout: lay, Exe: exe,
+	backups := &backup.Repo{Location: o.BackupRepo, KeyFile: filepath.Join(o.DataDir, "backup.key")}
+	if backups.Location == "" {
+		backups.Location = filepath.Join(o.DataDir, "backups", "restic")
+	}
+	svc := service.New(service.Options{Store: st, Log: log, Cron: jobs, Images: bld, Backups: backups, DrainStatus: drains.Status, DrainPolicy: drainPolicy, Agent: agentAdapter{ag, st.View}, Builder: bld, Layout: lay, Exe: exe,
 		CloudDomain: o.CloudDomain, MaxGears: o.MaxGears, Applied: rt, PlatformHosts: []string{o.Host, "localhost"},
 		AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver, ReservedPorts: []int{httpPort, httpsPort, sshPort}, HTTPSPort: httpsPort, Events: evlog, Egress: enf,
 		EgressRouter: egressAPI(egr), EgressPorts: ag.ApplyEgressRouterPorts, Cluster: clu.ops(), JoinFiles: joinFiles()})

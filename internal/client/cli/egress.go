@@ -165,6 +165,7 @@ func (c *cli) adminCmd() *cobra.Command {
 		},
 	})
 	cmd.AddCommand(secrets)
+	cmd.AddCommand(c.backupAdminCmd())
 	storeCmd := &cobra.Command{Use: "store", Short: "Where the platform keeps its records"}
 	var advertise, nodeName string
 	migrate := &cobra.Command{

@@ -192,6 +192,7 @@ func New(o Options) (*API, error) {
 	a.registerCartridges()
 	a.registerDrains()
 	a.registerImages()
+	a.registerSnapshots()
 	a.registerRouting()
 	a.registerClaims()
 	a.registerEgress()

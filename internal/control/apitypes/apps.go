@@ -139,3 +139,23 @@ type LogDrainView struct {
 	Buffered  int       `json:"buffered"`
 	LastError string    `json:"last_error,omitempty"`
 }
+
+// SnapshotView is one snapshot of an app.
+type SnapshotView struct {
+	ID         string    `json:"id"`
+	ShortID    string    `json:"short_id"`
+	Time       time.Time `json:"time"`
+	Size       int64     `json:"size" doc:"bytes read for it"`
+	Added      int64     `json:"added" doc:"bytes it added to the backup repository (deduplicated, compressed by restic)"`
+	Holds      []string  `json:"holds" doc:"settings, repository, postgresql, data"`
+	Deployment string    `json:"deployment,omitempty"`
+	Commit     string    `json:"commit,omitempty"`
+}
+
+// BackupKeyView is the backup repository's password, for disaster
+// recovery with stock restic.
+type BackupKeyView struct {
+	Repository string `json:"repository"`
+	Key        string `json:"key"`
+	Restore    string `json:"restore" doc:"how to restore without Gantry"`
+}

@@ -42,6 +42,7 @@ func (f *fakeAgent) AddCartridge(context.Context, string, store.Cartridge) (stri
 	return "127.0.0.1", 5432, nil
 }
 func (f *fakeAgent) RemoveCartridge(context.Context, string, string) error { return nil }
+func (f *fakeAgent) CartridgeAddress(string, string) (string, int, bool)   { return "", 0, false }
 func (f *fakeAgent) PrepareAppDir(*store.App) error                        { return nil }
 func (f *fakeAgent) RemoveAppDir(*store.App) error                         { return nil }
 func (f *fakeAgent) PurgeCache(*store.App) (int64, error)                  { return 0, nil }

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/control/backup"
 	"github.com/gantry-paas/gantry/internal/control/cron"
 	"github.com/gantry-paas/gantry/internal/control/events"
 	"github.com/gantry-paas/gantry/internal/node/drain"
@@ -67,6 +68,7 @@ type Agent interface {
 	ScaleProcess(ctx context.Context, appKey, proc string, n int, out io.Writer) error
 	AddCartridge(ctx context.Context, appKey string, c store.Cartridge) (ip string, port int, err error)
 	RemoveCartridge(ctx context.Context, appKey, name string) error
+	CartridgeAddress(appKey, name string) (ip string, port int, ok bool)
 	// PrepareAppDir makes an app's directory (its own disk, when the
 	// platform limits disks); RemoveAppDir deletes it.
 	PrepareAppDir(app *store.App) error
@@ -118,6 +120,8 @@ type Options struct {
 	DrainStatus func(appID string) map[string]drain.Status
 	DrainPolicy drain.Policy
 	DrainTLS    *tls.Config
+	// Backups is the backup repository (nil: none).
+	Backups *backup.Repo
 	// Images deploys images (nil: this server cannot).
 	Images ImageDeployer
 	// Cron lists apps' scheduled jobs with their runs.

@@ -81,6 +81,11 @@ func ListTCPRoutes(tx *Tx) ([]TCPRoute, error) { return List[TCPRoute](tx, "tcpr
 // ListClaims lists every DNS-name claim.
 func ListClaims(tx *Tx) ([]NameClaim, error) { return List[NameClaim](tx, "claims/") }
 
+// ListSnapshots lists an app's snapshot records.
+func ListSnapshots(tx *Tx, appID string) ([]SnapshotRecord, error) {
+	return List[SnapshotRecord](tx, "snapshots/"+appID+"/")
+}
+
 // ListCron lists the status of an app's cron jobs.
 func ListCron(tx *Tx, appID string) ([]CronStatus, error) {
 	return List[CronStatus](tx, "cron/"+appID+"/")

@@ -452,3 +452,19 @@ type RegistryLogin struct {
 	Username string `json:"username"`
 	Password string `json:"password"` // sealed at rest
 }
+
+// SnapshotRecord is a snapshot of an app, kept in the backup repository
+// (restic's snapshot ID). Key: snapshots/APPID/ID.
+type SnapshotRecord struct {
+	ID         string    `json:"id"`
+	AppID      string    `json:"app_id"`
+	Time       time.Time `json:"time"`
+	Size       int64     `json:"size"`  // bytes read
+	Added      int64     `json:"added"` // bytes new to the repository
+	Holds      []string  `json:"holds"` // repository, data, postgresql…
+	Deployment string    `json:"deployment,omitempty"`
+	Commit     string    `json:"commit,omitempty"`
+}
+
+// SnapshotKey is the store key of an app's snapshot record.
+func SnapshotKey(appID, id string) string { return "snapshots/" + appID + "/" + id }
