@@ -87,6 +87,38 @@ func TestSnapshots(t *testing.T) {
 		t.Errorf("app events:\n%s", ev)
 	}
 
+	// A new app from the snapshot: both serve, each with its own
+	// database and credentials.
+	u.gantry("snapshot", "restore", "web", snap.ShortID, "--to", "copy")
+	if got := mustGet(t, hc, srv.url("copy-snap.localhost", "/")); got != "v1 \n" {
+		t.Errorf("the copy serves %q; want v1", got)
+	}
+	copySQL := func(q string) string {
+		t.Helper()
+		return strings.TrimSpace(u.gantry("run", "copy", "--", "psql", `"$DATABASE_URL"`, "-tAc", `"`+q+`"`))
+	}
+	if got := copySQL("select string_agg(n::text, ',' order by n) from notes"); got != "1,2" {
+		t.Errorf("the copy's rows: %q; want 1,2", got)
+	}
+	copySQL("insert into notes values (3)")
+	if got := sql("select count(*) from notes"); got != "2" {
+		t.Errorf("the copy's insert reached the original: %q rows", got)
+	}
+	if got := strings.TrimSpace(u.gantry("run", "copy", "--", "cat", `"$GANTRY_DATA_DIR/note.txt"`)); got != "one" {
+		t.Errorf("the copy's data file: %q", got)
+	}
+	var orig, cp struct {
+		Cartridges []cartridgeJSON `json:"cartridges"`
+	}
+	u.gantryJSON(&orig, "app", "show", "web")
+	u.gantryJSON(&cp, "app", "show", "copy")
+	if len(cp.Cartridges) != 1 || len(orig.Cartridges) != 1 || cp.Cartridges[0].Password == orig.Cartridges[0].Password {
+		t.Errorf("the copy's database credentials are not its own: %+v vs %+v", cp.Cartridges, orig.Cartridges)
+	}
+	if out := u.gantryFails("snapshot", "restore", "web", snap.ShortID, "--to", "copy"); !strings.Contains(out, "already has an app") {
+		t.Errorf("a copy onto a taken name: %s", out)
+	}
+
 	// Without Gantry: stock restic and the key.
 	var key struct{ Repository, Key string }
 	u.gantryJSON(&key, "admin", "backup", "key")

@@ -274,9 +274,14 @@ func (c *Client) Snapshots(ctx context.Context, d, a string) ([]apitypes.Snapsho
 	return call[[]apitypes.SnapshotView](c, ctx, http.MethodGet, c.appPath(d, a, "snapshots"), nil)
 }
 
-// RestoreSnapshot restores an app from a snapshot, in place.
-func (c *Client) RestoreSnapshot(ctx context.Context, d, a, id string) (apitypes.AppView, error) {
-	return call[apitypes.AppView](c, ctx, http.MethodPost, c.appPath(d, a, "snapshots", url.PathEscape(id), "restore"), nil)
+// RestoreSnapshot restores an app from a snapshot, in place, or (to) as
+// a new app.
+func (c *Client) RestoreSnapshot(ctx context.Context, d, a, id, to string) (apitypes.AppView, error) {
+	p := c.appPath(d, a, "snapshots", url.PathEscape(id), "restore")
+	if to != "" {
+		p += "?to=" + url.QueryEscape(to)
+	}
+	return call[apitypes.AppView](c, ctx, http.MethodPost, p, nil)
 }
 
 // BackupKey is the backup repository's key (admin).

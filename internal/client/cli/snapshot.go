@@ -12,6 +12,7 @@ import (
 )
 
 func (c *cli) snapshotCmd() *cobra.Command {
+	var to string
 	cmd := &cobra.Command{Use: "snapshot", Short: "Save an app whole (repository, data, database, settings) and restore it"}
 	cmd.PersistentFlags().StringVarP(&c.domain, "domain", "n", "", "the app's domain (when you have several)")
 	cmd.AddCommand(&cobra.Command{
@@ -50,22 +51,31 @@ func (c *cli) snapshotCmd() *cobra.Command {
 				table(w, []string{"ID", "TIME", "SIZE", "ADDED", "HOLDS"}, t)
 			})
 		}),
-	}, &cobra.Command{
-		Use:   "restore APP ID",
-		Short: "Restore the app in place from a snapshot (its deployment rolls out like a deploy)",
-		Args:  cobra.ExactArgs(2),
+	})
+	restore := &cobra.Command{
+		Use:   "restore APP ID [--to NEWAPP]",
+		Short: "Restore the app in place from a snapshot (its deployment rolls out like a deploy), or make a new app of it",
+		Example: `  gantry snapshot restore blog 3f2a9c1e
+  gantry snapshot restore blog 3f2a9c1e --to blog-copy`,
+		Args: cobra.ExactArgs(2),
 		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, rest []string) error {
-			stop := c.spinner("Restoring " + a + " from " + rest[0])
-			app, err := cl.RestoreSnapshot(ctx, d, a, rest[0])
+			doing := "Restoring " + a + " from " + rest[0]
+			if to != "" {
+				doing = "Making " + to + " from snapshot " + rest[0] + " of " + a
+			}
+			stop := c.spinner(doing)
+			app, err := cl.RestoreSnapshot(ctx, d, a, rest[0], to)
 			stop()
 			if err != nil {
 				return err
 			}
 			return c.out(app, func(w io.Writer) {
-				fmt.Fprintf(w, "%s is restored from snapshot %s and serves at %s\n", a, rest[0], app.URL)
+				fmt.Fprintf(w, "%s is restored from snapshot %s and serves at %s\n", app.Name, rest[0], app.URL)
 			})
 		}),
-	})
+	}
+	restore.Flags().StringVar(&to, "to", "", "make a new app of this name (its own databases and credentials) instead of restoring in place")
+	cmd.AddCommand(restore)
 	return cmd
 }
 

@@ -42,13 +42,20 @@ func (a *API) registerSnapshots() {
 	type restoreIn struct {
 		AppRef
 		ID string `path:"id"`
+		To string `query:"to" doc:"make a new app of this name (same domain) from the snapshot instead of restoring in place"`
 	}
 	huma.Register(a.h, huma.Operation{OperationID: "restore-snapshot", Method: http.MethodPost, Path: "/v1/domains/{domain}/apps/{app}/snapshots/{id}/restore", Security: bearer,
 		Summary:     "Restore an app from a snapshot, in place",
 		Description: "Nothing changes until the snapshot is read back and verified; then the repository, database, data directory and settings are restored and the snapshot's deployment rolls out like a deploy.",
 		Tags:        []string{"snapshots"}},
 		func(ctx context.Context, in *restoreIn) (*body[apitypes.AppView], error) {
-			app, err := a.o.Service.RestoreSnapshot(ctx, userOf(ctx), in.Domain, in.App, in.ID)
+			restore := a.o.Service.RestoreSnapshot
+			if in.To != "" {
+				restore = func(ctx context.Context, caller *store.User, domain, name, id string) (*store.App, error) {
+					return a.o.Service.RestoreSnapshotTo(ctx, caller, domain, name, id, in.To)
+				}
+			}
+			app, err := restore(ctx, userOf(ctx), in.Domain, in.App, in.ID)
 			if err != nil {
 				return nil, asProblem(a, "restoring a snapshot", err)
 			}

@@ -159,20 +159,9 @@ func (s *Service) Snapshots(caller *store.User, domain, name string) ([]store.Sn
 	return out, err
 }
 
-// RestoreSnapshot puts an app back as a snapshot holds it, in place:
-// nothing changes until the snapshot is read back and verified; then the
-// repository, the database and the settings are restored, the data
-// directory is swapped for the snapshot's, and the snapshot's deployment
-// rolls out like a deploy (the old gears drain).
-func (s *Service) RestoreSnapshot(ctx context.Context, caller *store.User, domain, name, id string) (*store.App, error) {
-	app, err := s.App(caller, domain, name)
-	if err != nil {
-		return nil, err
-	}
-	if s.o.Backups == nil {
-		return nil, refuse(Conflict, apitypes.CodeConflict, "this server keeps no backups")
-	}
-	snaps, err := s.Snapshots(caller, domain, name)
+// findSnapshot is an app's snapshot named by its ID or a prefix of it.
+func (s *Service) findSnapshot(caller *store.User, app *store.App, id string) (*store.SnapshotRecord, error) {
+	snaps, err := s.Snapshots(caller, app.Domain, app.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -188,34 +177,45 @@ func (s *Service) RestoreSnapshot(ctx context.Context, caller *store.User, domai
 	if rec == nil {
 		return nil, refuse(NotFound, "snapshot_not_found", fmt.Sprintf("%s has no snapshot %q: see `gantry snapshot list %s`", app.Name, id, app.Name))
 	}
-	// Read back first, beside the data it replaces (the same filesystem,
-	// so that the swap is a rename).
+	return rec, nil
+}
+
+// readSnapshot reads a snapshot of app (source) back, verified, into a
+// directory of dest (the app it goes to: the same filesystem as its data
+// directory), and returns the directory of its own files, its settings,
+// and a function that removes what was read.
+func (s *Service) readSnapshot(ctx context.Context, source, dest *store.App, rec *store.SnapshotRecord) (string, snapshotMeta, func(), error) {
 	rnd := make([]byte, 4)
 	rand.Read(rnd)
-	tmp := filepath.Join(s.o.Layout.AppDir(app.ID), "restore-"+hex.EncodeToString(rnd))
-	defer os.RemoveAll(tmp)
-	if err := s.o.Backups.Restore(ctx, rec.ID, tmp); err != nil {
-		return nil, refuse(Failed, apitypes.CodeDeployFailed, "the snapshot could not be read back; the app is unchanged: "+err.Error())
-	}
-	staged := filepath.Join(tmp, s.snapshotStaging(app.ID))
+	tmp := filepath.Join(s.o.Layout.AppDir(dest.ID), "restore-"+hex.EncodeToString(rnd))
+	done := func() { os.RemoveAll(tmp) }
 	var meta snapshotMeta
+	if err := s.o.Backups.Restore(ctx, rec.ID, tmp); err != nil {
+		done()
+		return "", meta, nil, refuse(Failed, apitypes.CodeDeployFailed, "the snapshot could not be read back; nothing changed: "+err.Error())
+	}
+	staged := filepath.Join(tmp, s.snapshotStaging(source.ID))
 	raw, err := os.ReadFile(filepath.Join(staged, "app.json"))
 	if err == nil {
 		err = json.Unmarshal(raw, &meta)
 	}
-	if err != nil || meta.App.ID != app.ID {
-		return nil, refuse(Failed, apitypes.CodeDeployFailed, "the snapshot does not hold this app's settings; the app is unchanged")
+	if err != nil || meta.App.ID != source.ID {
+		done()
+		return "", meta, nil, refuse(Failed, apitypes.CodeDeployFailed, "the snapshot does not hold this app's settings; nothing changed")
 	}
-	if meta.App.Type != app.Type {
-		return nil, refuse(Conflict, apitypes.CodeConflict, fmt.Sprintf("the snapshot is of a %s app and %s is %s: restore it to a new app", orNone(meta.App.Type), app.Name, orNone(app.Type)))
-	}
-	// The repository: its branches as they were.
+	return tmp, meta, done, nil
+}
+
+// putBack restores what a snapshot read back holds (tmp, its settings
+// meta, of app source) into app: the repository, the databases, the data
+// files, the settings; the caller rolls out or builds the deployment.
+func (s *Service) putBack(ctx context.Context, source, app *store.App, tmp string, meta snapshotMeta) error {
+	staged := filepath.Join(tmp, s.snapshotStaging(source.ID))
 	if bundle := filepath.Join(staged, "repo.bundle"); exists(bundle) {
 		if err := gitrepo.FetchBundle(ctx, s.o.Layout.Repo(app.ID), bundle, app.Branch, s.o.Exe); err != nil {
-			return nil, fmt.Errorf("restoring the repository: %w", err)
+			return fmt.Errorf("restoring the repository: %w", err)
 		}
 	}
-	// The database, from its dump (which drops what it recreates).
 	for _, c := range app.Cartridges {
 		dump := filepath.Join(staged, c.Name+".sql")
 		if c.Name != "postgresql" || !exists(dump) {
@@ -223,23 +223,22 @@ func (s *Service) RestoreSnapshot(ctx context.Context, caller *store.User, domai
 		}
 		cmd, err := s.psqlCmd(ctx, app, c, "psql", "-q", "-v", "ON_ERROR_STOP=1", "-f", dump)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("restoring the PostgreSQL database: %v: %s", err, out)
+			return fmt.Errorf("restoring the PostgreSQL database: %v: %s", err, out)
 		}
 	}
 	// The data directory's files (not the cartridges' own, restored from
 	// their dumps above): the current ones move to data.before-restore,
 	// the snapshot's take their place (renames on one filesystem).
-	data := s.o.Layout.Data(app.ID)
-	if restored := filepath.Join(tmp, data); exists(restored) {
-		if err := swapData(data, restored, cartridgeDirs(app)); err != nil {
-			return nil, fmt.Errorf("restoring the data directory: %w", err)
+	if restored := filepath.Join(tmp, s.o.Layout.Data(source.ID)); exists(restored) {
+		if err := swapData(s.o.Layout.Data(app.ID), restored, cartridgeDirs(app)); err != nil {
+			return fmt.Errorf("restoring the data directory: %w", err)
 		}
 	}
-	// The settings (not the credentials: the databases are the same).
-	err = s.st.Update(func(tx *store.Tx) error {
+	// The settings (not the credentials: the databases are the app's own).
+	return s.st.Update(func(tx *store.Tx) error {
 		var cur store.App
 		if err := tx.Get(app.Key(), &cur); err != nil {
 			return err
@@ -251,7 +250,34 @@ func (s *Service) RestoreSnapshot(ctx context.Context, caller *store.User, domai
 		*app = cur
 		return tx.Put(app.Key(), &cur)
 	})
+}
+
+// RestoreSnapshot puts an app back as a snapshot holds it, in place:
+// nothing changes until the snapshot is read back and verified; then the
+// repository, the database and the settings are restored, the data
+// directory's files are swapped for the snapshot's, and the snapshot's
+// deployment rolls out like a deploy (the old gears drain).
+func (s *Service) RestoreSnapshot(ctx context.Context, caller *store.User, domain, name, id string) (*store.App, error) {
+	app, err := s.App(caller, domain, name)
 	if err != nil {
+		return nil, err
+	}
+	if s.o.Backups == nil {
+		return nil, refuse(Conflict, apitypes.CodeConflict, "this server keeps no backups")
+	}
+	rec, err := s.findSnapshot(caller, app, id)
+	if err != nil {
+		return nil, err
+	}
+	tmp, meta, done, err := s.readSnapshot(ctx, app, app, rec)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	if meta.App.Type != app.Type {
+		return nil, refuse(Conflict, apitypes.CodeConflict, fmt.Sprintf("the snapshot is of a %s app and %s is %s: restore it to a new app with --to", orNone(meta.App.Type), app.Name, orNone(app.Type)))
+	}
+	if err := s.putBack(ctx, app, app, tmp, meta); err != nil {
 		return nil, err
 	}
 	// Its deployment, kept or rebuilt from the restored repository.
@@ -270,6 +296,65 @@ func (s *Service) RestoreSnapshot(ctx context.Context, caller *store.User, domai
 	s.record(app, store.Event{Kind: "restore", Reason: fmt.Sprintf("%s restored snapshot %s of %s", caller.Name, rec.ID[:8], rec.Time.Format(time.RFC3339))})
 	s.log.Info("snapshot restored", "app", app.FullName(), "snapshot", rec.ID[:8], "user", caller.Name)
 	return s.App(caller, domain, name)
+}
+
+// RestoreSnapshotTo makes a new app (to, in the same domain) from a
+// snapshot of an app: its own name, hostname and databases (with new
+// credentials), the snapshot's repository, data, database contents and
+// settings, its deployment's commit built and started. If any step
+// fails, the new app is removed.
+func (s *Service) RestoreSnapshotTo(ctx context.Context, caller *store.User, domain, name, id, to string) (*store.App, error) {
+	source, err := s.App(caller, domain, name)
+	if err != nil {
+		return nil, err
+	}
+	if s.o.Backups == nil {
+		return nil, refuse(Conflict, apitypes.CodeConflict, "this server keeps no backups")
+	}
+	rec, err := s.findSnapshot(caller, source, id)
+	if err != nil {
+		return nil, err
+	}
+	app, _, err := s.CreateApp(ctx, caller, domain, apitypes.CreateAppRequest{Name: to, Size: source.GearSize})
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*store.App, error) {
+		s.DeleteApp(context.WithoutCancel(ctx), caller, domain, to)
+		return nil, err
+	}
+	tmp, meta, done, err := s.readSnapshot(ctx, source, app, rec)
+	if err != nil {
+		return fail(err)
+	}
+	defer done()
+	err = s.st.Update(func(tx *store.Tx) error {
+		if err := tx.Get(app.Key(), app); err != nil {
+			return err
+		}
+		app.Type = meta.App.Type
+		return tx.Put(app.Key(), app)
+	})
+	if err != nil {
+		return fail(err)
+	}
+	for _, c := range meta.App.Cartridges {
+		if app, err = s.AddCartridge(ctx, caller, domain, to, c.Name); err != nil {
+			return fail(fmt.Errorf("adding its %s: %w", c.Name, err))
+		}
+	}
+	if err := s.putBack(ctx, source, app, tmp, meta); err != nil {
+		return fail(err)
+	}
+	if d := meta.Deployment; d != nil {
+		var out bytes.Buffer
+		if err := s.o.Builder.Deploy(ctx, app.Key(), d.Commit, nil, &out); err != nil {
+			return fail(refuse(Failed, apitypes.CodeDeployFailed, "the snapshot's deployment did not build in the new app, which was removed: "+err.Error()))
+		}
+	}
+	s.record(app, store.Event{Kind: "restore", Reason: fmt.Sprintf("%s made %s from snapshot %s of %s", caller.Name, to, rec.ID[:8], source.FullName())})
+	s.log.Info("snapshot restored to a new app", "app", source.FullName(), "to", to, "snapshot", rec.ID[:8], "user", caller.Name)
+	return s.App(caller, domain, to)
 }
 
 // BackupKey is the backup repository's password and location, for
