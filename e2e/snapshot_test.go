@@ -2,11 +2,14 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // A snapshot of an app with PostgreSQL rows, a file in its data directory
@@ -24,7 +27,7 @@ func TestSnapshots(t *testing.T) {
 	data := filepath.Join(root, "data")
 	t.Cleanup(func() { killGears(data); cleanupNetwork(isolation) })
 	cfg := filepath.Join(root, "admin.json")
-	srv := startServer(t, data, cfg, "127.0.0.1:0", "127.0.0.1:0", isolation...)
+	srv := startServer(t, data, cfg, "127.0.0.1:0", "127.0.0.1:0", slices.Concat(isolation, []string{"--backup-min-every", "1s"})...)
 	u := newEnv(t, cfg)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -119,6 +122,33 @@ func TestSnapshots(t *testing.T) {
 		t.Errorf("a copy onto a taken name: %s", out)
 	}
 
+	// Scheduled backups with retention: every 2 s, the last 2 kept.
+	for args, want := range map[string]string{
+		"--every 10ms --keep-last 2": "at least 1s",
+		"--every 2s":                 "say which snapshots to keep",
+	} {
+		if out := u.gantryFails(append([]string{"backup", "schedule", "web"}, strings.Fields(args)...)...); !strings.Contains(out, want) {
+			t.Errorf("backup schedule %s: %s; want %q", args, out, want)
+		}
+	}
+	u.gantry("backup", "schedule", "web", "--every", "2s", "--keep-last", "2")
+	eventually(t, "three scheduled backups, two snapshots kept", 60*time.Second, func() error {
+		if n := strings.Count(u.gantry("app", "events", "web"), "scheduled snapshot"); n < 3 {
+			return fmt.Errorf("%d scheduled backups", n)
+		}
+		var list []struct {
+			ID string `json:"id"`
+		}
+		u.gantryJSON(&list, "snapshot", "list", "web")
+		if len(list) != 2 {
+			return fmt.Errorf("%d snapshots listed", len(list))
+		}
+		return nil
+	})
+	if out := u.gantry("backup", "schedule", "web", "--off"); !strings.Contains(out, "no scheduled backups") {
+		t.Errorf("backup schedule --off: %s", out)
+	}
+
 	// Without Gantry: stock restic and the key.
 	var key struct{ Repository, Key string }
 	u.gantryJSON(&key, "admin", "backup", "key")
@@ -136,11 +166,11 @@ func TestSnapshots(t *testing.T) {
 		ID string `json:"id"`
 	}
 	json.Unmarshal([]byte(restic("snapshots", "--json", "--tag", "name:snap/web")), &listed)
-	if len(listed) != 1 || listed[0].ID != snap.ID {
-		t.Fatalf("restic's own list: %+v; want %s", listed, snap.ID)
+	if len(listed) != 2 {
+		t.Fatalf("restic's own list: %+v; want the 2 kept", listed)
 	}
 	target := t.TempDir()
-	restic("restore", snap.ID, "--target", target)
+	restic("restore", listed[0].ID, "--target", target)
 	found := false
 	filepath.Walk(target, func(p string, fi os.FileInfo, err error) error {
 		if err == nil && fi.Name() == "note.txt" {

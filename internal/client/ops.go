@@ -284,6 +284,11 @@ func (c *Client) RestoreSnapshot(ctx context.Context, d, a, id, to string) (apit
 	return call[apitypes.AppView](c, ctx, http.MethodPost, p, nil)
 }
 
+// ScheduleBackups sets an app's backup schedule and retention.
+func (c *Client) ScheduleBackups(ctx context.Context, d, a string, req apitypes.BackupScheduleRequest) (apitypes.AppView, error) {
+	return call[apitypes.AppView](c, ctx, http.MethodPost, c.appPath(d, a, "backups"), req)
+}
+
 // BackupKey is the backup repository's key (admin).
 func (c *Client) BackupKey(ctx context.Context) (apitypes.BackupKeyView, error) {
 	return call[apitypes.BackupKeyView](c, ctx, http.MethodGet, "/v1/admin/backup/key", nil)

@@ -99,6 +99,8 @@ the CLI on this machine. SIGTERM stops the server; apps keep running.`,
 	f.DurationVar(&o.CronMinute, "cron-minute", time.Minute, "how long a minute of the apps' cron schedules lasts (for tests: 2s runs \"* * * * *\" every 2 s)")
 	f.MarkHidden("cron-minute")
 	f.StringVar(&o.BackupRepo, "backup-repo", "", "the restic repository of apps' snapshots: a directory, sftp:user@host:/path or rest:https://… (default DATA/backups/restic); its key is DATA/backup.key")
+	f.DurationVar(&o.BackupMinEvery, "backup-min-every", time.Hour, "the shortest backup schedule an app may have (tests shorten it)")
+	f.MarkHidden("backup-min-every")
 	f.StringSliceVar(&o.InsecureRegistries, "insecure-registry", nil, "an image registry (host:port) reached over plain HTTP, e.g. one on a private network (repeatable)")
 	f.BoolVar(&o.DrainAllowLoopback, "drain-allow-loopback", false, "let log drains reach loopback addresses (tests)")
 	f.MarkHidden("drain-allow-loopback")

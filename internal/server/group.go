@@ -108,3 +108,8 @@ func (g *group) Wait(ctx context.Context) error {
 	defer g.mu.Unlock()
 	return errors.Join(g.errs...)
 }
+
+// roleFunc is a role made of a function.
+type roleFunc func(context.Context) error
+
+func (f roleFunc) Run(ctx context.Context) error { return f(ctx) }

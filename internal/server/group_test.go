@@ -56,10 +56,6 @@ func TestGroupStopsInStages(t *testing.T) {
 	}
 }
 
-type roleFunc func(context.Context) error
-
-func (f roleFunc) Run(ctx context.Context) error { return f(ctx) }
-
 type stuck struct{}
 
 func (stuck) Run(context.Context) error { select {} }

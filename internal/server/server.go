@@ -202,8 +202,10 @@ type Options struct {
 	MaxGears int
 	// WakeTimeout bounds how long a request waits for an idle app.
 	WakeTimeout time.Duration
-	// BackupRepo is the restic repository of snapshots ("": DATA/backups/restic).
-	BackupRepo string
+	// BackupRepo is the restic repository of snapshots ("": DATA/backups/restic);
+	// BackupMinEvery the shortest backup schedule (tests shorten it).
+	BackupRepo     string
+	BackupMinEvery time.Duration
 	// InsecureRegistries are image registries (host:port) reached over
 	// plain HTTP.
 	InsecureRegistries []string
@@ -690,7 +692,7 @@ func Run(ctx context.Context, o Options) error {
 	if backups.Location == "" {
 		backups.Location = filepath.Join(o.DataDir, "backups", "restic")
 	}
-	svc := service.New(service.Options{Store: st, Log: log, Cron: jobs, Images: bld, Backups: backups, DrainStatus: drains.Status, DrainPolicy: drainPolicy, Agent: agentAdapter{ag, st.View}, Builder: bld, Layout: lay, Exe: exe,
+	svc := service.New(service.Options{Store: st, Log: log, Cron: jobs, Images: bld, Backups: backups, MinBackupEvery: o.BackupMinEvery, DrainStatus: drains.Status, DrainPolicy: drainPolicy, Agent: agentAdapter{ag, st.View}, Builder: bld, Layout: lay, Exe: exe,
 		CloudDomain: o.CloudDomain, MaxGears: o.MaxGears, Applied: rt, PlatformHosts: []string{o.Host, "localhost"},
 		AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver, ReservedPorts: []int{httpPort, httpsPort, sshPort}, HTTPSPort: httpsPort, Events: evlog, Egress: enf,
 		EgressRouter: egressAPI(egr), EgressPorts: ag.ApplyEgressRouterPorts, Cluster: clu.ops(), JoinFiles: joinFiles()})
@@ -781,6 +783,13 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if has(store.RoleControl) && has(store.RoleNode) { // the jobs run in gears here
 		g.Go(stageControl, "cron", jobs)
+	}
+	if has(store.RoleControl) {
+		tick := 10 * time.Second
+		if o.BackupMinEvery > 0 && o.BackupMinEvery < time.Minute {
+			tick = o.BackupMinEvery / 2
+		}
+		g.Go(stageControl, "backups", roleFunc(func(ctx context.Context) error { return svc.RunBackups(ctx, node.Name, tick) }))
 	}
 	if clu != nil && has(store.RoleControl) {
 		g.Go(stageControl, "autoscaler election", leading)

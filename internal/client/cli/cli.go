@@ -103,7 +103,7 @@ Start the server with 'gantry server', then:
 	root.PersistentFlags().BoolVar(&c.insecure, "insecure", false, "allow sending the API token over plain HTTP to a server that is not on this machine")
 	root.PersistentFlags().StringVar(&c.cfgPath, "config", "", "client configuration file (default $GANTRY_CONFIG or ~/.config/gantry/config.json)")
 	root.AddGroup(&cobra.Group{ID: "apps", Title: "Apps:"}, &cobra.Group{ID: "account", Title: "Account:"}, &cobra.Group{ID: "platform", Title: "Platform:"})
-	for _, cmd := range []*cobra.Command{c.appCmd(), c.envCmd(), c.logsCmd(), c.deploymentCmd(), c.sshCmd(), c.runCmd(), c.psCmd(), c.cronCmd(), c.drainCmd(), c.snapshotCmd(), c.portForwardCmd(), c.cartridgeCmd(), c.tailCmd(), c.aliasCmd(), c.routeCmd(), c.egressCmd(), c.runtimesCmd(), c.nodeCmd()} {
+	for _, cmd := range []*cobra.Command{c.appCmd(), c.envCmd(), c.logsCmd(), c.deploymentCmd(), c.sshCmd(), c.runCmd(), c.psCmd(), c.cronCmd(), c.drainCmd(), c.snapshotCmd(), c.backupCmd(), c.portForwardCmd(), c.cartridgeCmd(), c.tailCmd(), c.aliasCmd(), c.routeCmd(), c.egressCmd(), c.runtimesCmd(), c.nodeCmd()} {
 		cmd.GroupID = "apps"
 		root.AddCommand(cmd)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gantry-paas/gantry/internal/client"
+	"github.com/gantry-paas/gantry/internal/control/apitypes"
 )
 
 func (c *cli) snapshotCmd() *cobra.Command {
@@ -112,4 +113,39 @@ func bytesHuman(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+func (c *cli) backupCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "backup", Short: "Scheduled snapshots of an app, with retention"}
+	cmd.PersistentFlags().StringVarP(&c.domain, "domain", "n", "", "the app's domain (when you have several)")
+	var req apitypes.BackupScheduleRequest
+	schedule := &cobra.Command{
+		Use:   "schedule APP (--every D --keep-daily N… | --off)",
+		Short: "Save a snapshot of the app every so often and keep some (restic's forget policy)",
+		Example: `  gantry backup schedule blog --every 24h --keep-daily 7 --keep-weekly 4 --keep-monthly 6
+  gantry backup schedule blog --off`,
+		Args: cobra.ExactArgs(1),
+		RunE: c.withApp(func(ctx context.Context, cl *client.Client, d, a string, _ []string) error {
+			app, err := cl.ScheduleBackups(ctx, d, a, req)
+			if err != nil {
+				return err
+			}
+			return c.out(app, func(w io.Writer) {
+				if app.Backups == "" {
+					fmt.Fprintf(w, "%s has no scheduled backups; its snapshots stay.\n", a)
+					return
+				}
+				fmt.Fprintf(w, "%s backups: %s.\n", a, app.Backups)
+			})
+		}),
+	}
+	f := schedule.Flags()
+	f.StringVar(&req.Every, "every", "", "how often, e.g. 24h")
+	f.IntVar(&req.KeepLast, "keep-last", 0, "keep the last N snapshots")
+	f.IntVar(&req.KeepDaily, "keep-daily", 0, "keep one a day for N days")
+	f.IntVar(&req.KeepWeekly, "keep-weekly", 0, "keep one a week for N weeks")
+	f.IntVar(&req.KeepMonthly, "keep-monthly", 0, "keep one a month for N months")
+	f.BoolVar(&req.Off, "off", false, "stop the scheduled backups")
+	cmd.AddCommand(schedule)
+	return cmd
 }

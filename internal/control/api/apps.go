@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -48,6 +49,15 @@ func (a *API) appView(app *store.App) apitypes.AppView {
 	v.DiskUsed, v.DiskLimit = a.o.Agent.DiskUsage(app)
 	v.Formation, v.Processes = a.o.Service.Formation(app)
 	v.StopGrace = app.Grace().String()
+	if b := app.Backups; b != nil {
+		v.Backups = fmt.Sprintf("every %s, keep last %d, daily %d, weekly %d, monthly %d", b.Every, b.KeepLast, b.KeepDaily, b.KeepWeekly, b.KeepMonthly)
+		if !b.Last.IsZero() {
+			v.Backups += "; last " + b.Last.Format(time.RFC3339)
+		}
+		if b.LastError != "" {
+			v.Backups += ", failed: " + b.LastError
+		}
+	}
 	v.Cartridges = a.cartridgeViews(app)
 	v.HTTPS = app.HTTPS
 	if v.HTTPS == "" {

@@ -61,6 +61,20 @@ func (a *API) registerSnapshots() {
 			}
 			return &body[apitypes.AppView]{Body: a.appView(app)}, nil
 		})
+	type scheduleIn struct {
+		AppRef
+		Body apitypes.BackupScheduleRequest
+	}
+	huma.Register(a.h, huma.Operation{OperationID: "schedule-backups", Method: http.MethodPost, Path: "/v1/domains/{domain}/apps/{app}/backups", Security: bearer,
+		Summary: "Set an app's backup schedule and retention", Description: "One machine saves the snapshots on time and forgets (and prunes) those beyond the policy; a failed backup is an app event.",
+		Tags: []string{"snapshots"}},
+		func(ctx context.Context, in *scheduleIn) (*body[apitypes.AppView], error) {
+			app, err := a.o.Service.SetBackupSchedule(userOf(ctx), in.Domain, in.App, in.Body)
+			if err != nil {
+				return nil, asProblem(a, "setting the backup schedule", err)
+			}
+			return &body[apitypes.AppView]{Body: a.appView(app)}, nil
+		})
 	huma.Register(a.h, huma.Operation{OperationID: "backup-key", Method: http.MethodGet, Path: "/v1/admin/backup/key", Security: bearer,
 		Summary: "The backup repository's key (admin)", Description: "With it alone, stock restic restores any snapshot, without Gantry.", Tags: []string{"snapshots"}},
 		func(ctx context.Context, _ *struct{}) (*body[apitypes.BackupKeyView], error) {

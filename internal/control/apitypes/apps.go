@@ -60,6 +60,7 @@ type AppView struct {
 	Formation        map[string]int  `json:"formation,omitempty" doc:"gears per non-web process type (Procfile workers)"`
 	Processes        []string        `json:"processes,omitempty" doc:"the active deployment's process types, web first"`
 	StopGrace        string          `json:"stop_grace" doc:"how long a process has after SIGTERM"`
+	Backups          string          `json:"backups,omitempty" doc:"the backup schedule and retention, with the last run"`
 	Created          time.Time       `json:"created"`
 	DeployError      string          `json:"deploy_error,omitempty" doc:"set when creating the app could not deploy its starter code"`
 }

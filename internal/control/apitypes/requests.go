@@ -128,6 +128,16 @@ type LogDrainRequest struct {
 	URL string `json:"url" doc:"syslog://HOST:514, syslog+tls://HOST:6514 or https://HOST/PATH"`
 }
 
+// BackupScheduleRequest sets an app's backup schedule and retention.
+type BackupScheduleRequest struct {
+	Every       string `json:"every,omitempty" doc:"save a snapshot this often, e.g. 24h"`
+	KeepLast    int    `json:"keep_last,omitempty" doc:"keep the last N snapshots"`
+	KeepDaily   int    `json:"keep_daily,omitempty" doc:"keep one a day for N days"`
+	KeepWeekly  int    `json:"keep_weekly,omitempty" doc:"keep one a week for N weeks"`
+	KeepMonthly int    `json:"keep_monthly,omitempty" doc:"keep one a month for N months"`
+	Off         bool   `json:"off,omitempty" doc:"stop scheduled backups (the snapshots stay)"`
+}
+
 // IdleRequest sets or triggers idling.
 type IdleRequest struct {
 	After string `json:"after,omitempty" doc:"Idle after this long without traffic, e.g. 30m; off disables"`

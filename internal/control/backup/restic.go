@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -177,4 +178,33 @@ func (r Repo) Check(ctx context.Context, out io.Writer) error {
 		return fmt.Errorf("the backup repository has errors (restic check): %w", err)
 	}
 	return nil
+}
+
+// Keep is a retention policy (restic forget's --keep-* flags).
+type Keep struct{ Last, Daily, Weekly, Monthly int }
+
+// Forget removes the snapshots with tag beyond the policy and prunes the
+// data no snapshot uses. It returns the IDs of the snapshots kept.
+func (r Repo) Forget(ctx context.Context, tag string, k Keep) ([]string, error) {
+	args := []string{"forget", "--json", "--prune", "--tag", tag}
+	for _, f := range []struct {
+		flag string
+		n    int
+	}{{"--keep-last", k.Last}, {"--keep-daily", k.Daily}, {"--keep-weekly", k.Weekly}, {"--keep-monthly", k.Monthly}} {
+		if f.n > 0 {
+			args = append(args, f.flag, strconv.Itoa(f.n))
+		}
+	}
+	if _, err := r.run(ctx, args...); err != nil {
+		return nil, err
+	}
+	left, err := r.Snapshots(ctx, tag)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, s := range left {
+		ids = append(ids, s.ID)
+	}
+	return ids, nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/gantry-paas/gantry/internal/control/backup"
 	"github.com/gantry-paas/gantry/internal/control/cron"
 	"github.com/gantry-paas/gantry/internal/control/events"
+	"github.com/gantry-paas/gantry/internal/keylock"
 	"github.com/gantry-paas/gantry/internal/node/drain"
 
 	"github.com/gantry-paas/gantry/internal/layout"
@@ -120,8 +121,10 @@ type Options struct {
 	DrainStatus func(appID string) map[string]drain.Status
 	DrainPolicy drain.Policy
 	DrainTLS    *tls.Config
-	// Backups is the backup repository (nil: none).
-	Backups *backup.Repo
+	// Backups is the backup repository (nil: none); MinBackupEvery the
+	// shortest schedule (0: an hour; tests shorten it).
+	Backups        *backup.Repo
+	MinBackupEvery time.Duration
 	// Images deploys images (nil: this server cannot).
 	Images ImageDeployer
 	// Cron lists apps' scheduled jobs with their runs.
@@ -154,6 +157,9 @@ type Service struct {
 	o   Options
 	st  *store.Store
 	log *slog.Logger
+	// snapshots serialises an app's snapshots and restores (one staging
+	// directory per app).
+	snapshots keylock.Locks
 }
 
 // New returns a service.

@@ -47,6 +47,8 @@ func (s *Service) SaveSnapshot(ctx context.Context, caller *store.User, domain, 
 	if s.o.Backups == nil {
 		return nil, refuse(Conflict, apitypes.CodeConflict, "this server keeps no backups")
 	}
+	unlock := s.snapshots.Lock(app.ID)
+	defer unlock()
 	if err := s.o.Backups.Init(ctx); err != nil {
 		return nil, refuse(Failed, apitypes.CodeDeployFailed, "the backup repository cannot be used: "+err.Error())
 	}
@@ -269,6 +271,8 @@ func (s *Service) RestoreSnapshot(ctx context.Context, caller *store.User, domai
 	if err != nil {
 		return nil, err
 	}
+	unlock := s.snapshots.Lock(app.ID)
+	defer unlock()
 	tmp, meta, done, err := s.readSnapshot(ctx, app, app, rec)
 	if err != nil {
 		return nil, err

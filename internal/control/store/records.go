@@ -74,6 +74,8 @@ type App struct {
 	StopGrace time.Duration `json:"stop_grace,omitempty"`
 	// Registry is the login to the registry of the app's image, if any.
 	Registry *RegistryLogin `json:"registry,omitempty"`
+	// Backups, when set, saves snapshots of the app on a schedule.
+	Backups *BackupSchedule `json:"backups,omitempty"`
 	// Drains ship the app's log lines elsewhere (syslog, HTTPS).
 	Drains []Drain `json:"drains,omitempty"`
 	// Cartridges are the add-on services (postgresql, redis) of the app.
@@ -468,3 +470,15 @@ type SnapshotRecord struct {
 
 // SnapshotKey is the store key of an app's snapshot record.
 func SnapshotKey(appID, id string) string { return "snapshots/" + appID + "/" + id }
+
+// BackupSchedule saves an app's snapshots every so often and keeps some
+// (restic's forget policy: the last N, one a day for N days, …).
+type BackupSchedule struct {
+	Every       time.Duration `json:"every"`
+	KeepLast    int           `json:"keep_last,omitempty"`
+	KeepDaily   int           `json:"keep_daily,omitempty"`
+	KeepWeekly  int           `json:"keep_weekly,omitempty"`
+	KeepMonthly int           `json:"keep_monthly,omitempty"`
+	Last        time.Time     `json:"last,omitzero"` // the last attempt
+	LastError   string        `json:"last_error,omitempty"`
+}
