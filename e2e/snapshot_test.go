@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -147,6 +148,17 @@ func TestSnapshots(t *testing.T) {
 	})
 	if out := u.gantry("backup", "schedule", "web", "--off"); !strings.Contains(out, "no scheduled backups") {
 		t.Errorf("backup schedule --off: %s", out)
+	}
+	// Counted in metrics: a failed backup is never silent.
+	req, _ := http.NewRequest("GET", "http://"+srv.httpAddr+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken(t, cfg))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := io_ReadAll(resp)
+	if !strings.Contains(string(m), `gantry_backups_total{app="snap/web",result="ok"}`) || !strings.Contains(string(m), `gantry_app_events_total{app="snap/web",kind="snapshot"}`) {
+		t.Errorf("metrics lack the backups:\n%s", m)
 	}
 
 	// Without Gantry: stock restic and the key.

@@ -20,6 +20,10 @@ type Metrics struct {
 	// PortScans the suspected port scans.
 	EgressRefused *prometheus.CounterVec
 	PortScans     *prometheus.CounterVec
+	// AppEvents counts the other events of apps (cron runs, snapshots,
+	// restores…) by kind; Backups the scheduled backups by result.
+	AppEvents *prometheus.CounterVec
+	Backups   *prometheus.CounterVec
 }
 
 // New creates the registry with Go runtime and process metrics.
@@ -37,7 +41,11 @@ func New() *Metrics {
 		Help: "Outbound destinations refused by an app's egress policy (each new destination and each repeat within a check)."}, []string{"app"})
 	m.PortScans = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gantry_egress_port_scans_total",
 		Help: "Suspected port scans (many distinct refused destinations in a short window), by app."}, []string{"app"})
-	r.MustRegister(m.ScaleEvents, m.EgressRefused, m.PortScans)
+	m.AppEvents = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gantry_app_events_total",
+		Help: "Events of apps other than scaling and port scans (cron runs, snapshots, restores…), by app and kind."}, []string{"app", "kind"})
+	m.Backups = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gantry_backups_total",
+		Help: "Scheduled backups, by app and result (ok, failed): a failed one is never silent."}, []string{"app", "result"})
+	r.MustRegister(m.ScaleEvents, m.EgressRefused, m.PortScans, m.AppEvents, m.Backups)
 	return m
 }
 

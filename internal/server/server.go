@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -589,10 +590,19 @@ func Run(ctx context.Context, o Options) error {
 		hostOpts.Bridge = network.Normalize().Bridge
 	}
 	evlog := events.New(st, log, func(a *store.App, e store.Event) {
-		if e.Kind == events.PortScan {
+		switch kind := strings.TrimSuffix(e.Kind, events.FailedSufx); {
+		case e.Kind == events.PortScan:
 			mets.PortScans.WithLabelValues(a.FullName()).Inc()
-		} else {
+		case kind == "backup":
+			result := "ok"
+			if e.Kind != kind {
+				result = "failed"
+			}
+			mets.Backups.WithLabelValues(a.FullName(), result).Inc()
+		case slices.Contains(events.Scaling, kind):
 			mets.ScaleEvents.WithLabelValues(a.FullName(), e.Kind).Inc()
+		default:
+			mets.AppEvents.WithLabelValues(a.FullName(), e.Kind).Inc()
 		}
 	})
 	enf, err := enforce.New(enforce.Options{Store: st, Log: log, Enabled: isolation == agent.Namespaces, Network: network, Node: node.Name,

@@ -23,6 +23,9 @@ const (
 	FailedSufx = "_failed" // appended to a kind whose change failed
 )
 
+// Scaling are the kinds of the scaling decisions (gantry_scale_events_total).
+var Scaling = []string{ScaleUp, ScaleDown, Idle, Wake, Manual, Moved}
+
 // Keep is how many events of an app are kept.
 const Keep = 100
 
