@@ -129,9 +129,9 @@ func (r *Router) proxyFast(c net.Conn, cbr *bufio.Reader, req *httpfast.Request,
 	defer httpfast.HeadBufs.Put(hb)
 	out := r.requestHead((*hb)[:0], req, clientIP, "http", trusted)
 	*hb = out
-	var entry *accessEntry
-	if r.obs.wants(st) { // the head's bytes are not kept past the body
-		entry = &accessEntry{host: string(req.Host), method: string(req.Method), path: httpfast.PathOf(req.Target), proto: "HTTP/1.1", remote: remote}
+	entry := r.obs.entry(st)
+	if entry != nil { // the head's bytes are not kept past the body
+		entry.host, entry.method, entry.path, entry.proto, entry.remote = string(req.Host), string(req.Method), httpfast.PathOf(req.Target), "HTTP/1.1", remote
 	}
 
 	var resp httpfast.Response

@@ -108,23 +108,29 @@ type AccessTap interface {
 	Access(app string, line []byte)
 }
 
-// wants reports whether a request of s needs its access entry: for the
-// access log, or for the app's drains.
-func (o *observer) wants(s *appStats) bool {
-	return o.log != nil || o.tap != nil && s != nil && o.tap.Drained(s.app)
+// entry is a request of s's access entry to fill, or nil when nothing
+// takes its line: neither the access log nor the app's drains (asked
+// once per request).
+func (o *observer) entry(s *appStats) *accessEntry {
+	drained := o.tap != nil && s != nil && o.tap.Drained(s.app)
+	if o.log == nil && !drained {
+		return nil
+	}
+	return &accessEntry{drained: drained}
 }
 
 // accessEntry is what an access log line says of a request.
 type accessEntry struct {
 	host, method, path, proto, remote string
+	drained                           bool // its app ships its lines (AccessTap)
 }
 
 // record counts a finished request and writes its access log line. The
 // path is logged without its query string, which may carry secrets.
 func (o *observer) record(req *http.Request, s *appStats, start time.Time, status int, in, out int64, gear string) {
-	var e *accessEntry
-	if o.wants(s) {
-		e = &accessEntry{host: req.Host, method: req.Method, path: req.URL.Path, proto: req.Proto, remote: req.RemoteAddr}
+	e := o.entry(s)
+	if e != nil {
+		e.host, e.method, e.path, e.proto, e.remote = req.Host, req.Method, req.URL.Path, req.Proto, req.RemoteAddr
 	}
 	o.recordEntry(s, e, start, status, in, out, gear)
 }
@@ -158,7 +164,7 @@ func (o *observer) recordEntry(s *appStats, e *accessEntry, start time.Time, sta
 	o.log.Line(func(b []byte) []byte {
 		return appendRequest(b, start, d, app, e, status, out, gear)
 	})
-	if o.tap != nil && s != nil && o.tap.Drained(app) {
+	if e.drained {
 		o.tap.Access(app, appendRequest(nil, start, d, app, e, status, out, gear))
 	}
 }

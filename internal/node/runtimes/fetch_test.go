@@ -17,7 +17,7 @@ import (
 // offers it.
 func TestFetchGo(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("no go here to fetch with")
+		t.Skip("the go command is not on PATH: FetchGo runs the host's go to download, and CI (which builds Gantry with go) has it")
 	}
 	proxy := t.TempDir()
 	mod := "v0.0.1-go1.99.1." + runtime.GOOS + "-" + runtime.GOARCH
