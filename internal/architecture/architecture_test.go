@@ -23,7 +23,7 @@ var layers = []struct {
 	rank   int
 }{
 	// shared helpers: import nothing of the project
-	{"applog", 0}, {"artifact", 0}, {"h2test", 0}, {"handoff", 0}, {"keylock", 0}, {"layout", 0},
+	{"applog", 0}, {"artifact", 0}, {"failpoint", 0}, {"h2test", 0}, {"handoff", 0}, {"keylock", 0}, {"layout", 0},
 	{"metrics", 0}, {"names", 0}, {"staticsite", 0}, {"wstunnel", 0},
 	// pure shapes and rules
 	{"control/apitypes", 1}, {"egress/policy", 1}, {"node/cartridge", 1},

@@ -112,7 +112,10 @@ func (c *Client) Stream(ctx context.Context, path string) (io.ReadCloser, error)
 
 func (c *Client) send(ctx context.Context, method, path string, in any) (*http.Response, error) {
 	var body io.Reader
-	if in != nil {
+	ctype := "application/json"
+	if r, ok := in.(io.Reader); ok { // a stream (an archive), as it is
+		body, ctype = r, "application/zstd"
+	} else if in != nil {
 		data, err := json.Marshal(in)
 		if err != nil {
 			return nil, err
@@ -127,7 +130,7 @@ func (c *Client) send(ctx context.Context, method, path string, in any) (*http.R
 		return nil, err
 	}
 	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", ctype)
 	}
 	req.Header.Set("Accept", "application/json, application/problem+json, application/x-ndjson")
 	if c.Token != "" {

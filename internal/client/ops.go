@@ -276,12 +276,42 @@ func (c *Client) Snapshots(ctx context.Context, d, a string) ([]apitypes.Snapsho
 
 // RestoreSnapshot restores an app from a snapshot, in place, or (to) as
 // a new app.
-func (c *Client) RestoreSnapshot(ctx context.Context, d, a, id, to string) (apitypes.AppView, error) {
+func (c *Client) RestoreSnapshot(ctx context.Context, d, a, id, to string) (apitypes.RestoreView, error) {
 	p := c.appPath(d, a, "snapshots", url.PathEscape(id), "restore")
 	if to != "" {
 		p += "?to=" + url.QueryEscape(to)
 	}
-	return call[apitypes.AppView](c, ctx, http.MethodPost, p, nil)
+	return call[apitypes.RestoreView](c, ctx, http.MethodPost, p, nil)
+}
+
+// ExportSnapshot opens a snapshot's archive (tar + zstd).
+func (c *Client) ExportSnapshot(ctx context.Context, d, a, id string) (io.ReadCloser, error) {
+	return c.Stream(ctx, c.appPath(d, a, "snapshots", url.PathEscape(id), "export"))
+}
+
+// ImportSnapshot makes a new app (name, or the archive's) in domain d
+// from an exported snapshot archive.
+func (c *Client) ImportSnapshot(ctx context.Context, d, name string, archive io.Reader) (apitypes.RestoreView, error) {
+	p := "/v1/domains/" + url.PathEscape(d) + "/imports"
+	if name != "" {
+		p += "?name=" + url.QueryEscape(name)
+	}
+	return call[apitypes.RestoreView](c, ctx, http.MethodPost, p, archive)
+}
+
+// BackupTarget is where the platform keeps its snapshots (admin).
+func (c *Client) BackupTarget(ctx context.Context) (apitypes.BackupTargetView, error) {
+	return call[apitypes.BackupTargetView](c, ctx, http.MethodGet, "/v1/admin/backup/target", nil)
+}
+
+// SetBackupTarget moves the platform's snapshots to another repository (admin).
+func (c *Client) SetBackupTarget(ctx context.Context, req apitypes.BackupTargetRequest) (apitypes.BackupTargetView, error) {
+	return call[apitypes.BackupTargetView](c, ctx, http.MethodPut, "/v1/admin/backup/target", req)
+}
+
+// CheckBackups checks the backup repository, reading its data back (admin).
+func (c *Client) CheckBackups(ctx context.Context) (apitypes.BackupCheckView, error) {
+	return call[apitypes.BackupCheckView](c, ctx, http.MethodPost, "/v1/admin/backup/check", nil)
 }
 
 // ScheduleBackups sets an app's backup schedule and retention.

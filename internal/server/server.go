@@ -35,7 +35,6 @@ import (
 	"github.com/gantry-paas/gantry/internal/node/peer"
 	"github.com/gantry-paas/gantry/internal/node/runtimes"
 
-	"github.com/gantry-paas/gantry/internal/control/backup"
 	"github.com/gantry-paas/gantry/internal/control/certstore"
 	"github.com/gantry-paas/gantry/internal/control/cron"
 	"github.com/gantry-paas/gantry/internal/control/scheduler"
@@ -203,6 +202,8 @@ type Options struct {
 	MaxGears int
 	// WakeTimeout bounds how long a request waits for an idle app.
 	WakeTimeout time.Duration
+	// ImportLimit is the most an imported snapshot archive may unpack to.
+	ImportLimit int64
 	// BackupRepo is the restic repository of snapshots ("": DATA/backups/restic);
 	// BackupMinEvery the shortest backup schedule (tests shorten it).
 	BackupRepo     string
@@ -698,11 +699,12 @@ func Run(ctx context.Context, o Options) error {
 				w.Close()
 			}
 		}})
-	backups := &backup.Repo{Location: o.BackupRepo, KeyFile: filepath.Join(o.DataDir, "backup.key")}
+	backups := &service.Backups{Location: o.BackupRepo, LegacyKeyFile: filepath.Join(o.DataDir, "backup.key"),
+		SSHDir: filepath.Join(o.DataDir, "backup-ssh"), ImportLimit: o.ImportLimit}
 	if backups.Location == "" {
 		backups.Location = filepath.Join(o.DataDir, "backups", "restic")
 	}
-	svc := service.New(service.Options{Store: st, Log: log, Cron: jobs, Images: bld, Backups: backups, MinBackupEvery: o.BackupMinEvery, DrainStatus: drains.Status, DrainPolicy: drainPolicy, Agent: agentAdapter{ag, st.View}, Builder: bld, Layout: lay, Exe: exe,
+	svc := service.New(service.Options{Store: st, Log: log, Cron: jobs, Images: bld, Backups: backups, MinBackupEvery: o.BackupMinEvery, Self: node.Name, DrainStatus: drains.Status, DrainPolicy: drainPolicy, Agent: agentAdapter{ag, st.View}, Builder: bld, Layout: lay, Exe: exe,
 		CloudDomain: o.CloudDomain, MaxGears: o.MaxGears, Applied: rt, PlatformHosts: []string{o.Host, "localhost"},
 		AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver, ReservedPorts: []int{httpPort, httpsPort, sshPort}, HTTPSPort: httpsPort, Events: evlog, Egress: enf,
 		EgressRouter: egressAPI(egr), EgressPorts: ag.ApplyEgressRouterPorts, Cluster: clu.ops(), JoinFiles: joinFiles()})
@@ -835,6 +837,9 @@ func Run(ctx context.Context, o Options) error {
 			ip, err := netip.ParseAddr(g.IP)
 			return g.Isolation == agent.Namespaces && err == nil && !network.Block.Contains(ip)
 		}, log)
+	}
+	if has(store.RoleControl) { // a restore a kill -9 interrupted: finished, or its half-made app removed
+		go svc.ResumeRestores(ctx)
 	}
 	// After the agent: the gateway's address is on the bridge now.
 	if dnsOpts != nil {

@@ -44,6 +44,25 @@ func (c *cli) resolveApp(ctx context.Context, cl *client.Client, arg string) (st
 }
 
 // withApp runs fn with the client and the resolved app of args[0].
+// onlyDomain is the domain a new app goes to: --domain, or the caller's
+// only one.
+func (c *cli) onlyDomain(ctx context.Context, cl *client.Client) (string, error) {
+	if c.domain != "" {
+		return c.domain, nil
+	}
+	ds, err := cl.Domains(ctx)
+	if err != nil {
+		return "", err
+	}
+	switch len(ds) {
+	case 0:
+		return "", fmt.Errorf("you have no domain yet: create one with `gantry domain create NAME`")
+	case 1:
+		return ds[0].Name, nil
+	}
+	return "", fmt.Errorf("you have several domains: choose one with --domain")
+}
+
 func (c *cli) withApp(fn func(ctx context.Context, cl *client.Client, domain, app string, args []string) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
 		cl, err := c.client()
@@ -95,20 +114,9 @@ next deploys.`,
 			if err != nil {
 				return err
 			}
-			domain := c.domain
-			if domain == "" {
-				ds, err := cl.Domains(cmd.Context())
-				if err != nil {
-					return err
-				}
-				switch len(ds) {
-				case 0:
-					return fmt.Errorf("you have no domain yet: create one with `gantry domain create NAME`")
-				case 1:
-					domain = ds[0].Name
-				default:
-					return fmt.Errorf("you have several domains: choose one with --domain")
-				}
+			domain, err := c.onlyDomain(cmd.Context(), cl)
+			if err != nil {
+				return err
 			}
 			codeDir := ""
 			if fromCode != "" {

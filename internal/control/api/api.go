@@ -155,7 +155,12 @@ type API struct {
 
 type ctxKey int
 
-const userKey ctxKey = 0
+const (
+	userKey ctxKey = iota
+	// bodyKey holds the request body of operations that read it as a
+	// stream (an imported archive), not as JSON.
+	bodyKey
+)
 
 //go:embed docsui
 var docsUI embed.FS
@@ -251,7 +256,11 @@ func (a *API) authenticate(ctx huma.Context, next func(huma.Context)) {
 		huma.WriteErr(a.h, ctx, http.StatusUnauthorized, "invalid API token: log in again with `gantry login --server URL --token TOKEN`")
 		return
 	}
-	next(huma.WithValue(ctx, userKey, user))
+	ctx = huma.WithValue(ctx, userKey, user)
+	if ctx.Operation().OperationID == "import-snapshot" {
+		ctx = huma.WithValue(ctx, bodyKey, ctx.BodyReader())
+	}
+	next(ctx)
 }
 
 func userOf(ctx context.Context) *store.User {

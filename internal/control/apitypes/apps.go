@@ -153,6 +153,28 @@ type SnapshotView struct {
 	Commit     string    `json:"commit,omitempty"`
 }
 
+// RestoreView is an app made or put back from a snapshot, with what the
+// caller should know (an alias now another app's, a TCP port taken…).
+type RestoreView struct {
+	App   AppView  `json:"app"`
+	Notes []string `json:"notes"`
+}
+
+// BackupTargetView is where the platform keeps its snapshots.
+type BackupTargetView struct {
+	Location  string    `json:"location"`
+	PublicKey string    `json:"public_key" doc:"the platform's SSH key for SFTP targets: authorize it on the server"`
+	Set       time.Time `json:"set"`
+	By        string    `json:"by,omitempty"`
+}
+
+// BackupCheckView is the result of checking the backup repository.
+type BackupCheckView struct {
+	OK     bool   `json:"ok"`
+	Output string `json:"output" doc:"restic check's report"`
+	Error  string `json:"error,omitempty"`
+}
+
 // BackupKeyView is the backup repository's password, for disaster
 // recovery with stock restic.
 type BackupKeyView struct {

@@ -138,6 +138,12 @@ type BackupScheduleRequest struct {
 	Off         bool   `json:"off,omitempty" doc:"stop scheduled backups (the snapshots stay)"`
 }
 
+// BackupTargetRequest sets where the platform keeps its snapshots.
+type BackupTargetRequest struct {
+	Location string `json:"location" doc:"a directory, sftp://USER@HOST[:PORT]/PATH or rest:https://HOST/PATH"`
+	Key      string `json:"key,omitempty" doc:"the password of a repository made elsewhere (default: the platform's key)"`
+}
+
 // IdleRequest sets or triggers idling.
 type IdleRequest struct {
 	After string `json:"after,omitempty" doc:"Idle after this long without traffic, e.g. 30m; off disables"`

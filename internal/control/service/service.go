@@ -20,7 +20,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/gantry-paas/gantry/internal/control/backup"
 	"github.com/gantry-paas/gantry/internal/control/cron"
 	"github.com/gantry-paas/gantry/internal/control/events"
 	"github.com/gantry-paas/gantry/internal/keylock"
@@ -121,10 +120,13 @@ type Options struct {
 	DrainStatus func(appID string) map[string]drain.Status
 	DrainPolicy drain.Policy
 	DrainTLS    *tls.Config
-	// Backups is the backup repository (nil: none); MinBackupEvery the
-	// shortest schedule (0: an hour; tests shorten it).
-	Backups        *backup.Repo
+	// Backups says where snapshots go until an admin sets a target (nil:
+	// this server keeps none); MinBackupEvery the shortest schedule (0:
+	// an hour; tests shorten it).
+	Backups        *Backups
 	MinBackupEvery time.Duration
+	// Self is this machine's name (what it is doing is marked with it).
+	Self string
 	// Images deploys images (nil: this server cannot).
 	Images ImageDeployer
 	// Cron lists apps' scheduled jobs with their runs.

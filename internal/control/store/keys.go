@@ -81,6 +81,16 @@ func ListTCPRoutes(tx *Tx) ([]TCPRoute, error) { return List[TCPRoute](tx, "tcpr
 // ListClaims lists every DNS-name claim.
 func ListClaims(tx *Tx) ([]NameClaim, error) { return List[NameClaim](tx, "claims/") }
 
+// ListRestores lists the restores under way.
+func ListRestores(tx *Tx) ([]RestoreJournal, error) { return List[RestoreJournal](tx, "restores/") }
+
+// CountSnapshots counts every app's snapshot records.
+func CountSnapshots(tx *Tx) (int, error) {
+	n := 0
+	err := tx.Scan("snapshots/", func(string, []byte) error { n++; return nil })
+	return n, err
+}
+
 // ListSnapshots lists an app's snapshot records.
 func ListSnapshots(tx *Tx, appID string) ([]SnapshotRecord, error) {
 	return List[SnapshotRecord](tx, "snapshots/"+appID+"/")

@@ -466,10 +466,51 @@ type SnapshotRecord struct {
 	Holds      []string  `json:"holds"` // repository, data, postgresql…
 	Deployment string    `json:"deployment,omitempty"`
 	Commit     string    `json:"commit,omitempty"`
+	// Repo is the backup target it was saved to ("": the default).
+	Repo string `json:"repo,omitempty"`
 }
 
 // SnapshotKey is the store key of an app's snapshot record.
 func SnapshotKey(appID, id string) string { return "snapshots/" + appID + "/" + id }
+
+// BackupTarget is where the platform keeps its snapshots (a restic
+// repository) and how it opens it: one record for every machine of a
+// cluster. Key: backup/target.
+type BackupTarget struct {
+	Location string `json:"location"`
+	Password string `json:"password"` // sealed at rest
+	// SSHKey is the platform's identity for SFTP targets (OpenSSH PEM,
+	// sealed), KnownHosts the SFTP server's host key once first met.
+	SSHKey     string    `json:"ssh_key"`
+	KnownHosts string    `json:"known_hosts,omitempty"`
+	Set        time.Time `json:"set"`
+	By         string    `json:"by,omitempty"`
+}
+
+// BackupTargetKey is the store key of the platform's backup target.
+func BackupTargetKey() string { return "backup/target" }
+
+// RestoreJournal is a restore under way: written once the snapshot is read
+// back and verified, before anything of the app changes, removed when it
+// is done. A server that starts and finds one finishes it (in place) or
+// removes the half-made app (a new app), so an app is never left half
+// restored. Key: restores/APPID.
+type RestoreJournal struct {
+	AppID    string `json:"app_id"`
+	AppKey   string `json:"app_key"`
+	Snapshot string `json:"snapshot"`
+	// NewApp: the restore made the app (--to, import).
+	NewApp bool `json:"new_app,omitempty"`
+	// Dir holds what was read back: snapshot/ (its own files) and data/.
+	Dir     string    `json:"dir"`
+	Node    string    `json:"node"`
+	Step    string    `json:"step,omitempty"` // the data swap's phase
+	User    string    `json:"user"`
+	Started time.Time `json:"started"`
+}
+
+// RestoreKey is the store key of an app's restore under way.
+func RestoreKey(appID string) string { return "restores/" + appID }
 
 // BackupSchedule saves an app's snapshots every so often and keeps some
 // (restic's forget policy: the last N, one a day for N days, …).

@@ -284,6 +284,24 @@ func (a *App) openSecrets(f func(string) (string, error)) error {
 	return nil
 }
 
+func (b BackupTarget) sealed(f func(string) (string, error)) (any, error) {
+	var err error
+	if b.Password, err = f(b.Password); err != nil {
+		return nil, err
+	}
+	b.SSHKey, err = f(b.SSHKey)
+	return b, err
+}
+
+func (b *BackupTarget) openSecrets(f func(string) (string, error)) error {
+	var err error
+	if b.Password, err = f(b.Password); err != nil {
+		return err
+	}
+	b.SSHKey, err = f(b.SSHKey)
+	return err
+}
+
 func (c Cert) sealed(f func(string) (string, error)) (any, error) {
 	s, err := f(c.KeyPEM)
 	c.KeyPEM = s
@@ -332,9 +350,10 @@ func ACMEKeys(tx *Tx, prefix string) ([]string, error) {
 // sealedPrefixes are where records with secrets live, with a new
 // record of each.
 var sealedPrefixes = map[string]func() openable{
-	"apps/":  func() openable { return &App{} },
-	"certs/": func() openable { return &Cert{} },
-	"acme/":  func() openable { return &ACMEItem{} },
+	"apps/":   func() openable { return &App{} },
+	"certs/":  func() openable { return &Cert{} },
+	"acme/":   func() openable { return &ACMEItem{} },
+	"backup/": func() openable { return &BackupTarget{} },
 }
 
 // reseal rewrites every record with secrets that holds a plain value, or
