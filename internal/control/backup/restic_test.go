@@ -119,6 +119,15 @@ func TestStaleLock(t *testing.T) {
 	if _, err := r.Backup(ctx, []string{"app:x"}, []string{src}, nil); err != nil {
 		t.Fatalf("a backup after a killed restic: %v", err)
 	}
+	// forget --prune needs the repository to itself: the stale lock
+	// would stop it.
+	if _, err := r.Forget(ctx, "app:x", Keep{Last: 1}); err != nil {
+		t.Fatalf("forget --prune after a killed restic: %v", err)
+	}
+	var out bytes.Buffer
+	if err := r.Check(ctx, &out); err != nil {
+		t.Fatalf("check after a killed restic: %v\n%s", err, out.String())
+	}
 }
 
 func TestLocations(t *testing.T) {
