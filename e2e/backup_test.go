@@ -211,7 +211,7 @@ func TestBackupFaults(t *testing.T) {
 	if out := u.gantry("env", "list", "web"); strings.Contains(out, "MARK") {
 		t.Errorf("the env after the finished restore still has MARK:\n%s", out)
 	}
-	if left, _ := filepath.Glob(filepath.Join(data, "apps", "*", "restore-*")); len(left) > 0 {
+	if left, _ := filepath.Glob(filepath.Join(data, "restores", "*")); len(left) > 0 {
 		t.Errorf("what the restore read back is left: %v", left)
 	}
 }

@@ -44,7 +44,7 @@ func Start(extra ...string) (*Env, error) {
 	cfg := filepath.Join(root, "cfg.json")
 	os.MkdirAll(filepath.Join(e.Home, ".ssh"), 0o700)
 	ssh := "ssh -F /dev/null -o IdentitiesOnly=yes -o UserKnownHostsFile=" + e.Home + "/.ssh/known_hosts -i " + e.Home + "/.ssh/id_ed25519"
-	e.env = append(os.Environ(), "HOME="+e.Home, "GANTRY_CONFIG="+cfg, "GIT_SSH_COMMAND="+ssh,
+	e.env = append(os.Environ(), "HOME="+e.Home, "GANTRY_CONFIG="+cfg, "GIT_SSH_COMMAND="+ssh, "GANTRY_SSH_COMMAND="+ssh,
 		"GIT_AUTHOR_NAME=b", "GIT_AUTHOR_EMAIL=b@b", "GIT_COMMITTER_NAME=b", "GIT_COMMITTER_EMAIL=b@b")
 	// A network of its own (namespace mode), apart from any real server's.
 	e.netPrefix = fmt.Sprintf("gbe%d", os.Getpid()%10000)

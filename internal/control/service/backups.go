@@ -148,7 +148,7 @@ func (s *Service) applyRetention(ctx context.Context, app *store.App) error {
 			return err
 		}
 		for _, rec := range recs {
-			if (rec.Repo == "" || rec.Repo == r.Location) && !slices.Contains(kept, rec.ID) {
+			if (rec.Repo == "" || rec.Repo == r.Location) && !slices.ContainsFunc(kept, func(k string) bool { return backup.SameID(k, rec.ID) }) {
 				if err := tx.Delete(store.SnapshotKey(app.ID, rec.ID)); err != nil {
 					return err
 				}
@@ -269,6 +269,7 @@ func (s *Service) SetBackupTarget(ctx context.Context, caller *store.User, locat
 	if err := r.Init(ctx); err != nil {
 		return nil, refuse(Failed, apitypes.CodeDeployFailed, "the backup target was not changed: "+err.Error())
 	}
+	s.reposReady.Store(location, true)
 	if key != "" && key != cur.Password {
 		// Snapshots in the old repository need the old key: refuse to
 		// lose them silently.

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/gantry-paas/gantry/internal/control/cron"
@@ -162,6 +163,8 @@ type Service struct {
 	// snapshots serialises an app's snapshots and restores (one staging
 	// directory per app).
 	snapshots keylock.Locks
+	// reposReady are the backup repositories known to exist.
+	reposReady sync.Map
 }
 
 // New returns a service.

@@ -66,8 +66,13 @@ func (s *Service) SaveSnapshot(ctx context.Context, caller *store.User, domain, 
 	}
 	unlock := s.snapshots.Lock(app.ID)
 	defer unlock()
-	if err := r.Init(ctx); err != nil {
-		return nil, refuse(Failed, apitypes.CodeDeployFailed, "the backup repository cannot be used; no snapshot was saved: "+err.Error())
+	// A repository made (or found) once is not asked again: opening it
+	// costs a key derivation.
+	if _, ok := s.reposReady.Load(r.Location); !ok {
+		if err := r.Init(ctx); err != nil {
+			return nil, refuse(Failed, apitypes.CodeDeployFailed, "the backup repository cannot be used; no snapshot was saved: "+err.Error())
+		}
+		s.reposReady.Store(r.Location, true)
 	}
 	staging := s.snapshotStaging(app.ID)
 	os.RemoveAll(staging) // what a killed save left
@@ -160,6 +165,9 @@ func (s *Service) SaveSnapshot(ctx context.Context, caller *store.User, domain, 
 		exclude = append(exclude, filepath.Join(s.o.Layout.Data(app.ID), c))
 	}
 	snap, err := r.Backup(ctx, []string{"gantry", "app:" + app.ID, "name:" + app.FullName()}, paths, exclude)
+	if errors.Is(err, backup.ErrNoRepository) {
+		s.reposReady.Delete(r.Location) // removed meanwhile: made again next time
+	}
 	if err != nil {
 		s.record(app, store.Event{Kind: "snapshot_failed", Reason: "a snapshot was not saved: " + err.Error()})
 		return nil, refuse(Failed, apitypes.CodeDeployFailed, "the snapshot was not saved: "+err.Error())
@@ -226,7 +234,7 @@ func (s *Service) findSnapshot(caller *store.User, app *store.App, id string) (*
 	}
 	var rec *store.SnapshotRecord
 	for i := range snaps {
-		if id != "" && strings.HasPrefix(snaps[i].ID, id) {
+		if len(id) >= 4 && (strings.HasPrefix(snaps[i].ID, id) || backup.SameID(snaps[i].ID, id)) {
 			if rec != nil {
 				return nil, refuse(Invalid, apitypes.CodeInvalid, fmt.Sprintf("%q names several snapshots: give more of the ID", id))
 			}
@@ -240,10 +248,9 @@ func (s *Service) findSnapshot(caller *store.User, app *store.App, id string) (*
 }
 
 // readBack reads a snapshot of app source back from its repository,
-// verified, into a new directory under under (the app's own directory
-// for an in-place restore: its data moves in by rename): snapshot/ (its
-// own files: app.json, repo.bundle, the dumps) and data/ (the data
-// directory). The caller removes the directory.
+// verified, into a new directory under under: snapshot/ (its own files:
+// app.json, repo.bundle, the dumps) and data/ (the data directory). The
+// caller removes the directory.
 func (s *Service) readBack(ctx context.Context, source *store.App, rec *store.SnapshotRecord, under string) (string, snapshotMeta, error) {
 	var meta snapshotMeta
 	r, err := s.repo(rec.Repo)
@@ -333,13 +340,25 @@ func (s *Service) RestoreSnapshot(ctx context.Context, caller *store.User, domai
 	}
 	unlock := s.snapshots.Lock(app.ID)
 	defer unlock()
-	dir, meta, err := s.readBack(ctx, app, rec, s.o.Layout.AppDir(app.ID))
+	// Read back beside the app's data when its disk has room for the
+	// snapshot as well (its files then move in by rename), else on the
+	// server's disk (they are copied in after the app's are removed).
+	under := s.restoresDir()
+	if free(s.o.Layout.AppDir(app.ID)) > rec.Size+64<<20 {
+		under = s.o.Layout.AppDir(app.ID)
+	}
+	dir, meta, err := s.readBack(ctx, app, rec, under)
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
 	if meta.App.Type != app.Type {
 		return nil, refuse(Conflict, apitypes.CodeConflict, fmt.Sprintf("the snapshot is of a %s app and %s is %s: restore it to a new app with --to", orNone(meta.App.Type), app.Name, orNone(app.Type)))
+	}
+	if under == s.restoresDir() {
+		if err := s.dataFits(app, dir); err != nil {
+			return nil, err
+		}
 	}
 	j := &store.RestoreJournal{AppID: app.ID, AppKey: app.Key(), Snapshot: rec.ID, Dir: dir, Node: s.o.Self, User: caller.Name, Started: time.Now().UTC()}
 	if err := s.st.Update(func(tx *store.Tx) error { return tx.Put(store.RestoreKey(app.ID), j) }); err != nil {
@@ -553,6 +572,9 @@ func (s *Service) newAppFrom(ctx context.Context, caller *store.User, domain, to
 			return fail(fmt.Errorf("adding its %s: %w", c.Name, err))
 		}
 	}
+	if err := s.dataFits(app, dir); err != nil {
+		return fail(err)
+	}
 	notes, err := s.putBack(ctx, caller, j, app, meta)
 	if err != nil {
 		return fail(refuse(Failed, apitypes.CodeDeployFailed, "the new app did not come up from the snapshot and was removed: "+err.Error()))
@@ -728,33 +750,75 @@ func cartridgeDirs(app *store.App) []string {
 	return out
 }
 
+// dataFits refuses a snapshot whose data files (read back into dir) do
+// not fit the app's data filesystem (its disk limit) once the app's
+// current files are gone, before anything changes.
+func (s *Service) dataFits(app *store.App, dir string) error {
+	data := s.o.Layout.Data(app.ID)
+	if !exists(data) {
+		return nil // no data directory yet: the app's first files
+	}
+	need := treeSize(filepath.Join(dir, "data"), cartridgeDirs(app))
+	room := free(data) + treeSize(data, cartridgeDirs(app))
+	if need > room {
+		return refuse(Conflict, apitypes.CodeConflict, fmt.Sprintf("the snapshot's data files (%d MiB) do not fit %s's disk (%d MiB free once its current files are gone): give it a larger gear size (gantry app set %s --gear-size large) or restore to a new app with --to; nothing changed", need>>20, app.Name, room>>20, app.Name))
+	}
+	return nil
+}
+
+// free is the bytes free to root's use on dir's filesystem.
+func free(dir string) int64 {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0
+	}
+	return int64(st.Bavail) * st.Bsize
+}
+
+// treeSize is the bytes of the regular files under dir, but for the top
+// entries named in skip.
+func treeSize(dir string, skip []string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() && filepath.Dir(p) == dir && slices.Contains(skip, d.Name()) {
+			return filepath.SkipDir
+		}
+		if d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
 // swapData puts the snapshot's data files (j.Dir/data) in place of the
-// app's (not the cartridges' own, restored from their dumps), by renames
-// on one filesystem, in two phases the journal records: the current files
-// move to data.before-restore, then the snapshot's move in and become the
-// app's. Each phase may be done again after a crash.
+// app's (not the cartridges' own, restored from their dumps), in two
+// phases the journal records: the current files are removed (what was
+// read back is the state the restore goes to, whatever happens next),
+// then the snapshot's move in (by rename, or a copy across filesystems)
+// and become the app's. Each phase may be done again after a crash.
 func (s *Service) swapData(j *store.RestoreJournal, app *store.App) error {
 	restored := filepath.Join(j.Dir, "data")
 	if !exists(restored) {
 		return nil
 	}
 	data := s.o.Layout.Data(app.ID)
-	before := data + ".before-restore"
 	keep := cartridgeDirs(app)
 	step := func(name string) error {
 		j.Step = name
 		return s.st.Update(func(tx *store.Tx) error { return tx.Put(store.RestoreKey(j.AppID), j) })
 	}
 	if j.Step == "" {
-		os.RemoveAll(before)
-		if err := step("moving-out"); err != nil {
+		if err := step("clearing"); err != nil {
 			return err
 		}
 	}
-	if j.Step == "moving-out" {
-		if err := os.MkdirAll(before, 0o700); err != nil {
-			return err
-		}
+	if j.Step == "clearing" {
 		cur, err := os.ReadDir(data)
 		if err != nil {
 			return err
@@ -763,7 +827,7 @@ func (s *Service) swapData(j *store.RestoreJournal, app *store.App) error {
 			if slices.Contains(keep, e.Name()) {
 				continue
 			}
-			if err := os.Rename(filepath.Join(data, e.Name()), filepath.Join(before, e.Name())); err != nil {
+			if err := os.RemoveAll(filepath.Join(data, e.Name())); err != nil {
 				return err
 			}
 		}
