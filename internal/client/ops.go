@@ -408,3 +408,40 @@ func (c *Client) MigrateStore(ctx context.Context, req apitypes.StoreMigrateRequ
 func (c *Client) Run(ctx context.Context, d, a string, req apitypes.RunRequest) (apitypes.RunView, error) {
 	return call[apitypes.RunView](c, ctx, http.MethodPost, c.appPath(d, a, "runs"), req)
 }
+
+// Console passwords, sessions and API tokens.
+
+// SetPassword sets a user's console password.
+func (c *Client) SetPassword(ctx context.Context, user, password string) error {
+	return c.Do(ctx, http.MethodPut, "/v1/users/"+url.PathEscape(user)+"/password", apitypes.PasswordRequest{Password: password}, nil)
+}
+
+// SignIn signs in with a password and returns the session.
+func (c *Client) SignIn(ctx context.Context, user, password string) (apitypes.SessionView, error) {
+	return call[apitypes.SessionView](c, ctx, http.MethodPost, "/v1/sessions", apitypes.SignInRequest{User: user, Password: password})
+}
+
+// SignOut ends the session the client's token is.
+func (c *Client) SignOut(ctx context.Context) error {
+	return c.Do(ctx, http.MethodDelete, "/v1/sessions/current", nil, nil)
+}
+
+// SignOutEverywhere ends every console session of the caller.
+func (c *Client) SignOutEverywhere(ctx context.Context) error {
+	return c.Do(ctx, http.MethodDelete, "/v1/sessions", nil, nil)
+}
+
+// Tokens lists the caller's API tokens and sessions.
+func (c *Client) Tokens(ctx context.Context) ([]apitypes.TokenView, error) {
+	return call[[]apitypes.TokenView](c, ctx, http.MethodGet, "/v1/tokens", nil)
+}
+
+// CreateToken makes an API token (its secret in the answer, once).
+func (c *Client) CreateToken(ctx context.Context, name string) (apitypes.TokenView, error) {
+	return call[apitypes.TokenView](c, ctx, http.MethodPost, "/v1/tokens", apitypes.TokenRequest{Name: name})
+}
+
+// RevokeToken revokes one of the caller's tokens.
+func (c *Client) RevokeToken(ctx context.Context, id string) error {
+	return c.Do(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(id), nil, nil)
+}

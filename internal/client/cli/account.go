@@ -20,6 +20,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/gantry-paas/gantry/internal/client"
 	"github.com/gantry-paas/gantry/internal/client/config"
@@ -369,7 +370,41 @@ func (c *cli) userCmd() *cobra.Command {
 			})
 		},
 	}
-	cmd.AddCommand(create, list)
+	var pwStdin bool
+	password := &cobra.Command{
+		Use:   "password [NAME]",
+		Short: "Set your console password (an admin: anyone's)",
+		Long:  "Asks for the password twice on a terminal; --password-stdin reads it from stdin (scripts). The console signs in with it at https://PLATFORM/console/.",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			name := ""
+			if len(args) == 1 {
+				name = args[0]
+			} else {
+				info, err := cl.Info(cmd.Context())
+				if err != nil {
+					return err
+				}
+				name = info.User.Name
+			}
+			pw, err := c.readPassword(pwStdin)
+			if err != nil {
+				return err
+			}
+			if err := cl.SetPassword(cmd.Context(), name, pw); err != nil {
+				return err
+			}
+			return c.out(map[string]string{"user": name}, func(w io.Writer) {
+				fmt.Fprintf(w, "The console password of %s is set: sign in at %s/console/\n", name, cl.Server)
+			})
+		},
+	}
+	password.Flags().BoolVar(&pwStdin, "password-stdin", false, "read the password from stdin")
+	cmd.AddCommand(create, list, password)
 	return cmd
 }
 
@@ -402,4 +437,101 @@ func fetchCA(ctx context.Context, server, want string) (string, error) {
 		return "", fmt.Errorf("the server's root certificate has SHA-256 %s, not %s: do not trust it (ask the operator for `gantry ca show`'s fingerprint)", got, want)
 	}
 	return v.PEM, nil
+}
+
+// readPassword reads a new password: from stdin, or twice from the
+// terminal without echo.
+func (c *cli) readPassword(fromStdin bool) (string, error) {
+	f, ok := c.o.Stdin.(*os.File)
+	if fromStdin || !ok || !term.IsTerminal(int(f.Fd())) {
+		if !fromStdin {
+			return "", fmt.Errorf("give the password on a terminal, or with --password-stdin")
+		}
+		line, err := bufio.NewReader(c.o.Stdin).ReadString('\n')
+		if err != nil && err != io.EOF {
+			return "", err
+		}
+		return strings.TrimRight(line, "\r\n"), nil
+	}
+	fmt.Fprint(c.o.Stderr, "New password: ")
+	a, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(c.o.Stderr)
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprint(c.o.Stderr, "Again: ")
+	b, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(c.o.Stderr)
+	if err != nil {
+		return "", err
+	}
+	if string(a) != string(b) {
+		return "", fmt.Errorf("the two passwords differ: nothing was set")
+	}
+	return string(a), nil
+}
+
+func (c *cli) tokenCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "token", Short: "Your API tokens and console sessions"}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "Your API tokens and console sessions (never their secrets)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			ts, err := cl.Tokens(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return c.out(ts, func(w io.Writer) {
+				var rows [][]string
+				for _, t := range ts {
+					kind, exp := "api", ""
+					if t.Session {
+						kind, exp = "session", t.Expires.Local().Format("2006-01-02 15:04")
+					}
+					rows = append(rows, []string{t.ID, kind, t.Name, t.Created.Local().Format("2006-01-02 15:04"), exp})
+				}
+				table(w, []string{"ID", "KIND", "NAME", "CREATED", "EXPIRES"}, rows)
+			})
+		},
+	}
+	create := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Make an API token (its secret is shown once)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			t, err := cl.CreateToken(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return c.out(t, func(w io.Writer) {
+				fmt.Fprintf(w, "Token %s (%s), shown only now:\n\n  %s\n", t.ID, t.Name, t.Token)
+			})
+		},
+	}
+	revoke := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke one of your tokens or sessions",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			if err := cl.RevokeToken(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			return c.out(map[string]string{"revoked": args[0]}, func(w io.Writer) { fmt.Fprintf(w, "Token %s revoked.\n", args[0]) })
+		},
+	}
+	cmd.AddCommand(list, create, revoke)
+	return cmd
 }

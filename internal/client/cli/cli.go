@@ -107,7 +107,7 @@ Start the server with 'gantry server', then:
 		cmd.GroupID = "apps"
 		root.AddCommand(cmd)
 	}
-	for _, cmd := range []*cobra.Command{c.loginCmd(), c.sshkeyCmd(), c.domainCmd(), c.userCmd(), c.caCmd(), c.adminCmd()} {
+	for _, cmd := range []*cobra.Command{c.loginCmd(), c.sshkeyCmd(), c.domainCmd(), c.userCmd(), c.tokenCmd(), c.caCmd(), c.adminCmd()} {
 		cmd.GroupID = "account"
 		root.AddCommand(cmd)
 	}

@@ -160,6 +160,10 @@ const (
 	// bodyKey holds the request body of operations that read it as a
 	// stream (an imported archive), not as JSON.
 	bodyKey
+	// tokenKey holds the caller's token (signing out ends it), addrKey
+	// the client's address (sign-in failures are counted by it).
+	tokenKey
+	addrKey
 )
 
 //go:embed docsui
@@ -198,6 +202,7 @@ func New(o Options) (*API, error) {
 	a.registerDrains()
 	a.registerImages()
 	a.registerSnapshots()
+	a.registerSessions()
 	a.registerRouting()
 	a.registerClaims()
 	a.registerEgress()
@@ -237,7 +242,11 @@ func (a *API) authenticate(ctx huma.Context, next func(huma.Context)) {
 		return
 	}
 	if len(ctx.Operation().Security) == 0 {
-		next(ctx)
+		host, _, err := net.SplitHostPort(ctx.RemoteAddr())
+		if err != nil {
+			host = ctx.RemoteAddr()
+		}
+		next(huma.WithValue(ctx, addrKey, host))
 		return
 	}
 	tok, ok := strings.CutPrefix(ctx.Header("Authorization"), "Bearer ")
@@ -256,7 +265,7 @@ func (a *API) authenticate(ctx huma.Context, next func(huma.Context)) {
 		huma.WriteErr(a.h, ctx, http.StatusUnauthorized, "invalid API token: log in again with `gantry login --server URL --token TOKEN`")
 		return
 	}
-	ctx = huma.WithValue(ctx, userKey, user)
+	ctx = huma.WithValue(huma.WithValue(ctx, userKey, user), tokenKey, strings.TrimSpace(tok))
 	if ctx.Operation().OperationID == "import-snapshot" {
 		ctx = huma.WithValue(ctx, bodyKey, ctx.BodyReader())
 	}

@@ -160,6 +160,7 @@ var statusOf = map[service.Kind]int{
 	service.Conflict:  http.StatusConflict,
 	service.Forbidden: http.StatusForbidden,
 	service.Failed:    http.StatusBadGateway,
+	service.Limited:   http.StatusTooManyRequests,
 }
 
 func (a *API) registerApps() {

@@ -182,3 +182,20 @@ type BackupKeyView struct {
 	Key        string `json:"key"`
 	Restore    string `json:"restore" doc:"how to restore without Gantry"`
 }
+
+// SessionView is a console session: its token (the cookie's value).
+type SessionView struct {
+	Token   string    `json:"token"`
+	Expires time.Time `json:"expires"`
+}
+
+// TokenView is an API token or console session (its secret only when
+// just made).
+type TokenView struct {
+	ID      string    `json:"id" doc:"the first 12 hex digits of its SHA-256"`
+	Name    string    `json:"name"`
+	Session bool      `json:"session" doc:"a console sign-in"`
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires,omitzero"`
+	Token   string    `json:"token,omitempty" doc:"the secret, shown once when made"`
+}

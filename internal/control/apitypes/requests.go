@@ -174,3 +174,19 @@ type CertUpload struct {
 type EgressTCPRequest struct {
 	Targets []string `json:"targets" minItems:"1" doc:"HOST:PORT destinations, round-robin over the healthy ones"`
 }
+
+// PasswordRequest sets a user's console password.
+type PasswordRequest struct {
+	Password string `json:"password" minLength:"10" maxLength:"256" doc:"at least 10 characters"`
+}
+
+// SignInRequest signs in to the console.
+type SignInRequest struct {
+	User     string `json:"user"`
+	Password string `json:"password"`
+}
+
+// TokenRequest makes an API token.
+type TokenRequest struct {
+	Name string `json:"name" doc:"what it is for, e.g. ci"`
+}

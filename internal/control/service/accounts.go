@@ -40,6 +40,9 @@ func (s *Service) UserByToken(tok string) (*store.User, error) {
 		if err := tx.Get(store.TokenKey(HashToken(tok)), &t); err != nil {
 			return err
 		}
+		if !t.Expires.IsZero() && time.Now().After(t.Expires) {
+			return store.ErrNotFound // a console session that ended
+		}
 		return tx.Get(store.UserKey(t.User), &u)
 	})
 	if err != nil {

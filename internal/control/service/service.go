@@ -40,6 +40,7 @@ const (
 	Conflict                  // it exists already, or is in use
 	Forbidden                 // the caller may not do this
 	Failed                    // the platform tried and the app did not come up (nothing changed)
+	Limited                   // too many attempts: wait
 )
 
 // Error is a refusal a user can act on.
@@ -163,6 +164,8 @@ type Service struct {
 	// snapshots serialises an app's snapshots and restores (one staging
 	// directory per app).
 	snapshots keylock.Locks
+	// signIns limits failed console sign-ins.
+	signIns signInLimit
 	// reposReady are the backup repositories known to exist.
 	reposReady sync.Map
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strconv"
@@ -89,6 +90,20 @@ func CountSnapshots(tx *Tx) (int, error) {
 	n := 0
 	err := tx.Scan("snapshots/", func(string, []byte) error { n++; return nil })
 	return n, err
+}
+
+// ListTokens lists every API token by its hash.
+func ListTokens(tx *Tx) (map[string]Token, error) {
+	out := map[string]Token{}
+	err := tx.Scan("tokens/", func(key string, raw []byte) error {
+		var t Token
+		if err := json.Unmarshal(raw, &t); err != nil {
+			return err
+		}
+		out[strings.TrimPrefix(key, "tokens/")] = t
+		return nil
+	})
+	return out, err
 }
 
 // ListSnapshots lists an app's snapshot records.

@@ -17,7 +17,24 @@ type User struct {
 type Token struct {
 	User    string    `json:"user"`
 	Created time.Time `json:"created"`
+	// Name says what the token is for (tokens made in the console).
+	Name string `json:"name,omitempty"`
+	// Session marks the token of a sign-in to the console: it Expires,
+	// and signing out everywhere removes it.
+	Session bool      `json:"session,omitempty"`
+	Expires time.Time `json:"expires,omitzero"`
 }
+
+// Password is a user's console password as an argon2id hash (PHC
+// string). Key: passwords/NAME.
+type Password struct {
+	User string    `json:"user"`
+	Hash string    `json:"hash"`
+	Set  time.Time `json:"set"`
+}
+
+// PasswordKey is the store key of a user's password.
+func PasswordKey(user string) string { return "passwords/" + user }
 
 // SSHKey is a user's public key. Key: sshkeys/FINGERPRINT (SHA256:...).
 type SSHKey struct {
