@@ -38,7 +38,7 @@ var layers = []struct {
 	// the control plane
 	{"control/", 5},
 	// wiring, and the client side (checked apart, below)
-	{"server", 6}, {"client", 6}, {"architecture", 6},
+	{"server", 6}, {"client", 6}, {"console", 6}, {"architecture", 6},
 }
 
 func rank(t *testing.T, rel string) int {
@@ -97,15 +97,15 @@ func TestImports(t *testing.T) {
 				continue
 			}
 			switch {
-			case strings.HasPrefix(from, "client"):
+			case strings.HasPrefix(from, "client") || from == "console":
 				if !(strings.HasPrefix(to, "client") || to == "control/apitypes" || rank(t, to) == 0) {
-					t.Errorf("internal/%s imports internal/%s: the client side imports only apitypes and shared helpers from the server side", from, to)
+					t.Errorf("internal/%s imports internal/%s: the client side (the CLI, the console) uses the API only: it imports only apitypes and shared helpers from the server side", from, to)
 				}
 			case strings.HasPrefix(from, "edge/"):
 				if !strings.HasPrefix(to, "edge/") && rank(t, to) != 0 {
 					t.Errorf("internal/%s imports internal/%s: the edge imports neither control nor node (it receives its configuration)", from, to)
 				}
-			case strings.HasPrefix(to, "client") && from != "server":
+			case (strings.HasPrefix(to, "client") || to == "console") && from != "server":
 				t.Errorf("internal/%s imports internal/%s: only the wiring uses the client side", from, to)
 			case !strings.HasPrefix(to, "client") && rank(t, to) > rank(t, from):
 				t.Errorf("internal/%s (layer %d) imports internal/%s (layer %d): upward", from, rank(t, from), to, rank(t, to))

@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -30,6 +31,7 @@ import (
 	"github.com/caddyserver/certmagic"
 
 	"github.com/gantry-paas/gantry/internal/artifact"
+	"github.com/gantry-paas/gantry/internal/console"
 	"github.com/gantry-paas/gantry/internal/node/drain"
 	"github.com/gantry-paas/gantry/internal/node/image"
 	"github.com/gantry-paas/gantry/internal/node/peer"
@@ -737,7 +739,11 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	if has(store.RoleControl) {
-		rt.Mount(apiHandler)
+		con, err := console.New(console.Options{API: apiHandler, Log: log.With("component", "console"), Version: o.Version})
+		if err != nil {
+			return err
+		}
+		rt.Mount(withConsole(apiHandler, con))
 	} else {
 		rt.Mount(noControlAPI(st, node.Name))
 	}
@@ -1284,4 +1290,15 @@ func storeTLS(o Options) (*tls.Config, error) {
 		cfg.Certificates = []tls.Certificate{pair}
 	}
 	return cfg, nil
+}
+
+// withConsole serves the web console at /console/ beside the API.
+func withConsole(api, con http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/console" || strings.HasPrefix(r.URL.Path, "/console/") {
+			con.ServeHTTP(w, r)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
 }

@@ -1,0 +1,130 @@
+// The console's live parts: numbers and charts that follow the server
+// every two seconds, and the log stream. No inline scripts (the page's
+// Content-Security-Policy allows only these files).
+(function () {
+  "use strict";
+  const every = 2000;
+
+  function chart(el, label, color, height) {
+    if (!el || !window.uPlot) return null;
+    const w = Math.max(el.clientWidth || 260, 120);
+    return new uPlot({
+      width: w, height: height || 150,
+      legend: { show: height === undefined },
+      cursor: { show: height === undefined },
+      axes: height === undefined ? [{}, {}] : [{ show: false }, { show: false }],
+      scales: { x: { time: true }, y: { range: (u, lo, hi) => [0, Math.max(hi + 1, 4)] } },
+      series: [{}, { label: label, stroke: color, fill: color + "22", width: 2 }],
+    }, [[], []], el);
+  }
+
+  function push(series, t, v, keep) {
+    series[0].push(t); series[1].push(v);
+    if (series[0].length > keep) { series[0].shift(); series[1].shift(); }
+  }
+
+  async function getJSON(url) {
+    const r = await fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } });
+    if (r.status === 401) { location.href = "/console/signin"; throw new Error("signed out"); }
+    if (!r.ok) throw new Error(r.status);
+    return r.json();
+  }
+
+  // The apps list: state, gears, connections and a sparkline per app.
+  function appsList() {
+    const table = document.getElementById("apps");
+    if (!table) return;
+    const sparks = {};
+    const hist = {};
+    table.querySelectorAll("[data-spark]").forEach((el) => {
+      const k = el.dataset.spark;
+      hist[k] = [[], []];
+      sparks[k] = chart(el, "connections", "#2463c7", 34);
+    });
+    async function tick() {
+      try {
+        const apps = await getJSON("/console/live.json");
+        const t = Date.now() / 1000;
+        for (const a of apps) {
+          const row = table.querySelector(`tr[data-app="${CSS.escape(a.app)}"]`);
+          if (!row) continue;
+          row.querySelector(".state").textContent = a.state + (a.idle ? " (idle)" : "");
+          row.querySelector(".gears").textContent = a.gears;
+          row.querySelector(".conns").textContent = a.connections;
+          if (hist[a.app]) {
+            push(hist[a.app], t, a.connections, 90);
+            if (sparks[a.app]) sparks[a.app].setData(hist[a.app]);
+          }
+        }
+      } catch (e) { /* the next tick tries again */ }
+    }
+    tick();
+    setInterval(tick, every);
+  }
+
+  // An app page: its state, and charts of connections and gears.
+  function appPage() {
+    const title = document.querySelector("[data-live]");
+    if (!title) return;
+    const url = title.dataset.live;
+    const conns = [[], []], gears = [[], []];
+    const cc = chart(document.getElementById("chart-conns"), "connections", "#2463c7");
+    const cg = chart(document.getElementById("chart-gears"), "gears", "#1f7a3d");
+    async function tick() {
+      try {
+        const a = await getJSON(url);
+        const t = Date.now() / 1000;
+        document.getElementById("state").textContent = a.state + (a.idle ? " (idle)" : "");
+        push(conns, t, a.connections, 1800);
+        push(gears, t, a.gears, 1800);
+        if (cc) cc.setData(conns);
+        if (cg) cg.setData(gears);
+        const n = document.getElementById("gear-count");
+        if (n) n.textContent = a.gears;
+        title.dataset.connections = a.connections;
+        title.dataset.gears = a.gears;
+      } catch (e) { /* the next tick tries again */ }
+    }
+    tick();
+    setInterval(tick, every);
+  }
+
+  // Live logs: every gear's lines as they come, with a filter and pause.
+  function logs() {
+    const pre = document.getElementById("log");
+    if (!pre) return;
+    const filter = document.getElementById("log-filter");
+    const pauseBtn = document.getElementById("log-pause");
+    let paused = false, held = [];
+    const lines = [];
+    function show(l) {
+      const text = `${l.time ? l.time.substring(11, 19) : ""} ${l.process || ""}/${(l.gear || "").substring(0, 8)} ${l.text || ""}`;
+      const f = filter.value.trim();
+      const div = document.createElement("div");
+      div.textContent = text;
+      if (l.stream === "stderr") div.className = "err";
+      div.hidden = f !== "" && !text.includes(f);
+      pre.appendChild(div);
+      lines.push(div);
+      if (lines.length > 5000) lines.shift().remove();
+      if (!paused) pre.scrollTop = pre.scrollHeight;
+    }
+    const es = new EventSource(pre.dataset.stream);
+    es.onmessage = (ev) => {
+      let l;
+      try { l = JSON.parse(ev.data); } catch (e) { return; }
+      if (paused) held.push(l); else show(l);
+    };
+    filter.addEventListener("input", () => {
+      const f = filter.value.trim();
+      for (const d of lines) d.hidden = f !== "" && !d.textContent.includes(f);
+    });
+    pauseBtn.addEventListener("click", () => {
+      paused = !paused;
+      pauseBtn.textContent = paused ? `Resume` : "Pause";
+      if (!paused) { held.forEach(show); held = []; }
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", () => { appsList(); appPage(); logs(); });
+})();
