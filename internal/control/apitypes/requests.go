@@ -177,7 +177,7 @@ type EgressTCPRequest struct {
 
 // PasswordRequest sets a user's console password.
 type PasswordRequest struct {
-	Password string `json:"password" minLength:"10" maxLength:"256" doc:"at least 10 characters"`
+	Password string `json:"password" doc:"10 to 256 characters"`
 }
 
 // SignInRequest signs in to the console.
