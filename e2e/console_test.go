@@ -212,6 +212,22 @@ func TestConsole(t *testing.T) {
 	t.Logf("a line the app printed showed in the console's log view %s after the request", time.Since(said).Round(10*time.Millisecond))
 	shot("logs")
 
+	// A terminal in a gear runs id and shows the gear's uid.
+	wantUID := strings.TrimSpace(u.gantry("ssh", "web", "--", "id", "-u"))
+	do("the terminal page", chromedp.Navigate(base+"apps/acme/web/terminal"), chromedp.WaitVisible(chromedp.CSS(`#term[data-state="open"]`)))
+	eval(`gantryTerminal.input("id\r"), "typed"`)
+	eventually(t, "id in the terminal", 20*time.Second, func() error {
+		screen := eval(`(() => { const b = gantryTerminal.buffer.active; let s = ""; for (let i = 0; i < b.length; i++) s += b.getLine(i).translateToString(true) + "\n"; return s; })()`)
+		if !strings.Contains(screen, "uid="+wantUID+"(") && !strings.Contains(screen, "uid="+wantUID+" ") {
+			return fmt.Errorf("the terminal shows:\n%s", screen)
+		}
+		return nil
+	})
+	shot("terminal")
+	if got := fetchStatus(`fetch("/console/apps/acme/web/terminal/ws")`); got != "403" {
+		t.Errorf("a terminal request without a WebSocket Origin: %s", got)
+	}
+
 	// 40 WebSockets held open: the live connections rise.
 	do("the app page", chromedp.Navigate(base+"apps/acme/web"), chromedp.WaitVisible(chromedp.CSS("#chart-conns")))
 	for i := 0; i < 40; i++ {

@@ -43,6 +43,8 @@ func (c *Console) routes() {
 	m.HandleFunc("GET /console/apps/{domain}/{app}/cartridges/{name}/password", c.authed(c.revealPassword))
 	m.HandleFunc("GET /console/apps/{domain}/{app}/logs", c.authed(c.logsPage))
 	m.HandleFunc("GET /console/apps/{domain}/{app}/logs/stream", c.authed(c.logsStream))
+	m.HandleFunc("GET /console/apps/{domain}/{app}/terminal", c.authed(c.terminalPage))
+	m.HandleFunc("GET /console/apps/{domain}/{app}/terminal/ws", c.authed(c.terminal))
 	m.HandleFunc("GET /console/tokens", c.authed(c.tokensPage))
 	m.HandleFunc("POST /console/tokens", c.authed(c.createToken))
 	m.HandleFunc("POST /console/tokens/{id}/revoke", c.authed(c.revokeToken))
@@ -472,6 +474,43 @@ func (c *Console) logsStream(w http.ResponseWriter, r *http.Request, s *session)
 			fl.Flush()
 		}
 	}
+}
+
+// Terminal: xterm.js in the page, a WebSocket to the API's exec (the
+// same path as `gantry ssh`): the console hands the browser's connection
+// to the API with the session's token.
+
+func (c *Console) terminalPage(w http.ResponseWriter, r *http.Request, s *session) {
+	a, err := s.API.App(r.Context(), r.PathValue("domain"), r.PathValue("app"))
+	if err != nil {
+		c.render(w, r, "terminal", page{Title: "Terminal", S: s, Err: problem(err)})
+		return
+	}
+	// xterm.js writes its colours into a <style> element it makes: this
+	// page allows inline styles (never inline scripts).
+	w.Header().Set("Content-Security-Policy", strings.Replace(w.Header().Get("Content-Security-Policy"), "style-src 'self'", "style-src 'self' 'unsafe-inline'", 1))
+	c.render(w, r, "terminal", page{Title: a.Name + " terminal", S: s, Data: appData{App: a}})
+}
+
+func (c *Console) terminal(w http.ResponseWriter, r *http.Request, s *session) {
+	// A WebSocket carries no CSRF token: it must come from the console's
+	// own origin (the browser sets Origin; the API checks it again).
+	if o := r.Header.Get("Origin"); o == "" || !sameOrigin(o, r.Host) {
+		http.Error(w, "a terminal opens from the console's own page only", http.StatusForbidden)
+		return
+	}
+	in := r.Clone(r.Context())
+	in.URL.Path = "/v1/domains/" + url.PathEscape(r.PathValue("domain")) + "/apps/" + url.PathEscape(r.PathValue("app")) + "/exec"
+	in.URL.RawPath = ""
+	in.RequestURI = in.URL.RequestURI()
+	in.Header.Del("Cookie")
+	in.Header.Set("Authorization", "Bearer "+s.Token)
+	c.o.API.ServeHTTP(w, in)
+}
+
+func sameOrigin(origin, host string) bool {
+	u, err := url.Parse(origin)
+	return err == nil && u.Host == host
 }
 
 // Tokens and admin.

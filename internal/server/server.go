@@ -711,7 +711,7 @@ func Run(ctx context.Context, o Options) error {
 		AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver, ReservedPorts: []int{httpPort, httpsPort, sshPort}, HTTPSPort: httpsPort, Events: evlog, Egress: enf,
 		EgressRouter: egressAPI(egr), EgressPorts: ag.ApplyEgressRouterPorts, Cluster: clu.ops(), JoinFiles: joinFiles()})
 	apiHandler, err := api.New(api.Options{Service: svc, Runtimes: func() ([]runtimes.Runtime, []error) { return runtimes.Discover(runtimesDir, env.Path) },
-		Layout: lay, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld,
+		Layout: lay, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld, Exec: ag,
 		CloudDomain: o.CloudDomain, AppURL: appURL, Version: o.Version,
 		Doctor:       func() []apitypes.DoctorCheck { return doctor(hostOpts) },
 		MigrateStore: (&liveMigration{o: &o, clustered: clu != nil, st: st, ho: ho, lay: lay, httpsPort: httpsPort, log: log}).run,

@@ -126,5 +126,30 @@
     });
   }
 
-  document.addEventListener("DOMContentLoaded", () => { appsList(); appPage(); logs(); });
+  // A terminal in a gear: keys out, screen in, over one WebSocket.
+  function terminal() {
+    const el = document.getElementById("term");
+    if (!el || !window.Terminal) return;
+    const term = new Terminal({ cursorBlink: true, fontSize: 14, convertEol: false });
+    term.open(el);
+    const cols = Math.max(40, Math.floor((el.clientWidth - 16) / 9));
+    const rows = Math.max(12, Math.floor((window.innerHeight * 0.6) / 18));
+    term.resize(cols, rows);
+    const gear = new URLSearchParams(location.search).get("gear") || "";
+    const sel = document.getElementById("term-gear");
+    if (sel && gear) sel.value = gear;
+    const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + el.dataset.ws +
+      "?cols=" + cols + "&rows=" + rows + (gear ? "&gear=" + encodeURIComponent(gear) : "");
+    const ws = new WebSocket(url);
+    ws.binaryType = "arraybuffer";
+    const enc = new TextEncoder();
+    ws.onopen = () => { el.dataset.state = "open"; term.focus(); };
+    ws.onmessage = (e) => term.write(new Uint8Array(e.data));
+    ws.onclose = (e) => { el.dataset.state = "closed"; term.write("\r\n[" + (e.reason || "the connection closed") + "]\r\n"); };
+    term.onData((d) => { if (ws.readyState === 1) ws.send(enc.encode(d)); });
+    term.onResize((s) => { if (ws.readyState === 1) ws.send(JSON.stringify({ cols: s.cols, rows: s.rows })); });
+    window.gantryTerminal = term; // the tests read the screen
+  }
+
+  document.addEventListener("DOMContentLoaded", () => { appsList(); appPage(); logs(); terminal(); });
 })();

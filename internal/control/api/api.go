@@ -109,6 +109,8 @@ type Options struct {
 	Router Concurrency
 	// Metrics, if set, is served at /metrics to admins.
 	Metrics http.Handler
+	// Exec, if set, serves the console's terminal in a gear.
+	Exec GearExec
 	// Tunnels, if set, serves `port-forward --via https`.
 	Tunnels ServiceDialer
 	// RemoteLogs, in a cluster, reads the logs of the app's gears on the
@@ -216,6 +218,9 @@ func New(o Options) (*API, error) {
 	}
 	if o.Tunnels != nil {
 		a.mux.HandleFunc("GET /v1/tunnel", a.tunnel)
+	}
+	if o.Exec != nil {
+		a.mux.HandleFunc("GET /v1/domains/{domain}/apps/{app}/exec", a.exec)
 	}
 	a.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/docs", http.StatusFound)
