@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -185,6 +186,18 @@ func TestConsole(t *testing.T) {
 	}
 	shot("app")
 
+	// An alias added in the console is the app's.
+	do("adding an alias", chromedp.Navigate(base+"apps/acme/web"),
+		chromedp.SendKeys(chromedp.CSS("#alias-host"), "www.console.test"),
+		chromedp.Click(chromedp.CSS("#alias-add")))
+	flash("is an alias of web")
+	if out := u.gantry("alias", "list", "web"); !strings.Contains(out, "www.console.test") {
+		t.Errorf("the alias added in the console:\n%s", out)
+	}
+	if got := text("#gear-table tbody tr td:nth-child(7)"); got == "" {
+		t.Error("the gears table shows no memory column")
+	}
+
 	// A phone-size screen.
 	do("a phone-size screen", chromedp.EmulateViewport(390, 844), chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#scale-form")))
 	shot("app-phone")
@@ -246,6 +259,20 @@ func TestConsole(t *testing.T) {
 		n, _ := strconv.Atoi(eval(`document.querySelector("[data-live]").dataset.connections || "0"`))
 		if n < 40 {
 			return fmt.Errorf("the console shows %d connections", n)
+		}
+		return nil
+	})
+	// The charts' history, from the server's own metrics: the requests
+	// made above and the 40 connections are in it.
+	eventually(t, "the traffic in the charts' history", 30*time.Second, func() error {
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[string](`fetch("/console/apps/acme/web/stats.json").then(r => r.json()).then(s => JSON.stringify({rps: Math.max(0, ...s.samples.map(x => x.rps)), conns: Math.max(0, ...s.samples.map(x => x.connections)), p99: Math.max(0, ...s.samples.map(x => x.p99_ms))}))`, chromedp.EvalAwaitPromise))
+		if err != nil {
+			return err
+		}
+		var st struct{ RPS, Conns, P99 float64 }
+		json.Unmarshal([]byte(got), &st)
+		if st.RPS <= 0 || st.Conns < 40 || st.P99 <= 0 {
+			return fmt.Errorf("history %s", got)
 		}
 		return nil
 	})

@@ -445,3 +445,8 @@ func (c *Client) CreateToken(ctx context.Context, name string) (apitypes.TokenVi
 func (c *Client) RevokeToken(ctx context.Context, id string) error {
 	return c.Do(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(id), nil, nil)
 }
+
+// Stats is an app's traffic over the last hour.
+func (c *Client) Stats(ctx context.Context, d, a string) (apitypes.StatsView, error) {
+	return call[apitypes.StatsView](c, ctx, http.MethodGet, c.appPath(d, a, "stats"), nil)
+}

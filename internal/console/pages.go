@@ -34,6 +34,7 @@ func (c *Console) routes() {
 	m.HandleFunc("GET /console/apps/{domain}/{app}", c.authed(c.appPage))
 	m.HandleFunc("GET /console/apps/{domain}/{app}/live.json", c.authed(c.appLive))
 	m.HandleFunc("GET /console/apps/{domain}/{app}/gears", c.authed(c.gearsFragment))
+	m.HandleFunc("GET /console/apps/{domain}/{app}/stats.json", c.authed(c.appStats))
 	m.HandleFunc("POST /console/apps/{domain}/{app}/scale", c.authed(c.scale))
 	m.HandleFunc("POST /console/apps/{domain}/{app}/idle", c.authed(c.idle))
 	m.HandleFunc("POST /console/apps/{domain}/{app}/rollback", c.authed(c.rollback))
@@ -41,6 +42,7 @@ func (c *Console) routes() {
 	m.HandleFunc("POST /console/apps/{domain}/{app}/env", c.authed(c.setEnv))
 	m.HandleFunc("GET /console/apps/{domain}/{app}/env/{key}", c.authed(c.revealEnv))
 	m.HandleFunc("GET /console/apps/{domain}/{app}/cartridges/{name}/password", c.authed(c.revealPassword))
+	m.HandleFunc("POST /console/apps/{domain}/{app}/aliases", c.authed(c.aliases))
 	m.HandleFunc("GET /console/apps/{domain}/{app}/logs", c.authed(c.logsPage))
 	m.HandleFunc("GET /console/apps/{domain}/{app}/logs/stream", c.authed(c.logsStream))
 	m.HandleFunc("GET /console/apps/{domain}/{app}/terminal", c.authed(c.terminalPage))
@@ -332,6 +334,15 @@ func (c *Console) appLive(w http.ResponseWriter, r *http.Request, s *session) {
 	writeJSON(w, live(a))
 }
 
+func (c *Console) appStats(w http.ResponseWriter, r *http.Request, s *session) {
+	st, err := s.API.Stats(r.Context(), r.PathValue("domain"), r.PathValue("app"))
+	if err != nil {
+		http.Error(w, problem(err), http.StatusNotFound)
+		return
+	}
+	writeJSON(w, st)
+}
+
 func (c *Console) gearsFragment(w http.ResponseWriter, r *http.Request, s *session) {
 	a, err := s.API.App(r.Context(), r.PathValue("domain"), r.PathValue("app"))
 	if err != nil {
@@ -408,6 +419,29 @@ func (c *Console) setEnv(w http.ResponseWriter, r *http.Request, s *session) {
 	}
 	_, err := s.API.PatchEnv(r.Context(), r.PathValue("domain"), r.PathValue("app"), p)
 	back(w, r, appURL(r), err, "Environment changed; the app restarts without downtime")
+}
+
+// aliases adds or removes an alias, or uploads its certificate (the API
+// checks it before it replaces the one served).
+func (c *Console) aliases(w http.ResponseWriter, r *http.Request, s *session) {
+	d, a, host := r.PathValue("domain"), r.PathValue("app"), strings.TrimSpace(r.PostFormValue("host"))
+	var err error
+	var ok string
+	switch r.PostFormValue("do") {
+	case "add":
+		_, err = s.API.AddAlias(r.Context(), d, a, host)
+		ok = host + " is an alias of " + a
+	case "remove":
+		err = s.API.RemoveAlias(r.Context(), d, a, host)
+		ok = host + " removed"
+	case "cert":
+		_, err = s.API.UploadAliasCert(r.Context(), d, a, host, apitypes.CertUpload{Certificate: r.PostFormValue("certificate"),
+			PrivateKey: r.PostFormValue("private_key"), Passphrase: r.PostFormValue("passphrase")})
+		ok = "The certificate of " + host + " is served"
+	default:
+		err = errors.New("unknown alias action")
+	}
+	back(w, r, appURL(r), err, ok)
 }
 
 func (c *Console) revealEnv(w http.ResponseWriter, r *http.Request, s *session) {

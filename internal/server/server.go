@@ -41,6 +41,7 @@ import (
 	"github.com/gantry-paas/gantry/internal/control/cron"
 	"github.com/gantry-paas/gantry/internal/control/scheduler"
 	"github.com/gantry-paas/gantry/internal/control/service"
+	"github.com/gantry-paas/gantry/internal/control/stats"
 
 	"github.com/gantry-paas/gantry/internal/edge/acme"
 
@@ -710,7 +711,20 @@ func Run(ctx context.Context, o Options) error {
 		CloudDomain: o.CloudDomain, MaxGears: o.MaxGears, Applied: rt, PlatformHosts: []string{o.Host, "localhost"},
 		AliasVerification: o.AliasVerification, DNSResolver: o.DNSResolver, ReservedPorts: []int{httpPort, httpsPort, sshPort}, HTTPSPort: httpsPort, Events: evlog, Egress: enf,
 		EgressRouter: egressAPI(egr), EgressPorts: ag.ApplyEgressRouterPorts, Cluster: clu.ops(), JoinFiles: joinFiles()})
-	apiHandler, err := api.New(api.Options{Service: svc, Runtimes: func() ([]runtimes.Runtime, []error) { return runtimes.Discover(runtimesDir, env.Path) },
+	history := stats.New(stats.Options{Gather: mets.Registry, Gears: func() map[string]int {
+		out := map[string]int{}
+		st.View(func(tx *store.Tx) error {
+			gears, err := store.ListGears(tx)
+			for _, g := range gears {
+				if g.Web() && g.State == store.GearRunning {
+					out[store.AppName(g.AppKey)]++
+				}
+			}
+			return err
+		})
+		return out
+	}})
+	apiHandler, err := api.New(api.Options{Service: svc, Stats: history, Runtimes: func() ([]runtimes.Runtime, []error) { return runtimes.Discover(runtimesDir, env.Path) },
 		Layout: lay, Log: log, Agent: agentAdapter{ag, st.View}, Builder: bld, Exec: ag,
 		CloudDomain: o.CloudDomain, AppURL: appURL, Version: o.Version,
 		Doctor:       func() []apitypes.DoctorCheck { return doctor(hostOpts) },
@@ -796,6 +810,9 @@ func Run(ctx context.Context, o Options) error {
 		g.Go(stageControl, "builder", bld)
 	}
 	g.Go(stageControl, "autoscaler", scaler) // without control: it wakes idle apps only
+	if has(store.RoleControl) {
+		g.Go(stageControl, "traffic history", roleFunc(history.Run))
+	}
 	if clu != nil {
 		g.Go(stageControl, "load reports", clusterLoad)
 	}
@@ -1151,7 +1168,7 @@ func (a agentAdapter) CartridgeAddress(appKey, name string) (string, int, bool) 
 
 func (a agentAdapter) Status(id string) api.GearStatus {
 	s := a.Agent.Status(id)
-	return api.GearStatus{PID: s.PID, Status: s.Status, Restarts: s.Restarts, LastExit: s.LastExit}
+	return api.GearStatus{PID: s.PID, Status: s.Status, Restarts: s.Restarts, LastExit: s.LastExit, Memory: s.Memory, CPU: s.CPU, OOMKills: s.OOMKills}
 }
 
 func shellQuote(s string) string {

@@ -220,3 +220,14 @@ func AppStart(root, serverJS string, n int) ([]time.Duration, error) {
 	}
 	return out, nil
 }
+
+// Command is a command in dir with the user's environment, to run as the
+// caller likes (stdin, say).
+func (e *Env) Command(dir, name string, args ...string) *exec.Cmd {
+	c := exec.Command(name, args...)
+	c.Dir, c.Env = dir, e.env
+	if dir == "" {
+		c.Dir = e.Root
+	}
+	return c
+}

@@ -62,31 +62,54 @@
     setInterval(tick, every);
   }
 
-  // An app page: its state, and charts of connections and gears.
+  // An app page: its state now (every 2 s), and charts of the last hour
+  // from the server's own metrics (every 5 s).
   function appPage() {
     const title = document.querySelector("[data-live]");
     if (!title) return;
     const url = title.dataset.live;
-    const conns = [[], []], gears = [[], []];
-    const cc = chart(document.getElementById("chart-conns"), "connections", "#2463c7");
-    const cg = chart(document.getElementById("chart-gears"), "gears", "#1f7a3d");
+    const charts = document.querySelector("[data-stats]");
+    const rps = chartN(document.getElementById("chart-rps"), [["req/s", "#2463c7"]]);
+    const lat = chartN(document.getElementById("chart-latency"), [["p50", "#1f7a3d"], ["p99", "#b42318"]]);
+    const cc = chartN(document.getElementById("chart-conns"), [["connections", "#2463c7"]]);
+    const cg = chartN(document.getElementById("chart-gears"), [["gears", "#1f7a3d"]]);
+    let conns = [[], []], gears = [[], []];
+    async function history() {
+      try {
+        const st = await getJSON(charts.dataset.stats);
+        const x = st.samples.map((s) => Date.parse(s.t) / 1000);
+        if (rps) rps.setData([x, st.samples.map((s) => s.rps)]);
+        if (lat) lat.setData([x, st.samples.map((s) => s.p50_ms), st.samples.map((s) => s.p99_ms)]);
+        conns = [x, st.samples.map((s) => s.connections)];
+        gears = [x, st.samples.map((s) => s.gears)];
+      } catch (e) { /* the next tick tries again */ }
+    }
     async function tick() {
       try {
         const a = await getJSON(url);
         const t = Date.now() / 1000;
         document.getElementById("state").textContent = a.state + (a.idle ? " (idle)" : "");
-        push(conns, t, a.connections, 1800);
-        push(gears, t, a.gears, 1800);
-        if (cc) cc.setData(conns);
-        if (cg) cg.setData(gears);
+        // The live point after the history's last one.
+        if (cc) cc.setData([conns[0].concat([t]), conns[1].concat([a.connections])]);
+        if (cg) cg.setData([gears[0].concat([t]), gears[1].concat([a.gears])]);
         const n = document.getElementById("gear-count");
         if (n) n.textContent = a.gears;
         title.dataset.connections = a.connections;
         title.dataset.gears = a.gears;
       } catch (e) { /* the next tick tries again */ }
     }
-    tick();
+    history().then(tick);
+    setInterval(history, 5000);
     setInterval(tick, every);
+  }
+
+  function chartN(el, series) {
+    if (!el || !window.uPlot) return null;
+    return new uPlot({
+      width: Math.max(el.clientWidth || 260, 120), height: 150,
+      scales: { x: { time: true }, y: { range: (u, lo, hi) => [0, Math.max(hi * 1.1, 1)] } },
+      series: [{}].concat(series.map(([label, color]) => ({ label: label, stroke: color, fill: series.length === 1 ? color + "22" : undefined, width: 2 }))),
+    }, [[]].concat(series.map(() => [])), el);
   }
 
   // Live logs: every gear's lines as they come, with a filter and pause.
@@ -151,5 +174,13 @@
     window.gantryTerminal = term; // the tests read the screen
   }
 
-  document.addEventListener("DOMContentLoaded", () => { appsList(); appPage(); logs(); terminal(); });
+  // Copy buttons: the text of the element they name.
+  function copyButtons() {
+    document.querySelectorAll("[data-copy]").forEach((b) => b.addEventListener("click", async () => {
+      const el = document.getElementById(b.dataset.copy);
+      try { await navigator.clipboard.writeText(el.textContent); b.textContent = "Copied"; } catch (e) { b.textContent = "Select and copy"; }
+    }));
+  }
+
+  document.addEventListener("DOMContentLoaded", () => { appsList(); appPage(); logs(); terminal(); copyButtons(); });
 })();

@@ -21,11 +21,13 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gantry-paas/gantry/internal/applog"
 	"github.com/gantry-paas/gantry/internal/node/runtimes"
 
 	"github.com/gantry-paas/gantry/internal/control/service"
+	"github.com/gantry-paas/gantry/internal/control/stats"
 
 	"github.com/gantry-paas/gantry/internal/control/apitypes"
 
@@ -72,6 +74,9 @@ type GearStatus struct {
 	Status   string
 	Restarts int
 	LastExit string
+	Memory   int64
+	CPU      time.Duration
+	OOMKills int
 }
 
 // Builder is what the API asks of the builder.
@@ -109,6 +114,8 @@ type Options struct {
 	Router Concurrency
 	// Metrics, if set, is served at /metrics to admins.
 	Metrics http.Handler
+	// Stats, if set, is the recent traffic of apps (the console's charts).
+	Stats *stats.History
 	// Exec, if set, serves the console's terminal in a gear.
 	Exec GearExec
 	// Tunnels, if set, serves `port-forward --via https`.
@@ -205,6 +212,7 @@ func New(o Options) (*API, error) {
 	a.registerImages()
 	a.registerSnapshots()
 	a.registerSessions()
+	a.registerStats()
 	a.registerRouting()
 	a.registerClaims()
 	a.registerEgress()

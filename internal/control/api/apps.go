@@ -47,7 +47,7 @@ func (a *API) appView(app *store.App) apitypes.AppView {
 		v.Connections = a.o.Router.Concurrency(app.Key())
 	}
 	v.DiskUsed, v.DiskLimit = a.o.Agent.DiskUsage(app)
-	v.Formation, v.Processes = a.o.Service.Formation(app)
+	v.Formation, v.Processes, v.Deployed = a.o.Service.Formation(app)
 	v.StopGrace = app.Grace().String()
 	if b := app.Backups; b != nil {
 		v.Backups = fmt.Sprintf("every %s, keep last %d, daily %d, weekly %d, monthly %d", b.Every, b.KeepLast, b.KeepDaily, b.KeepWeekly, b.KeepMonthly)
@@ -93,7 +93,8 @@ func (a *API) appView(app *store.App) apitypes.AppView {
 		}
 		st := a.o.Agent.Status(g.ID)
 		v.Gears = append(v.Gears, apitypes.GearView{ID: g.ID, Type: g.Kind(), IP: g.IP, Port: g.Port, State: g.State, Process: st.Status,
-			PID: st.PID, Restarts: st.Restarts, LastExit: st.LastExit, Deployment: g.Deployment, Isolation: g.Isolation, Node: g.Node})
+			PID: st.PID, Restarts: st.Restarts, LastExit: st.LastExit, Deployment: g.Deployment, Isolation: g.Isolation, Node: g.Node,
+			Memory: st.Memory, CPU: st.CPU.Seconds(), OOMKills: st.OOMKills})
 	}
 	return v
 }

@@ -117,3 +117,23 @@ func (a *API) registerServices() {
 			return &body[[]apitypes.ServiceView]{Body: nonNil(svcs)}, nil
 		})
 }
+
+func (a *API) registerStats() {
+	huma.Register(a.h, huma.Operation{OperationID: "app-stats", Method: http.MethodGet, Path: "/v1/domains/{domain}/apps/{app}/stats", Security: bearer,
+		Summary: "An app's traffic over the last hour", Description: "Requests per second, latency (p50, p99), live connections and running web gears, one sample every few seconds, as this server's router saw them.",
+		Tags: []string{"scaling"}},
+		func(ctx context.Context, in *AppRef) (*body[apitypes.StatsView], error) {
+			app, err := a.loadApp(ctx, *in)
+			if err != nil {
+				return nil, err
+			}
+			v := apitypes.StatsView{Samples: []apitypes.StatSample{}}
+			if a.o.Stats != nil {
+				v.Every = a.o.Stats.Every().String()
+				for _, s := range a.o.Stats.Of(app.FullName()) {
+					v.Samples = append(v.Samples, apitypes.StatSample(s))
+				}
+			}
+			return &body[apitypes.StatsView]{Body: v}, nil
+		})
+}

@@ -12,18 +12,21 @@ type DomainView struct {
 
 // GearView is one gear of an app.
 type GearView struct {
-	ID         string `json:"id"`
-	Type       string `json:"type" doc:"web, a Procfile process type (worker…), run (a one-off: gantry run), cron or release"`
-	IP         string `json:"ip"`
-	Port       int    `json:"port"`
-	State      string `json:"state" doc:"starting, running, draining, stopped"`
-	Process    string `json:"process" doc:"running, backoff (crashed, restarting), stopped, lost"`
-	PID        int    `json:"pid,omitempty"`
-	Restarts   int    `json:"restarts"`
-	LastExit   string `json:"last_exit,omitempty" doc:"why the process last stopped"`
-	Deployment string `json:"deployment"`
-	Isolation  string `json:"isolation" doc:"process: a plain process on loopback, without namespaces"`
-	Node       string `json:"node" doc:"the machine that runs it"`
+	ID         string  `json:"id"`
+	Type       string  `json:"type" doc:"web, a Procfile process type (worker…), run (a one-off: gantry run), cron or release"`
+	IP         string  `json:"ip"`
+	Port       int     `json:"port"`
+	State      string  `json:"state" doc:"starting, running, draining, stopped"`
+	Process    string  `json:"process" doc:"running, backoff (crashed, restarting), stopped, lost"`
+	PID        int     `json:"pid,omitempty"`
+	Restarts   int     `json:"restarts"`
+	LastExit   string  `json:"last_exit,omitempty" doc:"why the process last stopped"`
+	Deployment string  `json:"deployment"`
+	Isolation  string  `json:"isolation" doc:"process: a plain process on loopback, without namespaces"`
+	Node       string  `json:"node" doc:"the machine that runs it"`
+	Memory     int64   `json:"memory_bytes,omitempty" doc:"memory its processes use now (namespaced gears)"`
+	CPU        float64 `json:"cpu_seconds,omitempty" doc:"CPU time its processes used since it started (namespaced gears)"`
+	OOMKills   int     `json:"oom_kills,omitempty" doc:"processes the kernel killed for exceeding the memory limit"`
 }
 
 // AppView is an app as the API shows it.
@@ -56,6 +59,7 @@ type AppView struct {
 	Isolation        string          `json:"isolation" doc:"namespaces, or process (plain processes: sizes are not enforced)"`
 	Branch           string          `json:"branch"`
 	ActiveDeployment string          `json:"active_deployment,omitempty"`
+	Deployed         time.Time       `json:"deployed,omitzero" doc:"when the active deployment was made"`
 	Gears            []GearView      `json:"gears"`
 	Formation        map[string]int  `json:"formation,omitempty" doc:"gears per non-web process type (Procfile workers)"`
 	Processes        []string        `json:"processes,omitempty" doc:"the active deployment's process types, web first"`

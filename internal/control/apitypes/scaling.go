@@ -21,3 +21,19 @@ type EventView struct {
 	To     int       `json:"to"`
 	Reason string    `json:"reason"`
 }
+
+// StatsView is an app's recent traffic as this server's router saw it.
+type StatsView struct {
+	Every   string       `json:"every" doc:"time between samples"`
+	Samples []StatSample `json:"samples" doc:"oldest first, the last hour"`
+}
+
+// StatSample is one point of an app's recent traffic.
+type StatSample struct {
+	Time        time.Time `json:"t"`
+	RPS         float64   `json:"rps" doc:"requests per second"`
+	P50         float64   `json:"p50_ms" doc:"median latency, milliseconds"`
+	P99         float64   `json:"p99_ms" doc:"99th percentile latency, milliseconds"`
+	Connections float64   `json:"connections"`
+	Gears       int       `json:"gears" doc:"running web gears"`
+}

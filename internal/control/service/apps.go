@@ -438,14 +438,14 @@ func (s *Service) Activate(ctx context.Context, caller *store.User, domain, name
 // Formation is how many gears each non-web process type of the app's
 // active deployment runs, and the deployment's process types (web
 // first).
-func (s *Service) Formation(app *store.App) (map[string]int, []string) {
+func (s *Service) Formation(app *store.App) (map[string]int, []string, time.Time) {
 	var dep store.Deployment
 	if app.ActiveDeployment == "" || s.st.View(func(tx *store.Tx) error {
 		return tx.Get(store.DeploymentKey(app.ID, app.ActiveDeployment), &dep)
 	}) != nil {
-		return nil, nil
+		return nil, nil, time.Time{}
 	}
-	return store.Formation(app, &dep), append([]string{"web"}, sortedKeys(dep.Processes)...)
+	return store.Formation(app, &dep), append([]string{"web"}, sortedKeys(dep.Processes)...), dep.Created
 }
 
 // Gears lists an app's gears (its cartridges' too).

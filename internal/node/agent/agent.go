@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -39,6 +40,7 @@ import (
 	"github.com/gantry-paas/gantry/internal/layout"
 	"github.com/gantry-paas/gantry/internal/node/peer"
 	"github.com/gantry-paas/gantry/internal/node/runtime/netplan"
+	"github.com/gantry-paas/gantry/internal/node/runtime/sandbox"
 	"github.com/gantry-paas/gantry/internal/node/shim"
 )
 
@@ -436,6 +438,10 @@ type GearStatus struct {
 	Status   string `json:"status"`
 	Restarts int    `json:"restarts"`
 	LastExit string `json:"last_exit,omitempty"`
+	// What the gear uses now (namespaced gears: its cgroup).
+	Memory   int64         `json:"memory,omitempty"`
+	CPU      time.Duration `json:"cpu,omitempty"`
+	OOMKills int           `json:"oom_kills,omitempty"`
 }
 
 // Status reads a gear's process status, on whichever machine runs it.
@@ -465,6 +471,11 @@ func (a *Agent) localStatus(gearID string) GearStatus {
 	s := GearStatus{PID: st.PID, Status: st.Status, Restarts: st.Restarts, LastExit: st.LastExit}
 	if st.Status != shim.Stopped && !st.Alive {
 		s.Status, s.PID = "lost", 0
+	}
+	var spec shim.Spec
+	if data, err := os.ReadFile(filepath.Join(a.o.Layout.Gear(gearID), shim.SpecFile)); err == nil && json.Unmarshal(data, &spec) == nil && spec.CgroupParent != "" {
+		s.Memory, s.CPU, _ = sandbox.Usage(spec.CgroupParent)
+		s.OOMKills = sandbox.OOMKills(spec.CgroupParent)
 	}
 	return s
 }

@@ -60,6 +60,10 @@ type State struct {
 	Status   string `json:"status"`
 	Restarts int    `json:"restarts"`
 	LastExit string `json:"last_exit,omitempty"`
+	// What the gear uses now (namespaced gears: its cgroup).
+	Memory   int64         `json:"memory,omitempty"`
+	CPU      time.Duration `json:"cpu,omitempty"`
+	OOMKills int           `json:"oom_kills,omitempty"`
 }
 
 // resultPrefix starts the last line of a start's stream: the outcome.

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 var lookPath = exec.LookPath
@@ -113,6 +114,34 @@ func OOMKills(parent string) int {
 	dir := filepath.Join(CgroupRoot, "memory", parent)
 	return counter(filepath.Join(dir, "memory.oom_control"), "oom_kill") +
 		counter(filepath.Join(dir, "proc", "memory.oom_control"), "oom_kill")
+}
+
+// Usage is what the gear's processes use now: memory (bytes charged to
+// its cgroup) and CPU time since it started. ok is false where the gear
+// has no cgroup of its own (plain processes).
+func Usage(parent string) (memory int64, cpu time.Duration, ok bool) {
+	if parent == "" {
+		return 0, 0, false
+	}
+	if CgroupMode() == "v2" {
+		dir := filepath.Join(CgroupRoot, parent)
+		b, err := os.ReadFile(filepath.Join(dir, "memory.current"))
+		if err != nil {
+			return 0, 0, false
+		}
+		memory, _ = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		return memory, time.Duration(counter(filepath.Join(dir, "cpu.stat"), "usage_usec")) * time.Microsecond, true
+	}
+	b, err := os.ReadFile(filepath.Join(CgroupRoot, "memory", parent, "memory.usage_in_bytes"))
+	if err != nil {
+		return 0, 0, false
+	}
+	memory, _ = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if c, err := os.ReadFile(filepath.Join(CgroupRoot, "cpuacct", parent, "cpuacct.usage")); err == nil {
+		ns, _ := strconv.ParseInt(strings.TrimSpace(string(c)), 10, 64)
+		cpu = time.Duration(ns)
+	}
+	return memory, cpu, true
 }
 
 func counter(path, key string) int {
