@@ -3,8 +3,8 @@
 // server (median and p99 over many loads), the total transfer of the
 // first page (HTML and every asset it loads, compressed as served), and
 // the server's CPU for the live updates of 50 open app pages (each polls
-// its state every 2 s, its gears every 2 s and its charts every 5 s, as
-// the page's scripts do).
+// its gears and state every 2 s and its charts every 5 s, as the page's
+// scripts do).
 //
 //	go run ./bench/console [-apps 200 -pages 50 -d 30s]
 package main
@@ -165,7 +165,6 @@ func run(nApps, nPages int, d time.Duration) error {
 				case <-ctx.Done():
 					return
 				case <-t2.C:
-					get(app + "/live.json")
 					get(app + "/gears")
 				case <-t5.C:
 					get(app + "/stats.json")

@@ -30,6 +30,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gantry-paas/gantry/internal/client"
@@ -49,12 +50,25 @@ type Options struct {
 
 // Console serves /console/.
 type Console struct {
-	o     Options
+	o Options
+	// who remembers whose a session token is for a few seconds: the
+	// pages' live updates would ask the API each time. (Each API call
+	// still checks the token: a revoked session sees nothing.)
+	whoMu sync.Mutex
+	who   map[string]known
 	mux   *http.ServeMux
 	pages map[string]*template.Template
 	// assets are the embedded files with their gzip form.
 	assets map[string]asset
 }
+
+type known struct {
+	user  string
+	admin bool
+	until time.Time
+}
+
+const whoFor = 5 * time.Second
 
 type asset struct {
 	raw, gz []byte
@@ -69,7 +83,7 @@ func New(o Options) (*Console, error) {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	c := &Console{o: o, mux: http.NewServeMux(), pages: map[string]*template.Template{}, assets: map[string]asset{}}
+	c := &Console{o: o, mux: http.NewServeMux(), pages: map[string]*template.Template{}, assets: map[string]asset{}, who: map[string]known{}}
 	if err := c.loadAssets(); err != nil {
 		return nil, err
 	}
@@ -191,11 +205,29 @@ func (c *Console) signedIn(r *http.Request) *session {
 		return nil
 	}
 	cl := c.apiClient(r.Context(), ck.Value)
-	info, err := cl.Info(r.Context())
-	if err != nil {
-		return nil
+	now := time.Now()
+	c.whoMu.Lock()
+	k, ok := c.who[ck.Value]
+	c.whoMu.Unlock()
+	if !ok || now.After(k.until) {
+		info, err := cl.Info(r.Context())
+		if err != nil {
+			c.forget(ck.Value)
+			return nil
+		}
+		k = known{user: info.User.Name, admin: info.User.Admin, until: now.Add(whoFor)}
+		c.whoMu.Lock()
+		if len(c.who) > 10000 { // ended sessions' entries
+			for t, e := range c.who {
+				if now.After(e.until) {
+					delete(c.who, t)
+				}
+			}
+		}
+		c.who[ck.Value] = k
+		c.whoMu.Unlock()
 	}
-	return &session{Token: ck.Value, API: cl, CSRF: csrfFor(ck.Value), User: info.User.Name, Admin: info.User.Admin}
+	return &session{Token: ck.Value, API: cl, CSRF: csrfFor(ck.Value), User: k.user, Admin: k.admin}
 }
 
 // checkChange refuses a change without the session's CSRF token or from
@@ -239,6 +271,12 @@ func (c *Console) authed(fn func(w http.ResponseWriter, r *http.Request, s *sess
 		}
 		fn(w, r, s)
 	}
+}
+
+func (c *Console) forget(token string) {
+	c.whoMu.Lock()
+	delete(c.who, token)
+	c.whoMu.Unlock()
 }
 
 func (c *Console) setCookie(w http.ResponseWriter, r *http.Request, token string, expires time.Time) {

@@ -83,7 +83,8 @@ var funcs = template.FuncMap{
 	"appPath": func(a apitypes.AppView) string {
 		return "/console/apps/" + url.PathEscape(a.Domain) + "/" + url.PathEscape(a.Name)
 	},
-	"mib": func(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) },
+	"mib":      func(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) },
+	"webGears": func(a apitypes.AppView) int { return live(a).Gears },
 }
 
 func (c *Console) loadTemplates() error {
@@ -208,12 +209,14 @@ func (t addrTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 func (c *Console) signout(w http.ResponseWriter, r *http.Request, s *session) {
 	s.API.SignOut(r.Context())
+	c.forget(s.Token)
 	c.setCookie(w, r, "", time.Time{})
 	http.Redirect(w, r, "/console/signin", http.StatusSeeOther)
 }
 
 func (c *Console) signoutEverywhere(w http.ResponseWriter, r *http.Request, s *session) {
 	s.API.SignOutEverywhere(r.Context())
+	c.forget(s.Token)
 	c.setCookie(w, r, "", time.Time{})
 	http.Redirect(w, r, "/console/signin", http.StatusSeeOther)
 }

@@ -67,7 +67,6 @@
   function appPage() {
     const title = document.querySelector("[data-live]");
     if (!title) return;
-    const url = title.dataset.live;
     const charts = document.querySelector("[data-stats]");
     const rps = chartN(document.getElementById("chart-rps"), [["req/s", "#2463c7"]]);
     const lat = chartN(document.getElementById("chart-latency"), [["p50", "#1f7a3d"], ["p99", "#b42318"]]);
@@ -84,23 +83,24 @@
         gears = [x, st.samples.map((s) => s.gears)];
       } catch (e) { /* the next tick tries again */ }
     }
-    async function tick() {
-      try {
-        const a = await getJSON(url);
-        const t = Date.now() / 1000;
-        document.getElementById("state").textContent = a.state + (a.idle ? " (idle)" : "");
-        // The live point after the history's last one.
-        if (cc) cc.setData([conns[0].concat([t]), conns[1].concat([a.connections])]);
-        if (cg) cg.setData([gears[0].concat([t]), gears[1].concat([a.gears])]);
-        const n = document.getElementById("gear-count");
-        if (n) n.textContent = a.gears;
-        title.dataset.connections = a.connections;
-        title.dataset.gears = a.gears;
-      } catch (e) { /* the next tick tries again */ }
+    // The numbers now: from the gears table htmx refreshes every 2 s
+    // (one request a page for both).
+    function now() {
+      const table = document.getElementById("gear-table");
+      if (!table) return;
+      const t = Date.now() / 1000;
+      const a = { state: table.dataset.state, connections: +table.dataset.connections, gears: +table.dataset.web };
+      document.getElementById("state").textContent = a.state;
+      if (cc) cc.setData([conns[0].concat([t]), conns[1].concat([a.connections])]);
+      if (cg) cg.setData([gears[0].concat([t]), gears[1].concat([a.gears])]);
+      const n = document.getElementById("gear-count");
+      if (n) n.textContent = a.gears;
+      title.dataset.connections = a.connections;
+      title.dataset.gears = a.gears;
     }
-    history().then(tick);
+    document.addEventListener("htmx:after:swap", now);
+    history().then(now);
     setInterval(history, 5000);
-    setInterval(tick, every);
   }
 
   function chartN(el, series) {

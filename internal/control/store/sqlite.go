@@ -18,6 +18,10 @@ type SQLite struct {
 	// wait bounds how long a transaction waits for the database; past it,
 	// ErrBusy.
 	wait time.Duration
+	// get and scan are prepared once: parsing the SQL of every read was a
+	// sixth of an apps list's time. (One connection: a transaction uses
+	// them as they are.)
+	get, scan *sql.Stmt
 }
 
 // OpenSQLite opens (creating if needed) the database at path.
@@ -38,7 +42,15 @@ func OpenSQLite(path string, wait time.Duration) (*SQLite, error) {
 			return nil, fmt.Errorf("initialising store %s: %w", path, err)
 		}
 	}
-	return &SQLite{db: db, wait: wait}, nil
+	b := &SQLite{db: db, wait: wait}
+	if b.get, err = db.Prepare(`SELECT value FROM kv WHERE key = ?`); err == nil {
+		b.scan, err = db.Prepare(`SELECT key, value FROM kv WHERE key >= ? AND key < ? ORDER BY key`)
+	}
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("preparing store %s: %w", path, err)
+	}
+	return b, nil
 }
 
 func (b *SQLite) Close() error { return b.db.Close() }
@@ -63,7 +75,7 @@ func (b *SQLite) View(fn func(KV) error) error {
 	}
 	defer release()
 	defer tx.Rollback()
-	return fn(&sqliteKV{tx: tx})
+	return fn(&sqliteKV{tx: tx, b: b})
 }
 
 func (b *SQLite) Update(fn func(KV) error) (int64, error) {
@@ -73,7 +85,7 @@ func (b *SQLite) Update(fn func(KV) error) (int64, error) {
 	}
 	defer release()
 	defer tx.Rollback()
-	kv := &sqliteKV{tx: tx}
+	kv := &sqliteKV{tx: tx, b: b}
 	if err := fn(kv); err != nil {
 		return 0, err
 	}
@@ -92,12 +104,13 @@ func (b *SQLite) Update(fn func(KV) error) (int64, error) {
 
 type sqliteKV struct {
 	tx    *sql.Tx
+	b     *SQLite
 	wrote bool
 }
 
 func (t *sqliteKV) Get(key string) ([]byte, error) {
 	var raw []byte
-	err := t.tx.QueryRow(`SELECT value FROM kv WHERE key = ?`, key).Scan(&raw)
+	err := t.tx.Stmt(t.b.get).QueryRow(key).Scan(&raw)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -118,7 +131,7 @@ func (t *sqliteKV) Delete(key string) error {
 }
 
 func (t *sqliteKV) Scan(prefix string, fn func(key string, value []byte) error) error {
-	rows, err := t.tx.Query(`SELECT key, value FROM kv WHERE key >= ? AND key < ? ORDER BY key`, prefix, prefixEnd(prefix))
+	rows, err := t.tx.Stmt(t.b.scan).Query(prefix, prefixEnd(prefix))
 	if err != nil {
 		return fmt.Errorf("listing %s: %w", prefix, err)
 	}
