@@ -288,6 +288,16 @@ func TestConsole(t *testing.T) {
 		t.Errorf("the refused change scaled the app to %d", shown.Scale)
 	}
 
+	// The admin page: machines, users, the platform's totals.
+	do("the admin page", chromedp.Navigate(base+"admin"), chromedp.WaitVisible(chromedp.CSS("#platform")))
+	if p := text("#platform"); !strings.Contains(p, "1 of 1 machine(s) up") {
+		t.Errorf("the admin page says %q", p)
+	}
+	if !strings.Contains(text("#users"), "admin") {
+		t.Error("the admin page lists no users")
+	}
+	shot("admin")
+
 	// Signing out ends the session: the cookie's token no longer works.
 	do("signing out", chromedp.Click(chromedp.CSS("#signout")), chromedp.WaitVisible(chromedp.CSS("#password")))
 	do("the apps list after signing out", chromedp.Navigate(base), chromedp.WaitVisible(chromedp.CSS("#password")))

@@ -584,6 +584,10 @@ func (c *Console) revokeToken(w http.ResponseWriter, r *http.Request, s *session
 type adminData struct {
 	Users []apitypes.UserView
 	Nodes []apitypes.NodeView
+	// Platform totals.
+	Gears             int
+	MemUsed, MemTotal int64
+	Up                int
 }
 
 func (c *Console) adminPage(w http.ResponseWriter, r *http.Request, s *session) {
@@ -595,6 +599,14 @@ func (c *Console) adminPage(w http.ResponseWriter, r *http.Request, s *session) 
 	var err error
 	if d.Users, err = s.API.Users(r.Context()); err == nil {
 		d.Nodes, err = s.API.Nodes(r.Context())
+	}
+	for _, n := range d.Nodes {
+		d.Gears += n.Gears
+		d.MemUsed += n.MemoryUsed
+		d.MemTotal += n.MemoryTotal
+		if n.State != "down" {
+			d.Up++
+		}
 	}
 	p := page{Title: "Admin", S: s, Data: d}
 	if err != nil {
