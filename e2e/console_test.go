@@ -288,6 +288,23 @@ func TestConsole(t *testing.T) {
 		t.Errorf("the refused change scaled the app to %d", shown.Scale)
 	}
 
+	// An API token made in the console works, and is revoked there.
+	do("making a token", chromedp.Navigate(base+"tokens"),
+		chromedp.SendKeys(chromedp.CSS(`input[name="name"]`), "from-console"),
+		chromedp.Click(chromedp.CSS("#make-token")),
+		chromedp.WaitVisible(chromedp.CSS("#new-token")))
+	tok := text("#new-token")
+	req, _ := http.NewRequest("GET", "http://"+srv.httpAddr+"/v1/info", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("the token made in the console: %v %v", resp, err)
+	}
+	do("revoking it", chromedp.Click(chromedp.CSS(`tr[data-name="from-console"] button`)))
+	flash("Token revoked")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 401 {
+		t.Errorf("the revoked token: %v %v", resp, err)
+	}
+
 	// The admin page: machines, users, the platform's totals.
 	do("the admin page", chromedp.Navigate(base+"admin"), chromedp.WaitVisible(chromedp.CSS("#platform")))
 	if p := text("#platform"); !strings.Contains(p, "1 of 1 machine(s) up") {

@@ -42,6 +42,7 @@ the CLI on this machine. SIGTERM stops the server; apps keep running.`,
 	f.StringVar(&o.DataDir, "data", "", "data directory")
 	f.StringVar(&o.HTTPListen, "http", "", "router address (default :80 as root, else :8080)")
 	f.StringVar(&o.HTTPSListen, "https", "", "router TLS address (default :443 as root, else :8443; off for none)")
+	f.BoolVar(&o.HTTP3, "http3", true, "serve HTTP/3 (QUIC) on the HTTPS port's UDP twin, advertised with Alt-Svc (0-RTT off)")
 	f.StringSliceVar(&o.TrustedProxies, "trusted-proxy", nil, "address or CIDR of a proxy in front of Gantry whose X-Forwarded-* headers are kept (repeatable)")
 	f.StringVar(&o.AccessLog, "access-log", "", "router access log file (default DATA/logs/access.log; - for stderr, off for none)")
 	f.DurationVar(&o.HeaderTimeout, "header-timeout", 10*time.Second, "time a client has to send its request headers (and TLS handshake)")

@@ -86,6 +86,8 @@ type Options struct {
 	// HTTPSListen is the router's TLS address: :443 as root, else :8443;
 	// "off" serves no TLS.
 	HTTPSListen string
+	// HTTP3 serves HTTP/3 on the HTTPS port over UDP and advertises it.
+	HTTP3 bool
 	// TrustedProxies (CIDRs or addresses) may set X-Forwarded-*.
 	TrustedProxies []string
 	// AccessLog is the router's access log file (default
@@ -371,6 +373,7 @@ func Run(ctx context.Context, o Options) error {
 		ListenFunc: ho.Listen}
 	if o.HTTPSListen != "off" {
 		ropts.TLSListen = o.HTTPSListen
+		ropts.HTTP3 = o.HTTP3
 	}
 	for _, p := range o.TrustedProxies {
 		pfx, err := parsePrefix(p)

@@ -226,6 +226,16 @@ func (s *Service) Snapshots(caller *store.User, domain, name string) ([]store.Sn
 	return out, err
 }
 
+// appSnapshot is one of the caller's apps and one of its snapshots.
+func (s *Service) appSnapshot(caller *store.User, domain, name, id string) (*store.App, *store.SnapshotRecord, error) {
+	app, err := s.App(caller, domain, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	rec, err := s.findSnapshot(caller, app, id)
+	return app, rec, err
+}
+
 // findSnapshot is an app's snapshot named by its ID or a prefix of it.
 func (s *Service) findSnapshot(caller *store.User, app *store.App, id string) (*store.SnapshotRecord, error) {
 	snaps, err := s.Snapshots(caller, app.Domain, app.Name)
@@ -330,11 +340,7 @@ type RestoreResult struct {
 // and the snapshot's deployment rolls out like a deploy (the old gears
 // drain). A server killed on the way finishes the restore when it starts.
 func (s *Service) RestoreSnapshot(ctx context.Context, caller *store.User, domain, name, id string) (*RestoreResult, error) {
-	app, err := s.App(caller, domain, name)
-	if err != nil {
-		return nil, err
-	}
-	rec, err := s.findSnapshot(caller, app, id)
+	app, rec, err := s.appSnapshot(caller, domain, name, id)
 	if err != nil {
 		return nil, err
 	}
@@ -514,11 +520,7 @@ func (s *Service) putBackRoutes(ctx context.Context, caller *store.User, app *st
 // settings, its deployment's commit built and started. The aliases and
 // TCP routes stay the source's. If any step fails, the new app is removed.
 func (s *Service) RestoreSnapshotTo(ctx context.Context, caller *store.User, domain, name, id, to string) (*RestoreResult, error) {
-	source, err := s.App(caller, domain, name)
-	if err != nil {
-		return nil, err
-	}
-	rec, err := s.findSnapshot(caller, source, id)
+	source, rec, err := s.appSnapshot(caller, domain, name, id)
 	if err != nil {
 		return nil, err
 	}
@@ -589,11 +591,7 @@ func (s *Service) newAppFrom(ctx context.Context, caller *store.User, domain, to
 // It holds the app's secrets (env, database passwords, certificate keys)
 // as they are: the caller is told to keep it safe.
 func (s *Service) ExportSnapshot(ctx context.Context, caller *store.User, domain, name, id string) (func(w io.Writer) error, error) {
-	app, err := s.App(caller, domain, name)
-	if err != nil {
-		return nil, err
-	}
-	rec, err := s.findSnapshot(caller, app, id)
+	app, rec, err := s.appSnapshot(caller, domain, name, id)
 	if err != nil {
 		return nil, err
 	}

@@ -28,6 +28,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
 	"github.com/gantry-paas/gantry/internal/edge/httpfast"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,6 +49,8 @@ type Options struct {
 	ListenFunc func(network, addr string) (net.Listener, error)
 	// TLSListen is the HTTPS address (":443"); empty: no TLS.
 	TLSListen string
+	// HTTP3 serves HTTP/3 on the HTTPS port's UDP twin and advertises it.
+	HTTP3 bool
 	// Certs issues certificates for the cloud domain (the platform CA);
 	// ACME, if set, for aliases without an uploaded certificate.
 	Certs CertSource
@@ -119,6 +124,8 @@ type Router struct {
 	log       *slog.Logger
 	ln        net.Listener
 	tlsLn     net.Listener
+	udp       net.PacketConn // HTTP/3 (nil: off)
+	h3alt     string         // the Alt-Svc header value advertising it
 	table     atomic.Pointer[Table]
 	proxy     *httputil.ReverseProxy
 	trans     *http.Transport
@@ -181,6 +188,14 @@ func New(o Options) (*Router, error) {
 			ln.Close()
 			return nil, fmt.Errorf("router: listening on %s: %w (another server running? choose another address with --https)", o.TLSListen, err)
 		}
+		if o.HTTP3 {
+			if r.udp, err = listenUDP(r.tlsLn.Addr().String()); err != nil {
+				ln.Close()
+				r.tlsLn.Close()
+				return nil, fmt.Errorf("router: listening for HTTP/3 on UDP %s: %w (turn it off with --http3=false)", r.tlsLn.Addr(), err)
+			}
+			r.h3alt = r.altSvc()
+		}
 	}
 	for _, h := range o.PlatformHosts {
 		r.platform[strings.ToLower(h)] = true
@@ -236,6 +251,15 @@ func (r *Router) Run(ctx context.Context) error {
 		go r.acceptTLS(r.tlsLn, q)
 		servers = append(servers, tsrv)
 	}
+	var h3 *http3.Server
+	if r.udp != nil {
+		h3 = r.h3Server()
+		go func() {
+			if err := h3.Serve(r.udp); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, quic.ErrServerClosed) {
+				r.log.Error("HTTP/3 stopped", "err", err)
+			}
+		}()
+	}
 	var wg sync.WaitGroup
 	wg.Add(4)
 	go func() { defer wg.Done(); r.healthLoop(ctx) }()
@@ -256,6 +280,11 @@ func (r *Router) Run(ctx context.Context) error {
 			sctx, cancel := context.WithTimeout(context.Background(), time.Duration(r.drainTimeout.Load()))
 			for _, s := range servers {
 				s.Shutdown(sctx)
+			}
+			if h3 != nil {
+				h3.Shutdown(sctx)
+				h3.Close()
+				r.udp.Close()
 			}
 			r.drain(sctx) // tunnels and TCP connections, which Shutdown does not wait for
 			cancel()
@@ -472,6 +501,9 @@ func httpsPortSuffix(a net.Addr) string {
 
 // ServeHTTP routes one request.
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if r.h3alt != "" && req.TLS != nil && req.ProtoMajor < 3 {
+		w.Header().Set("Alt-Svc", r.h3alt)
+	}
 	host := hostOnly(req.Host)
 	if r.platform[host] && r.o.Platform != nil {
 		// The platform root certificate is public: it is what a client
