@@ -286,6 +286,21 @@ https://:%s {
 		}
 	}
 	report(proxies)
+	// HTTPS by protocol where HTTP/3 is spoken.
+	fmt.Println("\nHTTPS by protocol (Go clients: net/http h2, quic-go h3; 16 streams on one connection):")
+	var rows []string
+	for _, p := range running {
+		if (p.name != "gantry" && p.name != "caddy") || ctx.Err() != nil {
+			continue
+		}
+		for _, r := range protocols(p) {
+			rows = append(rows, fmt.Sprintf("| %s | %s | %.0f | %.2f | %.2f | %.1f | %s |", p.name, r.proto, r.rps, r.p50, r.p99, r.cpuPerReq, r.err))
+		}
+	}
+	fmt.Println("\n| proxy | protocol | req/s | p50 ms | p99 ms | proxy CPU µs/req | error |\n|---|---|---|---|---|---|---|")
+	for _, r := range rows {
+		fmt.Println(r)
+	}
 	return nil
 }
 
@@ -742,7 +757,7 @@ func serveGantry(spec string) {
 		panic(err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	rt, err := router.New(router.Options{Log: log, Listen: httpAddr, TLSListen: tlsAddr, Certs: ca})
+	rt, err := router.New(router.Options{Log: log, Listen: httpAddr, TLSListen: tlsAddr, Certs: ca, HTTP3: true})
 	if err != nil {
 		panic(err)
 	}
