@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -353,14 +354,24 @@ func (e *Enforcer) Apply(appKey string) error {
 	return nil
 }
 
-// applyInNetns loads an nft script inside a named network namespace.
+// nsenter is the command that enters a gear's namespace (tests replace
+// it).
+var nsenter = "nsenter"
+
+// applyInNetns loads an nft script inside a named network namespace. A
+// gear whose network goes away meanwhile (it is stopping: a deploy
+// drains it while the policy is applied) is not an error.
 func applyInNetns(netns, script string) error {
-	if _, err := os.Stat(netplan.NetnsPath(netns)); err != nil {
+	path := netplan.NetnsPath(netns)
+	if _, err := os.Stat(path); err != nil {
 		return nil // the gear's network is gone (stopping)
 	}
-	cmd := exec.Command("nsenter", "--net="+netplan.NetnsPath(netns), "nft", "-f", "-")
+	cmd := exec.Command(nsenter, "--net="+path, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(script)
 	if out, err := cmd.CombinedOutput(); err != nil {
+		if _, serr := os.Stat(path); errors.Is(serr, os.ErrNotExist) {
+			return nil // removed between the check and nsenter
+		}
 		return fmt.Errorf("nft: %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	return nil
