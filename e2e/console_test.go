@@ -305,6 +305,18 @@ func TestConsole(t *testing.T) {
 		t.Errorf("the revoked token: %v %v", resp, err)
 	}
 
+	// A value shown on request is text, not markup.
+	u.gantry("env", "set", "web", "MARKUP=<i id=injected>hi</i>")
+	do("revealing an env value", chromedp.Navigate(base+"apps/acme/web"),
+		chromedp.Click(chromedp.CSS(`#env span.secret`)),
+		chromedp.WaitVisible(chromedp.CSS(`#env span.secret code`)))
+	if got := text(`#env span.secret code`); got != "<i id=injected>hi</i>" {
+		t.Errorf("the revealed value reads %q", got)
+	}
+	if n := eval(`String(document.querySelectorAll("#injected").length)`); n != "0" {
+		t.Error("a revealed value became markup in the page")
+	}
+
 	// The admin page: machines, users, the platform's totals.
 	do("the admin page", chromedp.Navigate(base+"admin"), chromedp.WaitVisible(chromedp.CSS("#platform")))
 	if p := text("#platform"); !strings.Contains(p, "1 of 1 machine(s) up") {

@@ -251,7 +251,14 @@ func (s *server) stop() {
 	select {
 	case <-s.exited:
 	case <-time.After(30 * time.Second):
-		s.cmd.Process.Kill()
+		// The goroutines' stacks (Go prints them on SIGQUIT) say where
+		// the stop hangs.
+		s.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-s.exited:
+		case <-time.After(5 * time.Second):
+			s.cmd.Process.Kill()
+		}
 		s.t.Errorf("server did not stop on SIGTERM:\n%s", s.log.String())
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
 	"html/template"
 	"io/fs"
 	"net/http"
@@ -454,9 +455,15 @@ func (c *Console) revealEnv(w http.ResponseWriter, r *http.Request, s *session) 
 		http.Error(w, "no such variable", http.StatusNotFound)
 		return
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	revealed(w, v)
+}
+
+// revealed answers a secret shown on request: escaped, since htmx puts
+// the answer into the page as HTML.
+func revealed(w http.ResponseWriter, v string) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	w.Write([]byte(v))
+	w.Write([]byte("<code>" + html.EscapeString(v) + "</code>"))
 }
 
 func (c *Console) revealPassword(w http.ResponseWriter, r *http.Request, s *session) {
@@ -464,9 +471,7 @@ func (c *Console) revealPassword(w http.ResponseWriter, r *http.Request, s *sess
 	if err == nil {
 		for _, cart := range a.Cartridges {
 			if cart.Name == r.PathValue("name") {
-				w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-				w.Header().Set("Cache-Control", "no-store")
-				w.Write([]byte(cart.Password))
+				revealed(w, cart.Password)
 				return
 			}
 		}

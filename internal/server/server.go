@@ -802,9 +802,10 @@ func Run(ctx context.Context, o Options) error {
 	}
 	g := newGroup()
 	g.log = log
-	if clu != nil { // a cluster's store may be out of reach at the stop
-		g.limit = [stages]time.Duration{stageDoors: o.DrainTimeout + 10*time.Second, stageControl: 10 * time.Second, stageNode: 10 * time.Second, stageState: 5 * time.Second}
-	}
+	// A role that does not stop (a cluster's store out of reach at the
+	// stop, or a bug) is named in the log and left behind rather than
+	// holding the process: the gears run on without it.
+	g.limit = [stages]time.Duration{stageDoors: o.DrainTimeout + 10*time.Second, stageControl: 10 * time.Second, stageNode: 10 * time.Second, stageState: 5 * time.Second}
 	g.Go(stageState, "routes", routesPub)
 	g.Go(stageNode, "agent", ag)
 	g.Go(stageNode, "log drains", drains)
