@@ -447,11 +447,7 @@ func (c *cli) readPassword(fromStdin bool) (string, error) {
 		if !fromStdin {
 			return "", fmt.Errorf("give the password on a terminal, or with --password-stdin")
 		}
-		line, err := bufio.NewReader(c.o.Stdin).ReadString('\n')
-		if err != nil && err != io.EOF {
-			return "", err
-		}
-		return strings.TrimRight(line, "\r\n"), nil
+		return stdinLine(c.o.Stdin)
 	}
 	fmt.Fprint(c.o.Stderr, "New password: ")
 	a, err := term.ReadPassword(int(f.Fd()))

@@ -6,6 +6,7 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -179,4 +180,14 @@ func (c *cli) isTerminal() bool {
 func (c *cli) stderrTerminal() bool {
 	f, ok := c.o.Stderr.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd())) && !c.json
+}
+
+// stdinLine reads one line (a password, a key) from r, without its line
+// ending; an input without a final newline is a line too.
+func stdinLine(r io.Reader) (string, error) {
+	line, err := bufio.NewReader(r).ReadString('\n')
+	if err != nil && err != io.EOF {
+		return "", err
+	}
+	return strings.TrimRight(line, "\r\n"), nil
 }

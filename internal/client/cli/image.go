@@ -1,12 +1,10 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -34,11 +32,7 @@ func (r *registryFlags) password(stdin io.Reader) (string, error) {
 	case r.username == "":
 		return "", nil
 	case r.stdin:
-		line, err := bufio.NewReader(stdin).ReadString('\n')
-		if err != nil && err != io.EOF {
-			return "", err
-		}
-		return strings.TrimRight(line, "\r\n"), nil
+		return stdinLine(stdin)
 	}
 	if p := os.Getenv("GANTRY_REGISTRY_PASSWORD"); p != "" {
 		return p, nil

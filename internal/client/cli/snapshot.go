@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -217,8 +216,8 @@ no snapshots under its current key).`,
 			case len(args) == 2 && args[0] == "set":
 				req := apitypes.BackupTargetRequest{Location: args[1]}
 				if keyStdin {
-					line, rerr := bufio.NewReader(c.o.Stdin).ReadString('\n')
-					if rerr != nil && rerr != io.EOF {
+					line, rerr := stdinLine(c.o.Stdin)
+					if rerr != nil {
 						return rerr
 					}
 					req.Key = strings.TrimSpace(line)
