@@ -58,6 +58,8 @@ var (
 	rtts    = flag.Int("rtt", 2000, "WebSocket echo round trips")
 	rounds  = flag.Int("rounds", 3, "interleaved rounds of the keep-alive run (the median is reported)")
 	only    = flag.String("only", "", "comma-separated proxies to run (gantry,haproxy,nginx,caddy)")
+	parts   = flag.String("parts", "plain,https,protocols", "comma-separated parts to run: plain (HTTP keep-alive, connections, WebSockets), https (HTTP/1.1 and HTTP/2 keep-alive; https1 or h2 for one of them), protocols (HTTP/2 beside HTTP/3)")
+	profile = flag.String("cpuprofile", "", "write Gantry's CPU profile to this file (it is stopped with SIGTERM)")
 	serveGW = flag.String("serve-gantry", "", "internal: run the Gantry router (http,https,backend,wsbackend,dir)")
 	serveWS = flag.String("serve-ws", "", "internal: run the WebSocket echo backend on this address")
 )
@@ -231,6 +233,9 @@ https://:%s {
 		{name: "gantry", start: func(p *proxy) *exec.Cmd {
 			c := exec.Command(self, "-serve-gantry", strings.Join([]string{p.http, p.tls, backend, wsBackend, filepath.Join(dir, "gantry")}, ","))
 			c.Env = append(os.Environ(), "GOMAXPROCS=1")
+			if *profile != "" {
+				c.Env = append(c.Env, "BENCH_CPUPROFILE="+*profile)
+			}
 			return c
 		}},
 	}
@@ -259,8 +264,9 @@ https://:%s {
 		defer p.kill()
 		running = append(running, p)
 	}
+	part := func(name string) bool { return strings.Contains(","+*parts+",", ","+name+",") }
 	samples := map[*proxy][]result{}
-	for round := 0; round < *rounds && ctx.Err() == nil; round++ {
+	for round := 0; round < *rounds && ctx.Err() == nil && part("plain"); round++ {
 		for _, p := range running {
 			r, err := keepAlive(p)
 			if err != nil {
@@ -272,7 +278,7 @@ https://:%s {
 		}
 	}
 	for _, p := range running {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || !part("plain") {
 			break
 		}
 		if rs := samples[p]; len(rs) > 0 {
@@ -285,7 +291,16 @@ https://:%s {
 			fmt.Printf("  %s: %v\n", p.name, err)
 		}
 	}
-	report(proxies)
+	if part("plain") {
+		report(proxies)
+	}
+	if h1, h2 := part("https") || part("https1"), part("https") || part("h2"); ctx.Err() == nil && (h1 || h2) {
+		fmt.Println("\nHTTPS keep-alive:")
+		reportHTTPS(running, httpsRounds(running, dir, h1, h2))
+	}
+	if !part("protocols") {
+		return nil
+	}
 	// HTTPS by protocol where HTTP/3 is spoken.
 	fmt.Println("\nHTTPS by protocol (Go clients: net/http h2, quic-go h3; 16 streams on one connection):")
 	var rows []string
@@ -328,6 +343,16 @@ func (p *proxy) launch() error {
 }
 
 func (p *proxy) kill() {
+	if p.name == "gantry" && *profile != "" { // let it write its profile
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { p.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+			return
+		case <-time.After(10 * time.Second):
+		}
+	}
 	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 	p.cmd.Wait()
 }

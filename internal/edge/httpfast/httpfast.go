@@ -536,9 +536,10 @@ func (p *Response) Parse(head []byte, req *Request) error {
 	return nil
 }
 
-// sendResponse writes the response head and body to the client. It
-// reports whether the client connection stays open, and the body bytes.
-func SendResponse(c net.Conn, bc *Conn, p *Response, req *Request) (bool, int64, error) {
+// SendResponse writes the response head, with the extra header lines
+// (each ending in CRLF), and body to the client. It reports whether the
+// client connection stays open, and the body bytes.
+func SendResponse(c net.Conn, bc *Conn, p *Response, req *Request, extra []byte) (bool, int64, error) {
 	keep := !req.Close && !p.UntilClose
 	hb := HeadBufs.Get().(*[]byte)
 	defer HeadBufs.Put(hb)
@@ -546,6 +547,7 @@ func SendResponse(c net.Conn, bc *Conn, p *Response, req *Request) (bool, int64,
 	for _, h := range p.Headers {
 		out = append(out, p.Head[h[0]:h[1]]...)
 	}
+	out = append(out, extra...)
 	if !keep {
 		out = append(out, "Connection: close\r\n"...)
 	}
@@ -687,6 +689,13 @@ func (s *ConnSet) Add(c net.Conn) bool {
 	}
 	s.conns[c] = struct{}{}
 	return true
+}
+
+// Len is the number of connections on the fast path now.
+func (s *ConnSet) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
 }
 
 func (s *ConnSet) Remove(c net.Conn) {

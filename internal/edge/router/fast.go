@@ -23,12 +23,13 @@ import (
 // acceptHTTP serves the HTTP port: each connection starts on the fast path.
 func (r *Router) acceptHTTP(ln net.Listener, q *httpfast.ConnQueue) {
 	defer q.Close()
-	r.guard.Serve(ln, "http", func(c net.Conn) { r.serveFast(c, q) })
+	r.guard.Serve(ln, "http", func(c net.Conn) { r.serveFast(c, q, false) })
 }
 
 // serveFast serves requests on c until one needs net/http, which then
-// gets the connection with the unread bytes.
-func (r *Router) serveFast(c net.Conn, q *httpfast.ConnQueue) {
+// gets the connection with the unread bytes. secure: c is a TLS
+// connection of the HTTPS port.
+func (r *Router) serveFast(c net.Conn, q *httpfast.ConnQueue, secure bool) {
 	br := httpfast.Readers.Get().(*bufio.Reader)
 	br.Reset(c)
 	handOff, owned := false, false
@@ -77,7 +78,8 @@ func (r *Router) serveFast(c net.Conn, q *httpfast.ConnQueue) {
 			return
 		}
 		rt := r.table.Load().Lookup(host)
-		if rt == nil || rt.RedirectTo != "" || rt.HTTPS == HTTPSRedirect && r.tlsLn != nil || len(rt.Endpoints) == 0 ||
+		if rt == nil || rt.RedirectTo != "" || len(rt.Endpoints) == 0 ||
+			!secure && rt.HTTPS == HTTPSRedirect && r.tlsLn != nil || secure && rt.HTTPS == HTTPSOff ||
 			r.o.ACME != nil && bytes.HasPrefix(req.Target, []byte("/.well-known/acme-challenge/")) {
 			handOff = true
 			return
@@ -86,7 +88,7 @@ func (r *Router) serveFast(c net.Conn, q *httpfast.ConnQueue) {
 		if req.ContentLength > 0 {
 			c.SetReadDeadline(time.Time{}) // the body may take its time
 		}
-		keep, err := r.proxyFast(c, br, &req, rt, host, clientIP, remote, trusted)
+		keep, err := r.proxyFast(c, br, &req, rt, host, clientIP, remote, trusted, secure)
 		if err == errTunnelOwned {
 			owned = true
 			return
@@ -112,7 +114,7 @@ func (r *Router) dialBackend(ep string, rt *Route) (*httpfast.Conn, error) {
 
 // proxyFast sends one parsed request to a gear and its response back. It
 // reports whether the client connection may serve another request.
-func (r *Router) proxyFast(c net.Conn, cbr *bufio.Reader, req *httpfast.Request, rt *Route, host, clientIP, remote string, trusted bool) (bool, error) {
+func (r *Router) proxyFast(c net.Conn, cbr *bufio.Reader, req *httpfast.Request, rt *Route, host, clientIP, remote string, trusted, secure bool) (bool, error) {
 	start := time.Now()
 	rt2, ep, cnt := r.pick(host)
 	if ep == "" {
@@ -127,7 +129,11 @@ func (r *Router) proxyFast(c net.Conn, cbr *bufio.Reader, req *httpfast.Request,
 
 	hb := httpfast.HeadBufs.Get().(*[]byte)
 	defer httpfast.HeadBufs.Put(hb)
-	out := r.requestHead((*hb)[:0], req, clientIP, "http", trusted)
+	proto, extra := "http", []byte(nil)
+	if secure {
+		proto, extra = "https", r.altSvcHeader
+	}
+	out := r.requestHead((*hb)[:0], req, clientIP, proto, trusted)
 	*hb = out
 	entry := r.obs.entry(st)
 	if entry != nil { // the head's bytes are not kept past the body
@@ -168,7 +174,7 @@ func (r *Router) proxyFast(c net.Conn, cbr *bufio.Reader, req *httpfast.Request,
 	if resp.Status == http.StatusSwitchingProtocols {
 		return false, r.tunnelFast(c, cbr, bc, &resp, rt2, st, entry, start, ep)
 	}
-	keep, n, err := httpfast.SendResponse(c, bc, &resp, req)
+	keep, n, err := httpfast.SendResponse(c, bc, &resp, req, extra)
 	if req.Upgrade != nil {
 		resp.Reusable = false
 	}

@@ -38,6 +38,7 @@ func listenUDP(addr string) (net.PacketConn, error) {
 
 func (r *Router) h3Server() *http3.Server {
 	tc := &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: r.getCertificate}
+	r.h3Conf = tc // each handshake gets a copy of it, with its ticket keys
 	return &http3.Server{
 		Handler:        http.HandlerFunc(r.serveH3),
 		TLSConfig:      http3.ConfigureTLSConfig(tc),

@@ -70,9 +70,12 @@ func (r *Router) newProxy() {
 		DisableCompression: true,
 	}
 	r.proxy = &httputil.ReverseProxy{
-		Rewrite:       r.rewrite,
-		Transport:     roundTripper{pool: r.trans, tunnels: tunnels},
-		FlushInterval: -1, // stream: server-sent events and long polls work
+		Rewrite:   r.rewrite,
+		Transport: roundTripper{pool: r.trans, tunnels: tunnels},
+		// Responses of unknown length and server-sent events are flushed
+		// as they come (ReverseProxy does so for them); the rest as the
+		// buffer fills, so that HTTP/2 can put several streams in one write.
+		FlushInterval: 0,
 		ErrorHandler:  r.proxyError,
 		ErrorLog:      slog.NewLogLogger(r.log.Handler(), slog.LevelDebug),
 		BufferPool:    bufferPool{},

@@ -120,23 +120,28 @@ type Waker interface {
 
 // Router serves HTTP for apps.
 type Router struct {
-	o         Options
-	log       *slog.Logger
-	ln        net.Listener
-	tlsLn     net.Listener
-	udp       net.PacketConn // HTTP/3 (nil: off)
-	h3alt     string         // the Alt-Svc header value advertising it
-	table     atomic.Pointer[Table]
-	proxy     *httputil.ReverseProxy
-	trans     *http.Transport
-	pool      httpfast.Pool    // the fast path's connections to gears
-	fastConns httpfast.ConnSet // the fast path's client connections
-	tcp       tcpRoutes
-	obs       *observer
-	certs     certCache
-	guard     *connguard.Guard
-	down      downSet // gears that refused a connection
-	h2        *http2.Server
+	o     Options
+	log   *slog.Logger
+	ln    net.Listener
+	tlsLn net.Listener
+	udp   net.PacketConn // HTTP/3 (nil: off)
+	h3alt string         // the Alt-Svc header value advertising it
+	// altSvcHeader is the same as a header line, for the fast path.
+	altSvcHeader []byte
+	table        atomic.Pointer[Table]
+	proxy        *httputil.ReverseProxy
+	trans        *http.Transport
+	pool         httpfast.Pool    // the fast path's connections to gears
+	fastConns    httpfast.ConnSet // the fast path's client connections
+	tcp          tcpRoutes
+	obs          *observer
+	certs        certCache
+	guard        *connguard.Guard
+	down         downSet // gears that refused a connection
+	h2           *http2.Server
+	tlsConf      *tls.Config // the HTTPS port's
+	h3Conf       *tls.Config // HTTP/3's (nil: off)
+	tickets      ticketRing
 	// drainTimeout is Options.DrainTimeout, changeable while running.
 	drainTimeout atomic.Int64
 
@@ -195,6 +200,7 @@ func New(o Options) (*Router, error) {
 				return nil, fmt.Errorf("router: listening for HTTP/3 on UDP %s: %w (turn it off with --http3=false)", r.tlsLn.Addr(), err)
 			}
 			r.h3alt = r.altSvc()
+			r.altSvcHeader = []byte("Alt-Svc: " + r.h3alt + "\r\n")
 		}
 	}
 	for _, h := range o.PlatformHosts {
@@ -240,20 +246,31 @@ func (r *Router) Run(ctx context.Context) error {
 	go func() { errc <- srv.Serve(hq) }()
 	go r.acceptHTTP(r.ln, hq)
 	servers := []*http.Server{srv}
-	if r.tlsLn != nil {
-		tsrv := r.httpServer()
-		tsrv.TLSConfig = r.tlsConfig()
-		// h2 is served by serveH2 (rapid-reset guard), not net/http's own.
-		r.h2 = &http2.Server{IdleTimeout: r.o.IdleTimeout, MaxConcurrentStreams: 250}
-		tsrv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){http2.NextProtoTLS: r.serveH2}
-		q := httpfast.NewConnQueue(r.tlsLn.Addr())
-		go func() { errc <- tsrv.ServeTLS(q, "", "") }()
-		go r.acceptTLS(r.tlsLn, q)
-		servers = append(servers, tsrv)
-	}
 	var h3 *http3.Server
 	if r.udp != nil {
 		h3 = r.h3Server()
+	}
+	if r.tlsLn != nil {
+		// The router terminates TLS itself (serveTLS); tsrv serves what
+		// the fast path hands off, on connections already decrypted.
+		tsrv := r.httpServer()
+		tsrv.Handler = http.HandlerFunc(r.serveHandedTLS)
+		tsrv.ConnContext = tlsConnContext
+		// h2 is served by serveH2 (rapid-reset guard), not net/http's own;
+		// configured on tsrv so that its Shutdown sends GOAWAY.
+		r.h2 = &http2.Server{IdleTimeout: r.o.IdleTimeout, MaxConcurrentStreams: 250}
+		if err := http2.ConfigureServer(tsrv, r.h2); err != nil {
+			return fmt.Errorf("router: %w", err)
+		}
+		r.tlsConf = r.tlsConfig()
+		r.tickets.rotate(r.tlsConf, r.h3Conf)
+		go r.rotateTickets(ctx, r.tlsConf, r.h3Conf)
+		q := httpfast.NewConnQueue(r.tlsLn.Addr())
+		go func() { errc <- tsrv.Serve(q) }()
+		go r.acceptTLS(r.tlsLn, q, tsrv)
+		servers = append(servers, tsrv)
+	}
+	if h3 != nil {
 		go func() {
 			if err := h3.Serve(r.udp); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, quic.ErrServerClosed) {
 				r.log.Error("HTTP/3 stopped", "err", err)

@@ -2,14 +2,20 @@ package router
 
 import (
 	"bytes"
+	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/net/http2"
 
 	"github.com/gantry-paas/gantry/internal/edge/httpfast"
 )
@@ -21,9 +27,102 @@ func (r *Router) tlsConfig() *tls.Config {
 		GetCertificate: r.getCertificate,
 	}
 	if r.o.ACME != nil {
-		c.NextProtos = append(c.NextProtos, "acme-tls/1") // TLS-ALPN-01 validation
+		c.NextProtos = append(c.NextProtos, acmeALPN) // TLS-ALPN-01 validation
 	}
 	return c
+}
+
+const acmeALPN = "acme-tls/1"
+
+// serveTLS terminates TLS on a connection of the HTTPS port and serves it
+// by the protocol the client chose: h2 through the rapid-reset guard,
+// HTTP/1.1 on the fast path like plain HTTP (net/http gets what the fast
+// path hands off, with the TLS state, from q).
+func (r *Router) serveTLS(c net.Conn, q *httpfast.ConnQueue, s *http.Server) {
+	tc := tls.Server(c, r.tlsConf)
+	c.SetDeadline(time.Now().Add(r.o.HeaderTimeout))
+	if err := tc.Handshake(); err != nil {
+		r.log.Debug("TLS handshake failed", "client", c.RemoteAddr().String(), "err", err)
+		c.Close()
+		return
+	}
+	c.SetDeadline(time.Time{})
+	switch tc.ConnectionState().NegotiatedProtocol {
+	case http2.NextProtoTLS:
+		r.serveH2(s, tc, r)
+		tc.Close()
+	case acmeALPN: // the handshake was the validation
+		tc.Close()
+	default:
+		r.serveFast(tc, q, true)
+	}
+}
+
+// tlsStateKey carries a handed-off connection's TLS state into its
+// requests: net/http sees a wrapped connection, not a *tls.Conn.
+type tlsStateKey struct{}
+
+func tlsConnContext(ctx context.Context, c net.Conn) context.Context {
+	if pc, ok := c.(*httpfast.PrefixConn); ok {
+		if tc, ok := pc.Conn.(*tls.Conn); ok {
+			st := tc.ConnectionState()
+			return context.WithValue(ctx, tlsStateKey{}, &st)
+		}
+	}
+	return ctx
+}
+
+// serveHandedTLS serves a request the TLS fast path handed off.
+func (r *Router) serveHandedTLS(w http.ResponseWriter, req *http.Request) {
+	if req.TLS == nil {
+		req.TLS, _ = req.Context().Value(tlsStateKey{}).(*tls.ConnectionState)
+	}
+	r.ServeHTTP(w, req)
+}
+
+// Session tickets let a returning client skip the full handshake. Their
+// keys are the router's own, random, and rotated: a new one every
+// ticketRotation, the older ones still accepted until ticketKeys are in
+// use, so a ticket lives at most a day and a stolen key opens no more.
+const (
+	ticketRotation = time.Hour
+	ticketKeys     = 24
+)
+
+type ticketRing struct {
+	mu   sync.Mutex
+	keys [][32]byte
+}
+
+// rotate puts a new key first and gives it to every config.
+func (t *ticketRing) rotate(confs ...*tls.Config) {
+	var k [32]byte
+	rand.Read(k[:])
+	t.mu.Lock()
+	t.keys = append([][32]byte{k}, t.keys...)
+	if len(t.keys) > ticketKeys {
+		t.keys = t.keys[:ticketKeys]
+	}
+	keys := slices.Clone(t.keys)
+	t.mu.Unlock()
+	for _, c := range confs {
+		if c != nil {
+			c.SetSessionTicketKeys(keys)
+		}
+	}
+}
+
+func (r *Router) rotateTickets(ctx context.Context, confs ...*tls.Config) {
+	tick := time.NewTicker(ticketRotation)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			r.tickets.rotate(confs...)
+		}
+	}
 }
 
 // getCertificate picks the certificate by SNI: an alias's own (uploaded or
@@ -70,14 +169,14 @@ func (r *Router) platformName() string {
 	return "localhost"
 }
 
-// acceptTLS hands connections to the HTTPS server; when TLS passthrough
-// routes exist it first peeks at the ClientHello and splices those by SNI
-// straight to their gears, without terminating TLS.
-func (r *Router) acceptTLS(ln net.Listener, q *httpfast.ConnQueue) {
+// acceptTLS serves the HTTPS port; when TLS passthrough routes exist it
+// first peeks at the ClientHello and splices those by SNI straight to
+// their gears, without terminating TLS.
+func (r *Router) acceptTLS(ln net.Listener, q *httpfast.ConnQueue, s *http.Server) {
 	defer q.Close()
 	r.guard.Serve(ln, "https", func(c net.Conn) {
 		if len(r.table.Load().SNI) == 0 {
-			q.Push(c)
+			r.serveTLS(c, q, s)
 			return
 		}
 		name, prefix, err := peekSNI(c, r.o.HeaderTimeout)
@@ -90,7 +189,7 @@ func (r *Router) acceptTLS(ln net.Listener, q *httpfast.ConnQueue) {
 			r.serveTCP(pc, tr.Port, name)
 			return
 		}
-		q.Push(pc)
+		r.serveTLS(pc, q, s)
 	})
 }
 

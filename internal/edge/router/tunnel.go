@@ -89,27 +89,33 @@ type tunnel struct {
 func (t *tunnel) touch() { t.last.Store(time.Now().UnixNano()) }
 
 // relay copies src to dst until src ends (then half-closes dst) or fails
-// or the tunnel idles (then closes both).
+// or the tunnel idles (then closes both). A socket is waited on without a
+// buffer; a TLS connection (which may hold decrypted bytes the socket no
+// longer shows) is read directly.
 func (t *tunnel) relay(dst, src net.Conn) int64 {
 	var n int64
-	sc, ok := src.(syscall.Conn)
-	if !ok {
-		return n
+	var raw syscall.RawConn
+	if sc, ok := src.(syscall.Conn); ok {
+		var err error
+		if raw, err = sc.SyscallConn(); err != nil {
+			return n
+		}
 	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return n
+	idle := func(err error) bool {
+		var ne net.Error
+		return !errors.As(err, &ne) || !ne.Timeout() || time.Since(time.Unix(0, t.last.Load())) >= t.idle
 	}
 	for {
 		src.SetReadDeadline(time.Unix(0, t.last.Load()).Add(t.idle))
-		if err := waitReadable(raw); err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && time.Since(time.Unix(0, t.last.Load())) < t.idle {
-				continue // the other direction was busy: not idle
+		if raw != nil {
+			if err := waitReadable(raw); err != nil {
+				if !idle(err) {
+					continue // the other direction was busy: not idle
+				}
+				dst.Close()
+				src.Close()
+				return n
 			}
-			dst.Close()
-			src.Close()
-			return n
 		}
 		bp := copyBufs.Get().(*[]byte)
 		for {
@@ -125,6 +131,9 @@ func (t *tunnel) relay(dst, src net.Conn) int64 {
 				}
 			}
 			if rerr != nil {
+				if raw == nil && !idle(rerr) {
+					break // the other direction was busy: not idle
+				}
 				copyBufs.Put(bp)
 				if cw, ok := dst.(interface{ CloseWrite() error }); ok && isEOF(rerr) && cw.CloseWrite() == nil {
 					return n

@@ -174,7 +174,7 @@ func (r *Router) forwardFast(c net.Conn, cbr *bufio.Reader, req *httpfast.Reques
 			strconv.Itoa(len(msg)) + "\r\n\r\n" + msg))
 		return false
 	}
-	keep, n, err := httpfast.SendResponse(c, bc, &resp, req)
+	keep, n, err := httpfast.SendResponse(c, bc, &resp, req, nil)
 	if err != nil || !resp.Reusable {
 		bc.Drop()
 	} else {
