@@ -15,10 +15,12 @@ import (
 )
 
 // tunnelFast relays an upgraded connection (a WebSocket) between client and
-// gear after the gear's 101. An idle tunnel holds no buffer: each
-// direction waits for its socket to be readable (a one-byte MSG_PEEK) and
-// only then borrows a copy buffer. It closes after the tunnel timeout
-// without traffic either way.
+// gear after the gear's 101. An idle tunnel holds neither a buffer nor a
+// goroutine: each direction waits for its socket in the netpoller for a
+// moment, then parks it in the shared poller (parked.go), which starts
+// the direction again when a byte arrives; only then does it borrow a
+// copy buffer. It closes after the tunnel timeout without traffic either
+// way.
 func (r *Router) tunnelFast(c net.Conn, cbr *bufio.Reader, bc *httpfast.Conn, resp *httpfast.Response, rt *Route, st *appStats, entry *accessEntry, start time.Time, ep string) error {
 	headLen := len(resp.Head)
 	if _, err := c.Write(resp.Head); err != nil {
@@ -30,8 +32,6 @@ func (r *Router) tunnelFast(c net.Conn, cbr *bufio.Reader, bc *httpfast.Conn, re
 	if rt.TunnelTimeout > 0 {
 		idle = rt.TunnelTimeout
 	}
-	t := &tunnel{idle: idle}
-	t.touch()
 	// Bytes either side sent along with the handshake go first.
 	var in, out int64
 	if n := cbr.Buffered(); n > 0 {
@@ -56,91 +56,150 @@ func (r *Router) tunnelFast(c net.Conn, cbr *bufio.Reader, bc *httpfast.Conn, re
 	backend := bc.Conn
 	bc.BR.Reset(nil)
 	httpfast.Readers.Put(bc.BR)
-	// Two fresh goroutines own the tunnel from here (small stacks: the
-	// request's goroutine, grown by parsing and proxying, ends).
 	st.begin()
 	cnt := rt.countOf(ep)
 	cnt.Add(1)
-	var wg sync.WaitGroup
-	wg.Add(2)
-	var fwd, back int64
-	go func() { defer wg.Done(); back = t.relay(c, backend) }()
-	go func() { defer wg.Done(); fwd = t.relay(backend, c) }()
-	go func() {
-		wg.Wait()
-		c.Close()
-		backend.Close()
+	t := newTunnel(c, backend, idle, func(fwd, back int64) {
 		cnt.Add(-1)
 		st.end()
 		st.websockets.Dec()
 		r.obs.recordEntry(st, entry, start, http.StatusSwitchingProtocols, in+fwd, out+back, ep)
-	}()
+	})
+	t.run()
 	return errTunnelOwned
 }
 
 // errTunnelOwned says the connection now belongs to a tunnel's goroutines.
 var errTunnelOwned = errors.New("connection taken by a tunnel")
 
+// tunnel is a spliced pair of connections: two halves, each copying one
+// way. The half that ends last closes both and reports the bytes.
 type tunnel struct {
-	idle time.Duration
-	last atomic.Int64 // unix nanoseconds of the last byte either way
+	idle    time.Duration
+	last    atomic.Int64 // unix nanoseconds of the last byte either way
+	halves  [2]half      // a to b, b to a
+	left    atomic.Int32
+	ended   bool // both closed (guarded by the poller's lock)
+	closed  sync.Once
+	a, b    net.Conn
+	finally func(ab, ba int64)
+}
+
+// half copies src to dst.
+type half struct {
+	t        *tunnel
+	dst, src net.Conn
+	raw      syscall.RawConn // nil for a TLS source: it is read directly
+	n        int64
+	id       uint32 // its key while parked (0: not parked)
+}
+
+func newTunnel(a, b net.Conn, idle time.Duration, finally func(ab, ba int64)) *tunnel {
+	t := &tunnel{idle: idle, a: a, b: b, finally: finally}
+	t.touch()
+	t.left.Store(2)
+	t.halves[0] = half{t: t, dst: b, src: a}
+	t.halves[1] = half{t: t, dst: a, src: b}
+	for i := range t.halves {
+		h := &t.halves[i]
+		if sc, ok := h.src.(syscall.Conn); ok {
+			h.raw, _ = sc.SyscallConn()
+		}
+	}
+	return t
+}
+
+// run starts both halves, each in a goroutine of its own (small stacks:
+// the request's goroutine, grown by parsing and proxying, ends).
+func (t *tunnel) run() {
+	go t.halves[0].run()
+	go t.halves[1].run()
 }
 
 func (t *tunnel) touch() { t.last.Store(time.Now().UnixNano()) }
 
-// relay copies src to dst until src ends (then half-closes dst) or fails
-// or the tunnel idles (then closes both). A socket is waited on without a
-// buffer; a TLS connection (which may hold decrypted bytes the socket no
-// longer shows) is read directly.
-func (t *tunnel) relay(dst, src net.Conn) int64 {
-	var n int64
-	var raw syscall.RawConn
-	if sc, ok := src.(syscall.Conn); ok {
-		var err error
-		if raw, err = sc.SyscallConn(); err != nil {
-			return n
-		}
+// idleFor is how long neither half carried a byte.
+func (t *tunnel) idleFor() time.Duration { return time.Since(time.Unix(0, t.last.Load())) }
+
+// end closes both connections; a parked half is finished here (the
+// first call does it; finish may call end again).
+func (t *tunnel) end() {
+	first := false
+	t.closed.Do(func() {
+		first = true
+		t.a.Close()
+		t.b.Close()
+	})
+	if !first {
+		return
 	}
-	idle := func(err error) bool {
-		var ne net.Error
-		return !errors.As(err, &ne) || !ne.Timeout() || time.Since(time.Unix(0, t.last.Load())) >= t.idle
+	for _, h := range parking.ended(t) {
+		h.finish()
 	}
+}
+
+// finish counts a half done; the last one reports.
+func (h *half) finish() {
+	t := h.t
+	if t.left.Add(-1) > 0 {
+		return
+	}
+	t.end()
+	t.finally(t.halves[0].n, t.halves[1].n)
+}
+
+// parkAfter is how long a quiet half waits in the netpoller (a goroutine
+// and its stack) before it is parked in the shared poller (neither).
+const parkAfter = 20 * time.Millisecond
+
+// run copies until the source ends (then half-closes the destination),
+// fails, or the tunnel idles (then closes both), or parks the half.
+func (h *half) run() {
+	t := h.t
 	for {
-		src.SetReadDeadline(time.Unix(0, t.last.Load()).Add(t.idle))
-		if raw != nil {
-			if err := waitReadable(raw); err != nil {
-				if !idle(err) {
-					continue // the other direction was busy: not idle
+		if h.raw != nil {
+			wait := min(parkAfter, t.idle-t.idleFor())
+			h.src.SetReadDeadline(time.Now().Add(max(wait, 0)))
+			if err := waitReadable(h.raw); err != nil {
+				var ne net.Error
+				switch {
+				case !errors.As(err, &ne) || !ne.Timeout() || t.idleFor() >= t.idle:
+					t.end()
+					h.finish()
+					return
+				case parking.park(h):
+					return // the poller runs it again
 				}
-				dst.Close()
-				src.Close()
-				return n
+				continue
 			}
 		}
+		h.src.SetReadDeadline(time.Unix(0, t.last.Load()).Add(t.idle))
 		bp := copyBufs.Get().(*[]byte)
 		for {
-			m, rerr := src.Read(*bp)
+			m, rerr := h.src.Read(*bp)
 			if m > 0 {
 				t.touch()
-				n += int64(m)
-				if _, werr := dst.Write((*bp)[:m]); werr != nil {
+				h.n += int64(m)
+				if _, werr := h.dst.Write((*bp)[:m]); werr != nil {
 					copyBufs.Put(bp)
-					dst.Close()
-					src.Close()
-					return n
+					t.end()
+					h.finish()
+					return
 				}
 			}
 			if rerr != nil {
-				if raw == nil && !idle(rerr) {
+				var ne net.Error
+				if errors.As(rerr, &ne) && ne.Timeout() && t.idleFor() < t.idle {
 					break // the other direction was busy: not idle
 				}
 				copyBufs.Put(bp)
-				if cw, ok := dst.(interface{ CloseWrite() error }); ok && isEOF(rerr) && cw.CloseWrite() == nil {
-					return n
+				if cw, ok := h.dst.(interface{ CloseWrite() error }); ok && isEOF(rerr) && cw.CloseWrite() == nil {
+					h.finish()
+					return
 				}
-				dst.Close()
-				src.Close()
-				return n
+				t.end()
+				h.finish()
+				return
 			}
 			if m < len(*bp) {
 				break // drained for now: give the buffer back while waiting
