@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,6 +47,24 @@ func TestBrowserWSS(t *testing.T) {
 	if !strings.HasPrefix(proto, "h2") {
 		t.Errorf("page loaded over %q; want h2", proto)
 	}
+	// On h2 the browser opened its WebSocket as a stream of the same
+	// connection (RFC 8441: an extended CONNECT), not a connection of its
+	// own. Its access line is written when it ends: the page closes it.
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[any](`ws.close()`)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the WebSocket's access line", 5*time.Second, func() error {
+		b, err := os.ReadFile(filepath.Join(data, "logs", "access.log"))
+		if err != nil {
+			return err
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "app=acme/web") && strings.Contains(l, "method=CONNECT") && strings.Contains(l, "proto=HTTP/2.0") && strings.Contains(l, "status=200") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no extended CONNECT over h2 in the access log:\n%s", b)
+	})
 }
 
 // browser starts Debian's headless Chromium with the platform root

@@ -91,6 +91,10 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request, rt *Route, ep
 		body = &countingBody{ReadCloser: req.Body}
 		req.Body = body
 	}
+	if isExtendedConnect(req) {
+		r.forwardH2WebSocket(w, req, rt, ep, st, start)
+		return
+	}
 	ws := isUpgrade(req)
 	if ws {
 		st.websockets.Inc()
@@ -106,6 +110,28 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request, rt *Route, ep
 	r.obs.record(req, st, start, rec.Status, in, rec.Bytes, ep)
 	rec.ResponseWriter = nil
 	recorders.Put(rec)
+}
+
+// forwardH2WebSocket carries a WebSocket opened over h2 to ep.
+func (r *Router) forwardH2WebSocket(w http.ResponseWriter, req *http.Request, rt *Route, ep string, st *appStats, start time.Time) {
+	d := r.o.DialTimeout
+	if rt.ConnectTimeout > 0 {
+		d = rt.ConnectTimeout
+	}
+	conn, err := net.DialTimeout("tcp", ep, d)
+	if err != nil {
+		r.markDown(ep, err)
+		r.obs.page(w, req, st, start, http.StatusBadGateway, "App not responding", "The app at "+hostOnly(req.Host)+" did not answer. Its owner can look at `gantry logs`.")
+		return
+	}
+	idle := r.o.TunnelTimeout
+	if rt.TunnelTimeout > 0 {
+		idle = rt.TunnelTimeout
+	}
+	st.websockets.Inc()
+	status, in, out := r.h2WebSocket(w, req, conn, idle)
+	st.websockets.Dec()
+	r.obs.record(req, st, start, status, in, out, ep)
 }
 
 func isUpgrade(req *http.Request) bool {
@@ -138,42 +164,48 @@ func (r *Router) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Scheme = "http"
 	pr.Out.URL.Host = t.ep
 	pr.Out.Host = pr.In.Host
-	client, _, _ := net.SplitHostPort(pr.In.RemoteAddr)
+	// ReverseProxy drops Forwarded before Rewrite: a trusted proxy's is
+	// put back, as the fast path passes it on.
+	if f := pr.In.Header.Values("Forwarded"); len(f) > 0 {
+		pr.Out.Header["Forwarded"] = f
+	}
+	r.setForwarded(pr.In, pr.Out.Header)
+}
+
+// setForwarded sets the X-Forwarded-*, X-Real-IP and Forwarded headers of
+// out, a copy of in's headers going to a gear.
+func (r *Router) setForwarded(in *http.Request, out http.Header) {
+	client, _, _ := net.SplitHostPort(in.RemoteAddr)
 	proto := "http"
-	if pr.In.TLS != nil {
+	if in.TLS != nil {
 		proto = "https"
 	}
 	if r.trusted(client) {
 		// A proxy we trust: keep what it says (Forwarded, X-Real-IP
 		// too), append the hop.
-		if pr.In.Header.Get("X-Real-IP") == "" {
-			pr.Out.Header.Set("X-Real-IP", client)
+		if in.Header.Get("X-Real-IP") == "" {
+			out.Set("X-Real-IP", client)
 		}
-		// ReverseProxy drops Forwarded before Rewrite: put the trusted
-		// proxy's back, as the fast path passes it on.
-		if f := pr.In.Header.Values("Forwarded"); len(f) > 0 {
-			pr.Out.Header["Forwarded"] = f
-		}
-		if prior := pr.In.Header.Values("X-Forwarded-For"); len(prior) > 0 {
+		if prior := in.Header.Values("X-Forwarded-For"); len(prior) > 0 {
 			client = strings.Join(prior, ", ") + ", " + client
 		}
-		if p := pr.In.Header.Get("X-Forwarded-Proto"); p != "" {
+		if p := in.Header.Get("X-Forwarded-Proto"); p != "" {
 			proto = p
 		}
-		if h := pr.In.Header.Get("X-Forwarded-Host"); h != "" {
-			pr.Out.Header.Set("X-Forwarded-Host", h)
+		if h := in.Header.Get("X-Forwarded-Host"); h != "" {
+			out.Set("X-Forwarded-Host", h)
 		} else {
-			pr.Out.Header.Set("X-Forwarded-Host", pr.In.Host)
+			out.Set("X-Forwarded-Host", in.Host)
 		}
 	} else {
 		// Anyone else's X-Forwarded-*, X-Real-IP and Forwarded are
 		// replaced or dropped, never passed on.
-		pr.Out.Header.Set("X-Forwarded-Host", pr.In.Host)
-		pr.Out.Header.Set("X-Real-IP", client)
-		pr.Out.Header.Del("Forwarded")
+		out.Set("X-Forwarded-Host", in.Host)
+		out.Set("X-Real-IP", client)
+		out.Del("Forwarded")
 	}
-	pr.Out.Header.Set("X-Forwarded-For", client)
-	pr.Out.Header.Set("X-Forwarded-Proto", proto)
+	out.Set("X-Forwarded-For", client)
+	out.Set("X-Forwarded-Proto", proto)
 }
 
 func (r *Router) trusted(ip string) bool {

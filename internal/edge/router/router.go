@@ -530,6 +530,10 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			r.platformNeedsTLS(w, req, host)
 			return
 		}
+		if isExtendedConnect(req) {
+			r.h2WebSocket(w, req, r.platformConn(req), r.o.TunnelTimeout)
+			return
+		}
 		r.o.Platform.ServeHTTP(w, req)
 		return
 	}
