@@ -288,6 +288,11 @@ func (a *Agent) startOne(ctx context.Context, app *store.App, dep *store.Deploym
 		}
 	}
 	if hook := a.hook(dep, "pre_start"); hook != "" && g.State != store.GearOneOff {
+		// The hook runs in the gear's network: whole before it (else
+		// the start finishes it while the container is made).
+		if err := a.driverFor(*g).AddNetwork(g.ID); err != nil {
+			return fmt.Errorf("gear %s's network: %w", g.ID, err)
+		}
 		fmt.Fprintf(out, "-----> Running pre_start hook (gear %s)\n", g.ID)
 		if err := a.runGearHook(ctx, app, g, hook, dep.Dir, env, out); err != nil {
 			return fmt.Errorf("pre_start hook: %w", err)
@@ -492,7 +497,12 @@ func (a *Agent) waitReady(ctx context.Context, g *store.Gear, health string) err
 	ctx, cancel := context.WithTimeout(ctx, a.o.StartTimeout)
 	defer cancel()
 	client := &http.Client{Timeout: 2 * time.Second}
-	for delay := 2 * time.Millisecond; ; delay = min(delay*2, 20*time.Millisecond) {
+	// Every millisecond at first (a refused connect costs microseconds;
+	// a start is often a few tens of milliseconds), then less often.
+	for try, delay := 0, time.Millisecond; ; try++ {
+		if try > 100 {
+			delay = min(delay*2, 20*time.Millisecond)
+		}
 		if st, err := a.rt.State(g.ID); err == nil && st.Restarts > 0 {
 			return fmt.Errorf("the gear's process %s before it listened on port %d", st.LastExit, g.Port)
 		}

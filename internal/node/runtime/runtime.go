@@ -19,6 +19,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -248,6 +249,22 @@ type Namespaces struct {
 
 	netMu   sync.Mutex    // serialises network changes
 	applied netplan.State // what the kernel has, guarded by netMu
+	gated   sync.Map      // gear ID -> true: prepared, its network to finish in Start
+}
+
+// Start starts the gear's supervisor, then finishes the network of a gear
+// prepared without it: runc makes the container meanwhile, and the app
+// starts once the address is given (last, after the rules).
+func (n *Namespaces) Start(gearID string) error {
+	if err := n.Process.Start(gearID); err != nil {
+		return err
+	}
+	if _, ok := n.gated.LoadAndDelete(gearID); ok {
+		if err := n.AddNetwork(gearID); err != nil {
+			return fmt.Errorf("network: %w", err)
+		}
+	}
+	return nil
 }
 
 func (n *Namespaces) Caps() Caps { return Caps{Isolated: true} }
@@ -304,10 +321,33 @@ func (n *Namespaces) RefreshNetwork() error {
 	return n.network(func(p netplan.Plan) ([]string, error) { return netplan.Apply(p, nil, &n.applied) })
 }
 
-// Prepare gives the gear its network, a cgroup with its limits and an
-// OCI bundle, and points the spec at runc.
+// Prepare gives the gear a cgroup with its limits and an OCI bundle, and
+// points the spec at runc. Its network: a gear of the host's programs
+// gets an empty namespace here and the rest (link, rules, address) in
+// Start, while runc makes its container: its PID 1 waits for the address
+// (gear-init --wait-addr), which comes last. An image's command is PID 1
+// itself: its network is made whole here.
 func (n *Namespaces) Prepare(sb Sandbox, spec *shim.Spec) error {
-	if err := n.AddNetwork(sb.ID); err != nil {
+	var gate netip.Addr
+	if sb.Image == nil {
+		n.netMu.Lock()
+		p, err := n.Plan()
+		for _, g := range p.Gears {
+			if g.ID == sb.ID {
+				gate = g.IP
+			}
+		}
+		if err == nil && gate.IsValid() {
+			err = netplan.EnsureNetns(p, sb.ID)
+		}
+		n.netMu.Unlock()
+		if err != nil {
+			return fmt.Errorf("network: %w", err)
+		}
+	}
+	if gate.IsValid() {
+		n.gated.Store(sb.ID, true)
+	} else if err := n.AddNetwork(sb.ID); err != nil {
 		return fmt.Errorf("network: %w", err)
 	}
 	if err := own(sb); err != nil {
@@ -345,6 +385,9 @@ func (n *Namespaces) Prepare(sb Sandbox, spec *shim.Spec) error {
 				return err
 			}
 		}
+	}
+	if gate.IsValid() {
+		ss.Args = append([]string{n.Init, "gear-init", "--wait-addr", gate.String()}, ss.Args[2:]...)
 	}
 	if err := sandbox.WriteBundle(bundle, ss); err != nil {
 		return err

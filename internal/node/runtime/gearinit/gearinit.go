@@ -1,24 +1,50 @@
-// Package gearinit is PID 1 inside a namespaced gear (`gantry gear-init --
-// CMD...`), as tini is for containers: the kernel ignores signals that PID 1
-// does not handle, and orphans are re-parented to it. It starts the command
-// in its own process group, forwards every signal to that group, reaps all
-// children, and exits with the command's status.
+// Package gearinit is PID 1 inside a namespaced gear (`gantry gear-init
+// [--wait-addr IP] -- CMD...`), as tini is for containers: the kernel
+// ignores signals that PID 1 does not handle, and orphans are re-parented
+// to it. It starts the command in its own process group, forwards every
+// signal to that group, reaps all children, and exits with the command's
+// status.
+//
+// With --wait-addr it first waits until the gear's network namespace has
+// that address: the agent gives it last, once the gear's rules and
+// outbound policy are in place, so that the container can be made while
+// the network is (the address is the gate), and the app never runs
+// without its policy.
 package gearinit
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
 )
 
 // Main runs args as the gear's process and returns its exit code.
 func Main(args []string) int {
+	var wait netip.Addr
+	if len(args) > 1 && args[0] == "--wait-addr" {
+		a, err := netip.ParseAddr(args[1])
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "gear-init: --wait-addr %q: %v\n", args[1], err)
+			return 2
+		}
+		wait, args = a, args[2:]
+	}
 	if len(args) > 0 && args[0] == "--" {
 		args = args[1:]
+	}
+	if wait.IsValid() {
+		if err := waitAddr(wait, addrTimeout); err != nil {
+			fmt.Fprintf(os.Stderr, "gear-init: %v\n", err)
+			return 1
+		}
 	}
 	if len(args) == 0 {
 		fmt.Fprintln(os.Stderr, "gear-init: no command")
@@ -74,6 +100,48 @@ func Main(args []string) int {
 			}
 		}
 	}
+}
+
+// addrTimeout bounds the wait for the gear's address: the agent gives it
+// within a start's time or stops the gear.
+const addrTimeout = 2 * time.Minute
+
+// waitAddr returns once an interface of this network namespace has a:
+// netlink's address events, subscribed before the first look so that
+// none is missed.
+func waitAddr(a netip.Addr, timeout time.Duration) error {
+	updates := make(chan netlink.AddrUpdate, 16)
+	done := make(chan struct{})
+	defer close(done)
+	subscribed := netlink.AddrSubscribe(updates, done) == nil
+	has := func() bool {
+		addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+		if err != nil {
+			return false
+		}
+		for _, x := range addrs {
+			if ip, ok := netip.AddrFromSlice(x.IP); ok && ip.Unmap() == a {
+				return true
+			}
+		}
+		return false
+	}
+	deadline := time.After(timeout)
+	poll := time.NewTicker(50 * time.Millisecond) // if events are lost or not allowed
+	defer poll.Stop()
+	for !has() {
+		select {
+		case u, ok := <-updates:
+			if !ok && subscribed {
+				updates, subscribed = nil, false
+			}
+			_ = u
+		case <-poll.C:
+		case <-deadline:
+			return fmt.Errorf("the gear's network (address %s) did not come up within %s", a, timeout)
+		}
+	}
+	return nil
 }
 
 func lookPath(file string) (string, error) {

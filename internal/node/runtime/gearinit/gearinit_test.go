@@ -1,9 +1,15 @@
 package gearinit
 
 import (
+	"bytes"
+	"fmt"
+	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 // The gear's command is found on its PATH (Go in /usr/local/go/bin, the
@@ -24,5 +30,62 @@ func TestLookPathUsesThePATH(t *testing.T) {
 	}
 	if _, err := lookPath("no-such-tool-here"); err == nil {
 		t.Fatal("found a tool that does not exist")
+	}
+}
+
+// With --wait-addr the command waits until the namespace has the gear's
+// address (the agent gives it last, after the gear's rules and policy),
+// and not a moment longer; without it, it gives up with a message.
+func TestWaitAddr(t *testing.T) {
+	if a := os.Getenv("GEARINIT_WAIT"); a != "" { // the child, in a namespace of its own
+		timeout, _ := time.ParseDuration(os.Getenv("GEARINIT_TIMEOUT"))
+		if err := waitAddr(netip.MustParseAddr(a), timeout); err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		fmt.Println("up")
+		os.Exit(0)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: a network namespace of its own (unshare --net)")
+	}
+	child := func(timeout string) (*exec.Cmd, *bytes.Buffer) {
+		// As in a gear: the app's user, no capabilities.
+		cmd := exec.Command("unshare", "--net", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", os.Args[0], "-test.run=^TestWaitAddr$")
+		cmd.Env = append(os.Environ(), "GEARINIT_WAIT=10.99.0.1", "GEARINIT_TIMEOUT="+timeout)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd, &out
+	}
+	cmd, out := child("30s")
+	defer cmd.Process.Kill()
+	// Until its namespace is its own, the address would go to the host's.
+	self, _ := os.Readlink("/proc/self/ns/net")
+	for {
+		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ns != self {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if out.Len() != 0 {
+		t.Fatalf("went on before its address was there: %q", out.String())
+	}
+	if b, err := exec.Command("nsenter", fmt.Sprintf("--net=/proc/%d/ns/net", cmd.Process.Pid), "ip", "addr", "add", "10.99.0.1/32", "dev", "lo").CombinedOutput(); err != nil {
+		t.Fatalf("adding the address: %v %s", err, b)
+	}
+	if err := cmd.Wait(); err != nil || strings.TrimSpace(out.String()) != "up" {
+		t.Fatalf("after the address: %v %q", err, out.String())
+	}
+	cmd, out = child("200ms")
+	if err := cmd.Wait(); err == nil || !strings.Contains(out.String(), "did not come up") {
+		t.Fatalf("without the address: %v %q", err, out.String())
 	}
 }

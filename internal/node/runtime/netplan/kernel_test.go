@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -532,5 +533,63 @@ func TestNeighboursKnownFromTheStart(t *testing.T) {
 		}
 		nh.Close()
 		ns.Close()
+	}
+}
+
+// A gear's address comes last, after the rules: a namespaced gear's PID 1
+// waits for it before it starts the app, so an app never runs in a
+// network whose rules failed to load.
+func TestAddressComesAfterTheRules(t *testing.T) {
+	needRoot(t)
+	prefix := fmt.Sprintf("ga%d", os.Getpid()%100000)
+	t.Cleanup(func() { RemoveAll(prefix) })
+	p := testPlan(prefix)
+	if _, err := Reconcile(p); err != nil {
+		t.Fatal(err)
+	}
+	g := Gear{ID: "late", App: "app-late", IP: netip.MustParseAddr("10.231.0.77")}
+	p.Gears = append(p.Gears, g)
+	if err := EnsureNetns(p, g.ID); err != nil {
+		t.Fatal(err)
+	}
+	addrs := func() []netlink.Addr {
+		ns, err := netnsFromName(p.Normalize().NetnsName(g.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ns.Close()
+		nh, err := netlink.NewHandleAt(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nh.Close()
+		l, err := nh.LinkByName("eth0")
+		if err != nil {
+			return nil // no link yet: no address either
+		}
+		a, _ := nh.AddrList(l, netlink.FAMILY_V4)
+		return a
+	}
+	if a := addrs(); len(a) != 0 {
+		t.Fatalf("an empty namespace has addresses: %v", a)
+	}
+	// nft fails: the link is made, the address is not given.
+	bin := t.TempDir()
+	os.WriteFile(filepath.Join(bin, "nft"), []byte("#!/bin/sh\necho refused >&2\nexit 1\n"), 0o755)
+	path := os.Getenv("PATH")
+	t.Setenv("PATH", bin+":"+path)
+	var st State
+	if _, err := Apply(p, []string{g.ID}, &st); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("Apply with nft failing: %v", err)
+	}
+	if a := addrs(); len(a) != 0 {
+		t.Fatalf("the gear got its address though its rules failed: %v", a)
+	}
+	t.Setenv("PATH", path)
+	if _, err := Apply(p, []string{g.ID}, &st); err != nil {
+		t.Fatal(err)
+	}
+	if a := addrs(); len(a) != 1 || a[0].IP.String() != g.IP.String() {
+		t.Fatalf("after the rules: %v; want %s", a, g.IP)
 	}
 }

@@ -52,6 +52,11 @@ func Reconcile(p Plan) (changes []string, err error) {
 	if err := ensureRules(p, changed, nil); err != nil {
 		errs = append(errs, err)
 	}
+	for _, g := range p.Gears {
+		if err := ensureGearAddr(p, g, changed); err != nil {
+			errs = append(errs, fmt.Errorf("gear %s: %w", g.ID, err))
+		}
+	}
 	return changes, errors.Join(errs...)
 }
 
@@ -85,6 +90,16 @@ func Apply(p Plan, gearIDs []string, applied *State) (changes []string, err erro
 			}
 		}
 	}
+	defer func() {
+		// The addresses last, once the rules are in (see ensureGearAddr).
+		for _, g := range p.Gears {
+			if want[g.ID] && err == nil {
+				if err = ensureGearAddr(p, g, changed); err != nil {
+					err = fmt.Errorf("gear %s: %w", g.ID, err)
+				}
+			}
+		}
+	}()
 	if key := overlayKey(p); applied.Overlay != key {
 		applied.Overlay = ""
 		if err := ensureOverlay(p, changed); err != nil {
@@ -300,25 +315,6 @@ func ensureGear(p Plan, br netlink.Link, g Gear, changed func(string, ...any)) e
 		if err != nil {
 			return err
 		}
-		if ifname == "eth0" {
-			want := &netlink.Addr{IPNet: ipnet(g.IP, p.Block.Bits())}
-			addrs, err := nh.AddrList(l, netlink.FAMILY_V4)
-			if err != nil {
-				return err
-			}
-			for _, a := range addrs {
-				if a.IPNet.String() != want.IPNet.String() {
-					nh.AddrDel(l, &a)
-					changed("removed stale address %s in %s", a.IPNet, name)
-				}
-			}
-			if !hasAddr(addrs, want) {
-				if err := nh.AddrAdd(l, want); err != nil {
-					return err
-				}
-				changed("address %s in %s", want.IPNet, name)
-			}
-		}
 		if l.Attrs().Flags&net.FlagUp == 0 {
 			if err := nh.LinkSetUp(l); err != nil {
 				return err
@@ -361,6 +357,59 @@ func ensureGear(p Plan, br netlink.Link, g Gear, changed func(string, ...any)) e
 		return fmt.Errorf("default route in %s: %w", name, err)
 	}
 	changed("default route via %s in %s", gw, name)
+	return nil
+}
+
+// ensureGearAddr gives a gear's eth0 its address (and only it). It comes
+// last: a namespaced gear's PID 1 waits for it before it starts the app
+// (gear-init --wait-addr), so the app never runs before its rules.
+func ensureGearAddr(p Plan, g Gear, changed func(string, ...any)) error {
+	name := p.NetnsName(g.ID)
+	ns, err := netnsFromName(name)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	nh, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return err
+	}
+	defer nh.Close()
+	l, err := nh.LinkByName("eth0")
+	if err != nil {
+		return err
+	}
+	want := &netlink.Addr{IPNet: ipnet(g.IP, p.Block.Bits())}
+	addrs, err := nh.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		if a.IPNet.String() != want.IPNet.String() {
+			nh.AddrDel(l, &a)
+			changed("removed stale address %s in %s", a.IPNet, name)
+		}
+	}
+	if !hasAddr(addrs, want) {
+		if err := nh.AddrAdd(l, want); err != nil {
+			return err
+		}
+		changed("address %s in %s", want.IPNet, name)
+	}
+	return nil
+}
+
+// EnsureNetns makes a gear's network namespace, empty: its container can
+// be made in it while Apply gives it its link, rules and address.
+func EnsureNetns(p Plan, gearID string) error {
+	p = p.Normalize()
+	name := p.NetnsName(gearID)
+	if _, err := os.Stat(NetnsPath(name)); err == nil {
+		return nil
+	}
+	if err := newNamedNetns(p.Prefix, name); err != nil {
+		return fmt.Errorf("creating netns %s: %w", name, err)
+	}
 	return nil
 }
 
