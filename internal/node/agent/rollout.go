@@ -506,7 +506,15 @@ func (a *Agent) waitReady(ctx context.Context, g *store.Gear, health string) err
 		if st, err := a.rt.State(g.ID); err == nil && st.Restarts > 0 {
 			return fmt.Errorf("the gear's process %s before it listened on port %d", st.LastExit, g.Port)
 		}
-		c, err := net.DialTimeout("tcp", g.Endpoint(), time.Second)
+		// A connect to a new gear's address can lose its first SYN (seen
+		// right after the address is given, when the container and the
+		// app start): TCP would retry after a second; the loop retries
+		// sooner.
+		dial := time.Second
+		if try < 100 {
+			dial = 50 * time.Millisecond
+		}
+		c, err := net.DialTimeout("tcp", g.Endpoint(), dial)
 		if err == nil {
 			c.Close()
 			if health == "" {

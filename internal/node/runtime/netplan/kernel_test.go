@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -140,7 +141,7 @@ func TestReconcileIsIdempotentAndIsolates(t *testing.T) {
 	if !strings.HasPrefix(got, want) {
 		t.Errorf("network state:\n%s\nwant it to start with:\n%s", got, want)
 	}
-	for _, rule := range []string{"ip saddr @app0 ip daddr @app0 accept", "masquerade", "tcp dport 18080 accept"} {
+	for _, rule := range []string{"ip saddr . ip daddr @pairs accept", "masquerade", "tcp dport 18080 accept"} {
 		if !strings.Contains(got, rule) {
 			t.Errorf("nftables state lacks %q", rule)
 		}
@@ -591,5 +592,51 @@ func TestAddressComesAfterTheRules(t *testing.T) {
 	}
 	if a := addrs(); len(a) != 1 || a[0].IP.String() != g.IP.String() {
 		t.Fatalf("after the rules: %v; want %s", a, g.IP)
+	}
+}
+
+// A gear coming or going changes the pairs set's elements, not the
+// ruleset, and the isolation holds; a server that starts again with other
+// gears than the kernel's pairs (added since the last full load) reloads.
+func TestGearPairsIncremental(t *testing.T) {
+	needRoot(t)
+	prefix := fmt.Sprintf("gp%d", os.Getpid()%100000)
+	t.Cleanup(func() { RemoveAll(prefix) })
+	p := testPlan(prefix)
+	var st State
+	if _, err := Apply(p, []string{"a1", "a2", "b1"}, &st); err != nil {
+		t.Fatal(err)
+	}
+	b2 := Gear{ID: "b2", App: "appB", IP: netip.MustParseAddr("10.231.0.9")}
+	p.Gears = append(p.Gears, b2)
+	changes, err := Apply(p, []string{"b2"}, &st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !contains(changes, "updated the gear pairs of "+prefix) || slices.ContainsFunc(changes, func(c string) bool { return strings.HasPrefix(c, "applied nftables ruleset") }) {
+		t.Errorf("adding a gear: %q; want its pairs added, no reload", changes)
+	}
+	listenIn(t, prefix+"-b1", "10.231.0.4:9001")
+	listenIn(t, prefix+"-a1", "10.231.0.2:9001")
+	if err := dialFrom(t, prefix+"-b2", "10.231.0.4:9001"); err != nil {
+		t.Errorf("the new gear to a gear of its own app: %v", err)
+	}
+	if err := dialFrom(t, prefix+"-b2", "10.231.0.2:9001"); err == nil {
+		t.Error("the new gear reached a gear of another app")
+	}
+	// A restart with the plan of the last full load: the kernel has b2's
+	// pairs too, and they must go.
+	p.Gears = p.Gears[:len(p.Gears)-1]
+	var fresh State
+	changes, err = Apply(p, nil, &fresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(changes, func(c string) bool { return strings.HasPrefix(c, "applied nftables ruleset") }) {
+		t.Errorf("a restart with other pairs than the kernel's: %q; want a reload", changes)
+	}
+	out, _ := exec.Command("nft", "list", "set", "bridge", prefix, "pairs").Output()
+	if strings.Contains(string(out), "10.231.0.9") {
+		t.Errorf("the gone gear's pairs are still there:\n%s", out)
 	}
 }

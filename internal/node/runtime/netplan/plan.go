@@ -235,33 +235,24 @@ func Ruleset(p Plan) string {
 
 func rulesetBody(p Plan) string {
 	var b strings.Builder
-	apps := map[string][]netip.Addr{}
-	var appIDs []string
-	for _, g := range p.Gears {
-		if _, ok := apps[g.App]; !ok {
-			appIDs = append(appIDs, g.App)
-		}
-		apps[g.App] = append(apps[g.App], g.IP)
-	}
-	sort.Strings(appIDs)
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	// Declare, flush and define in one transaction: the swap is atomic.
 	w("table bridge %s", p.Prefix)
 	w("delete table bridge %s", p.Prefix)
 	w("table bridge %s {", p.Prefix)
 	w("\tcomment \"gantry:@HASH@\"")
-	for i, id := range appIDs {
-		w("\tset app%d {", i)
-		w("\t\ttype ipv4_addr")
-		w("\t\tcomment %q", "app "+id)
-		w("\t\telements = { %s }", joinAddrs(apps[id]))
-		w("\t}")
+	// Gears of one app reach each other: the pairs (source . destination)
+	// are elements of one set, so that a gear coming or going changes
+	// elements (Apply adds and deletes them), not the ruleset.
+	w("\tset pairs {")
+	w("\t\ttype ipv4_addr . ipv4_addr")
+	if pairs := Pairs(p); len(pairs) > 0 {
+		w("\t\telements = { %s }", joinPairs(pairs))
 	}
+	w("\t}")
 	w("\tchain forward {")
 	w("\t\ttype filter hook forward priority filter; policy accept;")
-	for i := range appIDs {
-		w("\t\tip saddr @app%d ip daddr @app%d accept", i, i)
-	}
+	w("\t\tip saddr . ip daddr @pairs accept")
 	w("\t\tip saddr %s ip daddr %s drop", p.Subnet, p.Subnet)
 	w("\t\tether type ip6 drop")
 	w("\t}")
@@ -333,6 +324,44 @@ func rulesetBody(p Plan) string {
 	w("\t}")
 	w("}")
 	return b.String()
+}
+
+// Pair is a source and a destination gear of one app.
+type Pair [2]netip.Addr
+
+func (q Pair) String() string { return q[0].String() + " . " + q[1].String() }
+
+// Pairs are the ordered pairs of distinct gears of one app, sorted.
+func Pairs(p Plan) []Pair {
+	apps := map[string][]netip.Addr{}
+	for _, g := range p.Gears {
+		apps[g.App] = append(apps[g.App], g.IP)
+	}
+	var out []Pair
+	for _, ips := range apps {
+		for _, a := range ips {
+			for _, b := range ips {
+				if a != b {
+					out = append(out, Pair{a, b})
+				}
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if c := out[i][0].Compare(out[j][0]); c != 0 {
+			return c < 0
+		}
+		return out[i][1].Less(out[j][1])
+	})
+	return out
+}
+
+func joinPairs(ps []Pair) string {
+	s := make([]string, len(ps))
+	for i, q := range ps {
+		s[i] = q.String()
+	}
+	return strings.Join(s, ", ")
 }
 
 func joinAddrs(as []netip.Addr) string {

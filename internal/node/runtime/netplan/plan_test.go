@@ -20,8 +20,8 @@ func TestRulesetIsPureAndOrdered(t *testing.T) {
 	}
 	r := Ruleset(a)
 	for _, want := range []string{
-		"elements = { 10.88.0.2, 10.88.0.4 }",
-		"ip saddr @app0 ip daddr @app0 accept",
+		"elements = { 10.88.0.2 . 10.88.0.4, 10.88.0.4 . 10.88.0.2 }",
+		"ip saddr . ip daddr @pairs accept",
 		"ip saddr 10.88.0.0/16 ip daddr 10.88.0.0/16 drop",
 		"ip saddr 10.88.0.0/16 ip daddr != 10.88.0.0/16 masquerade",
 		`iifname "gantry0" ip daddr 10.88.0.1 tcp dport { 2222, 8080 } accept`,
