@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -423,6 +424,7 @@ type Response struct {
 	Reusable      bool
 	Started       bool // a byte of the response arrived
 	Headers       [][2]int
+	gathered      bool // Head is a buffer of its own, not the reader's
 }
 
 func (p *Response) ReadHead(br *bufio.Reader, req *Request, readTimeout time.Duration, c net.Conn) error {
@@ -439,7 +441,7 @@ func (p *Response) ReadHead(br *bufio.Reader, req *Request, readTimeout time.Dur
 			}
 			return err
 		}
-		p.Started = true
+		p.Started, p.gathered = true, false
 		var head []byte
 		for {
 			buf, _ := br.Peek(br.Buffered())
@@ -448,7 +450,14 @@ func (p *Response) ReadHead(br *bufio.Reader, req *Request, readTimeout time.Dur
 				break
 			}
 			if br.Buffered() >= BufSize {
-				return errors.New("response headers larger than 4 KiB")
+				// Larger than the reader (long cookies, policies):
+				// gathered in a buffer of its own.
+				var err error
+				if head, err = gatherHead(br); err != nil {
+					return err
+				}
+				p.gathered = true
+				break
 			}
 			if _, err := br.Peek(br.Buffered() + 1); err != nil {
 				return err
@@ -465,6 +474,44 @@ func (p *Response) ReadHead(br *bufio.Reader, req *Request, readTimeout time.Dur
 		}
 		return nil
 	}
+}
+
+// MaxResponseHead bounds a response head from an app.
+const MaxResponseHead = 1 << 20
+
+// gatherHead reads a response head larger than the reader into a buffer
+// of its own, consuming exactly the head (the body stays in br).
+func gatherHead(br *bufio.Reader) ([]byte, error) {
+	end := []byte("\r\n\r\n")
+	var head []byte
+	for {
+		chunk, _ := br.Peek(br.Buffered())
+		// The terminator may straddle what is gathered and this chunk.
+		from := max(len(head)-len(end)+1, 0)
+		n := len(head)
+		head = append(head, chunk...)
+		if i := bytes.Index(head[from:], end); i >= 0 {
+			stop := from + i + len(end)
+			br.Discard(stop - n)
+			return head[:stop], nil
+		}
+		br.Discard(len(chunk))
+		if len(head) > MaxResponseHead {
+			return nil, fmt.Errorf("response headers larger than %d KiB", MaxResponseHead>>10)
+		}
+		if _, err := br.Peek(1); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// InReader is how many bytes of the head are still in the reader (none
+// when it was gathered apart).
+func (p *Response) InReader() int {
+	if p.gathered {
+		return 0
+	}
+	return len(p.Head)
 }
 
 func (p *Response) Parse(head []byte, req *Request) error {
@@ -552,7 +599,7 @@ func SendResponse(c net.Conn, bc *Conn, p *Response, req *Request, extra []byte)
 		out = append(out, "Connection: close\r\n"...)
 	}
 	out = append(out, "\r\n"...)
-	headLen := len(p.Head)
+	headLen := p.InReader()
 	// The body bytes already read go out with the head, in one write.
 	var body int64
 	if p.ContentLength >= 0 && int64(bc.BR.Buffered()-headLen) >= p.ContentLength && p.ContentLength <= 16<<10 {

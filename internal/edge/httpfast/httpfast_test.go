@@ -2,8 +2,10 @@ package httpfast
 
 import (
 	"bufio"
+	"io"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 func parse(t *testing.T, head string, proxy bool) (*Request, error) {
@@ -52,5 +54,36 @@ func TestParseForwardProxy(t *testing.T) {
 	}
 	if q, err := parse(t, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", false); err != nil || len(q.Headers) != 1 {
 		t.Errorf("reverse proxy forwards Host: %v %v", q.Headers, err)
+	}
+}
+
+// A response head larger than the reader is gathered apart, to the byte:
+// whatever the read sizes, the terminator may straddle two reads, and the
+// body stays in the reader.
+func TestLargeResponseHead(t *testing.T) {
+	for _, size := range []int{BufSize - 10, BufSize - 1, BufSize, BufSize + 1, BufSize + 3, 3*BufSize + 2, 100 << 10} {
+		for _, oneByte := range []bool{false, true} {
+			head := "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nX-Pad: "
+			head += strings.Repeat("p", max(size-len(head)-4, 1)) + "\r\n\r\n"
+			var src io.Reader = strings.NewReader(head + "body")
+			if oneByte {
+				src = iotest.OneByteReader(src)
+			}
+			br := bufio.NewReaderSize(src, BufSize)
+			var resp Response
+			if err := resp.ReadHead(br, &Request{}, 0, nil); err != nil {
+				t.Fatalf("size %d: %v", len(head), err)
+			}
+			if string(resp.Head) != head || resp.ContentLength != 4 {
+				t.Fatalf("size %d (one byte reads %v): head of %d bytes, length %d", len(head), oneByte, len(resp.Head), resp.ContentLength)
+			}
+			br.Discard(resp.InReader()) // as the caller does
+			if rest, _ := io.ReadAll(io.LimitReader(br, 10)); string(rest) != "body" {
+				t.Fatalf("size %d: body %q", len(head), rest)
+			}
+			if got := resp.InReader(); len(head) > BufSize && got != 0 || len(head) < BufSize && got != len(head) {
+				t.Fatalf("size %d: %d bytes said to be in the reader", len(head), got)
+			}
+		}
 	}
 }

@@ -203,3 +203,62 @@ func TestFastPathStalePooledConnection(t *testing.T) {
 		t.Errorf("served %d", served.Load())
 	}
 }
+
+// A response head larger than the fast path's reader (long policies, many
+// cookies) goes through whole, on plain HTTP and HTTPS, and the
+// connection serves the next request; a head beyond the limit is a 502.
+func TestFastPathLargeResponseHead(t *testing.T) {
+	policy := strings.TrimSpace(strings.Repeat("default-src 'self'; ", 400)) // 8 KiB
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/huge":
+			w.Header().Set("X-Huge", strings.Repeat("y", 2<<20))
+		case "/ws":
+			c, brw, _ := http.NewResponseController(w).Hijack()
+			defer c.Close()
+			brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Security-Policy: " + policy + "\r\n\r\nafter the head")
+			brw.Flush()
+			return
+		default:
+			w.Header().Set("Content-Security-Policy", policy)
+			w.Header().Add("Set-Cookie", "a="+strings.Repeat("1", 3000))
+			w.Header().Add("Set-Cookie", "b="+strings.Repeat("2", 3000))
+		}
+		io.WriteString(w, "body after a large head")
+	}))
+	defer srv.Close()
+	r, st, ca := newTLSRouter(t, nil)
+	put(t, st, r, []store.App{blog}, map[string]string{"g1": strings.TrimPrefix(srv.URL, "http://")})
+	for scheme, c := range map[string]*http.Client{"http": client(r), "https": tlsClient(r, ca.Roots(), false)} {
+		for range 2 { // the connection serves the next request too
+			resp, err := c.Get(scheme + "://blog-acme.localhost/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(b) != "body after a large head" || resp.Header.Get("Content-Security-Policy") != policy || len(resp.Header.Values("Set-Cookie")) != 2 {
+				t.Fatalf("%s: %d %q, policy of %d bytes, %d cookies", scheme, resp.StatusCode, b, len(resp.Header.Get("Content-Security-Policy")), len(resp.Header.Values("Set-Cookie")))
+			}
+		}
+		resp, err := c.Get(scheme + "://blog-acme.localhost/huge")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Errorf("%s: a 2 MiB head: %d; want 502", scheme, resp.StatusCode)
+		}
+	}
+	// An upgrade whose 101 is large: the bytes after it are the tunnel's.
+	conn, br := rawConn(t, r)
+	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: blog-acme.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+	if err != nil || resp.StatusCode != 101 || resp.Header.Get("Content-Security-Policy") != policy {
+		t.Fatalf("large 101: %v %v", resp, err)
+	}
+	rest, _ := io.ReadAll(br)
+	if string(rest) != "after the head" {
+		t.Errorf("after a large 101: %q", rest)
+	}
+}

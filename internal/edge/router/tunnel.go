@@ -22,7 +22,7 @@ import (
 // copy buffer. It closes after the tunnel timeout without traffic either
 // way.
 func (r *Router) tunnelFast(c net.Conn, cbr *bufio.Reader, bc *httpfast.Conn, resp *httpfast.Response, rt *Route, st *appStats, entry *accessEntry, start time.Time, ep string) error {
-	headLen := len(resp.Head)
+	headLen := resp.InReader()
 	if _, err := c.Write(resp.Head); err != nil {
 		bc.Drop()
 		return err
