@@ -172,40 +172,56 @@ func (r *Router) rewrite(pr *httputil.ProxyRequest) {
 	r.setForwarded(pr.In, pr.Out.Header)
 }
 
-// setForwarded sets the X-Forwarded-*, X-Real-IP and Forwarded headers of
-// out, a copy of in's headers going to a gear.
-func (r *Router) setForwarded(in *http.Request, out http.Header) {
+// fwd are the forwarding headers a request gets on its way to a gear.
+type fwd struct {
+	realIP, xff, xfh, xfp string
+	forwarded             []string // a trusted proxy's, passed on
+}
+
+// forwarded computes the X-Forwarded-*, X-Real-IP and Forwarded headers
+// of in: a trusted proxy's are kept (its hop appended), anyone else's
+// replaced or dropped, never passed on.
+func (r *Router) forwarded(in *http.Request) fwd {
 	client, _, _ := net.SplitHostPort(in.RemoteAddr)
-	proto := "http"
+	f := fwd{xfp: "http", xfh: in.Host, realIP: client}
 	if in.TLS != nil {
-		proto = "https"
+		f.xfp = "https"
 	}
 	if r.trusted(client) {
-		// A proxy we trust: keep what it says (Forwarded, X-Real-IP
-		// too), append the hop.
-		if in.Header.Get("X-Real-IP") == "" {
-			out.Set("X-Real-IP", client)
+		if ip := in.Header.Get("X-Real-IP"); ip != "" {
+			f.realIP = ip // the proxy's own
 		}
+		f.forwarded = in.Header.Values("Forwarded")
 		if prior := in.Header.Values("X-Forwarded-For"); len(prior) > 0 {
 			client = strings.Join(prior, ", ") + ", " + client
 		}
 		if p := in.Header.Get("X-Forwarded-Proto"); p != "" {
-			proto = p
+			f.xfp = p
 		}
 		if h := in.Header.Get("X-Forwarded-Host"); h != "" {
-			out.Set("X-Forwarded-Host", h)
-		} else {
-			out.Set("X-Forwarded-Host", in.Host)
+			f.xfh = h
 		}
-	} else {
-		// Anyone else's X-Forwarded-*, X-Real-IP and Forwarded are
-		// replaced or dropped, never passed on.
-		out.Set("X-Forwarded-Host", in.Host)
-		out.Set("X-Real-IP", client)
+	}
+	f.xff = client
+	return f
+}
+
+// setForwarded sets the forwarding headers of out, a copy of in's headers
+// going to a gear.
+func (r *Router) setForwarded(in *http.Request, out http.Header) {
+	f := r.forwarded(in)
+	out.Set("X-Real-IP", f.realIP)
+	if f.forwarded == nil {
 		out.Del("Forwarded")
 	}
-	out.Set("X-Forwarded-For", client)
-	out.Set("X-Forwarded-Proto", proto)
+	out.Set("X-Forwarded-Host", f.xfh)
+	out.Set("X-Forwarded-For", f.xff)
+	out.Set("X-Forwarded-Proto", f.xfp)
+}
+
+// withTarget is req's context with the gear it goes to (for proxyError).
+func withTarget(req *http.Request, ep string, rt *Route) context.Context {
+	return context.WithValue(req.Context(), ctxKey{}, &target{ep: ep, rt: rt})
 }
 
 func (r *Router) trusted(ip string) bool {

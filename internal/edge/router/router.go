@@ -580,6 +580,10 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	defer c.Add(-1)
+	if pooledOK(req) {
+		r.forwardPooled(w, req, rt, ep, st, start)
+		return
+	}
 	r.forward(w, req, rt, ep, st, start)
 }
 
