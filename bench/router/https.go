@@ -61,18 +61,9 @@ func httpsRounds(running []*proxy, dir string, h1, h2 bool) map[string]map[*prox
 // httpsWrk is wrk's keep-alive run over TLS (HTTP/1.1).
 func httpsWrk(p *proxy, _ string) (httpsResult, error) {
 	var r httpsResult
-	cpu0 := cpuTime(p.cmd.Process.Pid)
-	out, err := wrk("https://"+p.tls+"/", *dur, *conns, false)
-	if err != nil {
-		return r, err
-	}
-	cpu := cpuTime(p.cmd.Process.Pid) - cpu0
-	var total float64
-	r.rps, total, r.p50, r.p99 = parseWrk(out)
-	if total > 0 {
-		r.cpuPerReq = cpu.Seconds() * 1e6 / total
-	}
-	return r, nil
+	var err error
+	r.rps, r.p50, r.p99, r.cpuPerReq, err = wrkKeepAlive(p, "https://"+p.tls+"/")
+	return r, err
 }
 
 var (

@@ -361,18 +361,26 @@ func (p *proxy) kill() {
 // per request.
 func keepAlive(p *proxy) (result, error) {
 	var r result
+	var err error
+	r.rps, r.p50, r.p99, r.cpuPerReq, err = wrkKeepAlive(p, "http://"+p.http+"/")
+	return r, err
+}
+
+// wrkKeepAlive runs wrk's keep-alive load at url and returns its rate,
+// latency quantiles (ms) and the proxy's CPU µs per request.
+func wrkKeepAlive(p *proxy, url string) (rps, p50, p99, cpuPerReq float64, err error) {
 	cpu0 := cpuTime(p.cmd.Process.Pid)
-	out, err := wrk("http://"+p.http+"/", *dur, *conns, false)
+	out, err := wrk(url, *dur, *conns, false)
 	if err != nil {
-		return r, err
+		return 0, 0, 0, 0, err
 	}
 	cpu := cpuTime(p.cmd.Process.Pid) - cpu0
 	var total float64
-	r.rps, total, r.p50, r.p99 = parseWrk(out)
+	rps, total, p50, p99 = parseWrk(out)
 	if total > 0 {
-		r.cpuPerReq = cpu.Seconds() * 1e6 / total
+		cpuPerReq = cpu.Seconds() * 1e6 / total
 	}
-	return r, nil
+	return rps, p50, p99, cpuPerReq, nil
 }
 
 // measure takes the other figures of a running proxy.

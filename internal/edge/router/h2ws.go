@@ -13,6 +13,7 @@ import (
 	"time"
 
 	_ "github.com/gantry-paas/gantry/internal/edge/h2xconnect" // RFC 8441 on
+	"github.com/gantry-paas/gantry/internal/edge/httpfast"
 )
 
 // WebSockets over HTTP/2 (RFC 8441): a browser on an h2 connection opens
@@ -99,28 +100,12 @@ func (r *Router) h2WebSocket(w http.ResponseWriter, req *http.Request, conn net.
 	var g net.Conn = conn
 	if n := br.Buffered(); n > 0 { // bytes the app sent right after its 101
 		b, _ := br.Peek(n)
-		g = &prefixConn{Conn: conn, prefix: append([]byte(nil), b...)}
+		g = &httpfast.PrefixConn{Conn: conn, Prefix: append([]byte(nil), b...)} // read directly, never parked
 	}
 	done := make(chan struct{})
 	newTunnel(s, g, idle, func(ab, ba int64) { in, out = ab, ba; close(done) }).run()
 	<-done
 	return http.StatusOK, in, out
-}
-
-// prefixConn replays bytes read ahead; it is read directly (never
-// parked: the bytes are not in the socket).
-type prefixConn struct {
-	net.Conn
-	prefix []byte
-}
-
-func (c *prefixConn) Read(p []byte) (int, error) {
-	if len(c.prefix) > 0 {
-		n := copy(p, c.prefix)
-		c.prefix = c.prefix[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
 }
 
 // streamConn is an h2 stream as a connection: reads are the request body,

@@ -515,41 +515,48 @@ func TestLimitsAndTimeouts(t *testing.T) {
 		}
 	})
 	t.Run("idle_websocket_closed_active_one_kept", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		dial := func() *websocket.Conn {
-			ws, _, err := websocket.Dial(ctx, "ws://blog-acme.localhost/ws", &websocket.DialOptions{HTTPClient: client(r)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return ws
-		}
-		active := dial()
-		defer active.CloseNow()
-		idle := dial()
-		defer idle.CloseNow()
-		idleErr := make(chan error, 1)
-		go func() { _, _, err := idle.Read(ctx); idleErr <- err }()
-		// Keep one busy for several timeouts.
-		for i := range 12 {
-			msg := fmt.Sprint(i)
-			if err := active.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
-				t.Fatalf("active write %d: %v", i, err)
-			}
-			if _, got, err := active.Read(ctx); err != nil || string(got) != "a:"+msg {
-				t.Fatalf("active echo %d: %q %v", i, got, err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		select {
-		case err := <-idleErr:
-			if err == nil {
-				t.Error("idle websocket read a message")
-			}
-		case <-ctx.Done():
-			t.Error("the idle websocket was never closed")
-		}
+		idleClosedActiveKept(t, "ws://blog-acme.localhost/ws", client(r))
 	})
+}
+
+// idleClosedActiveKept opens two WebSockets through a route whose tunnel
+// timeout is 400 ms: the one kept busy for three timeouts lives, the
+// idle one is closed.
+func idleClosedActiveKept(t *testing.T, url string, c *http.Client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	dial := func() *websocket.Conn {
+		ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ws
+	}
+	active := dial()
+	defer active.CloseNow()
+	idle := dial()
+	defer idle.CloseNow()
+	idleErr := make(chan error, 1)
+	go func() { _, _, err := idle.Read(ctx); idleErr <- err }()
+	for i := range 12 {
+		msg := fmt.Sprint(i)
+		if err := active.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+			t.Fatalf("active write %d: %v", i, err)
+		}
+		if _, got, err := active.Read(ctx); err != nil || string(got) != "a:"+msg {
+			t.Fatalf("active echo %d: %q %v", i, got, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	select {
+	case err := <-idleErr:
+		if err == nil {
+			t.Error("idle websocket read a message")
+		}
+	case <-ctx.Done():
+		t.Error("the idle websocket was never closed")
+	}
 }
 
 func TestAccessLogAndMetrics(t *testing.T) {

@@ -2,7 +2,6 @@ package router
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -10,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/coder/websocket"
 
 	"github.com/gantry-paas/gantry/internal/control/store"
 )
@@ -73,38 +70,7 @@ func TestHTTPSFastPath(t *testing.T) {
 		}
 	})
 	t.Run("websocket_over_tls_idles_out", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		open := func() *websocket.Conn {
-			ws, _, err := websocket.Dial(ctx, "wss://blog-acme.localhost/ws", &websocket.DialOptions{HTTPClient: tlsClient(r, ca.Roots(), false)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return ws
-		}
-		active, idle := open(), open()
-		defer active.CloseNow()
-		defer idle.CloseNow()
-		idleErr := make(chan error, 1)
-		go func() { _, _, err := idle.Read(ctx); idleErr <- err }()
-		for i := range 12 { // busy for three times the tunnel timeout
-			msg := fmt.Sprint(i)
-			if err := active.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
-				t.Fatalf("active write %d: %v", i, err)
-			}
-			if _, got, err := active.Read(ctx); err != nil || string(got) != "a:"+msg {
-				t.Fatalf("active echo %d: %q %v", i, got, err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		select {
-		case err := <-idleErr:
-			if err == nil {
-				t.Error("idle websocket read a message")
-			}
-		case <-ctx.Done():
-			t.Error("the idle websocket was never closed")
-		}
+		idleClosedActiveKept(t, "wss://blog-acme.localhost/ws", tlsClient(r, ca.Roots(), false))
 	})
 	t.Run("sessions_resume_across_one_rotation_not_a_day", func(t *testing.T) {
 		// connect makes a connection with the client's session cache and

@@ -365,17 +365,22 @@ func ensureGear(p Plan, br netlink.Link, g Gear, changed func(string, ...any)) e
 	return nil
 }
 
+// handleIn is a netlink handle in the named namespace.
+func handleIn(name string) (*netlink.Handle, error) {
+	ns, err := netnsFromName(name)
+	if err != nil {
+		return nil, err
+	}
+	defer ns.Close() // the handle's sockets are made in it: it may go
+	return netlink.NewHandleAt(ns)
+}
+
 // ensureGearAddr gives a gear's eth0 its address (and only it). It comes
 // last: a namespaced gear's PID 1 waits for it before it starts the app
 // (gear-init --wait-addr), so the app never runs before its rules.
 func ensureGearAddr(p Plan, g Gear, changed func(string, ...any)) error {
 	name := p.NetnsName(g.ID)
-	ns, err := netnsFromName(name)
-	if err != nil {
-		return err
-	}
-	defer ns.Close()
-	nh, err := netlink.NewHandleAt(ns)
+	nh, err := handleIn(name)
 	if err != nil {
 		return err
 	}
