@@ -1,8 +1,8 @@
 package gearinit
 
 import (
-	"bytes"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -49,18 +49,29 @@ func TestWaitAddr(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: a network namespace of its own (unshare --net)")
 	}
-	child := func(timeout string) (*exec.Cmd, *bytes.Buffer) {
+	type result struct {
+		out string
+		err error
+	}
+	child := func(timeout string) (*exec.Cmd, chan result) {
 		// As in a gear: the app's user, no capabilities.
 		cmd := exec.Command("unshare", "--net", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", os.Args[0], "-test.run=^TestWaitAddr$")
 		cmd.Env = append(os.Environ(), "GEARINIT_WAIT=10.99.0.1", "GEARINIT_TIMEOUT="+timeout)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
+		pipe, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		return cmd, &out
+		done := make(chan result, 1)
+		go func() {
+			b, _ := io.ReadAll(pipe)
+			done <- result{strings.TrimSpace(string(b)), cmd.Wait()}
+		}()
+		return cmd, done
 	}
-	cmd, out := child("30s")
+	cmd, done := child("30s")
 	defer cmd.Process.Kill()
 	// Until its namespace is its own, the address would go to the host's.
 	self, _ := os.Readlink("/proc/self/ns/net")
@@ -74,18 +85,19 @@ func TestWaitAddr(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	time.Sleep(300 * time.Millisecond)
-	if out.Len() != 0 {
-		t.Fatalf("went on before its address was there: %q", out.String())
+	select {
+	case r := <-done:
+		t.Fatalf("went on before its address was there: %q %v", r.out, r.err)
+	case <-time.After(300 * time.Millisecond):
 	}
 	if b, err := exec.Command("nsenter", fmt.Sprintf("--net=/proc/%d/ns/net", cmd.Process.Pid), "ip", "addr", "add", "10.99.0.1/32", "dev", "lo").CombinedOutput(); err != nil {
 		t.Fatalf("adding the address: %v %s", err, b)
 	}
-	if err := cmd.Wait(); err != nil || strings.TrimSpace(out.String()) != "up" {
-		t.Fatalf("after the address: %v %q", err, out.String())
+	if r := <-done; r.err != nil || r.out != "up" {
+		t.Fatalf("after the address: %v %q", r.err, r.out)
 	}
-	cmd, out = child("200ms")
-	if err := cmd.Wait(); err == nil || !strings.Contains(out.String(), "did not come up") {
-		t.Fatalf("without the address: %v %q", err, out.String())
+	_, done = child("200ms")
+	if r := <-done; r.err == nil || !strings.Contains(r.out, "did not come up") {
+		t.Fatalf("without the address: %v %q", r.err, r.out)
 	}
 }
