@@ -8,6 +8,16 @@ func nodeApp(version string) string {
 if (process.env.CRASH_DIR && require("fs").existsSync(process.env.CRASH_DIR + "/" + process.env.PORT)) { console.error("crash file"); process.exit(3); }
 const http = require("http");
 const crypto = require("crypto");
+// PROBE_AT_START=HOST:PORT: the app's very first act is a connection
+// there; how it went is written to $GANTRY_DATA_DIR/probe-at-start-$PORT.
+if (process.env.PROBE_AT_START) {
+  const [host, port] = process.env.PROBE_AT_START.split(":");
+  const file = process.env.GANTRY_DATA_DIR + "/probe-at-start-" + process.env.PORT;
+  const s = require("net").connect({ host: host, port: +port, timeout: 3000 });
+  s.on("connect", () => { require("fs").writeFileSync(file, "ok"); s.destroy(); });
+  s.on("error", (e) => require("fs").writeFileSync(file, e.code || "error"));
+  s.on("timeout", () => { require("fs").writeFileSync(file, "timeout"); s.destroy(); });
+}
 // A page that opens a WebSocket back to where it came from (wss on https)
 // and shows the echo.
 const wsPage = '<!doctype html><title>ws</title><p id="out">waiting</p><script>' +

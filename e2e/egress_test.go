@@ -178,6 +178,21 @@ func TestEgress(t *testing.T) {
 	if got := results(dest(7777)); got[dest(7777)] != "refused" {
 		t.Errorf("the new gear got the policy too: %v", got)
 	}
+	// The policy is in force from a new gear's first instruction: the app
+	// connects before anything else (the container is made while the
+	// policy is applied; the gear's address, which its app waits for,
+	// comes after).
+	u.gantry("env", "set", "web", "PROBE_AT_START="+dest(7777))
+	eventually(t, "the new gears' first connections", 30*time.Second, func() error {
+		text := u.gantry("ssh", "web", "--", "sh", "-c", `'cat "$GANTRY_DATA_DIR"/probe-at-start-* 2>/dev/null; echo'`)
+		if strings.TrimSpace(text) == "" {
+			return fmt.Errorf("no result yet")
+		}
+		if strings.Contains(text, "ok") || !strings.Contains(text, "ECONNREFUSED") {
+			t.Fatalf("a new gear's first connection to a denied port: %q; want ECONNREFUSED", text)
+		}
+		return nil
+	})
 
 	var list struct {
 		Rules []struct {

@@ -282,12 +282,38 @@ func (a *Agent) startOne(ctx context.Context, app *store.App, dep *store.Deploym
 	}
 	// The egress policy is in place before the app runs (and the app's
 	// other gears learn the new peer).
-	if a.o.Egress != nil && g.Isolation == Namespaces {
-		if err := a.o.Egress.Apply(app.Key()); err != nil {
+	egress := func() error {
+		if a.o.Egress != nil && g.Isolation == Namespaces {
+			return a.o.Egress.Apply(app.Key())
+		}
+		return nil
+	}
+	hook := a.hook(dep, "pre_start")
+	if g.State == store.GearOneOff {
+		hook = ""
+	}
+	// A gear whose app waits for its network is launched first: runc makes
+	// its container while the policy is applied, and the address (the
+	// app's start) comes after the policy.
+	if gate, ok := a.driverFor(*g).(gearrt.Gate); ok && gate.Gated(g.ID) && hook == "" {
+		if err := a.writeShimSpec(g.ID, spec); err != nil {
 			return err
 		}
+		if err := gate.Launch(g.ID); err != nil {
+			return fmt.Errorf("starting gear %s: %w", g.ID, err)
+		}
+		if err := egress(); err != nil {
+			return err
+		}
+		if err := gate.Connect(g.ID); err != nil {
+			return fmt.Errorf("gear %s's network: %w", g.ID, err)
+		}
+		return nil
 	}
-	if hook := a.hook(dep, "pre_start"); hook != "" && g.State != store.GearOneOff {
+	if err := egress(); err != nil {
+		return err
+	}
+	if hook != "" {
 		// The hook runs in the gear's network: whole before it (else
 		// the start finishes it while the container is made).
 		if err := a.driverFor(*g).AddNetwork(g.ID); err != nil {

@@ -252,13 +252,37 @@ type Namespaces struct {
 	gated   sync.Map      // gear ID -> true: prepared, its network to finish in Start
 }
 
+// Gate is a driver that can start a gear's supervisor before the gear's
+// network is finished: its app waits for Connect (a namespaced gear's
+// address). What must be in place before the app runs (its outbound
+// policy) goes between the two, while the container is made.
+type Gate interface {
+	// Gated says whether a prepared gear waits for Connect.
+	Gated(gearID string) bool
+	// Launch starts the supervisor of a prepared gear.
+	Launch(gearID string) error
+	// Connect finishes a gated gear's network; its app starts then.
+	Connect(gearID string) error
+}
+
 // Start starts the gear's supervisor, then finishes the network of a gear
 // prepared without it: runc makes the container meanwhile, and the app
 // starts once the address is given (last, after the rules).
 func (n *Namespaces) Start(gearID string) error {
-	if err := n.Process.Start(gearID); err != nil {
+	if err := n.Launch(gearID); err != nil {
 		return err
 	}
+	return n.Connect(gearID)
+}
+
+func (n *Namespaces) Gated(gearID string) bool {
+	_, ok := n.gated.Load(gearID)
+	return ok
+}
+
+func (n *Namespaces) Launch(gearID string) error { return n.Process.Start(gearID) }
+
+func (n *Namespaces) Connect(gearID string) error {
 	if _, ok := n.gated.LoadAndDelete(gearID); ok {
 		if err := n.AddNetwork(gearID); err != nil {
 			return fmt.Errorf("network: %w", err)
@@ -398,6 +422,7 @@ func (n *Namespaces) Prepare(sb Sandbox, spec *shim.Spec) error {
 }
 
 func (n *Namespaces) Release(gearID string) {
+	n.gated.Delete(gearID) // a start that failed between Prepare and Connect
 	sandbox.RemoveCgroup(n.Cgroup(gearID))
 	dir := n.imageDir(gearID)
 	sandbox.UnmountOverlay(dir)
