@@ -476,8 +476,10 @@ func (p *Response) ReadHead(br *bufio.Reader, req *Request, readTimeout time.Dur
 	}
 }
 
-// MaxResponseHead bounds a response head from an app.
-const MaxResponseHead = 1 << 20
+// MaxResponseHead bounds a response head from an app: what browsers take
+// (Chromium's limit), and what an app can make the router hold per
+// response in flight.
+const MaxResponseHead = 256 << 10
 
 // gatherHead reads a response head larger than the reader into a buffer
 // of its own, consuming exactly the head (the body stays in br).
