@@ -496,9 +496,10 @@ func ensureRules(p Plan, changed func(string, ...any), applied *State) error {
 	if applied != nil && applied.Rules == wantHash {
 		return nil
 	}
+	structure := structureOf(p)
 	// Only the gears changed: their pairs, without reloading the rules
 	// (a reload costs the kernel a commit of both tables, ~20 ms).
-	if applied != nil && applied.Rules != "" && p.Overlay == nil && applied.Structure == structureOf(p) {
+	if applied != nil && applied.Rules != "" && p.Overlay == nil && applied.Structure == structure {
 		if err := updatePairs(p, applied.Pairs, pairs); err == nil {
 			applied.Rules, applied.Pairs = wantHash, pairSet(pairs)
 			changed("updated the gear pairs of %s", p.Prefix)
@@ -520,7 +521,7 @@ func ensureRules(p Plan, changed func(string, ...any), applied *State) error {
 	}
 	if ok {
 		if applied != nil {
-			applied.Rules, applied.Structure, applied.Pairs = wantHash, structureOf(p), pairSet(pairs)
+			applied.Rules, applied.Structure, applied.Pairs = wantHash, structure, pairSet(pairs)
 		}
 		return nil
 	}
@@ -535,7 +536,7 @@ func ensureRules(p Plan, changed func(string, ...any), applied *State) error {
 		return fmt.Errorf("applying nftables rules: %v: %s", err, strings.TrimSpace(stderr.String()))
 	}
 	if applied != nil {
-		applied.Rules, applied.Structure, applied.Pairs = wantHash, structureOf(p), pairSet(pairs)
+		applied.Rules, applied.Structure, applied.Pairs = wantHash, structure, pairSet(pairs)
 	}
 	changed("applied nftables ruleset %s", wantHash)
 	return nil
