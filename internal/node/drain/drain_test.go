@@ -321,3 +321,34 @@ func TestHTTPSSinkRefusesRedirects(t *testing.T) {
 		t.Errorf("status %+v; want the line kept, and no token in the error", st)
 	}
 }
+
+// A batch on its way still counts as buffered: `gantry drain list` never
+// shows held lines as gone while a retry is in flight.
+func TestBufferedCountsTheBatchInFlight(t *testing.T) {
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	ts := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-release
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer ts.Close()
+	defer close(release)
+	roots := x509.NewCertPool()
+	roots.AddCert(ts.Certificate())
+	tg, _ := Parse(ts.URL + "/ingest")
+	s := NewSink(tg, SinkOptions{Policy: Policy{AllowLoopback: true}, Roots: &tls.Config{RootCAs: roots}, MinRetry: 10 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx)
+	s.Send(line(1))
+	s.Send(line(2))
+	<-arrived
+	if st := s.Status(); st.Buffered != 2 || st.Sent != 0 {
+		t.Errorf("while the batch is in flight: %+v; want 2 buffered", st)
+	}
+	release <- struct{}{}
+	waitFor(t, "the retry", func() bool { return strings.Contains(s.Status().LastError, "503") })
+	if st := s.Status(); st.Buffered != 2 {
+		t.Errorf("after a 503: %+v; want 2 buffered", st)
+	}
+}

@@ -50,6 +50,7 @@ type Sink struct {
 
 	mu      sync.Mutex
 	q       []Line
+	sending int // lines taken from q and not yet sent, requeued or refused
 	st      Status
 	unsaid  uint64 // dropped lines not yet said in the stream
 	app     string // of the last line: the drop notice's
@@ -108,7 +109,7 @@ func (s *Sink) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.st
-	st.Buffered = len(s.q)
+	st.Buffered = len(s.q) + s.sending // a batch on its way is still held
 	return st
 }
 
@@ -138,6 +139,7 @@ func (s *Sink) take(ctx context.Context, n int) []Line {
 			k := min(n, len(s.q))
 			batch = append(batch, s.q[:k]...)
 			s.q = append(s.q[:0:0], s.q[k:]...)
+			s.sending = k
 			s.mu.Unlock()
 			return batch
 		}
@@ -155,6 +157,7 @@ func (s *Sink) take(ctx context.Context, n int) []Line {
 func (s *Sink) requeue(batch []Line) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.sending = 0
 	var lines []Line
 	for _, l := range batch {
 		if l.Process == "drain" && l.Stream == "gantry" {
@@ -169,6 +172,14 @@ func (s *Sink) requeue(batch []Line) {
 		s.unsaid += uint64(over)
 	}
 	s.q = q
+}
+
+// sent counts a batch the drain took.
+func (s *Sink) sent(n int) {
+	s.mu.Lock()
+	s.st.Sent += uint64(n)
+	s.sending = 0
+	s.mu.Unlock()
 }
 
 // Run ships until ctx ends, reconnecting with back-off.
@@ -249,9 +260,7 @@ func (s *Sink) runSyslog(ctx context.Context) error {
 			return err
 		}
 		shipped = true
-		s.mu.Lock()
-		s.st.Sent += uint64(len(batch))
-		s.mu.Unlock()
+		s.sent(len(batch))
 	}
 }
 
@@ -361,6 +370,7 @@ func (s *Sink) runHTTPS(ctx context.Context) error {
 		default: // it refuses these lines; sending them again would not help
 			s.mu.Lock()
 			s.st.Dropped += uint64(len(batch))
+			s.sending = 0
 			s.st.LastError = fmt.Sprintf("the drain refused %d lines: %s", len(batch), resp.Status)
 			s.mu.Unlock()
 			continue
@@ -369,8 +379,6 @@ func (s *Sink) runHTTPS(ctx context.Context) error {
 			s.setState("connected", nil)
 			first = false
 		}
-		s.mu.Lock()
-		s.st.Sent += uint64(len(batch))
-		s.mu.Unlock()
+		s.sent(len(batch))
 	}
 }
