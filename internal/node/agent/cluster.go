@@ -158,6 +158,9 @@ func (a *Agent) StartGear(ctx context.Context, gearID string, out io.Writer) err
 	if g.Node != a.o.Node {
 		return fmt.Errorf("gear %s is placed on %s, not on this machine (%s)", g.ID, g.Node, a.o.Node)
 	}
+	if err := a.ensurePort(&g); err != nil {
+		return err
+	}
 	// Gears of one app start here side by side: one makes its directory
 	// and fetches its tree, the others find them.
 	unlock := a.dirLocks.Lock(app.ID)
@@ -181,6 +184,42 @@ func (a *Agent) StartGear(ctx context.Context, gearID string, out io.Writer) err
 	if err := a.readyOne(ctx, &app, &dep, &g, out); err != nil {
 		return fail(err)
 	}
+	return nil
+}
+
+// ensurePort gives a process gear placed here by another machine a port
+// of its own: that machine chose one no gear record holds, but it cannot
+// see what else listens on this host (this machine's etcd, another
+// program). Left so, the app could not listen and its readiness check
+// would find the other program: the router would send it the app's
+// requests. The gear's record takes the new port; the machine that asked
+// reads it back.
+func (a *Agent) ensurePort(g *store.Gear) error {
+	if a.rt.Caps().Isolated || g.Port == 0 {
+		return nil // its own address: the port is the gear's
+	}
+	if l, err := net.Listen("tcp", g.Endpoint()); err == nil {
+		l.Close()
+		return nil
+	}
+	old := g.Port
+	err := a.o.Store.Update(func(tx *store.Tx) error {
+		var cur store.Gear
+		if err := tx.Get(store.GearKey(g.ID), &cur); err != nil {
+			return err
+		}
+		p, err := a.allocPort(tx, map[int]bool{}, true)
+		if err != nil {
+			return err
+		}
+		cur.Port = p
+		*g = cur
+		return tx.Put(store.GearKey(g.ID), &cur)
+	})
+	if err != nil {
+		return fmt.Errorf("gear %s: port %d is in use on this machine, and another: %w", g.ID, old, err)
+	}
+	a.o.Log.Warn("a gear's port is in use on this machine: it gets another", "gear", g.ID, "port", old, "new", g.Port)
 	return nil
 }
 

@@ -662,3 +662,30 @@ func TestWorkersRollScaleAndRestore(t *testing.T) {
 		t.Fatalf("formation %v; want worker=2 kept", f)
 	}
 }
+
+// A gear another machine placed here, on a port something of this host
+// holds (that machine cannot see it: this machine's etcd, say), gets a
+// port of its own before it starts; else its readiness check would find
+// the other program and the router would send it the app's requests.
+func TestPlacedGearOnAPortInUse(t *testing.T) {
+	l := newLifecycle(t)
+	os.MkdirAll(l.a.o.Layout.Deployment(l.app.ID, "d1"), 0o750)
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	port := held.Addr().(*net.TCPAddr).Port
+	g := store.Gear{ID: "placed", AppID: l.app.ID, AppKey: l.app.Key(), Deployment: "d1", State: store.GearStarting, IP: "127.0.0.1", Port: port, Isolation: Process, Node: l.a.Node()}
+	l.put(store.GearKey(g.ID), &g)
+	if err := l.a.StartGear(context.Background(), g.ID, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	_, gs := l.gears()
+	if len(gs) != 1 || gs[0].Port == port || gs[0].Port < 20000 || gs[0].Port > 29999 {
+		t.Fatalf("gears %+v; want the placed gear moved off port %d", gs, port)
+	}
+	if got := l.calls(nil); got != "prepare placed serve\nstart placed" {
+		t.Errorf("calls:\n%s", got)
+	}
+}

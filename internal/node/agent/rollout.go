@@ -238,6 +238,20 @@ func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deplo
 	if err := waitRemote(nil); err != nil {
 		return nil, nil, fail(err)
 	}
+	// A machine may have given its gear another port (ensurePort).
+	err = a.o.Store.View(func(tx *store.Tx) error {
+		for i := range fresh {
+			if a.remote(fresh[i]) {
+				if err := tx.Get(store.GearKey(fresh[i].ID), &fresh[i]); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fail(err)
+	}
 	return fresh, fail, nil
 }
 
