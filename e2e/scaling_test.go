@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -12,6 +14,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/gantry-paas/gantry/internal/node/runtime/netplan"
 )
 
 type scaledApp struct {
@@ -276,4 +280,135 @@ func TestScaling(t *testing.T) {
 			t.Errorf("after push: %q", got)
 		}
 	})
+}
+
+// standbyApp records each start of its app (by gear) in its data
+// directory, and answers with its gear's ID.
+const standbyApp = `const fs = require("fs");
+fs.appendFileSync(process.env.GANTRY_DATA_DIR + "/starts", process.env.GANTRY_GEAR_ID + "\n");
+require("http").createServer((req, res) => res.end(process.env.GANTRY_GEAR_ID + " " + (process.env.V || "v1"))).listen(process.env.PORT, process.env.IP);
+`
+
+// TestWakeFromStandby: a namespaced app that idles leaves a standby gear
+// (its container made, its outbound policy in place, its app not started:
+// gear-init waits for the address). The next request wakes that gear
+// rather than making one; a server killed with SIGKILL while the app is
+// idle finds its standby again and wakes it; a change of the app's
+// variables, a deploy and a deletion take the standby with them.
+func TestWakeFromStandby(t *testing.T) {
+	need(t, "git", "ssh", "ssh-keygen", "node")
+	srv, u := namespacedUser(t, "--wake-timeout", "10s")
+	iso := isolationArgs(t, "auto")
+	var a appJSON
+	u.gantryJSON(&a, "app", "create", "web", "--type", "nodejs")
+	work := t.TempDir()
+	u.runIn(work, "git", "clone", "-q", a.GitURL, "web")
+	repo := filepath.Join(work, "web")
+	writeFile(t, filepath.Join(repo, "server.js"), standbyApp, 0o644)
+	u.runIn(repo, "git", "commit", "-qam", "v1")
+	u.runIn(repo, "git", "push", "-q")
+	host := "web-acme.localhost"
+	starts := func() []string {
+		files, _ := filepath.Glob(filepath.Join(srv.data, "apps", "*", "data", "starts"))
+		if len(files) != 1 {
+			t.Fatalf("starts files: %v", files)
+		}
+		b, _ := os.ReadFile(files[0])
+		return strings.Fields(string(b))
+	}
+	gears := func(state string) []gearJSON {
+		var s appJSON
+		u.gantryJSON(&s, "app", "show", "web")
+		var out []gearJSON
+		for _, g := range s.Gears {
+			if g.State == state {
+				out = append(out, g)
+			}
+		}
+		return out
+	}
+	idle := func() gearJSON {
+		t.Helper()
+		u.gantry("app", "idle", "web", "--now")
+		eventually(t, "the idle app's gear stopped", 20*time.Second, func() error {
+			if g := gears("running"); len(g) != 0 {
+				return fmt.Errorf("running: %+v", g)
+			}
+			return nil
+		})
+		sb := gears("standby")
+		if len(sb) != 1 {
+			t.Fatalf("standby gears after idle: %+v; want one", sb)
+		}
+		return sb[0]
+	}
+	wakeOn := func(want gearJSON, what string) {
+		t.Helper()
+		code, body := get(t, srv.httpClient(), srv.url(host, "/"))
+		if code != 200 || !strings.HasPrefix(body, want.ID+" ") {
+			t.Fatalf("%s: %d %q; want the standby gear %s to answer", what, code, body, want.ID)
+		}
+		if r := gears("running"); len(r) != 1 || r[0].ID != want.ID {
+			t.Errorf("%s: running %+v; want the standby gear %s", what, r, want.ID)
+		}
+		if s := gears("standby"); len(s) != 0 {
+			t.Errorf("%s: standby gears left %+v", what, s)
+		}
+		if s := starts(); s[len(s)-1] != want.ID {
+			t.Errorf("%s: app starts %v; want the last by %s", what, s, want.ID)
+		}
+	}
+
+	sb := idle()
+	before := len(starts())
+	time.Sleep(500 * time.Millisecond) // its app would have started by now
+	if n := len(starts()); n != before {
+		t.Fatalf("the standby gear's app started before any request: %v", starts())
+	}
+	wakeOn(sb, "the first wake")
+
+	// A server killed while the app is idle: the standby is there again
+	// (its address not given by the start's full reconcile) and wakes.
+	sb = idle()
+	srv.cmd.Process.Kill()
+	<-srv.exited
+	srv = startServer(t, srv.data, srv.cfg, srv.httpAddr, srv.sshAddr, append(iso, "--wake-timeout", "10s")...)
+	time.Sleep(500 * time.Millisecond)
+	if s := starts(); s[len(s)-1] == sb.ID {
+		t.Fatalf("the standby's app started with the server: %v", s)
+	}
+	wakeOn(sb, "a wake after the server was killed")
+
+	// Variables changed while idle: the app wakes with them, not from a
+	// standby made before.
+	sb = idle()
+	u.gantry("env", "set", "web", "V=v2")
+	if code, body := get(t, srv.httpClient(), srv.url(host, "/")); code != 200 || !strings.HasSuffix(body, " v2") || strings.HasPrefix(body, sb.ID) {
+		t.Errorf("after env set: %d %q; want v2 from a new gear", code, body)
+	}
+	if s := gears("standby"); len(s) != 0 {
+		t.Errorf("standby gears after env set: %+v", s)
+	}
+
+	// A deploy to an idle app: its standby goes.
+	sb = idle()
+	writeFile(t, filepath.Join(repo, "server.js"), standbyApp+"// v3\n", 0o644)
+	u.runIn(repo, "git", "commit", "-qam", "v3")
+	u.runIn(repo, "git", "push", "-q")
+	if s := gears("standby"); len(s) != 0 {
+		t.Errorf("standby gears after a deploy: %+v", s)
+	}
+	if code, body := get(t, srv.httpClient(), srv.url(host, "/")); code != 200 || strings.HasPrefix(body, sb.ID) {
+		t.Errorf("after a deploy: %d %q; want a new gear", code, body)
+	}
+
+	// Deleted while idle: nothing of the standby is left.
+	sb = idle()
+	u.gantry("app", "delete", "web", "--yes")
+	if _, err := os.Stat(netplan.NetnsPath(iso[3] + "-" + sb.ID)); err == nil {
+		t.Errorf("the standby gear's namespace outlived its app")
+	}
+	if out, _ := exec.Command("runc", "--root", filepath.Join(srv.data, "run", "runc"), "list", "-q").Output(); strings.Contains(string(out), sb.ID) {
+		t.Errorf("the standby gear's container outlived its app: %s", out)
+	}
 }

@@ -75,7 +75,7 @@ func run(n int, isolation string) error {
 	}
 	fmt.Printf("  wake: first request to response      %8s (p90 %s)\n", pct(wakes, 50), pct(wakes, 90))
 	fmt.Printf("  app's own start, without Gantry       %8s\n", pct(start, 50))
-	fmt.Printf("  platform overhead of a wake           %8s (aim: under 100ms)\n\n", pct(wakes, 50)-pct(start, 50))
+	fmt.Printf("  platform overhead of a wake           %8s (aim: ≤ 30ms)\n\n", pct(wakes, 50)-pct(start, 50))
 
 	// 2. Load step to a new gear serving.
 	if _, err := e.Gantry("app", "scale", "web", "--min", "1", "--max", "4", "--target-connections", "2"); err != nil {

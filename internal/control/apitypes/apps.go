@@ -16,7 +16,7 @@ type GearView struct {
 	Type       string  `json:"type" doc:"web, a Procfile process type (worker…), run (a one-off: gantry run), cron or release"`
 	IP         string  `json:"ip"`
 	Port       int     `json:"port"`
-	State      string  `json:"state" doc:"starting, running, draining, stopped"`
+	State      string  `json:"state" doc:"starting, running, draining, stopped; standby: made ahead of an idle app's wake, its app not started"`
 	Process    string  `json:"process" doc:"running, backoff (crashed, restarting), stopped, lost"`
 	PID        int     `json:"pid,omitempty"`
 	Restarts   int     `json:"restarts"`

@@ -195,6 +195,11 @@ const (
 	// env and isolation, never routed, scaled or replaced by a deploy;
 	// removed when the command ends.
 	GearOneOff = "oneoff"
+	// GearStandby is a web gear made ahead of an idle app's wake
+	// (namespaced, on one machine): its container waits for its address,
+	// its app has not started. Never routed or counted; the wake gives it
+	// its address.
+	GearStandby = "standby"
 )
 
 // Gear is one running instance of an app. Key: gears/ID.

@@ -324,6 +324,8 @@ func (a *Agent) reattach(ctx context.Context) {
 			a.stopGear(ctx, g, io.Discard)
 			a.o.Store.Update(func(tx *store.Tx) error { return tx.Delete(store.GearKey(g.ID)) })
 			a.netRemove(g.ID)
+		case g.State == store.GearStandby && !alive:
+			a.discard(g) // the next wake starts a gear as usual
 		case alive:
 			adopted++
 		default:

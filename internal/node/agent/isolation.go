@@ -76,7 +76,7 @@ func (a *Agent) plan(tx *store.Tx) (netplan.Plan, error) {
 		if a.remote(g) {
 			p.Remote = append(p.Remote, netplan.Gear{ID: g.ID, App: g.AppID, IP: ip})
 		} else {
-			p.Gears = append(p.Gears, netplan.Gear{ID: g.ID, App: g.AppID, IP: ip})
+			p.Gears = append(p.Gears, netplan.Gear{ID: g.ID, App: g.AppID, IP: ip, Parked: g.State == store.GearStandby})
 		}
 	}
 	if p.Overlay != nil {

@@ -95,12 +95,16 @@ func (a *Agent) Rollout(ctx context.Context, appKey, depID string, out io.Writer
 			if g.AppID != app.ID || g.Service != "" {
 				continue
 			}
-			if g.Deployment == dep.ID && g.State == store.GearStarting {
+			switch {
+			case g.Deployment == dep.ID && g.State == store.GearStarting:
 				g.State = store.GearRunning
-			} else if g.State == store.GearRunning || g.State == store.GearStarting {
+			case g.State == store.GearRunning || g.State == store.GearStarting:
 				g.State = store.GearDraining
 				old = append(old, g)
-			} else {
+			case g.State == store.GearStandby: // made for a wake of what ran
+				old = append(old, g) // (its app never ran: no stop hooks)
+				g.State = store.GearDraining
+			default:
 				continue
 			}
 			if err := tx.Put(store.GearKey(g.ID), &g); err != nil {
@@ -142,10 +146,25 @@ func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deplo
 	if proc != "" && dep.Processes[proc] == "" {
 		return nil, nil, fmt.Errorf("the deployment has no %s process: its Procfile has %s", proc, procList(dep))
 	}
+	// Standby gears first (an idle app's wake): their containers are made.
+	ready := a.standbys(app, dep, proc, n)
 	// Record the new gears first: their ports are then reserved.
 	var fresh []store.Gear
+	woken := map[string]bool{}
 	err := a.o.Store.Update(func(tx *store.Tx) error {
 		fresh = nil // a transaction may run again (etcd)
+		clear(woken)
+		for _, id := range ready {
+			var g store.Gear
+			if tx.Get(store.GearKey(id), &g) != nil || g.State != store.GearStandby {
+				continue
+			}
+			g.State = store.GearStarting
+			if err := tx.Put(store.GearKey(g.ID), &g); err != nil {
+				return err
+			}
+			fresh, woken[g.ID] = append(fresh, g), true
+		}
 		taken := map[int]bool{}
 		takenIP := map[netip.Addr]bool{}
 		if a.rt.Caps().Isolated {
@@ -153,11 +172,11 @@ func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deplo
 				return err
 			}
 		}
-		nodes, err := a.place(tx, app, n)
+		nodes, err := a.place(tx, app, n-len(fresh))
 		if err != nil {
 			return err
 		}
-		for i := 0; i < n; i++ {
+		for i := range nodes {
 			g := store.Gear{ID: newID(), AppID: app.ID, AppKey: app.Key(), Deployment: dep.ID, Process: proc,
 				State: store.GearStarting, Isolation: a.o.Isolation, Node: nodes[i], Created: time.Now().UTC()}
 			switch {
@@ -222,7 +241,11 @@ func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deplo
 		if a.remote(*g) {
 			continue
 		}
-		if err := a.startOne(ctx, app, dep, g, out); err != nil {
+		start := a.startOne
+		if woken[g.ID] {
+			start = func(context.Context, *store.App, *store.Deployment, *store.Gear, io.Writer) error { return a.wake(g) }
+		}
+		if err := start(ctx, app, dep, g, out); err != nil {
 			return nil, nil, fail(waitRemote(err))
 		}
 	}
@@ -319,10 +342,21 @@ func (a *Agent) startOne(ctx context.Context, app *store.App, dep *store.Deploym
 		if err := egress(); err != nil {
 			return err
 		}
+		if g.State == store.GearStandby {
+			// Its link and rules now, its address (the app's start)
+			// when it wakes.
+			if err := a.netAdd(g.ID); err != nil {
+				return fmt.Errorf("gear %s's network: %w", g.ID, err)
+			}
+			return nil
+		}
 		if err := gate.Connect(g.ID); err != nil {
 			return fmt.Errorf("gear %s's network: %w", g.ID, err)
 		}
 		return nil
+	}
+	if g.State == store.GearStandby {
+		return fmt.Errorf("gear %s cannot stand by: its driver does not wait for its network", g.ID)
 	}
 	if err := egress(); err != nil {
 		return err
@@ -478,9 +512,13 @@ func (a *Agent) stopAll(ctx context.Context, appKey string, deleting bool) error
 		}
 		for _, g := range all {
 			if g.AppKey == appKey && (deleting || g.Service == "") {
+				was := g.State
 				g.State = store.GearStopped
-				gears = append(gears, g)
 				tx.Put(store.GearKey(g.ID), &g)
+				if was == store.GearStandby {
+					g.State = was // its app never ran: no stop hooks
+				}
+				gears = append(gears, g)
 			}
 		}
 		if !deleting {
@@ -625,7 +663,7 @@ func (a *Agent) stopGear(ctx context.Context, g store.Gear, out io.Writer) {
 		return tx.Get(store.DeploymentKey(g.AppID, g.Deployment), &dep)
 	}) == nil
 	run := func(name string) {
-		if !haveDep || g.State == store.GearOneOff { // one-offs run no hooks
+		if !haveDep || g.State == store.GearOneOff || g.State == store.GearStandby { // their app did not run
 			return
 		}
 		if hook := a.hook(&dep, name); hook != "" {

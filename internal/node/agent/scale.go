@@ -93,6 +93,9 @@ func (a *Agent) ScaleTo(ctx context.Context, appKey string, n int, out io.Writer
 		}
 		a.waitRouter(ctx)
 		a.drainAndStop(surplus)
+		if n == 0 {
+			a.standBy(ctx, &app, &dep)
+		}
 	default:
 		if err := a.o.Store.Update(setScale); err != nil {
 			return err

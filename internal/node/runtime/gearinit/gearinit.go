@@ -41,7 +41,7 @@ func Main(args []string) int {
 		args = args[1:]
 	}
 	if wait.IsValid() {
-		if err := waitAddr(wait, addrTimeout); err != nil {
+		if err := waitAddr(wait, 0); err != nil {
 			fmt.Fprintf(os.Stderr, "gear-init: %v\n", err)
 			return 1
 		}
@@ -102,13 +102,10 @@ func Main(args []string) int {
 	}
 }
 
-// addrTimeout bounds the wait for the gear's address: the agent gives it
-// within a start's time or stops the gear.
-const addrTimeout = 2 * time.Minute
-
 // waitAddr returns once an interface of this network namespace has a:
 // netlink's address events, subscribed before the first look so that
-// none is missed.
+// none is missed. It waits without bound when timeout is 0: a standby
+// gear waits for its app's wake, and the agent stops a gear it gives up.
 func waitAddr(a netip.Addr, timeout time.Duration) error {
 	updates := make(chan netlink.AddrUpdate, 16)
 	done := make(chan struct{})
@@ -126,14 +123,24 @@ func waitAddr(a netip.Addr, timeout time.Duration) error {
 		}
 		return false
 	}
-	deadline := time.After(timeout)
-	poll := time.NewTicker(50 * time.Millisecond) // if events are lost or not allowed
+	var deadline <-chan time.Time
+	if timeout > 0 {
+		deadline = time.After(timeout)
+	}
+	// A look now and then in case events are lost; often when they are
+	// not allowed.
+	every := time.Second
+	if !subscribed {
+		every = 50 * time.Millisecond
+	}
+	poll := time.NewTicker(every)
 	defer poll.Stop()
 	for !has() {
 		select {
 		case u, ok := <-updates:
 			if !ok && subscribed {
 				updates, subscribed = nil, false
+				poll.Reset(50 * time.Millisecond)
 			}
 			_ = u
 		case <-poll.C:

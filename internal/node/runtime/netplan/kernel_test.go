@@ -539,7 +539,7 @@ func TestNeighboursKnownFromTheStart(t *testing.T) {
 
 // A gear's address comes last, after the rules: a namespaced gear's PID 1
 // waits for it before it starts the app, so an app never runs in a
-// network whose rules failed to load.
+// network whose rules failed to load. A parked gear (a standby) has none.
 func TestAddressComesAfterTheRules(t *testing.T) {
 	needRoot(t)
 	prefix := fmt.Sprintf("ga%d", os.Getpid()%100000)
@@ -592,6 +592,30 @@ func TestAddressComesAfterTheRules(t *testing.T) {
 	}
 	if a := addrs(); len(a) != 1 || a[0].IP.String() != g.IP.String() {
 		t.Fatalf("after the rules: %v; want %s", a, g.IP)
+	}
+	// Parked (a standby gear): the address goes, whatever does the work —
+	// a full reconcile (a server starting again) or an apply; unparked, a
+	// gear's apply gives it back.
+	p.Gears[len(p.Gears)-1].Parked = true
+	if _, err := Reconcile(p); err != nil {
+		t.Fatal(err)
+	}
+	if a := addrs(); len(a) != 0 {
+		t.Fatalf("a parked gear has addresses after a reconcile: %v", a)
+	}
+	st = State{}
+	if _, err := Apply(p, []string{g.ID}, &st); err != nil {
+		t.Fatal(err)
+	}
+	if a := addrs(); len(a) != 0 {
+		t.Fatalf("a parked gear has addresses after an apply: %v", a)
+	}
+	p.Gears[len(p.Gears)-1].Parked = false
+	if _, err := Apply(p, []string{g.ID}, &st); err != nil {
+		t.Fatal(err)
+	}
+	if a := addrs(); len(a) != 1 || a[0].IP.String() != g.IP.String() {
+		t.Fatalf("unparked: %v; want %s", a, g.IP)
 	}
 }
 

@@ -97,6 +97,9 @@ type Gear struct {
 	ID  string
 	App string // app ID: gears of one app may talk to each other
 	IP  netip.Addr
+	// Parked: its link and rules, not its address (a standby gear,
+	// whose app waits for it; the wake gives it).
+	Parked bool
 }
 
 // DefaultSubnet is the platform subnet unless configured.

@@ -375,9 +375,10 @@ func handleIn(name string) (*netlink.Handle, error) {
 	return netlink.NewHandleAt(ns)
 }
 
-// ensureGearAddr gives a gear's eth0 its address (and only it). It comes
-// last: a namespaced gear's PID 1 waits for it before it starts the app
-// (gear-init --wait-addr), so the app never runs before its rules.
+// ensureGearAddr gives a gear's eth0 its address (and only it; none to a
+// parked gear). It comes last: a namespaced gear's PID 1 waits for it
+// before it starts the app (gear-init --wait-addr), so the app never runs
+// before its rules.
 func ensureGearAddr(p Plan, g Gear, changed func(string, ...any)) error {
 	name := p.NetnsName(g.ID)
 	nh, err := handleIn(name)
@@ -395,12 +396,12 @@ func ensureGearAddr(p Plan, g Gear, changed func(string, ...any)) error {
 		return err
 	}
 	for _, a := range addrs {
-		if a.IPNet.String() != want.IPNet.String() {
+		if g.Parked || a.IPNet.String() != want.IPNet.String() {
 			nh.AddrDel(l, &a)
 			changed("removed stale address %s in %s", a.IPNet, name)
 		}
 	}
-	if !hasAddr(addrs, want) {
+	if !g.Parked && !hasAddr(addrs, want) {
 		if err := nh.AddrAdd(l, want); err != nil {
 			return err
 		}
