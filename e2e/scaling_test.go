@@ -294,7 +294,8 @@ require("http").createServer((req, res) => res.end(process.env.GANTRY_GEAR_ID + 
 // gear-init waits for the address). The next request wakes that gear
 // rather than making one; a server killed with SIGKILL while the app is
 // idle finds its standby again and wakes it; a change of the app's
-// variables, a deploy and a deletion take the standby with them.
+// variables, a deploy and a deletion take the standby with them. An
+// autoscaled app keeps one for its next scale-up.
 func TestWakeFromStandby(t *testing.T) {
 	need(t, "git", "ssh", "ssh-keygen", "node")
 	srv, u := namespacedUser(t, "--wake-timeout", "10s")
@@ -400,6 +401,22 @@ func TestWakeFromStandby(t *testing.T) {
 	}
 	if code, body := get(t, srv.httpClient(), srv.url(host, "/")); code != 200 || strings.HasPrefix(body, sb.ID) {
 		t.Errorf("after a deploy: %d %q; want a new gear", code, body)
+	}
+
+	// An autoscaled app keeps a standby for its next scale-up, which
+	// takes it.
+	u.gantry("app", "scale", "web", "--min", "1", "--max", "3")
+	if s := gears("standby"); len(s) != 1 {
+		t.Fatalf("standby gears of an autoscaled app: %+v; want one", s)
+	} else {
+		sb = s[0]
+	}
+	u.gantry("app", "scale", "web", "--gears", "2")
+	if r := gears("running"); len(r) != 2 || r[0].ID != sb.ID && r[1].ID != sb.ID {
+		t.Errorf("after a scale-up: running %+v; want the standby %s among them", r, sb.ID)
+	}
+	if s := gears("standby"); len(s) != 0 {
+		t.Errorf("standby gears of an app no longer autoscaled: %+v", s)
 	}
 
 	// Deleted while idle: nothing of the standby is left.

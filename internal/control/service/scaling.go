@@ -63,11 +63,15 @@ func (s *Service) Scale(ctx context.Context, caller *store.User, domain, name st
 		cur = 0
 	}
 	want := max(set.Min, min(set.Max, cur))
-	if app.ActiveDeployment != "" && !app.Stopped && want != cur && !(app.Idle && set.Min == 0) {
+	// (The same count for an app that now scales itself: the agent makes
+	// its standby gear for the next scale-up.)
+	if app.ActiveDeployment != "" && !app.Stopped && (want != cur || app.Autoscaled()) && !(app.Idle && set.Min == 0) {
 		if err := s.o.Agent.ScaleTo(ctx, app.Key(), want, io.Discard); err != nil {
 			return nil, refuse(Failed, apitypes.CodeDeployFailed, "the new gears did not start: "+err.Error())
 		}
-		s.record(app, store.Event{Kind: "manual", From: cur, To: want, Reason: fmt.Sprintf("%s set min %d, max %d, target %d", caller.Name, set.Min, set.Max, set.Target)})
+		if want != cur {
+			s.record(app, store.Event{Kind: "manual", From: cur, To: want, Reason: fmt.Sprintf("%s set min %d, max %d, target %d", caller.Name, set.Min, set.Max, set.Target)})
+		}
 	}
 	return s.App(caller, domain, name)
 }

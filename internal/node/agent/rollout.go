@@ -136,6 +136,9 @@ func (a *Agent) Rollout(ctx context.Context, appKey, depID string, out io.Writer
 		cancel()
 	}
 	a.drainAndStop(old)
+	if app.Autoscaled() {
+		a.standBy(ctx, &app, &dep) // for the next scale-up
+	}
 	return nil
 }
 

@@ -93,13 +93,13 @@ func (a *Agent) ScaleTo(ctx context.Context, appKey string, n int, out io.Writer
 		}
 		a.waitRouter(ctx)
 		a.drainAndStop(surplus)
-		if n == 0 {
-			a.standBy(ctx, &app, &dep)
-		}
 	default:
 		if err := a.o.Store.Update(setScale); err != nil {
 			return err
 		}
+	}
+	if n == 0 || app.Autoscaled() {
+		a.standBy(ctx, &app, &dep) // for the wake or the next scale-up
 	}
 	// The workers run as recorded (after a lost machine, an interrupted
 	// change); idling does not stop them.

@@ -24,6 +24,8 @@ import (
 // its address, for which its PID 1 (gear-init --wait-addr) holds the app.
 // The wake gives it the address (startGears): what is left is the app's
 // own start. It holds no app process, only the platform's few MiB.
+// An autoscaled app keeps one too, made again after each change of its
+// gears, for its next scale-up.
 //
 // On one machine only (in a cluster the wake may run anywhere), for
 // gears of the host's programs without a pre_start hook (an image's
@@ -31,8 +33,9 @@ import (
 
 var errHasStandby = errors.New("the app has a standby gear")
 
-// standBy makes a standby web gear for an app that idled. A failure is
-// logged: the next wake starts a gear as usual.
+// standBy makes a standby web gear for an app that idled or scales
+// itself, unless it has one. A failure is logged: the next wake or
+// scale-up starts a gear as usual.
 func (a *Agent) standBy(ctx context.Context, app *store.App, dep *store.Deployment) {
 	if a.o.Place != nil || a.o.Gearless || !a.rt.Caps().Isolated || dep.Image != nil || a.hook(dep, "pre_start") != "" {
 		return
@@ -43,8 +46,8 @@ func (a *Agent) standBy(ctx context.Context, app *store.App, dep *store.Deployme
 		if err := tx.Get(app.Key(), &cur); err != nil {
 			return err
 		}
-		if !cur.Idle || cur.Stopped || cur.ActiveDeployment != dep.ID {
-			return errHasStandby // woken, stopped or deployed meanwhile: nothing to do
+		if !(cur.Idle || cur.Autoscaled()) || cur.Stopped || cur.ActiveDeployment != dep.ID {
+			return errHasStandby // changed meanwhile: nothing to do
 		}
 		gears, err := store.ListGears(tx)
 		if err != nil {
