@@ -43,6 +43,16 @@ type h2Conn struct {
 	window  time.Time
 	abuse   func()
 	cut     bool
+	w       h2Writer // the connection's writes, batched (h2write.go)
+}
+
+func (c *h2Conn) Write(p []byte) (int, error) { return c.w.Write(p) }
+
+// Close sends what is queued first (a GOAWAY, the last frames), for at
+// most a second.
+func (c *h2Conn) Close() error {
+	c.w.drain(time.Second, func() { c.Conn.SetWriteDeadline(time.Now()) })
+	return c.Conn.Close()
 }
 
 func (c *h2Conn) Read(p []byte) (int, error) {
@@ -102,5 +112,6 @@ func (r *Router) serveH2(s *http.Server, c *tls.Conn, h http.Handler) {
 			r.log.Warn("HTTP/2 connection cut: the client reset too many streams (rapid reset)", "client", c.RemoteAddr().String(), "limit_per_second", h2ResetLimit)
 		}
 	}}
+	gc.w.init(c.Write)
 	r.h2.ServeConn(gc, &http2.ServeConnOpts{BaseConfig: s, Handler: h})
 }
