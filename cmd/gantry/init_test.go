@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -38,4 +40,38 @@ func TestPackageInitIsCheap(t *testing.T) {
 		t.Errorf("package initialisation allocates %d KiB in all", total>>10)
 	}
 	t.Logf("%d packages allocate %d KiB at init", len(ms), total>>10)
+}
+
+// The helpers the server starts for every gear (its supervisor, its PID 1)
+// run before the binary's heavy packages initialise — etcd's server, gRPC,
+// Prometheus, QUIC: each would add to every gear's start and memory.
+func TestHelpersRunBeforeTheServersInit(t *testing.T) {
+	if os.Getenv("GANTRY_HELPER_TEST") != "" {
+		return // a child whose helper did not run: the test binary's main ran the tests instead
+	}
+	heavy := []string{"go.etcd.io/etcd/server/v3/etcdserver", "google.golang.org/grpc", "github.com/prometheus/client_golang/prometheus", "github.com/quic-go/quic-go"}
+	trace := func(args ...string) string {
+		cmd := exec.Command(os.Args[0], args...)
+		cmd.Env = append(os.Environ(), "GODEBUG=inittrace=1", "GANTRY_HELPER_TEST=1")
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if err != nil && !errors.As(err, &exit) { // (the shim refuses a missing directory)
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	all := trace("-test.run=^$")
+	for _, p := range heavy { // the list names packages this binary has
+		if !strings.Contains(all, "init "+p+" ") {
+			t.Fatalf("%s is not initialised by the whole binary: update the list", p)
+		}
+	}
+	for _, args := range [][]string{{"gear-init", "--", "/bin/true"}, {"shim", "/nonexistent"}} {
+		out := trace(args...)
+		for _, p := range heavy {
+			if strings.Contains(out, "init "+p+" ") {
+				t.Errorf("gantry %s initialised %s first", args[0], p)
+			}
+		}
+	}
 }

@@ -12,8 +12,7 @@ import (
 
 	"github.com/gantry-paas/gantry/internal/client/cli"
 	"github.com/gantry-paas/gantry/internal/control/builder"
-	"github.com/gantry-paas/gantry/internal/node/runtime/gearinit"
-	"github.com/gantry-paas/gantry/internal/node/shim"
+	_ "github.com/gantry-paas/gantry/internal/helpers" // shim, gear-init, static-serve: run from its init
 	"github.com/gantry-paas/gantry/internal/server"
 	"github.com/gantry-paas/gantry/internal/staticsite"
 )
@@ -23,16 +22,10 @@ var version = "dev"
 func main() {
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
-		case "shim": // gantry shim GEARDIR
-			if len(os.Args) == 3 {
-				os.Exit(shim.Main(os.Args[2]))
-			}
 		case "hook": // gantry hook pre-receive
 			if len(os.Args) == 3 && os.Args[2] == "pre-receive" {
 				os.Exit(builder.HookMain(os.Stdin, os.Stdout, os.Stderr))
 			}
-		case "gear-init": // PID 1 of a namespaced gear
-			os.Exit(gearinit.Main(os.Args[2:]))
 		case "static-serve":
 			os.Exit(staticsite.Main())
 		}
