@@ -21,6 +21,16 @@ func newSink() *blockingSink {
 	return &blockingSink{entered: make(chan struct{}, 100), release: make(chan struct{}, 100)}
 }
 
+// writerOn is a writer to a new sink with first on the socket, waiting.
+func writerOn(first string) (*h2Writer, *blockingSink) {
+	s := newSink()
+	w := &h2Writer{}
+	w.init(s.write)
+	w.Write([]byte(first))
+	<-s.entered
+	return w, s
+}
+
 func (s *blockingSink) write(p []byte) (int, error) {
 	s.entered <- struct{}{}
 	<-s.release
@@ -33,11 +43,7 @@ func (s *blockingSink) write(p []byte) (int, error) {
 // What the server writes while a write is in flight leaves together, in
 // order, in the next one; a quiet connection keeps no goroutine.
 func TestH2WriterBatches(t *testing.T) {
-	s := newSink()
-	var w h2Writer
-	w.init(s.write)
-	w.Write([]byte("a"))
-	<-s.entered // "a" is on the socket
+	w, s := writerOn("a")
 	for _, f := range []string{"b", "c", "d"} {
 		if n, err := w.Write([]byte(f)); n != 1 || err != nil {
 			t.Fatalf("queued write: %d %v", n, err)
@@ -61,11 +67,7 @@ func TestH2WriterBatches(t *testing.T) {
 // a socket error fails every later write; a close waits for the queue at
 // most its bound, then unblocks the socket.
 func TestH2WriterBackpressureAndErrors(t *testing.T) {
-	s := newSink()
-	var w h2Writer
-	w.init(s.write)
-	w.Write([]byte("first"))
-	<-s.entered
+	w, s := writerOn("first")
 	w.Write(bytes.Repeat([]byte("x"), h2WriteMax))
 	done := make(chan struct{})
 	go func() {
@@ -89,11 +91,7 @@ func TestH2WriterBackpressureAndErrors(t *testing.T) {
 		t.Errorf("a write after the socket failed: %v", err)
 	}
 
-	stuck := newSink()
-	var w2 h2Writer
-	w2.init(stuck.write)
-	w2.Write([]byte("never read"))
-	<-stuck.entered
+	w2, stuck := writerOn("never read")
 	unblocked := make(chan struct{})
 	w2.drain(50*time.Millisecond, func() { close(unblocked); stuck.release <- struct{}{} })
 	select {
@@ -106,11 +104,7 @@ func TestH2WriterBackpressureAndErrors(t *testing.T) {
 // A connection's queue lost to a socket error never reaches another
 // connection's socket: every buffer back in the pool is empty.
 func TestH2WriterPoolKeepsNothing(t *testing.T) {
-	s := newSink()
-	var w h2Writer
-	w.init(s.write)
-	w.Write([]byte("one"))
-	<-s.entered
+	w, s := writerOn("one")
 	w.Write([]byte("secret of the first connection"))
 	s.mu.Lock()
 	s.err = errors.New("broken pipe")

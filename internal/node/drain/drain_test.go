@@ -242,6 +242,22 @@ func TestSyslogTLSSink(t *testing.T) {
 	waitFor(t, "a line over TLS", func() bool { return len(srv.got()) == 1 })
 }
 
+// runHTTPSSink runs a sink to ts at path (with a query) until the test ends.
+func runHTTPSSink(t *testing.T, ts *httptest.Server, path string) *Sink {
+	t.Helper()
+	roots := x509.NewCertPool()
+	roots.AddCert(ts.Certificate())
+	tg, err := Parse(ts.URL + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSink(tg, SinkOptions{Policy: Policy{AllowLoopback: true}, Roots: &tls.Config{RootCAs: roots}, MinRetry: 10 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); <-s.stopped })
+	go s.Run(ctx)
+	return s
+}
+
 // HTTPS drains get JSON batches; a 500 is retried, the lines kept.
 func TestHTTPSSink(t *testing.T) {
 	var mu sync.Mutex
@@ -262,16 +278,7 @@ func TestHTTPSSink(t *testing.T) {
 		got = append(got, batch...)
 	}))
 	defer ts.Close()
-	roots := x509.NewCertPool()
-	roots.AddCert(ts.Certificate())
-	tg, err := Parse(ts.URL + "/ingest?token=x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := NewSink(tg, SinkOptions{Policy: Policy{AllowLoopback: true}, Roots: &tls.Config{RootCAs: roots}, MinRetry: 10 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go s.Run(ctx)
+	s := runHTTPSSink(t, ts, "/ingest?token=x")
 	for i := 1; i <= 3; i++ {
 		s.Send(line(i))
 	}
@@ -305,13 +312,7 @@ func TestHTTPSSinkRefusesRedirects(t *testing.T) {
 		http.Redirect(w, r, "http://127.0.0.1:1/elsewhere", http.StatusTemporaryRedirect)
 	}))
 	defer ts.Close()
-	roots := x509.NewCertPool()
-	roots.AddCert(ts.Certificate())
-	tg, _ := Parse(ts.URL + "/ingest?token=SECRET")
-	s := NewSink(tg, SinkOptions{Policy: Policy{AllowLoopback: true}, Roots: &tls.Config{RootCAs: roots}, MinRetry: 10 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go s.Run(ctx)
+	s := runHTTPSSink(t, ts, "/ingest?token=SECRET")
 	s.Send(line(1))
 	waitFor(t, "the redirect refused", func() bool { return strings.Contains(s.Status().LastError, "redirect") })
 	if _, ok := hits.Load("/elsewhere"); ok {
@@ -333,13 +334,7 @@ func TestBufferedCountsTheBatchInFlight(t *testing.T) {
 	}))
 	defer ts.Close()
 	defer close(release)
-	roots := x509.NewCertPool()
-	roots.AddCert(ts.Certificate())
-	tg, _ := Parse(ts.URL + "/ingest")
-	s := NewSink(tg, SinkOptions{Policy: Policy{AllowLoopback: true}, Roots: &tls.Config{RootCAs: roots}, MinRetry: 10 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go s.Run(ctx)
+	s := runHTTPSSink(t, ts, "/ingest")
 	s.Send(line(1))
 	s.Send(line(2))
 	<-arrived
