@@ -12,7 +12,7 @@ import (
 
 	"github.com/gantry-paas/gantry/internal/client/cli"
 	"github.com/gantry-paas/gantry/internal/control/builder"
-	_ "github.com/gantry-paas/gantry/internal/helpers" // shim, gear-init, static-serve: run from its init
+	_ "github.com/gantry-paas/gantry/internal/node/helpers" // shim and gear-init: run from its init
 	"github.com/gantry-paas/gantry/internal/server"
 	"github.com/gantry-paas/gantry/internal/staticsite"
 )
