@@ -31,7 +31,7 @@ import (
 // gears of the host's programs without a pre_start hook (an image's
 // command is PID 1; the hook runs in the gear's whole network).
 
-var errHasStandby = errors.New("the app has a standby gear")
+var errNoStandby = errors.New("no standby gear is needed")
 
 // standBy makes a standby web gear for an app that idled or scales
 // itself, unless it has one. A failure is logged: the next wake or
@@ -47,14 +47,14 @@ func (a *Agent) standBy(ctx context.Context, app *store.App, dep *store.Deployme
 			return err
 		}
 		if !(cur.Idle || cur.Autoscaled()) || cur.Stopped || cur.ActiveDeployment != dep.ID {
-			return errHasStandby // changed meanwhile: nothing to do
+			return errNoStandby // changed meanwhile
 		}
 		gears, err := store.ListGears(tx)
 		if err != nil {
 			return err
 		}
 		if slices.ContainsFunc(gears, func(g store.Gear) bool { return g.AppKey == app.Key() && g.State == store.GearStandby }) {
-			return errHasStandby
+			return errNoStandby // it has one
 		}
 		if err := a.ensureUID(tx, app); err != nil {
 			return err
@@ -66,7 +66,7 @@ func (a *Agent) standBy(ctx context.Context, app *store.App, dep *store.Deployme
 		}
 		return tx.Create(store.GearKey(g.ID), &g)
 	})
-	if errors.Is(err, errHasStandby) {
+	if errors.Is(err, errNoStandby) {
 		return
 	}
 	if err == nil {
