@@ -244,11 +244,13 @@ func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deplo
 		if a.remote(*g) {
 			continue
 		}
-		start := a.startOne
+		var err error
 		if woken[g.ID] {
-			start = func(context.Context, *store.App, *store.Deployment, *store.Gear, io.Writer) error { return a.wake(g) }
+			err = a.wake(g)
+		} else {
+			err = a.startOne(ctx, app, dep, g, out)
 		}
-		if err := start(ctx, app, dep, g, out); err != nil {
+		if err != nil {
 			return nil, nil, fail(waitRemote(err))
 		}
 	}
@@ -265,6 +267,9 @@ func (a *Agent) startGears(ctx context.Context, app *store.App, dep *store.Deplo
 		return nil, nil, fail(err)
 	}
 	// A machine may have given its gear another port (ensurePort).
+	if !slices.ContainsFunc(fresh, a.remote) {
+		return fresh, fail, nil
+	}
 	err = a.o.Store.View(func(tx *store.Tx) error {
 		for i := range fresh {
 			if a.remote(fresh[i]) {

@@ -86,8 +86,8 @@ func (a *Agent) standBy(ctx context.Context, app *store.App, dep *store.Deployme
 // can use: alive, with the environment the app has now. The others are
 // removed.
 func (a *Agent) standbys(app *store.App, dep *store.Deployment, proc string, n int) []string {
-	if proc != "" || n == 0 {
-		return nil
+	if proc != "" || n == 0 || !a.rt.Caps().Isolated {
+		return nil // (only namespaced gears stand by)
 	}
 	gears, err := a.gears(app.ID)
 	if err != nil {
