@@ -51,6 +51,10 @@ func TestHTTPSFastPath(t *testing.T) {
 		}
 	})
 	t.Run("handed_off_with_its_tls_state", func(t *testing.T) {
+		// The previous connection is closed; the router notices soon.
+		for r.fastConns.Len() != 0 {
+			time.Sleep(time.Millisecond)
+		}
 		c, br := dial(t, "blog-acme.localhost")
 		// A chunked request body goes to net/http, which serves this
 		// request and the next ones as HTTPS.
