@@ -174,10 +174,6 @@ func (p Plan) NetnsName(gearID string) string { return p.Prefix + "-" + gearID }
 // HostVeth is the host side of a gear's veth pair (at most 15 bytes).
 func (p Plan) HostVeth(gearID string) string { return linkName("v", p.Prefix, gearID) }
 
-// PeerVeth is the gear side's name before it moves into the namespace,
-// where it is renamed eth0.
-func (p Plan) PeerVeth(gearID string) string { return linkName("p", p.Prefix, gearID) }
-
 func linkName(kind, prefix, id string) string {
 	sum := sha256.Sum256([]byte(prefix + "/" + id))
 	return "g" + kind + hex.EncodeToString(sum[:])[:12] // 14 bytes

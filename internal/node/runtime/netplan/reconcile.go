@@ -279,23 +279,12 @@ func ensureGear(p Plan, br netlink.Link, g Gear, changed func(string, ...any)) e
 		if l, err := nh.LinkByName("eth0"); err == nil {
 			nh.LinkDel(l)
 		}
-		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostName, MasterIndex: br.Attrs().Index}, PeerName: p.PeerVeth(g.ID)}
+		// The peer is made in the gear's namespace, as eth0: moving a
+		// link between namespaces waits for an RCU grace period (~20 ms
+		// here, on every gear's start).
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostName, MasterIndex: br.Attrs().Index}, PeerName: "eth0", PeerNamespace: netlink.NsFd(ns)}
 		if err := netlink.LinkAdd(veth); err != nil {
 			return fmt.Errorf("creating veth %s: %w", hostName, err)
-		}
-		peer, err := netlink.LinkByName(p.PeerVeth(g.ID))
-		if err != nil {
-			return err
-		}
-		if err := netlink.LinkSetNsFd(peer, int(ns)); err != nil {
-			return fmt.Errorf("moving veth into %s: %w", name, err)
-		}
-		peer, err = nh.LinkByName(p.PeerVeth(g.ID))
-		if err != nil {
-			return err
-		}
-		if err := nh.LinkSetName(peer, "eth0"); err != nil {
-			return err
 		}
 		changed("created veth %s <-> %s/eth0", hostName, name)
 		if host, err = netlink.LinkByName(hostName); err != nil {
