@@ -14,8 +14,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	stdnet "net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -45,7 +47,13 @@ func main() {
 		fmt.Printf("namespace mode not measured: %v\n", err)
 	}
 	fmt.Printf("gears: tiny app = gantry static-serve; %d timed starts, %d idle gears per mode\n\n", *n, *idle)
-	fmt.Printf("  %-11s %12s %12s %18s %16s %s\n", "mode", "start p50", "start p90", "platform PSS/gear", "machine/gear", "idle gears held")
+	alone, err := appAlone(*exe, *n)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "the app alone: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Printf("  the app alone (sh -c 'exec gantry static-serve', until it accepts): p50 %s\n\n", alone)
+	fmt.Printf("  %-11s %12s %12s %14s %18s %16s %s\n", "mode", "start p50", "start p90", "beyond the app", "platform PSS/gear", "machine/gear", "idle gears held")
 	var p50s []time.Duration
 	for _, m := range modes {
 		r, err := measure(*exe, m, *n, *idle)
@@ -54,11 +62,56 @@ func main() {
 			os.Exit(1)
 		}
 		p50s = append(p50s, r.p50)
-		fmt.Printf("  %-11s %12s %12s %15.1f MiB %13.1f MiB %d\n", m, r.p50, r.p90, r.platformMiB, r.totalMiB, r.held)
+		fmt.Printf("  %-11s %12s %12s %14s %15.1f MiB %13.1f MiB %d\n", m, r.p50, r.p90, r.p50-alone, r.platformMiB, r.totalMiB, r.held)
 	}
 	if len(p50s) == 2 {
 		fmt.Printf("\n  start time ratio namespaces / process: %.2f\n", float64(p50s[1])/float64(p50s[0]))
 	}
+}
+
+// appAlone times the tiny app started n times by itself, as the gears
+// start it, from the start until it accepts a connection: the part of a
+// gear's start that is the app's own.
+func appAlone(exe string, n int) (time.Duration, error) {
+	site, err := os.MkdirTemp("", "gantry-bench-app")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(site)
+	os.WriteFile(filepath.Join(site, "index.html"), []byte("hi\n"), 0o644)
+	var times []time.Duration
+	for i := 0; i < n; i++ {
+		l, err := stdnet.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*stdnet.TCPAddr).Port
+		l.Close()
+		cmd := exec.Command("/bin/sh", "-c", "exec '"+exe+"' static-serve")
+		cmd.Dir = site
+		cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "PORT=" + strconv.Itoa(port), "IP=127.0.0.1"}
+		t0 := time.Now()
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		for {
+			if c, err := stdnet.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+				c.Close()
+				break
+			}
+			if time.Since(t0) > 10*time.Second {
+				cmd.Process.Kill()
+				return 0, fmt.Errorf("static-serve did not listen within 10 s")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		times = append(times, time.Since(t0))
+		cmd.Process.Kill()
+		cmd.Wait()
+		time.Sleep(20 * time.Millisecond)
+	}
+	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+	return times[len(times)/2].Round(time.Millisecond), nil
 }
 
 type result struct {
@@ -113,13 +166,28 @@ func measure(exe, mode string, n, idle int) (result, error) {
 		})
 	}
 
-	// Start latency: one app, restarted n times (each a new gear).
+	// Start latency: one app, restarted n times (each a new gear). The
+	// gear it replaces is stopped (in the background) before the next
+	// start is timed, as between two deploys: on two cores its teardown
+	// (runc, its namespace's removal, which holds the kernel's network
+	// lock) would otherwise slow the next start.
 	key, err := mkApp(0)
 	if err != nil {
 		return r, err
 	}
+	gears := func() int {
+		n := 0
+		st.View(func(tx *store.Tx) error {
+			return tx.Scan("gears/", func(string, []byte) error { n++; return nil })
+		})
+		return n
+	}
 	var starts []time.Duration
 	for i := 0; i < n; i++ {
+		for deadline := time.Now().Add(10 * time.Second); gears() > 1 && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond)
 		t0 := time.Now()
 		if err := a.Rollout(ctx, key, "d1", io.Discard); err != nil {
 			return r, err

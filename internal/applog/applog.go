@@ -1,6 +1,9 @@
 // Package applog writes and reads the log files of an app's gears: one file
 // per gear (GEAR.log, rotated to GEAR.log.1), one line per output line as
 // "TIME STREAM TEXT". The shim writes; the API reads, merges and follows.
+//
+// The shim links this package: it imports only standard packages whose
+// initialisation comes early (not path/filepath; see node/helpers).
 package applog
 
 import (
@@ -10,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -125,7 +127,13 @@ func Parse(gear, s string) (Line, bool) {
 
 // gearFiles lists dir's gear logs, newest first by modification time.
 func gearFiles(dir string) []string {
-	matches, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	var matches []string
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".log") {
+			matches = append(matches, dir+"/"+e.Name())
+		}
+	}
 	sort.Slice(matches, func(i, j int) bool {
 		a, _ := os.Stat(matches[i])
 		b, _ := os.Stat(matches[j])
@@ -150,7 +158,7 @@ func FileName(gear, process string) string {
 // GearOf returns the gear and process of a log file ("" : as the gear
 // is).
 func GearOf(path string) (gear, process string) {
-	gear, process, _ = strings.Cut(strings.TrimSuffix(filepath.Base(path), ".log"), ".")
+	gear, process, _ = strings.Cut(strings.TrimSuffix(path[strings.LastIndexByte(path, '/')+1:], ".log"), ".")
 	return gear, process
 }
 

@@ -39,8 +39,8 @@ import (
 	"github.com/gantry-paas/gantry/internal/keylock"
 	"github.com/gantry-paas/gantry/internal/layout"
 	"github.com/gantry-paas/gantry/internal/node/peer"
+	"github.com/gantry-paas/gantry/internal/node/runtime/cgroup"
 	"github.com/gantry-paas/gantry/internal/node/runtime/netplan"
-	"github.com/gantry-paas/gantry/internal/node/runtime/sandbox"
 	"github.com/gantry-paas/gantry/internal/node/shim"
 )
 
@@ -476,8 +476,8 @@ func (a *Agent) localStatus(gearID string) GearStatus {
 	}
 	var spec shim.Spec
 	if data, err := os.ReadFile(filepath.Join(a.o.Layout.Gear(gearID), shim.SpecFile)); err == nil && json.Unmarshal(data, &spec) == nil && spec.CgroupParent != "" {
-		s.Memory, s.CPU, _ = sandbox.Usage(spec.CgroupParent)
-		s.OOMKills = sandbox.OOMKills(spec.CgroupParent)
+		s.Memory, s.CPU, _ = cgroup.Usage(spec.CgroupParent)
+		s.OOMKills = cgroup.OOMKills(spec.CgroupParent)
 	}
 	return s
 }

@@ -20,7 +20,7 @@ import (
 
 	"golang.org/x/net/dns/dnsmessage"
 
-	"github.com/gantry-paas/gantry/internal/node/runtime/sandbox"
+	"github.com/gantry-paas/gantry/internal/node/runtime/cgroup"
 )
 
 // Statuses.
@@ -114,10 +114,10 @@ func kernel() Check {
 }
 
 func cgroups() Check {
-	mode := sandbox.CgroupMode()
+	mode := cgroup.Mode()
 	var missing []string
 	if mode == "v2" {
-		b, _ := os.ReadFile(sandbox.CgroupRoot + "/cgroup.controllers")
+		b, _ := os.ReadFile(cgroup.Root + "/cgroup.controllers")
 		have := map[string]bool{}
 		for _, f := range strings.Fields(string(b)) {
 			have[f] = true
@@ -129,7 +129,7 @@ func cgroups() Check {
 		}
 	} else {
 		for _, c := range []string{"memory", "pids", "cpu"} {
-			if _, err := os.Stat(sandbox.CgroupRoot + "/" + c); err != nil {
+			if _, err := os.Stat(cgroup.Root + "/" + c); err != nil {
 				missing = append(missing, c)
 			}
 		}

@@ -12,7 +12,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gantry-paas/gantry/internal/node/runtime/cgroup"
 	"github.com/gantry-paas/gantry/internal/node/runtime/sandbox"
+	"github.com/gantry-paas/gantry/internal/node/shim"
 )
 
 // oneOffPrefix starts the container IDs of one-off runs (gears' IDs never
@@ -25,15 +27,15 @@ func (n *Namespaces) RunOnce(ctx context.Context, net string, sb Sandbox, out io
 	id := oneOffPrefix + sb.ID
 	bundle := filepath.Join(n.OneOffs, id)
 	defer os.RemoveAll(bundle)
-	cgroup := n.Cgroup(id)
-	if err := sandbox.SetLimits(cgroup, sb.Limits); err != nil {
+	parent := n.Cgroup(id)
+	if err := sandbox.SetLimits(parent, sb.Limits); err != nil {
 		return err
 	}
-	defer sandbox.RemoveCgroup(cgroup)
+	defer sandbox.RemoveCgroup(parent)
 	err := sandbox.WriteBundle(bundle, sandbox.Spec{
 		ID: id, Env: sb.Env, Cwd: sb.Cwd, UID: uint32(sb.UID), GID: uint32(sb.UID),
 		Hostname: sb.Hostname, ResolvConf: n.ResolvConf, Mounts: sb.Mounts,
-		Args: append([]string{n.Init, "gear-init", "--"}, args...), NetnsPath: n.Netns(net), CgroupParent: cgroup,
+		Args: append([]string{n.Init, "gear-init", "--"}, args...), NetnsPath: n.Netns(net), CgroupParent: parent,
 	})
 	if err != nil {
 		return err
@@ -43,7 +45,7 @@ func (n *Namespaces) RunOnce(ctx context.Context, net string, sb Sandbox, out io
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	rargs := sandbox.RuncArgs(n.RuncRoot, bundle, id)
+	rargs := shim.RuncArgs(n.RuncRoot, bundle, id)
 	cmd := exec.Command(rargs[0], rargs[1:]...)
 	cmd.Dir = bundle
 	cmd.Stdout, cmd.Stderr = out, out
@@ -62,7 +64,7 @@ func (n *Namespaces) RunOnce(ctx context.Context, net string, sb Sandbox, out io
 			err = fmt.Errorf("%s did not finish within %s", filepath.Base(args[0]), timeout)
 		}
 	}
-	oom := sandbox.OOMKills(cgroup) > 0 // read before the delete drops runc's leaf
+	oom := cgroup.OOMKills(parent) > 0 // read before the delete drops runc's leaf
 	exec.Command("runc", "--root", n.RuncRoot, "delete", "-f", id).Run()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) && oom {

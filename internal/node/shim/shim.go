@@ -7,6 +7,11 @@
 //
 // The shim owns exactly one child process group. It must not talk to the
 // store or the network: everything it needs is in its spec file.
+//
+// It runs before every gear's app, so it imports only standard packages
+// whose initialisation comes early: not os/exec, path/filepath, net or
+// x/sys/unix, which would make it wait for most of the binary's (see
+// node/helpers; cmd/gantry's TestHelpersRunBeforeTheServersInit checks).
 package shim
 
 import (
@@ -14,18 +19,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/gantry-paas/gantry/internal/applog"
-	"github.com/gantry-paas/gantry/internal/node/runtime/sandbox"
+	"github.com/gantry-paas/gantry/internal/node/runtime/cgroup"
 )
 
 // Spec is what the agent asks the shim to run. It lives in DIR/spec.json.
@@ -96,7 +97,7 @@ const (
 // (SIGTERM/SIGINT). It returns the process exit code.
 func Main(dir string) int {
 	var spec Spec
-	data, err := os.ReadFile(filepath.Join(dir, SpecFile))
+	data, err := os.ReadFile(dir + "/" + SpecFile)
 	if err == nil {
 		err = json.Unmarshal(data, &spec)
 	}
@@ -117,7 +118,7 @@ func Main(dir string) int {
 	// Descendants that leave the process group (daemons call setsid, as
 	// PostgreSQL's workers do) are re-parented to the shim, which kills
 	// them when the gear's process ends: a restart starts clean.
-	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0)
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	// SIGHUP from a closing session must not stop the gear.
@@ -128,26 +129,26 @@ func Main(dir string) int {
 	st := State{ShimPID: os.Getpid(), ShimStart: self}
 	backoff := minBackoff
 	for {
-		ooms := sandbox.OOMKills(spec.CgroupParent)
-		cmd, exited, err := start(spec, logw)
+		ooms := cgroup.OOMKills(spec.CgroupParent)
+		proc, exited, err := start(spec, logw)
 		if err != nil {
 			logw.WriteLine("gantry", []byte("cannot start: "+err.Error()))
 			st.LastExit = "could not start: " + err.Error()
 		} else {
-			st.PID, st.Status, st.Started = cmd.Process.Pid, Running, time.Now().UTC()
+			st.PID, st.Status, st.Started = proc.Pid, Running, time.Now().UTC()
 			st.ProcStart, _, _ = procStart(st.PID)
 			st.NextStart = time.Time{}
 			writeState(dir, st)
 			select {
 			case <-sigs:
-				stop(spec, cmd, exited)
+				stop(spec, proc, exited)
 				st.Status, st.PID = Stopped, 0
 				writeState(dir, st)
 				return 0
 			case werr := <-exited:
 				st.LastExit = describeExit(werr)
-				if spec.CgroupParent != "" && killed(werr) && sandbox.OOMKills(spec.CgroupParent) > ooms {
-					st.LastExit = fmt.Sprintf("killed: out of memory (the gear's limit is %d MiB; a larger --gear-size gives more)", sandbox.MemoryLimit(spec.CgroupParent)>>20)
+				if spec.CgroupParent != "" && killed(werr) && cgroup.OOMKills(spec.CgroupParent) > ooms {
+					st.LastExit = fmt.Sprintf("killed: out of memory (the gear's limit is %d MiB; a larger --gear-size gives more)", cgroup.MemoryLimit(spec.CgroupParent)>>20)
 				}
 				if spec.Runtime == "runc" {
 					runc(spec, "delete", "-f", spec.GearID) // kept for the count above
@@ -180,25 +181,42 @@ func Main(dir string) int {
 	}
 }
 
-func start(spec Spec, logw *applog.Writer) (*exec.Cmd, chan error, error) {
-	cmd := exec.Command("/bin/sh", "-c", spec.Command)
-	cmd.Dir = spec.Dir
-	cmd.Env = spec.Env
+// prSetChildSubreaper is prctl's PR_SET_CHILD_SUBREAPER.
+const prSetChildSubreaper = 36
+
+// RuncArgs are the arguments of `runc run` for a bundle, with runc's state
+// kept under root. The container is kept after it exits (--keep), so that
+// its cgroup can be read for OOM kills; the caller deletes it.
+func RuncArgs(root, bundle, id string) []string {
+	return []string{"runc", "--root", root, "run", "--keep", "--bundle", bundle, id}
+}
+
+// exitError is a process's exit other than with status 0.
+type exitError struct{ *os.ProcessState }
+
+func (e exitError) Error() string { return e.String() }
+
+func start(spec Spec, logw *applog.Writer) (*os.Process, chan error, error) {
+	args := []string{"/bin/sh", "-c", spec.Command}
+	attr := &os.ProcAttr{Dir: spec.Dir, Env: spec.Env}
 	if spec.Runtime == "runc" {
 		// A container left by a shim that died is removed first.
-		if _, err := os.Stat(filepath.Join(spec.RuncRoot, spec.GearID)); err == nil {
+		if _, err := os.Stat(spec.RuncRoot + "/" + spec.GearID); err == nil {
 			runc(spec, "delete", "-f", spec.GearID)
 		}
-		args := sandbox.RuncArgs(spec.RuncRoot, spec.Bundle, spec.GearID)
-		cmd = exec.Command(args[0], args[1:]...)
-		cmd.Dir = spec.Bundle
-		cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+		args = RuncArgs(spec.RuncRoot, spec.Bundle, spec.GearID)
+		attr.Dir = spec.Bundle
+		attr.Env = []string{"PATH=" + defaultPath}
+	}
+	path, err := lookPath(args[0])
+	if err != nil {
+		return nil, nil, err
 	}
 	// Own process group, so that stop reaches the whole tree; killed if the
 	// shim dies, so that a respawned shim never finds an orphan on its port.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	attr.Sys = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if spec.UID > 0 && spec.Runtime == "" {
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(spec.UID), Gid: uint32(spec.GID)}
+		attr.Sys.Credential = &syscall.Credential{Uid: uint32(spec.UID), Gid: uint32(spec.GID)}
 	}
 	// Our own pipes: the process is waited for by itself, not for the
 	// pipes, which a descendant that escaped the group may hold open.
@@ -212,8 +230,13 @@ func start(spec Spec, logw *applog.Writer) (*exec.Cmd, chan error, error) {
 		outW.Close()
 		return nil, nil, err
 	}
-	cmd.Stdout, cmd.Stderr = outW, errW
-	err = cmd.Start()
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, nil, err
+	}
+	attr.Files = []*os.File{devnull, outW, errW}
+	proc, err := os.StartProcess(path, args, attr)
+	devnull.Close()
 	outW.Close()
 	errW.Close()
 	if err != nil {
@@ -226,7 +249,7 @@ func start(spec Spec, logw *applog.Writer) (*exec.Cmd, chan error, error) {
 	go func() { logw.Copy("stderr", errR); copied <- struct{}{} }()
 	exited := make(chan error, 1)
 	go func() {
-		err := cmd.Wait()
+		err := wait(proc)
 		// What is left below the shim goes with the process; then the
 		// pipes drain (briefly: a stuck holder must not stall the gear).
 		killDescendants()
@@ -240,11 +263,48 @@ func start(spec Spec, logw *applog.Writer) (*exec.Cmd, chan error, error) {
 		errR.Close()
 		exited <- err
 	}()
-	return cmd, exited, nil
+	return proc, exited, nil
+}
+
+// wait waits for proc: nil if it exited with status 0, an exitError
+// otherwise.
+func wait(proc *os.Process) error {
+	st, err := proc.Wait()
+	if err != nil {
+		return err
+	}
+	if !st.Success() {
+		return exitError{st}
+	}
+	return nil
+}
+
+// defaultPath is where programs are looked for without a PATH.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// lookPath finds an executable as a shell would, in the shim's PATH.
+func lookPath(file string) (string, error) {
+	if strings.Contains(file, "/") {
+		return file, nil
+	}
+	path := os.Getenv("PATH")
+	if path == "" {
+		path = defaultPath
+	}
+	for _, dir := range strings.Split(path, ":") {
+		if dir == "" {
+			dir = "."
+		}
+		p := dir + "/" + file
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s: not found in PATH %s", file, path)
 }
 
 // stop sends SIGTERM to the process group, then SIGKILL after grace.
-func stop(spec Spec, cmd *exec.Cmd, exited chan error) {
+func stop(spec Spec, proc *os.Process, exited chan error) {
 	grace := spec.StopGrace
 	if spec.Runtime == "runc" {
 		runc(spec, "kill", spec.GearID, "TERM")
@@ -255,14 +315,14 @@ func stop(spec Spec, cmd *exec.Cmd, exited chan error) {
 			select {
 			case <-exited:
 			case <-time.After(5 * time.Second):
-				syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+				syscall.Kill(-proc.Pid, syscall.SIGKILL)
 				<-exited
 			}
 		}
 		runc(spec, "delete", "-f", spec.GearID)
 		return
 	}
-	pgid := cmd.Process.Pid
+	pgid := proc.Pid
 	syscall.Kill(-pgid, syscall.SIGTERM)
 	select {
 	case <-exited:
@@ -346,7 +406,7 @@ func killOrphans(dir string) {
 // killed reports an exit by SIGKILL, directly or as a shell's or runc's
 // status 137.
 func killed(err error) bool {
-	var ee *exec.ExitError
+	var ee exitError
 	if !errors.As(err, &ee) {
 		return false
 	}
@@ -358,11 +418,25 @@ func killed(err error) bool {
 
 // runc runs a runc subcommand for the gear's container.
 func runc(spec Spec, args ...string) error {
-	return exec.Command("runc", append([]string{"--root", spec.RuncRoot}, args...)...).Run()
+	path, err := lookPath("runc")
+	if err != nil {
+		return err
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return err
+	}
+	defer devnull.Close()
+	files := []*os.File{devnull, devnull, devnull}
+	proc, err := os.StartProcess(path, append([]string{"runc", "--root", spec.RuncRoot}, args...), &os.ProcAttr{Files: files})
+	if err != nil {
+		return err
+	}
+	return wait(proc)
 }
 
 func describeExit(err error) string {
-	var ee *exec.ExitError
+	var ee exitError
 	if errors.As(err, &ee) {
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 			return "killed by signal " + ws.Signal().String()
@@ -382,16 +456,16 @@ func describeExit(err error) string {
 
 func writeState(dir string, st State) {
 	data, _ := json.Marshal(st)
-	tmp := filepath.Join(dir, StateFile+".tmp")
+	tmp := dir + "/" + StateFile + ".tmp"
 	if os.WriteFile(tmp, data, 0o644) == nil {
-		os.Rename(tmp, filepath.Join(dir, StateFile))
+		os.Rename(tmp, dir+"/"+StateFile)
 	}
 }
 
 // ReadState reads the state a shim wrote in dir.
 func ReadState(dir string) (State, error) {
 	var st State
-	data, err := os.ReadFile(filepath.Join(dir, StateFile))
+	data, err := os.ReadFile(dir + "/" + StateFile)
 	if err != nil {
 		return st, err
 	}

@@ -10,29 +10,29 @@
 // outbound policy are in place, so that the container can be made while
 // the network is (the address is the gate), and the app never runs
 // without its policy.
+//
+// It runs before every namespaced gear's app, so it imports only standard
+// packages whose initialisation comes early: netlink is spoken through
+// syscall, not a library that brings net (see node/helpers).
 package gearinit
 
 import (
 	"fmt"
-	"net/netip"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/vishvananda/netlink"
 )
 
 // Main runs args as the gear's process and returns its exit code.
 func Main(args []string) int {
-	var wait netip.Addr
+	var wait []byte
 	if len(args) > 1 && args[0] == "--wait-addr" {
-		a, err := netip.ParseAddr(args[1])
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "gear-init: --wait-addr %q: %v\n", args[1], err)
+		a, ok := parseIPv4(args[1])
+		if !ok {
+			fmt.Fprintf(os.Stderr, "gear-init: --wait-addr %q: not an IPv4 address (gears' addresses are)\n", args[1])
 			return 2
 		}
 		wait, args = a, args[2:]
@@ -40,7 +40,7 @@ func Main(args []string) int {
 	if len(args) > 0 && args[0] == "--" {
 		args = args[1:]
 	}
-	if wait.IsValid() {
+	if wait != nil {
 		if err := waitAddr(wait, 0); err != nil {
 			fmt.Fprintf(os.Stderr, "gear-init: %v\n", err)
 			return 1
@@ -102,53 +102,115 @@ func Main(args []string) int {
 	}
 }
 
-// waitAddr returns once an interface of this network namespace has a:
-// netlink's address events, subscribed before the first look so that
-// none is missed. It waits without bound when timeout is 0: a standby
-// gear waits for its app's wake, and the agent stops a gear it gives up.
-func waitAddr(a netip.Addr, timeout time.Duration) error {
-	updates := make(chan netlink.AddrUpdate, 16)
-	done := make(chan struct{})
-	defer close(done)
-	subscribed := netlink.AddrSubscribe(updates, done) == nil
-	has := func() bool {
-		addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
-		if err != nil {
-			return false
-		}
-		for _, x := range addrs {
-			if ip, ok := netip.AddrFromSlice(x.IP); ok && ip.Unmap() == a {
-				return true
-			}
-		}
-		return false
-	}
-	var deadline <-chan time.Time
+// waitAddr returns once an interface of this network namespace has the
+// IPv4 address a: netlink's address events, subscribed before the first
+// look so that none is missed. It waits without bound when timeout is 0:
+// a standby gear waits for its app's wake, and the agent stops a gear it
+// gives up.
+func waitAddr(a []byte, timeout time.Duration) error {
+	var deadline time.Time
 	if timeout > 0 {
-		deadline = time.After(timeout)
+		deadline = time.Now().Add(timeout)
 	}
 	// A look now and then in case events are lost; often when they are
 	// not allowed.
 	every := time.Second
-	if !subscribed {
+	events, err := subscribeAddrs()
+	if err != nil {
 		every = 50 * time.Millisecond
+	} else {
+		defer syscall.Close(events)
 	}
-	poll := time.NewTicker(every)
-	defer poll.Stop()
-	for !has() {
-		select {
-		case u, ok := <-updates:
-			if !ok && subscribed {
-				updates, subscribed = nil, false
-				poll.Reset(50 * time.Millisecond)
+	buf := make([]byte, 16<<10)
+	for !hasAddr(a) {
+		wait := every
+		if !deadline.IsZero() {
+			left := time.Until(deadline)
+			if left <= 0 {
+				return fmt.Errorf("the gear's network (address %s) did not come up within %s", formatIPv4(a), timeout)
 			}
-			_ = u
-		case <-poll.C:
-		case <-deadline:
-			return fmt.Errorf("the gear's network (address %s) did not come up within %s", a, timeout)
+			wait = min(wait, left)
+		}
+		if events < 0 {
+			time.Sleep(wait)
+			continue
+		}
+		// Any message (or the receive timeout) is a reason to look again.
+		tv := syscall.NsecToTimeval(wait.Nanoseconds())
+		syscall.SetsockoptTimeval(events, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)
+		if _, _, err := syscall.Recvfrom(events, buf, 0); err != nil && err != syscall.EAGAIN && err != syscall.EINTR && err != syscall.ENOBUFS {
+			syscall.Close(events)
+			events, every = -1, 50*time.Millisecond
 		}
 	}
 	return nil
+}
+
+// rtmgrpIPv4Ifaddr is the netlink group of IPv4 address changes
+// (RTMGRP_IPV4_IFADDR, which package syscall does not name).
+const rtmgrpIPv4Ifaddr = 0x10
+
+// subscribeAddrs opens a netlink socket that receives the namespace's
+// IPv4 address changes.
+func subscribeAddrs() (int, error) {
+	fd, err := syscall.Socket(syscall.AF_NETLINK, syscall.SOCK_RAW|syscall.SOCK_CLOEXEC, syscall.NETLINK_ROUTE)
+	if err != nil {
+		return -1, err
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrNetlink{Family: syscall.AF_NETLINK, Groups: rtmgrpIPv4Ifaddr}); err != nil {
+		syscall.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// hasAddr reports whether an interface of this namespace has the IPv4
+// address a.
+func hasAddr(a []byte) bool {
+	rib, err := syscall.NetlinkRIB(syscall.RTM_GETADDR, syscall.AF_INET)
+	if err != nil {
+		return false
+	}
+	msgs, err := syscall.ParseNetlinkMessage(rib)
+	if err != nil {
+		return false
+	}
+	for i := range msgs {
+		if msgs[i].Header.Type != syscall.RTM_NEWADDR {
+			continue
+		}
+		attrs, err := syscall.ParseNetlinkRouteAttr(&msgs[i])
+		if err != nil {
+			continue
+		}
+		for _, at := range attrs {
+			if (at.Attr.Type == syscall.IFA_LOCAL || at.Attr.Type == syscall.IFA_ADDRESS) && string(at.Value) == string(a) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// parseIPv4 parses a dotted-quad IPv4 address.
+func parseIPv4(s string) ([]byte, bool) {
+	parts := strings.Split(s, ".")
+	if len(parts) != 4 {
+		return nil, false
+	}
+	a := make([]byte, 4)
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || n > 255 || p == "" || (len(p) > 1 && p[0] == '0') || strings.TrimLeft(p, "0123456789") != "" {
+			return nil, false
+		}
+		a[i] = byte(n)
+	}
+	return a, true
+}
+
+func formatIPv4(a []byte) string {
+	return fmt.Sprintf("%d.%d.%d.%d", a[0], a[1], a[2], a[3])
 }
 
 func lookPath(file string) (string, error) {
@@ -157,12 +219,13 @@ func lookPath(file string) (string, error) {
 	}
 	// The gear's PATH (its environment's: /usr/local/go/bin for Go, the
 	// app's node_modules/.bin…), then the usual places.
-	if p, err := exec.LookPath(file); err == nil && filepath.IsAbs(p) {
-		return p, nil
-	}
-	for _, dir := range []string{"/usr/local/bin", "/usr/bin", "/bin"} {
+	dirs := strings.Split(os.Getenv("PATH"), ":")
+	for _, dir := range append(dirs, "/usr/local/bin", "/usr/bin", "/bin") {
+		if !strings.HasPrefix(dir, "/") {
+			continue // a relative PATH entry is not looked in
+		}
 		p := dir + "/" + file
-		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
 			return p, nil
 		}
 	}

@@ -3,7 +3,6 @@ package gearinit
 import (
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,7 +38,11 @@ func TestLookPathUsesThePATH(t *testing.T) {
 func TestWaitAddr(t *testing.T) {
 	if a := os.Getenv("GEARINIT_WAIT"); a != "" { // the child, in a namespace of its own
 		timeout, _ := time.ParseDuration(os.Getenv("GEARINIT_TIMEOUT"))
-		if err := waitAddr(netip.MustParseAddr(a), timeout); err != nil {
+		ip, ok := parseIPv4(a)
+		if !ok {
+			t.Fatalf("parseIPv4(%q) failed", a)
+		}
+		if err := waitAddr(ip, timeout); err != nil {
 			fmt.Println(err)
 			os.Exit(1)
 		}
@@ -99,5 +102,22 @@ func TestWaitAddr(t *testing.T) {
 	_, done = child("200ms")
 	if r := <-done; r.err == nil || !strings.Contains(r.out, "did not come up") {
 		t.Fatalf("without the address: %v %q", r.err, r.out)
+	}
+}
+
+func TestParseIPv4(t *testing.T) {
+	for s, want := range map[string]string{
+		"10.99.0.1": "10.99.0.1", "0.0.0.0": "0.0.0.0", "255.255.255.255": "255.255.255.255",
+		"10.99.0": "", "10.99.0.256": "", "10.99.0.01": "", "10.99..1": "", "10.99.0.+1": "", "::1": "", "a.b.c.d": "", "10.99.0.1.": "",
+	} {
+		a, ok := parseIPv4(s)
+		if got := ""; ok {
+			got = formatIPv4(a)
+			if got != want {
+				t.Errorf("parseIPv4(%q) = %s; want %q", s, got, want)
+			}
+		} else if want != "" {
+			t.Errorf("parseIPv4(%q) failed; want %s", s, want)
+		}
 	}
 }

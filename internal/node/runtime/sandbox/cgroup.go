@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -9,7 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
+
+	"github.com/gantry-paas/gantry/internal/node/runtime/cgroup"
 )
 
 var lookPath = exec.LookPath
@@ -21,31 +21,19 @@ type Limits struct {
 	CPUShares   uint64 // 1024 = one share
 }
 
-// CgroupRoot is where cgroup hierarchies are mounted.
-var CgroupRoot = "/sys/fs/cgroup"
-
-// CgroupMode tells how this host's cgroups work: "v2" (unified) or "v1"
-// (legacy or hybrid: the v1 controllers do the work).
-func CgroupMode() string {
-	if _, err := os.Stat(filepath.Join(CgroupRoot, "cgroup.controllers")); err == nil {
-		return "v2"
-	}
-	return "v1"
-}
-
 // SetLimits creates (if needed) the cgroup parent of a gear and writes its
 // limits. Run again with other limits, it changes them live.
 func SetLimits(parent string, l Limits) error {
-	if CgroupMode() == "v2" {
-		dir := filepath.Join(CgroupRoot, parent)
+	if cgroup.Mode() == "v2" {
+		dir := filepath.Join(cgroup.Root, parent)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
 		// Controllers must be enabled on every ancestor for the leaf.
-		for p := filepath.Dir(dir); strings.HasPrefix(p, CgroupRoot) && p != CgroupRoot; p = filepath.Dir(p) {
+		for p := filepath.Dir(dir); strings.HasPrefix(p, cgroup.Root) && p != cgroup.Root; p = filepath.Dir(p) {
 			os.WriteFile(filepath.Join(p, "cgroup.subtree_control"), []byte("+memory +pids +cpu"), 0o644)
 		}
-		os.WriteFile(filepath.Join(CgroupRoot, "cgroup.subtree_control"), []byte("+memory +pids +cpu"), 0o644)
+		os.WriteFile(filepath.Join(cgroup.Root, "cgroup.subtree_control"), []byte("+memory +pids +cpu"), 0o644)
 		os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+memory +pids +cpu"), 0o644)
 		weight := 1 + (l.CPUShares-2)*9999/262142 // runc's shares -> weight
 		return writeAll(dir, map[string]string{
@@ -59,7 +47,7 @@ func SetLimits(parent string, l Limits) error {
 		"pids": {"pids.max": strconv.FormatInt(l.Pids, 10)},
 		"cpu":  {"cpu.shares": strconv.FormatUint(l.CPUShares, 10)},
 	} {
-		dir := filepath.Join(CgroupRoot, ctrl, parent)
+		dir := filepath.Join(cgroup.Root, ctrl, parent)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("cgroup %s: %w", ctrl, err)
 		}
@@ -70,7 +58,7 @@ func SetLimits(parent string, l Limits) error {
 	// Memory: the limit may never exceed memory+swap, so raising writes
 	// memsw first and lowering writes it last. Without swap accounting
 	// memsw is absent.
-	dir := filepath.Join(CgroupRoot, "memory", parent)
+	dir := filepath.Join(cgroup.Root, "memory", parent)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("cgroup memory: %w", err)
 	}
@@ -103,73 +91,15 @@ func writeAll(dir string, files map[string]string) error {
 	return nil
 }
 
-// OOMKills counts the processes the kernel killed in the gear for
-// exceeding its memory limit. v1 charges a kill to the victim's own
-// cgroup, runc's leaf ("proc"), which exists until the container is
-// deleted (runc run --keep); v2's memory.events is hierarchical.
-func OOMKills(parent string) int {
-	if CgroupMode() == "v2" {
-		return counter(filepath.Join(CgroupRoot, parent, "memory.events"), "oom_kill")
-	}
-	dir := filepath.Join(CgroupRoot, "memory", parent)
-	return counter(filepath.Join(dir, "memory.oom_control"), "oom_kill") +
-		counter(filepath.Join(dir, "proc", "memory.oom_control"), "oom_kill")
-}
-
-// Usage is what the gear's processes use now: memory (bytes charged to
-// its cgroup) and CPU time since it started. ok is false where the gear
-// has no cgroup of its own (plain processes).
-func Usage(parent string) (memory int64, cpu time.Duration, ok bool) {
-	if parent == "" {
-		return 0, 0, false
-	}
-	if CgroupMode() == "v2" {
-		dir := filepath.Join(CgroupRoot, parent)
-		b, err := os.ReadFile(filepath.Join(dir, "memory.current"))
-		if err != nil {
-			return 0, 0, false
-		}
-		memory, _ = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-		return memory, time.Duration(counter(filepath.Join(dir, "cpu.stat"), "usage_usec")) * time.Microsecond, true
-	}
-	b, err := os.ReadFile(filepath.Join(CgroupRoot, "memory", parent, "memory.usage_in_bytes"))
-	if err != nil {
-		return 0, 0, false
-	}
-	memory, _ = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-	if c, err := os.ReadFile(filepath.Join(CgroupRoot, "cpuacct", parent, "cpuacct.usage")); err == nil {
-		ns, _ := strconv.ParseInt(strings.TrimSpace(string(c)), 10, 64)
-		cpu = time.Duration(ns)
-	}
-	return memory, cpu, true
-}
-
-func counter(path, key string) int {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, _ := strings.Cut(sc.Text(), " ")
-		if k == key {
-			n, _ := strconv.Atoi(v)
-			return n
-		}
-	}
-	return 0
-}
-
 // RemoveCgroup removes a gear's cgroup parent (and runc's leftover leaf).
 func RemoveCgroup(parent string) error {
 	var dirs []string
-	if CgroupMode() == "v2" {
-		dirs = []string{filepath.Join(CgroupRoot, parent)}
+	if cgroup.Mode() == "v2" {
+		dirs = []string{filepath.Join(cgroup.Root, parent)}
 	} else {
-		entries, _ := os.ReadDir(CgroupRoot)
+		entries, _ := os.ReadDir(cgroup.Root)
 		for _, e := range entries {
-			dirs = append(dirs, filepath.Join(CgroupRoot, e.Name(), parent))
+			dirs = append(dirs, filepath.Join(cgroup.Root, e.Name(), parent))
 		}
 	}
 	var errs []error
@@ -180,18 +110,4 @@ func RemoveCgroup(parent string) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// MemoryLimit is the gear's memory limit in bytes as the kernel has it.
-func MemoryLimit(parent string) int64 {
-	path := filepath.Join(CgroupRoot, "memory", parent, "memory.limit_in_bytes")
-	if CgroupMode() == "v2" {
-		path = filepath.Join(CgroupRoot, parent, "memory.max")
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-	return n
 }

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gantry-paas/gantry/internal/node/runtime/cgroup"
 )
 
 // The cgroup v2 path (Debian 12's and Ubuntu's default) cannot run on
@@ -12,12 +14,12 @@ import (
 // tree, the files a v2 kernel offers.
 func TestCgroupV2OnAFakeTree(t *testing.T) {
 	root := t.TempDir()
-	old := CgroupRoot
-	CgroupRoot = root
-	t.Cleanup(func() { CgroupRoot = old })
+	old := cgroup.Root
+	cgroup.Root = root
+	t.Cleanup(func() { cgroup.Root = old })
 	os.WriteFile(filepath.Join(root, "cgroup.controllers"), []byte("cpuset cpu io memory hugetlb pids rdma misc\n"), 0o644)
-	if CgroupMode() != "v2" {
-		t.Fatalf("mode %q; want v2", CgroupMode())
+	if cgroup.Mode() != "v2" {
+		t.Fatalf("mode %q; want v2", cgroup.Mode())
 	}
 	read := func(rel string) string {
 		b, _ := os.ReadFile(filepath.Join(root, rel))
@@ -45,12 +47,12 @@ func TestCgroupV2OnAFakeTree(t *testing.T) {
 	if err := SetLimits("gantry/g1", Limits{MemoryBytes: 1 << 30, Pids: 500, CPUShares: 2048}); err != nil {
 		t.Fatal(err)
 	}
-	if read("gantry/g1/memory.max") != "1073741824" || read("gantry/g1/pids.max") != "500" || MemoryLimit("gantry/g1") != 1<<30 {
+	if read("gantry/g1/memory.max") != "1073741824" || read("gantry/g1/pids.max") != "500" || cgroup.MemoryLimit("gantry/g1") != 1<<30 {
 		t.Errorf("after a resize: memory.max %s, pids.max %s", read("gantry/g1/memory.max"), read("gantry/g1/pids.max"))
 	}
 	// OOM kills are read from memory.events (hierarchical in v2).
 	os.WriteFile(filepath.Join(root, "gantry/g1/memory.events"), []byte("low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\noom_group_kill 0\n"), 0o644)
-	if n := OOMKills("gantry/g1"); n != 2 {
+	if n := cgroup.OOMKills("gantry/g1"); n != 2 {
 		t.Errorf("OOMKills = %d; want 2 (oom_kill of memory.events)", n)
 	}
 	// Removal: the gear's cgroup goes (a fake tree holds files; the kernel's

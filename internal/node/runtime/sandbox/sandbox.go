@@ -168,13 +168,6 @@ func WriteBundle(dir string, s Spec) error {
 	return os.WriteFile(filepath.Join(dir, "config.json"), data, 0o600)
 }
 
-// RuncArgs are the arguments of `runc run` for a bundle, with runc's state
-// kept under root. The container is kept after it exits (--keep), so that
-// its cgroup can be read for OOM kills; the caller deletes it.
-func RuncArgs(root, bundle, id string) []string {
-	return []string{"runc", "--root", root, "run", "--keep", "--bundle", bundle, id}
-}
-
 func orDefault(s, d string) string {
 	if s == "" {
 		return d
