@@ -176,11 +176,12 @@ func measure(exe, mode string, n, idle int) (result, error) {
 		return r, err
 	}
 	gears := func() int {
-		n := 0
-		st.View(func(tx *store.Tx) error {
-			return tx.Scan("gears/", func(string, []byte) error { n++; return nil })
+		var gs []store.Gear
+		st.View(func(tx *store.Tx) (err error) {
+			gs, err = store.ListGears(tx)
+			return err
 		})
-		return n
+		return len(gs)
 	}
 	var starts []time.Duration
 	for i := 0; i < n; i++ {
