@@ -218,20 +218,22 @@ func start(spec Spec, logw *applog.Writer) (*os.Process, chan error, error) {
 	if spec.UID > 0 && spec.Runtime == "" {
 		attr.Sys.Credential = &syscall.Credential{Uid: uint32(spec.UID), Gid: uint32(spec.GID)}
 	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, nil, err
+	}
 	// Our own pipes: the process is waited for by itself, not for the
 	// pipes, which a descendant that escaped the group may hold open.
 	outR, outW, err := os.Pipe()
 	if err != nil {
+		devnull.Close()
 		return nil, nil, err
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
+		devnull.Close()
 		outR.Close()
 		outW.Close()
-		return nil, nil, err
-	}
-	devnull, err := os.Open(os.DevNull)
-	if err != nil {
 		return nil, nil, err
 	}
 	attr.Files = []*os.File{devnull, outW, errW}
