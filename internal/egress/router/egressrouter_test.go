@@ -466,6 +466,12 @@ func TestPerGearConnectionCap(t *testing.T) {
 		}
 		held = append(held, c)
 	}
+	// The two listeners accept in goroutines of their own: the proxy's
+	// may not yet have counted its connection when the redirect's takes
+	// the next ones.
+	for r.guard.Open(loopback) < 3 {
+		time.Sleep(time.Millisecond)
+	}
 	refused := func() float64 {
 		return testutil.ToFloat64(r.obs.refused.WithLabelValues(redirect, "per-source"))
 	}
