@@ -118,9 +118,12 @@ func waitAddr(a []byte, timeout time.Duration) error {
 	events, err := subscribeAddrs()
 	if err != nil {
 		every = 50 * time.Millisecond
-	} else {
-		defer syscall.Close(events)
 	}
+	defer func() {
+		if events >= 0 {
+			syscall.Close(events)
+		}
+	}()
 	buf := make([]byte, 16<<10)
 	for !hasAddr(a) {
 		wait := every
@@ -136,7 +139,7 @@ func waitAddr(a []byte, timeout time.Duration) error {
 			continue
 		}
 		// Any message (or the receive timeout) is a reason to look again.
-		tv := syscall.NsecToTimeval(wait.Nanoseconds())
+		tv := syscall.NsecToTimeval(max(wait, time.Microsecond).Nanoseconds()) // (zero would be no timeout)
 		syscall.SetsockoptTimeval(events, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)
 		if _, _, err := syscall.Recvfrom(events, buf, 0); err != nil && err != syscall.EAGAIN && err != syscall.EINTR && err != syscall.ENOBUFS {
 			syscall.Close(events)
