@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"runtime"
 	"time"
 
 	"github.com/gantry-paas/gantry/internal/edge/httpfast"
@@ -58,6 +59,17 @@ func (r *Router) serveFast(c net.Conn, q *httpfast.ConnQueue, secure bool) {
 		wait = r.o.IdleTimeout
 		if r.fastConns.Closing() {
 			return
+		}
+		// Between requests, the other connections' work goes first: by
+		// the time this one reads, its client has usually sent the next
+		// request, and the read finds it instead of returning EAGAIN and
+		// parking on the poller (bench/router, HTTP/1.1 keep-alive, 64
+		// connections: CPU per request -8 to -20%, requests/s +30 to
+		// +50%, p99 2.6 -> 1.7-2.0 ms). With nothing else to run it
+		// returns at once. (Yielding before the gear's response too
+		// cost the tail: p99 3-7 ms.)
+		if br.Buffered() == 0 {
+			runtime.Gosched()
 		}
 		if _, err := br.Peek(1); err != nil {
 			return
