@@ -27,6 +27,7 @@ import (
 
 	"github.com/gantry-paas/gantry/internal/applog"
 	"github.com/gantry-paas/gantry/internal/node/runtime/cgroup"
+	"github.com/gantry-paas/gantry/internal/node/runtime/gearinit"
 )
 
 // Spec is what the agent asks the shim to run. It lives in DIR/spec.json.
@@ -206,9 +207,9 @@ func start(spec Spec, logw *applog.Writer) (*os.Process, chan error, error) {
 		}
 		args = RuncArgs(spec.RuncRoot, spec.Bundle, spec.GearID)
 		attr.Dir = spec.Bundle
-		attr.Env = []string{"PATH=" + defaultPath}
+		attr.Env = []string{"PATH=" + gearinit.DefaultPath}
 	}
-	path, err := lookPath(args[0])
+	path, err := gearinit.LookPath(args[0])
 	if err != nil {
 		return nil, nil, err
 	}
@@ -279,30 +280,6 @@ func wait(proc *os.Process) error {
 		return exitError{st}
 	}
 	return nil
-}
-
-// defaultPath is where programs are looked for without a PATH.
-const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-// lookPath finds an executable as a shell would, in the shim's PATH.
-func lookPath(file string) (string, error) {
-	if strings.Contains(file, "/") {
-		return file, nil
-	}
-	path := os.Getenv("PATH")
-	if path == "" {
-		path = defaultPath
-	}
-	for _, dir := range strings.Split(path, ":") {
-		if dir == "" {
-			dir = "."
-		}
-		p := dir + "/" + file
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s: not found in PATH %s", file, path)
 }
 
 // stop sends SIGTERM to the process group, then SIGKILL after grace.
@@ -420,7 +397,7 @@ func killed(err error) bool {
 
 // runc runs a runc subcommand for the gear's container.
 func runc(spec Spec, args ...string) error {
-	path, err := lookPath("runc")
+	path, err := gearinit.LookPath("runc")
 	if err != nil {
 		return err
 	}

@@ -168,27 +168,3 @@ func TestEscapedDescendantsAreKilledAndShimSurvives(t *testing.T) {
 	}
 	waitState(t, dir, func(s State) bool { return s.Restarts >= 2 }) // still supervising
 }
-
-// runc is found as a shell would find it (the shim has no os/exec): the
-// first executable regular file on PATH; a directory or a file without
-// the execute bit is passed over, and a name with a slash is taken as is.
-func TestLookPath(t *testing.T) {
-	a, b := t.TempDir(), t.TempDir()
-	os.Mkdir(filepath.Join(a, "tool"), 0o755)                             // a directory
-	os.WriteFile(filepath.Join(b, "other"), []byte("#!/bin/sh\n"), 0o644) // not executable
-	os.WriteFile(filepath.Join(b, "tool"), []byte("#!/bin/sh\n"), 0o755)  // the one
-	t.Setenv("PATH", a+":"+b)
-	if p, err := lookPath("tool"); err != nil || p != filepath.Join(b, "tool") {
-		t.Errorf("lookPath(tool) = %q, %v; want %s", p, err, filepath.Join(b, "tool"))
-	}
-	if _, err := lookPath("other"); err == nil || !strings.Contains(err.Error(), "not found in PATH") {
-		t.Errorf("a file without the execute bit was taken: %v", err)
-	}
-	if p, err := lookPath("./bin/x"); err != nil || p != "./bin/x" {
-		t.Errorf("a path with a slash: %q, %v", p, err)
-	}
-	t.Setenv("PATH", "")
-	if p, err := lookPath("sh"); err != nil || !strings.HasSuffix(p, "/sh") {
-		t.Errorf("without PATH, sh in the usual places: %q, %v", p, err)
-	}
-}

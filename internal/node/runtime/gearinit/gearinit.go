@@ -54,7 +54,7 @@ func Main(args []string) int {
 	signal.Notify(sigs)
 	signal.Ignore(syscall.SIGTTOU, syscall.SIGTTIN)
 	path := args[0]
-	if p, err := lookPath(path); err == nil {
+	if p, err := LookPath(path); err == nil {
 		path = p
 	}
 	pid, err := syscall.ForkExec(path, args, &syscall.ProcAttr{
@@ -216,14 +216,20 @@ func formatIPv4(a []byte) string {
 	return fmt.Sprintf("%d.%d.%d.%d", a[0], a[1], a[2], a[3])
 }
 
-func lookPath(file string) (string, error) {
+// DefaultPath is where programs are looked for after PATH (and what a
+// process started without one gets).
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// LookPath finds an executable as a shell would, for the gear's command
+// (its PATH: /usr/local/go/bin for Go, the app's node_modules/.bin…) and
+// for the shim's runc: the first executable regular file in PATH's
+// absolute directories, then in DefaultPath's. A name with a slash is
+// taken as it is. The helpers have no os/exec (see node/helpers).
+func LookPath(file string) (string, error) {
 	if strings.Contains(file, "/") {
 		return file, nil
 	}
-	// The gear's PATH (its environment's: /usr/local/go/bin for Go, the
-	// app's node_modules/.bin…), then the usual places.
-	dirs := strings.Split(os.Getenv("PATH"), ":")
-	for _, dir := range append(dirs, "/usr/local/bin", "/usr/bin", "/bin") {
+	for _, dir := range strings.Split(os.Getenv("PATH")+":"+DefaultPath, ":") {
 		if !strings.HasPrefix(dir, "/") {
 			continue // a relative PATH entry is not looked in
 		}
@@ -232,5 +238,5 @@ func lookPath(file string) (string, error) {
 			return p, nil
 		}
 	}
-	return "", os.ErrNotExist
+	return "", fmt.Errorf("%s: not found in PATH or %s: %w", file, DefaultPath, os.ErrNotExist)
 }

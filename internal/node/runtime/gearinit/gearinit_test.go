@@ -18,16 +18,16 @@ func TestLookPathUsesThePATH(t *testing.T) {
 	tool := filepath.Join(dir, "mytool")
 	os.WriteFile(tool, []byte("#!/bin/sh\n"), 0o755)
 	t.Setenv("PATH", dir+":/usr/bin:/bin")
-	if p, err := lookPath("mytool"); err != nil || p != tool {
-		t.Fatalf("lookPath(mytool) = %q, %v; want %q", p, err, tool)
+	if p, err := LookPath("mytool"); err != nil || p != tool {
+		t.Fatalf("LookPath(mytool) = %q, %v; want %q", p, err, tool)
 	}
-	if p, err := lookPath("sh"); err != nil || !filepath.IsAbs(p) {
-		t.Fatalf("lookPath(sh) = %q, %v", p, err)
+	if p, err := LookPath("sh"); err != nil || !filepath.IsAbs(p) {
+		t.Fatalf("LookPath(sh) = %q, %v", p, err)
 	}
-	if p, _ := lookPath("./.gantry/bin/web"); p != "./.gantry/bin/web" {
+	if p, _ := LookPath("./.gantry/bin/web"); p != "./.gantry/bin/web" {
 		t.Fatalf("a relative path with a slash: %q", p)
 	}
-	if _, err := lookPath("no-such-tool-here"); err == nil {
+	if _, err := LookPath("no-such-tool-here"); err == nil {
 		t.Fatal("found a tool that does not exist")
 	}
 }
@@ -119,5 +119,29 @@ func TestParseIPv4(t *testing.T) {
 		} else if want != "" {
 			t.Errorf("parseIPv4(%q) failed; want %s", s, want)
 		}
+	}
+}
+
+// The shim finds runc with it too: the first executable regular file on
+// PATH; a directory or a file without the execute bit is passed over, and
+// a name with a slash is taken as is.
+func TestLookPath(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	os.Mkdir(filepath.Join(a, "tool"), 0o755)                             // a directory
+	os.WriteFile(filepath.Join(b, "other"), []byte("#!/bin/sh\n"), 0o644) // not executable
+	os.WriteFile(filepath.Join(b, "tool"), []byte("#!/bin/sh\n"), 0o755)  // the one
+	t.Setenv("PATH", a+":"+b)
+	if p, err := LookPath("tool"); err != nil || p != filepath.Join(b, "tool") {
+		t.Errorf("LookPath(tool) = %q, %v; want %s", p, err, filepath.Join(b, "tool"))
+	}
+	if _, err := LookPath("other"); err == nil || !strings.Contains(err.Error(), "not found in PATH") {
+		t.Errorf("a file without the execute bit was taken: %v", err)
+	}
+	if p, err := LookPath("./bin/x"); err != nil || p != "./bin/x" {
+		t.Errorf("a path with a slash: %q, %v", p, err)
+	}
+	t.Setenv("PATH", "")
+	if p, err := LookPath("sh"); err != nil || !strings.HasSuffix(p, "/sh") {
+		t.Errorf("without PATH, sh in the usual places: %q, %v", p, err)
 	}
 }
