@@ -5,7 +5,7 @@
 // end to end (sshd + ssh -L) to the same target, with a direct connection
 // as the ceiling.
 //
-//	go run ./bench/portforward [-size 1024] [-conns 300] [-rounds 3] [-isolation process]
+//	go run ./bench/portforward [-size 1024] [-conns 300] [-rounds 3] [-isolation process] [-only ssh,openssh]
 package main
 
 import (
@@ -54,11 +54,19 @@ func main() {
 	conns := flag.Int("conns", 300, "connections for the connection rate")
 	isolation := flag.String("isolation", "process", "gear isolation: process, namespaces or auto")
 	nRounds := flag.Int("rounds", 3, "interleaved rounds; figures are their medians")
+	flag.StringVar(&only, "only", "", "measure only these paths (comma-separated: direct, ssh, https, openssh-client, openssh); for profiling one")
 	flag.Parse()
 	if err := run(int64(*size)<<20, *conns, *isolation, *nRounds); err != nil {
 		fmt.Fprintln(os.Stderr, "portforward:", err)
 		os.Exit(1)
 	}
+}
+
+// only lists the paths to measure; empty: all.
+var only string
+
+func measured(path string) bool {
+	return only == "" || strings.Contains(","+only+",", ","+path+",")
 }
 
 func run(size int64, conns int, isolation string, rounds int) error {
@@ -85,7 +93,10 @@ func run(size int64, conns int, isolation string, rounds int) error {
 		return fmt.Errorf("no gear")
 	}
 	target := net.JoinHostPort(shown.Gears[0].IP, "7070")
-	paths := []struct{ name, addr string }{{"direct (no tunnel)", target}}
+	paths := []struct{ name, addr string }{}
+	if measured("direct") {
+		paths = append(paths, struct{ name, addr string }{"direct (no tunnel)", target})
+	}
 	stop := []func(){}
 	defer func() {
 		for _, f := range stop {
@@ -93,6 +104,9 @@ func run(size int64, conns int, isolation string, rounds int) error {
 		}
 	}()
 	for _, via := range []string{"ssh", "https"} {
+		if !measured(via) {
+			continue
+		}
 		addr, kill, err := gantryForward(e, via)
 		if err != nil {
 			return err
@@ -103,17 +117,21 @@ func run(size int64, conns int, isolation string, rounds int) error {
 	gantrySSH := strings.Split(mustGitURL(e), "@")[1]
 	host, rest, _ := strings.Cut(gantrySSH, ":")
 	port, _, _ := strings.Cut(rest, "/")
-	if addr, kill, err := sshL(e, host, port, "git", target); err == nil {
-		stop = append(stop, kill)
-		paths = append(paths, struct{ name, addr string }{"OpenSSH ssh -L to Gantry's sshd", addr})
-	} else {
-		fmt.Printf("  (OpenSSH client to Gantry: %v)\n", err)
+	if measured("openssh-client") {
+		if addr, kill, err := sshL(e, host, port, "git", target); err == nil {
+			stop = append(stop, kill)
+			paths = append(paths, struct{ name, addr string }{"OpenSSH ssh -L to Gantry's sshd", addr})
+		} else {
+			fmt.Printf("  (OpenSSH client to Gantry: %v)\n", err)
+		}
 	}
-	if addr, kill, err := openSSH(e, target); err == nil {
-		stop = append(stop, kill)
-		paths = append(paths, struct{ name, addr string }{"OpenSSH sshd + ssh -L", addr})
-	} else {
-		fmt.Printf("  (OpenSSH end to end not measured: %v)\n", err)
+	if measured("openssh") {
+		if addr, kill, err := openSSH(e, target); err == nil {
+			stop = append(stop, kill)
+			paths = append(paths, struct{ name, addr string }{"OpenSSH sshd + ssh -L", addr})
+		} else {
+			fmt.Printf("  (OpenSSH end to end not measured: %v)\n", err)
+		}
 	}
 
 	fmt.Printf("port-forward, %d MiB download and %d connections, isolation %s, medians of %d interleaved rounds\n\n", size>>20, conns, isolation, rounds)
@@ -151,10 +169,13 @@ func run(size int64, conns int, isolation string, rounds int) error {
 		// the machine's drift between rounds cancels out.
 		fmt.Printf("\n  throughput relative to OpenSSH end to end, per round (aim: Gantry's SSH path >= 1.2 in every round):\n")
 		fmt.Printf("    %-34s %8s %8s %8s\n", "", "median", "min", "max")
-		for i, p := range paths[1:] {
+		for i, p := range paths {
+			if i == baseIdx || strings.HasPrefix(p.name, "direct") {
+				continue
+			}
 			var rs []float64
-			for r := range mbs[i+1] {
-				rs = append(rs, mbs[i+1][r]/mbs[baseIdx][r])
+			for r := range mbs[i] {
+				rs = append(rs, mbs[i][r]/mbs[baseIdx][r])
 			}
 			sort.Float64s(rs)
 			fmt.Printf("    %-34s %8.2f %8.2f %8.2f\n", p.name, median(rs), rs[0], rs[len(rs)-1])
