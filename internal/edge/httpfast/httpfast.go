@@ -266,6 +266,44 @@ type Conn struct {
 	net.Conn
 	BR   *bufio.Reader
 	used time.Time
+	dl   Deadline
+}
+
+// Deadline is the read deadline set on a connection, kept here so that it
+// moves only when it must: Within asks for reads to time out no sooner
+// than d from now and no later than an eighth of d after that, and a
+// deadline already in that window stays. A busy keep-alive connection
+// then touches its timer once in a while instead of twice per request
+// (each set is a clock read and a timer update in the runtime).
+type Deadline struct{ by time.Time }
+
+// Within bounds reads on c to between d and d + d/8 from now (d <= 0: no
+// deadline).
+func (dl *Deadline) Within(c net.Conn, d time.Duration) {
+	if d <= 0 {
+		dl.None(c)
+		return
+	}
+	now := time.Now()
+	if dl.by.IsZero() || dl.by.Before(now.Add(d)) || dl.by.After(now.Add(d+d/8)) {
+		dl.by = now.Add(d + d/8)
+		c.SetReadDeadline(dl.by)
+	}
+}
+
+// HeadBuffered says a whole request head (up to its blank line) is in
+// br's buffer already: reading it cannot wait on the client.
+func HeadBuffered(br *bufio.Reader) bool {
+	buf, _ := br.Peek(br.Buffered())
+	return bytes.Contains(buf, []byte("\r\n\r\n"))
+}
+
+// None lifts the deadline, if any.
+func (dl *Deadline) None(c net.Conn) {
+	if !dl.by.IsZero() {
+		dl.by = time.Time{}
+		c.SetReadDeadline(time.Time{})
+	}
 }
 
 // Pool keeps idle connections per gear endpoint.
@@ -374,6 +412,11 @@ func (p *Pool) Exchange(key string, dial func() (*Conn, error), head []byte, cbr
 		if err == nil {
 			err = resp.ReadHead(bc.BR, req, readTimeout, bc)
 		}
+		if err == nil && !resp.bodyBuffered(bc.BR) {
+			// The body is read by the caller, for as long as it takes
+			// (a stream, a download): only the head had a deadline.
+			bc.dl.None(bc.Conn)
+		}
 		if err == nil {
 			return bc, nil
 		}
@@ -427,10 +470,14 @@ type Response struct {
 	gathered      bool // Head is a buffer of its own, not the reader's
 }
 
-func (p *Response) ReadHead(br *bufio.Reader, req *Request, readTimeout time.Duration, c net.Conn) error {
-	if readTimeout > 0 {
-		c.SetReadDeadline(time.Now().Add(readTimeout))
-		defer c.SetReadDeadline(time.Time{})
+// ReadHead reads and parses the response head from br; with a read
+// timeout, the gear's c (nil: none) must start its answer within it.
+// The deadline stays set when the head and the whole body are in br
+// (nothing more will be read for this response); the caller lifts it
+// otherwise (Exchange does).
+func (p *Response) ReadHead(br *bufio.Reader, req *Request, readTimeout time.Duration, c *Conn) error {
+	if c != nil {
+		c.dl.Within(c.Conn, readTimeout)
 	}
 	for {
 		if _, err := br.Peek(1); err != nil {
@@ -474,6 +521,15 @@ func (p *Response) ReadHead(br *bufio.Reader, req *Request, readTimeout time.Dur
 		}
 		return nil
 	}
+}
+
+// bodyBuffered says the response's whole body (none, or Content-Length
+// bytes) is already in br after its head.
+func (p *Response) bodyBuffered(br *bufio.Reader) bool {
+	if p.Status == http.StatusSwitchingProtocols || p.ContentLength < 0 {
+		return false
+	}
+	return int64(br.Buffered()-p.InReader()) >= p.ContentLength
 }
 
 // MaxResponseHead bounds a response head from an app: what browsers take

@@ -3,9 +3,11 @@ package httpfast
 import (
 	"bufio"
 	"io"
+	"net"
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 func parse(t *testing.T, head string, proxy bool) (*Request, error) {
@@ -85,5 +87,57 @@ func TestLargeResponseHead(t *testing.T) {
 				t.Fatalf("size %d: %d bytes said to be in the reader", len(head), got)
 			}
 		}
+	}
+}
+
+// deadlineConn records the read deadlines set on it.
+type deadlineConn struct {
+	net.Conn
+	sets []time.Time
+}
+
+func (c *deadlineConn) SetReadDeadline(t time.Time) error {
+	c.sets = append(c.sets, t)
+	return nil
+}
+
+func TestDeadlineMovesOnlyWhenItMust(t *testing.T) {
+	c := &deadlineConn{}
+	var dl Deadline
+	const idle, header = 8 * time.Second, 400 * time.Millisecond
+	before := time.Now()
+	dl.Within(c, idle)
+	if len(c.sets) != 1 || c.sets[0].Before(before.Add(idle)) || c.sets[0].After(time.Now().Add(idle+idle/8)) {
+		t.Fatalf("first Within(%v): deadlines set %v", idle, c.sets)
+	}
+	for range 100 { // a busy connection: the deadline stays
+		dl.Within(c, idle)
+	}
+	if len(c.sets) != 1 {
+		t.Fatalf("the deadline moved %d times while it was within [d, d+d/8]", len(c.sets)-1)
+	}
+	// A shorter bound (the rest of a request head) brings it forward.
+	dl.Within(c, header)
+	if len(c.sets) != 2 || c.sets[1].After(time.Now().Add(header+header/8)) {
+		t.Fatalf("Within(%v) after Within(%v): %v", header, idle, c.sets)
+	}
+	dl.Within(c, idle) // and the idle wait pushes it back out
+	if len(c.sets) != 3 || c.sets[2].Before(time.Now().Add(idle-time.Second)) {
+		t.Fatalf("Within(%v) after Within(%v): %v", idle, header, c.sets)
+	}
+	// Once time has eaten into the window, it moves again.
+	dl.by = time.Now().Add(idle - time.Millisecond)
+	dl.Within(c, idle)
+	if len(c.sets) != 4 || c.sets[3].Before(time.Now().Add(idle)) {
+		t.Fatalf("a deadline closer than d was kept: %v", c.sets)
+	}
+	dl.None(c)
+	dl.None(c)
+	if len(c.sets) != 5 || !c.sets[4].IsZero() {
+		t.Fatalf("None: %v", c.sets)
+	}
+	dl.Within(c, 0)
+	if len(c.sets) != 5 {
+		t.Fatalf("Within(0) with no deadline set one: %v", c.sets)
 	}
 }

@@ -53,9 +53,11 @@ func (r *Router) serveFast(c net.Conn, q *httpfast.ConnQueue, secure bool) {
 	trusted := r.trusted(clientIP)
 	// A new connection must send its first byte within the header timeout;
 	// between requests it may idle for the idle timeout.
+	// The deadline moves only when it must (httpfast.Deadline).
+	var dl httpfast.Deadline
 	wait := r.o.HeaderTimeout
 	for {
-		c.SetReadDeadline(time.Now().Add(wait))
+		dl.Within(c, wait)
 		wait = r.o.IdleTimeout
 		if r.fastConns.Closing() {
 			return
@@ -74,7 +76,9 @@ func (r *Router) serveFast(c net.Conn, q *httpfast.ConnQueue, secure bool) {
 		if _, err := br.Peek(1); err != nil {
 			return
 		}
-		c.SetReadDeadline(time.Now().Add(r.o.HeaderTimeout))
+		if !httpfast.HeadBuffered(br) { // the rest must come within the header timeout
+			dl.Within(c, r.o.HeaderTimeout)
+		}
 		var req httpfast.Request
 		err := req.Parse(br, false)
 		if err == httpfast.ErrHandOff {
@@ -98,7 +102,7 @@ func (r *Router) serveFast(c net.Conn, q *httpfast.ConnQueue, secure bool) {
 		}
 		br.Discard(len(req.Head)) // the fast path takes this request
 		if req.ContentLength > 0 {
-			c.SetReadDeadline(time.Time{}) // the body may take its time
+			dl.None(c) // the body may take its time
 		}
 		keep, err := r.proxyFast(c, br, &req, rt, host, clientIP, remote, trusted, secure)
 		if err == errTunnelOwned {

@@ -262,3 +262,66 @@ func TestFastPathLargeResponseHead(t *testing.T) {
 		t.Errorf("after a large 101: %q", rest)
 	}
 }
+
+// The gear's read timeout bounds the wait for a response head only. The
+// router leaves a connection's deadline in place between responses while
+// it still covers the timeout (httpfast.Deadline): a pooled connection
+// idle past it must still serve the next request, and a body the gear
+// streams for longer than the timeout must come through whole.
+func TestFastPathReadTimeoutIsForTheHeadOnly(t *testing.T) {
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/stream":
+			for i := range 4 {
+				fmt.Fprintf(w, "part %d,", i)
+				w.(http.Flusher).Flush()
+				time.Sleep(150 * time.Millisecond)
+			}
+		case "/slow":
+			time.Sleep(600 * time.Millisecond)
+		default:
+			w.Header().Set("Content-Length", "2")
+			io.WriteString(w, "ok")
+		}
+	}))
+	srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	r, st := newRouter(t)
+	app := blog
+	app.ReadTimeout = 200 * time.Millisecond
+	put(t, st, r, []store.App{app}, map[string]string{"g1": strings.TrimPrefix(srv.URL, "http://")})
+	c, br := rawConn(t, r)
+	get := func(path string) (int, string) {
+		t.Helper()
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n", path)
+		resp, body := readResp(t, br, "GET")
+		return resp.StatusCode, body
+	}
+	if code, body := get("/"); code != 200 || body != "ok" {
+		t.Fatalf("GET /: %d %q", code, body)
+	}
+	for i := range 3 {
+		time.Sleep(400 * time.Millisecond) // twice the timeout, idle in the pool
+		if code, body := get("/"); code != 200 || body != "ok" {
+			t.Fatalf("GET / after %d idle waits longer than the read timeout: %d %q", i+1, code, body)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("the app saw %d connections; the test needs the pooled one reused", n)
+	}
+	if code, body := get("/stream"); code != 200 || body != "part 0,part 1,part 2,part 3," {
+		t.Fatalf("a body streamed for 600 ms, read timeout 200 ms: %d %q", code, body)
+	}
+	if code, body := get("/"); code != 200 || body != "ok" {
+		t.Fatalf("GET / after the stream: %d %q", code, body)
+	}
+	if code, _ := get("/slow"); code != http.StatusGatewayTimeout {
+		t.Fatalf("a head later than the read timeout: %d; want 504", code)
+	}
+}

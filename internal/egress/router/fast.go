@@ -50,9 +50,10 @@ func (r *Router) serveProxyConn(c net.Conn, q *httpfast.ConnQueue) {
 	}
 	defer r.fastConns.Remove(c)
 	src := addrOf(c.RemoteAddr())
+	var dl httpfast.Deadline   // moved only when it must
 	wait := proxyHeaderTimeout // a new connection's first byte; then idle
 	for {
-		c.SetReadDeadline(time.Now().Add(wait))
+		dl.Within(c, wait)
 		wait = proxyIdleTimeout
 		if r.fastConns.Closing() {
 			return
@@ -65,7 +66,9 @@ func (r *Router) serveProxyConn(c net.Conn, q *httpfast.ConnQueue) {
 			handOff = true
 			return
 		}
-		c.SetReadDeadline(time.Now().Add(proxyHeaderTimeout))
+		if !httpfast.HeadBuffered(br) {
+			dl.Within(c, proxyHeaderTimeout)
+		}
 		var req httpfast.Request
 		if err := req.Parse(br, true); err != nil {
 			handOff = err == httpfast.ErrHandOff
@@ -82,7 +85,7 @@ func (r *Router) serveProxyConn(c net.Conn, q *httpfast.ConnQueue) {
 		}
 		br.Discard(len(req.Head))
 		if req.ContentLength > 0 {
-			c.SetReadDeadline(time.Time{}) // the body may take its time
+			dl.None(c) // the body may take its time
 		}
 		if !r.forwardFast(c, br, &req, app, src, host, port) {
 			return
