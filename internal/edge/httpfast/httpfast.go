@@ -151,7 +151,7 @@ func (q *Request) Parse(br *bufio.Reader, proxy bool) error {
 		if colon <= 0 || !Token(l[:colon]) {
 			return ErrHandOff // obs-fold, spaces before the colon, bad names
 		}
-		name, value := l[:colon], bytes.Trim(l[colon+1:], " \t")
+		name, value := l[:colon], trimOWS(l[colon+1:])
 		for _, c := range value {
 			if c < ' ' && c != '\t' || c == 0x7f {
 				return ErrHandOff // controls: net/http refuses them
@@ -174,7 +174,7 @@ func (q *Request) Parse(br *bufio.Reader, proxy bool) error {
 			q.ContentLength, seenCL = n, true
 		case EqualFold(name, "connection"):
 			for _, tok := range bytes.Split(value, []byte(",")) {
-				tok = bytes.Trim(tok, " \t")
+				tok = trimOWS(tok)
 				switch {
 				case EqualFold(tok, "close"):
 					q.Close = true
@@ -579,10 +579,11 @@ func (p *Response) Parse(head []byte, req *Request) error {
 	if len(line) < 13 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
 		return errors.New("malformed status line from the app")
 	}
-	status, err := strconv.Atoi(string(line[9:12]))
-	if err != nil || status < 100 || status > 999 {
+	d0, d1, d2 := line[9]-'0', line[10]-'0', line[11]-'0'
+	if d0 < 1 || d0 > 9 || d1 > 9 || d2 > 9 {
 		return errors.New("malformed status from the app")
 	}
+	status := int(d0)*100 + int(d1)*10 + int(d2)
 	p.Status = status
 	if line[7] == '0' {
 		p.Reusable = false // HTTP/1.0 gear
@@ -593,12 +594,15 @@ func (p *Response) Parse(head []byte, req *Request) error {
 		if end < pos {
 			return errors.New("malformed header from the app")
 		}
-		l := bytes.TrimRight(head[pos:end], "\r")
+		l := head[pos:end]
+		for len(l) > 0 && l[len(l)-1] == '\r' {
+			l = l[:len(l)-1]
+		}
 		colon := bytes.IndexByte(l, ':')
 		if colon <= 0 {
 			return errors.New("malformed header from the app")
 		}
-		name, value := l[:colon], bytes.Trim(l[colon+1:], " \t")
+		name, value := l[:colon], trimOWS(l[colon+1:])
 		forward := true
 		switch {
 		case EqualFold(name, "content-length"):
@@ -751,6 +755,17 @@ func Token(b []byte) bool {
 }
 
 // equalFold compares ASCII case-insensitively without allocating.
+// trimOWS trims the spaces and tabs around a header value.
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
 func EqualFold(b []byte, s string) bool {
 	if len(b) != len(s) {
 		return false

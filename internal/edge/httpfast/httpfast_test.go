@@ -141,3 +141,22 @@ func TestDeadlineMovesOnlyWhenItMust(t *testing.T) {
 		t.Fatalf("Within(0) with no deadline set one: %v", c.sets)
 	}
 }
+
+func TestResponseStatusLineAndValues(t *testing.T) {
+	for line, want := range map[string]int{
+		"HTTP/1.1 200 OK": 200, "HTTP/1.1 999 x": 999, "HTTP/1.0 404 Not Found": 404, "HTTP/1.1 101 Switching": 101,
+		"HTTP/1.1 099 x": -1, "HTTP/1.1 +20 x": -1, "HTTP/1.1 2x0 x": -1, "HTTP/1.1 -12 x": -1, "HTTP/1.1 20 OK": -1,
+		"HTTP/2.0 200 OK": -1, "HTTP/1.1  200 x": -1,
+	} {
+		var p Response
+		err := p.Parse([]byte(line+"\r\nContent-Length: \t 5 \t\r\nX-A:b\r\n\r\n"), &Request{})
+		switch {
+		case want < 0 && err == nil:
+			t.Errorf("%q: parsed as %d; want an error", line, p.Status)
+		case want > 0 && (err != nil || p.Status != want):
+			t.Errorf("%q: %d, %v; want %d", line, p.Status, err, want)
+		case want > 0 && want != 101 && p.ContentLength != 5 && want >= 200:
+			t.Errorf("%q: Content-Length %d; want 5 (spaces and tabs around the value trimmed)", line, p.ContentLength)
+		}
+	}
+}
