@@ -138,7 +138,7 @@ func (q *Request) Parse(br *bufio.Reader, proxy bool) error {
 		return ErrHandOff
 	}
 	q.ContentLength = 0
-	q.FromProxy, q.XRealIP = q.FromProxy[:0], nil
+	q.Headers, q.FromProxy, q.XRealIP = q.Headers[:0], q.FromProxy[:0], nil
 	seenCL := false
 	pos := lineEnd + 1
 	for pos < len(head)-2 {
@@ -618,7 +618,7 @@ func (p *Response) Parse(head []byte, req *Request) error {
 				p.UntilClose = true
 			}
 		case EqualFold(name, "connection"):
-			if bytes.Contains(bytes.ToLower(value), []byte("close")) {
+			if containsFold(value, "close") {
 				p.Reusable = false
 			}
 			forward = false
@@ -755,6 +755,16 @@ func Token(b []byte) bool {
 }
 
 // equalFold compares ASCII case-insensitively without allocating.
+// containsFold says b contains the lower-case s, in any case.
+func containsFold(b []byte, s string) bool {
+	for i := 0; i+len(s) <= len(b); i++ {
+		if EqualFold(b[i:i+len(s)], s) {
+			return true
+		}
+	}
+	return false
+}
+
 // trimOWS trims the spaces and tabs around a header value.
 func trimOWS(b []byte) []byte {
 	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {

@@ -160,3 +160,15 @@ func TestResponseStatusLineAndValues(t *testing.T) {
 		}
 	}
 }
+
+func TestResponseConnectionClose(t *testing.T) {
+	for value, reusable := range map[string]bool{"keep-alive": true, "Keep-Alive, CLOSE": false, "close": false, "Clos": true, "": true} {
+		var p Response
+		if err := p.Parse([]byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: "+value+"\r\n\r\n"), &Request{}); err != nil {
+			t.Fatal(err)
+		}
+		if p.Reusable != reusable {
+			t.Errorf("Connection: %q: reusable %v; want %v", value, p.Reusable, reusable)
+		}
+	}
+}
