@@ -30,6 +30,22 @@ func rawConn(t *testing.T, r *Router) (net.Conn, *bufio.Reader) {
 	return c, bufio.NewReader(c)
 }
 
+// countingServer starts an app that counts the connections it is given
+// (to see the router reuse its pooled ones).
+func countingServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	conns := new(atomic.Int64)
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv, conns
+}
+
 func readResp(t *testing.T, br *bufio.Reader, method string) (*http.Response, string) {
 	t.Helper()
 	resp, err := http.ReadResponse(br, &http.Request{Method: method})
@@ -46,8 +62,7 @@ func readResp(t *testing.T, br *bufio.Reader, method string) (*http.Response, st
 func TestFastPathFraming(t *testing.T) {
 	big := make([]byte, 1<<20)
 	rand.Read(big)
-	var conns atomic.Int64
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/chunked":
 			w.Write([]byte("part one,"))
@@ -70,14 +85,7 @@ func TestFastPathFraming(t *testing.T) {
 		default:
 			io.WriteString(w, "ok")
 		}
-	}))
-	srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	srv.Start()
-	defer srv.Close()
+	})
 	r, st := newRouter(t)
 	put(t, st, r, []store.App{blog}, map[string]string{"g1": strings.TrimPrefix(srv.URL, "http://")})
 
@@ -269,8 +277,7 @@ func TestFastPathLargeResponseHead(t *testing.T) {
 // idle past it must still serve the next request, and a body the gear
 // streams for longer than the timeout must come through whole.
 func TestFastPathReadTimeoutIsForTheHeadOnly(t *testing.T) {
-	var conns atomic.Int64
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/stream":
 			for i := range 4 {
@@ -284,14 +291,7 @@ func TestFastPathReadTimeoutIsForTheHeadOnly(t *testing.T) {
 			w.Header().Set("Content-Length", "2")
 			io.WriteString(w, "ok")
 		}
-	}))
-	srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	srv.Start()
-	defer srv.Close()
+	})
 	r, st := newRouter(t)
 	app := blog
 	app.ReadTimeout = 200 * time.Millisecond

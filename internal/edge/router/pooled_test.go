@@ -4,11 +4,8 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,9 +16,8 @@ import (
 // chunked responses with trailers, streams flushed as they come, HEAD,
 // 204, an app that closes, a slow app (504), and connections reused.
 func TestH2Pooled(t *testing.T) {
-	var conns atomic.Int64
 	release := make(chan struct{})
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/echo":
 			b, _ := io.ReadAll(r.Body)
@@ -49,14 +45,7 @@ func TestH2Pooled(t *testing.T) {
 			w.Header().Set("Content-Length", "2")
 			io.WriteString(w, "ok")
 		}
-	}))
-	srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	srv.Start()
-	defer srv.Close()
+	})
 	r, st, ca := newTLSRouter(t, nil)
 	app := blog
 	app.ReadTimeout = 200 * time.Millisecond
