@@ -11,12 +11,14 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -469,6 +471,7 @@ func TestTrustedProxies(t *testing.T) {
 func TestLimitsAndTimeouts(t *testing.T) {
 	r, st := newRouterWith(t, func(o *Options) {
 		o.HeaderTimeout = 300 * time.Millisecond
+		o.IdleTimeout = time.Hour
 		o.MaxHeaderBytes = 4 << 10
 	})
 	a := backend(t, "a", nil)
@@ -512,6 +515,23 @@ func TestLimitsAndTimeouts(t *testing.T) {
 					return
 				}
 			}
+		}
+	})
+	t.Run("slowloris_after_a_request", func(t *testing.T) {
+		// A keep-alive connection waits under the idle timeout (an
+		// hour here); the next request's head must still come within
+		// the header timeout.
+		c, br := rawConn(t, r)
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n")
+		if resp, _ := readResp(t, br, "GET"); resp.StatusCode != 200 {
+			t.Fatalf("first request: %d", resp.StatusCode)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: blog-acme.localhost\r\n")
+		start := time.Now()
+		_, err := br.ReadByte()
+		if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("an unfinished head was not cut (%v after %v)", err, time.Since(start))
 		}
 	})
 	t.Run("idle_websocket_closed_active_one_kept", func(t *testing.T) {
