@@ -291,19 +291,19 @@ func (dl *Deadline) Within(c net.Conn, d time.Duration) {
 	}
 }
 
-// HeadBuffered says a whole request head (up to its blank line) is in
-// br's buffer already: reading it cannot wait on the client.
-func HeadBuffered(br *bufio.Reader) bool {
-	buf, _ := br.Peek(br.Buffered())
-	return bytes.Contains(buf, []byte("\r\n\r\n"))
-}
-
 // None lifts the deadline, if any.
 func (dl *Deadline) None(c net.Conn) {
 	if !dl.by.IsZero() {
 		dl.by = time.Time{}
 		c.SetReadDeadline(time.Time{})
 	}
+}
+
+// HeadBuffered says a whole request head (up to its blank line) is in
+// br's buffer already: reading it cannot wait on the client.
+func HeadBuffered(br *bufio.Reader) bool {
+	buf, _ := br.Peek(br.Buffered())
+	return bytes.Contains(buf, []byte("\r\n\r\n"))
 }
 
 // Pool keeps idle connections per gear endpoint.
@@ -754,7 +754,6 @@ func Token(b []byte) bool {
 	return true
 }
 
-// equalFold compares ASCII case-insensitively without allocating.
 // containsFold says b contains the lower-case s, in any case.
 func containsFold(b []byte, s string) bool {
 	for i := 0; i+len(s) <= len(b); i++ {
@@ -776,6 +775,7 @@ func trimOWS(b []byte) []byte {
 	return b
 }
 
+// EqualFold compares ASCII case-insensitively without allocating.
 func EqualFold(b []byte, s string) bool {
 	if len(b) != len(s) {
 		return false
