@@ -32,6 +32,8 @@ var (
 	CopyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 	// ErrHandOff says the request is for net/http.
 	ErrHandOff = errors.New("hand off to net/http")
+	// ErrIncomplete is ParseBuffered's: the head is not all in the buffer.
+	ErrIncomplete = errors.New("request head not all read yet")
 	// ErrReadTimeout is an upstream that did not start its answer in time.
 	ErrReadTimeout = errors.New("the app did not answer in time")
 )
@@ -76,6 +78,17 @@ type Request struct {
 // whose path becomes Target (Host is then not forwarded: the caller
 // writes the authority as Host).
 func (q *Request) Parse(br *bufio.Reader, proxy bool) error {
+	return q.parse(br, proxy, true)
+}
+
+// ParseBuffered is Parse without reading: ErrIncomplete when the head is
+// not all in br's buffer yet (the caller then bounds the wait for the
+// rest, and calls Parse).
+func (q *Request) ParseBuffered(br *bufio.Reader, proxy bool) error {
+	return q.parse(br, proxy, false)
+}
+
+func (q *Request) parse(br *bufio.Reader, proxy, wait bool) error {
 	var head []byte
 	for {
 		buf, err := br.Peek(br.Buffered())
@@ -85,6 +98,9 @@ func (q *Request) Parse(br *bufio.Reader, proxy bool) error {
 		}
 		if err != nil {
 			return err
+		}
+		if !wait {
+			return ErrIncomplete
 		}
 		if br.Buffered() >= BufSize {
 			return ErrHandOff // a large head: net/http has the limits for it
@@ -297,13 +313,6 @@ func (dl *Deadline) None(c net.Conn) {
 		dl.by = time.Time{}
 		c.SetReadDeadline(time.Time{})
 	}
-}
-
-// HeadBuffered says a whole request head (up to its blank line) is in
-// br's buffer already: reading it cannot wait on the client.
-func HeadBuffered(br *bufio.Reader) bool {
-	buf, _ := br.Peek(br.Buffered())
-	return bytes.Contains(buf, []byte("\r\n\r\n"))
 }
 
 // Pool keeps idle connections per gear endpoint.

@@ -172,3 +172,27 @@ func TestResponseConnectionClose(t *testing.T) {
 		}
 	}
 }
+
+// ParseBuffered does not read: a head not yet all in the buffer is
+// ErrIncomplete, and Parse then waits for the rest.
+func TestParseBufferedDoesNotWait(t *testing.T) {
+	pr, pw := io.Pipe()
+	br := bufio.NewReader(pr)
+	go io.WriteString(pw, "GET / HTTP/1.1\r\nHost: a\r\n")
+	br.Peek(1)
+	for br.Buffered() < len("GET / HTTP/1.1\r\nHost: a\r\n") {
+		br.Peek(br.Buffered() + 1)
+	}
+	var q Request
+	if err := q.ParseBuffered(br, false); err != ErrIncomplete {
+		t.Fatalf("an unfinished head: %v; want ErrIncomplete", err)
+	}
+	go io.WriteString(pw, "\r\n")
+	if err := q.Parse(br, false); err != nil || string(q.Host) != "a" {
+		t.Fatalf("Parse after the rest came: %v, host %q", err, q.Host)
+	}
+	var again Request
+	if err := again.ParseBuffered(br, false); err != nil {
+		t.Fatalf("a whole head in the buffer: %v", err)
+	}
+}

@@ -76,11 +76,12 @@ func (r *Router) serveFast(c net.Conn, q *httpfast.ConnQueue, secure bool) {
 		if _, err := br.Peek(1); err != nil {
 			return
 		}
-		if !httpfast.HeadBuffered(br) { // the rest must come within the header timeout
-			dl.Within(c, r.o.HeaderTimeout)
-		}
 		var req httpfast.Request
-		err := req.Parse(br, false)
+		err := req.ParseBuffered(br, false)
+		if err == httpfast.ErrIncomplete { // the rest must come within the header timeout
+			dl.Within(c, r.o.HeaderTimeout)
+			err = req.Parse(br, false)
+		}
 		if err == httpfast.ErrHandOff {
 			handOff = true
 			return

@@ -66,11 +66,13 @@ func (r *Router) serveProxyConn(c net.Conn, q *httpfast.ConnQueue) {
 			handOff = true
 			return
 		}
-		if !httpfast.HeadBuffered(br) {
-			dl.Within(c, proxyHeaderTimeout)
-		}
 		var req httpfast.Request
-		if err := req.Parse(br, true); err != nil {
+		err := req.ParseBuffered(br, true)
+		if err == httpfast.ErrIncomplete {
+			dl.Within(c, proxyHeaderTimeout)
+			err = req.Parse(br, true)
+		}
+		if err != nil {
 			handOff = err == httpfast.ErrHandOff
 			return
 		}
