@@ -13,7 +13,7 @@ import (
 
 // The gear's command is found on its PATH (Go in /usr/local/go/bin, the
 // app's own bin directories), then in the usual places.
-func TestLookPathUsesThePATH(t *testing.T) {
+func TestLookPath(t *testing.T) {
 	dir := t.TempDir()
 	tool := filepath.Join(dir, "mytool")
 	os.WriteFile(tool, []byte("#!/bin/sh\n"), 0o755)
@@ -29,6 +29,28 @@ func TestLookPathUsesThePATH(t *testing.T) {
 	}
 	if _, err := LookPath("no-such-tool-here"); err == nil {
 		t.Fatal("found a tool that does not exist")
+	}
+
+	// The shim finds runc with it too: the first executable regular file
+	// on PATH; a directory or a file without the execute bit is passed
+	// over.
+	a, b := t.TempDir(), t.TempDir()
+	os.Mkdir(filepath.Join(a, "tool"), 0o755)                             // a directory
+	os.WriteFile(filepath.Join(b, "other"), []byte("#!/bin/sh\n"), 0o644) // not executable
+	os.WriteFile(filepath.Join(b, "tool"), []byte("#!/bin/sh\n"), 0o755)  // the one
+	t.Setenv("PATH", a+":"+b)
+	if p, err := LookPath("tool"); err != nil || p != filepath.Join(b, "tool") {
+		t.Errorf("LookPath(tool) = %q, %v; want %s", p, err, filepath.Join(b, "tool"))
+	}
+	if _, err := LookPath("other"); err == nil || !strings.Contains(err.Error(), "not found in PATH") {
+		t.Errorf("a file without the execute bit was taken: %v", err)
+	}
+	if p, err := LookPath("./bin/x"); err != nil || p != "./bin/x" {
+		t.Errorf("a path with a slash: %q, %v", p, err)
+	}
+	t.Setenv("PATH", "")
+	if p, err := LookPath("sh"); err != nil || !strings.HasSuffix(p, "/sh") {
+		t.Errorf("without PATH, sh in the usual places: %q, %v", p, err)
 	}
 }
 
@@ -119,29 +141,5 @@ func TestParseIPv4(t *testing.T) {
 		} else if want != "" {
 			t.Errorf("parseIPv4(%q) failed; want %s", s, want)
 		}
-	}
-}
-
-// The shim finds runc with it too: the first executable regular file on
-// PATH; a directory or a file without the execute bit is passed over, and
-// a name with a slash is taken as is.
-func TestLookPath(t *testing.T) {
-	a, b := t.TempDir(), t.TempDir()
-	os.Mkdir(filepath.Join(a, "tool"), 0o755)                             // a directory
-	os.WriteFile(filepath.Join(b, "other"), []byte("#!/bin/sh\n"), 0o644) // not executable
-	os.WriteFile(filepath.Join(b, "tool"), []byte("#!/bin/sh\n"), 0o755)  // the one
-	t.Setenv("PATH", a+":"+b)
-	if p, err := LookPath("tool"); err != nil || p != filepath.Join(b, "tool") {
-		t.Errorf("LookPath(tool) = %q, %v; want %s", p, err, filepath.Join(b, "tool"))
-	}
-	if _, err := LookPath("other"); err == nil || !strings.Contains(err.Error(), "not found in PATH") {
-		t.Errorf("a file without the execute bit was taken: %v", err)
-	}
-	if p, err := LookPath("./bin/x"); err != nil || p != "./bin/x" {
-		t.Errorf("a path with a slash: %q, %v", p, err)
-	}
-	t.Setenv("PATH", "")
-	if p, err := LookPath("sh"); err != nil || !strings.HasSuffix(p, "/sh") {
-		t.Errorf("without PATH, sh in the usual places: %q, %v", p, err)
 	}
 }
