@@ -42,6 +42,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gantry-paas/gantry/bench/internal/cores"
 	"github.com/gantry-paas/gantry/internal/control/routes"
 
 	"golang.org/x/sys/unix"
@@ -109,9 +110,9 @@ func run() error {
 		return fmt.Errorf("wrk is not installed: run scripts/install-deps")
 	}
 	// This process (backends, load generator) on core 1; proxies on core 0.
-	var set unix.CPUSet
-	set.Set(1)
-	unix.SchedSetaffinity(0, &set)
+	if err := cores.Pin(os.Getpid(), 1); err != nil {
+		return err
+	}
 
 	dir, err := os.MkdirTemp("", "bench-router")
 	if err != nil {
@@ -326,9 +327,10 @@ func (p *proxy) launch() error {
 	if err := p.cmd.Start(); err != nil {
 		return fmt.Errorf("starting: %w", err)
 	}
-	var set unix.CPUSet
-	set.Set(0)
-	unix.SchedSetaffinity(p.cmd.Process.Pid, &set)
+	if err := pinTree(p.cmd.Process.Pid); err != nil {
+		p.kill()
+		return err
+	}
 	for _, a := range []string{p.http, p.tls} {
 		if err := waitListen(a); err != nil {
 			p.kill()
@@ -336,7 +338,10 @@ func (p *proxy) launch() error {
 		}
 	}
 	// Children (none here, but nginx could fork) share the core.
-	pinTree(p.cmd.Process.Pid)
+	if err := pinTree(p.cmd.Process.Pid); err != nil {
+		p.kill()
+		return err
+	}
 	fmt.Printf("  %s: warming up\n", p.name)
 	wrk("http://"+p.http+"/", 2*time.Second, *conns, false)
 	return nil
@@ -549,12 +554,14 @@ func tree(pid int) []int {
 	return out
 }
 
-func pinTree(pid int) {
-	var set unix.CPUSet
-	set.Set(0)
+// pinTree moves the proxy pid and its children to core 0.
+func pinTree(pid int) error {
 	for _, p := range tree(pid) {
-		unix.SchedSetaffinity(p, &set)
+		if err := cores.Pin(p, 0); err != nil {
+			return err
+		}
 	}
+	return nil
 }
 
 func freeAddr() string {
