@@ -319,11 +319,18 @@ func (dl *Deadline) None(c net.Conn) {
 type Pool struct {
 	mu   sync.Mutex
 	idle map[string][]*Conn
+	// Spare, if set, is another keeper of idle connections (the
+	// router's event loops) that Exchange takes one from when the pool
+	// has none for the endpoint (nil: neither has).
+	Spare func(ep string) *Conn
 }
 
 const (
-	poolIdleTimeout = 4 * time.Second // below Node.js's 5 s keep-alive
-	poolMaxPerHost  = 1024
+	// PoolIdleTimeout is how long an idle connection to a gear is kept:
+	// less than Node.js's 5 s keep-alive.
+	PoolIdleTimeout = 4 * time.Second
+	// PoolMaxPerHost is how many idle connections to one gear are kept.
+	PoolMaxPerHost = 1024
 )
 
 func (p *Pool) Get(ep string) *Conn {
@@ -336,7 +343,7 @@ func (p *Pool) Get(ep string) *Conn {
 	for len(list) > 0 {
 		bc := list[len(list)-1]
 		list = list[:len(list)-1]
-		if time.Since(bc.used) < poolIdleTimeout {
+		if time.Since(bc.used) < PoolIdleTimeout {
 			p.idle[ep] = list
 			return bc
 		}
@@ -352,7 +359,7 @@ func (p *Pool) Put(ep string, bc *Conn) {
 	if p.idle == nil {
 		p.idle = map[string][]*Conn{}
 	}
-	if len(p.idle[ep]) < poolMaxPerHost {
+	if len(p.idle[ep]) < PoolMaxPerHost {
 		p.idle[ep] = append(p.idle[ep], bc)
 		bc = nil
 	}
@@ -384,7 +391,7 @@ func (p *Pool) Prune() {
 	for ep, list := range p.idle {
 		keep := list[:0]
 		for _, bc := range list {
-			if time.Since(bc.used) < poolIdleTimeout {
+			if time.Since(bc.used) < PoolIdleTimeout {
 				keep = append(keep, bc)
 			} else {
 				bc.Close()
@@ -410,7 +417,9 @@ func (p *Pool) Exchange(key string, dial func() (*Conn, error), head []byte, cbr
 	for attempt := 0; attempt < 2; attempt++ {
 		reused := false
 		if req.Upgrade == nil {
-			bc = p.Get(key)
+			if bc = p.Get(key); bc == nil && p.Spare != nil {
+				bc = p.Spare(key)
+			}
 		}
 		if bc != nil {
 			reused = true
@@ -419,12 +428,7 @@ func (p *Pool) Exchange(key string, dial func() (*Conn, error), head []byte, cbr
 		}
 		err = SendRequest(bc, head, cbr, req)
 		if err == nil {
-			err = resp.ReadHead(bc.BR, req, readTimeout, bc)
-		}
-		if err == nil && !resp.bodyBuffered(bc.BR) {
-			// The body is read by the caller, for as long as it takes
-			// (a stream, a download): only the head had a deadline.
-			bc.dl.None(bc.Conn)
+			err = bc.ReadResponse(req, resp, readTimeout)
 		}
 		if err == nil {
 			return bc, nil
@@ -435,6 +439,17 @@ func (p *Pool) Exchange(key string, dial func() (*Conn, error), head []byte, cbr
 		}
 	}
 	return nil, err
+}
+
+// ReadResponse reads the response head to req into resp: the gear must
+// start it within readTimeout (0: no limit), and its body, read by the
+// caller, may take as long as it takes (a stream, a download).
+func (bc *Conn) ReadResponse(req *Request, resp *Response, readTimeout time.Duration) error {
+	err := resp.ReadHead(bc.BR, req, readTimeout, bc)
+	if err == nil && !resp.bodyBuffered(bc.BR) {
+		bc.dl.None(bc.Conn)
+	}
+	return err
 }
 
 func (bc *Conn) Drop() {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/gantry-paas/gantry/internal/edge/httpfast"
@@ -28,9 +29,17 @@ func (r *Router) acceptHTTP(ln net.Listener, q *httpfast.ConnQueue) {
 }
 
 // serveFast serves requests on c until one needs net/http, which then
-// gets the connection with the unread bytes. secure: c is a TLS
+// gets the connection with the unread bytes, or until a plain connection
+// kept alive moves to an event loop (loop.go). secure: c is a TLS
 // connection of the HTTPS port.
 func (r *Router) serveFast(c net.Conn, q *httpfast.ConnQueue, secure bool) {
+	// A new connection must send its first byte within the header timeout.
+	r.serveFastOn(c, q, secure, r.o.HeaderTimeout)
+}
+
+// serveFastOn is serveFast on a connection whose next request may take
+// wait to begin.
+func (r *Router) serveFastOn(c net.Conn, q *httpfast.ConnQueue, secure bool, wait time.Duration) {
 	br := httpfast.Readers.Get().(*bufio.Reader)
 	br.Reset(c)
 	handOff, owned := false, false
@@ -51,11 +60,9 @@ func (r *Router) serveFast(c net.Conn, q *httpfast.ConnQueue, secure bool) {
 	remote := c.RemoteAddr().String()
 	clientIP, _, _ := net.SplitHostPort(remote)
 	trusted := r.trusted(clientIP)
-	// A new connection must send its first byte within the header timeout;
-	// between requests it may idle for the idle timeout.
-	// The deadline moves only when it must (httpfast.Deadline).
+	// Between requests a connection may idle for the idle timeout. The
+	// deadline moves only when it must (httpfast.Deadline).
 	var dl httpfast.Deadline
-	wait := r.o.HeaderTimeout
 	for {
 		dl.Within(c, wait)
 		wait = r.o.IdleTimeout
@@ -90,14 +97,7 @@ func (r *Router) serveFast(c net.Conn, q *httpfast.ConnQueue, secure bool) {
 			return
 		}
 		host := hostOnly(string(req.Host))
-		if r.platform[host] {
-			handOff = true
-			return
-		}
-		rt := r.table.Load().Lookup(host)
-		if rt == nil || rt.RedirectTo != "" || len(rt.Endpoints) == 0 ||
-			!secure && rt.HTTPS == HTTPSRedirect && r.tlsLn != nil || secure && rt.HTTPS == HTTPSOff ||
-			r.o.ACME != nil && bytes.HasPrefix(req.Target, []byte("/.well-known/acme-challenge/")) {
+		if !r.takesFast(&req, host, secure) {
 			handOff = true
 			return
 		}
@@ -105,7 +105,7 @@ func (r *Router) serveFast(c net.Conn, q *httpfast.ConnQueue, secure bool) {
 		if req.ContentLength > 0 {
 			dl.None(c) // the body may take its time
 		}
-		keep, err := r.proxyFast(c, br, &req, rt, host, clientIP, remote, trusted, secure)
+		keep, err := r.proxyFast(c, br, &req, host, clientIP, remote, trusted, secure)
 		if err == errTunnelOwned {
 			owned = true
 			return
@@ -113,7 +113,26 @@ func (r *Router) serveFast(c net.Conn, q *httpfast.ConnQueue, secure bool) {
 		if err != nil || !keep {
 			return
 		}
+		if ls := r.loops.Load(); !secure && br.Buffered() == 0 && ls != nil && ls.adopt(c, remote, clientIP, trusted) {
+			owned = true
+			return
+		}
 	}
+}
+
+var acmeChallenge = []byte("/.well-known/acme-challenge/")
+
+// takesFast says whether the fast path serves req, for host (otherwise
+// net/http does: the platform's host, redirects, pages, idle apps, ACME
+// challenges).
+func (r *Router) takesFast(req *httpfast.Request, host string, secure bool) bool {
+	if r.platform[host] {
+		return false
+	}
+	rt := r.table.Load().Lookup(host)
+	return rt != nil && rt.RedirectTo == "" && len(rt.Endpoints) > 0 &&
+		!(!secure && rt.HTTPS == HTTPSRedirect && r.tlsLn != nil) && !(secure && rt.HTTPS == HTTPSOff) &&
+		!(r.o.ACME != nil && bytes.HasPrefix(req.Target, acmeChallenge))
 }
 
 func (r *Router) dialBackend(ep string, rt *Route) (*httpfast.Conn, error) {
@@ -129,20 +148,40 @@ func (r *Router) dialBackend(ep string, rt *Route) (*httpfast.Conn, error) {
 	return httpfast.NewConn(c), nil
 }
 
+// flight is a request of the fast path on its way to a gear and back:
+// what is counted and logged of it when its answer is through.
+type flight struct {
+	rt    *Route
+	ep    string
+	cnt   *atomic.Int64 // the gear's open requests (pick)
+	st    *appStats
+	entry *accessEntry
+	start time.Time
+}
+
+// land ends the flight's counts.
+func (f *flight) land() {
+	f.cnt.Add(-1)
+	f.st.end()
+}
+
 // proxyFast sends one parsed request to a gear and its response back. It
 // reports whether the client connection may serve another request.
-func (r *Router) proxyFast(c net.Conn, cbr *bufio.Reader, req *httpfast.Request, rt *Route, host, clientIP, remote string, trusted, secure bool) (bool, error) {
-	start := time.Now()
-	rt2, ep, cnt := r.pick(host)
-	if ep == "" {
+func (r *Router) proxyFast(c net.Conn, cbr *bufio.Reader, req *httpfast.Request, host, clientIP, remote string, trusted, secure bool) (bool, error) {
+	f := flight{start: time.Now()}
+	f.rt, f.ep, f.cnt = r.pick(host)
+	if f.ep == "" {
 		// The route lost its gears meanwhile: answer as net/http would.
-		r.obs.rawPage(c, rt.stats, start, nil, 503, "App not running", "The app at "+host+" has no running gears right now.")
+		var st *appStats
+		if f.rt != nil {
+			st = f.rt.stats
+		}
+		r.obs.rawPage(c, st, f.start, nil, 503, "App not running", "The app at "+host+" has no running gears right now.")
 		return false, nil
 	}
-	defer func() { cnt.Add(-1) }() // the gear finally used
-	st := rt2.stats
-	st.begin()
-	defer st.end()
+	f.st = f.rt.stats
+	f.st.begin()
+	defer f.land() // the gear finally used
 
 	hb := httpfast.HeadBufs.Get().(*[]byte)
 	defer httpfast.HeadBufs.Put(hb)
@@ -152,56 +191,94 @@ func (r *Router) proxyFast(c net.Conn, cbr *bufio.Reader, req *httpfast.Request,
 	}
 	out := r.requestHead((*hb)[:0], req, clientIP, proto, trusted)
 	*hb = out
-	entry := r.obs.entry(st)
-	if entry != nil { // the head's bytes are not kept past the body
-		entry.host, entry.method, entry.path, entry.proto, entry.remote = string(req.Host), string(req.Method), httpfast.PathOf(req.Target), "HTTP/1.1", remote
-	}
+	f.entry = r.fastEntry(f.st, req, remote)
 
 	var resp httpfast.Response
-	bc, err := r.pool.Exchange(ep, func() (*httpfast.Conn, error) { return r.dialBackend(ep, rt2) }, out, cbr, req, &resp, rt2.ReadTimeout)
+	bc, err := r.pool.Exchange(f.ep, func() (*httpfast.Conn, error) { return r.dialBackend(f.ep, f.rt) }, out, cbr, req, &resp, f.rt.ReadTimeout)
 	for tries := 1; err != nil && isDialError(err) && tries < 3; tries++ {
 		// Nothing was sent: another gear may take the request.
 		rt3, ep3, cnt3 := r.pick(host)
-		if ep3 == "" || ep3 == ep {
+		if ep3 == "" || ep3 == f.ep {
 			if cnt3 != nil {
 				cnt3.Add(-1)
 			}
 			break
 		}
-		cnt.Add(-1)
-		rt2, ep, cnt = rt3, ep3, cnt3
+		f.cnt.Add(-1)
+		f.rt, f.ep, f.cnt = rt3, ep3, cnt3
 		resp = httpfast.Response{}
-		bc, err = r.pool.Exchange(ep, func() (*httpfast.Conn, error) { return r.dialBackend(ep, rt2) }, out, cbr, req, &resp, rt2.ReadTimeout)
+		bc, err = r.pool.Exchange(f.ep, func() (*httpfast.Conn, error) { return r.dialBackend(f.ep, f.rt) }, out, cbr, req, &resp, f.rt.ReadTimeout)
 	}
+	return r.answer(c, cbr, bc, &resp, req, err, host, &f, extra)
+}
+
+// fastEntry is the access entry of req, or nil when nothing takes it.
+func (r *Router) fastEntry(st *appStats, req *httpfast.Request, remote string) *accessEntry {
+	e := r.obs.entry(st)
+	if e != nil { // the head's bytes are not kept past the body
+		e.host, e.method, e.path, e.proto, e.remote = string(req.Host), string(req.Method), httpfast.PathOf(req.Target), "HTTP/1.1", remote
+	}
+	return e
+}
+
+// answer sends the gear's response to req (or the page saying why there
+// is none: err) back to the client and records the request. It reports
+// whether the client connection may serve another request.
+func (r *Router) answer(c net.Conn, cbr *bufio.Reader, bc *httpfast.Conn, resp *httpfast.Response, req *httpfast.Request, err error, host string, f *flight, extra []byte) (bool, error) {
 	if err != nil {
-		status := 502
-		if errors.Is(err, errReadTimeout) {
-			status = 504
-		}
-		if r.logLimit.allow() {
-			r.log.Warn("proxy error", "host", host, "gear", ep, "err", err)
-		}
-		title, msg := "App not responding", "The app at "+host+" did not answer. Its owner can look at `gantry logs`."
-		if status == 504 {
-			title, msg = "App too slow", "The app at "+host+" did not start its answer within "+rt2.ReadTimeout.String()+"."
-		}
-		r.obs.rawPage(c, st, start, entry, status, title, msg)
+		status, title, msg := r.gearFailed(err, host, f)
+		r.obs.rawPage(c, f.st, f.start, f.entry, status, title, msg)
 		return false, nil
 	}
 	if resp.Status == http.StatusSwitchingProtocols {
-		return false, r.tunnelFast(c, cbr, bc, &resp, rt2, st, entry, start, ep)
+		return false, r.tunnelFast(c, cbr, bc, resp, f.rt, f.st, f.entry, f.start, f.ep)
 	}
-	keep, n, err := httpfast.SendResponse(c, bc, &resp, req, extra)
+	keep, n, err := httpfast.SendResponse(c, bc, resp, req, extra)
 	if req.Upgrade != nil {
 		resp.Reusable = false
 	}
 	if err != nil || !resp.Reusable {
 		bc.Drop()
 	} else {
-		r.pool.Put(ep, bc)
+		r.pool.Put(f.ep, bc)
 	}
-	r.obs.recordEntry(st, entry, start, resp.Status, req.ContentLength, n, ep)
+	r.obs.recordEntry(f.st, f.entry, f.start, resp.Status, req.ContentLength, n, f.ep)
 	return keep && err == nil, err
+}
+
+// gearFailed logs why a gear gave no response and says what the client
+// is told.
+func (r *Router) gearFailed(err error, host string, f *flight) (status int, title, msg string) {
+	status = 502
+	if errors.Is(err, errReadTimeout) {
+		status = 504
+	}
+	if r.logLimit.allow() {
+		r.log.Warn("proxy error", "host", host, "gear", f.ep, "err", err)
+	}
+	if status == 504 {
+		return status, "App too slow", "The app at " + host + " did not start its answer within " + f.rt.ReadTimeout.String() + "."
+	}
+	return status, "App not responding", "The app at " + host + " did not answer. Its owner can look at `gantry logs`."
+}
+
+// finishFast takes over a request from an event loop once it has gone
+// to the gear (gear; its response not read, or not all): it reads and
+// sends the response as proxyFast would, then serves the client on.
+func (r *Router) finishFast(c, gear net.Conn, req httpfast.Request, host string, f flight, q *httpfast.ConnQueue) {
+	defer f.land()
+	bc := httpfast.NewConn(gear)
+	var resp httpfast.Response
+	err := bc.ReadResponse(&req, &resp, f.rt.ReadTimeout)
+	if err != nil {
+		bc.Drop()
+	}
+	keep, err := r.answer(c, nil, bc, &resp, &req, err, host, &f, nil)
+	if err != nil || !keep {
+		c.Close()
+		return
+	}
+	r.serveFastOn(c, q, false, r.o.IdleTimeout)
 }
 
 // requestHead renders the head sent to the gear.

@@ -196,10 +196,17 @@ func appendRequest(b []byte, start time.Time, d time.Duration, app string, e *ac
 // rawPage writes one of the router's pages on a connection of the fast
 // path (plain text; the connection closes after it) and records it.
 func (o *observer) rawPage(c net.Conn, s *appStats, start time.Time, e *accessEntry, status int, title, msg string) {
+	page, body := rawPage(status, title, msg)
+	c.Write(page)
+	o.recordEntry(s, e, start, status, 0, int64(body), "")
+}
+
+// rawPage is a whole response with the router's page for status, and
+// the length of its body.
+func rawPage(status int, title, msg string) ([]byte, int) {
 	body := strconv.Itoa(status) + " " + title + ": " + msg + "\n"
-	c.Write([]byte("HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) + "\r\nContent-Type: text/plain; charset=utf-8\r\n" +
-		"Cache-Control: no-store\r\nConnection: close\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body))
-	o.recordEntry(s, e, start, status, 0, int64(len(body)), "")
+	return []byte("HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) + "\r\nContent-Type: text/plain; charset=utf-8\r\n" +
+		"Cache-Control: no-store\r\nConnection: close\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body), len(body)
 }
 
 // recordTCP writes a TCP connection's access log line.

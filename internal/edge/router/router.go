@@ -131,8 +131,9 @@ type Router struct {
 	table        atomic.Pointer[Table]
 	proxy        *httputil.ReverseProxy
 	trans        *http.Transport
-	pool         httpfast.Pool    // the fast path's connections to gears
-	fastConns    httpfast.ConnSet // the fast path's client connections
+	pool         httpfast.Pool         // the fast path's connections to gears
+	fastConns    httpfast.ConnSet      // the fast path's client connections
+	loops        atomic.Pointer[loops] // the fast path's keep-alive connections (Run starts them)
 	tcp          tcpRoutes
 	obs          *observer
 	certs        certCache
@@ -243,6 +244,11 @@ func (r *Router) Run(ctx context.Context) error {
 	srv := r.httpServer()
 	errc := make(chan error, 2)
 	hq := httpfast.NewConnQueue(r.ln.Addr())
+	ls := r.startLoops(hq)
+	r.loops.Store(&ls)
+	if ls != nil {
+		r.pool.Spare = ls.lend
+	}
 	go func() { errc <- srv.Serve(hq) }()
 	go r.acceptHTTP(r.ln, hq)
 	servers := []*http.Server{srv}
@@ -294,10 +300,12 @@ func (r *Router) Run(ctx context.Context) error {
 			}
 			r.tcp.closeAll()
 			r.fastConns.CloseIdle()
+			ls.stop()
 			sctx, cancel := context.WithTimeout(context.Background(), time.Duration(r.drainTimeout.Load()))
 			for _, s := range servers {
 				s.Shutdown(sctx)
 			}
+			ls.wait(sctx)
 			if h3 != nil {
 				h3.Shutdown(sctx)
 				h3.Close()

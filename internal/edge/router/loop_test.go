@@ -1,0 +1,240 @@
+package router
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gantry-paas/gantry/internal/control/store"
+)
+
+// inLoops is how many client connections the router's event loops hold.
+func inLoops(r *Router) int {
+	ls := r.loops.Load()
+	if ls == nil {
+		return 0
+	}
+	n := 0
+	for _, l := range *ls {
+		l.mu.Lock()
+		n += l.clients
+		l.mu.Unlock()
+	}
+	return n
+}
+
+// loopApp answers / with ok, /echo with what it was sent, /sized?n=N&i=I
+// with N bytes beginning with I, /chunked in two chunks.
+func loopApp(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/echo":
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %d %s", r.Method, len(b), b)
+	case "/sized":
+		var n int
+		fmt.Sscan(r.URL.Query().Get("n"), &n)
+		body := []byte(r.URL.Query().Get("i") + ":")
+		body = append(body, bytes.Repeat([]byte("x"), max(n-len(body), 0))...)
+		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+		w.Write(body)
+	case "/chunked":
+		io.WriteString(w, "part one,")
+		w.(http.Flusher).Flush()
+		io.WriteString(w, "part two")
+	case "/nocontent":
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		io.WriteString(w, "ok")
+	}
+}
+
+// A keep-alive connection moves to an event loop after its first
+// request; the loop serves what it can, hands the rest to a goroutine,
+// and gets the connection back after.
+func TestLoopServesKeepAliveConnections(t *testing.T) {
+	srv, conns := countingServer(t, loopApp)
+	r, st := newRouter(t)
+	put(t, st, r, []store.App{blog}, map[string]string{"g1": strings.TrimPrefix(srv.URL, "http://")})
+	c, br := rawConn(t, r)
+	send := func(s string) { t.Helper(); io.WriteString(c, s) }
+	expect := func(method, want string) *http.Response {
+		t.Helper()
+		resp, body := readResp(t, br, method)
+		if body != want {
+			t.Fatalf("%s: body %q; want %q", method, body, want)
+		}
+		return resp
+	}
+	send("GET / HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n")
+	expect("GET", "ok")
+	eventually(t, "the connection held by a loop after its first request", func() bool { return inLoops(r) == 1 })
+
+	for range 50 {
+		send("GET / HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n")
+		expect("GET", "ok")
+	}
+	send("POST /echo HTTP/1.1\r\nHost: blog-acme.localhost\r\nContent-Length: 5\r\n\r\nhello")
+	expect("POST", "POST 5 hello")
+	send("HEAD /sized?n=3000 HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n")
+	if resp := expect("HEAD", ""); resp.ContentLength != 3000 {
+		t.Fatalf("HEAD: Content-Length %d; want 3000", resp.ContentLength)
+	}
+	send("GET /nocontent HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n")
+	if resp := expect("GET", ""); resp.StatusCode != 204 {
+		t.Fatalf("204: %d", resp.StatusCode)
+	}
+	// Three requests in one write come back in order.
+	send("GET /sized?n=10&i=a HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n" +
+		"POST /echo HTTP/1.1\r\nHost: blog-acme.localhost\r\nContent-Length: 3\r\n\r\nabc" +
+		"GET /sized?n=10&i=b HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n")
+	expect("GET", "a:xxxxxxxx")
+	expect("POST", "POST 3 abc")
+	expect("GET", "b:xxxxxxxx")
+	if n := inLoops(r); n != 1 {
+		t.Fatalf("%d connections in the loops; want 1", n)
+	}
+
+	// What the loop hands to a goroutine: a response longer than its
+	// reader, one in chunks, a body not all sent at once; the loop holds
+	// the connection again after each.
+	for _, tc := range []struct{ name, req, method, want string }{
+		{"large", "GET /sized?n=100000&i=big HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n", "GET", "big:" + strings.Repeat("x", 100000-4)},
+		{"chunked", "GET /chunked HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n", "GET", "part one,part two"},
+		{"body", "PUT /echo HTTP/1.1\r\nHost: blog-acme.localhost\r\nContent-Length: 20000\r\n\r\n" + strings.Repeat("y", 20000), "PUT", "PUT 20000 " + strings.Repeat("y", 20000)},
+	} {
+		send(tc.req)
+		expect(tc.method, tc.want)
+		send("GET / HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n")
+		expect("GET", "ok")
+		eventually(t, "the connection back in a loop after the "+tc.name+" response", func() bool { return inLoops(r) == 1 })
+	}
+	if n := conns.Load(); n > 2 {
+		t.Errorf("the app saw %d connections; the loops and the goroutines should share them", n)
+	}
+	// Another host on the same connection: net/http's 404.
+	send("GET / HTTP/1.1\r\nHost: nobody.localhost\r\n\r\n")
+	if resp, _ := readResp(t, br, "GET"); resp.StatusCode != 404 {
+		t.Fatalf("unknown host from a loop: %d; want 404", resp.StatusCode)
+	}
+}
+
+// A client that sends many requests and does not read: what the loop
+// cannot write at once is written by a goroutine, and every response
+// comes, whole and in order.
+func TestLoopClientNotReading(t *testing.T) {
+	srv, _ := countingServer(t, loopApp)
+	r, st := newRouter(t)
+	put(t, st, r, []store.App{blog}, map[string]string{"g1": strings.TrimPrefix(srv.URL, "http://")})
+	c, br := rawConn(t, r)
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n")
+	readResp(t, br, "GET")
+	eventually(t, "the connection in a loop", func() bool { return inLoops(r) == 1 })
+	const n = 2000 // 6 MB of responses: more than the sockets' buffers
+	go func() {
+		var b bytes.Buffer
+		for i := range n {
+			fmt.Fprintf(&b, "GET /sized?n=3000&i=%d HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n", i)
+		}
+		c.Write(b.Bytes())
+	}()
+	time.Sleep(200 * time.Millisecond) // the buffers fill before anything is read
+	for i := range n {
+		resp, body := readResp(t, br, "GET")
+		if want := fmt.Sprintf("%d:", i); resp.StatusCode != 200 || len(body) != 3000 || !strings.HasPrefix(body, want) {
+			t.Fatalf("response %d: %d, %d bytes beginning %q; want 200, 3000 bytes beginning %q", i, resp.StatusCode, len(body), body[:min(len(body), 8)], want)
+		}
+	}
+}
+
+// An idle connection in a loop is closed after the idle timeout; a head
+// begun there and not finished, after the header timeout.
+func TestLoopTimeouts(t *testing.T) {
+	srv, _ := countingServer(t, loopApp)
+	r, st := newRouterWith(t, func(o *Options) {
+		o.IdleTimeout = 300 * time.Millisecond
+		o.HeaderTimeout = 300 * time.Millisecond
+	})
+	put(t, st, r, []store.App{blog}, map[string]string{"g1": strings.TrimPrefix(srv.URL, "http://")})
+	for _, tail := range []string{"", "GET / HTTP/1.1\r\nHost: blog"} {
+		c, br := rawConn(t, r)
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n")
+		readResp(t, br, "GET")
+		start := time.Now() // the idle wait began before; the head's, after
+		eventually(t, "the connection in a loop", func() bool { return inLoops(r) == 1 })
+		if tail != "" {
+			start = time.Now()
+			io.WriteString(c, tail)
+		}
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Fatalf("tail %q: read %v; want the router to close the connection", tail, err)
+		}
+		if d := time.Since(start); d < 300*time.Millisecond {
+			t.Fatalf("tail %q: closed after %v, before its timeout", tail, d)
+		}
+		eventually(t, "the loop forgets the closed connection", func() bool { return inLoops(r) == 0 })
+	}
+}
+
+// When the router stops, a loop closes its idle connections at once and
+// a connection with a request in flight after its response.
+func TestLoopShutdown(t *testing.T) {
+	release, arrived := make(chan struct{}), make(chan struct{})
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(arrived)
+			<-release
+		}
+		io.WriteString(w, "ok")
+	})
+	st, err := store.Open(t.TempDir() + "/s.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	r, err := New(Options{Listen: "127.0.0.1:0", DrainTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	follow(ctx, t, st, r)
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	put(t, st, r, []store.App{blog}, map[string]string{"g1": strings.TrimPrefix(srv.URL, "http://")})
+
+	idle, idleBR := rawConn(t, r)
+	busy, busyBR := rawConn(t, r)
+	for _, c := range []net.Conn{idle, busy} {
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n")
+	}
+	readResp(t, idleBR, "GET")
+	readResp(t, busyBR, "GET")
+	eventually(t, "both connections in a loop", func() bool { return inLoops(r) == 2 })
+	io.WriteString(busy, "GET /slow HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n")
+	<-arrived
+	cancel()
+	if _, err := idleBR.ReadByte(); err != io.EOF {
+		t.Fatalf("idle connection: %v; want it closed", err)
+	}
+	select {
+	case <-done:
+		t.Fatal("the router stopped with a request in flight")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	resp, body := readResp(t, busyBR, "GET")
+	if body != "ok" || !resp.Close {
+		t.Fatalf("request in flight: %q, close %v; want ok and Connection: close", body, resp.Close)
+	}
+	if _, err := busyBR.ReadByte(); err != io.EOF {
+		t.Fatalf("after its response: %v; want the connection closed", err)
+	}
+	<-done
+}

@@ -1,0 +1,418 @@
+package router
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gantry-paas/gantry/internal/edge/httpfast"
+)
+
+// What an event loop does with a request: read it from its client, send
+// it to a gear, read the response and write it back, or hand the client
+// (or the whole exchange) to a goroutine of the fast path (loop.go).
+
+// serveClient reads the client's next request and sends it to a gear,
+// or hands the client to a goroutine.
+func (l *eventLoop) serveClient(c *loopConn) {
+	if c.peer != nil || c.dialing {
+		return // its answer first; what it sent meanwhile waits
+	}
+	r := l.r
+	if c.br == nil || c.br.Buffered() == 0 {
+		if !c.readable {
+			c.giveBack()
+			return
+		}
+		c.borrow()
+		if _, err := c.br.Peek(1); err != nil {
+			if err == errWouldBlock {
+				c.readable = false
+				c.giveBack()
+				return
+			}
+			l.closeConn(c)
+			return
+		}
+	}
+	for {
+		c.req = httpfast.Request{Headers: c.req.Headers[:0], FromProxy: c.req.FromProxy[:0]}
+		err := c.req.ParseBuffered(c.br, false)
+		if err != httpfast.ErrIncomplete {
+			if err != nil {
+				l.handClient(c, nil, true) // net/http's
+				return
+			}
+			break
+		}
+		if c.br.Buffered() >= httpfast.BufSize {
+			l.handClient(c, nil, true) // a large head: net/http's
+			return
+		}
+		if _, err := c.br.Peek(c.br.Buffered() + 1); err != nil {
+			if err != errWouldBlock {
+				l.closeConn(c)
+				return
+			}
+			c.readable = false
+			if !c.partial { // the rest must come within the header timeout
+				c.partial = true
+				l.setDue(c, l.clock()+int64(r.o.HeaderTimeout))
+			}
+			return
+		}
+	}
+	c.partial = false
+	if r.fastConns.Closing() {
+		l.closeConn(c)
+		return
+	}
+	if string(c.req.Host) != c.rawHost { // a client keeps to one host, mostly
+		c.rawHost = string(c.req.Host)
+		c.host = hostOnly(c.rawHost)
+	}
+	body := int(c.req.ContentLength)
+	if !r.takesFast(&c.req, c.host, false) || c.req.Upgrade != nil ||
+		body > 0 && (c.br.Buffered()-len(c.req.Head) < body || len(c.req.Head)+body > 16<<10) {
+		l.handClient(c, nil, true)
+		return
+	}
+	f := flight{start: time.Now()}
+	f.rt, f.ep, f.cnt = r.pick(c.host)
+	if f.ep == "" {
+		l.handClient(c, nil, true)
+		return
+	}
+	f.st = f.rt.stats
+	f.st.begin()
+	f.entry = r.fastEntry(f.st, &c.req, c.remote)
+	c.f = f
+	if g := l.takeGear(f.ep); g != nil {
+		l.send(c, g)
+		return
+	}
+	c.dialing = true
+	l.setDue(c, 0) // the dial has its own timeout
+	go l.dial(c, f.ep, f.rt, 1)
+}
+
+// dial connects to the gear ep for c's request (in a goroutine of its
+// own: a dial may wait) and sends the request. A gear that refuses is
+// marked down and another one tried, as proxyFast does.
+func (l *eventLoop) dial(c *loopConn, ep string, rt *Route, tries int) {
+	bc, err := l.r.dialBackend(ep, rt)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.now = l.clock()
+	c.dialing = false
+	if c.fd < 0 { // closed meanwhile (the router stops)
+		if err == nil {
+			bc.Drop()
+		}
+		return
+	}
+	if err != nil {
+		if tries < 3 {
+			if rt3, ep3, cnt3 := l.r.pick(c.host); ep3 != "" && ep3 != ep {
+				c.f.cnt.Add(-1)
+				c.f.rt, c.f.ep, c.f.cnt = rt3, ep3, cnt3
+				c.dialing = true
+				go l.dial(c, ep3, rt3, tries+1)
+				return
+			} else if cnt3 != nil {
+				cnt3.Add(-1)
+			}
+		}
+		l.fail(c, err)
+		return
+	}
+	g := l.detach(bc.Conn, true, ep)
+	if g == nil {
+		bc.Drop()
+		l.fail(c, errors.New("the router could not watch its connection to the app"))
+		return
+	}
+	bc.BR.Reset(nil)
+	httpfast.Readers.Put(bc.BR)
+	l.send(c, g)
+}
+
+// send writes c's request to the gear g.
+func (l *eventLoop) send(c *loopConn, g *loopConn) {
+	r, f, body := l.r, c.f, int(c.req.ContentLength)
+	hb := httpfast.HeadBufs.Get().(*[]byte)
+	out := r.requestHead((*hb)[:0], &c.req, c.clientIP, "http", c.trusted)
+	if body > 0 {
+		b, _ := c.br.Peek(len(c.req.Head) + body)
+		out = append(out, b[len(c.req.Head):]...)
+	}
+	*hb = out
+	n, err := rawWrite(g.fd, out)
+	httpfast.HeadBufs.Put(hb)
+	if err != nil || n < len(out) {
+		l.closeConn(g)
+		if n > 0 {
+			l.fail(c, errors.New("writing the request to the app: short write"))
+			return
+		}
+		// A pooled connection the gear closed: a goroutine tries anew.
+		c.f.land()
+		l.handClient(c, nil, true)
+		return
+	}
+	c.peer, g.peer = g, c
+	due := int64(0)
+	if f.rt.ReadTimeout > 0 {
+		due = int64(f.start.Sub(l.epoch) + f.rt.ReadTimeout)
+	}
+	l.setDue(c, due)
+}
+
+// gearReady reads a gear's response and sends it to its client.
+func (l *eventLoop) gearReady(g *loopConn) {
+	c := g.peer
+	if c == nil {
+		// Idle in the pool: the event may be one for bytes already read
+		// with the last response; anything more (or the end) drops it.
+		var b [1]byte
+		if _, _, err := unix.Recvfrom(g.fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT); err != unix.EAGAIN {
+			l.dropGear(g)
+		}
+		return
+	}
+	g.borrow()
+	var head []byte
+	for {
+		buf, _ := g.br.Peek(g.br.Buffered())
+		if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
+			head = buf[:i+4]
+			break
+		}
+		if g.br.Buffered() >= httpfast.BufSize {
+			l.handExchange(c, g) // a large head
+			return
+		}
+		if _, err := g.br.Peek(g.br.Buffered() + 1); err != nil {
+			if err == errWouldBlock {
+				g.readable = false
+				return
+			}
+			started := g.br.Buffered() > 0
+			l.closeConn(g)
+			if !started && c.req.ContentLength == 0 {
+				// A pooled connection the gear closed before answering:
+				// a goroutine tries a new one.
+				c.f.land()
+				c.peer = nil
+				l.handClient(c, nil, true)
+				return
+			}
+			l.fail(c, err)
+			return
+		}
+	}
+	var resp httpfast.Response
+	if err := resp.Parse(head, &c.req); err != nil {
+		l.closeConn(g)
+		l.fail(c, err)
+		return
+	}
+	if resp.Status < 200 {
+		l.closeConn(g)
+		l.fail(c, errors.New("informational responses are not expected here"))
+		return
+	}
+	total := len(head) + int(resp.ContentLength)
+	if resp.ContentLength < 0 || total > httpfast.BufSize {
+		l.handExchange(c, g) // chunks, until the end, or longer than a reader
+		return
+	}
+	if g.br.Buffered() < total {
+		if _, err := g.br.Peek(total); err != nil {
+			if err == errWouldBlock {
+				g.readable = false
+				return // parsed again when the rest comes
+			}
+			l.closeConn(g)
+			l.fail(c, err)
+			return
+		}
+		buf, _ := g.br.Peek(total)
+		head = buf[:len(head)]
+	}
+	keep := !c.req.Close && !l.closing
+	hb := httpfast.HeadBufs.Get().(*[]byte)
+	out := append((*hb)[:0], head[:bytes.IndexByte(head, '\n')+1]...)
+	for _, h := range resp.Headers {
+		out = append(out, head[h[0]:h[1]]...)
+	}
+	if !keep {
+		out = append(out, "Connection: close\r\n"...)
+	}
+	out = append(out, "\r\n"...)
+	b, _ := g.br.Peek(total)
+	out = append(out, b[len(head):]...)
+	g.br.Discard(total)
+	*hb = out
+	c.peer, g.peer = nil, nil
+	if resp.Reusable && g.br.Buffered() == 0 {
+		l.putGear(g)
+	} else {
+		l.closeConn(g)
+	}
+	c.br.Discard(len(c.req.Head) + int(c.req.ContentLength))
+	n, err := rawWrite(c.fd, out)
+	l.r.obs.recordEntry(c.f.st, c.f.entry, c.f.start, resp.Status, c.req.ContentLength, resp.ContentLength, c.f.ep)
+	c.f.land()
+	switch {
+	case err == nil && n == len(out) && keep:
+		httpfast.HeadBufs.Put(hb)
+		l.idle(c)
+		l.serveClient(c) // a request sent meanwhile
+	case err == unix.EAGAIN || err == nil && n < len(out):
+		// The client does not take it all now: a goroutine writes the
+		// rest, as long as it takes.
+		rest := append([]byte(nil), out[max(n, 0):]...)
+		httpfast.HeadBufs.Put(hb)
+		l.handClient(c, rest, keep)
+	default:
+		httpfast.HeadBufs.Put(hb)
+		l.closeConn(c)
+	}
+}
+
+// idle gives c the idle timeout to send its next request, from the
+// batch's clock plus a sixteenth (the batch took less), so never sooner.
+func (l *eventLoop) idle(c *loopConn) {
+	d := int64(l.r.o.IdleTimeout)
+	l.setDue(c, l.now+d+d/16)
+}
+
+// fail answers c's request in flight with the page for err, and closes c.
+func (l *eventLoop) fail(c *loopConn, err error) {
+	c.peer = nil
+	status, title, msg := l.r.gearFailed(err, c.host, &c.f)
+	page, body := rawPage(status, title, msg)
+	unix.Write(c.fd, page)
+	l.r.obs.recordEntry(c.f.st, c.f.entry, c.f.start, status, 0, int64(body), "")
+	c.f.land()
+	l.closeConn(c)
+}
+
+// takeGear is a pooled connection to ep: the loop's own, or one of the
+// goroutines' pool; nil if there is none.
+func (l *eventLoop) takeGear(ep string) *loopConn {
+	if list := l.gears[ep]; len(list) > 0 {
+		g := list[len(list)-1]
+		l.gears[ep] = list[:len(list)-1]
+		g.due = 0 // its pool time ends
+		return g
+	}
+	bc := l.r.pool.Get(ep)
+	if bc == nil {
+		return nil
+	}
+	if bc.BR.Buffered() > 0 {
+		bc.Drop()
+		return nil
+	}
+	g := l.detach(bc.Conn, true, ep)
+	if g == nil {
+		bc.Drop()
+		return nil
+	}
+	bc.BR.Reset(nil)
+	httpfast.Readers.Put(bc.BR)
+	return g
+}
+
+// lend takes an idle connection to ep from a loop's pool for a goroutine
+// of the fast path (nil: none), so that the loops and the goroutines
+// share their connections to a gear.
+func (ls loops) lend(ep string) *httpfast.Conn {
+	for _, l := range ls {
+		l.mu.Lock()
+		var nc net.Conn
+		if list := l.gears[ep]; len(list) > 0 {
+			g := list[len(list)-1]
+			l.gears[ep] = list[:len(list)-1]
+			nc = l.release(g)
+		}
+		l.mu.Unlock()
+		if nc != nil {
+			return httpfast.NewConn(nc)
+		}
+	}
+	return nil
+}
+
+// putGear pools g, idle for as long as the goroutines' pool keeps one.
+func (l *eventLoop) putGear(g *loopConn) {
+	g.giveBack()
+	if len(l.gears[g.ep]) >= httpfast.PoolMaxPerHost || l.closing {
+		l.closeConn(g)
+		return
+	}
+	l.gears[g.ep] = append(l.gears[g.ep], g)
+	l.setDue(g, l.now+int64(httpfast.PoolIdleTimeout))
+}
+
+func (l *eventLoop) dropGear(g *loopConn) {
+	list := l.gears[g.ep]
+	for i, x := range list {
+		if x == g {
+			copy(list[i:], list[i+1:])
+			l.gears[g.ep] = list[:len(list)-1]
+			break
+		}
+	}
+	l.closeConn(g)
+}
+
+// handClient gives the client to a goroutine of the fast path: rest
+// (the end of a response) is written first, then, if keep, it serves
+// the client's next requests.
+func (l *eventLoop) handClient(c *loopConn, rest []byte, keep bool) {
+	nc := l.release(c)
+	if nc == nil {
+		return
+	}
+	r, q := l.r, l.q
+	go func() {
+		if len(rest) > 0 {
+			if _, err := nc.Write(rest); err != nil {
+				keep = false
+			}
+		}
+		if !keep {
+			nc.Close()
+			return
+		}
+		r.serveFastOn(nc, q, false, r.o.IdleTimeout)
+	}()
+}
+
+// handExchange gives a request in flight to a goroutine (finishFast),
+// which reads the gear's response on and sends it.
+func (l *eventLoop) handExchange(c, g *loopConn) {
+	c.peer, g.peer = nil, nil
+	c.br.Discard(len(c.req.Head) + int(c.req.ContentLength)) // sent
+	req := httpfast.Request{IsHead: c.req.IsHead, Close: c.req.Close || l.closing, ContentLength: c.req.ContentLength}
+	host, f := c.host, c.f
+	gc := l.release(g)
+	cc := l.release(c)
+	if gc == nil || cc == nil {
+		if gc != nil {
+			gc.Close()
+		}
+		if cc != nil {
+			cc.Close()
+		}
+		f.land()
+		return
+	}
+	go l.r.finishFast(cc, gc, req, host, f, l.q)
+}
