@@ -14,6 +14,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -58,6 +59,7 @@ var (
 	wsIdle  = flag.Int("ws", 9000, "idle WebSocket connections for the memory figure (each costs a proxy two descriptors; the limit here is 20,000)")
 	rtts    = flag.Int("rtt", 2000, "WebSocket echo round trips")
 	rounds  = flag.Int("rounds", 3, "interleaved rounds of the keep-alive run (the median is reported)")
+	body    = flag.Int("body", 0, "bytes of each response body from the backend (0: a 23-byte line)")
 	only    = flag.String("only", "", "comma-separated proxies to run (gantry,haproxy,nginx,caddy)")
 	parts   = flag.String("parts", "plain,https,protocols", "comma-separated parts to run: plain (HTTP keep-alive, connections, WebSockets), https (HTTP/1.1 and HTTP/2 keep-alive; https1 or h2 for one of them), protocols (HTTP/2 beside HTTP/3)")
 	profile = flag.String("cpuprofile", "", "write Gantry's CPU profile to this file (it is stopped with SIGTERM)")
@@ -586,6 +588,15 @@ func waitListen(addr string) error {
 // small body, on this core.
 func startNginxBackend(dir string) (string, func(), error) {
 	addr := freeAddr()
+	answer := `location / { return 200 "hello from the backend\n"; }`
+	if *body > 0 {
+		www := filepath.Join(dir, "www")
+		os.MkdirAll(www, 0o755)
+		if err := os.WriteFile(filepath.Join(www, "body"), bytes.Repeat([]byte("x"), *body), 0o644); err != nil {
+			return "", nil, err
+		}
+		answer = fmt.Sprintf("location / { root %s; try_files /body =404; }", www)
+	}
 	cfg := filepath.Join(dir, "nginx-backend.conf")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`daemon off;
 master_process off;
@@ -595,9 +606,9 @@ error_log /dev/null crit;
 events { worker_connections 19000; }
 http {
   access_log off;
-  server { listen %s; keepalive_requests 1000000; location / { return 200 "hello from the backend\n"; } }
+  server { listen %s; keepalive_requests 1000000; %s }
 }
-`, dir, addr)), 0o644)
+`, dir, addr, answer)), 0o644)
 	c := exec.Command("nginx", "-p", dir, "-c", cfg)
 	c.Stderr = os.Stderr
 	if err := c.Start(); err != nil {

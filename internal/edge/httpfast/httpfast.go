@@ -945,3 +945,99 @@ func (q *ConnQueue) Close() error {
 }
 
 func (q *ConnQueue) Addr() net.Addr { return q.addr }
+
+// Chunks follows a chunked body through the bytes that carry it, as they
+// come, without changing them (a proxy relays them as they are): Scan
+// says how many bytes of b belong to the body and whether it ended
+// there, with its last chunk and trailers.
+type Chunks struct {
+	state  uint8
+	left   int64 // data and its CRLF still to come
+	size   int64 // the chunk size read so far
+	line   int   // the current line's length so far
+	digits bool  // the size line has had a hex digit
+	after  bool  // size line: past the digits; trailer line: not empty
+	Data   int64 // data bytes so far
+}
+
+const (
+	inSizeLine = iota
+	inData
+	inTrailers
+)
+
+// ErrBadChunk is a chunked body that does not frame.
+var ErrBadChunk = errors.New("bad chunked framing from the app")
+
+// maxChunkLine bounds a size line (with extensions) or a trailer line.
+const maxChunkLine = 64 << 10
+
+func (k *Chunks) Scan(b []byte) (int, bool, error) {
+	i := 0
+	for i < len(b) {
+		if k.state == inData {
+			m := int(min(int64(len(b)-i), k.left))
+			i += m
+			if k.left -= int64(m); k.left == 0 {
+				k.state, k.line, k.size, k.digits, k.after = inSizeLine, 0, 0, false, false
+			}
+			continue
+		}
+		c := b[i]
+		i++
+		if k.line++; k.line > maxChunkLine {
+			return i, false, ErrBadChunk
+		}
+		if k.state == inTrailers { // after: the line has more than a CR
+			switch c {
+			case '\n':
+				if !k.after {
+					return i, true, nil // the empty line: the end
+				}
+				k.line, k.after = 0, false
+			case '\r':
+			default:
+				k.after = true
+			}
+			continue
+		}
+		switch {
+		case c == '\n':
+			if !k.digits {
+				return i, false, ErrBadChunk
+			}
+			if k.size == 0 {
+				k.state, k.line, k.after = inTrailers, 0, false
+				continue
+			}
+			k.state, k.left = inData, k.size+2
+			k.Data += k.size
+		case k.after:
+			// spaces, the CR, an extension: passed through
+		case c == ';' || c == ' ' || c == '\t' || c == '\r':
+			if !k.digits {
+				return i, false, ErrBadChunk
+			}
+			k.after = true
+		default:
+			v, ok := hexValue(c)
+			if !ok || k.size > 1<<40 {
+				return i, false, ErrBadChunk
+			}
+			k.size, k.digits = k.size*16+int64(v), true
+		}
+	}
+	return i, false, nil
+}
+
+func hexValue(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}

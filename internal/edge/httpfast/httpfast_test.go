@@ -196,3 +196,44 @@ func TestParseBufferedDoesNotWait(t *testing.T) {
 		t.Fatalf("a whole head in the buffer: %v", err)
 	}
 }
+
+// Chunks finds the end of a chunked body however its bytes are split,
+// and refuses what does not frame.
+func TestChunksFindTheEnd(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		data       int64
+	}{
+		{"plain", "5\r\nhello\r\n0\r\n\r\n", 5},
+		{"bare-lf", "5\nhello\r\n0\n\n", 5},
+		{"extensions", "5;name=value\r\nhello\r\n3 ; x\r\nabc\r\n0;last\r\n\r\n", 8},
+		{"trailers", "2\r\nok\r\n0\r\nDigest: abc\r\nX-A: 1\r\n\r\n", 2},
+		{"hex", "1A\r\n" + strings.Repeat("z", 26) + "\r\n0\r\n\r\n", 26},
+		{"data-like-an-end", "5\r\n0\r\n\r\n\r\n0\r\n\r\n", 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			full := tc.body + "NEXT"
+			for split := 1; split <= len(full); split++ {
+				var k Chunks
+				at, done := 0, false
+				for at < len(full) && !done {
+					end := min(at+split, len(full))
+					n, d, err := k.Scan([]byte(full[at:end]))
+					if err != nil {
+						t.Fatalf("split %d: %v", split, err)
+					}
+					at, done = at+n, d
+				}
+				if !done || at != len(tc.body) || k.Data != tc.data {
+					t.Fatalf("split %d: done %v at %d, data %d; want the end at %d, data %d", split, done, at, k.Data, len(tc.body), tc.data)
+				}
+			}
+		})
+	}
+	for _, bad := range []string{"\r\n", "zz\r\n", "-1\r\n", ";x\r\n", "ffffffffffffffffff\r\n"} {
+		var k Chunks
+		if _, _, err := k.Scan([]byte(bad)); err != ErrBadChunk {
+			t.Errorf("%q: %v; want ErrBadChunk", bad, err)
+		}
+	}
+}

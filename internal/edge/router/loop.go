@@ -25,20 +25,20 @@ import (
 // epoll instance of its own for all the connections it holds, reads a
 // request when its client sends one, writes it to a gear connection from
 // its own pool (or one it dials, in a goroutine of the dial's own), and
-// writes the response back when it has come whole. No goroutine per
+// relays the response back as it comes (a client whose socket is full
+// is written again when epoll says it has room). No goroutine per
 // connection is parked and woken for each request, and no read returns
 // EAGAIN: the loop reads a socket when epoll says it has bytes
 // (bench/router, HTTP/1.1 keep-alive: CPU per request -10 to -15%).
 //
 // What a loop does not do itself it hands at once, with the bytes it has
 // read, to a goroutine of the fast path (serveFastOn, finishFast): a
-// request serveFast would hand to net/http or not take, a body not all
-// read yet, a response longer than a reader or not framed by
-// Content-Length, a pooled connection the gear closed before answering
-// (the goroutine tries a new one), a client that does not take its
-// response at once. The loops' connections are raw descriptors taken out
-// of Go's poller (a connection in both would wake both), and given back
-// as net.Conns when handed.
+// request serveFast would hand to net/http or not take, a request body
+// not all read yet, a response in chunks or until the end (or with a head
+// longer than a reader), a pooled connection the gear closed before
+// answering (the goroutine tries a new one). The loops' connections are
+// raw descriptors taken out of Go's poller (a connection in both would
+// wake both), and given back as net.Conns when handed.
 //
 // Each loop's state (connections, gear pool, timers) is under its mutex,
 // held while it works through a batch of events (its sockets never block)
@@ -79,6 +79,8 @@ type loopConn struct {
 	req              httpfast.Request
 	rawHost, host    string // its last Host header, and the host in it
 	f                flight
+	keep             bool     // the connection stays open after this response
+	resp             response // the response on its way (buf nil: none)
 	// a gear's
 	ep   string
 	used time.Time
@@ -101,6 +103,31 @@ func (c *loopConn) giveBack() {
 		httpfast.Readers.Put(c.br)
 		c.br = nil
 	}
+}
+
+// response is a client's response on its way from the gear: out (in
+// buf, from httpfast.CopyBufs) is what the client has not taken yet;
+// the body is framed by its length (left: what the gear has still to
+// send) or by chunks.
+type response struct {
+	buf      *[]byte
+	out      []byte
+	left     int64
+	chunked  bool
+	chunks   httpfast.Chunks
+	ended    bool // the gear has sent the whole body
+	sent     int64
+	status   int
+	reusable bool // the gear's connection serves another request after
+	stalled  bool // the client's socket was full: EPOLLOUT resumes
+}
+
+// bodyBytes is how much of the body went through, for the log.
+func (rs *response) bodyBytes() int64 {
+	if rs.chunked {
+		return rs.chunks.Data
+	}
+	return rs.sent
 }
 
 type timer struct {
@@ -246,7 +273,13 @@ func (l *eventLoop) detach(c net.Conn, gear bool, ep string) *loopConn {
 	}
 	// Edge-triggered: an event says bytes came (or the end), and the
 	// socket is then read until it is empty.
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
+	// A client's socket is watched for room to write as well: with
+	// EPOLLET that is one event after a write found it full.
+	events := uint32(unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET)
+	if !gear {
+		events |= unix.EPOLLOUT
+	}
+	ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		unix.Close(fd)
 		return nil
@@ -332,10 +365,17 @@ func (l *eventLoop) run() {
 			if c == nil {
 				continue
 			}
-			c.readable = true
 			if c.gear {
+				c.readable = true
 				l.gearReady(c)
-			} else {
+				continue
+			}
+			if ev.Events&unix.EPOLLOUT != 0 && c.resp.stalled {
+				c.resp.stalled = false
+				l.relay(c)
+			}
+			if ev.Events&^unix.EPOLLOUT != 0 && c.fd >= 0 {
+				c.readable = true
 				l.serveClient(c)
 			}
 		}

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,7 +32,7 @@ func inLoops(r *Router) int {
 }
 
 // loopApp answers / with ok, /echo with what it was sent, /sized?n=N&i=I
-// with N bytes beginning with I, /chunked in two chunks.
+// with N bytes beginning with I, /chunked in two chunks and a trailer.
 func loopApp(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/echo":
@@ -44,9 +46,11 @@ func loopApp(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
 		w.Write(body)
 	case "/chunked":
+		w.Header().Set("Trailer", "X-Sum")
 		io.WriteString(w, "part one,")
 		w.(http.Flusher).Flush()
 		io.WriteString(w, "part two")
+		w.Header().Set("X-Sum", "17")
 	case "/nocontent":
 		w.WriteHeader(http.StatusNoContent)
 	default:
@@ -100,16 +104,26 @@ func TestLoopServesKeepAliveConnections(t *testing.T) {
 		t.Fatalf("%d connections in the loops; want 1", n)
 	}
 
-	// What the loop hands to a goroutine: a response longer than its
-	// reader, one in chunks, a body not all sent at once; the loop holds
-	// the connection again after each.
-	for _, tc := range []struct{ name, req, method, want string }{
-		{"large", "GET /sized?n=100000&i=big HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n", "GET", "big:" + strings.Repeat("x", 100000-4)},
-		{"chunked", "GET /chunked HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n", "GET", "part one,part two"},
-		{"body", "PUT /echo HTTP/1.1\r\nHost: blog-acme.localhost\r\nContent-Length: 20000\r\n\r\n" + strings.Repeat("y", 20000), "PUT", "PUT 20000 " + strings.Repeat("y", 20000)},
+	// Responses longer than the loop's reader or in chunks are relayed by
+	// the loop (it holds the connection right after); a request body not
+	// all sent at once is handed to a goroutine, which gives the
+	// connection back after.
+	for _, tc := range []struct {
+		name, req, method, want string
+		relayed                 bool
+	}{
+		{"large", "GET /sized?n=100000&i=big HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n", "GET", "big:" + strings.Repeat("x", 100000-4), true},
+		{"chunked", "GET /chunked HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n", "GET", "part one,part two", true},
+		{"body", "PUT /echo HTTP/1.1\r\nHost: blog-acme.localhost\r\nContent-Length: 20000\r\n\r\n" + strings.Repeat("y", 20000), "PUT", "PUT 20000 " + strings.Repeat("y", 20000), false},
 	} {
 		send(tc.req)
-		expect(tc.method, tc.want)
+		resp := expect(tc.method, tc.want)
+		if tc.name == "chunked" && (resp.Trailer.Get("X-Sum") != "17" || resp.TransferEncoding == nil) {
+			t.Fatalf("chunked: trailer %q, transfer encoding %v; want 17, chunked", resp.Trailer.Get("X-Sum"), resp.TransferEncoding)
+		}
+		if tc.relayed && inLoops(r) != 1 {
+			t.Fatalf("%s: the loop let the connection go; want the response relayed by the loop", tc.name)
+		}
 		send("GET / HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n")
 		expect("GET", "ok")
 		eventually(t, "the connection back in a loop after the "+tc.name+" response", func() bool { return inLoops(r) == 1 })
@@ -150,6 +164,38 @@ func TestLoopClientNotReading(t *testing.T) {
 		if want := fmt.Sprintf("%d:", i); resp.StatusCode != 200 || len(body) != 3000 || !strings.HasPrefix(body, want) {
 			t.Fatalf("response %d: %d, %d bytes beginning %q; want 200, 3000 bytes beginning %q", i, resp.StatusCode, len(body), body[:min(len(body), 8)], want)
 		}
+	}
+	// One long response, read slowly: the loop relays it as the client
+	// takes it, and serves the next request after.
+	io.WriteString(c, "GET /sized?n=8000000&i=long HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n")
+	time.Sleep(200 * time.Millisecond)
+	resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got bytes.Buffer
+	for chunk := make([]byte, 64<<10); ; {
+		n, err := resp.Body.Read(chunk)
+		got.Write(chunk[:n])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d bytes of the long response: %v", got.Len(), err)
+		}
+		if got.Len() < 1<<20 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if want := "long:" + strings.Repeat("x", 8000000-5); got.String() != want {
+		t.Fatalf("long response: %d bytes; want %d", got.Len(), len(want))
+	}
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n")
+	if _, body := readResp(t, br, "GET"); body != "ok" {
+		t.Fatalf("after the long response: %q", body)
+	}
+	if n := inLoops(r); n != 1 {
+		t.Fatalf("%d connections in the loops after the long response; want 1 (relayed, not handed off)", n)
 	}
 }
 
@@ -237,4 +283,52 @@ func TestLoopShutdown(t *testing.T) {
 		t.Fatalf("after its response: %v; want the connection closed", err)
 	}
 	<-done
+}
+
+// A pooled connection whose gear takes the next request and closes
+// without a byte of answer (it was closing as the request came): the
+// request, which has no body, is tried again on a new connection, and
+// the client sees the answer.
+func TestLoopRetriesWhenAPooledConnectionCloses(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepted atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			go func() {
+				// Answer one request, then read the next and close.
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for i := 0; ; i++ {
+					if _, err := http.ReadRequest(br); err != nil || i == 1 {
+						return
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}()
+		}
+	}()
+	r, st := newRouter(t)
+	put(t, st, r, []store.App{blog}, map[string]string{"g1": ln.Addr().String()})
+	c, br := rawConn(t, r)
+	for i := range 6 {
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n")
+		if resp, body := readResp(t, br, "GET"); resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("request %d: %d %q; want 200 ok", i, resp.StatusCode, body)
+		}
+		if i == 0 {
+			eventually(t, "the connection in a loop", func() bool { return inLoops(r) == 1 })
+		}
+	}
+	if n := accepted.Load(); n < 4 {
+		t.Fatalf("the app accepted %d connections; the test needs its closes to be met", n)
+	}
 }

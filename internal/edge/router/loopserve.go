@@ -43,13 +43,13 @@ func (l *eventLoop) serveClient(c *loopConn) {
 		err := c.req.ParseBuffered(c.br, false)
 		if err != httpfast.ErrIncomplete {
 			if err != nil {
-				l.handClient(c, nil, true) // net/http's
+				l.handClient(c) // net/http's
 				return
 			}
 			break
 		}
 		if c.br.Buffered() >= httpfast.BufSize {
-			l.handClient(c, nil, true) // a large head: net/http's
+			l.handClient(c) // a large head: net/http's
 			return
 		}
 		if _, err := c.br.Peek(c.br.Buffered() + 1); err != nil {
@@ -77,13 +77,13 @@ func (l *eventLoop) serveClient(c *loopConn) {
 	body := int(c.req.ContentLength)
 	if !r.takesFast(&c.req, c.host, false) || c.req.Upgrade != nil ||
 		body > 0 && (c.br.Buffered()-len(c.req.Head) < body || len(c.req.Head)+body > 16<<10) {
-		l.handClient(c, nil, true)
+		l.handClient(c)
 		return
 	}
 	f := flight{start: time.Now()}
 	f.rt, f.ep, f.cnt = r.pick(c.host)
 	if f.ep == "" {
-		l.handClient(c, nil, true)
+		l.handClient(c)
 		return
 	}
 	f.st = f.rt.stats
@@ -160,7 +160,7 @@ func (l *eventLoop) send(c *loopConn, g *loopConn) {
 		}
 		// A pooled connection the gear closed: a goroutine tries anew.
 		c.f.land()
-		l.handClient(c, nil, true)
+		l.handClient(c)
 		return
 	}
 	c.peer, g.peer = g, c
@@ -180,6 +180,12 @@ func (l *eventLoop) gearReady(g *loopConn) {
 		var b [1]byte
 		if _, _, err := unix.Recvfrom(g.fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT); err != unix.EAGAIN {
 			l.dropGear(g)
+		}
+		return
+	}
+	if c.resp.buf != nil { // its body, on its way
+		if !c.resp.stalled {
+			l.relay(c)
 		}
 		return
 	}
@@ -207,7 +213,7 @@ func (l *eventLoop) gearReady(g *loopConn) {
 				// a goroutine tries a new one.
 				c.f.land()
 				c.peer = nil
-				l.handClient(c, nil, true)
+				l.handClient(c)
 				return
 			}
 			l.fail(c, err)
@@ -225,63 +231,137 @@ func (l *eventLoop) gearReady(g *loopConn) {
 		l.fail(c, errors.New("informational responses are not expected here"))
 		return
 	}
-	total := len(head) + int(resp.ContentLength)
-	if resp.ContentLength < 0 || total > httpfast.BufSize {
-		l.handExchange(c, g) // chunks, until the end, or longer than a reader
+	if resp.UntilClose {
+		l.handExchange(c, g) // a body until the end: rare, and no reuse
 		return
 	}
-	if g.br.Buffered() < total {
-		if _, err := g.br.Peek(total); err != nil {
-			if err == errWouldBlock {
-				g.readable = false
-				return // parsed again when the rest comes
-			}
-			l.closeConn(g)
-			l.fail(c, err)
-			return
-		}
-		buf, _ := g.br.Peek(total)
-		head = buf[:len(head)]
-	}
-	keep := !c.req.Close && !l.closing
-	hb := httpfast.HeadBufs.Get().(*[]byte)
-	out := append((*hb)[:0], head[:bytes.IndexByte(head, '\n')+1]...)
+	// The head goes out with the body bytes that came with it; the rest
+	// of the body follows as it comes (relay).
+	l.setDue(c, 0) // the body may take its time
+	bp := httpfast.CopyBufs.Get().(*[]byte)
+	out := append((*bp)[:0], head[:bytes.IndexByte(head, '\n')+1]...)
 	for _, h := range resp.Headers {
 		out = append(out, head[h[0]:h[1]]...)
 	}
-	if !keep {
+	c.keep = !c.req.Close && !l.closing
+	if !c.keep {
 		out = append(out, "Connection: close\r\n"...)
 	}
 	out = append(out, "\r\n"...)
-	b, _ := g.br.Peek(total)
-	out = append(out, b[len(head):]...)
-	g.br.Discard(total)
-	*hb = out
+	c.resp = response{buf: bp, left: resp.ContentLength, chunked: resp.Chunked, status: resp.Status, reusable: resp.Reusable}
+	b, _ := g.br.Peek(g.br.Buffered())
+	n, err := c.resp.take(b[len(head):])
+	out = append(out, b[len(head):len(head)+n]...)
+	g.br.Discard(len(head) + n)
+	c.resp.out = out
+	c.br.Discard(len(c.req.Head) + int(c.req.ContentLength)) // sent
+	if err != nil {
+		l.cut(c)
+		return
+	}
+	l.relay(c)
+}
+
+// take says how many bytes of b, read from the gear, belong to the body
+// (what follows it makes the connection unfit for another request).
+func (rs *response) take(b []byte) (int, error) {
+	n := len(b)
+	if rs.chunked {
+		var err error
+		if n, rs.ended, err = rs.chunks.Scan(b); err != nil {
+			return 0, err
+		}
+	} else {
+		n = int(min(int64(n), rs.left))
+		rs.left -= int64(n)
+		rs.sent += int64(n)
+		rs.ended = rs.left == 0
+	}
+	if n < len(b) {
+		rs.reusable = false
+	}
+	return n, nil
+}
+
+// relay moves c's response on: what the client has not taken is written,
+// then the body is read on from the gear, until the client's socket is
+// full (EPOLLOUT brings it back), the gear has sent all it has for now
+// (its next event), or the response is through.
+func (l *eventLoop) relay(c *loopConn) {
+	g, rs := c.peer, &c.resp
+	for {
+		for len(rs.out) > 0 {
+			n, err := rawWrite(c.fd, rs.out)
+			if err == unix.EAGAIN {
+				rs.stalled = true
+				return
+			}
+			if err != nil {
+				l.cut(c)
+				return
+			}
+			rs.out = rs.out[n:]
+		}
+		if rs.ended {
+			l.delivered(c)
+			return
+		}
+		g.giveBack() // the body read with the head went out with it
+		want := len(*rs.buf)
+		if !rs.chunked {
+			want = int(min(int64(want), rs.left))
+		}
+		n, err := rawRead(g.fd, (*rs.buf)[:want])
+		if err == unix.EAGAIN {
+			g.readable = false
+			return
+		}
+		if n <= 0 {
+			l.cut(c) // the gear ended the body early
+			return
+		}
+		if n, err = rs.take((*rs.buf)[:n]); err != nil {
+			l.cut(c)
+			return
+		}
+		rs.out = (*rs.buf)[:n]
+	}
+}
+
+// delivered ends c's request: recorded, the gear pooled, the client on
+// to its next request.
+func (l *eventLoop) delivered(c *loopConn) {
+	g, rs := c.peer, c.resp
+	c.resp = response{}
+	httpfast.CopyBufs.Put(rs.buf)
 	c.peer, g.peer = nil, nil
-	if resp.Reusable && g.br.Buffered() == 0 {
+	l.r.obs.recordEntry(c.f.st, c.f.entry, c.f.start, rs.status, c.req.ContentLength, rs.bodyBytes(), c.f.ep)
+	c.f.land()
+	if rs.reusable && (g.br == nil || g.br.Buffered() == 0) {
 		l.putGear(g)
 	} else {
 		l.closeConn(g)
 	}
-	c.br.Discard(len(c.req.Head) + int(c.req.ContentLength))
-	n, err := rawWrite(c.fd, out)
-	l.r.obs.recordEntry(c.f.st, c.f.entry, c.f.start, resp.Status, c.req.ContentLength, resp.ContentLength, c.f.ep)
-	c.f.land()
-	switch {
-	case err == nil && n == len(out) && keep:
-		httpfast.HeadBufs.Put(hb)
-		l.idle(c)
-		l.serveClient(c) // a request sent meanwhile
-	case err == unix.EAGAIN || err == nil && n < len(out):
-		// The client does not take it all now: a goroutine writes the
-		// rest, as long as it takes.
-		rest := append([]byte(nil), out[max(n, 0):]...)
-		httpfast.HeadBufs.Put(hb)
-		l.handClient(c, rest, keep)
-	default:
-		httpfast.HeadBufs.Put(hb)
+	if !c.keep {
 		l.closeConn(c)
+		return
 	}
+	l.idle(c)
+	l.serveClient(c) // a request sent meanwhile
+}
+
+// cut ends a response that cannot be finished (the client or the gear
+// went away in the middle): both connections close, as the goroutines'
+// path does.
+func (l *eventLoop) cut(c *loopConn) {
+	g, rs := c.peer, c.resp
+	c.resp = response{}
+	httpfast.CopyBufs.Put(rs.buf)
+	c.peer, g.peer = nil, nil
+	l.r.obs.recordEntry(c.f.st, c.f.entry, c.f.start, rs.status, c.req.ContentLength, rs.bodyBytes(), c.f.ep)
+	c.f.land()
+	l.closeConn(g)
+	l.closeConn(c)
 }
 
 // idle gives c the idle timeout to send its next request, from the
@@ -372,27 +452,14 @@ func (l *eventLoop) dropGear(g *loopConn) {
 	l.closeConn(g)
 }
 
-// handClient gives the client to a goroutine of the fast path: rest
-// (the end of a response) is written first, then, if keep, it serves
-// the client's next requests.
-func (l *eventLoop) handClient(c *loopConn, rest []byte, keep bool) {
+// handClient gives the client to a goroutine of the fast path, which
+// serves its next requests.
+func (l *eventLoop) handClient(c *loopConn) {
 	nc := l.release(c)
 	if nc == nil {
 		return
 	}
-	r, q := l.r, l.q
-	go func() {
-		if len(rest) > 0 {
-			if _, err := nc.Write(rest); err != nil {
-				keep = false
-			}
-		}
-		if !keep {
-			nc.Close()
-			return
-		}
-		r.serveFastOn(nc, q, false, r.o.IdleTimeout)
-	}()
+	go l.r.serveFastOn(nc, l.q, false, l.r.o.IdleTimeout)
 }
 
 // handExchange gives a request in flight to a goroutine (finishFast),
