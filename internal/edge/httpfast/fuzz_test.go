@@ -3,6 +3,7 @@ package httpfast
 import (
 	"bufio"
 	"bytes"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -92,4 +93,40 @@ func TestForwardedFromProxyOnly(t *testing.T) {
 	if strings.Join(fwd, "|") != "Host: a|Accept: */*" || strings.Join(from, "|") != "Forwarded: for=6.6.6.6|X-Real-IP: 6.6.6.6" || string(q.XRealIP) != "6.6.6.6" {
 		t.Errorf("forwarded %q, from a proxy only %q, X-Real-IP %q", fwd, from, q.XRealIP)
 	}
+}
+
+// FuzzChunksAgainstCopyChunked: where the goroutines' path (CopyChunked)
+// finds the end of a chunked body, the event loop's scanner (Chunks)
+// finds it at the same byte, with the same data length, however the
+// bytes are split: both paths must agree on where a response ends.
+func FuzzChunksAgainstCopyChunked(f *testing.F) {
+	for _, s := range []string{
+		"5\r\nhello\r\n0\r\n\r\n",
+		"5;a=b\r\nhello\r\n0\r\nX: y\r\n\r\n",
+		"1a \r\n" + strings.Repeat("z", 26) + "\r\n0\r\n\r\nrest",
+		"0\n\n",
+		"5 5\r\nhello\r\n0\r\n\r\n",
+	} {
+		f.Add(s, uint8(3))
+	}
+	f.Fuzz(func(t *testing.T, body string, split uint8) {
+		br := bufio.NewReader(strings.NewReader(body))
+		data, err := CopyChunked(io.Discard, br, make([]byte, 64))
+		var k Chunks
+		at, done := 0, false
+		step := int(split%16) + 1
+		for at < len(body) && !done {
+			n, d, serr := k.Scan([]byte(body[at:min(at+step, len(body))]))
+			if serr != nil {
+				return // refused: the loop cuts the response
+			}
+			at, done = at+n, d
+		}
+		if err != nil || !done {
+			return
+		}
+		if end := len(body) - br.Buffered(); at != end || k.Data != data {
+			t.Fatalf("%q: the scanner ends at %d with %d data bytes; CopyChunked at %d with %d", body, at, k.Data, end, data)
+		}
+	})
 }

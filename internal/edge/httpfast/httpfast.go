@@ -957,6 +957,7 @@ type Chunks struct {
 	line   int   // the current line's length so far
 	digits bool  // the size line has had a hex digit
 	after  bool  // size line: past the digits; trailer line: not empty
+	ext    bool  // size line: in an extension
 	Data   int64 // data bytes so far
 }
 
@@ -979,7 +980,7 @@ func (k *Chunks) Scan(b []byte) (int, bool, error) {
 			m := int(min(int64(len(b)-i), k.left))
 			i += m
 			if k.left -= int64(m); k.left == 0 {
-				k.state, k.line, k.size, k.digits, k.after = inSizeLine, 0, 0, false, false
+				k.state, k.line, k.size, k.digits, k.after, k.ext = inSizeLine, 0, 0, false, false, false
 			}
 			continue
 		}
@@ -1012,13 +1013,15 @@ func (k *Chunks) Scan(b []byte) (int, bool, error) {
 			}
 			k.state, k.left = inData, k.size+2
 			k.Data += k.size
-		case k.after:
-			// spaces, the CR, an extension: passed through
+		case k.ext:
+			// an extension's name and value: passed through
 		case c == ';' || c == ' ' || c == '\t' || c == '\r':
 			if !k.digits {
 				return i, false, ErrBadChunk
 			}
-			k.after = true
+			k.after, k.ext = true, c == ';'
+		case k.after:
+			return i, false, ErrBadChunk // "5 5"
 		default:
 			v, ok := hexValue(c)
 			if !ok || k.size > 1<<40 {
