@@ -251,8 +251,12 @@ https://:%s {
 		}
 		proxies = keep
 	}
-	fmt.Printf("bench/router: %d s runs, %d keep-alive connections, %d idle WebSockets; proxies on core 0, wrk and backends on core 1\n",
-		int(dur.Seconds()), *conns, *wsIdle)
+	bodyNote := "a 23-byte body"
+	if *body > 0 {
+		bodyNote = fmt.Sprintf("%d-byte bodies", *body)
+	}
+	fmt.Printf("bench/router: %d s runs, %d keep-alive connections, %s, %d idle WebSockets; proxies on core 0, wrk and backends on core 1\n",
+		int(dur.Seconds()), *conns, bodyNote, *wsIdle)
 	// All proxies run at once (an idle one costs nothing); the keep-alive
 	// CPU figure is taken in interleaved rounds and its median kept, so
 	// that the machine's drift affects every proxy alike.
