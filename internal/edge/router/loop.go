@@ -24,19 +24,19 @@ import (
 // once their first request is through: a goroutine per core waits on an
 // epoll instance of its own for all the connections it holds, reads a
 // request when its client sends one, writes it to a gear connection from
-// its own pool (or one it dials, in a goroutine of the dial's own), and
-// relays the response back as it comes (a client whose socket is full
-// is written again when epoll says it has room). No goroutine per
+// its own pool (or one it dials, in a goroutine of the dial's own) with
+// its body as the client sends it, and relays the response back as it
+// comes (a socket found full is written again when epoll says it has
+// room). No goroutine per
 // connection is parked and woken for each request, and no read returns
 // EAGAIN: the loop reads a socket when epoll says it has bytes
 // (bench/router, HTTP/1.1 keep-alive: CPU per request -10 to -15%).
 //
 // What a loop does not do itself it hands at once, with the bytes it has
 // read, to a goroutine of the fast path (serveFastOn, finishFast): a
-// request serveFast would hand to net/http or not take, a request body
-// not all read yet, a response in chunks or until the end (or with a head
-// longer than a reader), a pooled connection the gear closed before
-// answering (the goroutine tries a new one). The loops' connections are
+// request serveFast would hand to net/http or not take, a response until
+// the end or with a head longer than a reader, a pooled connection the
+// gear closed before answering (the goroutine tries a new one). The loops' connections are
 // raw descriptors taken out of Go's poller (a connection in both would
 // wake both), and given back as net.Conns when handed.
 //
@@ -80,6 +80,8 @@ type loopConn struct {
 	rawHost, host    string // its last Host header, and the host in it
 	f                flight
 	keep             bool     // the connection stays open after this response
+	sent             int      // bytes of the request in br sent whole, consumed with the response
+	up               upload   // the request body on its way (buf nil: none)
 	resp             response // the response on its way (buf nil: none)
 	// a gear's
 	ep   string
@@ -120,6 +122,16 @@ type response struct {
 	status   int
 	reusable bool // the gear's connection serves another request after
 	stalled  bool // the client's socket was full: EPOLLOUT resumes
+}
+
+// upload is a request body on its way to the gear: out (in buf, from
+// httpfast.CopyBufs) is what the gear has not taken yet, left what the
+// client has still to send.
+type upload struct {
+	buf     *[]byte
+	out     []byte
+	left    int64
+	stalled bool // the gear's socket was full: EPOLLOUT resumes
 }
 
 // bodyBytes is how much of the body went through, for the log.
@@ -174,6 +186,7 @@ type eventLoop struct {
 	rr      atomic.Uint32 // the next loop to adopt a connection (the first loop's)
 	closing bool
 	done    chan struct{}
+	dials   sync.WaitGroup // its dials in flight (each in a goroutine)
 }
 
 // loops are a router's event loops (nil: none, every connection stays
@@ -273,13 +286,9 @@ func (l *eventLoop) detach(c net.Conn, gear bool, ep string) *loopConn {
 	}
 	// Edge-triggered: an event says bytes came (or the end), and the
 	// socket is then read until it is empty.
-	// A client's socket is watched for room to write as well: with
-	// EPOLLET that is one event after a write found it full.
-	events := uint32(unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET)
-	if !gear {
-		events |= unix.EPOLLOUT
-	}
-	ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
+	// Room to write is watched as well: with EPOLLET that is one event
+	// after a write found the socket full.
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		unix.Close(fd)
 		return nil
@@ -366,8 +375,14 @@ func (l *eventLoop) run() {
 				continue
 			}
 			if c.gear {
-				c.readable = true
-				l.gearReady(c)
+				if p := c.peer; ev.Events&unix.EPOLLOUT != 0 && p != nil && p.up.stalled {
+					p.up.stalled = false
+					l.upload(p)
+				}
+				if ev.Events&^unix.EPOLLOUT != 0 && c.fd >= 0 {
+					c.readable = true
+					l.gearReady(c)
+				}
 				continue
 			}
 			if ev.Events&unix.EPOLLOUT != 0 && c.resp.stalled {
@@ -376,7 +391,12 @@ func (l *eventLoop) run() {
 			}
 			if ev.Events&^unix.EPOLLOUT != 0 && c.fd >= 0 {
 				c.readable = true
-				l.serveClient(c)
+				switch {
+				case c.up.buf == nil:
+					l.serveClient(c)
+				case !c.up.stalled:
+					l.upload(c)
+				}
 			}
 		}
 		if len(l.timers) > 0 {
@@ -515,6 +535,7 @@ func (ls loops) wait(ctx context.Context) {
 			l.wake()
 			<-l.done
 		}
+		l.dials.Wait() // each ends within the dial timeout
 	}
 }
 

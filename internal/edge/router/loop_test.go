@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -32,7 +33,8 @@ func inLoops(r *Router) int {
 }
 
 // loopApp answers / with ok, /echo with what it was sent, /sized?n=N&i=I
-// with N bytes beginning with I, /chunked in two chunks and a trailer.
+// with N bytes beginning with I, /chunked in two chunks and a trailer,
+// /bighead with a head longer than the fast path's reader.
 func loopApp(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/echo":
@@ -53,6 +55,9 @@ func loopApp(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Sum", "17")
 	case "/nocontent":
 		w.WriteHeader(http.StatusNoContent)
+	case "/bighead":
+		w.Header().Set("X-Big", strings.Repeat("h", 6000))
+		io.WriteString(w, "big head")
 	default:
 		io.WriteString(w, "ok")
 	}
@@ -104,17 +109,18 @@ func TestLoopServesKeepAliveConnections(t *testing.T) {
 		t.Fatalf("%d connections in the loops; want 1", n)
 	}
 
-	// Responses longer than the loop's reader or in chunks are relayed by
-	// the loop (it holds the connection right after); a request body not
-	// all sent at once is handed to a goroutine, which gives the
-	// connection back after.
+	// Responses longer than the loop's reader or in chunks, and a request
+	// body longer than it, are relayed by the loop (it holds the
+	// connection right after); a response head longer than the reader is
+	// handed to a goroutine, which gives the connection back after.
 	for _, tc := range []struct {
 		name, req, method, want string
 		relayed                 bool
 	}{
 		{"large", "GET /sized?n=100000&i=big HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n", "GET", "big:" + strings.Repeat("x", 100000-4), true},
 		{"chunked", "GET /chunked HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n", "GET", "part one,part two", true},
-		{"body", "PUT /echo HTTP/1.1\r\nHost: blog-acme.localhost\r\nContent-Length: 20000\r\n\r\n" + strings.Repeat("y", 20000), "PUT", "PUT 20000 " + strings.Repeat("y", 20000), false},
+		{"body", "PUT /echo HTTP/1.1\r\nHost: blog-acme.localhost\r\nContent-Length: 200000\r\n\r\n" + strings.Repeat("y", 200000), "PUT", "PUT 200000 " + strings.Repeat("y", 200000), true},
+		{"head", "GET /bighead HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n", "GET", "big head", false},
 	} {
 		send(tc.req)
 		resp := expect(tc.method, tc.want)
@@ -330,5 +336,117 @@ func TestLoopRetriesWhenAPooledConnectionCloses(t *testing.T) {
 	}
 	if n := accepted.Load(); n < 4 {
 		t.Fatalf("the app accepted %d connections; the test needs its closes to be met", n)
+	}
+}
+
+// openFDs is how many descriptors this process has open.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd here: the descriptor count cannot be read")
+	}
+	return len(ents)
+}
+
+// Connections moved into the loops, handed to goroutines and back, ended
+// by either side, leave no descriptor behind.
+func TestLoopLeavesNoDescriptors(t *testing.T) {
+	srv, _ := countingServer(t, loopApp)
+	r, st := newRouter(t)
+	put(t, st, r, []store.App{blog}, map[string]string{"g1": strings.TrimPrefix(srv.URL, "http://")})
+	// Warm up what the runtime opens once (the loops' epoll, pools).
+	c, br := rawConn(t, r)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n")
+	readResp(t, br, "GET")
+	c.Close()
+	eventually(t, "the warm-up connection closed", func() bool { return inLoops(r) == 0 })
+	before := openFDs(t)
+
+	for i := range 40 {
+		c, br := rawConn(t, r)
+		for range 3 {
+			io.WriteString(c, "GET /sized?n=20000 HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n")
+			readResp(t, br, "GET")
+			io.WriteString(c, "PUT /echo HTTP/1.1\r\nHost: blog-acme.localhost\r\nContent-Length: 8000\r\n\r\n"+strings.Repeat("b", 8000))
+			readResp(t, br, "PUT")
+			// A long response head: handed to a goroutine and back.
+			io.WriteString(c, "GET /bighead HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n")
+			readResp(t, br, "GET")
+			io.WriteString(c, "GET /chunked HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n")
+			readResp(t, br, "GET")
+		}
+		if i%2 == 0 {
+			io.WriteString(c, "GET / HTTP/1.1\r\nHost: blog-acme.localhost\r\nConnection: close\r\n\r\n")
+			readResp(t, br, "GET")
+		}
+		c.Close()
+	}
+	eventually(t, "every client connection closed", func() bool { return inLoops(r) == 0 })
+	srv.CloseClientConnections() // the router's pooled connections end too
+	eventually(t, "descriptors back to where they were", func() bool { return openFDs(t) <= before })
+}
+
+// A request body the loop cannot send at once: an app that reads it
+// slowly (the gear's socket fills: EPOLLOUT resumes), a client that
+// sends it in pieces (its next bytes resume), a client that goes away in
+// the middle (both connections end, the loop holds nothing).
+func TestLoopRelaysRequestBodies(t *testing.T) {
+	var cut atomic.Int64
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		n, buf := 0, make([]byte, 16<<10)
+		for {
+			m, err := r.Body.Read(buf)
+			n += m
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				cut.Add(1)
+				return
+			}
+			if r.URL.Path == "/slow" {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		fmt.Fprintf(w, "%d", n)
+	})
+	r, st := newRouter(t)
+	put(t, st, r, []store.App{blog}, map[string]string{"g1": strings.TrimPrefix(srv.URL, "http://")})
+	c, br := rawConn(t, r)
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n")
+	readResp(t, br, "GET")
+	eventually(t, "the connection in a loop", func() bool { return inLoops(r) == 1 })
+
+	const big = 4 << 20
+	go func() {
+		fmt.Fprintf(c, "POST /slow HTTP/1.1\r\nHost: blog-acme.localhost\r\nContent-Length: %d\r\n\r\n", big)
+		c.Write(bytes.Repeat([]byte("s"), big))
+	}()
+	if _, body := readResp(t, br, "POST"); body != fmt.Sprint(big) {
+		t.Fatalf("a body read slowly by the app: %q; want %d", body, big)
+	}
+	io.WriteString(c, "POST /pieces HTTP/1.1\r\nHost: blog-acme.localhost\r\nContent-Length: 30000\r\n\r\n")
+	for range 3 {
+		c.Write(bytes.Repeat([]byte("p"), 10000))
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, body := readResp(t, br, "POST"); body != "30000" {
+		t.Fatalf("a body sent in pieces: %q; want 30000", body)
+	}
+	if n := inLoops(r); n != 1 {
+		t.Fatalf("%d connections in the loops; want 1 (the bodies relayed, not handed off)", n)
+	}
+	io.WriteString(c, "POST /gone HTTP/1.1\r\nHost: blog-acme.localhost\r\nContent-Length: 30000\r\n\r\n")
+	c.Write(bytes.Repeat([]byte("g"), 10000))
+	time.Sleep(50 * time.Millisecond)
+	c.Close()
+	eventually(t, "the app sees the body cut", func() bool { return cut.Load() == 1 })
+	eventually(t, "the loop lets the connection go", func() bool { return inLoops(r) == 0 })
+	c2, br2 := rawConn(t, r)
+	io.WriteString(c2, "POST /after HTTP/1.1\r\nHost: blog-acme.localhost\r\nContent-Length: 5\r\n\r\nhello")
+	if _, body := readResp(t, br2, "POST"); body != "5" {
+		t.Fatalf("after a client went away mid-body: %q", body)
 	}
 }

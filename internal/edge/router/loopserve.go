@@ -74,9 +74,7 @@ func (l *eventLoop) serveClient(c *loopConn) {
 		c.rawHost = string(c.req.Host)
 		c.host = hostOnly(c.rawHost)
 	}
-	body := int(c.req.ContentLength)
-	if !r.takesFast(&c.req, c.host, false) || c.req.Upgrade != nil ||
-		body > 0 && (c.br.Buffered()-len(c.req.Head) < body || len(c.req.Head)+body > 16<<10) {
+	if !r.takesFast(&c.req, c.host, false) || c.req.Upgrade != nil {
 		l.handClient(c)
 		return
 	}
@@ -96,6 +94,7 @@ func (l *eventLoop) serveClient(c *loopConn) {
 	}
 	c.dialing = true
 	l.setDue(c, 0) // the dial has its own timeout
+	l.dials.Add(1)
 	go l.dial(c, f.ep, f.rt, 1)
 }
 
@@ -103,6 +102,7 @@ func (l *eventLoop) serveClient(c *loopConn) {
 // own: a dial may wait) and sends the request. A gear that refuses is
 // marked down and another one tried, as proxyFast does.
 func (l *eventLoop) dial(c *loopConn, ep string, rt *Route, tries int) {
+	defer l.dials.Done()
 	bc, err := l.r.dialBackend(ep, rt)
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -120,6 +120,7 @@ func (l *eventLoop) dial(c *loopConn, ep string, rt *Route, tries int) {
 				c.f.cnt.Add(-1)
 				c.f.rt, c.f.ep, c.f.cnt = rt3, ep3, cnt3
 				c.dialing = true
+				l.dials.Add(1)
 				go l.dial(c, ep3, rt3, tries+1)
 				return
 			} else if cnt3 != nil {
@@ -140,35 +141,102 @@ func (l *eventLoop) dial(c *loopConn, ep string, rt *Route, tries int) {
 	l.send(c, g)
 }
 
-// send writes c's request to the gear g.
+// send writes c's request to the gear g: the head with the body bytes at
+// hand in one write, the rest of the body as the client sends it
+// (upload).
 func (l *eventLoop) send(c *loopConn, g *loopConn) {
-	r, f, body := l.r, c.f, int(c.req.ContentLength)
+	head := len(c.req.Head)
+	atHand := min(int(c.req.ContentLength), c.br.Buffered()-head)
 	hb := httpfast.HeadBufs.Get().(*[]byte)
-	out := r.requestHead((*hb)[:0], &c.req, c.clientIP, "http", c.trusted)
-	if body > 0 {
-		b, _ := c.br.Peek(len(c.req.Head) + body)
-		out = append(out, b[len(c.req.Head):]...)
-	}
+	defer httpfast.HeadBufs.Put(hb)
+	out := l.r.requestHead((*hb)[:0], &c.req, c.clientIP, "http", c.trusted)
+	b, _ := c.br.Peek(head + atHand)
+	out = append(out, b[head:]...)
 	*hb = out
 	n, err := rawWrite(g.fd, out)
-	httpfast.HeadBufs.Put(hb)
-	if err != nil || n < len(out) {
+	if n <= 0 && err != unix.EAGAIN {
+		// A pooled connection the gear closed: a goroutine tries anew,
+		// from the request's bytes, none of them consumed.
 		l.closeConn(g)
-		if n > 0 {
-			l.fail(c, errors.New("writing the request to the app: short write"))
-			return
-		}
-		// A pooled connection the gear closed: a goroutine tries anew.
 		c.f.land()
 		l.handClient(c)
 		return
 	}
 	c.peer, g.peer = g, c
+	n = max(n, 0)
+	left := c.req.ContentLength - int64(atHand)
+	if n == len(out) && left == 0 {
+		c.sent = head + atHand // consumed once the response comes
+		l.awaitResponse(c, c.f.start)
+		return
+	}
+	c.br.Discard(head + atHand)
+	c.sent = 0
+	bp := httpfast.CopyBufs.Get().(*[]byte)
+	c.up = upload{buf: bp, out: append((*bp)[:0], out[n:]...), left: left}
+	l.setDue(c, 0) // a body may take its time, as on the goroutines' path
+	l.upload(c)
+}
+
+// awaitResponse gives the gear the app's read timeout, from the time
+// the request went, to begin its response.
+func (l *eventLoop) awaitResponse(c *loopConn, sent time.Time) {
 	due := int64(0)
-	if f.rt.ReadTimeout > 0 {
-		due = int64(f.start.Sub(l.epoch) + f.rt.ReadTimeout)
+	if rt := c.f.rt.ReadTimeout; rt > 0 {
+		due = int64(sent.Sub(l.epoch) + rt)
 	}
 	l.setDue(c, due)
+}
+
+// upload moves c's request body on to its gear: what the gear has not
+// taken is written, then more is read from the client, until the gear's
+// socket is full (EPOLLOUT brings it back), the client has sent all it
+// has for now (its next event), or the body is through; then the gear's
+// response is awaited.
+func (l *eventLoop) upload(c *loopConn) {
+	g, up := c.peer, &c.up
+	for {
+		for len(up.out) > 0 {
+			n, err := rawWrite(g.fd, up.out)
+			if err == unix.EAGAIN {
+				up.stalled = true
+				return
+			}
+			if err != nil {
+				l.endUpload(c)
+				l.closeConn(g)
+				l.fail(c, err)
+				return
+			}
+			up.out = up.out[n:]
+		}
+		if up.left == 0 {
+			l.endUpload(c)
+			l.awaitResponse(c, time.Now())
+			if g.readable {
+				l.gearReady(g) // it may have answered meanwhile
+			}
+			return
+		}
+		n, err := rawRead(c.fd, (*up.buf)[:min(int64(len(*up.buf)), up.left)])
+		if err == unix.EAGAIN {
+			c.readable = false
+			return
+		}
+		if n <= 0 {
+			l.endUpload(c)
+			l.closeConn(g)
+			l.fail(c, errors.New("the client went away in the middle of the request body"))
+			return
+		}
+		up.left -= int64(n)
+		up.out = (*up.buf)[:n]
+	}
+}
+
+func (l *eventLoop) endUpload(c *loopConn) {
+	httpfast.CopyBufs.Put(c.up.buf)
+	c.up = upload{}
 }
 
 // gearReady reads a gear's response and sends it to its client.
@@ -182,6 +250,9 @@ func (l *eventLoop) gearReady(g *loopConn) {
 			l.dropGear(g)
 		}
 		return
+	}
+	if c.up.buf != nil {
+		return // its request body first: the response is read after
 	}
 	if c.resp.buf != nil { // its body, on its way
 		if !c.resp.stalled {
@@ -254,7 +325,8 @@ func (l *eventLoop) gearReady(g *loopConn) {
 	out = append(out, b[len(head):len(head)+n]...)
 	g.br.Discard(len(head) + n)
 	c.resp.out = out
-	c.br.Discard(len(c.req.Head) + int(c.req.ContentLength)) // sent
+	c.br.Discard(c.sent) // the request, kept until now for a retry
+	c.sent = 0
 	if err != nil {
 		l.cut(c)
 		return
@@ -466,7 +538,8 @@ func (l *eventLoop) handClient(c *loopConn) {
 // which reads the gear's response on and sends it.
 func (l *eventLoop) handExchange(c, g *loopConn) {
 	c.peer, g.peer = nil, nil
-	c.br.Discard(len(c.req.Head) + int(c.req.ContentLength)) // sent
+	c.br.Discard(c.sent) // the request, kept until now for a retry
+	c.sent = 0
 	req := httpfast.Request{IsHead: c.req.IsHead, Close: c.req.Close || l.closing, ContentLength: c.req.ContentLength}
 	host, f := c.host, c.f
 	gc := l.release(g)
