@@ -30,6 +30,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -104,6 +105,7 @@ type result struct {
 	tlsRate       float64 // TLS handshakes/s
 	wsRTT, wsP99  float64 // µs
 	wsKiB         float64 // KiB per idle WebSocket
+	kaKiB         float64 // KiB per idle keep-alive connection (after a request)
 	err           string
 }
 
@@ -411,10 +413,14 @@ func measure(ctx context.Context, p *proxy) error {
 	if r.wsRTT, r.wsP99, err = wsEcho(p.http, *rtts); err != nil {
 		return fmt.Errorf("websocket echo: %w", err)
 	}
-	if r.wsKiB, err = wsMemory(p.http, p.cmd.Process.Pid, *wsIdle); err != nil {
+	if r.wsKiB, err = idleMemory(p.cmd.Process.Pid, *wsIdle, func() (net.Conn, error) { c, _, err := wsDial(p.http); return c, err }); err != nil {
 		return fmt.Errorf("idle websockets: %w", err)
 	}
-	fmt.Printf("  %s: WebSocket echo p50 %.0f µs p99 %.0f µs, %.1f KiB per idle WebSocket\n", p.name, r.wsRTT, r.wsP99, r.wsKiB)
+	if r.kaKiB, err = idleMemory(p.cmd.Process.Pid, *wsIdle, func() (net.Conn, error) { return keepAliveDial(p.http) }); err != nil {
+		return fmt.Errorf("idle keep-alive connections: %w", err)
+	}
+	fmt.Printf("  %s: WebSocket echo p50 %.0f µs p99 %.0f µs, %.1f KiB per idle WebSocket, %.1f KiB per idle keep-alive connection\n",
+		p.name, r.wsRTT, r.wsP99, r.wsKiB, r.kaKiB)
 	return ctx.Err()
 }
 
@@ -432,15 +438,15 @@ func report(ps []*proxy) {
 		return fmt.Sprintf("%.2f×", v/b)
 	}
 	fmt.Println()
-	fmt.Printf("%-8s %10s %8s %8s %12s %8s %10s %10s %9s %9s %10s\n", "proxy", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "vs HAP", "conn/s", "TLS hs/s", "WS p50µs", "WS p99µs", "KiB/idleWS")
+	fmt.Printf("%-8s %10s %8s %8s %12s %8s %10s %10s %9s %9s %10s %10s\n", "proxy", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "vs HAP", "conn/s", "TLS hs/s", "WS p50µs", "WS p99µs", "KiB/idleWS", "KiB/idleKA")
 	for _, p := range ps {
 		r := p.results
 		if r.err != "" {
 			fmt.Printf("%-8s failed: %s\n", p.name, r.err)
 			continue
 		}
-		fmt.Printf("%-8s %10.0f %8.2f %8.2f %12.1f %8s %10.0f %10.0f %9.0f %9.0f %10.1f\n", p.name, r.rps, r.p50, r.p99, r.cpuPerReq,
-			ratio(r.cpuPerReq, base.cpuPerReqOr()), r.connRate, r.tlsRate, r.wsRTT, r.wsP99, r.wsKiB)
+		fmt.Printf("%-8s %10.0f %8.2f %8.2f %12.1f %8s %10.0f %10.0f %9.0f %9.0f %10.1f %10.1f\n", p.name, r.rps, r.p50, r.p99, r.cpuPerReq,
+			ratio(r.cpuPerReq, base.cpuPerReqOr()), r.connRate, r.tlsRate, r.wsRTT, r.wsP99, r.wsKiB, r.kaKiB)
 	}
 	if base != nil {
 		fmt.Println("\nRatios to HAProxy (CPU per request: lower is better; the rest: higher is better, but latency and memory lower):")
@@ -449,9 +455,9 @@ func report(ps []*proxy) {
 			if r.err != "" || p.name == "haproxy" {
 				continue
 			}
-			fmt.Printf("  %-7s CPU/req %s, req/s %s, conn/s %s, TLS hs/s %s, WS RTT %s, memory per idle WS %s\n", p.name,
+			fmt.Printf("  %-7s CPU/req %s, req/s %s, conn/s %s, TLS hs/s %s, WS RTT %s, memory per idle WS %s, per idle keep-alive %s\n", p.name,
 				ratio(r.cpuPerReq, base.cpuPerReq), ratio(r.rps, base.rps), ratio(r.connRate, base.connRate), ratio(r.tlsRate, base.tlsRate),
-				ratio(r.wsRTT, base.wsRTT), ratio(r.wsKiB, base.wsKiB))
+				ratio(r.wsRTT, base.wsRTT), ratio(r.wsKiB, base.wsKiB), ratio(r.kaKiB, base.kaKiB))
 		}
 	}
 }
@@ -737,9 +743,28 @@ func wsEcho(addr string, n int) (p50, p99 float64, err error) {
 	return lat[len(lat)/2], lat[len(lat)*99/100], nil
 }
 
-// wsMemory opens n idle WebSockets through the proxy and returns its
-// resident memory growth per connection.
-func wsMemory(addr string, pid, n int) (float64, error) {
+// keepAliveDial opens a connection through the proxy, makes one request
+// on it and leaves it open.
+func keepAliveDial(addr string) (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", addr)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err == nil {
+		_, err = io.Copy(io.Discard, resp.Body)
+	}
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// idleMemory opens n connections through the proxy (dial), leaves them
+// idle and returns its resident memory growth per connection.
+func idleMemory(pid, n int, dial func() (net.Conn, error)) (float64, error) {
 	time.Sleep(500 * time.Millisecond)
 	before := rss(pid)
 	var mu sync.Mutex
@@ -753,7 +778,7 @@ func wsMemory(addr string, pid, n int) (float64, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c, _, err := wsDial(addr)
+			c, err := dial()
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
