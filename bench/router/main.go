@@ -413,11 +413,13 @@ func measure(ctx context.Context, p *proxy) error {
 	if r.wsRTT, r.wsP99, err = wsEcho(p.http, *rtts); err != nil {
 		return fmt.Errorf("websocket echo: %w", err)
 	}
-	if r.wsKiB, err = idleMemory(p.cmd.Process.Pid, *wsIdle, func() (net.Conn, error) { c, _, err := wsDial(p.http); return c, err }); err != nil {
-		return fmt.Errorf("idle websockets: %w", err)
-	}
+	// Keep-alive connections first: the WebSockets' memory, freed, would
+	// be reused for them (HAProxy's pools then grow by nothing).
 	if r.kaKiB, err = idleMemory(p.cmd.Process.Pid, *wsIdle, func() (net.Conn, error) { return keepAliveDial(p.http) }); err != nil {
 		return fmt.Errorf("idle keep-alive connections: %w", err)
+	}
+	if r.wsKiB, err = idleMemory(p.cmd.Process.Pid, *wsIdle, func() (net.Conn, error) { c, _, err := wsDial(p.http); return c, err }); err != nil {
+		return fmt.Errorf("idle websockets: %w", err)
 	}
 	fmt.Printf("  %s: WebSocket echo p50 %.0f µs p99 %.0f µs, %.1f KiB per idle WebSocket, %.1f KiB per idle keep-alive connection\n",
 		p.name, r.wsRTT, r.wsP99, r.wsKiB, r.kaKiB)
