@@ -32,6 +32,18 @@ func inLoops(r *Router) int {
 	return n
 }
 
+// loopClient is a client connection to r that has made one request and
+// is now held by a loop.
+func loopClient(t *testing.T, r *Router) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, br := rawConn(t, r)
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n")
+	readResp(t, br, "GET")
+	eventually(t, "the connection held by a loop after its first request", func() bool { return inLoops(r) == 1 })
+	return c, br
+}
+
 // loopApp answers / with ok, /echo with what it was sent, /sized?n=N&i=I
 // with N bytes beginning with I, /chunked in two chunks and a trailer,
 // /bighead with a head longer than the fast path's reader.
@@ -151,11 +163,7 @@ func TestLoopClientNotReading(t *testing.T) {
 	srv, _ := countingServer(t, loopApp)
 	r, st := newRouter(t)
 	put(t, st, r, []store.App{blog}, map[string]string{"g1": strings.TrimPrefix(srv.URL, "http://")})
-	c, br := rawConn(t, r)
-	c.SetDeadline(time.Now().Add(60 * time.Second))
-	io.WriteString(c, "GET / HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n")
-	readResp(t, br, "GET")
-	eventually(t, "the connection in a loop", func() bool { return inLoops(r) == 1 })
+	c, br := loopClient(t, r)
 	const n = 2000 // 6 MB of responses: more than the sockets' buffers
 	go func() {
 		var b bytes.Buffer
@@ -413,11 +421,7 @@ func TestLoopRelaysRequestBodies(t *testing.T) {
 	})
 	r, st := newRouter(t)
 	put(t, st, r, []store.App{blog}, map[string]string{"g1": strings.TrimPrefix(srv.URL, "http://")})
-	c, br := rawConn(t, r)
-	c.SetDeadline(time.Now().Add(60 * time.Second))
-	io.WriteString(c, "GET / HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n")
-	readResp(t, br, "GET")
-	eventually(t, "the connection in a loop", func() bool { return inLoops(r) == 1 })
+	c, br := loopClient(t, r)
 
 	const big = 4 << 20
 	go func() {

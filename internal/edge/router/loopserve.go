@@ -196,19 +196,14 @@ func (l *eventLoop) awaitResponse(c *loopConn, sent time.Time) {
 func (l *eventLoop) upload(c *loopConn) {
 	g, up := c.peer, &c.up
 	for {
-		for len(up.out) > 0 {
-			n, err := rawWrite(g.fd, up.out)
-			if err == unix.EAGAIN {
-				up.stalled = true
-				return
-			}
-			if err != nil {
-				l.endUpload(c)
-				l.closeConn(g)
-				l.fail(c, err)
-				return
-			}
-			up.out = up.out[n:]
+		if done, err := flush(g.fd, &up.out); err != nil {
+			l.endUpload(c)
+			l.closeConn(g)
+			l.fail(c, err)
+			return
+		} else if !done {
+			up.stalled = true
+			return
 		}
 		if up.left == 0 {
 			l.endUpload(c)
@@ -232,6 +227,22 @@ func (l *eventLoop) upload(c *loopConn) {
 		up.left -= int64(n)
 		up.out = (*up.buf)[:n]
 	}
+}
+
+// flush writes out to fd until it is all written (true), the socket is
+// full (false: EPOLLOUT says when it has room), or a write fails.
+func flush(fd int, out *[]byte) (bool, error) {
+	for len(*out) > 0 {
+		n, err := rawWrite(fd, *out)
+		if err == unix.EAGAIN {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		*out = (*out)[n:]
+	}
+	return true, nil
 }
 
 func (l *eventLoop) endUpload(c *loopConn) {
@@ -362,17 +373,12 @@ func (rs *response) take(b []byte) (int, error) {
 func (l *eventLoop) relay(c *loopConn) {
 	g, rs := c.peer, &c.resp
 	for {
-		for len(rs.out) > 0 {
-			n, err := rawWrite(c.fd, rs.out)
-			if err == unix.EAGAIN {
-				rs.stalled = true
-				return
-			}
-			if err != nil {
-				l.cut(c)
-				return
-			}
-			rs.out = rs.out[n:]
+		if done, err := flush(c.fd, &rs.out); err != nil {
+			l.cut(c)
+			return
+		} else if !done {
+			rs.stalled = true
+			return
 		}
 		if rs.ended {
 			l.delivered(c)
@@ -403,13 +409,9 @@ func (l *eventLoop) relay(c *loopConn) {
 // delivered ends c's request: recorded, the gear pooled, the client on
 // to its next request.
 func (l *eventLoop) delivered(c *loopConn) {
-	g, rs := c.peer, c.resp
-	c.resp = response{}
-	httpfast.CopyBufs.Put(rs.buf)
-	c.peer, g.peer = nil, nil
-	l.r.obs.recordEntry(c.f.st, c.f.entry, c.f.start, rs.status, c.req.ContentLength, rs.bodyBytes(), c.f.ep)
-	c.f.land()
-	if rs.reusable && (g.br == nil || g.br.Buffered() == 0) {
+	g, reusable := c.peer, c.resp.reusable
+	l.land(c)
+	if reusable && (g.br == nil || g.br.Buffered() == 0) {
 		l.putGear(g)
 	} else {
 		l.closeConn(g)
@@ -426,14 +428,21 @@ func (l *eventLoop) delivered(c *loopConn) {
 // went away in the middle): both connections close, as the goroutines'
 // path does.
 func (l *eventLoop) cut(c *loopConn) {
+	g := c.peer
+	l.land(c)
+	l.closeConn(g)
+	l.closeConn(c)
+}
+
+// land records c's request with what went of its response and ends its
+// flight; c and its gear are apart again.
+func (l *eventLoop) land(c *loopConn) {
 	g, rs := c.peer, c.resp
 	c.resp = response{}
 	httpfast.CopyBufs.Put(rs.buf)
 	c.peer, g.peer = nil, nil
 	l.r.obs.recordEntry(c.f.st, c.f.entry, c.f.start, rs.status, c.req.ContentLength, rs.bodyBytes(), c.f.ep)
 	c.f.land()
-	l.closeConn(g)
-	l.closeConn(c)
 }
 
 // idle gives c the idle timeout to send its next request, from the
