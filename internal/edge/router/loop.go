@@ -46,12 +46,15 @@ import (
 
 var errWouldBlock = errors.New("would block")
 
-// fdReader reads a non-blocking descriptor: errWouldBlock when it is
-// empty.
-type fdReader struct{ fd int }
+// fdReader reads a loop connection's socket for its bufio.Reader:
+// errWouldBlock when it is empty.
+type fdReader struct{ c *loopConn }
 
-func (f *fdReader) Read(p []byte) (int, error) {
-	n, err := rawRead(f.fd, p)
+func (f fdReader) Read(p []byte) (int, error) {
+	if !f.c.readable {
+		return 0, errWouldBlock
+	}
+	n, err := f.c.read(p)
 	switch {
 	case err == unix.EAGAIN:
 		return 0, errWouldBlock
@@ -69,6 +72,7 @@ type loopConn struct {
 	in       fdReader
 	br       *bufio.Reader // from httpfast.Readers while bytes are pending
 	readable bool          // epoll said so, and it has not been read empty since
+	hup      bool          // epoll said the other end closed or failed
 	gear     bool
 	peer     *loopConn // the other end of a request in flight
 	// a client's
@@ -89,6 +93,18 @@ type loopConn struct {
 	// due is when the present wait ends (on the loop's clock; 0: never);
 	// queued is the timer entry standing for it.
 	due, queued int64
+}
+
+// read reads c's socket. A read that finds it empty clears readable, and
+// so does one that returns less than asked (it took all there was:
+// epoll, edge-triggered, reports the next bytes), unless the other end
+// has closed (its EOF is reported once, and is still to be read).
+func (c *loopConn) read(p []byte) (int, error) {
+	n, err := rawRead(c.fd, p)
+	if err == unix.EAGAIN || err == nil && n < len(p) && !c.hup {
+		c.readable = false
+	}
+	return n, err
 }
 
 func (c *loopConn) borrow() {
@@ -294,7 +310,8 @@ func (l *eventLoop) detach(c net.Conn, gear bool, ep string) *loopConn {
 		return nil
 	}
 	tc.Close()
-	lc := &loopConn{fd: fd, in: fdReader{fd}, gear: gear, ep: ep}
+	lc := &loopConn{fd: fd, gear: gear, ep: ep}
+	lc.in.c = lc
 	l.conns[int32(fd)] = lc
 	if !gear {
 		l.clients++
@@ -373,6 +390,9 @@ func (l *eventLoop) run() {
 			c := l.conns[ev.Fd]
 			if c == nil {
 				continue
+			}
+			if ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				c.hup = true
 			}
 			if c.gear {
 				if p := c.peer; ev.Events&unix.EPOLLOUT != 0 && p != nil && p.up.stalled {

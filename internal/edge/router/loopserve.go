@@ -213,9 +213,11 @@ func (l *eventLoop) upload(c *loopConn) {
 			}
 			return
 		}
-		n, err := rawRead(c.fd, (*up.buf)[:min(int64(len(*up.buf)), up.left)])
+		if !c.readable {
+			return // its next bytes bring it back
+		}
+		n, err := c.read((*up.buf)[:min(int64(len(*up.buf)), up.left)])
 		if err == unix.EAGAIN {
-			c.readable = false
 			return
 		}
 		if n <= 0 {
@@ -389,9 +391,11 @@ func (l *eventLoop) relay(c *loopConn) {
 		if !rs.chunked {
 			want = int(min(int64(want), rs.left))
 		}
-		n, err := rawRead(g.fd, (*rs.buf)[:want])
+		if !g.readable {
+			return // its next bytes bring it back
+		}
+		n, err := g.read((*rs.buf)[:want])
 		if err == unix.EAGAIN {
-			g.readable = false
 			return
 		}
 		if n <= 0 {
