@@ -454,3 +454,23 @@ func TestLoopRelaysRequestBodies(t *testing.T) {
 		t.Fatalf("after a client went away mid-body: %q", body)
 	}
 }
+
+// A client that sends its last request and closes its side at once gets
+// its response, and the loop closes the connection then, not after the
+// idle timeout (the end came with the request's bytes).
+func TestLoopClientClosingAfterItsRequest(t *testing.T) {
+	srv, _ := countingServer(t, loopApp)
+	r, st := newRouterWith(t, func(o *Options) { o.IdleTimeout = time.Hour })
+	put(t, st, r, []store.App{blog}, map[string]string{"g1": strings.TrimPrefix(srv.URL, "http://")})
+	c, br := loopClient(t, r)
+	io.WriteString(c, "GET /sized?n=10&i=z HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n")
+	c.(*net.TCPConn).CloseWrite()
+	if _, body := readResp(t, br, "GET"); body != "z:xxxxxxxx" {
+		t.Fatalf("response after the client closed its side: %q", body)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("after the response: %v; want the router to close the connection", err)
+	}
+	eventually(t, "the loop lets the connection go", func() bool { return inLoops(r) == 0 })
+}
