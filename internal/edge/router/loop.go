@@ -47,15 +47,13 @@ import (
 
 var errWouldBlock = errors.New("would block")
 
-// fdReader reads a loop connection's socket for its bufio.Reader:
-// errWouldBlock when it is empty.
-type fdReader struct{ c *loopConn }
-
-func (f fdReader) Read(p []byte) (int, error) {
-	if !f.c.readable {
+// Read reads c's socket for its bufio.Reader: errWouldBlock when it is
+// empty.
+func (c *loopConn) Read(p []byte) (int, error) {
+	if !c.readable {
 		return 0, errWouldBlock
 	}
-	n, err := f.c.read(p)
+	n, err := c.read(p)
 	switch {
 	case err == unix.EAGAIN:
 		return 0, errWouldBlock
@@ -69,8 +67,7 @@ func (f fdReader) Read(p []byte) (int, error) {
 
 // loopConn is a client or gear connection of a loop.
 type loopConn struct {
-	fd       int // -1 once closed or handed
-	in       fdReader
+	fd       int           // -1 once closed or handed
 	br       *bufio.Reader // from httpfast.Readers while bytes are pending
 	readable bool          // epoll said so, and it has not been read empty since
 	hup      bool          // epoll said the other end closed or failed
@@ -111,7 +108,7 @@ func (c *loopConn) read(p []byte) (int, error) {
 func (c *loopConn) borrow() {
 	if c.br == nil {
 		c.br = httpfast.Readers.Get().(*bufio.Reader)
-		c.br.Reset(&c.in)
+		c.br.Reset(c)
 	}
 }
 
@@ -312,7 +309,6 @@ func (l *eventLoop) detach(c net.Conn, gear bool, ep string) *loopConn {
 	}
 	tc.Close()
 	lc := &loopConn{fd: fd, gear: gear, ep: ep}
-	lc.in.c = lc
 	l.conns[int32(fd)] = lc
 	if !gear {
 		l.clients++
