@@ -17,21 +17,12 @@ import (
 	"github.com/gantry-paas/gantry/internal/control/store"
 )
 
-// knownH2Deviations are h2spec cases Go's HTTP/2 server (which the router
-// uses) does not pass, each an upstream decision or open issue. Any other
-// failure fails the test, and so does one of these passing (then drop it).
-var knownH2Deviations = map[string]string{
-	// golang/go#25023: Go answers with the request's response instead of
-	// FRAME_SIZE_ERROR; maintainers deemed the test case incorrect.
-	"http2/4.2/3": "golang/go#25023",
-	// golang/go#56760: the server closes the connection instead of
-	// acknowledging SETTINGS with repeated INITIAL_WINDOW_SIZE values.
-	"http2/6.5.3/1": "golang/go#56760",
-	// golang/go#26321 (open): connection-specific headers and TE other
-	// than trailers are accepted rather than reset.
-	"http2/8.1.2.2/1": "golang/go#26321",
-	"http2/8.1.2.2/2": "golang/go#26321",
-}
+// knownH2Deviations are h2spec cases the router's HTTP/2 server (package
+// h2) does not pass, each with why. Any other failure fails the test, and
+// so does one of these passing (then drop it). x/net/http2's server,
+// which the router used before, had four (golang/go#25023, #56760,
+// #26321 twice); this one has none.
+var knownH2Deviations = map[string]string{}
 
 // TestH2Spec runs the h2spec HTTP/2 conformance suite (generic, RFC 7540
 // and HPACK sections) against the router's TLS port, in front of an app.

@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	_ "github.com/gantry-paas/gantry/internal/edge/h2xconnect" // RFC 8441 on
 	"github.com/gantry-paas/gantry/internal/edge/httpfast"
 )
 

@@ -28,15 +28,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
-	"github.com/gantry-paas/gantry/internal/edge/httpfast"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/net/http2"
-
 	"github.com/gantry-paas/gantry/internal/edge/connguard"
+	"github.com/gantry-paas/gantry/internal/edge/h2"
+	"github.com/gantry-paas/gantry/internal/edge/httpfast"
 )
 
 // Options configure a Router.
@@ -139,7 +137,7 @@ type Router struct {
 	certs        certCache
 	guard        *connguard.Guard
 	down         downSet // gears that refused a connection
-	h2           *http2.Server
+	h2           *h2.Server
 	tlsConf      *tls.Config // the HTTPS port's
 	h3Conf       *tls.Config // HTTP/3's (nil: off)
 	tickets      ticketRing
@@ -262,12 +260,7 @@ func (r *Router) Run(ctx context.Context) error {
 		tsrv := r.httpServer()
 		tsrv.Handler = http.HandlerFunc(r.serveHandedTLS)
 		tsrv.ConnContext = tlsConnContext
-		// h2 is served by serveH2 (rapid-reset guard), not net/http's own;
-		// configured on tsrv so that its Shutdown sends GOAWAY.
-		r.h2 = &http2.Server{IdleTimeout: r.o.IdleTimeout, MaxConcurrentStreams: 250}
-		if err := http2.ConfigureServer(tsrv, r.h2); err != nil {
-			return fmt.Errorf("router: %w", err)
-		}
+		r.h2 = r.newH2() // h2 connections: serveTLS hands them over
 		r.tlsConf = r.tlsConfig()
 		r.tickets.rotate(r.tlsConf, r.h3Conf)
 		go r.rotateTickets(ctx, r.tlsConf, r.h3Conf)
@@ -304,6 +297,9 @@ func (r *Router) Run(ctx context.Context) error {
 			sctx, cancel := context.WithTimeout(context.Background(), time.Duration(r.drainTimeout.Load()))
 			for _, s := range servers {
 				s.Shutdown(sctx)
+			}
+			if r.h2 != nil {
+				r.h2.Shutdown(sctx)
 			}
 			ls.wait(sctx)
 			if h3 != nil {

@@ -49,8 +49,7 @@ func (r *Router) serveTLS(c net.Conn, q *httpfast.ConnQueue, s *http.Server) {
 	c.SetDeadline(time.Time{})
 	switch tc.ConnectionState().NegotiatedProtocol {
 	case http2.NextProtoTLS:
-		r.serveH2(s, tc, r)
-		tc.Close()
+		r.h2.ServeConn(tc)
 	case acmeALPN: // the handshake was the validation
 		tc.Close()
 	default:
