@@ -1,6 +1,7 @@
 package h2
 
 import (
+	"runtime"
 	"sync"
 
 	"golang.org/x/net/http2"
@@ -57,6 +58,9 @@ func (c *conn) kickControl() error {
 }
 
 func (c *conn) writeLoop() {
+	// Handlers that are ready to run (their gears answered meanwhile) run
+	// first and add their frames: one write for all of them.
+	runtime.Gosched()
 	c.mu.Lock()
 	for len(c.out) > 0 && c.werr == nil {
 		buf := c.out
