@@ -418,7 +418,9 @@ func (c *conn) closeStream(st *stream, err error) {
 	st.body, st.off = nil, 0
 	st.bodyGone = true
 	st.stopTimers()
-	st.cancel()
+	if st.cancel != nil {
+		st.cancel()
+	}
 	st.cond.Broadcast()
 	if len(c.streams) == 0 {
 		if c.goAway {

@@ -412,3 +412,112 @@ type date struct {
 }
 
 var dateCache atomic.Pointer[date]
+
+func newResponseWriter(st *stream, isHead bool) *responseWriter {
+	return &responseWriter{st: st, hdr: make(http.Header), declLen: -1, isHead: isHead}
+}
+
+// Stream is a request Server.Direct answers: with SendHeader, then
+// SendData and SendTrailers; or, for a page of its own, through Writer.
+type Stream struct {
+	st     *stream
+	isHead bool
+	w      *responseWriter
+	sent   bool // the response's HEADERS
+}
+
+// SendHeader sends the response's status and header fields (names lower
+// case, no connection-specific ones); end if there is no body.
+func (s *Stream) SendHeader(status int, fields []hpack.HeaderField, end bool) error {
+	st := s.st
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := st.writable(); err != nil {
+		return err
+	}
+	s.sent = true
+	c.enc.WriteField(hpackField(":status", statusText(status)))
+	for _, f := range fields {
+		c.enc.WriteField(f)
+	}
+	c.writeHeaderBlock(st.id, end)
+	if end {
+		st.localDone = true
+		c.closeStream(st, nil)
+	}
+	c.kick()
+	return nil
+}
+
+// SendData sends body bytes, waiting for the client's window as it must;
+// end ends the response.
+func (s *Stream) SendData(p []byte, end bool) error {
+	st := s.st
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	err := st.sendData(p, end)
+	c.kick()
+	if err == nil && end {
+		c.closeStream(st, nil)
+	}
+	return err
+}
+
+// SendTrailers ends the response with trailer fields.
+func (s *Stream) SendTrailers(fields []hpack.HeaderField) error {
+	st := s.st
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := st.writable(); err != nil {
+		return err
+	}
+	for _, f := range fields {
+		c.enc.WriteField(f)
+	}
+	c.writeHeaderBlock(st.id, true)
+	st.localDone = true
+	c.closeStream(st, nil)
+	c.kick()
+	return nil
+}
+
+// Writer is an http.ResponseWriter on the stream, for a response sent
+// before nothing else was.
+func (s *Stream) Writer() http.ResponseWriter {
+	if s.w == nil {
+		s.w = newResponseWriter(s.st, s.isHead)
+	}
+	return s.w
+}
+
+// end ends a response Direct left unfinished: cut if it had begun (a
+// client must not take a part for the whole), else a 502.
+func (s *Stream) end() {
+	st := s.st
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st.closed || st.localDone {
+		return
+	}
+	if !s.sent {
+		c.enc.WriteField(hpackField(":status", "502"))
+		c.writeHeaderBlock(st.id, true)
+		st.localDone = true
+		c.closeStream(st, nil)
+		c.kick()
+		return
+	}
+	c.resetStream(st.id, http2.ErrCodeInternal)
+}
+
+// Reset cuts the response (the gear failed halfway).
+func (s *Stream) Reset() {
+	c := s.st.c
+	c.mu.Lock()
+	c.resetStream(s.st.id, http2.ErrCodeInternal)
+	c.mu.Unlock()
+}

@@ -32,7 +32,12 @@ type Server struct {
 	// OnAbuse, if set, is told (0: no limit).
 	ResetLimit int
 	OnAbuse    func(c net.Conn)
-	Log        *slog.Logger
+	// Direct, if set, is offered each request without a body on its
+	// stream's goroutine before an http.Request is made of it: it answers
+	// through the Stream and returns true, or returns false having sent
+	// nothing, and Handler serves the request.
+	Direct func(s *Stream, r *Request) bool
+	Log    *slog.Logger
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}

@@ -431,3 +431,74 @@ func TestSmallClientWindow(t *testing.T) {
 		t.Errorf("rest %q; want bcdef", rest)
 	}
 }
+
+// Direct answers bodiless requests through the Stream before any
+// http.Request is made; what it declines, and requests with bodies, go
+// to the handler.
+func TestDirect(t *testing.T) {
+	var sawHandler atomic.Int32
+	s := &Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			sawHandler.Add(1)
+			io.WriteString(w, "handler "+r.Method)
+		}),
+		Direct: func(s *Stream, r *Request) bool {
+			switch r.Path {
+			case "/direct":
+				s.SendHeader(200, []hpack.HeaderField{{Name: "x-direct", Value: fieldOf(r, "x-in")}}, false)
+				s.SendData([]byte("part one, "), false)
+				s.SendData([]byte("part two"), false)
+				s.SendTrailers([]hpack.HeaderField{{Name: "x-sum", Value: "42"}})
+			case "/page":
+				w := s.Writer()
+				w.WriteHeader(503)
+				io.WriteString(w, "a page")
+			case "/nothing": // took it and sent nothing: a 502
+			default:
+				return false
+			}
+			return true
+		},
+	}
+	base, client := start(t, s)
+	get := func(method, path string, body io.Reader) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, body)
+		req.Header.Set("X-In", "in")
+		req.Header.Set("Trailer", "X-Sum")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(b)
+	}
+	if resp, b := get("GET", "/direct", nil); b != "part one, part two" || resp.Header.Get("X-Direct") != "in" || resp.Trailer.Get("X-Sum") != "42" {
+		t.Errorf("direct: %q %v %v", b, resp.Header, resp.Trailer)
+	}
+	if resp, b := get("GET", "/page", nil); resp.StatusCode != 503 || b != "a page" {
+		t.Errorf("page: %d %q", resp.StatusCode, b)
+	}
+	if resp, _ := get("GET", "/nothing", nil); resp.StatusCode != 502 {
+		t.Errorf("nothing sent: %d; want 502", resp.StatusCode)
+	}
+	if sawHandler.Load() != 0 {
+		t.Errorf("the handler served %d requests Direct took", sawHandler.Load())
+	}
+	if _, b := get("GET", "/other", nil); b != "handler GET" {
+		t.Errorf("declined: %q", b)
+	}
+	if _, b := get("POST", "/direct", strings.NewReader("body")); b != "handler POST" {
+		t.Errorf("with a body: %q", b)
+	}
+}
+
+func fieldOf(r *Request, name string) string {
+	for _, f := range r.Fields {
+		if f.Name == name {
+			return f.Value
+		}
+	}
+	return ""
+}

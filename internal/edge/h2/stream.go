@@ -2,6 +2,7 @@ package h2
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net/http"
 	"net/textproto"
@@ -15,6 +16,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // stream is one request and its response. Its fields are under c.mu.
@@ -29,9 +31,8 @@ type stream struct {
 	remoteDone bool  // the client's END_STREAM (or a reset)
 	localDone  bool  // the server's END_STREAM (or a reset)
 	closed     bool
-	err        error // why writes fail (the stream reset, the connection gone)
-	ctx        context.Context
-	cancel     context.CancelFunc
+	err        error              // why writes fail (the stream reset, the connection gone)
+	cancel     context.CancelFunc // the request's context's (nil: none made)
 
 	// The request body: what came and was not read yet.
 	body         []byte
@@ -105,15 +106,9 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	st := &stream{c: c, id: id, sendWin: c.initWin, recvWin: streamWindow, declLen: -1}
 	st.cond.L = &c.mu
-	st.ctx, st.cancel = context.WithCancel(c.ctx)
-	req, err := c.newRequest(st, f)
+	rq, err := c.parseRequest(st, f)
 	if err != nil {
-		st.cancel()
 		return err
-	}
-	var h http.Handler = c.s.Handler
-	if f.Truncated {
-		h = http.HandlerFunc(headerTooLong)
 	}
 	if f.StreamEnded() {
 		st.remoteDone = true
@@ -125,7 +120,7 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	c.running++
 	c.handlers.Add(1)
-	go c.runHandler(st, req, h)
+	go c.runStream(st, rq, f.Truncated)
 	return nil
 }
 
@@ -152,51 +147,68 @@ func (c *conn) processTrailers(st *stream, f *http2.MetaHeadersFrame) error {
 	return c.endRemote(st)
 }
 
-// newRequest checks a request's header fields (RFC 9113 §8.3, RFC 8441)
-// and makes the http.Request of them; a malformed request is a stream
-// error.
-func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (*http.Request, error) {
+// Request is a request's head as it came; Server.Direct sees it before
+// any http.Request is made of it.
+type Request struct {
+	Method, Scheme, Authority, Path, Protocol string
+	// Fields are the regular header fields as sent (names lower case,
+	// cookies as separate fields).
+	Fields     []hpack.HeaderField
+	RemoteAddr string
+	TLS        *tls.ConnectionState // https only
+	// ContentLength is the body's declared length (-1: not declared; 0
+	// and Body false: the request has none).
+	ContentLength int64
+	Body          bool
+}
+
+// parseRequest checks a request's header fields (RFC 9113 §8.3, RFC
+// 8441); a malformed request is a stream error.
+func (c *conn) parseRequest(st *stream, f *http2.MetaHeadersFrame) (*Request, error) {
 	malformed := http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}
-	var method, scheme, authority, path, protocol string
+	rq := &Request{RemoteAddr: c.remote, Body: !f.StreamEnded(), Fields: f.RegularFields()}
 	for _, hf := range f.PseudoFields() {
 		switch hf.Name {
 		case ":method":
-			method = hf.Value
+			rq.Method = hf.Value
 		case ":scheme":
-			scheme = hf.Value
+			rq.Scheme = hf.Value
 		case ":authority":
-			authority = hf.Value
+			rq.Authority = hf.Value
 		case ":path":
-			path = hf.Value
+			rq.Path = hf.Value
 		case ":protocol":
-			protocol = hf.Value
+			rq.Protocol = hf.Value
 		default: // :status
 			return nil, malformed
 		}
 	}
-	connect := method == http.MethodConnect
+	connect := rq.Method == http.MethodConnect
 	switch {
-	case protocol != "":
-		if !connect || path == "" || scheme == "" || authority == "" {
+	case rq.Protocol != "":
+		if !connect || rq.Path == "" || rq.Scheme == "" || rq.Authority == "" {
 			return nil, malformed
 		}
 	case connect:
-		if path != "" || scheme != "" || authority == "" {
+		if rq.Path != "" || rq.Scheme != "" || rq.Authority == "" {
 			return nil, malformed
 		}
 	default:
-		if method == "" || path == "" || scheme != "http" && scheme != "https" {
+		if rq.Method == "" || rq.Path == "" || rq.Scheme != "http" && rq.Scheme != "https" {
 			return nil, malformed
 		}
 	}
-	if !validMethod(method) {
+	if !validMethod(rq.Method) {
 		return nil, malformed
 	}
-	fields := f.RegularFields()
-	h := make(http.Header, len(fields)+1)
-	vals := make([]string, len(fields))
-	var cookies []string
-	for i, hf := range fields {
+	if rq.Scheme == "https" {
+		rq.TLS = c.tls
+	}
+	rq.ContentLength = -1
+	if !rq.Body {
+		rq.ContentLength = 0
+	}
+	for _, hf := range rq.Fields {
 		switch hf.Name {
 		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
 			return nil, malformed // connection-specific (§8.2.2)
@@ -204,7 +216,48 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (*http.Request,
 			if hf.Value != "trailers" {
 				return nil, malformed
 			}
-		case "cookie": // split to compress better; one line again (§8.2.3)
+		case "content-length":
+			n, err := strconv.ParseUint(hf.Value, 10, 63)
+			if err != nil || st.declLen >= 0 || !rq.Body && n > 0 {
+				return nil, malformed // (a length, and no body)
+			}
+			if rq.Body {
+				rq.ContentLength, st.declLen = int64(n), int64(n)
+			}
+		case "expect":
+			st.needContinue = rq.Body && strings.EqualFold(hf.Value, "100-continue")
+		case "trailer":
+			if rq.Body {
+				for _, k := range strings.Split(hf.Value, ",") {
+					if k = textproto.CanonicalMIMEHeaderKey(textproto.TrimString(k)); k != "" && httpguts.ValidTrailerHeader(k) {
+						if st.trailer == nil {
+							st.trailer = make(http.Header)
+						}
+						st.trailer[k] = nil
+					}
+				}
+			}
+		}
+	}
+	if rq.Authority == "" {
+		for _, hf := range rq.Fields {
+			if hf.Name == "host" {
+				rq.Authority = hf.Value
+				break
+			}
+		}
+	}
+	return rq, nil
+}
+
+// httpRequest makes the http.Request of rq (nil if its path is not a
+// request target).
+func (st *stream) httpRequest(rq *Request) *http.Request {
+	h := make(http.Header, len(rq.Fields)+1)
+	vals := make([]string, len(rq.Fields))
+	var cookies []string
+	for i, hf := range rq.Fields {
+		if hf.Name == "cookie" { // split to compress better; one line again (§8.2.3)
 			cookies = append(cookies, hf.Value)
 			continue
 		}
@@ -219,65 +272,47 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (*http.Request,
 	if len(cookies) > 0 {
 		h["Cookie"] = []string{strings.Join(cookies, "; ")}
 	}
-	if authority == "" {
-		authority = h.Get("Host")
-	}
-	if protocol != "" {
-		h[":protocol"] = []string{protocol}
+	if rq.Protocol != "" {
+		h[":protocol"] = []string{rq.Protocol}
 	}
 	var u *url.URL
-	uri := path
+	uri := rq.Path
 	switch {
-	case connect && protocol == "":
-		u, uri = &url.URL{Host: authority}, authority
-	case method == http.MethodOptions && path == "*":
+	case rq.Method == http.MethodConnect && rq.Protocol == "":
+		u, uri = &url.URL{Host: rq.Authority}, rq.Authority
+	case rq.Method == http.MethodOptions && rq.Path == "*":
 		u = &url.URL{Path: "*"}
 	default:
 		var err error
-		if u, err = url.ParseRequestURI(path); err != nil {
-			return nil, malformed
+		if u, err = url.ParseRequestURI(rq.Path); err != nil {
+			return nil
 		}
 	}
 	req := &http.Request{
-		Method:     method,
-		URL:        u,
-		Proto:      "HTTP/2.0",
-		ProtoMajor: 2,
-		Header:     h,
-		Body:       http.NoBody,
-		Host:       authority,
-		RemoteAddr: c.remote,
-		RequestURI: uri,
+		Method:        rq.Method,
+		URL:           u,
+		Proto:         "HTTP/2.0",
+		ProtoMajor:    2,
+		Header:        h,
+		Body:          http.NoBody,
+		ContentLength: rq.ContentLength,
+		Host:          rq.Authority,
+		RemoteAddr:    rq.RemoteAddr,
+		RequestURI:    uri,
+		TLS:           rq.TLS,
 	}
-	if scheme == "https" {
-		req.TLS = c.tls
-	}
-	if !f.StreamEnded() {
-		req.ContentLength = -1
-		if cl, ok := h["Content-Length"]; ok {
-			n, err := strconv.ParseUint(cl[0], 10, 63)
-			if err != nil || len(cl) > 1 {
-				return nil, malformed
-			}
-			req.ContentLength, st.declLen = int64(n), int64(n)
-		}
-		for _, v := range h["Trailer"] {
-			for _, k := range strings.Split(v, ",") {
-				if k = textproto.CanonicalMIMEHeaderKey(textproto.TrimString(k)); k != "" && httpguts.ValidTrailerHeader(k) {
-					if req.Trailer == nil {
-						req.Trailer = make(http.Header)
-					}
-					req.Trailer[k] = nil
-				}
-			}
-		}
-		st.trailer = req.Trailer
-		st.needContinue = strings.EqualFold(h.Get("Expect"), "100-continue")
+	if rq.Body {
+		req.Trailer = st.trailer
 		req.Body = &body{st: st}
-	} else if cl := h.Get("Content-Length"); cl != "" && cl != "0" {
-		return nil, malformed // a length, and no body
 	}
-	return req.WithContext(st.ctx), nil
+	ctx, cancel := context.WithCancel(st.c.ctx)
+	st.c.mu.Lock()
+	st.cancel = cancel
+	if st.closed { // reset meanwhile
+		cancel()
+	}
+	st.c.mu.Unlock()
+	return req.WithContext(ctx)
 }
 
 func validMethod(m string) bool {
@@ -289,9 +324,10 @@ func validMethod(m string) bool {
 	return m != ""
 }
 
-// runHandler serves a stream's request.
-func (c *conn) runHandler(st *stream, req *http.Request, h http.Handler) {
-	w := &responseWriter{st: st, hdr: make(http.Header), declLen: -1, isHead: req.Method == http.MethodHead}
+// runStream serves a stream's request: Server.Direct's if it takes it,
+// else the handler's.
+func (c *conn) runStream(st *stream, rq *Request, truncated bool) {
+	var w *responseWriter
 	defer func() {
 		if e := recover(); e != nil {
 			if e != http.ErrAbortHandler {
@@ -300,17 +336,48 @@ func (c *conn) runHandler(st *stream, req *http.Request, h http.Handler) {
 			c.mu.Lock()
 			c.resetStream(st.id, http2.ErrCodeInternal)
 			c.mu.Unlock()
-		} else {
+		} else if w != nil {
 			w.finish()
 		}
-		w.release()
+		if w != nil {
+			w.release()
+		}
 		c.mu.Lock()
 		c.running--
+		cancel := st.cancel
 		c.mu.Unlock()
-		st.cancel()
+		if cancel != nil {
+			cancel()
+		}
 		c.handlers.Done()
 	}()
+	if c.s.Direct != nil && !rq.Body && !truncated {
+		ds := Stream{st: st, isHead: rq.Method == http.MethodHead}
+		if c.s.Direct(&ds, rq) {
+			w = ds.w
+			if w == nil {
+				ds.end()
+			}
+			return
+		}
+	}
+	var h http.Handler = c.s.Handler
+	req := st.httpRequest(rq)
+	switch {
+	case truncated:
+		h = http.HandlerFunc(headerTooLong)
+	case req == nil:
+		h = http.HandlerFunc(badTarget)
+	}
+	if req == nil {
+		req = &http.Request{Method: rq.Method, URL: &url.URL{}, Header: http.Header{}, Proto: "HTTP/2.0", ProtoMajor: 2, Body: http.NoBody, RemoteAddr: rq.RemoteAddr}
+	}
+	w = newResponseWriter(st, req.Method == http.MethodHead)
 	h.ServeHTTP(w, req)
+}
+
+func badTarget(w http.ResponseWriter, _ *http.Request) {
+	http.Error(w, "400 Bad Request: malformed :path", http.StatusBadRequest)
 }
 
 // body is a request's body: the DATA frames as they come.
@@ -413,4 +480,19 @@ func lowerKey(k string) string {
 		return l
 	}
 	return strings.ToLower(k)
+}
+
+// CanonicalName is the canonical form of a lower-case header name.
+func CanonicalName(lower string) string { return canonicalKey(lower) }
+
+// LowerName is a header name in lower case, as HTTP/2 sends it; common
+// names without allocating.
+func LowerName(name []byte) string {
+	if l, ok := lowerOf[string(name)]; ok {
+		return l
+	}
+	if k, ok := canonicalOf[string(name)]; ok { // already lower case
+		return lowerOf[k]
+	}
+	return strings.ToLower(string(name))
 }

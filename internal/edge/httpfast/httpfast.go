@@ -112,6 +112,15 @@ func (q *Request) parse(br *bufio.Reader, proxy, wait bool) error {
 			return err
 		}
 	}
+	return q.ParseHead(head, proxy)
+}
+
+// ParseHead parses a whole head (CRLFCRLF included) held elsewhere: an
+// HTTP/2 request rendered as HTTP/1.1, to take the checks above.
+func (q *Request) ParseHead(head []byte, proxy bool) error {
+	if !bytes.HasSuffix(head, []byte("\r\n\r\n")) || bytes.Index(head, []byte("\r\n\r\n")) != len(head)-4 {
+		return ErrHandOff
+	}
 	q.Head = head
 	lineEnd := bytes.IndexByte(head, '\n')
 	line := head[:lineEnd]

@@ -194,7 +194,15 @@ func (r *Router) proxyFast(c net.Conn, cbr *bufio.Reader, req *httpfast.Request,
 	f.entry = r.fastEntry(f.st, req, remote)
 
 	var resp httpfast.Response
-	bc, err := r.pool.Exchange(f.ep, func() (*httpfast.Conn, error) { return r.dialBackend(f.ep, f.rt) }, out, cbr, req, &resp, f.rt.ReadTimeout)
+	bc, err := r.exchange(&f, host, out, cbr, req, &resp)
+	return r.answer(c, cbr, bc, &resp, req, err, host, &f, extra)
+}
+
+// exchange sends the request (head out, the body from cbr) to f's gear
+// on a pooled connection and reads the response head into resp. A gear
+// that refuses the connection is marked down and another one tried.
+func (r *Router) exchange(f *flight, host string, out []byte, cbr *bufio.Reader, req *httpfast.Request, resp *httpfast.Response) (*httpfast.Conn, error) {
+	bc, err := r.pool.Exchange(f.ep, func() (*httpfast.Conn, error) { return r.dialBackend(f.ep, f.rt) }, out, cbr, req, resp, f.rt.ReadTimeout)
 	for tries := 1; err != nil && isDialError(err) && tries < 3; tries++ {
 		// Nothing was sent: another gear may take the request.
 		rt3, ep3, cnt3 := r.pick(host)
@@ -206,10 +214,10 @@ func (r *Router) proxyFast(c net.Conn, cbr *bufio.Reader, req *httpfast.Request,
 		}
 		f.cnt.Add(-1)
 		f.rt, f.ep, f.cnt = rt3, ep3, cnt3
-		resp = httpfast.Response{}
-		bc, err = r.pool.Exchange(f.ep, func() (*httpfast.Conn, error) { return r.dialBackend(f.ep, f.rt) }, out, cbr, req, &resp, f.rt.ReadTimeout)
+		*resp = httpfast.Response{}
+		bc, err = r.pool.Exchange(f.ep, func() (*httpfast.Conn, error) { return r.dialBackend(f.ep, f.rt) }, out, cbr, req, resp, f.rt.ReadTimeout)
 	}
-	return r.answer(c, cbr, bc, &resp, req, err, host, &f, extra)
+	return bc, err
 }
 
 // fastEntry is the access entry of req, or nil when nothing takes it.

@@ -30,6 +30,7 @@ const h2Penalty = 10 * time.Second
 func (r *Router) newH2() *h2.Server {
 	return &h2.Server{
 		Handler:              r,
+		Direct:               r.serveH2Direct,
 		MaxConcurrentStreams: 250,
 		IdleTimeout:          r.o.IdleTimeout,
 		MaxHeaderBytes:       r.o.MaxHeaderBytes,

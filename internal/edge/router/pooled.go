@@ -151,6 +151,11 @@ func (r *Router) forwardPooled(w http.ResponseWriter, req *http.Request, rt *Rou
 
 // trailers reads a chunked body's trailer section into h as trailers.
 func trailers(br *bufio.Reader, h http.Header) error {
+	return readTrailers(br, func(k, v []byte) { h.Add(http.TrailerPrefix+string(k), string(v)) })
+}
+
+// readTrailers reads a chunked body's trailer section, each field to add.
+func readTrailers(br *bufio.Reader, add func(k, v []byte)) error {
 	for {
 		line, err := br.ReadSlice('\n')
 		if err != nil {
@@ -161,7 +166,7 @@ func trailers(br *bufio.Reader, h http.Header) error {
 			return nil
 		}
 		if colon := bytes.IndexByte(line, ':'); colon > 0 {
-			h.Add(http.TrailerPrefix+string(line[:colon]), string(bytes.TrimSpace(line[colon+1:])))
+			add(line[:colon], bytes.TrimSpace(line[colon+1:]))
 		}
 	}
 }

@@ -263,8 +263,13 @@ func (r *Router) proxyError(w http.ResponseWriter, req *http.Request, err error)
 
 // page writes one of the router's own pages and returns its size.
 func page(w http.ResponseWriter, req *http.Request, status int, title, msg string) int {
+	return pageFor(w, req.Header.Get("Accept"), status, title, msg)
+}
+
+// pageFor is page for a client that accepts accept.
+func pageFor(w http.ResponseWriter, accept string, status int, title, msg string) int {
 	w.Header().Set("Cache-Control", "no-store")
-	if !strings.Contains(req.Header.Get("Accept"), "text/html") {
+	if !strings.Contains(accept, "text/html") {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(status)
 		n, _ := fmt.Fprintf(w, "%d %s: %s\n", status, title, msg)

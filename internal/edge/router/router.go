@@ -132,6 +132,7 @@ type Router struct {
 	pool         httpfast.Pool         // the fast path's connections to gears
 	fastConns    httpfast.ConnSet      // the fast path's client connections
 	loops        atomic.Pointer[loops] // the fast path's keep-alive connections (Run starts them)
+	h2Direct     atomic.Int64          // h2 requests serveH2Direct took (for tests)
 	tcp          tcpRoutes
 	obs          *observer
 	certs        certCache
