@@ -493,8 +493,53 @@ func (s *Stream) Writer() http.ResponseWriter {
 	return s.w
 }
 
-// end ends a response Direct left unfinished: cut if it had begun (a
-// client must not take a part for the whole), else a 502.
+// TrySend sends a whole response (body nil: none) if the client's
+// windows take it now, without waiting; false: nothing was sent. An error
+// says the stream is gone (reset, or the connection): there is nothing
+// to send to.
+func (s *Stream) TrySend(status int, fields []hpack.HeaderField, body []byte) (bool, error) {
+	st := s.st
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := st.writable(); err != nil {
+		return false, err
+	}
+	n := int64(len(body))
+	if n > st.sendWin || n > c.sendWin || len(c.out) >= outMax {
+		return false, nil
+	}
+	s.sent = true
+	c.enc.WriteField(hpackField(":status", statusText(status)))
+	for _, f := range fields {
+		c.enc.WriteField(f)
+	}
+	c.writeHeaderBlock(st.id, n == 0)
+	for len(body) > 0 {
+		k := min(len(body), c.maxFrame)
+		c.writeData(st.id, body[:k], k == len(body))
+		body = body[k:]
+	}
+	st.sendWin -= n
+	c.sendWin -= n
+	st.localDone = true
+	c.closeStream(st, nil)
+	c.kick()
+	return true, nil
+}
+
+// Finish ends the response: what Writer wrote; else, if it is not
+// whole, a 502 when nothing was sent, or a cut when part was (a client
+// must not take a part for the whole).
+func (s *Stream) Finish() {
+	if s.w != nil {
+		s.w.finish()
+		s.w.release()
+		return
+	}
+	s.end()
+}
+
 func (s *Stream) end() {
 	st := s.st
 	c := st.c

@@ -32,10 +32,12 @@ type Server struct {
 	// OnAbuse, if set, is told (0: no limit).
 	ResetLimit int
 	OnAbuse    func(c net.Conn)
-	// Direct, if set, is offered each request without a body on its
-	// stream's goroutine before an http.Request is made of it: it answers
-	// through the Stream and returns true, or returns false having sent
-	// nothing, and Handler serves the request.
+	// Direct, if set, is offered each request without a body before an
+	// http.Request (or a goroutine) is made for it. It is called on the
+	// connection's reader goroutine and must not block: it takes the
+	// request (then answers it through the Stream, from any goroutine,
+	// and calls Finish) or returns false having sent nothing, and Handler
+	// serves the request.
 	Direct func(s *Stream, r *Request) bool
 	Log    *slog.Logger
 

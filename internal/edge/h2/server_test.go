@@ -443,20 +443,33 @@ func TestDirect(t *testing.T) {
 			io.WriteString(w, "handler "+r.Method)
 		}),
 		Direct: func(s *Stream, r *Request) bool {
+			var answer func()
 			switch r.Path {
 			case "/direct":
-				s.SendHeader(200, []hpack.HeaderField{{Name: "x-direct", Value: fieldOf(r, "x-in")}}, false)
-				s.SendData([]byte("part one, "), false)
-				s.SendData([]byte("part two"), false)
-				s.SendTrailers([]hpack.HeaderField{{Name: "x-sum", Value: "42"}})
+				answer = func() {
+					s.SendHeader(200, []hpack.HeaderField{{Name: "x-direct", Value: fieldOf(r, "x-in")}}, false)
+					s.SendData([]byte("part one, "), false)
+					s.SendData([]byte("part two"), false)
+					s.SendTrailers([]hpack.HeaderField{{Name: "x-sum", Value: "42"}})
+				}
+			case "/whole":
+				answer = func() {
+					if ok, err := s.TrySend(200, nil, []byte("all at once")); !ok || err != nil {
+						t.Errorf("TrySend: %v %v", ok, err)
+					}
+				}
 			case "/page":
-				w := s.Writer()
-				w.WriteHeader(503)
-				io.WriteString(w, "a page")
+				answer = func() {
+					w := s.Writer()
+					w.WriteHeader(503)
+					io.WriteString(w, "a page")
+				}
 			case "/nothing": // took it and sent nothing: a 502
+				answer = func() {}
 			default:
 				return false
 			}
+			go func() { answer(); s.Finish() }() // (not on the reader's goroutine)
 			return true
 		},
 	}
@@ -476,6 +489,9 @@ func TestDirect(t *testing.T) {
 	}
 	if resp, b := get("GET", "/direct", nil); b != "part one, part two" || resp.Header.Get("X-Direct") != "in" || resp.Trailer.Get("X-Sum") != "42" {
 		t.Errorf("direct: %q %v %v", b, resp.Header, resp.Trailer)
+	}
+	if resp, b := get("GET", "/whole", nil); resp.StatusCode != 200 || b != "all at once" || resp.ContentLength != -1 && resp.ContentLength != 11 {
+		t.Errorf("whole: %d %q", resp.StatusCode, b)
 	}
 	if resp, b := get("GET", "/page", nil); resp.StatusCode != 503 || b != "a page" {
 		t.Errorf("page: %d %q", resp.StatusCode, b)

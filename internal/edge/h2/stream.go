@@ -118,6 +118,14 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	if c.idle != nil {
 		c.idle.Stop()
 	}
+	if c.s.Direct != nil && !rq.Body && !f.Truncated {
+		c.mu.Unlock()
+		taken := c.s.Direct(&Stream{st: st, isHead: rq.Method == http.MethodHead}, rq)
+		c.mu.Lock()
+		if taken {
+			return nil
+		}
+	}
 	c.running++
 	c.handlers.Add(1)
 	go c.runStream(st, rq, f.Truncated)
@@ -324,8 +332,7 @@ func validMethod(m string) bool {
 	return m != ""
 }
 
-// runStream serves a stream's request: Server.Direct's if it takes it,
-// else the handler's.
+// runStream serves a stream's request with the handler.
 func (c *conn) runStream(st *stream, rq *Request, truncated bool) {
 	var w *responseWriter
 	defer func() {
@@ -351,16 +358,6 @@ func (c *conn) runStream(st *stream, rq *Request, truncated bool) {
 		}
 		c.handlers.Done()
 	}()
-	if c.s.Direct != nil && !rq.Body && !truncated {
-		ds := Stream{st: st, isHead: rq.Method == http.MethodHead}
-		if c.s.Direct(&ds, rq) {
-			w = ds.w
-			if w == nil {
-				ds.end()
-			}
-			return
-		}
-	}
 	var h http.Handler = c.s.Handler
 	req := st.httpRequest(rq)
 	switch {

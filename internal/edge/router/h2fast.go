@@ -32,8 +32,27 @@ var (
 
 var errUnasked101 = errors.New("the app switched protocols unasked")
 
-// serveH2Direct answers rq on the fast path, or returns false having
-// sent nothing.
+// h2Exchange is an HTTP/2 request of the fast path on its way to a gear
+// and back: on an event loop (loopH2.go), or on a goroutine.
+type h2Exchange struct {
+	s      *h2.Stream
+	rq     *h2.Request
+	host   string
+	isHead bool
+	f      flight
+	hb     *[]byte // the head for the gear (httpfast.HeadBufs), kept for a retry until the answer begins
+}
+
+func (x *h2Exchange) freeHead() {
+	if x.hb != nil {
+		httpfast.HeadBufs.Put(x.hb)
+		x.hb = nil
+	}
+}
+
+// serveH2Direct takes rq on the fast path, or returns false having sent
+// nothing. It runs on the h2 connection's reader goroutine: the request
+// goes to a gear from an event loop (or, without loops, a goroutine).
 func (r *Router) serveH2Direct(s *h2.Stream, rq *h2.Request) bool {
 	if rq.Method == http.MethodConnect {
 		return false
@@ -49,43 +68,72 @@ func (r *Router) serveH2Direct(s *h2.Stream, rq *h2.Request) bool {
 	if req.ParseHead(head, false) != nil || !r.takesFast(req, host, true) || req.Upgrade != nil {
 		return false
 	}
-	f := flight{start: time.Now()}
-	f.rt, f.ep, f.cnt = r.pick(host)
-	if f.ep == "" {
+	x := &h2Exchange{s: s, rq: rq, host: host, isHead: req.IsHead, f: flight{start: time.Now()}}
+	x.f.rt, x.f.ep, x.f.cnt = r.pick(host)
+	if x.f.ep == "" {
 		return false // the route lost its gears meanwhile: ServeHTTP says so
 	}
 	r.h2Direct.Add(1)
-	f.st = f.rt.stats
-	f.st.begin()
-	defer f.land()
+	x.f.st = x.f.rt.stats
+	x.f.st.begin()
 	clientIP, _, _ := net.SplitHostPort(rq.RemoteAddr)
-	ob := httpfast.HeadBufs.Get().(*[]byte)
-	defer httpfast.HeadBufs.Put(ob)
-	out := r.requestHead((*ob)[:0], req, clientIP, "https", r.trusted(clientIP))
-	*ob = out
-	if f.entry = r.fastEntry(f.st, req, rq.RemoteAddr); f.entry != nil {
-		f.entry.proto = "HTTP/2.0"
+	x.hb = httpfast.HeadBufs.Get().(*[]byte)
+	*x.hb = r.requestHead((*x.hb)[:0], req, clientIP, "https", r.trusted(clientIP))
+	if x.f.entry = r.fastEntry(x.f.st, req, rq.RemoteAddr); x.f.entry != nil {
+		x.f.entry.proto = "HTTP/2.0"
 	}
+	if ls := r.loops.Load(); ls == nil || !ls.takeH2(x) {
+		go r.exchangeH2(x)
+	}
+	return true
+}
+
+// exchangeH2 sends x's request on a pooled connection and answers it,
+// on a goroutine.
+func (r *Router) exchangeH2(x *h2Exchange) {
 	var resp httpfast.Response
-	bc, err := r.exchange(&f, host, out, nil, req, &resp)
+	req := httpfast.Request{IsHead: x.isHead}
+	bc, err := r.exchange(&x.f, x.host, *x.hb, nil, &req, &resp)
+	r.h2Answer(x, bc, &resp, err)
+}
+
+// h2Finish reads the answer to x's request, sent on gc, and sends it on
+// (a loop handed it over: it does not wait).
+func (r *Router) h2Finish(x *h2Exchange, gc net.Conn) {
+	bc := httpfast.NewConn(gc)
+	var resp httpfast.Response
+	err := bc.ReadResponse(&httpfast.Request{IsHead: x.isHead}, &resp, x.f.rt.ReadTimeout)
+	if err != nil {
+		bc.Drop()
+	}
+	r.h2Answer(x, bc, &resp, err)
+}
+
+// h2Answer sends the gear's response (its head read into resp) to x's
+// stream, or the page for err, and ends the exchange.
+func (r *Router) h2Answer(x *h2Exchange, bc *httpfast.Conn, resp *httpfast.Response, err error) {
+	defer func() {
+		x.f.land()
+		x.freeHead()
+		x.s.Finish()
+	}()
 	if err == nil && resp.Status == http.StatusSwitchingProtocols {
 		bc.Drop()
 		err = errUnasked101
 	}
 	if err != nil {
-		status, title, msg := r.gearFailed(err, host, &f)
-		n := pageFor(s.Writer(), fieldValue(rq.Fields, "accept"), status, title, msg)
-		r.obs.recordEntry(f.st, f.entry, f.start, status, 0, int64(n), "")
-		return true
+		status, title, msg := r.gearFailed(err, x.host, &x.f)
+		n := pageFor(x.s.Writer(), fieldValue(x.rq.Fields, "accept"), status, title, msg)
+		r.obs.recordEntry(x.f.st, x.f.entry, x.f.start, status, 0, int64(n), "")
+		return
 	}
-	n, err := r.sendH2Response(s, bc, &resp)
+	n, err := r.sendH2Response(x.s, bc, resp)
 	if err != nil || !resp.Reusable {
 		bc.Drop()
 	} else {
-		r.pool.Put(f.ep, bc)
+		r.pool.Put(x.f.ep, bc)
 	}
-	r.obs.recordEntry(f.st, f.entry, f.start, resp.Status, 0, n, f.ep)
-	return true
+	r.obs.recordEntry(x.f.st, x.f.entry, x.f.start, resp.Status, 0, n, x.f.ep)
 }
 
 // appendH2Head renders rq as an HTTP/1.1 request head.
@@ -141,19 +189,7 @@ func fieldValue(fields []hpack.HeaderField, name string) string {
 func (r *Router) sendH2Response(s *h2.Stream, bc *httpfast.Conn, resp *httpfast.Response) (int64, error) {
 	fp := h2Fields.Get().(*[]hpack.HeaderField)
 	defer func() { *fp = (*fp)[:0]; h2Fields.Put(fp) }()
-	fields := *fp
-	for _, span := range resp.Headers {
-		line := resp.Head[span[0]:span[1]]
-		colon := bytes.IndexByte(line, ':')
-		name := line[:colon]
-		if httpfast.EqualFold(name, "transfer-encoding") {
-			continue
-		}
-		fields = append(fields, hpack.HeaderField{Name: h2.LowerName(name), Value: string(bytes.TrimSpace(line[colon+1:]))})
-	}
-	if r.h3alt != "" {
-		fields = append(fields, hpack.HeaderField{Name: "alt-svc", Value: r.h3alt})
-	}
+	fields := r.h2Header((*fp)[:0], resp)
 	*fp = fields
 	br := bc.BR
 	br.Discard(resp.InReader())
@@ -204,6 +240,25 @@ func (r *Router) sendH2Response(s *h2.Stream, bc *httpfast.Conn, resp *httpfast.
 		}
 		return n, s.SendData(nil, true)
 	}
+}
+
+// h2Header appends the response's header fields as HTTP/2 sends them:
+// names in lower case, no Transfer-Encoding (the connection headers are
+// not in resp.Headers), Alt-Svc when HTTP/3 is on.
+func (r *Router) h2Header(fields []hpack.HeaderField, resp *httpfast.Response) []hpack.HeaderField {
+	for _, span := range resp.Headers {
+		line := resp.Head[span[0]:span[1]]
+		colon := bytes.IndexByte(line, ':')
+		name := line[:colon]
+		if httpfast.EqualFold(name, "transfer-encoding") {
+			continue
+		}
+		fields = append(fields, hpack.HeaderField{Name: h2.LowerName(name), Value: string(bytes.TrimSpace(line[colon+1:]))})
+	}
+	if r.h3alt != "" {
+		fields = append(fields, hpack.HeaderField{Name: "alt-svc", Value: r.h3alt})
+	}
+	return fields
 }
 
 // relayH2 sends src as DATA until its end (not ending the stream).

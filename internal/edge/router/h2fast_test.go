@@ -1,12 +1,16 @@
 package router
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/gantry-paas/gantry/internal/control/store"
 )
@@ -103,4 +107,142 @@ func mustRequest(t *testing.T, method, url string) *http.Request {
 		t.Fatal(err)
 	}
 	return req
+}
+
+// On the event loops: small answers go from the loop into the h2
+// connection; a gear that closed its pooled connection meanwhile, a
+// slow gear (504), a gear gone mid-answer and many streams at once are
+// handled as on the goroutines.
+func TestH2DirectOnTheLoops(t *testing.T) {
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/slow":
+			time.Sleep(400 * time.Millisecond)
+		case "/then-close": // a whole answer; the connection closed a little later
+			c, bw, _ := w.(http.Hijacker).Hijack()
+			bw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+			bw.Flush()
+			time.AfterFunc(50*time.Millisecond, func() { c.Close() })
+			return
+		case "/cut": // a length, then less
+			c, bw, _ := w.(http.Hijacker).Hijack()
+			bw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
+			bw.Flush()
+			c.Close()
+			return
+		}
+		io.WriteString(w, "small "+r.URL.Path)
+	})
+	r, st, ca := newTLSRouter(t, nil)
+	app := blog
+	app.ReadTimeout = 150 * time.Millisecond
+	put(t, st, r, []store.App{app}, map[string]string{"g1": strings.TrimPrefix(srv.URL, "http://")})
+	if r.loops.Load() == nil {
+		t.Skip("no event loops here (epoll): the goroutines' path is TestH2Direct's")
+	}
+	tr := h2Transport(r, ca.Roots())
+	defer tr.CloseIdleConnections()
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := tr.RoundTrip(mustRequest(t, "GET", "https://blog-acme.localhost"+path))
+		if err != nil {
+			return 0, err.Error()
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return resp.StatusCode, "read: " + err.Error()
+		}
+		return resp.StatusCode, string(b)
+	}
+	before := r.h2Looped.Load()
+	for i := range 3 {
+		if code, body := get(fmt.Sprintf("/a%d", i)); code != 200 || body != fmt.Sprintf("small /a%d", i) {
+			t.Fatalf("GET: %d %q", code, body)
+		}
+	}
+	if got := r.h2Looped.Load() - before; got != 3 {
+		t.Errorf("%d of 3 small answers went from a loop", got)
+	}
+	// The gear closes a connection the router pooled: the next request
+	// goes on a new one.
+	if code, body := get("/then-close"); code != 200 || body != "first" {
+		t.Errorf("GET /then-close: %d %q", code, body)
+	}
+	time.Sleep(200 * time.Millisecond)
+	for i := range 4 { // (on each loop's pool)
+		if code, body := get(fmt.Sprintf("/after-close%d", i)); code != 200 || body != fmt.Sprintf("small /after-close%d", i) {
+			t.Errorf("after the gear closed a pooled connection: %d %q", code, body)
+		}
+	}
+	if code, _ := get("/slow"); code != http.StatusGatewayTimeout {
+		t.Errorf("a slow gear: %d; want 504", code)
+	}
+	if code, body := get("/cut"); code == 200 && body == "only this" {
+		t.Errorf("a cut answer reached the client as whole: %d %q", code, body)
+	}
+	var wg sync.WaitGroup
+	var bad atomic.Int32
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if code, body := get(fmt.Sprintf("/m%d", i)); code != 200 || body != fmt.Sprintf("small /m%d", i) {
+				bad.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if bad.Load() > 0 {
+		t.Errorf("%d of 200 concurrent streams failed", bad.Load())
+	}
+}
+
+// A gear that closes a pooled connection on the request written to it
+// (before answering): the request goes again on a new connection.
+func TestH2DirectRetriesWhenAPooledConnectionCloses(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepted atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			go func() {
+				// Answer one request, then read the next and close.
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for i := 0; ; i++ {
+					if _, err := http.ReadRequest(br); err != nil || i == 1 {
+						return
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}()
+		}
+	}()
+	r, st, ca := newTLSRouter(t, nil)
+	put(t, st, r, []store.App{blog}, map[string]string{"g1": ln.Addr().String()})
+	tr := h2Transport(r, ca.Roots())
+	defer tr.CloseIdleConnections()
+	for i := range 8 {
+		resp, err := tr.RoundTrip(mustRequest(t, "GET", "https://blog-acme.localhost/"))
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "ok" {
+			t.Fatalf("request %d: %d %q; want 200 ok", i, resp.StatusCode, b)
+		}
+	}
+	if n := accepted.Load(); n < 5 {
+		t.Fatalf("the app accepted %d connections; the test needs its closes to be met", n)
+	}
 }

@@ -88,6 +88,7 @@ type loopConn struct {
 	// a gear's
 	ep   string
 	used time.Time
+	x    *h2Exchange // the HTTP/2 request in flight on it (loopH2.go)
 	// due is when the present wait ends (on the loop's clock; 0: never);
 	// queued is the timer entry standing for it.
 	due, queued int64
@@ -440,6 +441,8 @@ func (l *eventLoop) expire(now int64) {
 		case c.due > now:
 			heap.Push(&l.timers, timer{c.due, c})
 			c.queued = c.due
+		case c.gear && c.x != nil:
+			l.h2Expired(c)
 		case c.gear:
 			if c.peer == nil {
 				l.dropGear(c) // idle in the pool past its time
@@ -503,7 +506,7 @@ func (l *eventLoop) release(c *loopConn) net.Conn {
 // pool (under l.mu, once closing).
 func (l *eventLoop) closeIdle() {
 	for _, c := range l.conns {
-		if c.peer == nil && !c.dialing {
+		if c.peer == nil && !c.dialing && c.x == nil {
 			if c.gear {
 				l.dropGear(c)
 			} else {
@@ -519,6 +522,10 @@ func (l *eventLoop) shut() {
 	for _, c := range l.conns {
 		if (c.peer != nil || c.dialing) && !c.gear {
 			c.f.land()
+		}
+		if x := c.x; x != nil { // (cut: the drain timeout passed)
+			c.x = nil
+			go l.r.h2Answer(x, nil, nil, errors.New("the router stopped"))
 		}
 		l.closeConn(c)
 	}

@@ -254,6 +254,10 @@ func (l *eventLoop) endUpload(c *loopConn) {
 
 // gearReady reads a gear's response and sends it to its client.
 func (l *eventLoop) gearReady(g *loopConn) {
+	if g.x != nil {
+		l.h2Ready(g)
+		return
+	}
 	c := g.peer
 	if c == nil {
 		// Idle in the pool: the event may be one for bytes already read

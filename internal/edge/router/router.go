@@ -133,6 +133,7 @@ type Router struct {
 	fastConns    httpfast.ConnSet      // the fast path's client connections
 	loops        atomic.Pointer[loops] // the fast path's keep-alive connections (Run starts them)
 	h2Direct     atomic.Int64          // h2 requests serveH2Direct took (for tests)
+	h2Looped     atomic.Int64          // and of those, answered from a loop
 	tcp          tcpRoutes
 	obs          *observer
 	certs        certCache
