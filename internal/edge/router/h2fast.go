@@ -175,6 +175,16 @@ func appendH2Head(out []byte, rq *h2.Request) []byte {
 	return append(out, "\r\n"...)
 }
 
+// validValue says v may be a field value: no controls but tabs.
+func validValue(v []byte) bool {
+	for _, c := range v {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
 func fieldValue(fields []hpack.HeaderField, name string) string {
 	for _, f := range fields {
 		if f.Name == name {
@@ -249,11 +259,11 @@ func (r *Router) h2Header(fields []hpack.HeaderField, resp *httpfast.Response) [
 	for _, span := range resp.Headers {
 		line := resp.Head[span[0]:span[1]]
 		colon := bytes.IndexByte(line, ':')
-		name := line[:colon]
-		if httpfast.EqualFold(name, "transfer-encoding") {
-			continue
+		name, value := line[:colon], bytes.TrimSpace(line[colon+1:])
+		if httpfast.EqualFold(name, "transfer-encoding") || !httpfast.Token(name) || !validValue(value) {
+			continue // (a name or value HTTP/2 clients refuse: the header, not the response)
 		}
-		fields = append(fields, hpack.HeaderField{Name: h2.LowerName(name), Value: string(bytes.TrimSpace(line[colon+1:]))})
+		fields = append(fields, hpack.HeaderField{Name: h2.LowerName(name), Value: string(value)})
 	}
 	if r.h3alt != "" {
 		fields = append(fields, hpack.HeaderField{Name: "alt-svc", Value: r.h3alt})

@@ -27,7 +27,7 @@ func TestH2Direct(t *testing.T) {
 			w.Write([]byte(strings.Repeat("b", 3<<20)))
 		case "/raw": // an HTTP/1.0-style answer: no length, then close
 			c, bw, _ := w.(http.Hijacker).Hijack()
-			bw.WriteString("HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive, close\r\nX-App: raw\r\n\r\nuntil close")
+			bw.WriteString("HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive, close\r\nX-App: raw\r\nBad Name: x\r\nX-Ctl: a\x01b\r\n\r\nuntil close")
 			bw.Flush()
 			c.Close()
 		default:
@@ -74,7 +74,7 @@ func TestH2Direct(t *testing.T) {
 	}
 	resp, body = do(mustRequest(t, "GET", "https://blog-acme.localhost/raw"))
 	if body != "until close" || resp.Header.Get("X-App") != "raw" || resp.Header.Get("Keep-Alive") != "" {
-		t.Errorf("a response until close: %q %v", body, resp.Header)
+		t.Errorf("a response until close, with headers HTTP/2 cannot carry: %q %v", body, resp.Header)
 	}
 
 	// A body goes through ServeHTTP.
