@@ -45,6 +45,9 @@ type stream struct {
 	trailerIn    http.Header // the trailers as they came (the reader's)
 	needContinue bool        // Expect: 100-continue, not answered yet
 
+	req Request // its head, as parsed
+	pub Stream  // what Server.Direct answers it with
+
 	readDeadline  time.Time
 	rdTimer       *time.Timer
 	writeDeadline time.Time
@@ -120,7 +123,8 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	if c.s.Direct != nil && !rq.Body && !f.Truncated {
 		c.mu.Unlock()
-		taken := c.s.Direct(&Stream{st: st, isHead: rq.Method == http.MethodHead}, rq)
+		st.pub = Stream{st: st, isHead: rq.Method == http.MethodHead}
+		taken := c.s.Direct(&st.pub, rq)
 		c.mu.Lock()
 		if taken {
 			return nil
@@ -174,8 +178,17 @@ type Request struct {
 // 8441); a malformed request is a stream error.
 func (c *conn) parseRequest(st *stream, f *http2.MetaHeadersFrame) (*Request, error) {
 	malformed := http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}
-	rq := &Request{RemoteAddr: c.remote, Body: !f.StreamEnded(), Fields: f.RegularFields()}
-	for _, hf := range f.PseudoFields() {
+	rq := &st.req
+	*rq = Request{RemoteAddr: c.remote, Body: !f.StreamEnded()}
+	pseudo := len(f.Fields) // (the framer checked they come first)
+	for i, hf := range f.Fields {
+		if !hf.IsPseudo() {
+			pseudo = i
+			break
+		}
+	}
+	rq.Fields = f.Fields[pseudo:]
+	for _, hf := range f.Fields[:pseudo] {
 		switch hf.Name {
 		case ":method":
 			rq.Method = hf.Value

@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -775,17 +776,26 @@ func CopyChunked(w io.Writer, br *bufio.Reader, buf []byte) (int64, error) {
 	}
 }
 
+// Token says b is a token (a method, a header name).
 func Token(b []byte) bool {
 	if len(b) == 0 {
 		return false
 	}
 	for _, c := range b {
-		if c <= ' ' || c >= 0x7f || bytes.IndexByte([]byte(`()<>@,;:\"/[]?={}`), c) >= 0 {
+		if !tokenChars[c] {
 			return false
 		}
 	}
 	return true
 }
+
+// tokenChars are the bytes of a token (RFC 9110 5.6.2).
+var tokenChars = func() (t [256]bool) {
+	for c := '!'; c < 0x7f; c++ {
+		t[c] = !strings.ContainsRune(`()<>@,;:\"/[]?={}`, c)
+	}
+	return t
+}()
 
 // containsFold says b contains the lower-case s, in any case.
 func containsFold(b []byte, s string) bool {

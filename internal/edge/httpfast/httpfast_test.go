@@ -8,6 +8,8 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 func parse(t *testing.T, head string, proxy bool) (*Request, error) {
@@ -235,5 +237,18 @@ func TestChunksFindTheEnd(t *testing.T) {
 		if _, _, err := k.Scan([]byte(bad)); err != ErrBadChunk {
 			t.Errorf("%q: %v; want ErrBadChunk", bad, err)
 		}
+	}
+}
+
+// Token agrees with x/net's httpguts on every byte.
+func TestTokenAgreesWithHTTPGuts(t *testing.T) {
+	for c := range 256 {
+		b := []byte{'a', byte(c), 'z'}
+		if got, want := Token(b), httpguts.ValidHeaderFieldName(string(b)); got != want {
+			t.Errorf("Token(%q) = %v; httpguts says %v", b, got, want)
+		}
+	}
+	if Token(nil) {
+		t.Error("an empty token")
 	}
 }
