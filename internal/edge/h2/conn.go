@@ -34,6 +34,7 @@ type conn struct {
 	// The reader goroutine's own.
 	br          *bufio.Reader
 	fr          *http2.Framer
+	hd          *blockDecoder
 	maxHeader   uint32
 	sawSettings bool
 	resets      int
@@ -186,8 +187,11 @@ func (c *conn) process(f http2.Frame) error {
 		c.sawSettings = true
 	}
 	switch f := f.(type) {
-	case *http2.MetaHeadersFrame:
-		return c.processHeaders(f)
+	case *http2.HeadersFrame:
+		c.hd.begin(f, c.maxHeader)
+		return c.headerBlock(f.HeaderBlockFragment(), f.HeadersEnded())
+	case *http2.ContinuationFrame: // (the framer checks their order)
+		return c.headerBlock(f.HeaderBlockFragment(), f.HeadersEnded())
 	case *http2.DataFrame:
 		return c.processData(f)
 	case *http2.SettingsFrame:
@@ -208,6 +212,16 @@ func (c *conn) process(f http2.Frame) error {
 		return http2.ConnectionError(http2.ErrCodeProtocol)
 	}
 	return nil // PRIORITY, PRIORITY_UPDATE and unknown frames: nothing to do
+}
+
+// headerBlock decodes a fragment of a header block, and takes the block
+// when it ends.
+func (c *conn) headerBlock(frag []byte, ended bool) error {
+	done, err := c.hd.write(frag, ended)
+	if err != nil || !done {
+		return err
+	}
+	return c.processHeaders(&c.hd.block)
 }
 
 func (c *conn) processSettings(f *http2.SettingsFrame) error {

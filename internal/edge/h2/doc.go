@@ -15,8 +15,11 @@
 // it, and a handler writes its frames itself.
 //
 // Concurrency: per connection one reader goroutine (ServeConn's), one
-// goroutine per stream running the handler, and a writer goroutine
-// started while there are bytes to send. Everything shared — the
+// goroutine per stream the handler serves, and a writer goroutine
+// started while there are bytes to send. A request without a body is
+// first offered to Server.Direct, on the reader goroutine: what it takes
+// it answers from wherever it likes (the router: its event loops)
+// through the Stream, and no goroutine is started for it. Everything shared — the
 // streams, both directions' windows, the HPACK encoder, the output
 // buffer — is under the connection's one mutex, held only to update
 // state and append frames, never across I/O: frames are appended to a

@@ -103,15 +103,6 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (w *responseWriter) WriteString(s string) (int, error) {
-	if w.buf != nil && len(*w.buf)+len(s) <= bodyBufSize && w.wroteHeader && !w.isHead && bodyAllowed(w.status) && (w.declLen < 0 || w.written+int64(len(s)) <= w.declLen) {
-		*w.buf = append(*w.buf, s...)
-		w.written += int64(len(s))
-		return len(s), nil
-	}
-	return w.Write([]byte(s))
-}
-
 // Flush sends the header and what the body has buffered.
 func (w *responseWriter) Flush() { w.FlushError() }
 

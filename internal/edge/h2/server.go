@@ -114,8 +114,7 @@ func (s *Server) newConn(c net.Conn) *conn {
 	cn.ctx, cn.cancel = context.WithCancel(context.Background())
 	cn.br = bufio.NewReaderSize(c, 16<<10)
 	cn.fr = http2.NewFramer(nil, cn.br)
-	cn.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	cn.fr.MaxHeaderListSize = cn.maxHeader
+	cn.hd = newBlockDecoder(cn.maxHeader)
 	cn.fr.SetReuseFrames()
 	cn.fr.SetMaxReadFrameSize(16384) // the default, not raised in SETTINGS
 	cn.enc = hpack.NewEncoder(&cn.hbuf)

@@ -518,3 +518,45 @@ func fieldOf(r *Request, name string) string {
 	}
 	return ""
 }
+
+// A header list over MaxHeaderBytes is answered 431; an endless header
+// block (CONTINUATION flood, CVE-2024-27316) ends the connection.
+func TestHeaderListLimits(t *testing.T) {
+	base, _ := start(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }), MaxHeaderBytes: 8 << 10})
+	big := dialRaw(t, base)
+	big.buf.Reset()
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "localhost"}, {":path", "/"}} {
+		big.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	for i := range 12 { // 12 kB in all (one frame), each under the limit
+		big.enc.WriteField(hpack.HeaderField{Name: fmt.Sprintf("x-h%d", i), Value: strings.Repeat("v", 1000)})
+	}
+	big.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: big.buf.Bytes(), EndStream: true, EndHeaders: true})
+	h := big.until("the answer", func(f http2.Frame) bool { _, ok := f.(*http2.MetaHeadersFrame); return ok }).(*http2.MetaHeadersFrame)
+	if st := h.PseudoValue("status"); st != "431" {
+		t.Errorf("status %s; want 431", st)
+	}
+
+	r := dialRaw(t, base)
+	r.buf.Reset()
+	r.enc.WriteField(hpack.HeaderField{Name: ":method", Value: "GET"})
+	r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: r.buf.Bytes(), EndStream: true})
+	junk := bytes.Repeat([]byte{0x40, 1, 'x', 1, 'y'}, 3000) // literal fields, 15 kB a frame
+	var err2 error
+	for i := 0; i < 2000 && err2 == nil; i++ {
+		err2 = r.fr.WriteContinuation(1, false, junk)
+	}
+	r.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("the connection outlived 30 MB of CONTINUATION frames")
+			}
+			break // closed
+		}
+		if ga, ok := f.(*http2.GoAwayFrame); ok && ga.ErrCode != http2.ErrCodeProtocol && ga.ErrCode != http2.ErrCodeCompression {
+			t.Errorf("GOAWAY %v; want PROTOCOL_ERROR", ga.ErrCode)
+		}
+	}
+}

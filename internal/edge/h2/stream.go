@@ -76,8 +76,8 @@ func (st *stream) giveBack(n int64) {
 }
 
 // processHeaders opens a stream, or takes a request's trailers.
-func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
-	id := f.StreamID
+func (c *conn) processHeaders(f *headerBlock) error {
+	id := f.id
 	if id%2 == 0 {
 		return http2.ConnectionError(http2.ErrCodeProtocol)
 	}
@@ -96,7 +96,7 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 		return nil // after the GOAWAY's last stream: ignored
 	}
 	c.maxID = id
-	if f.HasPriority() && f.Priority.StreamDep == id {
+	if f.prio && f.dep == id {
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
 	}
 	if len(c.streams) >= int(c.s.maxStreams()) {
@@ -113,7 +113,7 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	if err != nil {
 		return err
 	}
-	if f.StreamEnded() {
+	if f.end {
 		st.remoteDone = true
 		st.bodyErr = io.EOF
 	}
@@ -121,7 +121,7 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	if c.idle != nil {
 		c.idle.Stop()
 	}
-	if c.s.Direct != nil && !rq.Body && !f.Truncated {
+	if c.s.Direct != nil && !rq.Body && !f.truncated {
 		c.mu.Unlock()
 		st.pub = Stream{st: st, isHead: rq.Method == http.MethodHead}
 		taken := c.s.Direct(&st.pub, rq)
@@ -132,7 +132,7 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	c.running++
 	c.handlers.Add(1)
-	go c.runStream(st, rq, f.Truncated)
+	go c.runStream(st, rq, f.truncated)
 	return nil
 }
 
@@ -140,11 +140,11 @@ func headerTooLong(w http.ResponseWriter, _ *http.Request) {
 	http.Error(w, "431 Request Header Fields Too Large", http.StatusRequestHeaderFieldsTooLarge)
 }
 
-func (c *conn) processTrailers(st *stream, f *http2.MetaHeadersFrame) error {
-	if !f.StreamEnded() || len(f.PseudoFields()) > 0 {
+func (c *conn) processTrailers(st *stream, f *headerBlock) error {
+	if !f.end || len(f.fields) > 0 && f.fields[0].IsPseudo() {
 		return http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}
 	}
-	for _, hf := range f.RegularFields() {
+	for _, hf := range f.fields {
 		k := canonicalKey(hf.Name)
 		if !httpguts.ValidTrailerHeader(k) {
 			return http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}
@@ -176,19 +176,19 @@ type Request struct {
 
 // parseRequest checks a request's header fields (RFC 9113 §8.3, RFC
 // 8441); a malformed request is a stream error.
-func (c *conn) parseRequest(st *stream, f *http2.MetaHeadersFrame) (*Request, error) {
+func (c *conn) parseRequest(st *stream, f *headerBlock) (*Request, error) {
 	malformed := http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}
 	rq := &st.req
-	*rq = Request{RemoteAddr: c.remote, Body: !f.StreamEnded()}
-	pseudo := len(f.Fields) // (the framer checked they come first)
-	for i, hf := range f.Fields {
+	*rq = Request{RemoteAddr: c.remote, Body: !f.end}
+	pseudo := len(f.fields) // (they come first: checked in decoding)
+	for i, hf := range f.fields {
 		if !hf.IsPseudo() {
 			pseudo = i
 			break
 		}
 	}
-	rq.Fields = f.Fields[pseudo:]
-	for _, hf := range f.Fields[:pseudo] {
+	rq.Fields = f.fields[pseudo:]
+	for _, hf := range f.fields[:pseudo] {
 		switch hf.Name {
 		case ":method":
 			rq.Method = hf.Value

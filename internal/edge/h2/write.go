@@ -58,8 +58,8 @@ func (c *conn) kickControl() error {
 }
 
 func (c *conn) writeLoop() {
-	// Handlers that are ready to run (their gears answered meanwhile) run
-	// first and add their frames: one write for all of them.
+	// Streams whose answers are ready (their handlers runnable, the
+	// loops' turns) add their frames first: one write for all of them.
 	runtime.Gosched()
 	c.mu.Lock()
 	for len(c.out) > 0 && c.werr == nil {
@@ -71,11 +71,7 @@ func (c *conn) writeLoop() {
 		c.mu.Unlock()
 		_, err := c.nc.Write(buf)
 		c.mu.Lock()
-		if c.spare == nil {
-			c.spare = buf[:0]
-		} else {
-			putBuf(buf)
-		}
+		c.spare = buf[:0] // (only the writer takes or sets it)
 		if err != nil {
 			c.werr = err
 			c.wakeAll()

@@ -17,13 +17,14 @@ import (
 )
 
 // HTTP/2 requests without a body take the fast path too (edge/h2's
-// Direct, on the stream's goroutine, before any http.Request is made):
-// the request's fields are written as an HTTP/1.1 head and parsed by the
-// fast path's own parser, so that exactly the requests HTTP/1.1 would
-// send on the fast path go, checked the same way and with the same
-// forwarded headers; the gear's response goes back as HEADERS and DATA
-// frames, its body sent as it comes. Anything else (the platform host,
-// redirects, idle apps, bodies, extended CONNECT…) goes to ServeHTTP.
+// Direct, on the connection's reader goroutine, before any http.Request
+// or goroutine is made): the request's fields are written as an HTTP/1.1
+// head and parsed by the fast path's own parser, so that exactly the
+// requests HTTP/1.1 would send on the fast path go, checked the same way
+// and with the same forwarded headers; an event loop exchanges it with
+// the gear (loopH2.go), and the response goes back as HEADERS and DATA
+// frames. Anything else (the platform host, redirects, idle apps, bodies,
+// extended CONNECT…) goes to ServeHTTP.
 
 var (
 	h2Fields     = sync.Pool{New: func() any { f := make([]hpack.HeaderField, 0, 16); return &f }}
