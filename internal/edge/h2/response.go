@@ -428,7 +428,16 @@ func (s *Stream) SendHeader(status int, fields []hpack.HeaderField, end bool) er
 		return err
 	}
 	s.sent = true
-	c.enc.WriteField(hpackField(":status", statusText(status)))
+	c.writeFields(st, status, fields, end)
+	return nil
+}
+
+// writeFields sends a HEADERS block: the status (0: none, trailers) and
+// the fields; end ends the stream (c.mu held).
+func (c *conn) writeFields(st *stream, status int, fields []hpack.HeaderField, end bool) {
+	if status != 0 {
+		c.enc.WriteField(hpackField(":status", statusText(status)))
+	}
 	for _, f := range fields {
 		c.enc.WriteField(f)
 	}
@@ -438,7 +447,6 @@ func (s *Stream) SendHeader(status int, fields []hpack.HeaderField, end bool) er
 		c.closeStream(st, nil)
 	}
 	c.kick()
-	return nil
 }
 
 // SendData sends body bytes, waiting for the client's window as it must;
@@ -465,13 +473,7 @@ func (s *Stream) SendTrailers(fields []hpack.HeaderField) error {
 	if err := st.writable(); err != nil {
 		return err
 	}
-	for _, f := range fields {
-		c.enc.WriteField(f)
-	}
-	c.writeHeaderBlock(st.id, true)
-	st.localDone = true
-	c.closeStream(st, nil)
-	c.kick()
+	c.writeFields(st, 0, fields, true)
 	return nil
 }
 
@@ -501,21 +503,18 @@ func (s *Stream) TrySend(status int, fields []hpack.HeaderField, body []byte) (b
 		return false, nil
 	}
 	s.sent = true
-	c.enc.WriteField(hpackField(":status", statusText(status)))
-	for _, f := range fields {
-		c.enc.WriteField(f)
-	}
-	c.writeHeaderBlock(st.id, n == 0)
+	c.writeFields(st, status, fields, n == 0)
 	for len(body) > 0 {
 		k := min(len(body), c.maxFrame)
 		c.writeData(st.id, body[:k], k == len(body))
 		body = body[k:]
 	}
-	st.sendWin -= n
-	c.sendWin -= n
-	st.localDone = true
-	c.closeStream(st, nil)
-	c.kick()
+	if n > 0 {
+		st.sendWin -= n
+		c.sendWin -= n
+		st.localDone = true
+		c.closeStream(st, nil)
+	}
 	return true, nil
 }
 
@@ -540,11 +539,7 @@ func (s *Stream) end() {
 		return
 	}
 	if !s.sent {
-		c.enc.WriteField(hpackField(":status", "502"))
-		c.writeHeaderBlock(st.id, true)
-		st.localDone = true
-		c.closeStream(st, nil)
-		c.kick()
+		c.writeFields(st, http.StatusBadGateway, nil, true)
 		return
 	}
 	c.resetStream(st.id, http2.ErrCodeInternal)

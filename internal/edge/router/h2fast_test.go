@@ -1,7 +1,6 @@
 package router
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -201,34 +200,9 @@ func TestH2DirectOnTheLoops(t *testing.T) {
 // A gear that closes a pooled connection on the request written to it
 // (before answering): the request goes again on a new connection.
 func TestH2DirectRetriesWhenAPooledConnectionCloses(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var accepted atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			go func() {
-				// Answer one request, then read the next and close.
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for i := 0; ; i++ {
-					if _, err := http.ReadRequest(br); err != nil || i == 1 {
-						return
-					}
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				}
-			}()
-		}
-	}()
+	gear, accepted := oneAnswerGear(t)
 	r, st, ca := newTLSRouter(t, nil)
-	put(t, st, r, []store.App{blog}, map[string]string{"g1": ln.Addr().String()})
+	put(t, st, r, []store.App{blog}, map[string]string{"g1": gear})
 	tr := h2Transport(r, ca.Roots())
 	defer tr.CloseIdleConnections()
 	for i := range 8 {

@@ -1,7 +1,6 @@
 package router
 
 import (
-	"bytes"
 	"errors"
 
 	"golang.org/x/net/http2/hpack"
@@ -118,34 +117,24 @@ func (l *eventLoop) sendH2(x *h2Exchange, g *loopConn) {
 // h2Ready reads the answer to the request in flight on g.
 func (l *eventLoop) h2Ready(g *loopConn) {
 	x := g.x
-	g.borrow()
-	var head []byte
-	for {
-		buf, _ := g.br.Peek(g.br.Buffered())
-		if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
-			head = buf[:i+4]
-			break
-		}
-		if g.br.Buffered() >= httpfast.BufSize {
-			l.handH2(g) // a large head
+	head, err := g.responseHead()
+	switch {
+	case err == errWouldBlock:
+		return
+	case err == errLongHead:
+		l.handH2(g)
+		return
+	case err != nil:
+		started := g.br.Buffered() > 0
+		g.x = nil
+		l.closeConn(g)
+		l.clients--
+		if !started { // a pooled connection the gear closed: anew
+			go l.r.exchangeH2(x)
 			return
 		}
-		if _, err := g.br.Peek(g.br.Buffered() + 1); err != nil {
-			if err == errWouldBlock {
-				g.readable = false
-				return
-			}
-			started := g.br.Buffered() > 0
-			g.x = nil
-			l.closeConn(g)
-			l.clients--
-			if !started { // a pooled connection the gear closed: anew
-				go l.r.exchangeH2(x)
-				return
-			}
-			go l.r.h2Answer(x, nil, nil, err)
-			return
-		}
+		go l.r.h2Answer(x, nil, nil, err)
+		return
 	}
 	var resp httpfast.Response
 	if err := resp.Parse(head, &httpfast.Request{IsHead: x.isHead}); err != nil || resp.Status < 200 {

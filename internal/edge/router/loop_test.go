@@ -304,34 +304,9 @@ func TestLoopShutdown(t *testing.T) {
 // request, which has no body, is tried again on a new connection, and
 // the client sees the answer.
 func TestLoopRetriesWhenAPooledConnectionCloses(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var accepted atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			go func() {
-				// Answer one request, then read the next and close.
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for i := 0; ; i++ {
-					if _, err := http.ReadRequest(br); err != nil || i == 1 {
-						return
-					}
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				}
-			}()
-		}
-	}()
+	gear, accepted := oneAnswerGear(t)
 	r, st := newRouter(t)
-	put(t, st, r, []store.App{blog}, map[string]string{"g1": ln.Addr().String()})
+	put(t, st, r, []store.App{blog}, map[string]string{"g1": gear})
 	c, br := rawConn(t, r)
 	for i := range 6 {
 		io.WriteString(c, "GET / HTTP/1.1\r\nHost: blog-acme.localhost\r\n\r\n")
@@ -345,6 +320,38 @@ func TestLoopRetriesWhenAPooledConnectionCloses(t *testing.T) {
 	if n := accepted.Load(); n < 4 {
 		t.Fatalf("the app accepted %d connections; the test needs its closes to be met", n)
 	}
+}
+
+// oneAnswerGear is a gear that answers the first request on each
+// connection, and closes it on the second before answering. It returns
+// its address and how many connections it accepted.
+func oneAnswerGear(t *testing.T) (string, *atomic.Int64) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var accepted atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for i := 0; ; i++ {
+					if _, err := http.ReadRequest(br); err != nil || i == 1 {
+						return
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String(), &accepted
 }
 
 // openFDs is how many descriptors this process has open.

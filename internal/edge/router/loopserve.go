@@ -277,36 +277,26 @@ func (l *eventLoop) gearReady(g *loopConn) {
 		}
 		return
 	}
-	g.borrow()
-	var head []byte
-	for {
-		buf, _ := g.br.Peek(g.br.Buffered())
-		if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
-			head = buf[:i+4]
-			break
-		}
-		if g.br.Buffered() >= httpfast.BufSize {
-			l.handExchange(c, g) // a large head
+	head, err := g.responseHead()
+	switch {
+	case err == errWouldBlock:
+		return
+	case err == errLongHead:
+		l.handExchange(c, g)
+		return
+	case err != nil:
+		started := g.br.Buffered() > 0
+		l.closeConn(g)
+		if !started && c.req.ContentLength == 0 {
+			// A pooled connection the gear closed before answering: a
+			// goroutine tries a new one.
+			c.f.land()
+			c.peer = nil
+			l.handClient(c)
 			return
 		}
-		if _, err := g.br.Peek(g.br.Buffered() + 1); err != nil {
-			if err == errWouldBlock {
-				g.readable = false
-				return
-			}
-			started := g.br.Buffered() > 0
-			l.closeConn(g)
-			if !started && c.req.ContentLength == 0 {
-				// A pooled connection the gear closed before answering:
-				// a goroutine tries a new one.
-				c.f.land()
-				c.peer = nil
-				l.handClient(c)
-				return
-			}
-			l.fail(c, err)
-			return
-		}
+		l.fail(c, err)
+		return
 	}
 	var resp httpfast.Response
 	if err := resp.Parse(head, &c.req); err != nil {
@@ -349,6 +339,31 @@ func (l *eventLoop) gearReady(g *loopConn) {
 		return
 	}
 	l.relay(c)
+}
+
+var errLongHead = errors.New("a response head longer than the reader")
+
+// responseHead reads the gear's response head into g's reader: the head
+// (still in it), or errWouldBlock (the rest is to come: the socket is
+// empty), errLongHead (it does not fit: a goroutine gathers it) or the
+// read's error.
+func (g *loopConn) responseHead() ([]byte, error) {
+	g.borrow()
+	for {
+		buf, _ := g.br.Peek(g.br.Buffered())
+		if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
+			return buf[:i+4], nil
+		}
+		if g.br.Buffered() >= httpfast.BufSize {
+			return nil, errLongHead
+		}
+		if _, err := g.br.Peek(g.br.Buffered() + 1); err != nil {
+			if err == errWouldBlock {
+				g.readable = false
+			}
+			return nil, err
+		}
+	}
 }
 
 // take says how many bytes of b, read from the gear, belong to the body
