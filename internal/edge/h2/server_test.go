@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -559,4 +560,32 @@ func TestHeaderListLimits(t *testing.T) {
 			t.Errorf("GOAWAY %v; want PROTOCOL_ERROR", ga.ErrCode)
 		}
 	}
+}
+
+// A client that sends PINGs and never reads the answers is cut once
+// they are over twice the buffer's bound, not buffered for without end.
+func TestPingFloodIsCut(t *testing.T) {
+	base, _ := start(t, &Server{Handler: http.NotFoundHandler()})
+	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return nil
+	}}
+	c, err := tls.DialWithDialer(d, "tcp", strings.TrimPrefix(base, "https://"), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, http2.ClientPreface)
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings()
+	c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+	for i := 0; i < 2_000_000; i++ { // 34 MB of answers, unread
+		if err := fr.WritePing(false, [8]byte{byte(i)}); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("the server stopped reading instead of cutting the connection")
+			}
+			return // cut
+		}
+	}
+	t.Fatal("2,000,000 unanswered PINGs and the connection is still open")
 }
