@@ -112,7 +112,7 @@ func (s *Server) newConn(c net.Conn) *conn {
 		cn.tls = &st
 	}
 	cn.ctx, cn.cancel = context.WithCancel(context.Background())
-	cn.br = bufio.NewReaderSize(c, 16<<10)
+	cn.br = bufio.NewReaderSize(c, 4<<10) // (larger reads bypass it)
 	cn.fr = http2.NewFramer(nil, cn.br)
 	cn.hd = newBlockDecoder(cn.maxHeader)
 	cn.fr.SetReuseFrames()
