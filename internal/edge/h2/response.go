@@ -420,6 +420,15 @@ type Stream struct {
 // SendHeader sends the response's status and header fields (names lower
 // case, no connection-specific ones); end if there is no body.
 func (s *Stream) SendHeader(status int, fields []hpack.HeaderField, end bool) error {
+	return s.sendFields(status, fields, end)
+}
+
+// SendTrailers ends the response with trailer fields.
+func (s *Stream) SendTrailers(fields []hpack.HeaderField) error {
+	return s.sendFields(0, fields, true)
+}
+
+func (s *Stream) sendFields(status int, fields []hpack.HeaderField, end bool) error {
 	st := s.st
 	c := st.c
 	c.mu.Lock()
@@ -462,19 +471,6 @@ func (s *Stream) SendData(p []byte, end bool) error {
 		c.closeStream(st, nil)
 	}
 	return err
-}
-
-// SendTrailers ends the response with trailer fields.
-func (s *Stream) SendTrailers(fields []hpack.HeaderField) error {
-	st := s.st
-	c := st.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := st.writable(); err != nil {
-		return err
-	}
-	c.writeFields(st, 0, fields, true)
-	return nil
 }
 
 // Writer is an http.ResponseWriter on the stream, for a response sent

@@ -198,6 +198,21 @@ func (r *Router) proxyFast(c net.Conn, cbr *bufio.Reader, req *httpfast.Request,
 	return r.answer(c, cbr, bc, &resp, req, err, host, &f, extra)
 }
 
+// pickAnother moves f to another gear of host than the one that refused
+// it, with the counts; false: there is none.
+func (r *Router) pickAnother(f *flight, host string) bool {
+	rt, ep, cnt := r.pick(host)
+	if ep == "" || ep == f.ep {
+		if cnt != nil {
+			cnt.Add(-1)
+		}
+		return false
+	}
+	f.cnt.Add(-1)
+	f.rt, f.ep, f.cnt = rt, ep, cnt
+	return true
+}
+
 // exchange sends the request (head out, the body from cbr) to f's gear
 // on a pooled connection and reads the response head into resp. A gear
 // that refuses the connection is marked down and another one tried.
@@ -205,15 +220,9 @@ func (r *Router) exchange(f *flight, host string, out []byte, cbr *bufio.Reader,
 	bc, err := r.pool.Exchange(f.ep, func() (*httpfast.Conn, error) { return r.dialBackend(f.ep, f.rt) }, out, cbr, req, resp, f.rt.ReadTimeout)
 	for tries := 1; err != nil && isDialError(err) && tries < 3; tries++ {
 		// Nothing was sent: another gear may take the request.
-		rt3, ep3, cnt3 := r.pick(host)
-		if ep3 == "" || ep3 == f.ep {
-			if cnt3 != nil {
-				cnt3.Add(-1)
-			}
+		if !r.pickAnother(f, host) {
 			break
 		}
-		f.cnt.Add(-1)
-		f.rt, f.ep, f.cnt = rt3, ep3, cnt3
 		*resp = httpfast.Response{}
 		bc, err = r.pool.Exchange(f.ep, func() (*httpfast.Conn, error) { return r.dialBackend(f.ep, f.rt) }, out, cbr, req, resp, f.rt.ReadTimeout)
 	}

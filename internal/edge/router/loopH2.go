@@ -47,28 +47,19 @@ func (l *eventLoop) dialH2(x *h2Exchange, tries int) {
 	defer l.mu.Unlock()
 	l.now = l.clock()
 	if err != nil {
-		if tries < 3 {
-			if rt3, ep3, cnt3 := l.r.pick(x.host); ep3 != "" && ep3 != x.f.ep {
-				x.f.cnt.Add(-1)
-				x.f.rt, x.f.ep, x.f.cnt = rt3, ep3, cnt3
-				l.dials.Add(1)
-				go l.dialH2(x, tries+1)
-				return
-			} else if cnt3 != nil {
-				cnt3.Add(-1)
-			}
+		if tries < 3 && l.r.pickAnother(&x.f, x.host) {
+			l.dials.Add(1)
+			go l.dialH2(x, tries+1)
+			return
 		}
 		l.h2Off(x, err)
 		return
 	}
-	g := l.detach(bc.Conn, true, x.f.ep)
+	g := l.gearConn(bc, x.f.ep)
 	if g == nil {
-		bc.Drop()
-		l.h2Off(x, errors.New("the router could not watch its connection to the app"))
+		l.h2Off(x, errUnwatched)
 		return
 	}
-	bc.BR.Reset(nil)
-	httpfast.Readers.Put(bc.BR)
 	l.sendH2(x, g)
 }
 

@@ -359,7 +359,7 @@ func openFDs(t *testing.T) int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
-		t.Skip("no /proc/self/fd here: the descriptor count cannot be read")
+		t.Skip("/proc/self/fd cannot be read on this host (no /proc mounted), so the process's open descriptors cannot be counted")
 	}
 	return len(ents)
 }

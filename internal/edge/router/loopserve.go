@@ -115,29 +115,20 @@ func (l *eventLoop) dial(c *loopConn, ep string, rt *Route, tries int) {
 		return
 	}
 	if err != nil {
-		if tries < 3 {
-			if rt3, ep3, cnt3 := l.r.pick(c.host); ep3 != "" && ep3 != ep {
-				c.f.cnt.Add(-1)
-				c.f.rt, c.f.ep, c.f.cnt = rt3, ep3, cnt3
-				c.dialing = true
-				l.dials.Add(1)
-				go l.dial(c, ep3, rt3, tries+1)
-				return
-			} else if cnt3 != nil {
-				cnt3.Add(-1)
-			}
+		if tries < 3 && l.r.pickAnother(&c.f, c.host) {
+			c.dialing = true
+			l.dials.Add(1)
+			go l.dial(c, c.f.ep, c.f.rt, tries+1)
+			return
 		}
 		l.fail(c, err)
 		return
 	}
-	g := l.detach(bc.Conn, true, ep)
+	g := l.gearConn(bc, ep)
 	if g == nil {
-		bc.Drop()
-		l.fail(c, errors.New("the router could not watch its connection to the app"))
+		l.fail(c, errUnwatched)
 		return
 	}
-	bc.BR.Reset(nil)
-	httpfast.Readers.Put(bc.BR)
 	l.send(c, g)
 }
 
@@ -503,6 +494,14 @@ func (l *eventLoop) takeGear(ep string) *loopConn {
 		bc.Drop()
 		return nil
 	}
+	return l.gearConn(bc, ep)
+}
+
+var errUnwatched = errors.New("the router could not watch its connection to the app")
+
+// gearConn moves bc, a connection to the gear ep with nothing unread, into
+// the loop (nil if it could not: bc is dropped).
+func (l *eventLoop) gearConn(bc *httpfast.Conn, ep string) *loopConn {
 	g := l.detach(bc.Conn, true, ep)
 	if g == nil {
 		bc.Drop()
