@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -20,6 +19,7 @@ import (
 	"github.com/gantry-paas/gantry/internal/egress/dns"
 	"github.com/gantry-paas/gantry/internal/egress/policy"
 	"github.com/gantry-paas/gantry/internal/node/runtime/netplan"
+	"golang.org/x/sys/unix"
 )
 
 // hostCache keeps the addresses of hostname rules until their DNS TTL
@@ -359,22 +359,30 @@ func (e *Enforcer) Apply(appKey string) error {
 var nsenter = "nsenter"
 
 // applyInNetns loads an nft script inside a named network namespace. A
-// gear whose network goes away meanwhile (it is stopping: a deploy
-// drains it while the policy is applied) is not an error.
+// namespace that is not there, or not yet or no longer one (its file
+// stays a moment before a mount and after an unmount: nsenter then
+// fails with EINVAL), belongs to a gear starting or stopping: nothing to
+// do, the gear's own start applies its policy.
 func applyInNetns(netns, script string) error {
 	path := netplan.NetnsPath(netns)
-	if _, err := os.Stat(path); err != nil {
-		return nil // the gear's network is gone (stopping)
+	if !isNamespace(path) {
+		return nil
 	}
 	cmd := exec.Command(nsenter, "--net="+path, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(script)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		if _, serr := os.Stat(path); errors.Is(serr, os.ErrNotExist) {
-			return nil // removed between the check and nsenter
+		if !isNamespace(path) {
+			return nil // removed or unmounted between the check and nsenter
 		}
 		return fmt.Errorf("nft: %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// isNamespace tells whether path is a namespace's mount (nsfs).
+func isNamespace(path string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(path, &st) == nil && st.Type == unix.NSFS_MAGIC
 }
 
 // resolvers are the nameservers gears use (they share the host's
