@@ -127,3 +127,5 @@ require (
 	modernc.org/memory v1.12.1 // indirect
 	sigs.k8s.io/yaml v1.6.0 // indirect
 )
+
+replace golang.org/x/crypto => ./third_party/golang.org/x/crypto
