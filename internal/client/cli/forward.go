@@ -278,12 +278,10 @@ func (t *tunnel) forward(_ context.Context, local net.Conn, remote string) error
 		}
 		close(done)
 	}()
-	// Reads as large as what has arrived: fewer reads mean fewer window
-	// adjustments sent back (the SSH library sends one per read) and
-	// fewer writes to the local socket. The wrapper hides the socket's
-	// ReadFrom, which would copy 32 KiB at a time.
-	buf := make([]byte, 256<<10)
-	io.CopyBuffer(struct{ io.Writer }{local}, conn, buf)
+	// The patched x/crypto/ssh (third_party/README.md) writes what has
+	// arrived to the socket as it came in, a batch of packets per writev
+	// and one window adjustment per batch.
+	io.Copy(local, conn)
 	if cw, ok := local.(*net.TCPConn); ok {
 		cw.CloseWrite()
 	}

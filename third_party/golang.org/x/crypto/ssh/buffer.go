@@ -6,6 +6,7 @@ package ssh
 
 import (
 	"io"
+	"net"
 	"sync"
 )
 
@@ -20,6 +21,8 @@ type buffer struct {
 	tail *element // the buffer that will be read last
 
 	closed bool
+
+	batch net.Buffers // writeTo's, kept for the next (gantry patch)
 }
 
 // An element represents a single link in a linked list.
@@ -120,11 +123,7 @@ func (b *buffer) Read(buf []byte) (n int, err error) {
 		}
 		// if there is a next buffer, make it the head
 		if len(b.head.buf) == 0 && b.head != b.tail {
-			if b.head.packet != nil {
-				freePacketBuf(b.head.packet)
-				b.head.packet = nil
-			}
-			b.head = b.head.next
+			b.advance()
 			continue
 		}
 
@@ -143,4 +142,66 @@ func (b *buffer) Read(buf []byte) (n int, err error) {
 		b.Cond.Wait()
 	}
 	return
+}
+
+// Limits of one writeTo: the elements (packets) and bytes it writes at
+// once (gantry patch).
+const (
+	maxWriteToElements = 64
+	maxWriteToBytes    = 1 << 20
+)
+
+// writeTo writes what the buffer holds to w without copying it: the
+// elements there are, up to the limits above, in one net.Buffers write
+// (one writev to a socket). It waits for data, and returns io.EOF once
+// the buffer is closed and empty. It must not run beside Read or another
+// writeTo, which could give back a packet it is writing (gantry patch).
+func (b *buffer) writeTo(w io.Writer) (int64, error) {
+	b.Cond.L.Lock()
+	for len(b.head.buf) == 0 {
+		if b.head != b.tail {
+			b.advance()
+			continue
+		}
+		if b.closed {
+			b.Cond.L.Unlock()
+			return 0, io.EOF
+		}
+		b.Cond.Wait()
+	}
+	bufs, size := b.batch[:0], 0
+	for e := b.head; e != nil && len(bufs) < maxWriteToElements && size < maxWriteToBytes; e = e.next {
+		if len(e.buf) > 0 {
+			bufs = append(bufs, e.buf)
+			size += len(e.buf)
+		}
+	}
+	b.batch = bufs
+	b.Cond.L.Unlock()
+
+	written := bufs // WriteTo consumes its receiver
+	n, err := written.WriteTo(w)
+	clear(b.batch[:cap(b.batch)])
+
+	b.Cond.L.Lock()
+	for left := n; left > 0; {
+		k := min(int64(len(b.head.buf)), left)
+		b.head.buf = b.head.buf[k:]
+		left -= k
+		if len(b.head.buf) > 0 || b.head == b.tail {
+			break
+		}
+		b.advance()
+	}
+	b.Cond.L.Unlock()
+	return n, err
+}
+
+// advance moves past the head, read to its end, giving its packet back.
+func (b *buffer) advance() {
+	if b.head.packet != nil {
+		freePacketBuf(b.head.packet)
+		b.head.packet = nil
+	}
+	b.head = b.head.next
 }

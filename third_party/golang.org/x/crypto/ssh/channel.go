@@ -413,6 +413,30 @@ func (c *channel) ReadExtended(data []byte, extended uint32) (n int, err error) 
 	return n, err
 }
 
+// WriteTo writes the channel's data to w until the other side sends EOF:
+// as it came in, several packets per write and without copying them into
+// a buffer of the caller's; io.Copy from the channel uses it. It must not
+// run beside Read (gantry patch).
+func (c *channel) WriteTo(w io.Writer) (total int64, err error) {
+	for {
+		n, err := c.pending.writeTo(w)
+		total += n
+		if n > 0 {
+			// As in ReadExtended: an io.EOF from the window adjustment
+			// waits until the data is drained.
+			if aerr := c.adjustWindow(uint32(n)); aerr != nil && aerr != io.EOF && err == nil {
+				err = aerr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
 func (c *channel) close() {
 	c.closeOnce.Do(func() {
 		c.pending.eof()

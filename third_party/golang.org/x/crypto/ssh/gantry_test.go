@@ -56,12 +56,13 @@ func TestGCMWritesAPacketAtOnce(t *testing.T) {
 }
 
 // Bulk data through a channel is read without an allocation per packet,
-// and comes out intact however it is read: packet buffers go back to the
-// pool only once Read has copied all of their data.
+// and comes out intact however it is read (in large or small reads, or
+// written on by WriteTo to a writer or a socket): packet buffers go back
+// to the pool only once all of their data is out.
 func TestChannelDataIsNotCopiedPerPacket(t *testing.T) {
 	const total = 64 << 20
-	for _, readSize := range []int{256 << 10, 1000} {
-		t.Run(fmt.Sprint("reads of ", readSize), func(t *testing.T) {
+	for _, how := range []string{"reads of 256 KiB", "reads of 1000 bytes", "WriteTo a writer", "WriteTo a socket"} {
+		t.Run(how, func(t *testing.T) {
 			client := bulkPair(t, total)
 			ch, reqs, err := client.OpenChannel("bulk", nil)
 			if err != nil {
@@ -70,39 +71,67 @@ func TestChannelDataIsNotCopiedPerPacket(t *testing.T) {
 			go DiscardRequests(reqs)
 			var before, after runtime.MemStats
 			runtime.ReadMemStats(&before)
-			buf := make([]byte, readSize)
-			var n int64
-			for {
-				m, err := ch.Read(buf)
-				// Each byte is its offset's 32 KiB block number plus its
-				// offset: a buffer reused too early shows.
-				for i, b := range buf[:m] {
-					off := n + int64(i)
-					if b != byte(off>>15+off) {
-						t.Fatalf("byte %d is %d, want %d", off, b, byte(off>>15+off))
-					}
+			check := &bulkChecker{t: t}
+			switch how {
+			case "reads of 256 KiB":
+				_, err = io.CopyBuffer(struct{ io.Writer }{check}, struct{ io.Reader }{ch}, make([]byte, 256<<10))
+			case "reads of 1000 bytes":
+				_, err = io.CopyBuffer(struct{ io.Writer }{check}, struct{ io.Reader }{ch}, make([]byte, 1000))
+			case "WriteTo a writer":
+				_, err = io.Copy(check, ch)
+			case "WriteTo a socket":
+				a, b, perr := netPipe()
+				if perr != nil {
+					t.Fatal(perr)
 				}
-				n += int64(m)
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					t.Fatal(err)
+				defer a.Close()
+				done := make(chan error)
+				go func() {
+					_, err := io.Copy(struct{ io.Writer }{check}, struct{ io.Reader }{b})
+					b.Close()
+					done <- err
+				}()
+				_, err = io.Copy(a, ch)
+				a.Close()
+				if derr := <-done; err == nil {
+					err = derr
 				}
 			}
+			if err != nil {
+				t.Fatal(err)
+			}
 			runtime.ReadMemStats(&after)
-			if n != total {
-				t.Fatalf("read %d bytes, want %d", n, total)
+			if check.n != total {
+				t.Fatalf("read %d bytes, want %d", check.n, total)
 			}
 			// Upstream copies each packet into a new allocation: total
 			// bytes. The rest of the connection allocates far less, but
 			// reads of 1000 bytes send a window adjustment for each few,
 			// and the collections those make empty the pool now and then.
-			if alloc := after.TotalAlloc - before.TotalAlloc; !raceEnabled && readSize > channelMaxPacket && alloc > total/8 {
+			if alloc := after.TotalAlloc - before.TotalAlloc; !raceEnabled && how != "reads of 1000 bytes" && alloc > total/8 {
 				t.Errorf("%d MiB allocated to read %d MiB", alloc>>20, total>>20)
 			}
 		})
 	}
+}
+
+// bulkChecker checks that each byte is its offset's 32 KiB block number
+// plus its offset (as bulkPair writes them): a buffer reused too early
+// shows.
+type bulkChecker struct {
+	t *testing.T
+	n int64
+}
+
+func (c *bulkChecker) Write(p []byte) (int, error) {
+	for i, b := range p {
+		off := c.n + int64(i)
+		if b != byte(off>>15+off) {
+			return 0, fmt.Errorf("byte %d is %d, want %d", off, b, byte(off>>15+off))
+		}
+	}
+	c.n += int64(len(p))
+	return len(p), nil
 }
 
 // bulkPair connects a client to a server over TCP with AES-GCM; the

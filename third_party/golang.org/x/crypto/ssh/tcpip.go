@@ -511,6 +511,15 @@ type chanConn struct {
 	laddr, raddr net.Addr
 }
 
+// WriteTo is the channel's WriteTo, so that io.Copy from a forwarded
+// connection uses it (gantry patch).
+func (t *chanConn) WriteTo(w io.Writer) (int64, error) {
+	if wt, ok := t.Channel.(io.WriterTo); ok {
+		return wt.WriteTo(w)
+	}
+	return io.Copy(w, struct{ io.Reader }{t.Channel})
+}
+
 // LocalAddr returns the local network address.
 func (t *chanConn) LocalAddr() net.Addr {
 	return t.laddr
