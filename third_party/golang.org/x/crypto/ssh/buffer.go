@@ -38,12 +38,17 @@ type element struct {
 // per packet (gantry patch).
 //
 // A buffer comes back as the packet that was handed out, which starts a
-// byte or so into it (after the padding length), so each trip costs it
-// those bytes: it serves a few thousand packets before it is too short,
-// and a new one is made.
+// byte into it (after the padding length), so each trip costs it that
+// byte: it serves about a thousand packets before it is too short for a
+// full one, and a new one is made.
+//
+// Only packets of at least half a buffer are pooled: what a channel holds
+// unread (its window's worth, when the reader is slow or a peer hostile)
+// then takes at most twice its size, as with a copy per packet; smaller
+// packets are allocated as they were.
 const (
-	packetBufSize   = channelMaxPacket + 4096
-	minPooledPacket = 4096
+	packetBufSize   = channelMaxPacket + 1024
+	minPooledPacket = packetBufSize / 2
 )
 
 var packetBufs sync.Pool

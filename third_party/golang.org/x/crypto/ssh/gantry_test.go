@@ -13,6 +13,7 @@ import (
 	"io"
 	"runtime"
 	"testing"
+	"time"
 )
 
 // countingWriter counts the writes it gets.
@@ -63,7 +64,7 @@ func TestChannelDataIsNotCopiedPerPacket(t *testing.T) {
 	const total = 64 << 20
 	for _, how := range []string{"reads of 256 KiB", "reads of 1000 bytes", "WriteTo a writer", "WriteTo a socket"} {
 		t.Run(how, func(t *testing.T) {
-			client := bulkPair(t, total)
+			client := bulkPair(t, total, 64<<10)
 			ch, reqs, err := client.OpenChannel("bulk", nil)
 			if err != nil {
 				t.Fatal(err)
@@ -115,6 +116,41 @@ func TestChannelDataIsNotCopiedPerPacket(t *testing.T) {
 	}
 }
 
+// A channel nobody reads holds its window's worth of data: in small
+// packets, not one pool buffer each (a peer sending 4 KiB packets would
+// make a window take nine times its size).
+func TestUnreadSmallPacketsTakeTheirSize(t *testing.T) {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	client := bulkPair(t, 64<<20, 4096)
+	nc, reqs, err := client.OpenChannel("bulk", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go DiscardRequests(reqs)
+	ch := nc.(*channel)
+	for buffered(ch.pending) < channelWindowSize {
+		time.Sleep(10 * time.Millisecond) // until the window is full
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if held := int64(after.HeapAlloc) - int64(before.HeapAlloc); held > 3*channelWindowSize {
+		t.Errorf("a full window of 4 KiB packets holds %d KiB (window %d KiB)", held>>10, channelWindowSize>>10)
+	}
+}
+
+// buffered is how many bytes b holds unread.
+func buffered(b *buffer) int {
+	b.Cond.L.Lock()
+	defer b.Cond.L.Unlock()
+	n := 0
+	for e := b.head; e != nil; e = e.next {
+		n += len(e.buf)
+	}
+	return n
+}
+
 // bulkChecker checks that each byte is its offset's 32 KiB block number
 // plus its offset (as bulkPair writes them): a buffer reused too early
 // shows.
@@ -135,9 +171,9 @@ func (c *bulkChecker) Write(p []byte) (int, error) {
 }
 
 // bulkPair connects a client to a server over TCP with AES-GCM; the
-// server answers a "bulk" channel with total bytes (see the check in
-// TestChannelDataIsNotCopiedPerPacket), written 64 KiB at a time.
-func bulkPair(t *testing.T, total int) *Client {
+// server answers a "bulk" channel with total bytes (see bulkChecker),
+// written chunk bytes at a time.
+func bulkPair(t *testing.T, total, chunk int) *Client {
 	c1, c2, err := netPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -158,7 +194,7 @@ func bulkPair(t *testing.T, total int) *Client {
 			}
 			go DiscardRequests(reqs)
 			go func() {
-				buf := make([]byte, 64<<10)
+				buf := make([]byte, chunk)
 				for off := 0; off < total; off += len(buf) {
 					for i := range buf {
 						o := off + i
