@@ -106,6 +106,7 @@ type result struct {
 	wsRTT, wsP99  float64 // µs
 	wsKiB         float64 // KiB per idle WebSocket
 	kaKiB         float64 // KiB per idle keep-alive connection (after a request)
+	h2KiB         float64 // KiB per idle HTTP/2 connection (TLS, after a request)
 	err           string
 }
 
@@ -418,11 +419,14 @@ func measure(ctx context.Context, p *proxy) error {
 	if r.kaKiB, err = idleMemory(p.cmd.Process.Pid, *wsIdle, func() (net.Conn, error) { return keepAliveDial(p.http) }); err != nil {
 		return fmt.Errorf("idle keep-alive connections: %w", err)
 	}
+	if r.h2KiB, err = idleMemory(p.cmd.Process.Pid, *wsIdle, func() (net.Conn, error) { return h2IdleDial(p.tls) }); err != nil {
+		return fmt.Errorf("idle HTTP/2 connections: %w", err)
+	}
 	if r.wsKiB, err = idleMemory(p.cmd.Process.Pid, *wsIdle, func() (net.Conn, error) { c, _, err := wsDial(p.http); return c, err }); err != nil {
 		return fmt.Errorf("idle websockets: %w", err)
 	}
-	fmt.Printf("  %s: WebSocket echo p50 %.0f µs p99 %.0f µs, %.1f KiB per idle WebSocket, %.1f KiB per idle keep-alive connection\n",
-		p.name, r.wsRTT, r.wsP99, r.wsKiB, r.kaKiB)
+	fmt.Printf("  %s: WebSocket echo p50 %.0f µs p99 %.0f µs, %.1f KiB per idle WebSocket, %.1f KiB per idle keep-alive connection, %.1f KiB per idle HTTP/2 connection\n",
+		p.name, r.wsRTT, r.wsP99, r.wsKiB, r.kaKiB, r.h2KiB)
 	return ctx.Err()
 }
 
@@ -440,15 +444,15 @@ func report(ps []*proxy) {
 		return fmt.Sprintf("%.2f×", v/b)
 	}
 	fmt.Println()
-	fmt.Printf("%-8s %10s %8s %8s %12s %8s %10s %10s %9s %9s %10s %10s\n", "proxy", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "vs HAP", "conn/s", "TLS hs/s", "WS p50µs", "WS p99µs", "KiB/idleWS", "KiB/idleKA")
+	fmt.Printf("%-8s %10s %8s %8s %12s %8s %10s %10s %9s %9s %10s %10s %10s\n", "proxy", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "vs HAP", "conn/s", "TLS hs/s", "WS p50µs", "WS p99µs", "KiB/idleWS", "KiB/idleKA", "KiB/idleH2")
 	for _, p := range ps {
 		r := p.results
 		if r.err != "" {
 			fmt.Printf("%-8s failed: %s\n", p.name, r.err)
 			continue
 		}
-		fmt.Printf("%-8s %10.0f %8.2f %8.2f %12.1f %8s %10.0f %10.0f %9.0f %9.0f %10.1f %10.1f\n", p.name, r.rps, r.p50, r.p99, r.cpuPerReq,
-			ratio(r.cpuPerReq, base.cpuPerReqOr()), r.connRate, r.tlsRate, r.wsRTT, r.wsP99, r.wsKiB, r.kaKiB)
+		fmt.Printf("%-8s %10.0f %8.2f %8.2f %12.1f %8s %10.0f %10.0f %9.0f %9.0f %10.1f %10.1f %10.1f\n", p.name, r.rps, r.p50, r.p99, r.cpuPerReq,
+			ratio(r.cpuPerReq, base.cpuPerReqOr()), r.connRate, r.tlsRate, r.wsRTT, r.wsP99, r.wsKiB, r.kaKiB, r.h2KiB)
 	}
 	if base != nil {
 		fmt.Println("\nRatios to HAProxy (CPU per request: lower is better; the rest: higher is better, but latency and memory lower):")
@@ -457,9 +461,9 @@ func report(ps []*proxy) {
 			if r.err != "" || p.name == "haproxy" {
 				continue
 			}
-			fmt.Printf("  %-7s CPU/req %s, req/s %s, conn/s %s, TLS hs/s %s, WS RTT %s, memory per idle WS %s, per idle keep-alive %s\n", p.name,
+			fmt.Printf("  %-7s CPU/req %s, req/s %s, conn/s %s, TLS hs/s %s, WS RTT %s, memory per idle WS %s, per idle keep-alive %s, per idle HTTP/2 %s\n", p.name,
 				ratio(r.cpuPerReq, base.cpuPerReq), ratio(r.rps, base.rps), ratio(r.connRate, base.connRate), ratio(r.tlsRate, base.tlsRate),
-				ratio(r.wsRTT, base.wsRTT), ratio(r.wsKiB, base.wsKiB), ratio(r.kaKiB, base.kaKiB))
+				ratio(r.wsRTT, base.wsRTT), ratio(r.wsKiB, base.wsKiB), ratio(r.kaKiB, base.kaKiB), ratio(r.h2KiB, base.h2KiB))
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // protoResult is one protocol's figures through one proxy.
@@ -111,4 +113,48 @@ func goLoad(p *proxy, rt http.RoundTripper, n int, d time.Duration) (rps, p50, p
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	return float64(len(lat)) / took.Seconds(), ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100]),
 		float64(cpu.Microseconds()) / float64(len(lat)), nil
+}
+
+// h2IdleDial opens an HTTP/2 connection as a browser leaves one: TLS with
+// ALPN h2, the preface and SETTINGS, one GET answered in full, SETTINGS
+// acknowledged; then nothing.
+func h2IdleDial(addr string) (net.Conn, error) {
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", addr,
+		&tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err != nil {
+		return nil, err
+	}
+	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
+		c.Close()
+		return nil, fmt.Errorf("ALPN gave %q, not h2", p)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	io.WriteString(c, http2.ClientPreface)
+	fr := http2.NewFramer(c, c)
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", addr}, {":path", "/"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteSettings(); err == nil {
+		err = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true})
+	}
+	for err == nil {
+		var f http2.Frame
+		if f, err = fr.ReadFrame(); err != nil {
+			break
+		}
+		if s, ok := f.(*http2.SettingsFrame); ok && !s.IsAck() {
+			err = fr.WriteSettingsAck()
+		}
+		if f.Header().StreamID == 1 && f.Header().Flags.Has(http2.FlagDataEndStream) {
+			return c, nil // END_STREAM: the same bit on DATA and HEADERS
+		}
+		if _, ok := f.(*http2.RSTStreamFrame); ok {
+			err = fmt.Errorf("the request was reset")
+		}
+	}
+	c.Close()
+	return nil, err
 }
