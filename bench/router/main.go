@@ -419,11 +419,13 @@ func measure(ctx context.Context, p *proxy) error {
 	if r.kaKiB, err = idleMemory(p.cmd.Process.Pid, *wsIdle, func() (net.Conn, error) { return keepAliveDial(p.http) }); err != nil {
 		return fmt.Errorf("idle keep-alive connections: %w", err)
 	}
-	if r.h2KiB, err = idleMemory(p.cmd.Process.Pid, *wsIdle, func() (net.Conn, error) { return h2IdleDial(p.tls) }); err != nil {
-		return fmt.Errorf("idle HTTP/2 connections: %w", err)
-	}
 	if r.wsKiB, err = idleMemory(p.cmd.Process.Pid, *wsIdle, func() (net.Conn, error) { c, _, err := wsDial(p.http); return c, err }); err != nil {
 		return fmt.Errorf("idle websockets: %w", err)
+	}
+	// HTTP/2 last: its connections are the largest, so what the
+	// WebSockets freed covers little of them.
+	if r.h2KiB, err = idleMemory(p.cmd.Process.Pid, *wsIdle, func() (net.Conn, error) { return h2IdleDial(p.tls) }); err != nil {
+		return fmt.Errorf("idle HTTP/2 connections: %w", err)
 	}
 	fmt.Printf("  %s: WebSocket echo p50 %.0f µs p99 %.0f µs, %.1f KiB per idle WebSocket, %.1f KiB per idle keep-alive connection, %.1f KiB per idle HTTP/2 connection\n",
 		p.name, r.wsRTT, r.wsP99, r.wsKiB, r.kaKiB, r.h2KiB)
