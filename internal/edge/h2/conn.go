@@ -1,7 +1,6 @@
 package h2
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -32,7 +31,7 @@ type conn struct {
 	cancel context.CancelFunc
 
 	// The reader goroutine's own.
-	br          *bufio.Reader
+	br          io.Reader // the connection, or a bufio.Reader over it
 	fr          *http2.Framer
 	hd          *blockDecoder
 	maxHeader   uint32

@@ -112,7 +112,13 @@ func (s *Server) newConn(c net.Conn) *conn {
 		cn.tls = &st
 	}
 	cn.ctx, cn.cancel = context.WithCancel(context.Background())
-	cn.br = bufio.NewReaderSize(c, 4<<10) // (larger reads bypass it)
+	// A TLS connection buffers its records already: frames are read from
+	// it as they are, and an idle connection holds no read buffer of ours
+	// (4 KiB less each). A plain one (h2c) gets one, for fewer syscalls.
+	cn.br = c
+	if cn.tls == nil {
+		cn.br = bufio.NewReaderSize(c, 4<<10) // (larger reads bypass it)
+	}
 	cn.fr = http2.NewFramer(nil, cn.br)
 	cn.hd = newBlockDecoder(cn.maxHeader)
 	cn.fr.SetReuseFrames()
